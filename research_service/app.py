@@ -1,0 +1,77 @@
+"""create_app(settings): app state under AppKeys, resources in one cleanup_ctx, routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+from aiohttp import web
+
+from research_service.pipeline.orchestrator import Pipeline
+from research_service.providers.base import LLMProvider, SearchProvider
+from research_service.providers.registry import llm_provider, search_provider
+from research_service.runs.log import EventLog
+from research_service.runs.manager import RunManager
+from research_service.runs.memory_log import MemoryEventLog
+from research_service.settings import Settings
+from research_service.web.handlers import setup_routes
+from research_service.web.keys import EVENT_LOG, LLM, MANAGER, SEARCH, SETTINGS
+from research_service.web.problems import problem_middleware
+from research_service.web.validation import MAX_BODY_BYTES
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    llm: LLMProvider | None = None,
+    search: SearchProvider | None = None,
+    event_log: EventLog | None = None,
+) -> web.Application:
+    """Build the application; providers and the log may be handed in (tests, embedding).
+
+    Serve it with `handler_cancellation=True` (as `research-service serve` and aiohttp's
+    test server do) so a listener that disconnects is released at once.
+    """
+    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if llm is None:
+                llm_ = await stack.enter_async_context(llm_provider(settings))
+            else:
+                llm_ = llm
+            if search is None:
+                search_ = await stack.enter_async_context(search_provider(settings))
+            else:
+                search_ = search
+            app[LLM], app[SEARCH] = llm_, search_
+            app[EVENT_LOG] = MemoryEventLog() if event_log is None else event_log
+            pipeline = Pipeline(
+                llm=app[LLM],
+                search=app[SEARCH],
+                search_concurrency=settings.search_concurrency,
+                search_timeout_s=settings.search_timeout_s,
+            )
+            app[MANAGER] = RunManager(
+                log=app[EVENT_LOG],
+                pipeline=pipeline,
+                max_active_runs=settings.max_active_runs,
+                abandon_after_s=settings.abandon_after_s,
+            )
+            log.info("research-service ready: llm=%s search=%s", app[LLM].name, app[SEARCH].name)
+            yield
+            await app[EVENT_LOG].close()
+
+    async def finish_runs(app: web.Application) -> None:
+        # Runs end with a proper `done` before listeners are closed.
+        if MANAGER in app:
+            await app[MANAGER].shutdown()
+
+    app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(finish_runs)
+    setup_routes(app)
+    return app

@@ -1,0 +1,172 @@
+"""Plain-text helpers shared by the index and the builtin model: terms, sentences, passages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+DEFAULT_MIN_PASSAGE: Final = 300
+DEFAULT_MAX_PASSAGE: Final = 800
+DEFAULT_SNIPPET_CHARS: Final = 400
+ELLIPSIS: Final = "…"
+
+STOPWORDS: Final = frozenset(
+    """
+    a about above after again against all also am an and any are aren as at be because been
+    before being below between both but by can cannot could couldn d did didn do does doesn
+    doing don done down during each either else etc ever every few for from further get gets
+    got had hadn has hasn have haven having he her here hers herself him himself his how i if
+    in into is isn it its itself just ll m me might more most much must mustn my myself need
+    needs no nor not now of off on once one only or other ought our ours ourselves out over own
+    please re s same shall shan she should shouldn so some such t than that the their theirs
+    them themselves then there these they this those through to too under until up upon us use
+    used uses using ve very via want wants was wasn way ways we were weren what whats when
+    where whether which while who whom whose why will with within without won would wouldn y
+    yes yet you your yours yourself yourselves
+    """.split()
+)
+
+# A word, or a dotted identifier such as `asyncio.gather` kept whole.
+_TERM = re.compile(r"\w+(?:\.\w+)*")
+_HAS_ALNUM = re.compile(r"[^\W_]")
+# A sentence ends at . ! ? (or an ellipsis) followed by space and something that starts a
+# sentence; requiring the capital keeps "e.g. foo" and "json.dumps" in one sentence.
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[\"'`(\[*]?[A-Z0-9])")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n+")
+_SPACE = re.compile(r"\s+")
+_SUFFIXES: Final = ("ing", "ed", "es", "s", "e")
+
+
+def words(text: str) -> list[str]:
+    """Every word and dotted identifier in `text`, lowercased, in order."""
+    return [t for t in _TERM.findall(text.lower()) if _HAS_ALNUM.search(t)]
+
+
+def key_terms(text: str) -> list[str]:
+    """The distinct non-stopword terms of `text`, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for word in words(text):
+        if word not in STOPWORDS and (len(word) > 1 or word.isdigit()):
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def stem(word: str) -> str:
+    """A crude stem (parse, parses, parsing -> pars) good enough to compare terms."""
+    for _ in range(2):
+        for suffix in _SUFFIXES:
+            if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+                word = word[: -len(suffix)]
+                break
+        else:
+            break
+    return word
+
+
+def stems(terms: Iterable[str]) -> set[str]:
+    """The stems of `terms`, with dotted identifiers also contributing each part."""
+    out: set[str] = set()
+    for term in terms:
+        if "." in term:
+            out.add(term)
+        for part in term.split("."):
+            if part and part not in STOPWORDS:
+                out.add(stem(part))
+    return out
+
+
+def squash(text: str) -> str:
+    """`text` with every run of whitespace turned into one space."""
+    return _SPACE.sub(" ", text).strip()
+
+
+def sentences(text: str) -> list[str]:
+    """Split `text` into sentences, whitespace squashed."""
+    out: list[str] = []
+    for paragraph in _PARAGRAPH_BREAK.split(text):
+        flat = squash(paragraph)
+        if flat:
+            out.extend(s for s in _SENTENCE_END.split(flat) if s)
+    return out
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters at a word boundary, marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 1, 1)]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-") + ELLIPSIS
+
+
+def passages(
+    text: str, *, min_chars: int = DEFAULT_MIN_PASSAGE, max_chars: int = DEFAULT_MAX_PASSAGE
+) -> list[str]:
+    """Split `text` into passages of about `min_chars`..`max_chars` on paragraph boundaries."""
+    units: list[str] = []
+    for paragraph in _PARAGRAPH_BREAK.split(text):
+        paragraph = paragraph.strip()
+        if not paragraph:
+            continue
+        if len(paragraph) <= max_chars:
+            units.append(paragraph)
+        else:
+            units.extend(_split_long(paragraph, max_chars))
+    chunks: list[str] = []
+    current = ""
+    for unit in units:
+        if current and len(current) + 2 + len(unit) > max_chars:
+            chunks.append(current)
+            current = unit
+        else:
+            current = f"{current}\n\n{unit}" if current else unit
+    if current:
+        # A short tail reads better glued to its predecessor than standing alone.
+        if chunks and len(current) < min_chars // 2 and len(chunks[-1]) + len(current) < max_chars:
+            chunks[-1] = f"{chunks[-1]}\n\n{current}"
+        else:
+            chunks.append(current)
+    return chunks
+
+
+def _split_long(paragraph: str, max_chars: int) -> list[str]:
+    """Cut one over-long paragraph into pieces at sentence, then word, boundaries."""
+    pieces: list[str] = []
+    current = ""
+    for sentence in sentences(paragraph):
+        while len(sentence) > max_chars:
+            head = sentence[:max_chars]
+            space = head.rfind(" ")
+            cut = space if space > max_chars // 2 else max_chars
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(sentence[:cut].rstrip())
+            sentence = sentence[cut:].lstrip()
+        if current and len(current) + 1 + len(sentence) > max_chars:
+            pieces.append(current)
+            current = sentence
+        else:
+            current = f"{current} {sentence}" if current else sentence
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def snippet(text: str, terms: Iterable[str], *, limit: int = DEFAULT_SNIPPET_CHARS) -> str:
+    """The part of `text` (about `limit` chars) starting at the sentence that best matches."""
+    wanted = stems(terms)
+    parts = sentences(text)
+    if not parts:
+        return ""
+    hits = [len(wanted & stems(words(s))) for s in parts]
+    start = hits.index(max(hits))
+    chosen = parts[start:]
+    # Room left over is better spent on the sentences before the match than left empty.
+    while start > 0 and len(" ".join(chosen)) + len(parts[start - 1]) < limit:
+        start -= 1
+        chosen.insert(0, parts[start])
+    return shorten(" ".join(chosen), limit)

@@ -1,0 +1,143 @@
+"""One exception tree for research-service; every message says what to do."""
+
+from __future__ import annotations
+
+
+class ResearchError(Exception):
+    """Base of every error research-service raises on purpose."""
+
+    code = "internal"
+
+
+class ConfigError(ResearchError):
+    """The service cannot start with the settings it was given."""
+
+    code = "config"
+
+
+# --- request errors: become application/problem+json responses -------------------------
+
+
+class RequestError(ResearchError):
+    """Something a client sent is wrong; rendered as an RFC 9457 problem."""
+
+    status = 400
+    slug = "invalid-request"
+    title = "Invalid request"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class InvalidInput(RequestError):
+    """A field or parameter has the wrong type or value."""
+
+    slug = "invalid-input"
+    title = "Invalid input"
+
+
+class MalformedJSON(RequestError):
+    """The request body is not valid JSON."""
+
+    slug = "malformed-json"
+    title = "Malformed JSON"
+
+
+class InvalidEventId(RequestError):
+    """A Last-Event-ID that this run never issued."""
+
+    slug = "invalid-event-id"
+    title = "Invalid Last-Event-ID"
+
+
+class NotFound(RequestError):
+    """The run (or route) does not exist."""
+
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class MethodNotAllowed(RequestError):
+    """The route exists but not with this HTTP method."""
+
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+
+    def __init__(self, detail: str, *, allowed: tuple[str, ...]) -> None:
+        super().__init__(detail)
+        self.allowed = allowed
+
+
+class BodyTooLarge(RequestError):
+    """The request body is over the size limit."""
+
+    status = 413
+    slug = "body-too-large"
+    title = "Request body too large"
+
+
+class UnsupportedMediaType(RequestError):
+    """The request body is not JSON."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class TooManyRuns(RequestError):
+    """The service is running as many runs as it is allowed to."""
+
+    status = 429
+    slug = "too-many-runs"
+    title = "Too many active runs"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+# --- provider and pipeline errors: become `error` events in a run's stream --------------
+
+
+class ProviderError(ResearchError):
+    """An LLM or search provider failed."""
+
+    code = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class LLMError(ProviderError):
+    """The language model provider failed."""
+
+    code = "llm_error"
+
+
+class SearchError(ProviderError):
+    """The search provider failed."""
+
+    code = "search_error"
+
+
+class PipelineError(ResearchError):
+    """The research pipeline cannot go on; ends the run as failed."""
+
+    def __init__(self, message: str, *, code: str, phase: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.phase = phase

@@ -1,0 +1,79 @@
+"""The wire contract in code: event names, payload shapes and their SSE encoding."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeAlias
+
+EventName: TypeAlias = Literal["phase", "token", "done", "error"]
+Phase: TypeAlias = Literal["planning", "searching", "synthesizing"]
+PhaseStatus: TypeAlias = Literal["started", "progress", "completed"]
+RunStatus: TypeAlias = Literal["queued", "running", "completed", "failed", "cancelled"]
+FinalStatus: TypeAlias = Literal["completed", "failed", "cancelled"]
+
+PHASES: Final[tuple[Phase, ...]] = ("planning", "searching", "synthesizing")
+FINAL_STATUSES: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
+
+#: The comment line written when a stream has been quiet for the heartbeat interval.
+PING: Final = b": ping\n\n"
+
+_RUN_ID_RE: Final = re.compile(r"^[0-9a-f]{16}$")
+_EVENT_ID_RE: Final = re.compile(r"^(?P<run>[0-9a-f]{16}):(?P<seq>0|[1-9][0-9]{0,17})$")
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON, the one serialisation used on the wire."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode(run_id: str, seq: int, name: str, data: Any) -> bytes:
+    """Encode one event as SSE bytes: id, event, exactly one data line, blank line."""
+    # json.dumps escapes CR and LF inside strings, so the data is always one line.
+    return f"id: {run_id}:{seq}\nevent: {name}\ndata: {dumps(data)}\n\n".encode()
+
+
+def retry_field(retry_ms: int) -> bytes:
+    """The `retry:` field that opens every stream."""
+    return f"retry: {retry_ms}\n\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a run, with its SSE encoding computed once."""
+
+    run_id: str
+    seq: int
+    name: str
+    data: dict[str, Any]
+    t_ms: int
+    wire: bytes
+
+    @classmethod
+    def create(cls, run_id: str, seq: int, name: str, data: dict[str, Any], *, t_ms: int) -> Event:
+        """Build an event and encode it for the wire."""
+        return cls(run_id, seq, name, data, t_ms, encode(run_id, seq, name, data))
+
+    @property
+    def id(self) -> str:
+        """The SSE id: `<run_id>:<seq>`."""
+        return f"{self.run_id}:{self.seq}"
+
+    @property
+    def is_final(self) -> bool:
+        """True for the `done` event, always the run's last."""
+        return self.name == "done"
+
+
+def is_run_id(value: str) -> bool:
+    """True if `value` has the shape of a run id."""
+    return bool(_RUN_ID_RE.match(value))
+
+
+def parse_event_id(value: str) -> tuple[str, int] | None:
+    """Split `<run_id>:<seq>` into its parts, or None when it is malformed."""
+    match = _EVENT_ID_RE.match(value.strip())
+    if match is None:
+        return None
+    return match["run"], int(match["seq"])

@@ -1,0 +1,1 @@
+"""The research pipeline: planner, searcher and synthesizer, orchestrated as one coroutine."""

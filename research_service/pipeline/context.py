@@ -1,0 +1,42 @@
+"""What a pipeline stage gets from its run: the question, options and an event sink."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from research_service.events import Phase
+from research_service.providers.base import Source
+from research_service.runs.models import RunOptions
+
+EmitFn = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class RunContext:
+    """The run as a pipeline sees it: it reads the question and only emits events."""
+
+    def __init__(self, *, question: str, options: RunOptions, emit: EmitFn) -> None:
+        self.question = question
+        self.options = options
+        self._emit = emit
+        self._started = time.monotonic()
+        self.phase: Phase | None = None
+        # Sources found so far, so a run cut short can still report them in `done`.
+        self.sources: list[Source] = []
+
+    def elapsed_ms(self) -> int:
+        """Milliseconds since the run started."""
+        return int((time.monotonic() - self._started) * 1000)
+
+    async def emit(self, name: str, data: dict[str, Any]) -> None:
+        """Append one event to the run's log."""
+        await self._emit(name, data)
+
+    async def phase_event(self, phase: Phase, status: str, **extra: Any) -> None:
+        """Emit a `phase` event; `started` also makes `phase` the current one."""
+        if status == "started":
+            self.phase = phase
+        await self.emit(
+            "phase", {"phase": phase, "status": status, "elapsed_ms": self.elapsed_ms(), **extra}
+        )

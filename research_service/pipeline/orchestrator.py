@@ -1,0 +1,42 @@
+"""The whole pipeline as one coroutine that only emits events and returns the answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from research_service.pipeline.context import RunContext
+from research_service.pipeline.planner import plan
+from research_service.pipeline.searcher import search_all
+from research_service.pipeline.synthesizer import synthesize
+from research_service.providers.base import LLMProvider, SearchProvider, Source
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a completed pipeline produced."""
+
+    text: str
+    sources: list[Source]
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """The providers and limits a run's pipeline uses."""
+
+    llm: LLMProvider
+    search: SearchProvider
+    search_concurrency: int
+    search_timeout_s: float
+
+    async def run(self, ctx: RunContext) -> Answer:
+        """Plan, search, synthesize; raise on a fatal problem (the caller emits `done`)."""
+        queries = await plan(ctx, self.llm)
+        sources = await search_all(
+            ctx,
+            self.search,
+            queries,
+            concurrency=self.search_concurrency,
+            timeout=self.search_timeout_s,
+        )
+        text = await synthesize(ctx, self.llm, sources)
+        return Answer(text, sources)

@@ -1,0 +1,1 @@
+"""LLM and search providers behind small Protocols, one module per backend."""

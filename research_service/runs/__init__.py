@@ -1,0 +1,1 @@
+"""Run lifecycle: the manager, the event-log interface and its backends."""

@@ -1,0 +1,46 @@
+"""The event-log interface every backend (memory now; SQLite and Redis later) implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from research_service.events import Event
+from research_service.runs.models import RunRecord
+
+
+class EventLog(Protocol):
+    """Append-only per-run event logs plus the run records they belong to.
+
+    A run has exactly one writer (its task), which appends events with contiguous
+    seq numbers starting at 1; any number of readers read after a seq and wait for more.
+    """
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Store a new run record; its log starts empty."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run's record, or None when there is no such run."""
+        ...
+
+    async def list_runs(
+        self, *, limit: int, before: tuple[float, str] | None = None
+    ) -> list[RunRecord]:
+        """Up to `limit` records, newest first, strictly older than the `before` sort key."""
+        ...
+
+    async def append(self, event: Event) -> None:
+        """Append `event`; its seq must be the run's last seq + 1."""
+        ...
+
+    async def read(self, run_id: str, *, after: int) -> list[Event]:
+        """Every stored event of the run with seq > `after`, in order."""
+        ...
+
+    async def wait(self, run_id: str, *, after: int, timeout: float) -> bool:
+        """Wait until the run has an event with seq > `after`; False if `timeout` passed first."""
+        ...
+
+    async def close(self) -> None:
+        """Release the backend's resources and wake every waiter."""
+        ...

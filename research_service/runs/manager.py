@@ -1,0 +1,228 @@
+"""Run lifecycle: create runs, execute their pipelines as tasks, cancel, list and snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from research_service.errors import NotFound, PipelineError, ProviderError, TooManyRuns
+from research_service.events import Event
+from research_service.pipeline.context import RunContext
+from research_service.pipeline.orchestrator import Pipeline
+from research_service.runs.log import EventLog
+from research_service.runs.models import RunOptions, RunRecord, new_run_id
+from research_service.runs.state import RunState
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S: Final = 5
+STATE_CACHE_SIZE: Final = 512
+
+
+@dataclass(slots=True)
+class LiveRun:
+    """A run executing in this process."""
+
+    record: RunRecord
+    state: RunState = field(default_factory=RunState)
+    task: asyncio.Task[None] | None = None
+    context: RunContext | None = None
+    listeners: int = 0
+    abandon_timer: asyncio.TimerHandle | None = None
+    cancel_reason: tuple[str, str] | None = None
+
+
+class RunManager:
+    """Owns the runs of this process; a run's events go to the event log, nothing else."""
+
+    def __init__(
+        self,
+        *,
+        log: EventLog,
+        pipeline: Pipeline,
+        max_active_runs: int,
+        abandon_after_s: float,
+    ) -> None:
+        self.log = log
+        self.pipeline = pipeline
+        self.max_active_runs = max_active_runs
+        self.abandon_after_s = abandon_after_s
+        self._live: dict[str, LiveRun] = {}
+        self._finished_states: OrderedDict[str, RunState] = OrderedDict()
+
+    @property
+    def active_runs(self) -> int:
+        """How many runs are executing now."""
+        return len(self._live)
+
+    async def create(self, question: str, options: RunOptions) -> RunRecord:
+        """Store a new run and start its pipeline in the background."""
+        if len(self._live) >= self.max_active_runs:
+            raise TooManyRuns(
+                f"{len(self._live)} runs are active, the limit is {self.max_active_runs}; "
+                f"retry in {RETRY_AFTER_S} s",
+                retry_after=RETRY_AFTER_S,
+            )
+        record = RunRecord(new_run_id(), question, options)
+        await self.log.create_run(record)
+        run = LiveRun(record)
+        self._live[record.id] = run
+        run.task = asyncio.create_task(self._execute(run), name=f"run-{record.id}")
+        self._arm_abandon(run)
+        return record
+
+    async def get(self, run_id: str) -> RunRecord:
+        """The run's record; NotFound when there is none."""
+        record = await self.log.get_run(run_id)
+        if record is None:
+            raise NotFound(f"no run with id {run_id!r}; list runs with GET /v1/runs")
+        return record
+
+    async def state(self, run_id: str) -> RunState:
+        """The run's current state (live, cached, or folded from its log)."""
+        live = self._live.get(run_id)
+        if live is not None:
+            return live.state
+        cached = self._finished_states.get(run_id)
+        if cached is not None:
+            self._finished_states.move_to_end(run_id)
+            return cached
+        state = RunState.fold(await self.log.read(run_id, after=0))
+        if state.finished:
+            self._remember(run_id, state)
+        return state
+
+    async def snapshot(self, record: RunRecord) -> dict[str, Any]:
+        """The JSON snapshot of a run."""
+        live = self._live.get(record.id)
+        state = await self.state(record.id)
+        now_ms = live.context.elapsed_ms() if live and live.context else None
+        return state.snapshot(record, now_ms=now_ms)
+
+    async def cancel(self, run_id: str, *, code: str = "cancelled", message: str = "") -> bool:
+        """Stop a run promptly; False when it had already finished."""
+        await self.get(run_id)
+        run = self._live.get(run_id)
+        if run is None:
+            return False
+        return self._cancel_live(run, code=code, message=message)
+
+    @staticmethod
+    def _cancel_live(run: LiveRun, *, code: str, message: str) -> bool:
+        if run.task is None or run.task.done():
+            return False
+        if run.cancel_reason is None:
+            run.cancel_reason = (code, message or "the run was cancelled on request")
+            run.task.cancel()
+        return True
+
+    def listener_joined(self, run_id: str) -> None:
+        """Count a listener; a run with listeners is never abandoned."""
+        run = self._live.get(run_id)
+        if run is not None:
+            run.listeners += 1
+            if run.abandon_timer is not None:
+                run.abandon_timer.cancel()
+                run.abandon_timer = None
+
+    def listener_left(self, run_id: str) -> None:
+        """Uncount a listener; the last one leaving starts the abandon timer."""
+        run = self._live.get(run_id)
+        if run is not None:
+            run.listeners -= 1
+            if run.listeners == 0:
+                self._arm_abandon(run)
+
+    async def shutdown(self) -> None:
+        """Cancel every live run and wait until each has written its `done`."""
+        tasks = [run.task for run in self._live.values() if run.task is not None]
+        for run in list(self._live.values()):
+            self._cancel_live(run, code="shutdown", message="the service shut down during the run")
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _arm_abandon(self, run: LiveRun) -> None:
+        if run.abandon_timer is not None:
+            run.abandon_timer.cancel()
+        message = f"no listener for {self.abandon_after_s:g} s, so the run was abandoned"
+
+        def abandon() -> None:
+            run.abandon_timer = None
+            self._cancel_live(run, code="abandoned", message=message)
+
+        run.abandon_timer = asyncio.get_running_loop().call_later(self.abandon_after_s, abandon)
+
+    def _remember(self, run_id: str, state: RunState) -> None:
+        self._finished_states[run_id] = state
+        while len(self._finished_states) > STATE_CACHE_SIZE:
+            self._finished_states.popitem(last=False)
+
+    async def _execute(self, run: LiveRun) -> None:
+        record = run.record
+
+        async def emit(name: str, data: dict[str, Any]) -> None:
+            event = Event.create(
+                record.id, run.state.event_count + 1, name, data, t_ms=ctx.elapsed_ms()
+            )
+            # State first: a snapshot taken right after append must include the event.
+            run.state.apply(event)
+            await self.log.append(event)
+
+        ctx = RunContext(question=record.question, options=record.options, emit=emit)
+        run.context = ctx
+        status, error, answer = "completed", None, None
+        try:
+            result = await self.pipeline.run(ctx)
+            answer = result.text
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            code, message = run.cancel_reason or ("cancelled", "the run was cancelled")
+            status, error = "cancelled", {"code": code, "message": message}
+        except (PipelineError, ProviderError) as exc:
+            phase = exc.phase if isinstance(exc, PipelineError) else ctx.phase
+            status, error = "failed", {"code": exc.code, "message": str(exc)}
+            await emit("error", {**error, "phase": phase})
+        except Exception as exc:
+            log.exception("run %s failed unexpectedly", record.id)
+            status = "failed"
+            error = {"code": "internal", "message": f"unexpected error: {exc!r}"}
+            await emit("error", {**error, "phase": ctx.phase})
+        finally:
+            await self._finish(run, ctx, status=status, error=error, answer=answer)
+
+    async def _finish(
+        self,
+        run: LiveRun,
+        ctx: RunContext,
+        *,
+        status: str,
+        error: dict[str, Any] | None,
+        answer: str | None,
+    ) -> None:
+        if run.abandon_timer is not None:
+            run.abandon_timer.cancel()
+        streamed = run.state.answer
+        if answer is not None and answer != streamed:
+            log.error("run %s: answer differs from its tokens; sending the tokens", run.record.id)
+        now = ctx.elapsed_ms()
+        timings = run.state.timings(now_ms=now)
+        try:
+            await ctx.emit(
+                "done",
+                {
+                    "status": status,
+                    "answer": streamed,
+                    "sources": [source.full() for source in ctx.sources],
+                    "timings_ms": timings,
+                    "error": error,
+                },
+            )
+        finally:
+            self._live.pop(run.record.id, None)
+            self._remember(run.record.id, run.state)
+            log.info("run %s %s in %d ms", run.record.id, status, now)

@@ -1,0 +1,86 @@
+"""The in-memory event-log backend: lists of events and one wake-up future per waiter."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from dataclasses import dataclass, field
+
+from research_service.events import Event
+from research_service.runs.models import RunRecord
+
+
+@dataclass(slots=True)
+class _RunLog:
+    record: RunRecord
+    events: list[Event] = field(default_factory=list)
+    waiters: set[asyncio.Future[None]] = field(default_factory=set)
+
+    def wake(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+
+
+class MemoryEventLog:
+    """Keeps every run and event in process memory; for tests and `--store memory`."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _RunLog] = {}
+        # Sorted ascending by sort key; listing walks it backwards.
+        self._order: list[tuple[float, str]] = []
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Store a new run record; its log starts empty."""
+        if record.id in self._runs:
+            raise ValueError(f"run {record.id} already exists")
+        self._runs[record.id] = _RunLog(record)
+        bisect.insort(self._order, record.sort_key)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run's record, or None when there is no such run."""
+        log = self._runs.get(run_id)
+        return None if log is None else log.record
+
+    async def list_runs(
+        self, *, limit: int, before: tuple[float, str] | None = None
+    ) -> list[RunRecord]:
+        """Up to `limit` records, newest first, strictly older than `before`."""
+        end = len(self._order) if before is None else bisect.bisect_left(self._order, before)
+        keys = self._order[max(0, end - limit) : end]
+        return [self._runs[run_id].record for _, run_id in reversed(keys)]
+
+    async def append(self, event: Event) -> None:
+        """Append `event` and wake the run's waiters."""
+        log = self._runs[event.run_id]
+        if event.seq != len(log.events) + 1:
+            raise ValueError(f"event seq {event.seq} does not follow {len(log.events)}")
+        log.events.append(event)
+        log.wake()
+
+    async def read(self, run_id: str, *, after: int) -> list[Event]:
+        """Every stored event of the run with seq > `after`, in order."""
+        return self._runs[run_id].events[after:]
+
+    async def wait(self, run_id: str, *, after: int, timeout: float) -> bool:
+        """Wait until the run has an event with seq > `after`; False on timeout."""
+        log = self._runs[run_id]
+        if len(log.events) > after:
+            return True
+        # One future per waiter: cancelling a waiter must never cancel anyone else's wait.
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        log.waiters.add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            return len(log.events) > after
+        finally:
+            log.waiters.discard(waiter)
+        return len(log.events) > after
+
+    async def close(self) -> None:
+        """Wake every waiter; the data simply goes with the process."""
+        for log in self._runs.values():
+            log.wake()

@@ -1,0 +1,52 @@
+"""What a run is before any event: its id, question, options and creation time."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+DEFAULT_BREADTH: Final = 3
+DEFAULT_MAX_SOURCES: Final = 8
+BREADTH_RANGE: Final = (1, 8)
+MAX_SOURCES_RANGE: Final = (1, 20)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """The validated `options` of a run."""
+
+    breadth: int = DEFAULT_BREADTH
+    max_sources: int = DEFAULT_MAX_SOURCES
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form."""
+        return asdict(self)
+
+
+def new_run_id() -> str:
+    """A fresh run id: 16 lowercase hex characters (never contains ':')."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """The immutable facts of a run; everything else is derived from its events."""
+
+    id: str
+    question: str
+    options: RunOptions = field(default_factory=RunOptions)
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def created_iso(self) -> str:
+        """Creation time as RFC 3339 UTC with milliseconds."""
+        moment = datetime.fromtimestamp(self.created_at, tz=UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    @property
+    def sort_key(self) -> tuple[float, str]:
+        """Newest-first listing order (compared descending)."""
+        return (self.created_at, self.id)

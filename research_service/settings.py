@@ -1,0 +1,167 @@
+"""All configuration in one frozen dataclass, read from the environment or CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+import platformdirs
+
+from research_service.errors import ConfigError
+
+ENV_PREFIX: Final = "RESEARCH_"
+DEFAULT_PORT: Final = 8080
+DEFAULT_HEARTBEAT_S: Final = 15.0
+DEFAULT_RETRY_MS: Final = 3000
+DEFAULT_WRITE_TIMEOUT_S: Final = 30.0
+DEFAULT_ABANDON_AFTER_S: Final = 300.0
+DEFAULT_MAX_ACTIVE_RUNS: Final = 32
+DEFAULT_SEARCH_CONCURRENCY: Final = 4
+DEFAULT_SEARCH_TIMEOUT_S: Final = 10.0
+DEFAULT_TOKEN_DELAY_MS: Final = 15.0
+LLM_CHOICES: Final = ("builtin",)
+SEARCH_CHOICES: Final = ("local",)
+STORE_CHOICES: Final = ("memory",)
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder (e.g. ~/.local/share/research-service on Linux)."""
+    return Path(platformdirs.user_data_dir("research-service", appauthor=False))
+
+
+def _opt(help: str, *, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    return {"help": help, "choices": choices}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the service; each field is a `--flag` and a `RESEARCH_*` variable."""
+
+    host: str = field(default="127.0.0.1", metadata=_opt("interface to listen on"))
+    port: int = field(default=DEFAULT_PORT, metadata=_opt("TCP port to listen on"))
+    data_dir: Path = field(
+        default_factory=default_data_dir,
+        metadata=_opt("folder for everything the service writes (corpus index, run store)"),
+    )
+    llm: str = field(
+        default="builtin", metadata=_opt("language model provider", choices=LLM_CHOICES)
+    )
+    search: str = field(default="local", metadata=_opt("search provider", choices=SEARCH_CHOICES))
+    store: str = field(default="memory", metadata=_opt("event-log backend", choices=STORE_CHOICES))
+    corpus: Path | None = field(
+        default=None,
+        metadata=_opt(
+            "folder of .md/.txt/.rst/.html files to search; default: the Python standard "
+            "library's own documentation"
+        ),
+    )
+    heartbeat_s: float = field(
+        default=DEFAULT_HEARTBEAT_S,
+        metadata=_opt("seconds of silence before a `: ping` comment is sent"),
+    )
+    retry_ms: int = field(
+        default=DEFAULT_RETRY_MS, metadata=_opt("reconnect delay advertised to clients (ms)")
+    )
+    write_timeout_s: float = field(
+        default=DEFAULT_WRITE_TIMEOUT_S,
+        metadata=_opt("seconds a listener's socket may take no data before it is cut"),
+    )
+    abandon_after_s: float = field(
+        default=DEFAULT_ABANDON_AFTER_S,
+        metadata=_opt("seconds a run may have no listener before it is cancelled"),
+    )
+    max_active_runs: int = field(
+        default=DEFAULT_MAX_ACTIVE_RUNS,
+        metadata=_opt("runs allowed at once; more get 429 Too Many Requests"),
+    )
+    search_concurrency: int = field(
+        default=DEFAULT_SEARCH_CONCURRENCY, metadata=_opt("search queries run at once per run")
+    )
+    search_timeout_s: float = field(
+        default=DEFAULT_SEARCH_TIMEOUT_S, metadata=_opt("timeout of one search query (s)")
+    )
+    token_delay_ms: float = field(
+        default=DEFAULT_TOKEN_DELAY_MS,
+        metadata=_opt("pause between the builtin model's words, so answers stream visibly"),
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata=_opt("logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (0 <= self.port <= 65535, f"port must be 0-65535, got {self.port}"),
+            (self.heartbeat_s > 0, "heartbeat_s must be > 0"),
+            (self.retry_ms >= 0, "retry_ms must be >= 0"),
+            (self.write_timeout_s > 0, "write_timeout_s must be > 0"),
+            (self.abandon_after_s > 0, "abandon_after_s must be > 0"),
+            (self.max_active_runs >= 1, "max_active_runs must be >= 1"),
+            (self.search_concurrency >= 1, "search_concurrency must be >= 1"),
+            (self.search_timeout_s > 0, "search_timeout_s must be > 0"),
+            (self.token_delay_ms >= 0, "token_delay_ms must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{message}; fix the flag or its {ENV_PREFIX}* variable")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(
+                    f"{f.name} must be one of {', '.join(choices)}, got {value!r}; "
+                    f"set --{flag_name(f.name)} or {env_name(f.name)}"
+                )
+
+    @property
+    def index_path(self) -> Path:
+        """The SQLite file holding the search index."""
+        return self.data_dir / "corpus.sqlite3"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from `RESEARCH_*` variables, then explicit overrides on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(env_name(f.name))
+            if raw is not None and raw != "":
+                values[f.name] = parse_value(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+def env_name(name: str) -> str:
+    """The environment variable for a settings field."""
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    """The CLI flag (without dashes) for a settings field."""
+    return name.replace("_", "-")
+
+
+def field_type(name: str) -> type:
+    """The Python type a settings field is parsed to."""
+    default = next(f for f in fields(Settings) if f.name == name)
+    if default.default is not MISSING and default.default is not None:
+        return type(default.default)
+    return Path
+
+
+def parse_value(name: str, raw: str) -> Any:
+    """Parse a raw string (from the environment or argv) into a settings field's type."""
+    kind = field_type(name)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{env_name(name)}={raw!r} is not a valid {kind.__name__}; fix it or unset it"
+        ) from None

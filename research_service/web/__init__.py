@@ -1,0 +1,1 @@
+"""HTTP layer: handlers, the SSE stream, problem+json errors."""

@@ -1,0 +1,120 @@
+"""The JSON and streaming endpoints of the `/v1` API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from research_service.errors import InvalidEventId, NotFound
+from research_service.events import dumps, is_run_id, parse_event_id
+from research_service.runs.models import RunRecord
+from research_service.web import validation
+from research_service.web.keys import MANAGER
+from research_service.web.stream import requested_position, resume_position, stream
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=dumps(data).encode(), content_type="application/json", headers=headers
+    )
+
+
+def _run_id(request: web.Request) -> str:
+    run_id = request.match_info["run_id"]
+    if not is_run_id(run_id):
+        raise NotFound(f"no run with id {run_id!r}; run ids are 16 hex characters")
+    return run_id
+
+
+def _created(record: RunRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "status": "queued",
+        "question": record.question,
+        "created_at": record.created_iso,
+        "events_url": f"/v1/runs/{record.id}/events",
+    }
+
+
+async def create_run(request: web.Request) -> web.Response:
+    """`POST /v1/runs`: start a run in the background."""
+    question, options = await validation.create_body(request)
+    record = await request.app[MANAGER].create(question, options)
+    body = _created(record)
+    body["options"] = options.to_dict()
+    return _json(body, status=201, headers={"Location": f"/v1/runs/{record.id}"})
+
+
+async def get_run(request: web.Request) -> web.Response:
+    """`GET /v1/runs/{id}`: the run's snapshot."""
+    manager = request.app[MANAGER]
+    record = await manager.get(_run_id(request))
+    return _json(await manager.snapshot(record))
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    """`GET /v1/runs`: snapshots, newest first, with a cursor to the next page."""
+    limit, before = validation.list_params(request.query)
+    manager = request.app[MANAGER]
+    # One extra record tells whether another page exists without a second query.
+    records = await manager.log.list_runs(limit=limit + 1, before=before)
+    page = records[:limit]
+    next_cursor = validation.encode_cursor(page[-1].sort_key) if len(records) > limit else None
+    runs = [await manager.snapshot(record) for record in page]
+    return _json({"runs": runs, "next": next_cursor})
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    """`POST /v1/runs/{id}/cancel`: stop the run; it ends with `done` status `cancelled`."""
+    manager = request.app[MANAGER]
+    run_id = _run_id(request)
+    cancelled = await manager.cancel(run_id)
+    snapshot = await manager.snapshot(await manager.get(run_id))
+    return _json({"id": run_id, "cancelling": cancelled, "status": snapshot["status"]}, status=202)
+
+
+async def run_events(request: web.Request) -> web.StreamResponse:
+    """`GET /v1/runs/{id}/events`: the run's event stream, from the start or a Last-Event-ID."""
+    manager = request.app[MANAGER]
+    record = await manager.get(_run_id(request))
+    after, ended = await resume_position(
+        requested_position(request), run_id=record.id, log=manager.log
+    )
+    return await stream(request, run_id=record.id, after=after, ended=ended)
+
+
+async def research(request: web.Request) -> web.StreamResponse:
+    """`GET /v1/research?q=...`: create a run and stream it; a reconnect resumes the same run."""
+    question, options = validation.research_query(request.query)
+    manager = request.app[MANAGER]
+    raw = requested_position(request)
+    if raw is None:
+        record = await manager.create(question, options)
+        return await stream(request, run_id=record.id, after=0, ended=False)
+    parsed = parse_event_id(raw)
+    record_or_none = await manager.log.get_run(parsed[0]) if parsed else None
+    if record_or_none is None or record_or_none.question != question:
+        raise InvalidEventId(
+            f"Last-Event-ID {raw!r} does not name a run of this question; drop the header "
+            "to start a new run",
+            field="Last-Event-ID",
+        )
+    after, ended = await resume_position(raw, run_id=record_or_none.id, log=manager.log)
+    return await stream(request, run_id=record_or_none.id, after=after, ended=ended)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """`GET /healthz`: the process is up and serving."""
+    return _json({"status": "ok"})
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register every route of the API."""
+    app.router.add_post("/v1/runs", create_run)
+    app.router.add_get("/v1/runs", list_runs, allow_head=False)
+    app.router.add_get("/v1/runs/{run_id}", get_run, allow_head=False)
+    app.router.add_get("/v1/runs/{run_id}/events", run_events, allow_head=False)
+    app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run)
+    app.router.add_get("/v1/research", research, allow_head=False)
+    app.router.add_get("/healthz", healthz)

@@ -1,0 +1,16 @@
+"""Typed application keys: every piece of app state, declared in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from research_service.providers.base import LLMProvider, SearchProvider
+from research_service.runs.log import EventLog
+from research_service.runs.manager import RunManager
+from research_service.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+EVENT_LOG = web.AppKey("event_log", EventLog)
+LLM = web.AppKey("llm", LLMProvider)
+SEARCH = web.AppKey("search", SearchProvider)
+MANAGER = web.AppKey("manager", RunManager)

@@ -1,0 +1,152 @@
+"""Turn untrusted request input into validated values, or a RequestError naming the field."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from aiohttp import web
+
+from research_service.errors import (
+    BodyTooLarge,
+    InvalidInput,
+    MalformedJSON,
+    UnsupportedMediaType,
+)
+from research_service.runs.models import BREADTH_RANGE, MAX_SOURCES_RANGE, RunOptions
+
+MAX_BODY_BYTES: Final = 64 * 1024
+MAX_QUESTION_CHARS: Final = 2000
+LIST_LIMIT_RANGE: Final = (1, 100)
+DEFAULT_LIST_LIMIT: Final = 20
+_OPTION_RANGES: Final = {"breadth": BREADTH_RANGE, "max_sources": MAX_SOURCES_RANGE}
+
+
+def question(value: Any, *, field: str = "question") -> str:
+    """A question: a string of 1-2000 characters that is not blank."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string", field=field)
+    if not value.strip():
+        raise InvalidInput(f"{field} must not be blank", field=field)
+    if len(value) > MAX_QUESTION_CHARS:
+        raise InvalidInput(
+            f"{field} is {len(value)} characters; the limit is {MAX_QUESTION_CHARS}", field=field
+        )
+    return value.strip()
+
+
+def _bounded_int(value: Any, *, field: str, bounds: tuple[int, int]) -> int:
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{field} must be an integer from {low} to {high}", field=field)
+    if not low <= value <= high:
+        raise InvalidInput(f"{field} must be from {low} to {high}, got {value}", field=field)
+    return value
+
+
+def _int_param(raw: str, *, field: str, bounds: tuple[int, int]) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        low, high = bounds
+        raise InvalidInput(
+            f"{field} must be an integer from {low} to {high}, got {raw!r}", field=field
+        ) from None
+    return _bounded_int(value, field=field, bounds=bounds)
+
+
+def options(value: Any) -> RunOptions:
+    """Validated run options; unknown keys are rejected."""
+    if value is None:
+        return RunOptions()
+    if not isinstance(value, dict):
+        raise InvalidInput("options must be a JSON object", field="options")
+    unknown = sorted(set(value) - set(_OPTION_RANGES))
+    if unknown:
+        raise InvalidInput(
+            f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(_OPTION_RANGES)}",
+            field=f"options.{unknown[0]}",
+        )
+    checked = {
+        key: _bounded_int(value[key], field=f"options.{key}", bounds=bounds)
+        for key, bounds in _OPTION_RANGES.items()
+        if key in value
+    }
+    return RunOptions(**checked)
+
+
+async def create_body(request: web.Request) -> tuple[str, RunOptions]:
+    """The question and options of a `POST /v1/runs` body."""
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as application/json, not {request.content_type or 'nothing'}"
+        )
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise BodyTooLarge(
+            f"the body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}"
+        )
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object with a question field")
+    unknown = sorted(set(body) - {"question", "options"})
+    if unknown:
+        raise InvalidInput(
+            f"unknown field(s) {', '.join(unknown)}; allowed: question, options",
+            field=unknown[0],
+        )
+    if "question" not in body:
+        raise InvalidInput("question is required", field="question")
+    return question(body["question"]), options(body.get("options"))
+
+
+def research_query(query: Mapping[str, str]) -> tuple[str, RunOptions]:
+    """The question and options of a `GET /v1/research` query string."""
+    allowed = {"q", "last_event_id", *_OPTION_RANGES}
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise InvalidInput(
+            f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            field=unknown[0],
+        )
+    if "q" not in query:
+        raise InvalidInput("q (the question) is required", field="q")
+    checked = {
+        key: _int_param(query[key], field=key, bounds=bounds)
+        for key, bounds in _OPTION_RANGES.items()
+        if key in query
+    }
+    return question(query["q"], field="q"), RunOptions(**checked)
+
+
+def list_params(query: Mapping[str, str]) -> tuple[int, tuple[float, str] | None]:
+    """`limit` and the decoded `before` cursor of `GET /v1/runs`."""
+    limit = DEFAULT_LIST_LIMIT
+    if "limit" in query:
+        limit = _int_param(query["limit"], field="limit", bounds=LIST_LIMIT_RANGE)
+    before = decode_cursor(query["before"]) if "before" in query else None
+    return limit, before
+
+
+def encode_cursor(key: tuple[float, str]) -> str:
+    """An opaque cursor for the listing position after `key`."""
+    return base64.urlsafe_b64encode(f"{key[0]!r}|{key[1]}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The sort key inside a cursor made by `encode_cursor`."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, run_id = base64.urlsafe_b64decode(padded).decode().split("|", 1)
+        return float(created), run_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput(
+            "before is not a cursor this service issued; use the `next` value of a listing",
+            field="before",
+        ) from None

@@ -1,0 +1,75 @@
+"""Scriptable in-process providers that stand in for a model and a search engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from research_service.errors import LLMError, SearchError
+from research_service.providers.base import SearchHit, Source
+
+
+@dataclass
+class ScriptedLLM:
+    """Plans the scripted queries and streams the scripted pieces.
+
+    `hold_after` pauses synthesis after that many pieces until `release` is set, so a
+    test can act mid-answer; `streaming` is set once the first piece has been yielded.
+    """
+
+    queries: list[str] = field(default_factory=lambda: ["alpha", "beta"])
+    pieces: list[str] = field(default_factory=lambda: ["The ", "answer ", "[1]."])
+    hold_after: int | None = None
+    fail_with: str | None = None
+    name: str = "scripted"
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    holding: asyncio.Event = field(default_factory=asyncio.Event)
+    synth_calls: int = 0
+
+    async def plan(self, question: str, *, breadth: int) -> list[str]:
+        return self.queries[:breadth]
+
+    async def synthesize(self, question: str, sources: Sequence[Source]) -> AsyncIterator[str]:
+        self.synth_calls += 1
+        for index, piece in enumerate(self.pieces):
+            if self.hold_after is not None and index == self.hold_after:
+                self.holding.set()
+                await self.release.wait()
+            if self.fail_with is not None and index == len(self.pieces) // 2:
+                raise LLMError(self.fail_with, provider=self.name)
+            yield piece
+            await asyncio.sleep(0)
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.pieces)
+
+
+@dataclass
+class ScriptedSearch:
+    """Answers each query from a script: hits, an error message, or the default hits."""
+
+    results: dict[str, list[SearchHit] | str] = field(default_factory=dict)
+    name: str = "scripted"
+    calls: list[str] = field(default_factory=list)
+
+    async def search(self, query: str, *, limit: int) -> list[SearchHit]:
+        self.calls.append(query)
+        outcome = self.results.get(query, default_hits(query))
+        if isinstance(outcome, str):
+            raise SearchError(outcome, provider=self.name)
+        return outcome[:limit]
+
+
+def default_hits(query: str, count: int = 2) -> list[SearchHit]:
+    """Distinct hits for a query: one URL per query and rank."""
+    return [
+        SearchHit(
+            title=f"{query} result {n}",
+            url=f"https://example.org/{query.replace(' ', '-')}/{n}",
+            snippet=f"What {query} says, part {n}.",
+            score=1.0 / n,
+        )
+        for n in range(1, count + 1)
+    ]
