@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Final
 
 from aiohttp import web
 
 from research_service.errors import InvalidEventId
-from research_service.events import PING, parse_event_id, retry_field
+from research_service.events import PING, Event, parse_event_id, retry_field
 from research_service.runs.log import EventLog
 from research_service.settings import Settings
 from research_service.web.keys import MANAGER, SETTINGS
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 
 LAST_EVENT_ID_HEADER: Final = "Last-Event-ID"
 LAST_EVENT_ID_PARAM: Final = "last_event_id"
+#: A write that cannot drain within the write timeout cuts the listener; bounding each write
+#: makes that timeout mean "the socket took no data", not "a large backlog took long".
+MAX_WRITE_BYTES: Final = 256 * 1024
 STREAM_HEADERS: Final = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-store",
@@ -60,6 +64,23 @@ async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tup
             field=LAST_EVENT_ID_HEADER,
         )
     return seq, tail[0].is_final
+
+
+def _batches(events: list[Event]) -> Iterator[list[Event]]:
+    """Split pending events into batches of about MAX_WRITE_BYTES each."""
+    if len(events) == 1:
+        yield events
+        return
+    batch: list[Event] = []
+    size = 0
+    for event in events:
+        batch.append(event)
+        size += len(event.wire)
+        if size >= MAX_WRITE_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 class _Listener:
@@ -107,10 +128,11 @@ async def stream(
         while True:
             events = await events_log.read(run_id, after=after)
             if events:
-                # Encoded once at append time; everything pending goes out in one write.
-                chunk = events[0].wire if len(events) == 1 else b"".join(e.wire for e in events)
-                if not await listener.write(chunk):
-                    return response
+                # Events are encoded once at append time; what is pending goes out in as few
+                # writes as possible, each small enough that "no progress" is detectable.
+                for batch in _batches(events):
+                    if not await listener.write(b"".join(e.wire for e in batch)):
+                        return response
                 after = events[-1].seq
                 if events[-1].is_final:
                     break

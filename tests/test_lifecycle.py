@@ -1,0 +1,206 @@
+"""Runs outlive connections: cancel, abandon, slow listeners, disconnect clean-up, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import tracemalloc
+from collections.abc import Callable
+
+import httpx
+from aiohttp import ClientSession
+
+from research_service.events import parse_event_id
+from tests.conftest import MakeService, Service
+from tests.sse import after_event, listen
+
+
+async def wait_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
+    """Poll a condition the service exposes no event for, up to `timeout`."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - these counters have no event to wait on
+            await asyncio.sleep(0.005)
+
+
+async def test_cancel_stops_the_run_promptly_with_done_cancelled(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    service.llm.pieces = [f"c{n} " for n in range(10)]
+    service.llm.hold_after = 4
+    run_id = await service.create(client)
+    url = service.url(f"/v1/runs/{run_id}/events")
+    listener = asyncio.create_task(listen(client, url))
+    async with asyncio.timeout(5):
+        await service.llm.holding.wait()
+    response = await client.post(service.url(f"/v1/runs/{run_id}/cancel"))
+    assert response.status_code == 202
+    async with asyncio.timeout(2):
+        got = await listener
+    name, done = got.last
+    assert name == "done"
+    assert done["status"] == "cancelled"
+    assert done["error"]["code"] == "cancelled"
+    assert done["answer"] == got.text() == "c0 c1 c2 c3 "
+    assert got.names.count("done") == 1
+
+
+async def test_run_without_listeners_is_abandoned(
+    make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    service = await make_service(abandon_after_s=0.2)
+    service.llm.hold_after = 1
+    run_id = await service.create(client)
+    url = service.url(f"/v1/runs/{run_id}/events")
+    first = await listen(client, url, stop=after_event("token"))
+    await service.wait_done(run_id)
+    rest = await listen(client, url, last_event_id=first.ids[-1])
+    _name, done = rest.last
+    assert done["status"] == "cancelled"
+    assert done["error"]["code"] == "abandoned"
+
+
+async def test_listener_keeps_a_run_from_being_abandoned(
+    make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    service = await make_service(abandon_after_s=0.2)
+    service.llm.hold_after = 1
+    run_id = await service.create(client)
+    live = service.manager._live[run_id]
+    assert live.abandon_timer is not None  # armed at creation: nobody listens yet
+    async with client.stream("GET", service.url(f"/v1/runs/{run_id}/events")) as response:
+        async for _ in response.aiter_bytes():
+            break
+        await wait_until(lambda: live.listeners == 1)
+        assert live.abandon_timer is None
+    await wait_until(lambda: live.listeners == 0)
+    assert live.abandon_timer is not None
+    service.llm.release.set()
+    await service.wait_done(run_id)
+
+
+async def _raw_listener(
+    port: int, path: str, *, rcvbuf: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a raw HTTP/1.1 listener and read up to the `retry` field."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await writer.drain()
+    await reader.readuntil(b"retry: 3000\n\n")
+    return reader, writer
+
+
+async def test_slow_listener_is_cut_without_slowing_others(
+    make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    service = await make_service(write_timeout_s=1.0)
+    chunk = "x" * 32_768
+    service.llm.pieces = [f"{chunk}{n} " for n in range(120)]
+    service.llm.hold_after = 0
+    run_id = await service.create(client)
+    path = f"/v1/runs/{run_id}/events"
+    port = service.server.port
+    assert port is not None
+    slow_reader, slow_writer = await _raw_listener(port, path, rcvbuf=4096)
+
+    async def keep_pace(session: ClientSession) -> bytes:
+        async with session.get(service.url(path)) as response:
+            return await response.read()
+
+    async with ClientSession() as session:
+        pacers = [asyncio.create_task(keep_pace(session)) for _ in range(50)]
+        live = service.manager._live[run_id]
+        await wait_until(lambda: live.listeners == 51)
+        service.llm.release.set()
+        # The run finishes while the slow client has not read a byte since the retry field.
+        await service.wait_done(run_id, timeout=30)
+        bodies = await asyncio.gather(*pacers)
+    wire = b"retry: 3000\n\n" + b"".join(
+        e.wire for e in await service.manager.log.read(run_id, after=0)
+    )
+    assert all(body == wire for body in bodies)
+    # The slow client is cut after the write timeout: its socket ends short of the stream.
+    received = b""
+    async with asyncio.timeout(10):
+        try:
+            while data := await slow_reader.read(2**20):
+                received += data
+        except ConnectionResetError:
+            pass
+    slow_writer.close()
+    assert b"event: done" not in received
+    assert len(received) < len(wire)
+    # It can resume by id and gets exactly the rest.
+    last_id = [line for line in received.split(b"\n") if line.startswith(b"id: ")][-1][4:].decode()
+    assert parse_event_id(last_id) is not None
+    rest = await listen(client, service.url(path), last_event_id=last_id, timeout=30)
+    assert rest.last[1]["status"] == "completed"
+    assert rest.ids[0] == f"{run_id}:{int(last_id.split(':')[1]) + 1}"
+
+
+async def test_dropped_listeners_release_tasks_and_memory(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    service.llm.hold_after = 0
+    run_id = await service.create(client)
+    live = service.manager._live[run_id]
+    port = service.server.port
+    assert port is not None
+    path = f"/v1/runs/{run_id}/events"
+    assert service.server.runner is not None
+    http_server = service.server.runner.server
+    assert http_server is not None
+
+    idle_connections = len(http_server.connections)  # the client's keep-alive connection
+
+    async def connect_and_drop(count: int) -> None:
+        connections = await asyncio.gather(*(_raw_listener(port, path) for _ in range(count)))
+        await wait_until(lambda: live.listeners == count)
+        for _, writer in connections:
+            writer.close()
+        await asyncio.gather(*(writer.wait_closed() for _, writer in connections))
+        # Noticed at once: far sooner than the 15 s heartbeat would reveal a dead socket.
+        await wait_until(lambda: live.listeners == 0, timeout=3)
+        await wait_until(lambda: len(http_server.connections) == idle_connections, timeout=3)
+
+    await connect_and_drop(50)  # warm up lazily created caches
+    gc.collect()
+    tasks_before = len(asyncio.all_tasks())
+    tracemalloc.start()
+    try:
+        memory_before, _ = tracemalloc.get_traced_memory()
+        await connect_and_drop(1000)
+        await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before, timeout=5)
+        gc.collect()
+        memory_after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # While held, the 1,000 listeners took megabytes; afterwards only the grown capacity of
+    # a few hash tables (the loop's fd maps, the waiter set) remains.
+    assert peak - memory_before > 8 * 2**20
+    assert memory_after - memory_before < 2**20
+    service.llm.release.set()
+    await service.wait_done(run_id)
+
+
+async def test_shutdown_ends_live_runs_with_done(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    service.llm.hold_after = 1
+    run_id = await service.create(client)
+    live = service.manager._live[run_id]
+    listener = asyncio.create_task(listen(client, service.url(f"/v1/runs/{run_id}/events")))
+    async with asyncio.timeout(5):
+        await service.llm.holding.wait()
+    await wait_until(lambda: live.listeners == 1)
+    await service.server.close()
+    got = await listener
+    name, done = got.last
+    assert name == "done"
+    assert done["status"] == "cancelled"
+    assert done["error"]["code"] == "shutdown"
