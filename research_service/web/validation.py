@@ -31,6 +31,11 @@ def question(value: Any, *, field: str = "question") -> str:
         raise InvalidInput(f"{field} must be a string", field=field)
     if not value.strip():
         raise InvalidInput(f"{field} must not be blank", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate survives json.loads but can never be written back out.
+        raise InvalidInput(f"{field} is not valid Unicode text", field=field) from None
     if len(value) > MAX_QUESTION_CHARS:
         raise InvalidInput(
             f"{field} is {len(value)} characters; the limit is {MAX_QUESTION_CHARS}", field=field
@@ -91,7 +96,8 @@ async def create_body(request: web.Request) -> tuple[str, RunOptions]:
     raw = await request.read()
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers syntax errors, bad UTF-8 and integers over Python's digit limit.
         raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object with a question field")
