@@ -116,11 +116,6 @@ class Settings:
                     f"set --{flag_name(f.name)} or {env_name(f.name)}"
                 )
 
-    @property
-    def index_path(self) -> Path:
-        """The SQLite file holding the search index."""
-        return self.data_dir / "corpus.sqlite3"
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from `RESEARCH_*` variables, then explicit overrides on top."""

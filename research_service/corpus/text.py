@@ -9,32 +9,36 @@ from typing import Final
 DEFAULT_MIN_PASSAGE: Final = 300
 DEFAULT_MAX_PASSAGE: Final = 800
 DEFAULT_SNIPPET_CHARS: Final = 400
+SECTION_LINE_CHARS: Final = 200
 ELLIPSIS: Final = "…"
 
-STOPWORDS: Final = frozenset(
-    """
+_STOPWORD_TEXT: Final = """
     a about above after again against all also am an and any are aren as at be because been
     before being below between both but by can cannot could couldn d did didn do does doesn
     doing don done down during each either else etc ever every few for from further get gets
     got had hadn has hasn have haven having he her here hers herself him himself his how i if
     in into is isn it its itself just ll m me might more most much must mustn my myself need
     needs no nor not now of off on once one only or other ought our ours ourselves out over own
-    please re s same shall shan she should shouldn so some such t than that the their theirs
+    please s same shall shan she should shouldn so some such t than that the their theirs
     them themselves then there these they this those through to too under until up upon us use
     used uses using ve very via want wants was wasn way ways we were weren what whats when
     where whether which while who whom whose why will with within without won would wouldn y
     yes yet you your yours yourself yourselves
-    """.split()
-)
+"""
+STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
 
 # A word, or a dotted identifier such as `asyncio.gather` kept whole.
 _TERM = re.compile(r"\w+(?:\.\w+)*")
 _HAS_ALNUM = re.compile(r"[^\W_]")
 # A sentence ends at . ! ? (or an ellipsis) followed by space and something that starts a
-# sentence; requiring the capital keeps "e.g. foo" and "json.dumps" in one sentence.
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[\"'`(\[*]?[A-Z0-9])")
+# sentence: a capital, a digit, or a `code` heading such as "class `json.JSONDecoder`:".
+# Requiring that keeps "e.g. foo" and "json.dumps" inside one sentence.
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=`|(?:class|coroutine) `|[\"'(\[*]?[A-Z0-9])")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n+")
 _SPACE = re.compile(r"\s+")
+_ROLE = re.compile(r":(?:[\w-]+:)+`~?([^`<]+?)(?:\s*<[^>]*>)?`")
+_LITERAL = re.compile(r"``(.+?)``")
+_UNDERLINE = re.compile(r"^[ \t]*([*=\-~^#+])\1{2,}[ \t]*$", re.MULTILINE)
 _SUFFIXES: Final = ("ing", "ed", "es", "s", "e")
 
 
@@ -65,14 +69,20 @@ def stem(word: str) -> str:
 
 
 def stems(terms: Iterable[str]) -> set[str]:
-    """The stems of `terms`, with dotted identifiers also contributing each part."""
+    """The stems of `terms`; identifiers also give their parts (and `first.last` if dotted)."""
     out: set[str] = set()
     for term in terms:
-        if "." in term:
+        parts = term.split(".")
+        if len(parts) > 1:
             out.add(term)
-        for part in term.split("."):
+            # `asyncio.tasks.gather` is what the docs call `asyncio.gather`.
+            out.add(f"{parts[0]}.{parts[-1]}")
+        # Like the index's tokenizer, `parse_float` also counts as `parse` and `float`.
+        for part in "_".join(parts).split("_"):
             if part and part not in STOPWORDS:
                 out.add(stem(part))
+        if "_" in term and len(parts) == 1:
+            out.add(term)
     return out
 
 
@@ -96,10 +106,10 @@ def shorten(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     cut = text[: max(limit - 1, 1)]
-    space = cut.rfind(" ")
+    space = max(cut.rfind(" "), cut.rfind("\n"))
     if space > limit // 2:
         cut = cut[:space]
-    return cut.rstrip(" ,;:-") + ELLIPSIS
+    return cut.rstrip(" \n,;:-") + ELLIPSIS
 
 
 def passages(
@@ -107,8 +117,8 @@ def passages(
 ) -> list[str]:
     """Split `text` into passages of about `min_chars`..`max_chars` on paragraph boundaries."""
     units: list[str] = []
-    for paragraph in _PARAGRAPH_BREAK.split(text):
-        paragraph = paragraph.strip()
+    for raw in _PARAGRAPH_BREAK.split(text):
+        paragraph = raw.strip()
         if not paragraph:
             continue
         if len(paragraph) <= max_chars:
@@ -118,7 +128,8 @@ def passages(
     chunks: list[str] = []
     current = ""
     for unit in units:
-        if current and len(current) + 2 + len(unit) > max_chars:
+        full = len(current) + 2 + len(unit) > max_chars
+        if current and (full or (len(current) >= min_chars and _opens_section(unit))):
             chunks.append(current)
             current = unit
         else:
@@ -132,11 +143,21 @@ def passages(
     return chunks
 
 
+def _opens_section(paragraph: str) -> bool:
+    """Whether a paragraph starts with a short line ending in `:`, like "`json.dumps(obj)`:".
+
+    A passage that starts at such a line carries the name of what it explains.
+    """
+    first = paragraph.split("\n", 1)[0].rstrip()
+    return len(first) <= SECTION_LINE_CHARS and first.endswith(":")
+
+
 def _split_long(paragraph: str, max_chars: int) -> list[str]:
     """Cut one over-long paragraph into pieces at sentence, then word, boundaries."""
     pieces: list[str] = []
     current = ""
-    for sentence in sentences(paragraph):
+    for whole in sentences(paragraph):
+        sentence = whole
         while len(sentence) > max_chars:
             head = sentence[:max_chars]
             space = head.rfind(" ")
@@ -157,16 +178,43 @@ def _split_long(paragraph: str, max_chars: int) -> list[str]:
 
 
 def snippet(text: str, terms: Iterable[str], *, limit: int = DEFAULT_SNIPPET_CHARS) -> str:
-    """The part of `text` (about `limit` chars) starting at the sentence that best matches."""
+    """The part of `text` (about `limit` chars) from the sentence that best matches `terms`.
+
+    Sentences are joined by spaces within a paragraph and by a newline between paragraphs,
+    so a docstring heading without a full stop does not run into the next sentence.
+    """
     wanted = stems(terms)
-    parts = sentences(text)
+    parts = [
+        (number, sentence)
+        for number, paragraph in enumerate(_PARAGRAPH_BREAK.split(text))
+        for sentence in sentences(paragraph)
+    ]
     if not parts:
         return ""
-    hits = [len(wanted & stems(words(s))) for s in parts]
+    hits = [len(wanted & stems(words(sentence))) for _, sentence in parts]
     start = hits.index(max(hits))
-    chosen = parts[start:]
-    # Room left over is better spent on the sentences before the match than left empty.
-    while start > 0 and len(" ".join(chosen)) + len(parts[start - 1]) < limit:
+    # When the match is near the end, some text before it is better than a short snippet.
+    while start > 0 and sum(len(s) + 1 for _, s in parts[start - 1 :]) < limit // 2:
         start -= 1
-        chosen.insert(0, parts[start])
-    return shorten(" ".join(chosen), limit)
+    pieces: list[str] = []
+    for index in range(start, len(parts)):
+        number, sentence = parts[index]
+        if index > start:
+            pieces.append(" " if parts[index - 1][0] == number else "\n")
+        pieces.append(sentence)
+        if sum(map(len, pieces)) > limit:
+            break
+    return shorten("".join(pieces), limit)
+
+
+def clean_rest(text: str) -> str:
+    """ReST made readable: roles and ``literals`` as `code`, a trailing `::` as `:`."""
+    text = drop_underlines(text)
+    text = _ROLE.sub(r"`\1`", text)
+    text = _LITERAL.sub(r"`\1`", text)
+    return text.replace("::\n", ":\n").strip()
+
+
+def drop_underlines(text: str) -> str:
+    """`text` without reST title underlines (`=====`), which leave a paragraph break."""
+    return _UNDERLINE.sub("", text)

@@ -1,0 +1,1 @@
+"""What the local search provider searches: corpus sources and their SQLite full-text index."""

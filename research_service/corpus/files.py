@@ -1,0 +1,198 @@
+"""A user's folder as a corpus: Markdown, reStructuredText, plain text and HTML files."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Final
+
+from research_service.corpus.documents import Document, DocumentRef
+from research_service.corpus.text import clean_rest, squash
+
+log = logging.getLogger(__name__)
+
+# Bump when the extracted text changes shape, so every index re-reads the folder.
+EXTRACTOR_VERSION: Final = "files-1"
+SUFFIXES: Final = frozenset({".md", ".markdown", ".txt", ".rst", ".html", ".htm"})
+# Bigger files are almost always data dumps or logs, not prose worth citing.
+MAX_FILE_BYTES: Final = 5_000_000
+DROPPED_TAGS: Final = frozenset({"script", "style", "nav", "header", "footer", "aside", "noscript"})
+BLOCK_TAGS: Final = frozenset(
+    {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table", "pre", "blockquote",
+     "section", "article", "main", "h1", "h2", "h3", "h4", "h5", "h6", "figcaption", "hr"}
+)  # fmt: skip
+HEADINGS: Final = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+# Elements that never have an end tag, so they must not open a dropped region.
+VOID_TAGS: Final = frozenset({"br", "hr", "img", "input", "meta", "link", "source", "wbr"})
+
+_MD_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_MD_FENCE = re.compile(r"^\s*(```|~~~)")
+_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
+_RST_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+<>:.])\1{2,}\s*$")
+
+
+def folder_documents(root: Path) -> list[DocumentRef]:
+    """References to every supported file under `root`, skipping hidden files and folders."""
+    refs: list[DocumentRef] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(folder, name)
+            if name.startswith(".") or path.suffix.lower() not in SUFFIXES:
+                continue
+            try:
+                stat = path.stat()
+            except OSError as exc:
+                log.warning("skipping %s: %s", path, exc)
+                continue
+            fingerprint = f"{EXTRACTOR_VERSION}:{stat.st_mtime_ns}:{stat.st_size}"
+            key = path.relative_to(root).as_posix()
+            load = functools.partial(load_file, path, key=key, fingerprint=fingerprint)
+            refs.append(DocumentRef(key=key, fingerprint=fingerprint, load=load))
+    return refs
+
+
+def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
+    """Read one file into a document, or log why not and return None."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            log.warning("skipping %s: larger than %d bytes", path, MAX_FILE_BYTES)
+            return None
+        raw = path.read_bytes()
+        source = raw.decode("utf-8-sig")
+    except OSError as exc:
+        log.warning("skipping %s: %s", path, exc)
+        return None
+    except UnicodeDecodeError as exc:
+        log.warning("skipping %s: not UTF-8 text (%s); re-save it as UTF-8", path, exc.reason)
+        return None
+    suffix = path.suffix.lower()
+    if suffix in (".html", ".htm"):
+        title, text = html_text(source)
+    elif suffix in (".md", ".markdown"):
+        title, text = markdown_text(source)
+    elif suffix == ".rst":
+        title, text = rst_text(source)
+    else:
+        title, text = "", source.strip()
+    return Document(
+        key=key,
+        title=title or path.stem,
+        url=path.resolve().as_uri(),
+        text=text,
+        fingerprint=fingerprint,
+    )
+
+
+def markdown_text(source: str) -> tuple[str, str]:
+    """The first heading and the text of a Markdown file, without its markup."""
+    title = ""
+    lines: list[str] = []
+    previous = ""
+    in_code = False
+    for line in _FRONT_MATTER.sub("", source.replace("\r\n", "\n")).split("\n"):
+        if _MD_FENCE.match(line):
+            in_code = not in_code
+            continue
+        if in_code:
+            lines.append(line)  # a `# comment` in a code block is not a heading
+            continue
+        heading = _MD_HEADING.match(line)
+        if heading:
+            title = title or heading.group(2)
+        elif previous.strip() and re.fullmatch(r"\s*(=+|-+)\s*", line):
+            title = title or previous.strip()  # a Setext heading: text over ==== or ----
+            continue
+        text = heading.group(2) if heading else line
+        previous = _MD_LINK.sub(r"\1", _MD_IMAGE.sub(r"\1", text))
+        lines.append(previous)
+    return title, "\n".join(lines).strip()
+
+
+def rst_text(source: str) -> tuple[str, str]:
+    """The first section title and the text of a reStructuredText file."""
+    title = ""
+    lines: list[str] = []
+    for line in source.replace("\r\n", "\n").split("\n"):
+        if _RST_ADORNMENT.match(line):
+            if lines and lines[-1].strip() and not title:
+                title = lines[-1].strip()
+            continue
+        if line.startswith(".. "):
+            # Directives and comments are markup; only `.. note:: text` carries prose.
+            _, marker, rest = line.partition(":: ")
+            if marker and rest.strip():
+                lines.append(rest)
+            continue
+        lines.append(line)
+    return title, clean_rest("\n".join(lines))
+
+
+def html_text(source: str) -> tuple[str, str]:
+    """The first heading (else `<title>`) and the visible text of an HTML page."""
+    parser = _TextParser()
+    parser.feed(source)
+    parser.close()
+    return parser.heading or parser.title, parser.text()
+
+
+class _TextParser(HTMLParser):
+    """Collects visible text by block, dropping boilerplate elements and their content."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.title = ""
+        self.heading = ""
+        self._blocks: list[str] = []
+        self._current: list[str] = []
+        self._dropped = 0
+        self._in_title = False
+        self._heading: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in DROPPED_TAGS and tag not in VOID_TAGS:
+            self._dropped += 1
+        elif tag == "title":
+            self._in_title = True
+        elif tag in BLOCK_TAGS:
+            self._flush()
+            if tag in HEADINGS and not self.heading and not self._dropped:
+                self._heading = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in DROPPED_TAGS:
+            self._dropped = max(0, self._dropped - 1)
+        elif tag == "title":
+            self._in_title = False
+        elif tag in BLOCK_TAGS:
+            if tag in HEADINGS and self._heading is not None:
+                self.heading = squash("".join(self._heading))
+                self._heading = None
+            self._flush()
+
+    def handle_data(self, data: str) -> None:
+        if self._dropped:
+            return
+        if self._in_title:
+            self.title = squash(self.title + " " + data)
+            return
+        self._current.append(data)
+        if self._heading is not None:
+            self._heading.append(data)
+
+    def _flush(self) -> None:
+        block = squash("".join(self._current))
+        if block:
+            self._blocks.append(block)
+        self._current = []
+
+    def text(self) -> str:
+        """The collected blocks, one paragraph each."""
+        self._flush()
+        return "\n\n".join(self._blocks)

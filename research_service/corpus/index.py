@@ -1,0 +1,279 @@
+"""A full-text index of one corpus in one SQLite file (FTS5, bm25), kept in sync incrementally."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from research_service.corpus.documents import Document, DocumentRef
+from research_service.corpus.text import STOPWORDS, key_terms, passages, snippet, stems, words
+from research_service.providers.base import SearchHit
+
+log = logging.getLogger(__name__)
+
+# Bump when the tables, the tokenizer or the passage splitting change: an index of another
+# version is rebuilt from scratch.
+SCHEMA_VERSION: Final = "1"
+# A title match says more about a document than one more mention in its body.
+TITLE_WEIGHT: Final = 4.0
+BODY_WEIGHT: Final = 1.0
+# Passage n of document d has rowid (d << ROWID_BITS) + n, so dropping a document's passages
+# is a rowid range delete, which FTS5 does without scanning the table.
+ROWID_BITS: Final = 20
+MAX_PASSAGES: Final = (1 << ROWID_BITS) - 1
+MAX_QUERY_TERMS: Final = 32
+SNIPPET_CHARS: Final = 400
+PROGRESS_EVERY: Final = 50
+BUSY_TIMEOUT_S: Final = 30.0
+# After this many changed documents the FTS b-trees are merged, which keeps queries fast.
+OPTIMIZE_AFTER: Final = 100
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (documents looked at, documents in total) while a sync runs."""
+
+_SCHEMA: Final = (
+    """CREATE TABLE documents (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        title TEXT NOT NULL,
+        url TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        passages INTEGER NOT NULL
+    )""",
+    "CREATE VIRTUAL TABLE passages USING fts5("
+    "title, body, tokenize = 'porter unicode61 remove_diacritics 2')",
+)
+
+# bm25() only works in the query that runs MATCH, so the per-passage ranks are materialized
+# first; documents are ranked by their best passage, and all their matching passages come
+# back so that the snippet can be taken from the one covering the most query terms.
+_SEARCH: Final = f"""
+WITH hits AS MATERIALIZED (
+    SELECT rowid >> {ROWID_BITS} AS doc_id, body,
+           bm25(passages, {TITLE_WEIGHT}, {BODY_WEIGHT}) AS rank
+    FROM passages WHERE passages MATCH ?
+),
+top AS (SELECT doc_id, MIN(rank) AS rank FROM hits GROUP BY doc_id ORDER BY rank LIMIT ?)
+SELECT top.doc_id, d.title, d.url, top.rank, hits.body, hits.rank
+FROM top JOIN hits USING (doc_id) JOIN documents AS d ON d.id = top.doc_id
+ORDER BY top.rank, top.doc_id, hits.rank
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """How many documents one sync added, updated, removed, left alone, or could not read."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+
+    @property
+    def changed(self) -> int:
+        """Documents whose passages were written or deleted."""
+        return self.added + self.updated + self.removed
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    """The size of an index."""
+
+    documents: int
+    passages: int
+
+
+def fts_query(text: str) -> str:
+    """Free text as a safe FTS5 query: each term quoted, terms OR-ed; '' when none is left."""
+    phrases: dict[str, None] = {}
+    for term in key_terms(text):
+        # Terms hold only word characters and dots, so quoting makes FTS5 syntax inert.
+        phrases.setdefault(f'"{term}"')
+        if "." in term:
+            # `asyncio.gather` is the phrase "asyncio gather"; its parts also match alone.
+            for part in term.split("."):
+                if len(part) > 1 and part not in STOPWORDS:
+                    phrases.setdefault(f'"{part}"')
+    return " OR ".join(list(phrases)[:MAX_QUERY_TERMS])
+
+
+class CorpusIndex:
+    """Documents split into passages, searchable by bm25, in one SQLite file.
+
+    Thread-safe: one connection (opened with check_same_thread=False) is shared by the
+    worker threads that call `search`, and a lock serializes its use. Queries take
+    milliseconds, so serializing them costs less than a connection per call.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, *, path: Path) -> None:
+        self._db = connection
+        self._lock = threading.Lock()
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Self:
+        """Open the index at `path`, creating it (or rebuilding an old schema) as needed."""
+        db = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        try:
+            # Checked inside the write lock, so two processes opening a new file agree.
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None or row[0] != SCHEMA_VERSION:
+                if row is not None:
+                    log.info("search index %s has schema %s; rebuilding it", path, row[0])
+                db.execute("DROP TABLE IF EXISTS documents")
+                db.execute("DROP TABLE IF EXISTS passages")
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
+                    (SCHEMA_VERSION,),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path=path)
+
+    def sync(
+        self, documents: Iterable[DocumentRef], *, progress: ProgressCallback | None = None
+    ) -> SyncReport:
+        """Make the index hold exactly `documents`, re-reading only changed ones."""
+        refs = list(documents)
+        total = len(refs)
+        added = updated = unchanged = skipped = 0
+        with self._lock:
+            stored: dict[str, tuple[int, str]] = {
+                key: (doc_id, fingerprint)
+                for doc_id, key, fingerprint in self._db.execute(
+                    "SELECT id, key, fingerprint FROM documents"
+                )
+            }
+            seen: set[str] = set()
+            # One transaction: a sync is all or nothing, and thousands of inserts commit once.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for done, ref in enumerate(refs, start=1):
+                    if ref.key in seen:
+                        log.warning("two documents share the key %r; keeping the first", ref.key)
+                        continue
+                    old = stored.get(ref.key)
+                    if old is not None and old[1] == ref.fingerprint:
+                        unchanged += 1
+                        seen.add(ref.key)
+                    elif (document := ref.load()) is None:
+                        skipped += 1  # unreadable now: a stale copy must not linger either
+                    else:
+                        seen.add(ref.key)
+                        self._write(document, doc_id=None if old is None else old[0])
+                        if old is None:
+                            added += 1
+                        else:
+                            updated += 1
+                    if progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
+                        progress(done, total)
+                gone = [doc_id for key, (doc_id, _) in stored.items() if key not in seen]
+                for doc_id in gone:
+                    self._delete(doc_id)
+                report = SyncReport(added, updated, len(gone), unchanged, skipped)
+                if report.changed >= OPTIMIZE_AFTER:
+                    self._db.execute("INSERT INTO passages (passages) VALUES ('optimize')")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return report
+
+    def _write(self, document: Document, *, doc_id: int | None) -> None:
+        """Insert a document, or replace the one with `doc_id`, and its passages."""
+        chunks = passages(document.text)
+        if len(chunks) > MAX_PASSAGES:
+            log.warning("document %r is too long; indexing its start only", document.key)
+            chunks = chunks[:MAX_PASSAGES]
+        values = (document.title, document.url, document.fingerprint, len(chunks))
+        if doc_id is None:
+            cursor = self._db.execute(
+                "INSERT INTO documents (key, title, url, fingerprint, passages) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (document.key, *values),
+            )
+            assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
+            doc_id = cursor.lastrowid
+        else:
+            self._delete_passages(doc_id)
+            self._db.execute(
+                "UPDATE documents SET title = ?, url = ?, fingerprint = ?, passages = ? "
+                "WHERE id = ?",
+                (*values, doc_id),
+            )
+        base = doc_id << ROWID_BITS
+        self._db.executemany(
+            "INSERT INTO passages (rowid, title, body) VALUES (?, ?, ?)",
+            ((base + n, document.title, chunk) for n, chunk in enumerate(chunks)),
+        )
+
+    def _delete(self, doc_id: int) -> None:
+        self._delete_passages(doc_id)
+        self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+
+    def _delete_passages(self, doc_id: int) -> None:
+        base = doc_id << ROWID_BITS
+        self._db.execute(
+            "DELETE FROM passages WHERE rowid BETWEEN ? AND ?", (base, base + MAX_PASSAGES)
+        )
+
+    def search(self, query: str, *, limit: int) -> list[SearchHit]:
+        """The `limit` best documents for free-text `query`, each with its best passage."""
+        expression = fts_query(query)
+        if not expression or limit <= 0:
+            return []
+        with self._lock:
+            rows = self._db.execute(_SEARCH, (expression, limit)).fetchall()
+        terms = key_terms(query)
+        wanted = stems(terms)
+        best: dict[int, tuple[SearchHit, int]] = {}
+        for doc_id, title, url, doc_rank, body, _ in rows:
+            # Rows come best first, so a later passage wins only by covering more terms:
+            # "asyncio.gather" should show gather's definition, not a page that says
+            # "gather" five times about cancelling it.
+            coverage = len(wanted & stems(words(body)))
+            if doc_id in best and best[doc_id][1] >= coverage:
+                continue
+            text = snippet(body, terms, limit=SNIPPET_CHARS)
+            hit = SearchHit(title=title, url=url, snippet=text, score=round(-doc_rank, 4))
+            best[doc_id] = (hit, coverage)
+        return [hit for hit, _ in best.values()]
+
+    def stats(self) -> IndexStats:
+        """How many documents and passages the index holds."""
+        with self._lock:
+            count, total = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(passages), 0) FROM documents"
+            ).fetchone()
+        return IndexStats(documents=count, passages=total)
+
+    def close(self) -> None:
+        """Close the database; later calls fail with sqlite3.ProgrammingError."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

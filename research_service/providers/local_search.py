@@ -1,0 +1,130 @@
+"""The `local` search provider: bm25 over a corpus index on disk, no network."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Final
+
+from research_service.corpus.files import folder_documents
+from research_service.corpus.index import CorpusIndex, ProgressCallback, SyncReport
+from research_service.corpus.stdlib import stdlib_documents
+from research_service.errors import ConfigError, SearchError
+from research_service.providers.base import SearchHit
+from research_service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STDLIB_INDEX: Final = "corpus-stdlib.sqlite3"
+FOLDER_HASH_CHARS: Final = 12
+
+
+class LocalSearch:
+    """Searches a `CorpusIndex` it is handed, in a worker thread so the loop never blocks."""
+
+    name: str = "local"
+
+    def __init__(self, index: CorpusIndex) -> None:
+        self.index = index
+
+    async def search(self, query: str, *, limit: int) -> list[SearchHit]:
+        """Return at most `limit` hits for `query`, best first; raise SearchError on failure."""
+        try:
+            return await asyncio.to_thread(self.index.search, query, limit=limit)
+        except sqlite3.ProgrammingError as exc:
+            raise SearchError(
+                "the local search index is closed; the service is shutting down, try again "
+                "once it is back",
+                provider=self.name,
+            ) from exc
+        except sqlite3.Error as exc:
+            raise SearchError(
+                f"the local search index {self.index.path} failed ({exc}); "
+                "delete that file and restart to rebuild it",
+                provider=self.name,
+            ) from exc
+
+    def close(self) -> None:
+        """Close the index this provider was handed."""
+        self.index.close()
+
+
+def corpus_index_path(settings: Settings) -> Path:
+    """The index file of the configured corpus: one per source, so switching keeps both."""
+    if settings.corpus is None:
+        return settings.data_dir / STDLIB_INDEX
+    folder = str(corpus_folder(settings.corpus))
+    digest = hashlib.sha256(folder.encode()).hexdigest()[:FOLDER_HASH_CHARS]
+    return settings.data_dir / f"corpus-{digest}.sqlite3"
+
+
+def corpus_folder(corpus: Path) -> Path:
+    """The absolute form of a `--corpus` folder, which must exist."""
+    folder = corpus.expanduser().resolve()
+    if not folder.exists():
+        raise ConfigError(f"corpus folder {folder} does not exist; create it or drop --corpus")
+    if not folder.is_dir():
+        raise ConfigError(f"corpus {folder} is a file, not a folder; pass its folder to --corpus")
+    return folder
+
+
+async def open_local_search(
+    settings: Settings, *, progress: ProgressCallback | None = None
+) -> LocalSearch:
+    """Open (creating or updating) the index of the configured corpus and search it."""
+    path = corpus_index_path(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the data folder {path.parent} ({exc}); fix it or set --data-dir"
+        ) from exc
+    index = await asyncio.to_thread(_open_and_sync, settings, path=path, progress=progress)
+    return LocalSearch(index)
+
+
+def _open_and_sync(
+    settings: Settings, *, path: Path, progress: ProgressCallback | None
+) -> CorpusIndex:
+    """Blocking: list the corpus, open its index and bring it up to date."""
+    started = time.perf_counter()
+    if settings.corpus is None:
+        label, refs = "the Python standard library", stdlib_documents()
+    else:
+        folder = corpus_folder(settings.corpus)
+        label, refs = str(folder), folder_documents(folder)
+        if not refs:
+            log.warning("corpus folder %s has no .md, .rst, .txt or .html files", folder)
+    try:
+        index = CorpusIndex.open(path)
+        try:
+            report = index.sync(refs, progress=progress)
+            stats = index.stats()
+        except BaseException:
+            index.close()
+            raise
+    except sqlite3.Error as exc:
+        raise ConfigError(
+            f"cannot open or update the search index {path} ({exc}); if another "
+            "research-service is indexing, wait for it, else delete the file to rebuild it"
+        ) from exc
+    _log_summary(label, stats.documents, report, seconds=time.perf_counter() - started)
+    return index
+
+
+def _log_summary(label: str, documents: int, report: SyncReport, *, seconds: float) -> None:
+    skipped = f", {report.skipped} unreadable" if report.skipped else ""
+    log.info(
+        "search corpus (%s): %d documents (%d added, %d updated, %d removed%s) in %.2f s",
+        label,
+        documents,
+        report.added,
+        report.updated,
+        report.removed,
+        skipped,
+        seconds,
+    )

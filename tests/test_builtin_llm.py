@@ -1,0 +1,217 @@
+"""The `builtin` model: deterministic plans and extractive answers streamed word by word."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from research_service.corpus.index import CorpusIndex
+from research_service.providers.base import LLMProvider, Source
+from research_service.providers.builtin_llm import NOTHING_FOUND, BuiltinLLM, compose_answer
+from research_service.providers.local_search import STDLIB_INDEX, LocalSearch
+from tests.corpus_fixtures import stdlib_data_dir
+
+CITATION = re.compile(r"\[(\d+)\]")
+
+PHOTOSYNTHESIS = Source(
+    id=3,
+    title="Photosynthesis",
+    url="file:///notes/photosynthesis.html",
+    snippet=(
+        "Photosynthesis is the process by which green plants, algae and some bacteria turn "
+        "light energy into chemical energy. It takes place mainly in the chloroplasts of leaf "
+        "cells, where the green pigment chlorophyll absorbs red and blue light."
+    ),
+)
+CALVIN = Source(
+    id=7,
+    title="The Calvin cycle",
+    url="file:///notes/calvin.html",
+    snippet=(
+        "In the stroma, the enzyme RuBisCO fixes carbon dioxide from the air. Using the ATP "
+        "and NADPH made in the light, the cycle builds three-carbon sugars that the plant "
+        "turns into glucose."
+    ),
+)
+GIT = Source(
+    id=9,
+    title="Git basics",
+    url="file:///notes/git.rst",
+    snippet="A branch is a movable name for a commit. Rebasing replays commits on a new base.",
+)
+
+
+@pytest.fixture
+def llm() -> BuiltinLLM:
+    return BuiltinLLM(token_delay_ms=0)
+
+
+async def collect(llm: BuiltinLLM, question: str, sources: Sequence[Source]) -> list[str]:
+    return [piece async for piece in llm.synthesize(question, sources)]
+
+
+def test_builtin_llm_satisfies_the_llm_protocol(llm: BuiltinLLM) -> None:
+    model: LLMProvider = llm
+    assert model.name == "builtin"
+
+
+# --- plan -------------------------------------------------------------------------------
+
+
+async def test_plan_starts_with_the_key_terms(llm: BuiltinLLM) -> None:
+    queries = await llm.plan("How do I parse JSON in Python?", breadth=3)
+    assert queries == ["parse json python", "parse json", "json"]
+
+
+async def test_plan_keeps_dotted_identifiers_whole(llm: BuiltinLLM) -> None:
+    queries = await llm.plan("What does asyncio.gather do?", breadth=3)
+    assert queries[0] == "asyncio.gather"
+    assert all("asyncio.gather" in q for q in queries)
+
+
+@pytest.mark.parametrize("breadth", [1, 2, 3, 4, 6, 10])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How do I sort a list of dictionaries by a key?",
+        "How does photosynthesis work?",
+        "What is the difference between os.path.join and pathlib.Path?",
+        "json",
+    ],
+)
+async def test_plan_is_deterministic_distinct_and_within_breadth(
+    llm: BuiltinLLM, question: str, breadth: int
+) -> None:
+    queries = await llm.plan(question, breadth=breadth)
+    assert queries == await BuiltinLLM().plan(question, breadth=breadth)
+    assert 1 <= len(queries) <= breadth
+    assert len(set(queries)) == len(queries)
+    assert all(q.strip() == q and q for q in queries)
+
+
+@pytest.mark.parametrize("question", ["What is it?", "how do I do this", "?!"])
+async def test_plan_without_key_terms_falls_back_to_the_question(
+    llm: BuiltinLLM, question: str
+) -> None:
+    assert await llm.plan(question, breadth=3) == [question]
+
+
+async def test_plan_never_returns_nothing_for_a_zero_breadth(llm: BuiltinLLM) -> None:
+    assert len(await llm.plan("parse json", breadth=0)) == 1
+
+
+# --- synthesize -------------------------------------------------------------------------
+
+
+async def test_streamed_pieces_join_to_the_answer(llm: BuiltinLLM) -> None:
+    question = "How does photosynthesis turn light into sugar?"
+    pieces = await collect(llm, question, [PHOTOSYNTHESIS, CALVIN])
+    assert "".join(pieces) == compose_answer(question, [PHOTOSYNTHESIS, CALVIN])
+    assert len(pieces) > 10  # word by word, not in one lump
+    assert all(piece and not piece[0].isspace() for piece in pieces)
+
+
+async def test_answer_cites_only_the_given_source_ids(llm: BuiltinLLM) -> None:
+    answer = "".join(await collect(llm, "How does photosynthesis use light?", [PHOTOSYNTHESIS]))
+    cited = {int(n) for n in CITATION.findall(answer)}
+    assert cited == {3}
+    assert "chlorophyll" in answer or "light energy" in answer
+
+
+async def test_answer_prefers_sentences_about_the_question(llm: BuiltinLLM) -> None:
+    answer = "".join(await collect(llm, "Which enzyme fixes carbon dioxide?", [GIT, CALVIN]))
+    assert answer.startswith("In the stroma, the enzyme RuBisCO fixes carbon dioxide")
+    assert "[7]" in answer
+    assert "[9]" not in answer
+
+
+async def test_answer_skips_near_duplicate_sentences(llm: BuiltinLLM) -> None:
+    copy = Source(id=4, title="Copy", url="file:///copy", snippet=PHOTOSYNTHESIS.snippet)
+    answer = compose_answer("What does chlorophyll absorb?", [PHOTOSYNTHESIS, copy])
+    assert answer.count("absorbs red and blue light") == 1
+
+
+def test_answer_drops_code_and_cut_off_sentences() -> None:
+    source = Source(
+        id=1,
+        title="json",
+        url="u",
+        snippet=(
+            "The json module encodes and decodes JSON documents.\n"
+            ">>> json.loads('[1, 2]') == [1, 2] True\n"
+            'Usage: $ echo \'{"json":"obj"}\' | python -m json.tool\n'
+            "Decoding JSON from a file object is done by json.load and its…"
+        ),
+    )
+    assert compose_answer("decode json", [source]) == (
+        "The json module encodes and decodes JSON documents [1]."
+    )
+
+
+def test_numbers_in_brackets_in_a_snippet_are_not_citations() -> None:
+    source = Source(
+        id=2,
+        title="Notes",
+        url="u",
+        snippet="Photosynthesis was first described by Jan Ingenhousz in 1779 [1].",
+    )
+    answer = compose_answer("Who described photosynthesis?", [source])
+    assert CITATION.findall(answer) == ["2"]
+    assert "(1)" in answer
+
+
+def test_no_sources_says_nothing_was_found() -> None:
+    assert compose_answer("What is a monad?", []) == NOTHING_FOUND
+    assert "nothing relevant" in NOTHING_FOUND
+
+
+def test_unrelated_sources_are_named_not_quoted() -> None:
+    answer = compose_answer("What is a monad?", [GIT, CALVIN])
+    assert answer.startswith("None of the sources found answers this directly.")
+    assert {int(n) for n in CITATION.findall(answer)} == {9, 7}
+
+
+async def test_answer_is_the_same_every_time(llm: BuiltinLLM) -> None:
+    question = "How does photosynthesis work?"
+    first = await collect(llm, question, [PHOTOSYNTHESIS, CALVIN, GIT])
+    assert first == await collect(llm, question, [PHOTOSYNTHESIS, CALVIN, GIT])
+
+
+# --- a newcomer's first questions against the standard library --------------------------
+
+
+@pytest.fixture(scope="module")
+def stdlib_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return stdlib_data_dir(tmp_path_factory) / STDLIB_INDEX
+
+
+async def research(question: str, index_path: Path) -> tuple[str, list[Source]]:
+    """Plan, search and synthesize as the pipeline does, without the web layer."""
+    llm = BuiltinLLM(token_delay_ms=0)
+    search = LocalSearch(CorpusIndex.open(index_path))
+    sources: list[Source] = []
+    try:
+        for query in await llm.plan(question, breadth=3):
+            for hit in await search.search(query, limit=5):
+                if hit.url not in {s.url for s in sources}:
+                    sources.append(Source(len(sources) + 1, hit.title, hit.url, hit.snippet))
+    finally:
+        search.close()
+    return "".join(await collect(llm, question, sources)), sources
+
+
+async def test_parse_json_question_gets_a_cited_json_answer(stdlib_path: Path) -> None:
+    answer, sources = await research("How do I parse JSON in Python?", stdlib_path)
+    assert sources[0].url == "https://docs.python.org/3/library/json.html#module-json"
+    assert answer.startswith("`json.")
+    assert "[1]" in answer
+    assert {int(n) for n in CITATION.findall(answer)} <= {s.id for s in sources}
+
+
+async def test_asyncio_gather_question_gets_gathers_definition(stdlib_path: Path) -> None:
+    answer, _ = await research("What does asyncio.gather do?", stdlib_path)
+    assert "gather" in answer
+    assert "aggregating results" in answer

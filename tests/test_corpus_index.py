@@ -1,0 +1,357 @@
+"""The corpus sources and the SQLite FTS5 index: sync, search, ranking, snippets."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from research_service.corpus.documents import Document, DocumentRef
+from research_service.corpus.files import folder_documents, html_text
+from research_service.corpus.index import CorpusIndex, SyncReport, fts_query
+from research_service.corpus.stdlib import PUBLIC_NAMES, stdlib_documents
+from research_service.corpus.text import passages
+from research_service.providers.local_search import STDLIB_INDEX
+from tests.corpus_fixtures import FIXTURE_CORPUS, copy_corpus, stdlib_data_dir
+
+FIXTURE_FILES = 5
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return copy_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[CorpusIndex]:
+    with CorpusIndex.open(tmp_path / "index.sqlite3") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def stdlib_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusIndex]:
+    with CorpusIndex.open(stdlib_data_dir(tmp_path_factory) / STDLIB_INDEX) as opened:
+        yield opened
+
+
+def touch(path: Path, text: str) -> None:
+    """Rewrite a file and move its mtime on, so the change shows even on coarse clocks."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_text(text, encoding="utf-8")
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def counting(refs: list[DocumentRef], loaded: list[str]) -> list[DocumentRef]:
+    """The same references, recording the key of every document actually read."""
+
+    def wrap(ref: DocumentRef) -> DocumentRef:
+        def load() -> Document | None:
+            loaded.append(ref.key)
+            return ref.load()
+
+        return DocumentRef(key=ref.key, fingerprint=ref.fingerprint, load=load)
+
+    return [wrap(ref) for ref in refs]
+
+
+def urls(index: CorpusIndex, query: str, limit: int = 5) -> list[str]:
+    return [hit.url for hit in index.search(query, limit=limit)]
+
+
+# --- sync -------------------------------------------------------------------------------
+
+
+def test_first_sync_adds_every_file(index: CorpusIndex, corpus: Path) -> None:
+    report = index.sync(folder_documents(corpus))
+    assert report == SyncReport(added=FIXTURE_FILES)
+    assert index.stats().documents == FIXTURE_FILES
+
+
+def test_second_sync_with_nothing_changed_reads_no_file(index: CorpusIndex, corpus: Path) -> None:
+    index.sync(folder_documents(corpus))
+    loaded: list[str] = []
+    report = index.sync(counting(folder_documents(corpus), loaded))
+    assert report == SyncReport(unchanged=FIXTURE_FILES)
+    assert loaded == []
+
+
+def test_changed_file_is_reindexed_and_search_follows(index: CorpusIndex, corpus: Path) -> None:
+    index.sync(folder_documents(corpus))
+    target = corpus / "http_status_codes.txt"
+    assert urls(index, "Teapot") == []
+    touch(target, "418 I'm a Teapot was an April Fools' joke in RFC 2324 about coffee pots.")
+    loaded: list[str] = []
+    report = index.sync(counting(folder_documents(corpus), loaded))
+    assert report == SyncReport(updated=1, unchanged=FIXTURE_FILES - 1)
+    assert loaded == ["http_status_codes.txt"]
+    assert urls(index, "teapot") == [target.resolve().as_uri()]
+    assert urls(index, "Gateway Timeout") == []
+
+
+def test_deleted_file_is_removed_and_new_file_added(index: CorpusIndex, corpus: Path) -> None:
+    index.sync(folder_documents(corpus))
+    (corpus / "git_basics.rst").unlink()
+    touch(corpus / "guides" / "tides.md", "# Tides\n\nTides are caused by the Moon's gravity.")
+    report = index.sync(folder_documents(corpus))
+    assert report == SyncReport(added=1, removed=1, unchanged=FIXTURE_FILES - 1)
+    assert urls(index, "rebase Torvalds") == []
+    assert urls(index, "moon gravity") == [(corpus / "guides" / "tides.md").resolve().as_uri()]
+
+
+def test_emptied_folder_empties_the_index(index: CorpusIndex, corpus: Path) -> None:
+    index.sync(folder_documents(corpus))
+    assert index.sync([]) == SyncReport(removed=FIXTURE_FILES)
+    assert index.stats().documents == 0
+    assert index.stats().passages == 0
+
+
+def test_a_failing_sync_changes_nothing(index: CorpusIndex, corpus: Path) -> None:
+    index.sync(folder_documents(corpus))
+
+    def explode() -> Document | None:
+        raise OSError("disk vanished")
+
+    refs = [*folder_documents(corpus)[1:], DocumentRef(key="new.md", fingerprint="x", load=explode)]
+    with pytest.raises(OSError, match="disk vanished"):
+        index.sync(refs)
+    assert index.stats().documents == FIXTURE_FILES
+    assert index.sync(folder_documents(corpus)) == SyncReport(unchanged=FIXTURE_FILES)
+
+
+def test_undecodable_file_is_skipped_with_a_warning(
+    index: CorpusIndex, corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (corpus / "latin1.txt").write_bytes("Caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))
+    with caplog.at_level(logging.WARNING):
+        report = index.sync(folder_documents(corpus))
+    assert report == SyncReport(added=FIXTURE_FILES, skipped=1)
+    assert any("latin1.txt" in r.message and "UTF-8" in r.message for r in caplog.records)
+
+
+def test_reopening_keeps_the_index(tmp_path: Path, corpus: Path) -> None:
+    with CorpusIndex.open(tmp_path / "index.sqlite3") as first:
+        first.sync(folder_documents(corpus))
+    with CorpusIndex.open(tmp_path / "index.sqlite3") as second:
+        assert second.sync(folder_documents(corpus)) == SyncReport(unchanged=FIXTURE_FILES)
+        assert urls(second, "chlorophyll")
+
+
+def test_progress_is_reported_up_to_the_total(index: CorpusIndex, corpus: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    index.sync(folder_documents(corpus), progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (FIXTURE_FILES, FIXTURE_FILES)
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def test_html_boilerplate_is_dropped() -> None:
+    source = (FIXTURE_CORPUS / "photosynthesis.html").read_text(encoding="utf-8")
+    title, text = html_text(source)
+    assert title == "Photosynthesis"
+    assert "chlorophyll absorbs red and blue light" in text
+    assert "6 CO2 + 6 H2O + light → C6H12O6 + 6 O2." in text
+    for boilerplate in ("analytics", "font-family", "Subscribe", "Genetics", "Login",
+                        "Advertisement", "enable JavaScript", "Cookie policy"):  # fmt: skip
+        assert boilerplate not in text
+
+
+def test_html_boilerplate_is_not_searchable(index: CorpusIndex, corpus: Path) -> None:
+    index.sync(folder_documents(corpus))
+    assert urls(index, "newsletter advertisement cookie") == []
+
+
+def test_titles_and_urls_come_from_each_format(corpus: Path) -> None:
+    documents = {ref.key: ref.load() for ref in folder_documents(corpus)}
+    titles = {key: doc.title for key, doc in documents.items() if doc is not None}
+    assert titles == {
+        "git_basics.rst": "Git basics",
+        "guides/sqlite_transactions.md": "SQLite transactions",
+        "http_status_codes.txt": "http_status_codes",
+        "photosynthesis.html": "Photosynthesis",
+        "python_history.md": "A short history of Python",
+    }
+    doc = documents["guides/sqlite_transactions.md"]
+    assert doc is not None
+    assert doc.url == (corpus / "guides" / "sqlite_transactions.md").resolve().as_uri()
+
+
+def test_markdown_and_rst_markup_is_stripped(corpus: Path) -> None:
+    documents = {ref.key: ref.load() for ref in folder_documents(corpus)}
+    history, git = documents["python_history.md"], documents["git_basics.rst"]
+    assert history is not None
+    assert git is not None
+    assert "author:" not in history.text  # front matter
+    assert "Monty Python's Flying Circus," in history.text  # link text kept, target dropped
+    assert "](" not in history.text
+    assert "## " not in history.text
+    assert "=====" not in git.text
+    assert "`git switch -c feature`" in git.text
+    assert "many projects now use `main`" in git.text  # the note's prose survives
+
+
+def test_hidden_and_unsupported_files_are_ignored(corpus: Path) -> None:
+    (corpus / ".secret.md").write_text("# hidden", encoding="utf-8")
+    (corpus / "data.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    (corpus / ".git").mkdir()
+    (corpus / ".git" / "notes.md").write_text("# git internals", encoding="utf-8")
+    assert len(folder_documents(corpus)) == FIXTURE_FILES
+
+
+# --- search -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    ['"', 'json"', "*", "pars*", "(", "a) OR (b", "NEAR(git commit)", "-rebase", "git -merge",
+     "title:git", "AND OR NOT", "^start", "{x y}", "a + b", "'", "\\", "__", "ÿ", "😀 emoji"],
+)  # fmt: skip
+def test_fts_syntax_in_queries_does_not_raise(index: CorpusIndex, corpus: Path, query: str) -> None:
+    index.sync(folder_documents(corpus))
+    assert isinstance(index.search(query, limit=5), list)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "the of and", "?!", "how do I"])
+def test_queries_without_terms_find_nothing(index: CorpusIndex, corpus: Path, query: str) -> None:
+    index.sync(folder_documents(corpus))
+    assert fts_query(query) == ""
+    assert index.search(query, limit=5) == []
+
+
+def test_fts_query_quotes_terms_and_splits_identifiers() -> None:
+    assert fts_query('How does "asyncio.gather" work (NEAR*)?') == (
+        '"asyncio.gather" OR "asyncio" OR "gather" OR "work" OR "near"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("How does photosynthesis turn light into sugar?", "photosynthesis.html"),
+        ("rebase versus merge of a branch", "git_basics.rst"),
+        ("what does 429 Too Many Requests mean", "http_status_codes.txt"),
+        ("who created Python and why the name", "python_history.md"),
+        ("bulk inserts in one transaction", "guides/sqlite_transactions.md"),
+    ],
+)
+def test_the_obviously_relevant_document_ranks_first(
+    index: CorpusIndex, corpus: Path, query: str, expected: str
+) -> None:
+    index.sync(folder_documents(corpus))
+    hits = index.search(query, limit=5)
+    assert hits[0].url == (corpus / expected).resolve().as_uri()
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_title_matches_weigh_more(index: CorpusIndex) -> None:
+    body = "A note that mentions tides once, among many other words about the sea and sky."
+    weather = Document(key="a", title="Weather", url="u:a", text=f"{body} Tides.", fingerprint="1")
+    tides = Document(key="b", title="Tides", url="u:b", text=body, fingerprint="1")
+    index.sync([weather.ref(), tides.ref()])
+    assert urls(index, "tides") == ["u:b", "u:a"]
+
+
+def test_one_hit_per_document_and_at_most_limit(index: CorpusIndex, corpus: Path) -> None:
+    index.sync(folder_documents(corpus))
+    hits = index.search("the light of the server commit python transaction", limit=3)
+    assert len(hits) == 3
+    assert len({h.url for h in hits}) == 3
+    assert index.search("python", limit=0) == []
+
+
+def test_snippet_is_the_matching_passage_trimmed_at_a_word(index: CorpusIndex) -> None:
+    filler = " ".join(f"Sentence number {n} talks about nothing in particular." for n in range(40))
+    text = f"{filler}\n\nThe albatross has the largest wingspan of any living bird. {filler}"
+    index.sync([Document(key="k", title="Birds", url="u", text=text, fingerprint="1").ref()])
+    (hit,) = index.search("albatross wingspan", limit=5)
+    assert hit.snippet.startswith("The albatross has the largest wingspan")
+    assert len(hit.snippet) <= 400
+    assert hit.snippet.endswith("…")
+    assert hit.snippet[:-1] == hit.snippet[:-1].rstrip()
+    assert text.find(hit.snippet[:-1]) >= 0  # cut at a word boundary, not mid-word
+
+
+def test_passages_are_paragraph_sized() -> None:
+    text = (FIXTURE_CORPUS / "http_status_codes.txt").read_text(encoding="utf-8") * 6
+    chunks = passages(text)
+    assert all(len(c) <= 800 for c in chunks)
+    assert all(len(c) >= 300 for c in chunks[:-1])
+    assert "".join(text.split()) == "".join("".join(chunks).split())  # nothing lost
+
+
+def test_a_sentence_longer_than_a_passage_is_cut_at_words() -> None:
+    text = " ".join(["word"] * 500)
+    chunks = passages(text)
+    assert len(chunks) > 1
+    assert all(len(c) <= 800 and not c.startswith(" ") for c in chunks)
+    assert " ".join(chunks).split() == text.split()
+
+
+# --- the standard library corpus --------------------------------------------------------
+
+
+def test_stdlib_corpus_lists_modules_and_topics_without_tests() -> None:
+    keys = {ref.key for ref in stdlib_documents()}
+    assert {"stdlib:json", "stdlib:asyncio.tasks", "stdlib:builtins", "topic:with"} <= keys
+    assert not any(".test" in key or key.startswith("stdlib:test") for key in keys)
+    private = {key for key in keys if any(p.startswith("_") for p in key[7:].split("."))}
+    assert private == {f"stdlib:{name}" for name in PUBLIC_NAMES} - {"stdlib:posixpath"}
+
+
+def test_stdlib_modules_are_parsed_never_imported() -> None:
+    refs = {ref.key: ref for ref in stdlib_documents()}
+    assert "stdlib:idlelib" not in refs
+    assert "turtle" not in sys.modules  # importing it would pull in tkinter
+    turtle = refs["stdlib:turtle"].load()
+    assert turtle is not None
+    assert "turtle" not in sys.modules
+    assert "`turtle.Turtle" in turtle.text or "class `turtle." in turtle.text
+
+
+def test_stdlib_document_has_title_url_and_signatures() -> None:
+    json_doc = next(ref for ref in stdlib_documents() if ref.key == "stdlib:json").load()
+    assert json_doc is not None
+    assert json_doc.title.startswith("json — JSON (JavaScript Object Notation)")
+    assert json_doc.url == "https://docs.python.org/3/library/json.html#module-json"
+    assert "`json.dumps(obj, *, skipkeys=False" in json_doc.text
+
+
+def test_stdlib_index_finds_the_json_module_for_parse_json(stdlib_index: CorpusIndex) -> None:
+    hits = stdlib_index.search("parse JSON", limit=5)
+    assert hits[0].url == "https://docs.python.org/3/library/json.html#module-json"
+    assert "JSON" in hits[0].snippet
+
+
+def test_stdlib_index_finds_asyncio_gather(stdlib_index: CorpusIndex) -> None:
+    hits = stdlib_index.search("What does asyncio.gather do?", limit=5)
+    assert hits[0].url.startswith("https://docs.python.org/3/library/asyncio.html")
+    assert "gather(" in hits[0].snippet
+
+
+def test_stdlib_index_finds_language_reference_topics(stdlib_index: CorpusIndex) -> None:
+    hits = stdlib_index.search("with statement context manager", limit=5)
+    assert any(h.url.startswith("https://docs.python.org/3/reference/") for h in hits)
+
+
+def test_stdlib_index_is_up_to_date_on_a_second_sync(stdlib_index: CorpusIndex) -> None:
+    loaded: list[str] = []
+    report = stdlib_index.sync(counting(stdlib_documents(), loaded))
+    assert report.changed == 0
+    assert loaded == []
+
+
+def test_a_corrupt_schema_is_rebuilt(tmp_path: Path, corpus: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    with CorpusIndex.open(path) as index:
+        index.sync(folder_documents(corpus))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = 'old' WHERE key = 'schema'")
+    db.close()
+    with CorpusIndex.open(path) as index:
+        assert index.stats().documents == 0
+        assert index.sync(folder_documents(corpus)) == SyncReport(added=FIXTURE_FILES)

@@ -1,0 +1,161 @@
+"""The `local` search provider: opening the right index, searching off the loop, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from research_service.corpus.index import CorpusIndex
+from research_service.errors import ConfigError, SearchError
+from research_service.providers.base import SearchHit, SearchProvider
+from research_service.providers.local_search import (
+    STDLIB_INDEX,
+    LocalSearch,
+    corpus_index_path,
+    open_local_search,
+)
+from research_service.settings import Settings
+from tests.corpus_fixtures import copy_corpus, stdlib_data_dir
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return copy_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, corpus: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", corpus=corpus, token_delay_ms=0)
+
+
+@pytest.fixture
+async def provider(settings: Settings) -> AsyncIterator[LocalSearch]:
+    opened = await open_local_search(settings)
+    yield opened
+    opened.close()
+
+
+class ThreadRecordingIndex(CorpusIndex):
+    """A real index that also notes which thread ran each search."""
+
+    threads: list[int]
+
+    def search(self, query: str, *, limit: int) -> list[SearchHit]:
+        self.threads.append(threading.get_ident())
+        return super().search(query, limit=limit)
+
+
+async def test_provider_satisfies_the_search_protocol(provider: LocalSearch) -> None:
+    searcher: SearchProvider = provider
+    assert searcher.name == "local"
+
+
+async def test_user_corpus_is_indexed_and_searchable(provider: LocalSearch, corpus: Path) -> None:
+    hits = await provider.search("chlorophyll light energy", limit=3)
+    assert hits[0].url == (corpus / "photosynthesis.html").resolve().as_uri()
+    assert hits[0].title == "Photosynthesis"
+    assert "chlorophyll" in hits[0].snippet
+
+
+async def test_each_corpus_gets_its_own_index_file(settings: Settings, corpus: Path) -> None:
+    user = corpus_index_path(settings)
+    assert re.fullmatch(r"corpus-[0-9a-f]{12}\.sqlite3", user.name)
+    assert corpus_index_path(settings.with_changes(corpus=corpus / "guides")) != user
+    assert corpus_index_path(settings.with_changes(corpus=None)).name == STDLIB_INDEX
+
+
+async def test_search_runs_in_a_worker_thread(settings: Settings) -> None:
+    path = settings.data_dir / "recording.sqlite3"
+    path.parent.mkdir(parents=True)
+    index = ThreadRecordingIndex.open(path)
+    index.threads = []
+    search = LocalSearch(index)
+    try:
+        await search.search("anything at all", limit=3)
+    finally:
+        search.close()
+    assert index.threads
+    assert threading.get_ident() not in index.threads
+
+
+async def test_concurrent_searches_share_the_index_safely(provider: LocalSearch) -> None:
+    queries = ["light", "commit", "status code", "Python history", "transaction"] * 8
+    results = await asyncio.gather(*(provider.search(q, limit=2) for q in queries))
+    assert all(results)
+    assert results[:5] == results[5:10]
+
+
+async def test_restart_picks_up_changed_files(settings: Settings, corpus: Path) -> None:
+    first = await open_local_search(settings)
+    first.close()
+    (corpus / "guides" / "tides.md").write_text("# Tides\n\nThe Moon raises tides.", "utf-8")
+    second = await open_local_search(settings)
+    try:
+        hits = await second.search("moon tides", limit=3)
+    finally:
+        second.close()
+    assert hits[0].title == "Tides"
+
+
+async def test_start_up_logs_one_summary_line(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="research_service.providers.local_search"):
+        (await open_local_search(settings)).close()
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "5 documents (5 added, 0 updated, 0 removed)" in line
+
+
+async def test_missing_corpus_folder_is_a_config_error(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", corpus=tmp_path / "nope")
+    with pytest.raises(ConfigError, match="does not exist; create it or drop --corpus"):
+        await open_local_search(settings)
+
+
+async def test_corpus_that_is_a_file_is_a_config_error(tmp_path: Path, corpus: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", corpus=corpus / "git_basics.rst")
+    with pytest.raises(ConfigError, match="not a folder"):
+        await open_local_search(settings)
+
+
+async def test_unreadable_index_file_is_a_config_error(settings: Settings) -> None:
+    path = corpus_index_path(settings)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match="delete the file to rebuild it"):
+        await open_local_search(settings)
+
+
+async def test_a_broken_index_raises_search_error(provider: LocalSearch) -> None:
+    with sqlite3.connect(provider.index.path) as db:
+        db.execute("DROP TABLE passages")
+    db.close()
+    with pytest.raises(SearchError, match="delete that file and restart") as raised:
+        await provider.search("light", limit=3)
+    assert raised.value.provider == "local"
+
+
+async def test_search_after_close_raises_search_error(settings: Settings) -> None:
+    search = await open_local_search(settings)
+    search.close()
+    with pytest.raises(SearchError, match="closed"):
+        await search.search("light", limit=3)
+
+
+async def test_default_corpus_is_the_standard_library(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    settings = Settings(data_dir=stdlib_data_dir(tmp_path_factory), token_delay_ms=0)
+    search = await open_local_search(settings)
+    try:
+        hits = await search.search("parse JSON", limit=5)
+    finally:
+        search.close()
+    assert hits[0].url.startswith("https://docs.python.org/3/library/json.html")

@@ -1,0 +1,159 @@
+"""`research-service serve` as a user runs it: a real process on its embedded defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.sse import listen
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+READY = re.compile(rb"Running on (http://[^ ]+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    process: asyncio.subprocess.Process
+    base: str
+    log: bytearray
+    port: int = 0
+
+
+async def start(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Served:
+    """Start the console script and wait for its "Running on" line."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "research_service",
+        "serve",
+        *args,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    log = bytearray()
+    async with asyncio.timeout(timeout):
+        while (line := await process.stderr.readline()) and not READY.search(line):
+            log += line
+    match = READY.search(line)
+    assert match, f"service did not start:\n{log.decode()}"
+    return Served(process, match[1].decode(), log)
+
+
+async def stop(served: Served) -> int:
+    served.process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(20):
+        return await served.process.wait()
+
+
+@pytest.fixture(scope="session")
+def stdlib_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data dir for the session, so the stdlib corpus is indexed once."""
+    return tmp_path_factory.mktemp("stdlib-data")
+
+
+@pytest.fixture
+async def user_corpus_service(tmp_path: Path) -> AsyncIterator[Served]:
+    port = free_port()
+    served = await start(
+        "--corpus",
+        str(CORPUS),
+        "--token-delay-ms",
+        "0",
+        env={"RESEARCH_PORT": str(port), "RESEARCH_DATA_DIR": str(tmp_path / "data")},
+    )
+    served.port = port
+    yield served
+    if served.process.returncode is None:
+        await stop(served)
+
+
+async def ask(base: str, question: str) -> tuple[dict[str, object], str, list[str]]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        created = await client.post(f"{base}/v1/runs", json={"question": question})
+        assert created.status_code == 201, created.text
+        got = await listen(client, base + created.json()["events_url"], timeout=60)
+    name, done = got.last
+    assert name == "done"
+    return done, got.text(), got.names
+
+
+async def test_env_vars_configure_the_port_and_data_dir(
+    user_corpus_service: Served, tmp_path: Path
+) -> None:
+    port = user_corpus_service.port
+    assert user_corpus_service.base.rstrip("/").endswith(f":{port}")
+    assert (tmp_path / "data").is_dir()
+    async with httpx.AsyncClient() as client:
+        health = await client.get(f"{user_corpus_service.base.rstrip('/')}/healthz")
+    assert health.json() == {"status": "ok"}
+
+
+async def test_user_corpus_answer_is_cited_and_streamed(user_corpus_service: Served) -> None:
+    base = user_corpus_service.base.rstrip("/")
+    done, streamed, names = await ask(base, "How does photosynthesis work?")
+    assert done["status"] == "completed", done
+    assert streamed == done["answer"]
+    sources = done["sources"]
+    assert isinstance(sources, list)
+    assert sources
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", str(done["answer"]))}
+    assert cited
+    assert cited <= {s["id"] for s in sources}
+    assert all(str(s["url"]).startswith("file://") for s in sources)
+    assert names.count("token") > 5  # streamed word by word
+    assert await stop(user_corpus_service) == 0
+
+
+async def test_first_question_on_the_default_corpus_gets_a_cited_answer(
+    stdlib_data_dir: Path,
+) -> None:
+    served = await start(
+        "--port", str(free_port()), "--data-dir", str(stdlib_data_dir), "--token-delay-ms", "0"
+    )
+    try:
+        base = served.base.rstrip("/")
+        done, streamed, _ = await ask(base, "How do I parse JSON in Python?")
+    finally:
+        assert await stop(served) == 0
+    assert done["status"] == "completed", done
+    assert streamed == done["answer"]
+    urls = [str(s["url"]) for s in done["sources"]]  # type: ignore[attr-defined]
+    assert any("library/json" in url for url in urls), urls
+    assert re.search(r"\[\d+\]", streamed)
+    assert "json" in streamed.lower()
+
+
+async def test_bad_flag_value_is_a_clear_startup_error(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "research_service",
+        "serve",
+        "--data-dir",
+        str(tmp_path),
+        env={**os.environ, "RESEARCH_HEARTBEAT_S": "-1"},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert b"heartbeat_s must be > 0" in err
+    assert b"RESEARCH_" in err
