@@ -17,20 +17,34 @@ from research_service.app import create_app
 from research_service.errors import ConfigError
 from research_service.settings import Settings, env_name, field_type, flag_name, parse_value
 
+# Defaults that are not a plain value, described in words for --help.
+_DEFAULT_TEXT = {
+    "data_dir": "the per-user data folder",
+    "corpus": "the Python standard library's docs",
+}
+
+
+def _parse_flag(name: str, raw: str) -> Any:
+    """Parse a flag for argparse: a bad value is a usage error (exit 2), not a traceback."""
+    try:
+        return parse_value(name, raw)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     """One `--flag` per Settings field, each naming its RESEARCH_* variable."""
     defaults = Settings()
     for f in fields(Settings):
         kind = field_type(f.name)
-        shown = "per-user data folder" if f.name == "data_dir" else getattr(defaults, f.name)
+        shown = _DEFAULT_TEXT.get(f.name, getattr(defaults, f.name))
         parser.add_argument(
             f"--{flag_name(f.name)}",
             dest=f.name,
             default=None,
             metavar=kind.__name__.upper() if kind is not str else None,
             choices=f.metadata.get("choices"),
-            type=functools.partial(parse_value, f.name),
+            type=functools.partial(_parse_flag, f.name),
             help=f"{f.metadata['help']} (env {env_name(f.name)}; default: {shown})",
         )
 

@@ -53,10 +53,7 @@ class Settings:
     store: str = field(default="memory", metadata=_opt("event-log backend", choices=STORE_CHOICES))
     corpus: Path | None = field(
         default=None,
-        metadata=_opt(
-            "folder of .md/.txt/.rst/.html files to search; default: the Python standard "
-            "library's own documentation"
-        ),
+        metadata=_opt("folder of .md/.txt/.rst/.html files to search instead"),
     )
     heartbeat_s: float = field(
         default=DEFAULT_HEARTBEAT_S,
@@ -158,5 +155,6 @@ def parse_value(name: str, raw: str) -> Any:
         return kind(raw)
     except ValueError:
         raise ConfigError(
-            f"{env_name(name)}={raw!r} is not a valid {kind.__name__}; fix it or unset it"
+            f"{raw!r} is not a valid {kind.__name__} for {name}; "
+            f"fix --{flag_name(name)} or {env_name(name)}"
         ) from None

@@ -197,6 +197,25 @@ BAD_REQUESTS = [
     _research(
         "research-max-sources", {"q": "x", "max_sources": "21"}, field="max_sources", says="1 to 20"
     ),
+    _listing("list-unknown-param", {"page": "2"}, field="page", says="unknown parameter"),
+    Bad(
+        "events-unknown-param",
+        "GET",
+        f"/v1/runs/{UNKNOWN_ID}/events",
+        400,
+        "unknown parameter",
+        "lastEventId",
+        params={"lastEventId": "x"},
+    ),
+    Bad(
+        "snapshot-unknown-param",
+        "GET",
+        f"/v1/runs/{UNKNOWN_ID}",
+        400,
+        "unknown",
+        "x",
+        params={"x": "1"},
+    ),
     _listing("list-limit-0", {"limit": "0"}, field="limit", says="1 to 100"),
     _listing("list-limit-101", {"limit": "101"}, field="limit", says="1 to 100"),
     _listing("list-limit-x", {"limit": "x"}, field="limit", says="integer"),
@@ -391,6 +410,8 @@ async def test_snapshot_mid_synthesis_then_after_done(
     found = [source for p in _progress(so_far) for source in p["sources"]]
     assert [s["url"] for s in live["sources"]] == [s["url"] for s in found]
     assert [s["id"] for s in live["sources"]] == [1, 2, 3, 4]
+    # The same source shape during and after the run.
+    assert all(set(s) == {"id", "title", "url", "snippet"} for s in live["sources"])
     assert live["answer"] == "one two " == so_far.text()
     assert live["event_count"] == len(so_far.events) == int(so_far.ids[-1].split(":")[1])
     assert live["events_url"] == f"/v1/runs/{run_id}/events"
@@ -405,6 +426,7 @@ async def test_snapshot_mid_synthesis_then_after_done(
     assert all(isinstance(ms, int) and ms >= 0 for ms in done["timings_ms"].values())
     assert done["event_count"] == len(full.events)
     assert done["error"] is None
+    assert done["sources"] == live["sources"]
 
 
 # --- GET /v1/runs ---------------------------------------------------------------------------

@@ -157,3 +157,20 @@ async def test_bad_flag_value_is_a_clear_startup_error(tmp_path: Path) -> None:
     assert process.returncode == 2
     assert b"heartbeat_s must be > 0" in err
     assert b"RESEARCH_" in err
+
+
+async def test_bad_flag_is_a_usage_error_naming_flag_and_variable(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "research_service",
+        "serve",
+        "--port",
+        "abc",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert b"Traceback" not in err
+    assert b"--port" in err
+    assert b"RESEARCH_PORT" in err

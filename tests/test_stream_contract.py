@@ -257,3 +257,13 @@ async def test_heartbeat_comment_when_quiet(
     assert b"event: token" in seen.split(b": ping\n\n")[0]
     service.llm.release.set()
     await service.wait_done(run_id)
+
+
+async def test_malformed_last_event_id_on_one_shot_says_malformed(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    response = await client.get(
+        service.url("/v1/research?q=anything"), headers={"Last-Event-ID": "not-an-id"}
+    )
+    assert response.status_code == 400
+    assert "malformed" in response.json()["detail"]

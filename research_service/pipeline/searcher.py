@@ -13,18 +13,27 @@ log = logging.getLogger(__name__)
 
 
 class SourceRegistry:
-    """Numbers sources in the order they are found, once per URL, up to a cap."""
+    """Numbers sources in the order they are found, once per URL, up to a cap.
 
-    def __init__(self, *, limit: int, sources: list[Source]) -> None:
+    Each finished query gets a fair share of the slots still free (free slots divided by
+    queries still to come, rounded up), so the first query to finish cannot take them all
+    and a query that found little leaves its share to the later ones.
+    """
+
+    def __init__(self, *, limit: int, queries: int, sources: list[Source]) -> None:
         self.limit = limit
+        self.queries_left = queries
         self.sources = sources
         self._urls: set[str] = set()
 
     def add(self, hits: list[SearchHit]) -> list[Source]:
-        """Register new hits; return the sources they added."""
+        """Register a finished query's hits, best first; return the sources they added."""
+        free = self.limit - len(self.sources)
+        share = -(-free // max(self.queries_left, 1))
+        self.queries_left -= 1
         added: list[Source] = []
         for hit in hits:
-            if len(self.sources) >= self.limit:
+            if len(added) >= share:
                 break
             if hit.url in self._urls:
                 continue
@@ -59,7 +68,9 @@ async def search_all(
 ) -> list[Source]:
     """Run the searching phase; each finished query emits a `progress` event."""
     await ctx.phase_event("searching", "started", total=len(queries))
-    registry = SourceRegistry(limit=ctx.options.max_sources, sources=ctx.sources)
+    registry = SourceRegistry(
+        limit=ctx.options.max_sources, queries=len(queries), sources=ctx.sources
+    )
     gate = asyncio.Semaphore(concurrency)
     limit = ctx.options.max_sources
     pending = [
@@ -75,6 +86,7 @@ async def search_all(
             if isinstance(outcome, str):
                 failures += 1
                 progress["error"] = outcome
+                registry.add([])  # its share goes to the queries still running
             else:
                 progress["sources"] = [s.brief() for s in registry.add(outcome)]
             await ctx.phase_event("searching", "progress", **progress)

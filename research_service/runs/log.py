@@ -33,8 +33,8 @@ class EventLog(Protocol):
         """Append `event`; its seq must be the run's last seq + 1."""
         ...
 
-    async def read(self, run_id: str, *, after: int) -> list[Event]:
-        """Every stored event of the run with seq > `after`, in order."""
+    async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
+        """The run's stored events with seq > `after`, in order, at most `limit` of them."""
         ...
 
     async def wait(self, run_id: str, *, after: int, timeout: float) -> bool:

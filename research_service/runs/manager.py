@@ -99,8 +99,13 @@ class RunManager:
         """The JSON snapshot of a run."""
         live = self._live.get(record.id)
         state = await self.state(record.id)
-        now_ms = live.context.elapsed_ms() if live and live.context else None
-        return state.snapshot(record, now_ms=now_ms)
+        if live is None or live.context is None:
+            return state.snapshot(record)
+        snapshot = state.snapshot(record, now_ms=live.context.elapsed_ms())
+        # Progress events carry id/title/url only; the live run knows the snippets too, so a
+        # snapshot has the same source shape during and after the run.
+        snapshot["sources"] = [source.full() for source in live.context.sources]
+        return snapshot
 
     async def cancel(self, run_id: str, *, code: str = "cancelled", message: str = "") -> bool:
         """Stop a run promptly; False when it had already finished."""

@@ -59,9 +59,10 @@ class MemoryEventLog:
         log.events.append(event)
         log.wake()
 
-    async def read(self, run_id: str, *, after: int) -> list[Event]:
-        """Every stored event of the run with seq > `after`, in order."""
-        return self._runs[run_id].events[after:]
+    async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
+        """The run's stored events with seq > `after`, in order, at most `limit` of them."""
+        events = self._runs[run_id].events
+        return events[after:] if limit is None else events[after : after + limit]
 
     async def wait(self, run_id: str, *, after: int, timeout: float) -> bool:
         """Wait until the run has an event with seq > `after`; False on timeout."""

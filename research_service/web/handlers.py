@@ -7,11 +7,18 @@ from typing import Any
 from aiohttp import web
 
 from research_service.errors import InvalidEventId, NotFound
-from research_service.events import dumps, is_run_id, parse_event_id
+from research_service.events import dumps, is_run_id
 from research_service.runs.models import RunRecord
 from research_service.web import validation
 from research_service.web.keys import MANAGER
-from research_service.web.stream import requested_position, resume_position, stream
+from research_service.web.stream import (
+    LAST_EVENT_ID_HEADER,
+    LAST_EVENT_ID_PARAM,
+    requested_position,
+    resume_position,
+    split_event_id,
+    stream,
+)
 
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -48,6 +55,7 @@ async def create_run(request: web.Request) -> web.Response:
 
 async def get_run(request: web.Request) -> web.Response:
     """`GET /v1/runs/{id}`: the run's snapshot."""
+    validation.known_params(request.query)
     manager = request.app[MANAGER]
     record = await manager.get(_run_id(request))
     return _json(await manager.snapshot(record))
@@ -76,6 +84,7 @@ async def cancel_run(request: web.Request) -> web.Response:
 
 async def run_events(request: web.Request) -> web.StreamResponse:
     """`GET /v1/runs/{id}/events`: the run's event stream, from the start or a Last-Event-ID."""
+    validation.known_params(request.query, LAST_EVENT_ID_PARAM)
     manager = request.app[MANAGER]
     record = await manager.get(_run_id(request))
     after, ended = await resume_position(
@@ -92,16 +101,16 @@ async def research(request: web.Request) -> web.StreamResponse:
     if raw is None:
         record = await manager.create(question, options)
         return await stream(request, run_id=record.id, after=0, ended=False)
-    parsed = parse_event_id(raw)
-    record_or_none = await manager.log.get_run(parsed[0]) if parsed else None
-    if record_or_none is None or record_or_none.question != question:
+    owner, _ = split_event_id(raw)
+    resumed = await manager.log.get_run(owner)
+    if resumed is None or resumed.question != question:
         raise InvalidEventId(
             f"Last-Event-ID {raw!r} does not name a run of this question; drop the header "
             "to start a new run",
-            field="Last-Event-ID",
+            field=LAST_EVENT_ID_HEADER,
         )
-    after, ended = await resume_position(raw, run_id=record_or_none.id, log=manager.log)
-    return await stream(request, run_id=record_or_none.id, after=after, ended=ended)
+    after, ended = await resume_position(raw, run_id=resumed.id, log=manager.log)
+    return await stream(request, run_id=resumed.id, after=after, ended=ended)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -38,10 +38,8 @@ def requested_position(request: web.Request) -> str | None:
     return value if value and value.strip() else None
 
 
-async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tuple[int, bool]:
-    """The seq a listener has already seen, and whether that event was the run's `done`."""
-    if raw is None:
-        return 0, False
+def split_event_id(raw: str) -> tuple[str, int]:
+    """The run id and seq of a Last-Event-ID; InvalidEventId when it is malformed."""
     parsed = parse_event_id(raw)
     if parsed is None:
         raise InvalidEventId(
@@ -49,7 +47,14 @@ async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tup
             "from this run's stream",
             field=LAST_EVENT_ID_HEADER,
         )
-    owner, seq = parsed
+    return parsed
+
+
+async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tuple[int, bool]:
+    """The seq a listener has already seen, and whether that event was the run's `done`."""
+    if raw is None:
+        return 0, False
+    owner, seq = split_event_id(raw)
     if owner != run_id:
         raise InvalidEventId(
             f"Last-Event-ID {raw!r} belongs to run {owner}, not {run_id}",
@@ -57,7 +62,7 @@ async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tup
         )
     if seq == 0:
         return 0, False
-    tail = await log.read(run_id, after=seq - 1)
+    tail = await log.read(run_id, after=seq - 1, limit=1)
     if not tail:
         raise InvalidEventId(
             f"Last-Event-ID {raw!r} was never issued by run {run_id}",

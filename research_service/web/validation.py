@@ -86,9 +86,7 @@ def options(value: Any) -> RunOptions:
 async def create_body(request: web.Request) -> tuple[str, RunOptions]:
     """The question and options of a `POST /v1/runs` body."""
     if request.content_type != "application/json" and not request.content_type.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"send the body as application/json, not {request.content_type or 'nothing'}"
-        )
+        raise UnsupportedMediaType(f"send the body as application/json, not {request.content_type}")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise BodyTooLarge(
             f"the body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}"
@@ -112,15 +110,19 @@ async def create_body(request: web.Request) -> tuple[str, RunOptions]:
     return question(body["question"]), options(body.get("options"))
 
 
+def known_params(query: Mapping[str, str], *allowed: str) -> None:
+    """Reject query parameters the endpoint does not take (a typo must not pass silently)."""
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        shown = ", ".join(sorted(allowed)) or "none"
+        raise InvalidInput(
+            f"unknown parameter(s) {', '.join(unknown)}; allowed: {shown}", field=unknown[0]
+        )
+
+
 def research_query(query: Mapping[str, str]) -> tuple[str, RunOptions]:
     """The question and options of a `GET /v1/research` query string."""
-    allowed = {"q", "last_event_id", *_OPTION_RANGES}
-    unknown = sorted(set(query) - allowed)
-    if unknown:
-        raise InvalidInput(
-            f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-            field=unknown[0],
-        )
+    known_params(query, "q", "last_event_id", *_OPTION_RANGES)
     if "q" not in query:
         raise InvalidInput("q (the question) is required", field="q")
     checked = {
@@ -133,6 +135,7 @@ def research_query(query: Mapping[str, str]) -> tuple[str, RunOptions]:
 
 def list_params(query: Mapping[str, str]) -> tuple[int, tuple[float, str] | None]:
     """`limit` and the decoded `before` cursor of `GET /v1/runs`."""
+    known_params(query, "limit", "before")
     limit = DEFAULT_LIST_LIMIT
     if "limit" in query:
         limit = _int_param(query["limit"], field="limit", bounds=LIST_LIMIT_RANGE)
