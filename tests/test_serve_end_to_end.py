@@ -34,6 +34,7 @@ class Served:
     base: str
     log: bytearray
     port: int = 0
+    drain: asyncio.Task[None] | None = None
 
 
 async def start(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Served:
@@ -55,13 +56,24 @@ async def start(*args: str, env: dict[str, str] | None = None, timeout: float = 
             log += line
     match = READY.search(line)
     assert match, f"service did not start:\n{log.decode()}"
-    return Served(process, match[1].decode(), log)
+    served = Served(process, match[1].decode(), log)
+    # Keep reading its log so a chatty service never blocks on a full pipe.
+    served.drain = asyncio.create_task(_drain(process.stderr, log))
+    return served
+
+
+async def _drain(stream: asyncio.StreamReader, into: bytearray) -> None:
+    while line := await stream.readline():
+        into += line
 
 
 async def stop(served: Served) -> int:
     served.process.send_signal(signal.SIGINT)
     async with asyncio.timeout(20):
-        return await served.process.wait()
+        code = await served.process.wait()
+        if served.drain is not None:
+            await served.drain
+    return code
 
 
 @pytest.fixture(scope="session")
