@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from research_service.corpus.docstrings import module_title
 from research_service.corpus.documents import Document, DocumentRef
 from research_service.corpus.files import folder_documents, html_text
 from research_service.corpus.index import CorpusIndex, SyncReport, fts_query
+from research_service.corpus.ranking import name_factor, passage_fit
 from research_service.corpus.stdlib import PUBLIC_NAMES, stdlib_documents
-from research_service.corpus.text import passages
+from research_service.corpus.text import passages, stems
 from research_service.providers.local_search import STDLIB_INDEX
 from tests.corpus_fixtures import FIXTURE_CORPUS, copy_corpus, stdlib_data_dir
 
@@ -256,6 +258,45 @@ def test_title_matches_weigh_more(index: CorpusIndex) -> None:
     assert urls(index, "tides") == ["u:b", "u:a"]
 
 
+def test_a_query_naming_a_document_ranks_it_above_mentions(index: CorpusIndex) -> None:
+    chatty = "Sub-areas such as read CSV files, read XLS files and read CSV file lists. " * 5
+    logging = Document(key="l", title="logging", url="u:l", text=chatty, fingerprint="1")
+    text = "Classes that assist in reading and writing tabular data."
+    title = "csv — CSV file reading and writing"
+    csv = Document(key="c", title=title, url="u:c", text=text, fingerprint="1", name="csv")
+    twin = Document(key="t", title=title, url="u:t", text=text, fingerprint="1")
+    index.sync([logging.ref(), twin.ref(), csv.ref()])
+    assert urls(index, "read csv file") == ["u:c", "u:t", "u:l"]  # the name breaks the tie
+
+
+def test_name_factor_prefers_the_whole_name_then_a_part() -> None:
+    assert name_factor("json", ["parse", "json"]) > name_factor("json.scanner", ["json"]) > 1
+    assert name_factor("urllib.request", ["http", "request"]) == name_factor(
+        "http.client", ["http"]
+    )
+    assert name_factor("dataclasses", ["dataclass"]) == name_factor("json", ["json"])
+    assert name_factor("asyncio", ["asyncio.gather"]) == name_factor("json", ["json"])
+    assert name_factor("", ["json"]) == name_factor("logging", ["json"]) == 1
+
+
+def test_a_passage_defining_a_query_term_fits_better() -> None:
+    wanted = stems(["compress", "gzip"])
+    rewind = "`gzip.GzipFile.rewind()`:\nReturn the stream to the start; see compress."
+    compress = "`gzip.compress(data)`:\nCompress data in one shot."
+    opening = "Functions that compress and write gzip files."
+    terms = ["compress", "gzip"]
+    assert passage_fit(compress, terms, wanted, opening=False) > passage_fit(
+        rewind, terms, wanted, opening=False
+    )
+    assert passage_fit(opening, terms, wanted, opening=True) > passage_fit(
+        opening, terms, wanted, opening=False
+    )
+    # A heading is not an opening that says what the document is for.
+    assert passage_fit(compress, terms, wanted, opening=True) == passage_fit(
+        compress, terms, wanted, opening=False
+    )
+
+
 def test_one_hit_per_document_and_at_most_limit(index: CorpusIndex, corpus: Path) -> None:
     index.sync(folder_documents(corpus))
     hits = index.search("the light of the server commit python transaction", limit=3)
@@ -313,12 +354,93 @@ def test_stdlib_modules_are_parsed_never_imported() -> None:
     assert "`turtle.Turtle" in turtle.text or "class `turtle." in turtle.text
 
 
+def stdlib_document(key: str) -> Document:
+    document = next(ref for ref in stdlib_documents() if ref.key == key).load()
+    assert document is not None
+    return document
+
+
 def test_stdlib_document_has_title_url_and_signatures() -> None:
-    json_doc = next(ref for ref in stdlib_documents() if ref.key == "stdlib:json").load()
-    assert json_doc is not None
-    assert json_doc.title.startswith("json — JSON (JavaScript Object Notation)")
+    json_doc = stdlib_document("stdlib:json")
+    assert json_doc.title == "json — JSON encoder and decoder"
+    assert json_doc.name == "json"
     assert json_doc.url == "https://docs.python.org/3/library/json.html#module-json"
     assert "`json.dumps(obj, *, skipkeys=False" in json_doc.text
+
+
+@pytest.mark.parametrize(
+    ("key", "title"),
+    [
+        ("stdlib:csv", "csv — CSV file reading and writing"),
+        ("stdlib:gzip", "gzip — Functions that read and write gzipped files"),
+        ("stdlib:doctest", "doctest — A framework for running examples in docstrings"),
+        ("stdlib:codecs", "codecs — Python Codec Registry, API and helpers"),
+        ("stdlib:functools", "functools — Tools for working with functions and callable objects"),
+        ("stdlib:cmath", "cmath — Mathematical functions for complex numbers"),
+    ],
+)
+def test_stdlib_titles_are_the_name_and_a_clean_summary(key: str, title: str) -> None:
+    assert stdlib_document(key).title == title
+
+
+@pytest.mark.parametrize(
+    ("name", "doc", "title"),
+    [
+        (
+            "jsonish",
+            "JSON (JavaScript Object Notation) <https://json.org> is a subset of JavaScript "
+            "syntax (ECMA-262 3rd edition) used as a lightweight data interchange format.",
+            "jsonish — JSON is a subset of JavaScript syntax used as a lightweight data…",
+        ),
+        (
+            "plistlib",
+            "plistlib.py -- a tool to generate and parse MacOSX .plist files.",
+            "plistlib — A tool to generate and parse MacOSX .plist files",
+        ),
+        ("tool", "Module tool -- the `loads` helper.\n\nMore text.", "tool — The loads helper"),
+        ("tool", "This module provides access to `sys.argv`.", "tool — Access to sys.argv"),
+        ("urllib.robotparser", "robotparser.py\n\nCopyright (C) 2000", "urllib.robotparser"),
+        ("tool", "", "tool"),
+    ],
+)
+def test_titles_drop_urls_markup_and_name_prefixes(name: str, doc: str, title: str) -> None:
+    made = module_title(name, doc)
+    assert made == title
+    assert len(made) <= 80
+
+
+def test_a_package_s_star_imports_are_documented_under_its_name() -> None:
+    tasks = stdlib_document("stdlib:asyncio.tasks")
+    assert "`asyncio.gather(*coros_or_futures" in tasks.text
+    assert "asyncio.tasks.gather" not in tasks.text
+    assert tasks.title == "asyncio.tasks — Support for tasks, coroutines and the scheduler"
+
+
+def test_names_a_module_reexports_from_c_are_documented() -> None:
+    csv = stdlib_document("stdlib:csv")
+    assert "`csv.reader`:" in csv.text
+    assert "`csv.writer`:" in csv.text
+    # csv.py's own docstring is one line; the C module's says what the module is for.
+    assert "This module provides classes that assist in the reading and writing" in csv.text
+
+
+@pytest.mark.parametrize(
+    ("query", "module"),
+    [
+        ("json", "json"),
+        ("read csv file", "csv"),
+        ("compress file gzip", "gzip"),
+        ("parse json", "json"),
+        ("os.path.join", "os.path"),
+        ("asyncio.gather", "asyncio.tasks"),
+        ("dataclass", "dataclasses"),
+    ],
+)
+def test_a_query_naming_a_module_finds_its_main_docs_first(
+    stdlib_index: CorpusIndex, query: str, module: str
+) -> None:
+    top = stdlib_index.search(query, limit=3)[0]
+    assert top.url.endswith(f"#module-{module}")
 
 
 def test_stdlib_index_finds_the_json_module_for_parse_json(stdlib_index: CorpusIndex) -> None:
@@ -330,7 +452,18 @@ def test_stdlib_index_finds_the_json_module_for_parse_json(stdlib_index: CorpusI
 def test_stdlib_index_finds_asyncio_gather(stdlib_index: CorpusIndex) -> None:
     hits = stdlib_index.search("What does asyncio.gather do?", limit=5)
     assert hits[0].url.startswith("https://docs.python.org/3/library/asyncio.html")
-    assert "gather(" in hits[0].snippet
+    assert hits[0].snippet.startswith("`asyncio.gather(")
+    assert all(h.url.startswith("https://docs.python.org/3/library/asyncio.html") for h in hits)
+
+
+def test_the_snippet_of_a_named_module_is_its_opening_or_a_definition(
+    stdlib_index: CorpusIndex,
+) -> None:
+    """Not a passage that merely says the words most often (`GzipFile.rewind`)."""
+    (gzip,) = stdlib_index.search("compress file gzip", limit=1)
+    assert gzip.snippet.startswith("`gzip.open(")
+    (request,) = stdlib_index.search("http request urlopen", limit=1)
+    assert request.snippet.startswith("`urllib.request.urlopen(")
 
 
 def test_stdlib_index_finds_language_reference_topics(stdlib_index: CorpusIndex) -> None:

@@ -8,13 +8,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One searchable text with a stable key and a fingerprint that changes with its content."""
+    """One searchable text with a stable key and a fingerprint that changes with its content.
+
+    `name` is what the text documents, as a reader would type it (a module's dotted name such
+    as `json` or `urllib.request`); a query that names it ranks the document first.
+    """
 
     key: str
     title: str
     url: str
     text: str
     fingerprint: str
+    name: str = ""
 
     def ref(self) -> DocumentRef:
         """A reference that loads this already-loaded document."""

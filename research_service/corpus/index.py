@@ -12,15 +12,18 @@ from types import TracebackType
 from typing import Final, Self
 
 from research_service.corpus.documents import Document, DocumentRef
-from research_service.corpus.text import STOPWORDS, key_terms, passages, snippet, stems, words
+from research_service.corpus.ranking import EXACT_NAME, name_factor, passage_fit
+from research_service.corpus.text import STOPWORDS, key_terms, passages, snippet, stems
 from research_service.providers.base import SearchHit
 
 log = logging.getLogger(__name__)
 
 # Bump when the tables, the tokenizer or the passage splitting change: an index of another
 # version is rebuilt from scratch.
-SCHEMA_VERSION: Final = "1"
-# A title match says more about a document than one more mention in its body.
+SCHEMA_VERSION: Final = "2"
+# A title match says more about a document than one more mention in its body, and a query
+# that names what a document documents (`csv`, `gzip`) wants that document above all.
+NAME_WEIGHT: Final = 10.0
 TITLE_WEIGHT: Final = 4.0
 BODY_WEIGHT: Final = 1.0
 # Passage n of document d has rowid (d << ROWID_BITS) + n, so dropping a document's passages
@@ -28,6 +31,10 @@ BODY_WEIGHT: Final = 1.0
 ROWID_BITS: Final = 20
 MAX_PASSAGES: Final = (1 << ROWID_BITS) - 1
 MAX_QUERY_TERMS: Final = 32
+# Documents fetched per wanted hit, so that a named document ranked lower by bm25 alone
+# can still be lifted into the results.
+OVERFETCH: Final = 3
+MIN_FETCH: Final = 20
 SNIPPET_CHARS: Final = 400
 PROGRESS_EVERY: Final = 50
 BUSY_TIMEOUT_S: Final = 30.0
@@ -41,26 +48,27 @@ _SCHEMA: Final = (
     """CREATE TABLE documents (
         id INTEGER PRIMARY KEY,
         key TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
         title TEXT NOT NULL,
         url TEXT NOT NULL,
         fingerprint TEXT NOT NULL,
         passages INTEGER NOT NULL
     )""",
     "CREATE VIRTUAL TABLE passages USING fts5("
-    "title, body, tokenize = 'porter unicode61 remove_diacritics 2')",
+    "name, title, body, tokenize = 'porter unicode61 remove_diacritics 2')",
 )
 
 # bm25() only works in the query that runs MATCH, so the per-passage ranks are materialized
 # first; documents are ranked by their best passage, and all their matching passages come
-# back so that the snippet can be taken from the one covering the most query terms.
+# back so that the snippet can be taken from the one that answers the query best.
 _SEARCH: Final = f"""
 WITH hits AS MATERIALIZED (
-    SELECT rowid >> {ROWID_BITS} AS doc_id, body,
-           bm25(passages, {TITLE_WEIGHT}, {BODY_WEIGHT}) AS rank
+    SELECT rowid >> {ROWID_BITS} AS doc_id, rowid & {MAX_PASSAGES} AS n, body,
+           bm25(passages, {NAME_WEIGHT}, {TITLE_WEIGHT}, {BODY_WEIGHT}) AS rank
     FROM passages WHERE passages MATCH ?
 ),
 top AS (SELECT doc_id, MIN(rank) AS rank FROM hits GROUP BY doc_id ORDER BY rank LIMIT ?)
-SELECT top.doc_id, d.title, d.url, top.rank, hits.body, hits.rank
+SELECT top.doc_id, d.name, d.title, d.url, top.rank, hits.n, hits.body
 FROM top JOIN hits USING (doc_id) JOIN documents AS d ON d.id = top.doc_id
 ORDER BY top.rank, top.doc_id, hits.rank
 """
@@ -88,6 +96,17 @@ class IndexStats:
 
     documents: int
     passages: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A matching document, scored, and its passage that answers the query best."""
+
+    score: float
+    fit: float
+    title: str
+    url: str
+    body: str
 
 
 def fts_query(text: str) -> str:
@@ -200,11 +219,11 @@ class CorpusIndex:
         if len(chunks) > MAX_PASSAGES:
             log.warning("document %r is too long; indexing its start only", document.key)
             chunks = chunks[:MAX_PASSAGES]
-        values = (document.title, document.url, document.fingerprint, len(chunks))
+        values = (document.name, document.title, document.url, document.fingerprint, len(chunks))
         if doc_id is None:
             cursor = self._db.execute(
-                "INSERT INTO documents (key, title, url, fingerprint, passages) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO documents (key, name, title, url, fingerprint, passages) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (document.key, *values),
             )
             assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
@@ -212,14 +231,14 @@ class CorpusIndex:
         else:
             self._delete_passages(doc_id)
             self._db.execute(
-                "UPDATE documents SET title = ?, url = ?, fingerprint = ?, passages = ? "
+                "UPDATE documents SET name = ?, title = ?, url = ?, fingerprint = ?, passages = ? "
                 "WHERE id = ?",
                 (*values, doc_id),
             )
         base = doc_id << ROWID_BITS
         self._db.executemany(
-            "INSERT INTO passages (rowid, title, body) VALUES (?, ?, ?)",
-            ((base + n, document.title, chunk) for n, chunk in enumerate(chunks)),
+            "INSERT INTO passages (rowid, name, title, body) VALUES (?, ?, ?, ?)",
+            ((base + n, document.name, document.title, chunk) for n, chunk in enumerate(chunks)),
         )
 
     def _delete(self, doc_id: int) -> None:
@@ -237,22 +256,33 @@ class CorpusIndex:
         expression = fts_query(query)
         if not expression or limit <= 0:
             return []
+        fetch = max(limit * OVERFETCH, MIN_FETCH)
         with self._lock:
-            rows = self._db.execute(_SEARCH, (expression, limit)).fetchall()
+            rows = self._db.execute(_SEARCH, (expression, fetch)).fetchall()
         terms = key_terms(query)
         wanted = stems(terms)
-        best: dict[int, tuple[SearchHit, int]] = {}
-        for doc_id, title, url, doc_rank, body, _ in rows:
-            # Rows come best first, so a later passage wins only by covering more terms:
+        found: dict[int, _Found] = {}
+        for doc_id, name, title, url, doc_rank, number, body in rows:
+            factor = name_factor(name, terms)
+            # Rows come best first, so a later passage wins only by answering better:
             # "asyncio.gather" should show gather's definition, not a page that says
             # "gather" five times about cancelling it.
-            coverage = len(wanted & stems(words(body)))
-            if doc_id in best and best[doc_id][1] >= coverage:
-                continue
-            text = snippet(body, terms, limit=SNIPPET_CHARS)
-            hit = SearchHit(title=title, url=url, snippet=text, score=round(-doc_rank, 4))
-            best[doc_id] = (hit, coverage)
-        return [hit for hit, _ in best.values()]
+            lead = number == 0 and factor == EXACT_NAME
+            fit = passage_fit(body, terms, wanted, opening=lead)
+            if doc_id in found and (found[doc_id].fit, False) >= (fit, lead):
+                continue  # the document's opening wins a tie
+            found[doc_id] = _Found(-doc_rank * factor, fit, title, url, body)
+        # Stable: equal scores keep bm25's order.
+        ranked = sorted(found.values(), key=lambda f: -f.score)[:limit]
+        return [
+            SearchHit(
+                title=f.title,
+                url=f.url,
+                snippet=snippet(f.body, terms, limit=SNIPPET_CHARS),
+                score=round(f.score, 4),
+            )
+            for f in ranked
+        ]
 
     def stats(self) -> IndexStats:
         """How many documents and passages the index holds."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Final
@@ -56,9 +57,12 @@ def key_terms(text: str) -> list[str]:
     return list(seen)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a corpus repeats the same few thousand words
 def stem(word: str) -> str:
-    """A crude stem (parse, parses, parsing -> pars) good enough to compare terms."""
+    """A crude stem (parse, parses, parsing -> par) good enough to compare terms."""
     for _ in range(2):
+        if word.endswith("ss"):
+            break  # class, process, address: not a plural
         for suffix in _SUFFIXES:
             if word.endswith(suffix) and len(word) - len(suffix) >= 3:
                 word = word[: -len(suffix)]

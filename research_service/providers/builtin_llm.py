@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from research_service.corpus.text import key_terms, sentences, stem, stems, words
+from research_service.corpus.questions import GENERIC_WORDS, RELATED_TERMS, VAGUE_WORDS, Question
+from research_service.corpus.text import sentences, stem, stems, words
 from research_service.providers.base import Source
 
 DEFAULT_TOKEN_DELAY_MS: Final = 15.0
@@ -24,40 +24,19 @@ SOURCE_BONUS: Final = 0.15
 POSITION_PENALTY: Final = 0.02
 # A source whose title names the question's terms is about them, not just mentioning them.
 TITLE_BONUS: Final = 0.3
+# When some source's title names the question's topic, the others only mention it in
+# passing ("read CSV files" in the logging docs): their sentences count for less.
+OFF_TOPIC_FACTOR: Final = 0.5
+# Sentences that explain: the definition of a name the question uses ("`gzip.compress(…)`:
+# Compress data …"), and a module's own summary ("This module provides …").
+DEFINES_BONUS: Final = 0.3
+SUMMARY_BONUS: Final = 0.2
 LONG_SIGNATURE_CHARS: Final = 30
-FOCUS_SUFFIXES: Final = ("example", "usage")
-# Words that say what to do rather than what it is done to: a weaker query on their own.
-_ACTION_TEXT: Final = (
-    "add append call change check compare convert copy create debug define delete find "
-    "format handle implement import install iterate join load loop make merge open parse "
-    "print read remove replace return run save send sort split start stop test update "
-    "write"
-)
-ACTION_WORDS: Final = frozenset(_ACTION_TEXT.split())
-# True of nearly every document in a Python corpus, so they narrow nothing down.
-_VAGUE_TEXT: Final = (
-    "python code program example examples thing things work works difference best "
-    "function functions method methods module modules"
-)
-VAGUE_WORDS: Final = frozenset(_VAGUE_TEXT.split())
-# What a question's verb is usually called in documentation; a match is worth half.
-RELATED_TERMS: Final = {
-    "parse": ("decode", "deserialize", "load", "loads", "read"),
-    "serialize": ("encode", "dump", "dumps", "write"),
-    "convert": ("encode", "decode", "format", "cast"),
-    "download": ("urlopen", "fetch", "request", "retrieve"),
-    "fetch": ("urlopen", "request", "get"),
-    "delete": ("remove", "unlink", "rmtree"),
-    "remove": ("delete", "unlink", "discard", "pop"),
-    "run": ("execute", "call", "subprocess"),
-    "concurrent": ("thread", "threads", "asyncio", "parallel"),
-    "parallel": ("concurrent", "thread", "process", "multiprocessing"),
-    "copy": ("copyfile", "duplicate", "clone"),
-}
 RELATED_CREDIT: Final = 0.5
 VAGUE_WEIGHT: Final = 0.3
-# A sentence must match more than this share of the best sentence's score to be kept.
-KEEP_RATIO: Final = 0.5
+GENERIC_WEIGHT: Final = 0.5
+# A sentence must be at least this relevant, relative to the best one, to be kept.
+KEEP_RATIO: Final = 0.6
 MAX_CODE_SYMBOLS: Final = 0.03
 CODE_SYMBOLS: Final = frozenset("{}[]|$=<>;\\")
 NOTHING_FOUND: Final = (
@@ -70,6 +49,9 @@ _BRACKETED_NUMBER = re.compile(r"\[(\d+)\]")
 _PIECE = re.compile(r"\S+\s*|\s+")
 # Prose starts with a capital or a `code` name; docstrings also start with `call(...)`.
 _SENTENCE_START = re.compile(r"(?:class |coroutine )?[`\"'(\[*]?[A-Z0-9`]|[\w.]+\(")
+# "`gzip.compress(data)`: Compress …" or "class `csv.Dialect`: Describe …".
+_DEFINITION = re.compile(r"(?:class |coroutine )?`([\w.]+)[(`]")
+_SUMMARY = re.compile(r"(?:This|The [\w.]+) (?:module|package|library) ")
 
 
 class BuiltinLLM:
@@ -98,35 +80,27 @@ def pieces(answer: str) -> list[str]:
     return _PIECE.findall(answer)
 
 
-def _specificity(term: str) -> int:
-    if "." in term or "_" in term or any(c.isdigit() for c in term):
-        return 3  # an identifier names exactly one thing
-    if term in VAGUE_WORDS:
-        return 0
-    return 1 if term in ACTION_WORDS else 2
-
-
 def plan_queries(question: str, *, breadth: int) -> list[str]:
-    """Distinct queries, broadest first, at most `breadth`; never empty.
+    """Distinct queries, most telling first, at most `breadth`; never empty.
 
-    All key terms; those without vague words; each identifier alone; adjacent pairs; single
-    specific terms; then the most specific term with "example" and "usage".
+    Every query keeps the question's topic, so each one's top hits are about it: all the
+    useful terms with what the docs call them ("parse json decode load"), which makes the
+    snippets show the passage defining them; each identifier alone; the topic with each
+    other term ("gzip compress", "gzip file").
     """
-    terms = key_terms(question)
-    if not terms:
+    asked = Question.read(question)
+    if not asked.terms:
         return [" ".join(question.split()) or "?"]
-    useful = [t for t in terms if _specificity(t) > 0]
-    top = max(terms, key=_specificity)  # the first of the most specific ones
-    candidates = [" ".join(terms), " ".join(useful)]
-    candidates += [t for t in terms if "." in t]
-    candidates += [f"{a} {b}" for a, b in itertools.pairwise(useful)]
-    candidates += sorted(
-        (t for t in useful if _specificity(t) >= 2), key=_specificity, reverse=True
-    )
-    candidates += [f"{top} {suffix}" for suffix in FOCUS_SUFFIXES]
+    useful, topic = asked.useful, asked.topic
+    candidates = [" ".join(useful + asked.related)]
+    candidates += [t for t in useful if "." in t]
+    candidates += [f"{topic} {t}" for t in useful if t != topic]
     queries: list[str] = []
+    seen: set[frozenset[str]] = set()
     for query in candidates:
-        if query and query not in queries:
+        # Search terms are OR-ed, so "csv read" finds the same as "read csv".
+        if frozenset(query.split()) not in seen:
+            seen.add(frozenset(query.split()))
             queries.append(query)
     return queries[: max(1, breadth)]
 
@@ -134,7 +108,7 @@ def plan_queries(question: str, *, breadth: int) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class _Candidate:
     score: float
-    matched: float
+    relevance: float
     rank: int
     position: int
     sentence: str
@@ -146,41 +120,86 @@ def compose_answer(question: str, sources: Sequence[Source]) -> str:
     """The best few sentences of the sources' snippets, each followed by its citation."""
     if not sources:
         return NOTHING_FOUND
-    weights = {t: (VAGUE_WEIGHT if t in VAGUE_WORDS else 1.0) for t in key_terms(question)}
+    candidates, readable = _candidates(Question.read(question), sources)
+    chosen = _choose(candidates)
+    if not chosen:
+        return _closest(sources)
+    cited = [_cite(c.sentence, c.source_id) for c in chosen]
+    best = chosen[0]
+    # The sentence after the best one goes on explaining the same thing ("Coroutines will
+    # be wrapped in a future …" after gather's definition), whatever words it uses.
+    follow = readable.get((best.rank, best.position + 1))
+    if (
+        follow
+        and not _DEFINITION.match(follow)
+        and not any(_similar(_vocabulary(follow), c.vocabulary) for c in chosen)
+    ):
+        cited.insert(1, _cite(follow, best.source_id))
+    return " ".join(cited[:MAX_SENTENCES])
+
+
+def _candidates(
+    asked: Question, sources: Sequence[Source]
+) -> tuple[list[_Candidate], dict[tuple[int, int], str]]:
+    """The scored sentences that say something the question asks, and all readable ones.
+
+    The readable ones are keyed by (source rank, position in its snippet).
+    """
+    weights = {t: _weight(t) for t in asked.terms}
     total = sum(weights.values()) or 1.0
+    # The names whose definition answers the question: its terms and what the docs call them.
+    defined = {stem(t) for t in [*asked.terms, *asked.related] if t not in VAGUE_WORDS}
+    subjects = asked.subjects
+    titles = [frozenset(stems(words(s.title))) for s in sources]
+    on_topic = [not subjects or any(_match(t, title) for t in subjects) for title in titles]
+    focused = any(on_topic)
     candidates: list[_Candidate] = []
+    readable: dict[tuple[int, int], str] = {}
     for rank, source in enumerate(sources):
-        title_words = frozenset(stems(words(source.title)))
-        title_bonus = TITLE_BONUS * sum(w * _match(t, title_words) for t, w in weights.items())
+        title_bonus = TITLE_BONUS * sum(w * _match(t, titles[rank]) for t, w in weights.items())
         title_bonus /= total
         # A snippet's lines are paragraphs; a heading line need not end with a full stop.
         # A source's own "[2]" (a footnote, a list index) must not read as a citation.
         text = _BRACKETED_NUMBER.sub(r"(\1)", source.snippet)
         found = [s for line in text.splitlines() for s in sentences(line)]
-        for position, sentence in enumerate(found):
+        for position, raw in enumerate(found):
+            sentence = _LONG_CALL.sub(r"`\1(…)`", raw)
             if not _readable(sentence):
                 continue
-            vocabulary = frozenset(stems(words(sentence)))
+            readable[rank, position] = sentence
+            vocabulary = _vocabulary(sentence)
             matched = sum(w * _match(t, vocabulary) for t, w in weights.items()) / total
-            if matched <= 0:
-                continue
-            score = matched + SOURCE_BONUS * (1 - rank / len(sources)) + title_bonus
+            mentions = any(_match(t, vocabulary) for t in subjects)
+            if matched <= 0 or (focused and not on_topic[rank] and not mentions):
+                continue  # says nothing the question asks, or is off its topic
+            defines = _defines(sentence, subjects)
+            factor = 1.0 if on_topic[rank] or defines or not focused else OFF_TOPIC_FACTOR
+            relevance = matched * factor + _explains(sentence, defined)
+            score = relevance + SOURCE_BONUS * (1 - rank / len(sources)) + title_bonus
             score -= POSITION_PENALTY * position
             candidates.append(
-                _Candidate(score, matched, rank, position, sentence, source.id, vocabulary)
+                _Candidate(score, relevance, rank, position, sentence, source.id, vocabulary)
             )
-    candidates.sort(key=lambda c: (-c.score, c.rank, c.position))
+    return candidates, readable
+
+
+def _choose(candidates: list[_Candidate]) -> list[_Candidate]:
+    """The best candidates, dropping weak ones and ones that repeat an earlier choice."""
     chosen: list[_Candidate] = []
-    for candidate in candidates:
-        if chosen and candidate.matched <= KEEP_RATIO * chosen[0].matched:
+    for candidate in sorted(candidates, key=lambda c: (-c.score, c.rank, c.position)):
+        if chosen and candidate.relevance < KEEP_RATIO * chosen[0].relevance:
             continue
         if not any(_similar(candidate.vocabulary, c.vocabulary) for c in chosen):
             chosen.append(candidate)
         if len(chosen) == MAX_SENTENCES:
             break
-    if not chosen:
-        return _closest(sources)
-    return " ".join(_cite(c.sentence, c.source_id) for c in chosen)
+    return chosen
+
+
+def _weight(term: str) -> float:
+    if term in VAGUE_WORDS:
+        return VAGUE_WEIGHT
+    return GENERIC_WEIGHT if term in GENERIC_WORDS else 1.0
 
 
 def _match(term: str, vocabulary: frozenset[str]) -> float:
@@ -194,6 +213,42 @@ def _match(term: str, vocabulary: frozenset[str]) -> float:
         return 1.0
     related = RELATED_TERMS.get(term, ())
     return RELATED_CREDIT if any(stem(r) in vocabulary for r in related) else 0.0
+
+
+def _vocabulary(sentence: str) -> frozenset[str]:
+    """The stems a sentence says something about.
+
+    A definition's heading counts with its full name and its last part, not the module
+    it sits in: every sentence of `http.cookiejar` is in `http.*`, but that does not
+    make each one about HTTP.
+    """
+    definition = _DEFINITION.match(sentence)
+    if not definition:
+        return frozenset(stems(words(sentence)))
+    name = definition.group(1).lower()
+    parts = name.split(".")
+    # After the heading's closing backtick: its parameters are not what the text says.
+    text = sentence[sentence.find("`", definition.end()) + 1 :]
+    said = stems(set(words(text)))
+    return frozenset(said | stems([parts[-1]]) | {name, f"{parts[0]}.{parts[-1]}"})
+
+
+def _explains(sentence: str, defined: set[str]) -> float:
+    """A bonus for defining a name the question uses, or for summing up a module."""
+    definition = _DEFINITION.match(sentence)
+    if definition:
+        name = definition.group(1).rsplit(".", 1)[-1].lower()
+        return DEFINES_BONUS if stem(name) in defined else 0.0
+    return SUMMARY_BONUS if _SUMMARY.match(sentence) else 0.0
+
+
+def _defines(sentence: str, subjects: list[str]) -> bool:
+    """Whether a sentence is the definition of a subject: "`list.sort(…)`: Sort …"."""
+    definition = _DEFINITION.match(sentence)
+    if not definition:
+        return False
+    parts = set(definition.group(1).lower().split("."))
+    return any(stem(t) in {stem(p) for p in parts} or t in parts for t in subjects)
 
 
 def _readable(sentence: str) -> bool:
@@ -215,8 +270,8 @@ def _similar(a: frozenset[str], b: frozenset[str]) -> bool:
 
 
 def _cite(sentence: str, source_id: int) -> str:
-    """`sentence` with `[id]` before its final stop, long signatures shortened to `f(…)`."""
-    text = _LONG_CALL.sub(r"`\1(…)`", sentence.strip())
+    """`sentence` with `[id]` before its final stop."""
+    text = sentence.strip()
     if text[-1] in ".!?":
         return f"{text[:-1]} [{source_id}]{text[-1]}"
     return f"{text} [{source_id}]."
