@@ -106,7 +106,17 @@ async def test_slow_listener_is_cut_without_slowing_others(
     path = f"/v1/runs/{run_id}/events"
     port = service.server.port
     assert port is not None
+    assert service.server.runner is not None
+    http_server = service.server.runner.server
+    assert http_server is not None
+    before = set(http_server.connections)  # the client's keep-alive connection
     slow_reader, slow_writer = await _raw_listener(port, path, rcvbuf=4096)
+    # Small kernel buffers on both ends, so a client that stops reading stalls the socket
+    # after a few KiB instead of the megabytes loopback autotuning would absorb.
+    (slow_handler,) = set(http_server.connections) - before
+    assert slow_handler.transport is not None
+    server_socket = slow_handler.transport.get_extra_info("socket")
+    server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
     async def keep_pace(session: ClientSession) -> bytes:
         async with session.get(service.url(path)) as response:
@@ -124,7 +134,8 @@ async def test_slow_listener_is_cut_without_slowing_others(
         e.wire for e in await service.manager.log.read(run_id, after=0)
     )
     assert all(body == wire for body in bodies)
-    # The slow client is cut after the write timeout: its socket ends short of the stream.
+    # The server cuts the slow client once its socket has taken nothing for the write timeout.
+    await wait_until(lambda: slow_handler not in http_server.connections, timeout=10)
     received = b""
     async with asyncio.timeout(10):
         try:

@@ -267,3 +267,44 @@ async def test_malformed_last_event_id_on_one_shot_says_malformed(
     )
     assert response.status_code == 400
     assert "malformed" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain ",
+        "é ü 漢字 ",
+        'quote " back \\ slash',
+        "line\nbreak\r\ncr\ttab",
+        "\x00\x1f\x7f",
+        "😀\u2028\u2029",
+    ],
+)
+def test_token_fast_path_encodes_exactly_like_dumps(text: str) -> None:
+    data = {"text": text}
+    expected = f"id: 0123456789abcdef:3\nevent: token\ndata: {dumps(data)}\n\n".encode()
+    assert encode("0123456789abcdef", 3, "token", data) == expected
+    assert json.loads(expected.split(b"data: ", 1)[1]) == data
+
+
+async def test_http10_listener_gets_the_same_bytes_unchunked(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    service.llm.pieces = [f"v{n} " for n in range(20)]
+    service.llm.hold_after = 5
+    run_id = await service.create(client)
+    port = service.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /v1/runs/{run_id}/events HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    async with asyncio.timeout(5):
+        await service.llm.holding.wait()
+    service.llm.release.set()  # the rest arrives live, through the run's hub
+    async with asyncio.timeout(10):
+        body = await reader.read()  # HTTP/1.0: the server closes the connection at the end
+    writer.close()
+    stored = await service.manager.log.read(run_id, after=0)
+    assert body == b"retry: 3000\n\n" + b"".join(event.wire for event in stored)

@@ -12,6 +12,7 @@ from research_service.errors import NotFound, PipelineError, ProviderError, TooM
 from research_service.events import Event
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
+from research_service.runs.hub import Hub
 from research_service.runs.log import EventLog
 from research_service.runs.models import RunOptions, RunRecord, new_run_id
 from research_service.runs.state import RunState
@@ -33,6 +34,7 @@ class LiveRun:
     listeners: int = 0
     abandon_timer: asyncio.TimerHandle | None = None
     cancel_reason: tuple[str, str] | None = None
+    hub: Hub = field(default_factory=Hub)
 
 
 class RunManager:
@@ -124,6 +126,11 @@ class RunManager:
             run.task.cancel()
         return True
 
+    def hub(self, run_id: str) -> Hub | None:
+        """The live fan-out of a run executing in this process, or None."""
+        run = self._live.get(run_id)
+        return None if run is None else run.hub
+
     def listener_joined(self, run_id: str) -> None:
         """Count a listener; a run with listeners is never abandoned."""
         run = self._live.get(run_id)
@@ -175,6 +182,7 @@ class RunManager:
             # State first: a snapshot taken right after append must include the event.
             run.state.apply(event)
             await self.log.append(event)
+            run.hub.publish(event)
 
         ctx = RunContext(question=record.question, options=record.options, emit=emit)
         run.context = ctx

@@ -18,9 +18,13 @@ class _RunLog:
 
     def wake(self) -> None:
         for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            _resolve(waiter)
         self.waiters.clear()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class MemoryEventLog:
@@ -70,14 +74,15 @@ class MemoryEventLog:
         if len(log.events) > after:
             return True
         # One future per waiter: cancelling a waiter must never cancel anyone else's wait.
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         log.waiters.add(waiter)
+        # A plain timer is far cheaper than asyncio.timeout() on this per-event path.
+        timer = loop.call_later(timeout, _resolve, waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            return len(log.events) > after
+            await waiter
         finally:
+            timer.cancel()
             log.waiters.discard(waiter)
         return len(log.events) > after
 

@@ -1,0 +1,68 @@
+"""Live fan-out: a run hands each new event straight to the listeners that are caught up."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from research_service.events import Event
+
+
+class Subscriber(Protocol):
+    """A caught-up listener: it takes events without waiting, or asks to be let go."""
+
+    after: int
+
+    def deliver(self, event: Event) -> bool:
+        """Take `event` now, without waiting; False if it cannot (slow or closed socket)."""
+        ...
+
+    def release(self) -> None:
+        """The hub let go of this subscriber: its own task takes over again."""
+        ...
+
+
+class Hub:
+    """The caught-up listeners of one live run.
+
+    The run's task calls `publish` after each append, so a listener that keeps pace costs
+    one socket write per event and no task switch. Whoever cannot take an event at once
+    (its socket is backed up, or it missed one) is released to its own task, which catches
+    up from the event log at its own pace: the run never waits on a listener.
+    """
+
+    __slots__ = ("_subscribers", "closed", "last_seq")
+
+    def __init__(self) -> None:
+        self._subscribers: set[Subscriber] = set()
+        self.last_seq = 0
+        self.closed = False
+
+    def subscribe(self, subscriber: Subscriber) -> bool:
+        """Follow the run live from `subscriber.after`; False if it must read the log first."""
+        if self.closed or self.last_seq != subscriber.after:
+            return False
+        self._subscribers.add(subscriber)
+        return True
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop following (the listener's task left, or was cancelled)."""
+        self._subscribers.discard(subscriber)
+
+    def publish(self, event: Event) -> None:
+        """Hand `event` to every subscriber; release those that cannot take it or are done."""
+        self.last_seq = event.seq
+        if event.is_final:
+            self.closed = True
+        if not self._subscribers:
+            return
+        leaving: list[Subscriber] = []
+        for subscriber in self._subscribers:
+            if subscriber.after == event.seq - 1 and subscriber.deliver(event):
+                subscriber.after = event.seq
+                if event.is_final:
+                    leaving.append(subscriber)
+            else:
+                leaving.append(subscriber)
+        for subscriber in leaving:
+            self._subscribers.discard(subscriber)
+            subscriber.release()
