@@ -19,7 +19,8 @@ class RunContext:
     def __init__(self, *, question: str, options: RunOptions, emit: EmitFn) -> None:
         self.question = question
         self.options = options
-        self._emit = emit
+        #: Append one event to the run's log (called once per token: kept a plain attribute).
+        self.emit = emit
         self._started = time.monotonic()
         self.phase: Phase | None = None
         # Sources found so far, so a run cut short can still report them in `done`.
@@ -28,10 +29,6 @@ class RunContext:
     def elapsed_ms(self) -> int:
         """Milliseconds since the run started."""
         return int((time.monotonic() - self._started) * 1000)
-
-    async def emit(self, name: str, data: dict[str, Any]) -> None:
-        """Append one event to the run's log."""
-        await self._emit(name, data)
 
     async def phase_event(self, phase: Phase, status: str, **extra: Any) -> None:
         """Emit a `phase` event; `started` also makes `phase` the current one."""

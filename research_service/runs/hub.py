@@ -50,16 +50,15 @@ class Hub:
 
     def publish(self, event: Event) -> None:
         """Hand `event` to every subscriber; release those that cannot take it or are done."""
-        self.last_seq = event.seq
-        if event.is_final:
-            self.closed = True
+        seq = self.last_seq = event.seq
+        final = self.closed = event.is_final
         if not self._subscribers:
             return
         leaving: list[Subscriber] = []
         for subscriber in self._subscribers:
-            if subscriber.after == event.seq - 1 and subscriber.deliver(event):
-                subscriber.after = event.seq
-                if event.is_final:
+            if subscriber.after == seq - 1 and subscriber.deliver(event):
+                subscriber.after = seq
+                if final:
                     leaving.append(subscriber)
             else:
                 leaving.append(subscriber)

@@ -55,10 +55,10 @@ class RunState:
         self.event_count = event.seq
         self.last_t_ms = event.t_ms
         data = event.data
-        if event.name == "phase":
+        if event.name == "token":  # by far the most frequent: first
+            self.answer_parts.append(data["text"])
+        elif event.name == "phase":
             self._apply_phase(data)
-        elif event.name == "token":
-            self.answer_parts.append(str(data["text"]))
         elif event.name == "error":
             self.error = {"code": data.get("code"), "message": data.get("message")}
         elif event.name == "done":
