@@ -1,0 +1,162 @@
+"""One SSE client of one run: bounded catch-up writes in its own task, live events via the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Final
+
+from aiohttp import web
+
+from research_service.events import Event
+from research_service.runs.hub import Hub
+from research_service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: A write that cannot drain within the write timeout cuts the listener; bounding each write
+#: makes that timeout mean "the socket took no data", not "a large backlog took long".
+MAX_WRITE_BYTES: Final = 256 * 1024
+#: Live events that arrive within this long of the previous write are sent together at its
+#: end: a fast model then costs one socket write per millisecond, not one per token, and a
+#: slow one (a token every few ms or more) is written at once, with no delay at all.
+COALESCE_S: Final = 0.001
+
+
+def batches(events: list[Event]) -> Iterator[list[Event]]:
+    """Split pending events into batches of about MAX_WRITE_BYTES each."""
+    if len(events) == 1:
+        yield events
+        return
+    batch: list[Event] = []
+    size = 0
+    for event in events:
+        batch.append(event)
+        size += len(event.wire)
+        if size >= MAX_WRITE_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+class Listener:
+    """Writes one run's events to one client, at the client's own pace.
+
+    Behind on the log, it catches up in its own task with bounded writes under the write
+    timeout. Caught up on a live run, it subscribes to the run's hub, which hands it each new
+    event as the run appends it; the listener writes it to the socket without waiting, or
+    asks the hub to let it go when the socket is backed up.
+    """
+
+    def __init__(self, request: web.Request, response: web.StreamResponse, settings: Settings):
+        self.response = response
+        self.write_timeout = settings.write_timeout_s
+        self.heartbeat = settings.heartbeat_s
+        self.loop = asyncio.get_running_loop()
+        self.transport = request.transport
+        # aiohttp frames chunks itself on its own writes; the hub's direct writes must match.
+        self.chunked = response.headers.get("Transfer-Encoding") == "chunked"
+        self.after = 0
+        self.finished = False
+        self.last_write = self.loop.time()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._pending: list[bytes] | None = None  # live events waiting for the coalesce flush
+        self._pending_bytes = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
+
+    async def write(self, data: bytes) -> bool:
+        """Write `data`; False (and the connection is cut) if the client stopped reading."""
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self.response.write(data)
+        except TimeoutError:
+            log.info("cut a listener that took no data for %g s", self.write_timeout)
+            self._abort()
+            return False
+        except (ConnectionError, RuntimeError):
+            # The peer went away (aiohttp raises ClientConnectionResetError or, after EOF,
+            # RuntimeError); nothing to clean up beyond leaving.
+            return False
+        self.last_write = self.loop.time()
+        return True
+
+    async def close(self) -> None:
+        """End the response; a client that will not take the rest is cut, not waited for."""
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self.response.write_eof()
+        except TimeoutError:
+            self._abort()
+        except (ConnectionError, RuntimeError):
+            pass
+
+    def quiet_for(self) -> float:
+        """Seconds since the last byte was written to this client."""
+        return self.loop.time() - self.last_write
+
+    async def follow(self, hub: Hub) -> None:
+        """Take live events from the hub until it lets go or a heartbeat is due."""
+        if not hub.subscribe(self):
+            return
+        self._wakeup = self.loop.create_future()
+        timer = self.loop.call_later(self.heartbeat - self.quiet_for(), self.release)
+        try:
+            await self._wakeup
+        finally:
+            timer.cancel()
+            hub.unsubscribe(self)
+            self._flush()  # whatever the hub handed over goes out before the task writes again
+            self._wakeup = None
+
+    # --- called by the hub, from the run's task: must never wait --------------------------
+
+    def deliver(self, event: Event) -> bool:
+        """Take `event` for the socket now; False if the socket is backed up or closed."""
+        transport = self.transport
+        data = event.wire
+        # Never hold more than one bounded write's worth behind the client's back: past
+        # that, the listener's own task writes, under the write timeout.
+        if (
+            transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() + self._pending_bytes + len(data) > MAX_WRITE_BYTES
+        ):
+            return False
+        self.finished = event.is_final
+        if self._pending is not None:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+        elif self.loop.time() - self.last_write < COALESCE_S and not self.finished:
+            self._pending = [data]
+            self._pending_bytes = len(data)
+            self._flush_timer = self.loop.call_at(self.last_write + COALESCE_S, self._flush)
+        else:
+            self._send(data)
+        if self.finished:
+            self._flush()
+        return True
+
+    def release(self) -> None:
+        """Wake this listener's task (the hub let go, or a heartbeat is due)."""
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def _flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._pending is not None:
+            pending, self._pending, self._pending_bytes = self._pending, None, 0
+            self._send(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+        self.last_write = self.loop.time()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
