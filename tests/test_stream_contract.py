@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 
 import httpx
 import pytest
 
-from research_service.events import dumps, encode, retry_field
+from research_service.events import Event, dumps, encode, retry_field
 from tests.conftest import MakeService, Service
 from tests.sse import after_event, listen
 
@@ -308,3 +309,11 @@ async def test_http10_listener_gets_the_same_bytes_unchunked(
     writer.close()
     stored = await service.manager.log.read(run_id, after=0)
     assert body == b"retry: 3000\n\n" + b"".join(event.wire for event in stored)
+
+
+def test_stored_events_leave_the_garbage_collector_alone() -> None:
+    """Events hold only atomic fields, so a collection stops tracking them (no GC cost)."""
+    event = Event.create("0123456789abcdef", 1, "phase", {"queries": ["a", "b"]}, t_ms=0)
+    gc.collect()
+    assert not gc.is_tracked(event)
+    assert event.data == {"queries": ["a", "b"]}

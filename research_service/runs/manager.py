@@ -180,7 +180,7 @@ class RunManager:
                 record.id, run.state.event_count + 1, name, data, t_ms=ctx.elapsed_ms()
             )
             # State first: a snapshot taken right after append must include the event.
-            run.state.apply(event)
+            run.state.apply(event, data)
             await self.log.append(event)
             run.hub.publish(event)
 

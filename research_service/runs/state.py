@@ -50,11 +50,12 @@ class RunState:
             return self.final_answer
         return "".join(self.answer_parts)
 
-    def apply(self, event: Event) -> None:
-        """Update the state with one event."""
+    def apply(self, event: Event, data: dict[str, Any] | None = None) -> None:
+        """Update the state with one event (`data`: its payload, when the caller has it)."""
         self.event_count = event.seq
         self.last_t_ms = event.t_ms
-        data = event.data
+        if data is None:
+            data = event.data
         if event.name == "token":  # by far the most frequent: first
             self.answer_parts.append(data["text"])
         elif event.name == "phase":
