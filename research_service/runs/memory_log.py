@@ -13,7 +13,9 @@ from research_service.runs.models import RunRecord
 @dataclass(slots=True)
 class _RunLog:
     record: RunRecord
-    events: list[Event] = field(default_factory=list)
+    # Plain tuples, not Event instances: CPython's collector stops tracking an exact tuple
+    # of atomic values, so a long history costs nothing at each garbage collection.
+    events: list[tuple[str, int, str, int, bytes]] = field(default_factory=list)
     waiters: set[asyncio.Future[None]] = field(default_factory=set)
 
     def wake(self) -> None:
@@ -60,13 +62,14 @@ class MemoryEventLog:
         log = self._runs[event.run_id]
         if event.seq != len(log.events) + 1:
             raise ValueError(f"event seq {event.seq} does not follow {len(log.events)}")
-        log.events.append(event)
+        log.events.append(tuple.__new__(tuple, event))
         log.wake()
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
         """The run's stored events with seq > `after`, in order, at most `limit` of them."""
         events = self._runs[run_id].events
-        return events[after:] if limit is None else events[after : after + limit]
+        stored = events[after:] if limit is None else events[after : after + limit]
+        return [Event._make(row) for row in stored]
 
     async def wait(self, run_id: str, *, after: int, timeout: float) -> bool:
         """Wait until the run has an event with seq > `after`; False on timeout."""
