@@ -1,0 +1,110 @@
+"""One measurement against one running bench server: CPU per event, latency, idle memory."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+from clients import Control, Listener, finish, listen, listen_many
+from workload import Ask
+
+WARMUP_LISTENERS: Final = 20
+SHORT_RUN_TOKENS: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CpuFigure:
+    """Server CPU per delivered token event, and the server's busy share of the wall time."""
+
+    us_per_event: float
+    busy: float
+
+
+async def _window(
+    ctl: Control, listeners: list[Listener] | None, *, path: str, count: int, expected: int
+) -> CpuFigure:
+    before = await ctl.stats()
+    began = time.perf_counter()
+    if listeners is None:
+        listeners = await listen_many(ctl.port, path, count, ready=False)
+    else:
+        await ctl.start()
+    delivered = await finish(listeners)
+    wall = time.perf_counter() - began
+    cpu = (await ctl.stats()).cpu_s - before.cpu_s
+    if delivered != expected:
+        raise RuntimeError(f"{path}: delivered {delivered} token events, expected {expected}")
+    return CpuFigure(cpu / delivered * 1e6, cpu / wall)
+
+
+async def live_cpu(ctl: Control, ask: Ask, *, listeners: int) -> CpuFigure:
+    """All `listeners` attach to one held run first; then it streams `ask.tokens` tokens live."""
+    path = await ctl.create_run(ask)
+    opened = await listen_many(ctl.port, path, listeners, ready=True)
+    return await _window(ctl, opened, path=path, count=listeners, expected=ask.tokens * listeners)
+
+
+async def replay_cpu(ctl: Control, path: str, *, listeners: int, tokens: int) -> CpuFigure:
+    """`listeners` attach to a finished run and read all of it from the log."""
+    return await _window(ctl, None, path=path, count=listeners, expected=tokens * listeners)
+
+
+async def capture(ctl: Control, *, tokens: int) -> tuple[str, bytes]:
+    """Run `tokens` tokens to the end; the run's events path and the stream's exact body."""
+    path = await ctl.create_run(Ask(tokens=tokens, burst=True))
+    listener = await listen(ctl.port, path, capture=True)
+    await finish([listener])
+    return path, listener.body()
+
+
+@dataclass(slots=True)
+class Latencies:
+    """Milliseconds per short run: POST /v1/runs → first `phase`, GET → first byte."""
+
+    to_phase: list[float] = field(default_factory=list)
+    to_byte: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        """p50 and p99 of both."""
+        return {
+            "first_phase_p50_ms": percentile(self.to_phase, 50),
+            "first_phase_p99_ms": percentile(self.to_phase, 99),
+            "first_byte_p50_ms": percentile(self.to_byte, 50),
+            "first_byte_p99_ms": percentile(self.to_byte, 99),
+        }
+
+
+def percentile(values: list[float], pct: int) -> float:
+    """The `pct`-th percentile (inclusive method)."""
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+async def latency(ctl: Control, into: Latencies, *, runs: int) -> None:
+    """Time `runs` short runs one after another: POST, then at once GET its events_url."""
+    for _ in range(runs):
+        posted = time.perf_counter()
+        path = await ctl.create_run(Ask(tokens=SHORT_RUN_TOKENS))
+        listener = await listen(ctl.port, path)
+        await finish([listener])
+        if listener.first_phase is None or listener.first_byte is None:
+            raise RuntimeError(f"{path} ended without a phase event")
+        into.to_phase.append((listener.first_phase - posted) * 1e3)
+        into.to_byte.append((listener.first_byte - listener.started) * 1e3)
+
+
+async def idle_memory(ctl: Control, *, listeners: int) -> dict[str, float]:
+    """RSS and tasks each listener adds while held idle on one paused run (after a warm-up)."""
+    warm = await ctl.create_run(Ask(tokens=SHORT_RUN_TOKENS))
+    await finish(await listen_many(ctl.port, warm, WARMUP_LISTENERS, ready=False))
+    path = await ctl.create_run(Ask(tokens=SHORT_RUN_TOKENS, hold=True))
+    before = await ctl.stats(gc=True)
+    opened = await listen_many(ctl.port, path, listeners, ready=True)
+    after = await ctl.stats(gc=True)
+    await ctl.start()
+    await finish(opened)
+    return {
+        "idle_kib": (after.rss_kib - before.rss_kib) / listeners,
+        "idle_tasks": (after.tasks - before.tasks) / listeners,
+    }
