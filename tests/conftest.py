@@ -48,6 +48,11 @@ class Service:
         run_id: str = response.json()["id"]
         return run_id
 
+    async def until_held(self, timeout: float = 5.0) -> None:
+        """Wait until the scripted model is holding mid-answer (see ScriptedLLM.hold_after)."""
+        async with asyncio.timeout(timeout):
+            await self.llm.holding.wait()
+
     async def wait_done(self, run_id: str, timeout: float = 10.0) -> None:
         """Wait on the event log until the run's `done` has been appended."""
         log = self.manager.log

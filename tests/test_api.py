@@ -248,11 +248,6 @@ async def _snapshot(service: Service, client: httpx.AsyncClient, run_id: str) ->
     return body
 
 
-async def _held(service: Service) -> None:
-    async with asyncio.timeout(5):
-        await service.llm.holding.wait()
-
-
 def _progress(got: Received) -> list[dict[str, Any]]:
     return [
         data
@@ -372,7 +367,7 @@ async def test_too_many_active_runs_is_429_until_one_finishes(
     service = await make_service(max_active_runs=1)
     service.llm.hold_after = 1
     held = await service.create(client)
-    await _held(service)
+    await service.until_held()
 
     refused = await client.post(service.url("/v1/runs"), json={"question": "Another?"})
     assert_problem(refused, 429)
@@ -400,7 +395,7 @@ async def test_snapshot_mid_synthesis_then_after_done(
     run_id = await service.create(client)
     url = service.url(f"/v1/runs/{run_id}/events")
     so_far = await listen(client, url, stop=after_event("token", 2))
-    await _held(service)
+    await service.until_held()
 
     live = await _snapshot(service, client, run_id)
     assert live["id"] == run_id
@@ -485,7 +480,7 @@ async def test_cancel_stops_a_held_run_with_done_cancelled(
     service.llm.hold_after = 2
     run_id = await service.create(client)
     listener = asyncio.create_task(listen(client, service.url(f"/v1/runs/{run_id}/events")))
-    await _held(service)
+    await service.until_held()
 
     response = await client.post(service.url(f"/v1/runs/{run_id}/cancel"))
     assert response.status_code == 202

@@ -31,8 +31,7 @@ async def test_cancel_stops_the_run_promptly_with_done_cancelled(
     run_id = await service.create(client)
     url = service.url(f"/v1/runs/{run_id}/events")
     listener = asyncio.create_task(listen(client, url))
-    async with asyncio.timeout(5):
-        await service.llm.holding.wait()
+    await service.until_held()
     response = await client.post(service.url(f"/v1/runs/{run_id}/cancel"))
     assert response.status_code == 202
     async with asyncio.timeout(2):
@@ -206,8 +205,7 @@ async def test_shutdown_ends_live_runs_with_done(
     run_id = await service.create(client)
     live = service.manager._live[run_id]
     listener = asyncio.create_task(listen(client, service.url(f"/v1/runs/{run_id}/events")))
-    async with asyncio.timeout(5):
-        await service.llm.holding.wait()
+    await service.until_held()
     await wait_until(lambda: live.listeners == 1)
     await service.server.close()
     got = await listener

@@ -123,8 +123,7 @@ async def test_resume_mid_answer_while_the_run_goes_on(
     run_id = await service.create(client)
     url = service.url(f"/v1/runs/{run_id}/events")
     first = await listen(client, url, stop=after_event("token", 3))
-    async with asyncio.timeout(5):
-        await service.llm.holding.wait()
+    await service.until_held()
     # The listener dropped after the third token; the run is still holding mid-answer.
     second_task = asyncio.create_task(listen(client, url, last_event_id=first.ids[-1]))
     service.llm.release.set()
@@ -193,8 +192,7 @@ async def test_late_and_concurrent_listeners_each_get_the_whole_run(
     run_id = await service.create(client)
     url = service.url(f"/v1/runs/{run_id}/events")
     early = [asyncio.create_task(listen(client, url)) for _ in range(5)]
-    async with asyncio.timeout(5):
-        await service.llm.holding.wait()
+    await service.until_held()
     late = [asyncio.create_task(listen(client, url)) for _ in range(5)]
     service.llm.release.set()
     results = await asyncio.gather(*early, *late)
@@ -215,8 +213,7 @@ async def test_one_shot_research_reconnect_resumes_the_same_run(
     url = service.url("/v1/research?q=Why+is+the+sky+blue%3F&breadth=2")
     first = await listen(client, url, stop=after_event("token", 2))
     second_task = asyncio.create_task(listen(client, url, last_event_id=first.ids[-1]))
-    async with asyncio.timeout(5):
-        await service.llm.holding.wait()
+    await service.until_held()
     service.llm.release.set()
     second = await second_task
     assert first.text() + second.text() == service.llm.answer
@@ -301,8 +298,7 @@ async def test_http10_listener_gets_the_same_bytes_unchunked(
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert b"Transfer-Encoding" not in head
-    async with asyncio.timeout(5):
-        await service.llm.holding.wait()
+    await service.until_held()
     service.llm.release.set()  # the rest arrives live, through the run's hub
     async with asyncio.timeout(10):
         body = await reader.read()  # HTTP/1.0: the server closes the connection at the end
