@@ -26,7 +26,7 @@ from workload import Ask, WireEvent, split_stream, token_pieces
 
 from research_service.app import create_app
 from research_service.events import retry_field
-from research_service.providers.base import SearchHit, Source
+from research_service.providers.base import Plan, Reporter, SearchHit, Source
 from research_service.settings import DEFAULT_RETRY_MS, Settings
 from research_service.web.stream import STREAM_HEADERS
 
@@ -99,11 +99,18 @@ class BenchLLM:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
-    async def plan(self, question: str, *, breadth: int) -> list[str]:
+    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
         """One query, whatever the question."""
-        return ["bench"]
+        return Plan(["bench"])
 
-    async def synthesize(self, question: str, sources: Sequence[Source]) -> AsyncIterator[str]:
+    async def synthesize(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        report: Reporter,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str]:
         """Yield the pieces; unless bursting, give the loop one turn per piece."""
         ask = Ask.parse(question)
         if ask.hold:
@@ -128,7 +135,11 @@ def research_app(data_dir: Path) -> web.Application:
     """research-service itself, with the bench providers and the bench routes."""
     gate = Gate()
     settings = Settings(
-        data_dir=data_dir, max_active_runs=BENCH_MAX_ACTIVE_RUNS, log_level="WARNING"
+        data_dir=data_dir,
+        max_active_runs=BENCH_MAX_ACTIVE_RUNS,
+        log_level="WARNING",
+        # The bench streams far more tokens than any answer; the budget must not cut it.
+        max_tokens_per_run=10**9,
     )
     app = create_app(settings, llm=BenchLLM(gate), search=BenchSearch())
     add_bench_routes(app, gate)

@@ -55,12 +55,16 @@ def create_app(
                 search=app[SEARCH],
                 search_concurrency=settings.search_concurrency,
                 search_timeout_s=settings.search_timeout_s,
+                first_token_timeout_s=settings.llm_first_token_timeout_s,
+                token_timeout_s=settings.llm_token_timeout_s,
             )
             app[MANAGER] = RunManager(
                 log=app[EVENT_LOG],
                 pipeline=pipeline,
                 max_active_runs=settings.max_active_runs,
                 abandon_after_s=settings.abandon_after_s,
+                max_tokens_per_run=settings.max_tokens_per_run,
+                run_deadline_s=settings.run_deadline_s,
             )
             log.info("research-service ready: llm=%s search=%s", app[LLM].name, app[SEARCH].name)
             yield

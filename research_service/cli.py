@@ -21,6 +21,10 @@ from research_service.settings import Settings, env_name, field_type, flag_name,
 _DEFAULT_TEXT = {
     "data_dir": "the per-user data folder",
     "corpus": "the Python standard library's docs",
+    "openai_base_url": "OpenAI's API, or $OPENAI_BASE_URL",
+    "model": "gpt-4o-mini",
+    "planner_model": "--model",
+    "synth_model": "--model",
 }
 
 
@@ -32,10 +36,17 @@ def _parse_flag(name: str, raw: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _env_names(name: str) -> str:
+    aliases = next(f for f in fields(Settings) if f.name == name).metadata.get("aliases", ())
+    return " or ".join((env_name(name), *aliases))
+
+
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     """One `--flag` per Settings field, each naming its RESEARCH_* variable."""
     defaults = Settings()
     for f in fields(Settings):
+        if f.metadata.get("secret"):
+            continue  # secrets come from the environment only: argv is visible to all
         kind = field_type(f.name)
         shown = _DEFAULT_TEXT.get(f.name, getattr(defaults, f.name))
         parser.add_argument(
@@ -45,7 +56,7 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
             metavar=kind.__name__.upper() if kind is not str else None,
             choices=f.metadata.get("choices"),
             type=functools.partial(_parse_flag, f.name),
-            help=f"{f.metadata['help']} (env {env_name(f.name)}; default: {shown})",
+            help=f"{f.metadata['help']} (env {_env_names(f.name)}; default: {shown})",
         )
 
 

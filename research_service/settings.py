@@ -22,7 +22,15 @@ DEFAULT_MAX_ACTIVE_RUNS: Final = 32
 DEFAULT_SEARCH_CONCURRENCY: Final = 4
 DEFAULT_SEARCH_TIMEOUT_S: Final = 10.0
 DEFAULT_TOKEN_DELAY_MS: Final = 15.0
-LLM_CHOICES: Final = ("builtin",)
+LLM_CHOICES: Final = ("builtin", "openai")
+DEFAULT_MODEL: Final = "gpt-4o-mini"
+DEFAULT_LLM_MAX_ATTEMPTS: Final = 4
+DEFAULT_LLM_MAX_WAIT_S: Final = 20.0
+DEFAULT_LLM_CONNECT_TIMEOUT_S: Final = 10.0
+DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S: Final = 60.0
+DEFAULT_LLM_TOKEN_TIMEOUT_S: Final = 30.0
+DEFAULT_RUN_DEADLINE_S: Final = 600.0
+DEFAULT_MAX_TOKENS_PER_RUN: Final = 16_000
 SEARCH_CHOICES: Final = ("local",)
 STORE_CHOICES: Final = ("memory",)
 
@@ -32,8 +40,18 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("research-service", appauthor=False))
 
 
-def _opt(help: str, *, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
-    return {"help": help, "choices": choices}
+def _opt(
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    kind: type | None = None,
+    aliases: tuple[str, ...] = (),
+    secret: bool = False,
+) -> dict[str, Any]:
+    # kind: the type to parse to when the default (None) does not tell; aliases: other
+    # environment variables read when RESEARCH_* is unset (the SDK's own names); secret: no
+    # CLI flag (argv is visible to every user of the machine) and hidden in repr.
+    return {"help": help, "choices": choices, "kind": kind, "aliases": aliases, "secret": secret}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +102,55 @@ class Settings:
         default=DEFAULT_TOKEN_DELAY_MS,
         metadata=_opt("pause between the builtin model's words, so answers stream visibly"),
     )
+    openai_base_url: str | None = field(
+        default=None,
+        metadata=_opt(
+            "OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1",
+            kind=str,
+            aliases=("OPENAI_BASE_URL",),
+        ),
+    )
+    openai_api_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_opt(
+            "API key for --llm openai", kind=str, aliases=("OPENAI_API_KEY",), secret=True
+        ),
+    )
+    model: str | None = field(
+        default=None,
+        metadata=_opt("model for both stages (planning and answer)", kind=str),
+    )
+    planner_model: str | None = field(
+        default=None, metadata=_opt("model that plans the queries", kind=str)
+    )
+    synth_model: str | None = field(
+        default=None, metadata=_opt("model that writes the answer", kind=str)
+    )
+    llm_max_attempts: int = field(
+        default=DEFAULT_LLM_MAX_ATTEMPTS, metadata=_opt("attempts per model call (retries + 1)")
+    )
+    llm_max_wait_s: float = field(
+        default=DEFAULT_LLM_MAX_WAIT_S, metadata=_opt("longest wait between two attempts (s)")
+    )
+    llm_connect_timeout_s: float = field(
+        default=DEFAULT_LLM_CONNECT_TIMEOUT_S, metadata=_opt("model server connect timeout (s)")
+    )
+    llm_first_token_timeout_s: float = field(
+        default=DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S,
+        metadata=_opt("longest wait for the answer's first token (s)"),
+    )
+    llm_token_timeout_s: float = field(
+        default=DEFAULT_LLM_TOKEN_TIMEOUT_S,
+        metadata=_opt("longest pause between two tokens of the answer (s)"),
+    )
+    run_deadline_s: float = field(
+        default=DEFAULT_RUN_DEADLINE_S, metadata=_opt("longest a whole run may take (s)")
+    )
+    max_tokens_per_run: int = field(
+        default=DEFAULT_MAX_TOKENS_PER_RUN,
+        metadata=_opt("ceiling on the tokens a run's model calls may generate"),
+    )
     log_level: str = field(
         default="INFO",
         metadata=_opt("logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -100,6 +167,13 @@ class Settings:
             (self.search_concurrency >= 1, "search_concurrency must be >= 1"),
             (self.search_timeout_s > 0, "search_timeout_s must be > 0"),
             (self.token_delay_ms >= 0, "token_delay_ms must be >= 0"),
+            (self.llm_max_attempts >= 1, "llm_max_attempts must be >= 1"),
+            (self.llm_max_wait_s >= 0, "llm_max_wait_s must be >= 0"),
+            (self.llm_connect_timeout_s > 0, "llm_connect_timeout_s must be > 0"),
+            (self.llm_first_token_timeout_s > 0, "llm_first_token_timeout_s must be > 0"),
+            (self.llm_token_timeout_s > 0, "llm_token_timeout_s must be > 0"),
+            (self.run_deadline_s > 0, "run_deadline_s must be > 0"),
+            (self.max_tokens_per_run >= 1, "max_tokens_per_run must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -119,11 +193,23 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = env.get(env_name(f.name))
-            if raw is not None and raw != "":
-                values[f.name] = parse_value(f.name, raw)
+            for name in (env_name(f.name), *f.metadata.get("aliases", ())):
+                raw = env.get(name)
+                if raw is not None and raw != "":
+                    values[f.name] = parse_value(f.name, raw)
+                    break
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def planner(self) -> str:
+        """The model that plans."""
+        return self.planner_model or self.model or DEFAULT_MODEL
+
+    @property
+    def synthesizer(self) -> str:
+        """The model that writes the answer."""
+        return self.synth_model or self.model or DEFAULT_MODEL
 
     def with_changes(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
@@ -143,6 +229,9 @@ def flag_name(name: str) -> str:
 def field_type(name: str) -> type:
     """The Python type a settings field is parsed to."""
     default = next(f for f in fields(Settings) if f.name == name)
+    if default.metadata.get("kind") is not None:
+        kind: type = default.metadata["kind"]
+        return kind
     if default.default is not MISSING and default.default is not None:
         return type(default.default)
     return Path

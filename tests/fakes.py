@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from research_service.errors import LLMError, SearchError
-from research_service.providers.base import SearchHit, Source
+from research_service.providers.base import Plan, Reporter, SearchHit, Source, Usage
 
 
 @dataclass
@@ -26,12 +26,21 @@ class ScriptedLLM:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     holding: asyncio.Event = field(default_factory=asyncio.Event)
     synth_calls: int = 0
+    max_tokens: int | None = None
 
-    async def plan(self, question: str, *, breadth: int) -> list[str]:
-        return self.queries[:breadth]
+    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
+        return Plan(self.queries[:breadth])
 
-    async def synthesize(self, question: str, sources: Sequence[Source]) -> AsyncIterator[str]:
+    async def synthesize(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        report: Reporter,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str]:
         self.synth_calls += 1
+        self.max_tokens = max_tokens
         for index, piece in enumerate(self.pieces):
             if self.hold_after is not None and index == self.hold_after:
                 self.holding.set()
@@ -73,3 +82,17 @@ def default_hits(query: str, count: int = 2) -> list[SearchHit]:
         )
         for n in range(1, count + 1)
     ]
+
+
+@dataclass
+class RecordingReporter:
+    """A Reporter that records what a provider told it."""
+
+    retries: list[dict[str, object]] = field(default_factory=list)
+    usages: list[tuple[Usage, bool]] = field(default_factory=list)
+
+    async def retrying(self, *, attempt: int, wait_ms: int, reason: str) -> None:
+        self.retries.append({"attempt": attempt, "wait_ms": wait_ms, "reason": reason})
+
+    def usage(self, usage: Usage, *, estimated: bool = False) -> None:
+        self.usages.append((usage, estimated))

@@ -13,6 +13,13 @@ from research_service.providers.base import LLMProvider, Source
 from research_service.providers.builtin_llm import NOTHING_FOUND, BuiltinLLM, compose_answer
 from research_service.providers.local_search import STDLIB_INDEX, LocalSearch
 from tests.corpus_fixtures import stdlib_data_dir
+from tests.fakes import RecordingReporter
+
+
+async def planned(llm: BuiltinLLM, question: str, *, breadth: int) -> list[str]:
+    """The builtin model's queries for `question`."""
+    return (await llm.plan(question, breadth=breadth, report=RecordingReporter())).queries
+
 
 CITATION = re.compile(r"\[(\d+)\]")
 
@@ -50,7 +57,7 @@ def llm() -> BuiltinLLM:
 
 
 async def collect(llm: BuiltinLLM, question: str, sources: Sequence[Source]) -> list[str]:
-    return [piece async for piece in llm.synthesize(question, sources)]
+    return [piece async for piece in llm.synthesize(question, sources, report=RecordingReporter())]
 
 
 def test_builtin_llm_satisfies_the_llm_protocol(llm: BuiltinLLM) -> None:
@@ -64,7 +71,9 @@ def test_builtin_llm_satisfies_the_llm_protocol(llm: BuiltinLLM) -> None:
 async def test_plan_starts_with_the_useful_terms_and_what_the_docs_call_them(
     llm: BuiltinLLM,
 ) -> None:
-    queries = await llm.plan("How do I parse JSON in Python?", breadth=3)
+    queries = (
+        await llm.plan("How do I parse JSON in Python?", breadth=3, report=RecordingReporter())
+    ).queries
     assert queries == ["parse json decode load", "json parse"]
 
 
@@ -81,20 +90,26 @@ async def test_every_planned_query_keeps_the_topic(
     llm: BuiltinLLM, question: str, topic: str
 ) -> None:
     """The verb ("read", "compress") and generic nouns ("file") are never the topic."""
-    queries = await llm.plan(question, breadth=3)
+    queries = await planned(llm, question, breadth=3)
     assert all(topic in query.split() for query in queries)
 
 
 async def test_plan_drops_vague_words_and_adds_no_filler(llm: BuiltinLLM) -> None:
-    assert await llm.plan("What is a dataclass?", breadth=3) == ["dataclass"]
-    assert await llm.plan("How do I make an HTTP request?", breadth=3) == [
+    assert (
+        await llm.plan("What is a dataclass?", breadth=3, report=RecordingReporter())
+    ).queries == ["dataclass"]
+    assert (
+        await llm.plan("How do I make an HTTP request?", breadth=3, report=RecordingReporter())
+    ).queries == [
         "http request urlopen",
         "http request",
     ]
 
 
 async def test_plan_keeps_dotted_identifiers_whole(llm: BuiltinLLM) -> None:
-    queries = await llm.plan("What does asyncio.gather do?", breadth=3)
+    queries = (
+        await llm.plan("What does asyncio.gather do?", breadth=3, report=RecordingReporter())
+    ).queries
     assert queries[0] == "asyncio.gather"
     assert all("asyncio.gather" in q for q in queries)
 
@@ -112,8 +127,8 @@ async def test_plan_keeps_dotted_identifiers_whole(llm: BuiltinLLM) -> None:
 async def test_plan_is_deterministic_distinct_and_within_breadth(
     llm: BuiltinLLM, question: str, breadth: int
 ) -> None:
-    queries = await llm.plan(question, breadth=breadth)
-    assert queries == await BuiltinLLM().plan(question, breadth=breadth)
+    queries = await planned(llm, question, breadth=breadth)
+    assert queries == await planned(BuiltinLLM(), question, breadth=breadth)
     assert 1 <= len(queries) <= breadth
     assert len(set(queries)) == len(queries)
     assert all(q.strip() == q and q for q in queries)
@@ -123,11 +138,11 @@ async def test_plan_is_deterministic_distinct_and_within_breadth(
 async def test_plan_without_key_terms_falls_back_to_the_question(
     llm: BuiltinLLM, question: str
 ) -> None:
-    assert await llm.plan(question, breadth=3) == [question]
+    assert await planned(llm, question, breadth=3) == [question]
 
 
 async def test_plan_never_returns_nothing_for_a_zero_breadth(llm: BuiltinLLM) -> None:
-    assert len(await llm.plan("parse json", breadth=0)) == 1
+    assert len(await planned(llm, "parse json", breadth=0)) == 1
 
 
 # --- synthesize -------------------------------------------------------------------------
@@ -303,7 +318,7 @@ async def research(question: str, index_path: Path) -> tuple[str, list[Source]]:
     search = LocalSearch(CorpusIndex.open(index_path))
     sources: list[Source] = []
     try:
-        queries = await llm.plan(question, breadth=BREADTH)
+        queries = await planned(llm, question, breadth=BREADTH)
         for n, query in enumerate(queries):
             share = -(-(MAX_SOURCES - len(sources)) // (len(queries) - n))
             hits = await search.search(query, limit=MAX_SOURCES)

@@ -97,7 +97,8 @@ async def _raw_listener(
 async def test_slow_listener_is_cut_without_slowing_others(
     make_service: MakeService, client: httpx.AsyncClient
 ) -> None:
-    service = await make_service(write_timeout_s=1.0)
+    # A budget far above this answer's ~1M tokens: the test is about the socket.
+    service = await make_service(write_timeout_s=1.0, max_tokens_per_run=10**7)
     chunk = "x" * 32_768
     service.llm.pieces = [f"{chunk}{n} " for n in range(120)]
     service.llm.hold_after = 0

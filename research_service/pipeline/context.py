@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from research_service.events import Phase
+from research_service.pipeline.accounting import StageReporter, TokenAccount
+from research_service.pipeline.watchdog import StreamWatchdog
 from research_service.providers.base import Source
 from research_service.runs.models import RunOptions
 
@@ -16,7 +18,9 @@ EmitFn = Callable[[str, dict[str, Any]], Awaitable[None]]
 class RunContext:
     """The run as a pipeline sees it: it reads the question and only emits events."""
 
-    def __init__(self, *, question: str, options: RunOptions, emit: EmitFn) -> None:
+    def __init__(
+        self, *, question: str, options: RunOptions, emit: EmitFn, budget: int | None = None
+    ) -> None:
         self.question = question
         self.options = options
         #: Append one event to the run's log (called once per token: kept a plain attribute).
@@ -25,10 +29,18 @@ class RunContext:
         self.phase: Phase | None = None
         # Sources found so far, so a run cut short can still report them in `done`.
         self.sources: list[Source] = []
+        self.tokens = TokenAccount(budget=budget)
+        self.truncated = False
+        # The synthesis stream's timeouts, while it runs (retries restart its clock).
+        self.watchdog: StreamWatchdog | None = None
 
     def elapsed_ms(self) -> int:
         """Milliseconds since the run started."""
         return int((time.monotonic() - self._started) * 1000)
+
+    def reporter(self, stage: Phase) -> StageReporter:
+        """The channel a provider reports retries and usage through during `stage`."""
+        return StageReporter(self, stage)
 
     async def phase_event(self, phase: Phase, status: str, **extra: Any) -> None:
         """Emit a `phase` event; `started` also makes `phase` the current one."""

@@ -9,6 +9,10 @@ from research_service.pipeline.planner import plan
 from research_service.pipeline.searcher import search_all
 from research_service.pipeline.synthesizer import synthesize
 from research_service.providers.base import LLMProvider, SearchProvider, Source
+from research_service.settings import (
+    DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S,
+    DEFAULT_LLM_TOKEN_TIMEOUT_S,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,8 @@ class Pipeline:
     search: SearchProvider
     search_concurrency: int
     search_timeout_s: float
+    first_token_timeout_s: float = DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S
+    token_timeout_s: float = DEFAULT_LLM_TOKEN_TIMEOUT_S
 
     async def run(self, ctx: RunContext) -> Answer:
         """Plan, search, synthesize; raise on a fatal problem (the caller emits `done`)."""
@@ -38,5 +44,11 @@ class Pipeline:
             concurrency=self.search_concurrency,
             timeout=self.search_timeout_s,
         )
-        text = await synthesize(ctx, self.llm, sources)
+        text = await synthesize(
+            ctx,
+            self.llm,
+            sources,
+            first_token_s=self.first_token_timeout_s,
+            between_tokens_s=self.token_timeout_s,
+        )
         return Answer(text, sources)

@@ -21,7 +21,10 @@ def clean_queries(queries: list[str], *, breadth: int, fallback: str) -> list[st
 async def plan(ctx: RunContext, llm: LLMProvider) -> list[str]:
     """Run the planning phase and return the queries to search."""
     await ctx.phase_event("planning", "started")
-    raw = await llm.plan(ctx.question, breadth=ctx.options.breadth)
-    queries = clean_queries(raw, breadth=ctx.options.breadth, fallback=ctx.question)
-    await ctx.phase_event("planning", "completed", queries=queries)
+    planned = await llm.plan(
+        ctx.question, breadth=ctx.options.breadth, report=ctx.reporter("planning")
+    )
+    queries = clean_queries(planned.queries, breadth=ctx.options.breadth, fallback=ctx.question)
+    extra = {} if planned.fallback is None else {"fallback": planned.fallback}
+    await ctx.phase_event("planning", "completed", queries=queries, **extra)
     return queries

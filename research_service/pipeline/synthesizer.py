@@ -1,18 +1,63 @@
-"""Synthesizing: stream the model's cited answer into `token` events."""
+"""Synthesizing: stream the model's cited answer into `token` events, within the budget."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from research_service.pipeline.context import RunContext
-from research_service.providers.base import LLMProvider, Source
+from research_service.pipeline.watchdog import StreamWatchdog
+from research_service.providers.base import LLMProvider, Source, estimate_tokens
 
 
-async def synthesize(ctx: RunContext, llm: LLMProvider, sources: list[Source]) -> str:
-    """Run the synthesizing phase and return the full answer."""
+async def synthesize(
+    ctx: RunContext,
+    llm: LLMProvider,
+    sources: list[Source],
+    *,
+    first_token_s: float,
+    between_tokens_s: float,
+) -> str:
+    """Run the synthesizing phase and return the answer (cut short if the budget runs out)."""
     await ctx.phase_event("synthesizing", "started", sources=len(sources))
     parts: list[str] = []
-    async for piece in llm.synthesize(ctx.question, sources):
-        if piece:
+    remaining = ctx.tokens.remaining()
+    if remaining == 0:
+        ctx.truncated = True
+        await ctx.phase_event("synthesizing", "completed", truncated=True)
+        return ""
+    stream = llm.synthesize(
+        ctx.question, sources, report=ctx.reporter("synthesizing"), max_tokens=remaining
+    )
+    watchdog = ctx.watchdog = StreamWatchdog(first_s=first_token_s, between_s=between_tokens_s)
+    tokens = ctx.tokens
+    try:
+        async for piece in stream:
+            watchdog.tick()
+            if not piece:
+                continue
             parts.append(piece)
             await ctx.emit("token", {"text": piece})
-    await ctx.phase_event("synthesizing", "completed")
+            if tokens.budget is not None:
+                tokens.live_completion += estimate_tokens(piece)
+                if tokens.generated >= tokens.budget:
+                    ctx.truncated = True
+                    break
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        # Only the watchdog cancelled us: a timeout, not a cancelled run.
+        if watchdog.fired is None or current is None or current.cancelling() > 1:
+            raise
+        current.uncancel()
+        raise watchdog.error() from None
+    finally:
+        watchdog.stop()
+        ctx.watchdog = None
+        # Closing the provider's stream stops the model at once (budget, cancel, timeout).
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+    extra = {"truncated": True} if ctx.truncated else {}
+    await ctx.phase_event("synthesizing", "completed", **extra)
     return "".join(parts)

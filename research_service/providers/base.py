@@ -45,15 +45,70 @@ class SearchProvider(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a model call consumed, as the server reported them (or an estimate)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+    @property
+    def total(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count for `text` (about four characters a token), at least 1."""
+    return max(1, (len(text) + 3) // 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The planned search queries; `fallback` says why the model's own plan was not used."""
+
+    queries: list[str]
+    fallback: str | None = None
+
+
+class Reporter(Protocol):
+    """What a provider tells the run while it works on one stage (planning, synthesizing)."""
+
+    async def retrying(self, *, attempt: int, wait_ms: int, reason: str) -> None:
+        """A call failed and will be tried again after `wait_ms` (shown to listeners)."""
+        ...
+
+    def usage(self, usage: Usage, *, estimated: bool = False) -> None:
+        """Add the tokens a call consumed to the stage's usage."""
+        ...
+
+
 class LLMProvider(Protocol):
     """A language model: plans search queries and writes the cited answer."""
 
     name: str
 
-    async def plan(self, question: str, *, breadth: int) -> list[str]:
+    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
         """Return 1..`breadth` search queries that together cover `question`."""
         ...
 
-    def synthesize(self, question: str, sources: Sequence[Source]) -> AsyncIterator[str]:
-        """Stream the answer in pieces, citing sources as `[id]`; raise LLMError on failure."""
+    def synthesize(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        report: Reporter,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str]:
+        """Stream the answer in pieces, citing sources as `[id]`; raise LLMError on failure.
+
+        Closing the iterator early (the run was cancelled or ran out of budget) must stop
+        the model at once: no tokens generated after it.
+        """
         ...

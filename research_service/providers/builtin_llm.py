@@ -10,7 +10,7 @@ from typing import Final
 
 from research_service.corpus.questions import GENERIC_WORDS, RELATED_TERMS, VAGUE_WORDS, Question
 from research_service.corpus.text import sentences, stem, stems, words
-from research_service.providers.base import Source
+from research_service.providers.base import Plan, Reporter, Source, Usage, estimate_tokens
 
 DEFAULT_TOKEN_DELAY_MS: Final = 15.0
 MAX_SENTENCES: Final = 4
@@ -62,17 +62,36 @@ class BuiltinLLM:
     def __init__(self, *, token_delay_ms: float = DEFAULT_TOKEN_DELAY_MS) -> None:
         self.token_delay_ms = token_delay_ms
 
-    async def plan(self, question: str, *, breadth: int) -> list[str]:
+    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
         """Return 1..`breadth` search queries built from the question's key terms."""
-        return plan_queries(question, breadth=breadth)
+        queries = plan_queries(question, breadth=breadth)
+        report.usage(
+            Usage(estimate_tokens(question), estimate_tokens(" ".join(queries))), estimated=True
+        )
+        return Plan(queries)
 
-    async def synthesize(self, question: str, sources: Sequence[Source]) -> AsyncIterator[str]:
+    async def synthesize(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        report: Reporter,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str]:
         """Stream an extractive answer word by word, citing sources as `[id]`."""
         delay = self.token_delay_ms / 1000
-        for n, piece in enumerate(pieces(compose_answer(question, sources))):
-            # Sleeping 0 still yields to the loop, so a fast answer cannot starve other runs.
-            await asyncio.sleep(delay if n and delay else 0)
-            yield piece
+        answer = compose_answer(question, sources)
+        prompt = estimate_tokens(question + "".join(s.snippet for s in sources))
+        sent = 0
+        try:
+            for n, piece in enumerate(pieces(answer)):
+                # Sleeping 0 still yields to the loop, so a fast answer cannot starve others.
+                await asyncio.sleep(delay if n and delay else 0)
+                yield piece
+                sent += len(piece)
+        finally:
+            # What was written, also when the run stopped reading early.
+            report.usage(Usage(prompt, estimate_tokens(answer[:sent])), estimated=True)
 
 
 def pieces(answer: str) -> list[str]:

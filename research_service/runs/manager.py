@@ -47,11 +47,15 @@ class RunManager:
         pipeline: Pipeline,
         max_active_runs: int,
         abandon_after_s: float,
+        max_tokens_per_run: int | None = None,
+        run_deadline_s: float | None = None,
     ) -> None:
         self.log = log
         self.pipeline = pipeline
         self.max_active_runs = max_active_runs
         self.abandon_after_s = abandon_after_s
+        self.max_tokens_per_run = max_tokens_per_run
+        self.run_deadline_s = run_deadline_s
         self._live: dict[str, LiveRun] = {}
         self._finished_states: OrderedDict[str, RunState] = OrderedDict()
 
@@ -184,12 +188,16 @@ class RunManager:
             await self.log.append(event)
             run.hub.publish(event)
 
-        ctx = RunContext(question=record.question, options=record.options, emit=emit)
+        ctx = RunContext(
+            question=record.question,
+            options=record.options,
+            emit=emit,
+            budget=self._budget(record.options.max_tokens),
+        )
         run.context = ctx
         status, error, answer = "completed", None, None
         try:
-            result = await self.pipeline.run(ctx)
-            answer = result.text
+            answer = await self._run_pipeline(ctx)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None:
@@ -207,6 +215,30 @@ class RunManager:
             await emit("error", {**error, "phase": ctx.phase})
         finally:
             await self._finish(run, ctx, status=status, error=error, answer=answer)
+
+    def _budget(self, requested: int | None) -> int | None:
+        """The run's token budget: what it asked for, never above the server's ceiling."""
+        ceiling = self.max_tokens_per_run
+        if requested is None or ceiling is None:
+            return requested if ceiling is None else ceiling
+        return min(requested, ceiling)
+
+    async def _run_pipeline(self, ctx: RunContext) -> str:
+        """The pipeline under the whole-run deadline."""
+        deadline = asyncio.timeout(self.run_deadline_s)
+        try:
+            async with deadline:
+                result = await self.pipeline.run(ctx)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise PipelineError(
+                f"the run took longer than its {self.run_deadline_s:g} s deadline; raise "
+                "--run-deadline-s or ask for less (breadth, max_sources)",
+                code="run_deadline",
+                phase=ctx.phase or "planning",
+            ) from None
+        return result.text
 
     async def _finish(
         self,
@@ -233,6 +265,8 @@ class RunManager:
                     "sources": [source.full() for source in ctx.sources],
                     "timings_ms": timings,
                     "error": error,
+                    "usage": ctx.tokens.summary(),
+                    "truncated": ctx.truncated,
                 },
             )
         finally:

@@ -12,6 +12,7 @@ DEFAULT_BREADTH: Final = 3
 DEFAULT_MAX_SOURCES: Final = 8
 BREADTH_RANGE: Final = (1, 8)
 MAX_SOURCES_RANGE: Final = (1, 20)
+MAX_TOKENS_RANGE: Final = (1, 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +21,12 @@ class RunOptions:
 
     breadth: int = DEFAULT_BREADTH
     max_sources: int = DEFAULT_MAX_SOURCES
+    # Tokens the run's model calls may generate; the server's ceiling applies when unset.
+    max_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form."""
-        return asdict(self)
+        """Plain JSON-able form (an unset max_tokens is left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def new_run_id() -> str:

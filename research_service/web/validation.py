@@ -16,13 +16,22 @@ from research_service.errors import (
     MalformedJSON,
     UnsupportedMediaType,
 )
-from research_service.runs.models import BREADTH_RANGE, MAX_SOURCES_RANGE, RunOptions
+from research_service.runs.models import (
+    BREADTH_RANGE,
+    MAX_SOURCES_RANGE,
+    MAX_TOKENS_RANGE,
+    RunOptions,
+)
 
 MAX_BODY_BYTES: Final = 64 * 1024
 MAX_QUESTION_CHARS: Final = 2000
 LIST_LIMIT_RANGE: Final = (1, 100)
 DEFAULT_LIST_LIMIT: Final = 20
-_OPTION_RANGES: Final = {"breadth": BREADTH_RANGE, "max_sources": MAX_SOURCES_RANGE}
+_OPTION_RANGES: Final = {
+    "breadth": BREADTH_RANGE,
+    "max_sources": MAX_SOURCES_RANGE,
+    "max_tokens": MAX_TOKENS_RANGE,
+}
 
 
 def question(value: Any, *, field: str = "question") -> str:
