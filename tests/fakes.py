@@ -15,7 +15,9 @@ class ScriptedLLM:
     """Plans the scripted queries and streams the scripted pieces.
 
     `hold_after` pauses synthesis after that many pieces until `release` is set, so a
-    test can act mid-answer; `streaming` is set once the first piece has been yielded.
+    test can act mid-answer. `plan_usage`/`synth_usage` are reported as a server would,
+    `retries` are reported before the first piece, `fallback` marks the plan as one, and
+    `closed` is set when the run stops reading the answer early.
     """
 
     queries: list[str] = field(default_factory=lambda: ["alpha", "beta"])
@@ -27,9 +29,16 @@ class ScriptedLLM:
     holding: asyncio.Event = field(default_factory=asyncio.Event)
     synth_calls: int = 0
     max_tokens: int | None = None
+    plan_usage: Usage | None = None
+    synth_usage: Usage | None = None
+    retries: list[tuple[int, int, str]] = field(default_factory=list)
+    fallback: str | None = None
+    closed: bool = False
 
     async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
-        return Plan(self.queries[:breadth])
+        if self.plan_usage is not None:
+            report.usage(self.plan_usage)
+        return Plan(self.queries[:breadth], fallback=self.fallback)
 
     async def synthesize(
         self,
@@ -41,14 +50,23 @@ class ScriptedLLM:
     ) -> AsyncIterator[str]:
         self.synth_calls += 1
         self.max_tokens = max_tokens
-        for index, piece in enumerate(self.pieces):
-            if self.hold_after is not None and index == self.hold_after:
-                self.holding.set()
-                await self.release.wait()
-            if self.fail_with is not None and index == len(self.pieces) // 2:
-                raise LLMError(self.fail_with, provider=self.name)
-            yield piece
-            await asyncio.sleep(0)
+        for attempt, wait_ms, reason in self.retries:
+            await report.retrying(attempt=attempt, wait_ms=wait_ms, reason=reason)
+        finished = False
+        try:
+            for index, piece in enumerate(self.pieces):
+                if self.hold_after is not None and index == self.hold_after:
+                    self.holding.set()
+                    await self.release.wait()
+                if self.fail_with is not None and index == len(self.pieces) // 2:
+                    raise LLMError(self.fail_with, provider=self.name)
+                yield piece
+                await asyncio.sleep(0)
+            finished = True
+        finally:
+            self.closed = not finished
+        if self.synth_usage is not None:
+            report.usage(self.synth_usage)
 
     @property
     def answer(self) -> str:

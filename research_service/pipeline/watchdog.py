@@ -25,6 +25,10 @@ class StreamWatchdog:
 
     def tick(self) -> None:
         """A piece arrived."""
+        if self._last is None:
+            # The first piece: from now on the clock is the between-tokens one.
+            self._timer.cancel()
+            self._timer = self._loop.call_later(self._between_s, self._check)
         self._last = self._loop.time()
 
     def restart(self, *, after_s: float) -> None:
