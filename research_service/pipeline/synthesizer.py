@@ -58,6 +58,8 @@ async def synthesize(
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+    if tokens.budget is not None and tokens.generated >= tokens.budget:
+        ctx.truncated = True  # the server stopped at the max_tokens it was given
     extra = {"truncated": True} if ctx.truncated else {}
     await ctx.phase_event("synthesizing", "completed", **extra)
     return "".join(parts)

@@ -28,10 +28,50 @@ async def _local_search(settings: Settings) -> AsyncIterator[SearchProvider]:
         provider.close()
 
 
+@asynccontextmanager
+async def _openai_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
+    import openai  # noqa: PLC0415 - only needed with --llm openai
+
+    from research_service.providers.openai_llm import OpenAILLM  # noqa: PLC0415
+
+    if not settings.openai_api_key:
+        raise ConfigError(
+            "OPENAI_API_KEY is not set; set it (any value for a local server that ignores it) "
+            "or use --llm builtin"
+        )
+    client = openai.AsyncOpenAI(
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        # tenacity owns the retry policy; the SDK's own retries would multiply it.
+        max_retries=0,
+        # openai.Timeout is the SDK's own HTTP client's timeout type.
+        timeout=openai.Timeout(
+            connect=settings.llm_connect_timeout_s,
+            # Reads are bounded by the pipeline's first-token and between-token timeouts.
+            read=max(settings.llm_first_token_timeout_s, settings.llm_token_timeout_s),
+            write=settings.llm_connect_timeout_s,
+            pool=settings.llm_connect_timeout_s,
+        ),
+    )
+    provider = OpenAILLM(
+        client=client,
+        planner_model=settings.planner,
+        synth_model=settings.synthesizer,
+        max_attempts=settings.llm_max_attempts,
+        max_wait_s=settings.llm_max_wait_s,
+    )
+    try:
+        # A missing key or unreachable server is reported at start-up, not at the first run.
+        await provider.check()
+        yield provider
+    finally:
+        await provider.close()
+
+
 LLMFactory = Callable[[Settings], AbstractAsyncContextManager[LLMProvider]]
 SearchFactory = Callable[[Settings], AbstractAsyncContextManager[SearchProvider]]
 
-LLM_PROVIDERS: dict[str, LLMFactory] = {"builtin": _builtin_llm}
+LLM_PROVIDERS: dict[str, LLMFactory] = {"builtin": _builtin_llm, "openai": _openai_llm}
 SEARCH_PROVIDERS: dict[str, SearchFactory] = {"local": _local_search}
 
 

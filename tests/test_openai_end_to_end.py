@@ -1,0 +1,181 @@
+"""Full runs through the HTTP API with `--llm openai` against the wire-level fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp.test_utils import TestServer
+
+from research_service.app import create_app
+from research_service.errors import ConfigError
+from research_service.settings import Settings
+from tests.fake_openai import FakeOpenAI, Reply, Stall, Usage, rate_limited, wants_json
+from tests.fakes import ScriptedSearch
+from tests.sse import Received, listen
+
+PLAN = {"queries": ["capital of france", "paris history"]}
+ANSWER = "Paris is the capital of France [1]. It has been since the tenth century [3]."
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(models=("planner-m", "writer-m")) as server:
+        yield server
+
+
+async def serve(fake: FakeOpenAI, tmp_path: Path, **overrides: Any) -> TestServer:
+    settings = Settings(
+        data_dir=tmp_path,
+        llm="openai",
+        openai_api_key="test-key",
+        openai_base_url=fake.base_url,
+        planner_model="planner-m",
+        synth_model="writer-m",
+        llm_max_wait_s=0.01,
+        **overrides,
+    )
+    server = TestServer(create_app(settings, search=ScriptedSearch()), host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def research(server: TestServer, question: str, **options: int) -> Received:
+    async with httpx.AsyncClient(timeout=30) as client:
+        body: dict[str, Any] = {"question": question}
+        if options:
+            body["options"] = options
+        created = await client.post(str(server.make_url("/v1/runs")), json=body)
+        assert created.status_code == 201, created.text
+        return await listen(client, str(server.make_url(created.json()["events_url"])))
+
+
+def phase_events(got: Received) -> list[dict[str, Any]]:
+    return [json.loads(e.data) for e in got.events if e.event == "phase"]
+
+
+async def test_full_run_plans_searches_and_streams_a_cited_answer(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json, usage=Usage(40, 12)))
+    fake.script.reply(ANSWER, usage=Usage(300, 25))
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    name, done = got.last
+    assert name == "done"
+    assert done["status"] == "completed", done
+    assert got.text() == done["answer"] == ANSWER
+    assert got.names.count("token") == len(ANSWER.split())  # streamed as the server sent it
+    planned = next(p for p in phase_events(got) if p["phase"] == "planning" and p.get("queries"))
+    assert planned["queries"] == PLAN["queries"]
+    searched = [p["query"] for p in phase_events(got) if p["status"] == "progress"]
+    assert sorted(searched) == sorted(PLAN["queries"])
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", done["answer"])}
+    assert cited <= {s["id"] for s in done["sources"]}
+    assert done["usage"]["by_stage"] == {
+        "planning": {"prompt_tokens": 40, "completion_tokens": 12},
+        "synthesizing": {"prompt_tokens": 300, "completion_tokens": 25},
+    }
+    assert done["usage"]["estimated"] is False
+    planning_call, answer_call = fake.chat_requests
+    assert planning_call.json["model"] == "planner-m"
+    assert answer_call.json["model"] == "writer-m"
+    assert answer_call.stream
+    assert answer_call.include_usage
+    assert "[1]" in answer_call.text  # the sources reach the model numbered for citing
+
+
+async def test_rate_limit_is_retried_and_shown_to_listeners(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    fake.script.fail(rate_limited(retry_after=0.01))
+    fake.script.reply(ANSWER)
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    retries = [p["retrying"] for p in phase_events(got) if "retrying" in p]
+    assert len(retries) == 1
+    assert retries[0]["attempt"] == 2  # the attempt about to be made
+    assert "429" in retries[0]["reason"]
+    assert got.last[1]["status"] == "completed"
+    assert got.text() == ANSWER
+
+
+async def test_budget_stops_the_answer_and_done_says_truncated(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json, usage=Usage(40, 10)))
+    fake.script.reply(ANSWER, usage="auto")
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?", max_tokens=14)
+    finally:
+        await server.close()
+    _, done = got.last
+    assert done["truncated"] is True
+    assert done["status"] == "completed"
+    assert done["answer"] == got.text()
+    assert len(done["answer"]) < len(ANSWER)
+    assert fake.chat_requests[1].json.get("max_tokens", 0) <= 4 or (
+        fake.chat_requests[1].json.get("max_completion_tokens", 0) <= 4
+    )
+
+
+async def test_cancel_during_synthesis_closes_the_upstream_stream(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    stall = Stall(after=3)
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    fake.script.reply(ANSWER, faults=[stall])
+    server = await serve(fake, tmp_path)
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            created = await client.post(
+                str(server.make_url("/v1/runs")), json={"question": "Capital of France?"}
+            )
+            run_id = created.json()["id"]
+            async with asyncio.timeout(10):
+                await stall.reached.wait()
+            await client.post(str(server.make_url(f"/v1/runs/{run_id}/cancel")))
+            answer_call = fake.chat_requests[1]
+            async with asyncio.timeout(5):
+                await answer_call.disconnected.wait()
+            got = await listen(client, str(server.make_url(f"/v1/runs/{run_id}/events")))
+    finally:
+        await server.close()
+    assert answer_call.tokens_sent == 3
+    _, done = got.last
+    assert done["status"] == "cancelled"
+    assert done["answer"] == got.text()
+
+
+async def test_missing_key_is_reported_at_start_up(fake: FakeOpenAI, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, llm="openai", openai_base_url=fake.base_url)
+    server = TestServer(create_app(settings, search=ScriptedSearch()), host="127.0.0.1")
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        await server.start_server()
+
+
+async def test_unreachable_server_is_reported_at_start_up(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        llm="openai",
+        openai_api_key="k",
+        openai_base_url="http://127.0.0.1:9/v1",  # the discard port: nothing listens
+        llm_max_attempts=1,
+    )
+    server = TestServer(create_app(settings, search=ScriptedSearch()), host="127.0.0.1")
+    with pytest.raises(ConfigError, match="OPENAI_BASE_URL"):
+        await server.start_server()
