@@ -1,0 +1,186 @@
+"""When and how long to retry a failed model call: small pure decisions run by tenacity."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final, TypeVar
+
+import openai
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from research_service.errors import LLMError
+from research_service.providers.base import Reporter
+from research_service.providers.llm_errors import LLMCall, as_llm_error, describe_failure
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ATTEMPTS: Final = 3
+DEFAULT_MAX_WAIT_S: Final = 8.0
+INITIAL_WAIT_S: Final = 0.5
+BACKOFF_FACTOR: Final = 2.0
+# Each computed wait is shortened by up to this fraction, so clients that failed together
+# do not all come back at the same instant (as openai-python does).
+JITTER: Final = 0.25
+# Request timeout, lock timeout, rate limit; every 5xx is retried too.
+RETRY_STATUSES: Final = frozenset({408, 409, 429})
+# The request itself is wrong: sending it again cannot help, whatever the headers say.
+NEVER_RETRY_STATUSES: Final = frozenset({400, 401, 403, 404, 422})
+
+T = TypeVar("T")
+
+
+def retry_after_s(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """The wait the server asked for, in seconds: `retry-after-ms`, then `Retry-After`.
+
+    `Retry-After` may be seconds or an HTTP date; a date in the past means no wait (0).
+    None when the headers ask for nothing or cannot be read.
+    """
+    if headers is None:
+        return None
+    for name, per_second in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / per_second
+        except ValueError:
+            continue
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        when = email.utils.mktime_tz(parsed)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def should_retry(exc: BaseException) -> bool:
+    """Whether a failed call is worth sending again (connection, timeout, 408, 409, 429, 5xx)."""
+    if isinstance(exc, openai.APIConnectionError):  # timeouts included
+        log.debug("retrying: %s", describe_failure(exc))
+        return True
+    if not isinstance(exc, openai.APIStatusError):
+        log.debug("not retrying: %s is not a transient failure", describe_failure(exc))
+        return False
+    status = exc.status_code
+    if status in NEVER_RETRY_STATUSES:
+        log.debug("not retrying: status %i means the request itself is wrong", status)
+        return False
+    if exc.response.headers.get("x-should-retry") == "false":
+        log.debug("not retrying: the server said x-should-retry: false")
+        return False
+    if status in RETRY_STATUSES or status >= 500:
+        log.debug("retrying: status %i is transient", status)
+        return True
+    log.debug("not retrying: status %i", status)
+    return False
+
+
+def backoff_s(attempt: int, *, max_wait_s: float, jitter: float | None = None) -> float:
+    """Exponential backoff after failed attempt `attempt` (1-based), capped, minus jitter.
+
+    `jitter` in [0, 1) picks where in the jitter range the wait falls (random by default).
+    """
+    base = min(INITIAL_WAIT_S * BACKOFF_FACTOR ** min(attempt - 1, 64), max_wait_s)
+    share = random.random() if jitter is None else jitter
+    return max(0.0, base * (1 - JITTER * share))
+
+
+def retry_wait_s(
+    exc: BaseException, attempt: int, *, max_wait_s: float, jitter: float | None = None
+) -> float:
+    """How long to wait before the attempt after `attempt`: the server's ask, or backoff."""
+    asked = server_wait_s(exc)
+    if asked is not None:
+        wait = min(asked, max_wait_s)
+        log.debug(
+            "waiting %.3fs as the server asked (%.3fs, capped at %.3fs)", wait, asked, max_wait_s
+        )
+        return wait
+    wait = backoff_s(attempt, max_wait_s=max_wait_s, jitter=jitter)
+    log.debug("waiting %.3fs (backoff after attempt %i)", wait, attempt)
+    return wait
+
+
+def server_wait_s(exc: BaseException) -> float | None:
+    """The wait a failed response's headers ask for, if it was an HTTP error."""
+    if isinstance(exc, openai.APIStatusError):
+        return retry_after_s(exc.response.headers)
+    return None
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    call: LLMCall,
+    report: Reporter,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_wait_s: float = DEFAULT_MAX_WAIT_S,
+) -> T:
+    """Run `attempt` until it succeeds, retrying transient failures; raise LLMError at the end.
+
+    Before each wait the retry is logged and reported, so listeners see it is not stuck.
+    """
+    attempts = 0
+
+    async def counted() -> T:
+        nonlocal attempts
+        attempts += 1
+        return await attempt()
+
+    def wait(state: RetryCallState) -> float:
+        exc = _failure(state)
+        return retry_wait_s(exc, state.attempt_number, max_wait_s=max_wait_s)
+
+    async def before_sleep(state: RetryCallState) -> None:
+        exc = _failure(state)
+        wait_s = state.upcoming_sleep
+        reason = describe_failure(exc)
+        log.info(
+            "%s call to %s failed (%s); attempt %i of %i in %.3fs",
+            call.model,
+            call.base_url,
+            reason,
+            state.attempt_number + 1,
+            max_attempts,
+            wait_s,
+        )
+        await report.retrying(
+            attempt=state.attempt_number + 1, wait_ms=round(wait_s * 1000), reason=reason
+        )
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(max(1, max_attempts)),
+        retry=retry_if_exception(should_retry),
+        wait=wait,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        return await retrying(counted)
+    except LLMError:
+        raise
+    except (openai.OpenAIError, json.JSONDecodeError) as exc:
+        raise as_llm_error(
+            exc, call=call, attempts=attempts, retry_after=server_wait_s(exc)
+        ) from exc
+
+
+def _failure(state: RetryCallState) -> BaseException:
+    """The exception the attempt just raised (tenacity calls wait/before_sleep only then)."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    if exc is None:  # pragma: no cover - tenacity only waits after a failure
+        raise RuntimeError("retry state without a failure")
+    return exc

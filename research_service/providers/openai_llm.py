@@ -1,0 +1,316 @@
+"""The `openai` model: planning and streamed synthesis on any OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import openai
+from openai import AsyncStream, omit
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.completion_usage import CompletionUsage
+
+from research_service.providers.base import Plan, Reporter, Source, Usage, estimate_tokens
+from research_service.providers.llm_errors import (
+    LLMCall,
+    LLMStreamBroken,
+    check_failure,
+    describe_failure,
+    server_message,
+)
+from research_service.providers.llm_retry import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_WAIT_S,
+    call_with_retries,
+)
+from research_service.providers.plan_parsing import (
+    PlanFormat,
+    PlanParseError,
+    parse_plan,
+    plan_messages,
+    plan_response_format,
+    rejects_format,
+    retry_plan_messages,
+)
+from research_service.providers.reasoning import AnswerStream
+
+log = logging.getLogger(__name__)
+
+PROVIDER_NAME: Final = "openai"
+PLANNER_SETTING: Final = "RESEARCH_PLANNER_MODEL"
+SYNTH_SETTING: Final = "RESEARCH_SYNTH_MODEL"
+
+SYNTH_SYSTEM_PROMPT: Final = (
+    "You answer research questions from numbered sources. Use only what the sources say. "
+    "Cite each claim with the number of its source in square brackets, like [1] or [2][3], "
+    "using only the numbers listed. If the sources do not answer the question, say so. "
+    "Write plain prose: no preamble and no list of references at the end."
+)
+
+
+def render_sources(sources: Sequence[Source]) -> str:
+    """The sources as the model sees them: `[n] title — url` then the snippet."""
+    if not sources:
+        return "(no sources were found)"
+    return "\n\n".join(f"[{s.id}] {s.title} — {s.url}\n{s.snippet}" for s in sources)
+
+
+def synthesis_messages(
+    question: str, sources: Sequence[Source]
+) -> list[ChatCompletionMessageParam]:
+    """The chat messages that ask for a cited answer to `question` from `sources`."""
+    user = f"Sources:\n\n{render_sources(sources)}\n\nQuestion: {question}"
+    return [{"role": "system", "content": SYNTH_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def prompt_text(messages: Sequence[ChatCompletionMessageParam]) -> str:
+    """All the text of `messages`, for estimating prompt tokens."""
+    return "\n".join(str(message.get("content") or "") for message in messages)
+
+
+def reported_usage(usage: CompletionUsage | None) -> Usage | None:
+    """The server's usage report as a Usage, if it sent one."""
+    if usage is None:
+        return None
+    return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+
+
+@dataclass(slots=True)
+class _OpenStream:
+    """A synthesis stream that has produced its first visible text (or ended without any)."""
+
+    stream: AsyncStream[ChatCompletionChunk]
+    state: AnswerStream
+    first: str
+    ended: bool
+
+
+class OpenAILLM:
+    """A language model behind the OpenAI Chat Completions API (OpenAI, vLLM, Ollama …)."""
+
+    name: str = PROVIDER_NAME
+
+    def __init__(
+        self,
+        *,
+        client: openai.AsyncOpenAI,
+        planner_model: str,
+        synth_model: str,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        json_schema: bool = True,
+    ) -> None:
+        self._client = client
+        self.planner_model = planner_model
+        self.synth_model = synth_model
+        self.max_attempts = max_attempts
+        self.max_wait_s = max_wait_s
+        # Lowered for good the first time the server rejects a format.
+        self.plan_format = PlanFormat.JSON_SCHEMA if json_schema else PlanFormat.JSON_OBJECT
+        base_url = str(client.base_url).rstrip("/")
+        self._plan_call = LLMCall(PROVIDER_NAME, base_url, planner_model, PLANNER_SETTING)
+        self._synth_call = LLMCall(PROVIDER_NAME, base_url, synth_model, SYNTH_SETTING)
+
+    @property
+    def base_url(self) -> str:
+        """The server this model talks to."""
+        return str(self._client.base_url).rstrip("/")
+
+    async def check(self) -> None:
+        """Make sure the server answers and accepts the key; raise ConfigError if not."""
+        try:
+            page = await self._client.models.list()
+        except openai.NotFoundError:
+            log.debug("%s has no /models endpoint; it answered, so it is reachable", self.base_url)
+            return
+        except (openai.OpenAIError, json.JSONDecodeError) as exc:
+            raise check_failure(exc, base_url=self.base_url) from None
+        served = {model.id for model in page.data or ()}
+        for model, setting in (
+            (self.planner_model, PLANNER_SETTING),
+            (self.synth_model, SYNTH_SETTING),
+        ):
+            if served and model not in served:
+                log.warning(
+                    "%s does not list model %r (%s); requests may fail",
+                    self.base_url,
+                    model,
+                    setting,
+                )
+
+    async def close(self) -> None:
+        """Close the HTTP client and its connections."""
+        await self._client.close()
+
+    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
+        """Ask the model for 1..`breadth` queries; retry an unusable plan once, then fall back."""
+        messages = plan_messages(question, breadth=breadth)
+        reply = await self._complete_plan(messages, report=report)
+        try:
+            return Plan(parse_plan(reply, breadth=breadth))
+        except PlanParseError as exc:
+            log.info("unusable plan from %s (%s); asking once more", self.planner_model, exc)
+            error = exc
+        messages += retry_plan_messages(reply, error=error, breadth=breadth)
+        reply = await self._complete_plan(messages, report=report)
+        try:
+            return Plan(parse_plan(reply, breadth=breadth))
+        except PlanParseError as exc:
+            log.info(
+                "unusable plan again from %s (%s); searching the question", self.planner_model, exc
+            )
+            return Plan(
+                [" ".join(question.split())],
+                fallback=f"the model's plan was unusable ({exc}); searching the question itself",
+            )
+
+    async def _complete_plan(
+        self, messages: list[ChatCompletionMessageParam], *, report: Reporter
+    ) -> str | None:
+        """One planning completion (with retries); report its usage and return its text."""
+
+        async def attempt() -> ChatCompletion:
+            while True:
+                fmt = self.plan_format
+                response_format = plan_response_format(fmt)
+                try:
+                    return await self._client.chat.completions.create(
+                        model=self.planner_model,
+                        messages=messages,
+                        response_format=omit if response_format is None else response_format,
+                    )
+                except openai.APIStatusError as exc:
+                    if fmt is PlanFormat.PROMPT or not rejects_format(exc):
+                        raise
+                    self._lower_plan_format(fmt, exc)
+
+        completion = await call_with_retries(
+            attempt,
+            call=self._plan_call,
+            report=report,
+            max_attempts=self.max_attempts,
+            max_wait_s=self.max_wait_s,
+        )
+        message = completion.choices[0].message if completion.choices else None
+        text = message.content if message is not None else None
+        usage = reported_usage(completion.usage)
+        if usage is not None:
+            report.usage(usage)
+        else:
+            estimate = Usage(estimate_tokens(prompt_text(messages)), estimate_tokens(text or ""))
+            report.usage(estimate, estimated=True)
+        if message is not None and not text and message.refusal:
+            return f"(refused: {message.refusal})"
+        return text
+
+    def _lower_plan_format(self, rejected: PlanFormat, exc: openai.APIStatusError) -> None:
+        """Remember that the server rejects `rejected` and use the next looser format."""
+        lower = rejected.looser()
+        if self.plan_format is rejected:
+            self.plan_format = lower
+        log.warning(
+            "%s rejected response_format %s (%s); using %s from now on",
+            self.base_url,
+            rejected.value,
+            server_message(exc),
+            lower.value,
+        )
+
+    async def synthesize(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        report: Reporter,
+        max_tokens: int | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """Stream the cited answer; retried only until its first text, closed when closed."""
+        messages = synthesis_messages(question, sources)
+        opened = await call_with_retries(
+            lambda: self._open_stream(messages, max_tokens=max_tokens),
+            call=self._synth_call,
+            report=report,
+            max_attempts=self.max_attempts,
+            max_wait_s=self.max_wait_s,
+        )
+        state, sent = opened.state, 0
+        try:
+            if opened.first:
+                sent += len(opened.first)
+                yield opened.first
+            while not opened.ended:
+                try:
+                    chunk = await anext(opened.stream)
+                except StopAsyncIteration:
+                    break
+                if text := state.take(chunk):
+                    sent += len(text)
+                    yield text
+            if tail := state.think.flush():
+                sent += len(tail)
+                yield tail
+        except (openai.OpenAIError, json.JSONDecodeError) as exc:
+            raise self._broken(describe_failure(exc), sent=sent) from exc
+        finally:
+            await opened.stream.close()
+            self._report_stream_usage(report, messages, state)
+        if state.finish_reason is None:
+            raise self._broken("the stream ended without a finish reason", sent=sent)
+        if state.finish_reason == "length":
+            log.info("%s stopped at the token limit (max_tokens=%s)", self.synth_model, max_tokens)
+
+    async def _open_stream(
+        self, messages: list[ChatCompletionMessageParam], *, max_tokens: int | None
+    ) -> _OpenStream:
+        """Start a synthesis stream and read it up to its first visible text."""
+        stream = await self._client.chat.completions.create(
+            model=self.synth_model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=omit if max_tokens is None else max_tokens,
+        )
+        state = AnswerStream()
+        try:
+            while True:
+                try:
+                    chunk = await anext(stream)
+                except StopAsyncIteration:
+                    if state.finish_reason is None:
+                        # Cut off before the answer began: as good as a dropped connection.
+                        raise openai.APIConnectionError(
+                            message="the stream ended before the answer began",
+                            request=stream.response.request,
+                        ) from None
+                    return _OpenStream(stream, state, first="", ended=True)
+                if first := state.take(chunk):
+                    return _OpenStream(stream, state, first=first, ended=False)
+        except BaseException:
+            await stream.close()
+            raise
+
+    def _broken(self, reason: str, *, sent: int) -> LLMStreamBroken:
+        """The error for a stream that failed after part of the answer was sent."""
+        return LLMStreamBroken(
+            f"the answer stream from {self.base_url} broke after {sent} characters ({reason}); "
+            "the answer is incomplete: ask again",
+            provider=PROVIDER_NAME,
+        )
+
+    @staticmethod
+    def _report_stream_usage(
+        report: Reporter, messages: list[ChatCompletionMessageParam], state: AnswerStream
+    ) -> None:
+        """Report the server's usage for the stream, or an estimate if it sent none."""
+        usage = reported_usage(state.usage)
+        if usage is not None:
+            report.usage(usage)
+            return
+        received = "".join(state.received)
+        estimate = Usage(
+            estimate_tokens(prompt_text(messages)), estimate_tokens(received) if received else 0
+        )
+        report.usage(estimate, estimated=True)

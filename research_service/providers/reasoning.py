@@ -1,0 +1,112 @@
+"""Keep a model's reasoning out of its answer: `<think>` blocks and reasoning delta fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from openai.types.chat import ChatCompletionChunk
+from openai.types.completion_usage import CompletionUsage
+
+THINK_OPEN: Final = "<think>"
+THINK_CLOSE: Final = "</think>"
+# Delta fields where reasoning models put their thoughts; billed, never shown.
+REASONING_FIELDS: Final = ("reasoning_content", "reasoning")
+
+
+def _partial_tag_length(text: str, tag: str) -> int:
+    """How many characters at the end of `text` could be the start of `tag`."""
+    for size in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-size:]):
+            return size
+    return 0
+
+
+class ThinkFilter:
+    """An incremental filter that removes `<think>…</think>` blocks from streamed text.
+
+    Tags may be split across pieces at any point: the filter holds back a trailing partial
+    tag until the next piece decides it. Whitespace right after a closing tag is dropped so
+    the answer does not start with the blank lines a reasoning model puts after its thoughts.
+    A block still open at the end of the stream is reasoning cut short and is dropped.
+    """
+
+    __slots__ = ("_held", "_in_think", "_skip_space")
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._in_think = False
+        self._skip_space = False
+
+    def feed(self, text: str) -> str:
+        """Take the next piece of the stream and return the visible text it completes."""
+        rest = self._held + text
+        self._held = ""
+        out: list[str] = []
+        while rest:
+            if self._in_think:
+                end = rest.find(THINK_CLOSE)
+                if end < 0:
+                    # Everything here is reasoning; keep only what may start the closing tag.
+                    keep = _partial_tag_length(rest, THINK_CLOSE)
+                    self._held = rest[len(rest) - keep :]
+                    break
+                rest = rest[end + len(THINK_CLOSE) :]
+                self._in_think = False
+                self._skip_space = True
+                continue
+            if self._skip_space:
+                rest = rest.lstrip()
+                if not rest:
+                    break
+                self._skip_space = False
+            start = rest.find(THINK_OPEN)
+            if start >= 0:
+                out.append(rest[:start])
+                rest = rest[start + len(THINK_OPEN) :]
+                self._in_think = True
+                continue
+            keep = _partial_tag_length(rest, THINK_OPEN)
+            out.append(rest[: len(rest) - keep])
+            self._held = rest[len(rest) - keep :]
+            break
+        return "".join(out)
+
+    def flush(self) -> str:
+        """End the stream: return held-back visible text; an unclosed block is dropped."""
+        held, in_think = self._held, self._in_think
+        self._held, self._in_think, self._skip_space = "", False, False
+        return "" if in_think else held
+
+
+def strip_think(text: str) -> str:
+    """`text` without its `<think>…</think>` blocks (the whole-string form of ThinkFilter)."""
+    think = ThinkFilter()
+    return think.feed(text) + think.flush()
+
+
+@dataclass(slots=True)
+class AnswerStream:
+    """What a streamed answer has delivered so far: visible text, usage, finish reason."""
+
+    think: ThinkFilter = field(default_factory=ThinkFilter)
+    usage: CompletionUsage | None = None
+    finish_reason: str | None = None
+    received: list[str] = field(default_factory=list)  # every generated text, for estimates
+
+    def take(self, chunk: ChatCompletionChunk) -> str:
+        """Fold in one chunk; return the answer text it makes visible."""
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        visible: list[str] = []
+        for choice in chunk.choices or ():
+            if choice.index or choice.delta is None:
+                continue
+            extra = choice.delta.model_extra or {}
+            self.received.extend(t for k in REASONING_FIELDS if isinstance(t := extra.get(k), str))
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+            if choice.delta.content:
+                self.received.append(choice.delta.content)
+                visible.append(self.think.feed(choice.delta.content))
+        return "".join(visible)
