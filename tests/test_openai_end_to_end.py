@@ -16,7 +16,19 @@ from aiohttp.test_utils import TestServer
 from research_service.app import create_app
 from research_service.errors import ConfigError
 from research_service.settings import Settings
-from tests.fake_openai import FakeOpenAI, Reply, Stall, Usage, rate_limited, wants_json
+from tests.fake_openai import (
+    Cut,
+    ErrorEvent,
+    FakeOpenAI,
+    HTTPError,
+    Malformed,
+    Reply,
+    Reset,
+    Stall,
+    Usage,
+    rate_limited,
+    wants_json,
+)
 from tests.fakes import ScriptedSearch
 from tests.sse import Received, listen
 
@@ -179,3 +191,102 @@ async def test_unreachable_server_is_reported_at_start_up(tmp_path: Path) -> Non
     server = TestServer(create_app(settings, search=ScriptedSearch()), host="127.0.0.1")
     with pytest.raises(ConfigError, match="OPENAI_BASE_URL"):
         await server.start_server()
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (HTTPError(status=500), "500"),
+        (HTTPError(status=503), "503"),
+        (Reset(), "connection"),
+    ],
+    ids=["500", "503", "reset-before-first-byte"],
+)
+async def test_transient_fault_before_the_answer_is_retried_and_the_run_completes(
+    fake: FakeOpenAI, tmp_path: Path, fault: Any, reason: str
+) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    fake.script.fail(fault)
+    fake.script.reply(ANSWER)
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    (retry,) = [p["retrying"] for p in phase_events(got) if "retrying" in p]
+    assert reason in retry["reason"].lower()
+    _, done = got.last
+    assert done["status"] == "completed"
+    assert got.text() == done["answer"] == ANSWER  # nothing duplicated by the retry
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Cut(after=3), Malformed(after=3), ErrorEvent(after=3)],
+    ids=["cut-mid-answer", "malformed-chunk", "error-event"],
+)
+async def test_stream_broken_after_tokens_fails_keeping_what_was_sent(
+    fake: FakeOpenAI, tmp_path: Path, fault: Any
+) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    fake.script.reply(ANSWER, faults=[fault])
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    assert got.names[-2:] == ["error", "done"]
+    assert got.data(-2)["code"] == "llm_stream_broken"
+    assert got.data(-2)["phase"] == "synthesizing"
+    _, done = got.last
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "llm_stream_broken"
+    sent = " ".join(ANSWER.split()[:3])
+    assert done["answer"] == got.text()
+    assert done["answer"].strip() == sent  # the text sent so far, never restarted
+    assert len(fake.chat_requests) == 2  # no retry of a stream that had started
+
+
+async def test_non_retryable_status_fails_at_once(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    fake.script.fail(HTTPError(status=400, message="model does not exist"))
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    assert got.data(-2)["code"] == "llm_bad_request"
+    assert not [p for p in phase_events(got) if "retrying" in p]
+    assert got.last[1]["status"] == "failed"
+    assert len(fake.chat_requests) == 2
+
+
+async def test_slow_first_token_times_out_with_its_code(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    answer = fake.script.reply(ANSWER, faults=[Stall(after=0)])
+    server = await serve(fake, tmp_path, llm_first_token_timeout_s=0.2)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    assert got.data(-2)["code"] == "llm_first_token_timeout"
+    assert got.last[1]["status"] == "failed"
+    assert got.text() == ""
+    async with asyncio.timeout(5):
+        await answer.served[0].disconnected.wait()  # the upstream request was abandoned
+
+
+async def test_stall_between_tokens_times_out_keeping_what_was_sent(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    fake.script.reply(ANSWER, faults=[Stall(after=4)])
+    server = await serve(fake, tmp_path, llm_token_timeout_s=0.2)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    assert got.data(-2)["code"] == "llm_token_timeout"
+    _, done = got.last
+    assert done["status"] == "failed"
+    assert done["answer"].strip() == " ".join(ANSWER.split()[:4])
