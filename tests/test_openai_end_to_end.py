@@ -290,3 +290,54 @@ async def test_stall_between_tokens_times_out_keeping_what_was_sent(
     _, done = got.last
     assert done["status"] == "failed"
     assert done["answer"].strip() == " ".join(ANSWER.split()[:4])
+
+
+async def test_reasoning_never_reaches_listeners(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    fake.script.reply(ANSWER, think="Let me think about Paris.", reasoning="secret chain")
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    raw = "".join(e.data for e in got.events)
+    assert "think" not in raw
+    assert "secret chain" not in raw
+    assert "Let me think" not in raw
+    assert got.text() == got.last[1]["answer"] == ANSWER
+
+
+async def test_server_without_json_schema_still_plans(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.reject_json_schema = True
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    fake.script.reply(ANSWER)
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    planned = next(p for p in phase_events(got) if p["phase"] == "planning" and "queries" in p)
+    assert planned["queries"] == PLAN["queries"]
+    assert "fallback" not in planned
+    formats = [r.response_format for r in fake.chat_requests if r.response_format]
+    assert formats[0]["type"] == "json_schema"
+    assert formats[-1]["type"] == "json_object"
+
+
+async def test_unusable_plan_falls_back_to_the_question_and_says_so(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake.script.add(Reply("I cannot make a plan, sorry.", when=wants_json))
+    fake.script.add(Reply("Still no plan.", when=wants_json))
+    fake.script.reply(ANSWER)
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    planned = next(p for p in phase_events(got) if p["phase"] == "planning" and "queries" in p)
+    assert planned["queries"] == ["What is the capital of France?"]
+    assert "unusable" in planned["fallback"]
+    repair = fake.chat_requests[1].json["messages"]
+    assert len(repair) > len(fake.chat_requests[0].json["messages"])  # the error fed back
+    assert got.last[1]["status"] == "completed"
