@@ -186,3 +186,25 @@ async def test_bad_flag_is_a_usage_error_naming_flag_and_variable(tmp_path: Path
     assert b"Traceback" not in err
     assert b"--port" in err
     assert b"RESEARCH_PORT" in err
+
+
+async def test_openai_without_a_key_fails_at_start_up_saying_what_to_do(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if "OPENAI_API_KEY" not in k}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "research_service",
+        "serve",
+        "--llm",
+        "openai",
+        "--data-dir",
+        str(tmp_path),
+        "--port",
+        str(free_port()),
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert b"OPENAI_API_KEY is not set" in err
+    assert b"Traceback" not in err
