@@ -56,6 +56,10 @@ async def test_budget_runs_out_mid_answer_and_the_stream_stops_cleanly(
     assert phases(got, "synthesizing", "completed")[0]["truncated"] is True
     assert service.llm.max_tokens == 6  # the model is told what is left after planning
     assert service.llm.closed  # the model's stream was closed, not drained
+    run_id = got.ids[0].split(":")[0]
+    snapshot = (await client.get(service.url(f"/v1/runs/{run_id}"))).json()
+    assert snapshot["truncated"] is True
+    assert snapshot["usage"] == done["usage"]
 
 
 async def test_server_ceiling_caps_what_a_run_asks_for(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from research_service.corpus.index import CorpusIndex
-from research_service.providers.base import LLMProvider, Source
+from research_service.providers.base import LLMProvider, Source, estimate_tokens
 from research_service.providers.builtin_llm import NOTHING_FOUND, BuiltinLLM, compose_answer
 from research_service.providers.local_search import STDLIB_INDEX, LocalSearch
 from tests.corpus_fixtures import stdlib_data_dir
@@ -380,3 +380,13 @@ async def test_csv_question_is_not_answered_from_the_logging_docs(stdlib_path: P
     logging = {s.id for s in sources if s.title.startswith("logging")}
     assert not logging & {int(n) for n in CITATION.findall(answer)}
     assert "reading and writing of Comma Separated Value (CSV) files" in answer
+
+
+async def test_usage_counts_every_piece_handed_over_when_stopped_early(llm: BuiltinLLM) -> None:
+    report = RecordingReporter()
+    stream = llm.synthesize("How does photosynthesis work?", [PHOTOSYNTHESIS], report=report)
+    taken = [await anext(stream) for _ in range(3)]
+    await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+    ((usage, estimated),) = report.usages
+    assert estimated
+    assert usage.completion_tokens == estimate_tokens("".join(taken))

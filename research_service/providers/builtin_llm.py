@@ -87,8 +87,9 @@ class BuiltinLLM:
             for n, piece in enumerate(pieces(answer)):
                 # Sleeping 0 still yields to the loop, so a fast answer cannot starve others.
                 await asyncio.sleep(delay if n and delay else 0)
-                yield piece
+                # Counted before it is handed over: the run may stop reading right after.
                 sent += len(piece)
+                yield piece
         finally:
             # What was written, also when the run stopped reading early.
             report.usage(Usage(prompt, estimate_tokens(answer[:sent])), estimated=True)

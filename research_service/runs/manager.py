@@ -111,6 +111,8 @@ class RunManager:
         # Progress events carry id/title/url only; the live run knows the snippets too, so a
         # snapshot has the same source shape during and after the run.
         snapshot["sources"] = [source.full() for source in live.context.sources]
+        snapshot["usage"] = live.context.tokens.summary()
+        snapshot["truncated"] = live.context.truncated
         return snapshot
 
     async def cancel(self, run_id: str, *, code: str = "cancelled", message: str = "") -> bool:

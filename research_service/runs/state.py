@@ -27,6 +27,8 @@ class RunState:
     started_ms: dict[str, int] = field(default_factory=dict)
     completed_ms: dict[str, int] = field(default_factory=dict)
     total_ms: int | None = None
+    usage: dict[str, Any] | None = None
+    truncated: bool = False
     last_t_ms: int = 0
     event_count: int = 0
 
@@ -69,6 +71,8 @@ class RunState:
             self.sources = list(data.get("sources", self.sources))
             self.error = data.get("error")
             self.total_ms = int(data["timings_ms"]["total"])
+            self.usage = data.get("usage")
+            self.truncated = bool(data.get("truncated", False))
 
     def _apply_phase(self, data: dict[str, Any]) -> None:
         self.status = "running"
@@ -118,6 +122,8 @@ class RunState:
             "answer": self.answer,
             "error": self.error,
             "timings_ms": self.timings(now_ms=clock),
+            "usage": self.usage,
+            "truncated": self.truncated,
             "event_count": self.event_count,
             "events_url": f"/v1/runs/{record.id}/events",
         }

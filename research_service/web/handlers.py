@@ -46,6 +46,7 @@ def _created(record: RunRecord) -> dict[str, Any]:
 
 async def create_run(request: web.Request) -> web.Response:
     """`POST /v1/runs`: start a run in the background."""
+    validation.known_params(request.query)
     question, options = await validation.create_body(request)
     record = await request.app[MANAGER].create(question, options)
     body = _created(record)
@@ -75,6 +76,7 @@ async def list_runs(request: web.Request) -> web.Response:
 
 async def cancel_run(request: web.Request) -> web.Response:
     """`POST /v1/runs/{id}/cancel`: stop the run; it ends with `done` status `cancelled`."""
+    validation.known_params(request.query)
     manager = request.app[MANAGER]
     run_id = _run_id(request)
     cancelled = await manager.cancel(run_id)
@@ -115,6 +117,7 @@ async def research(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     """`GET /healthz`: the process is up and serving."""
+    validation.known_params(request.query)
     return _json({"status": "ok"})
 
 

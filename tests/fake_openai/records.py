@@ -23,7 +23,8 @@ class RecordedRequest:
 
     `disconnected` is set when the client dropped the connection before the response was
     finished (never for the fake's own Cut or Reset); `completed` when the whole response was
-    written; `tokens_sent` counts the deltas written before either happened.
+    written; `tokens_sent` counts the deltas written before either happened, and `sent_at`
+    holds `time.monotonic()` just after each of them was written (for latency benchmarks).
     """
 
     method: str
@@ -37,6 +38,7 @@ class RecordedRequest:
     reply: Reply | None = None
     tokens_sent: int = 0
     text_sent: str = ""  # the content written, reasoning excluded
+    sent_at: list[float] = field(default_factory=list)
     closed_by_server: bool = False
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     completed: asyncio.Event = field(default_factory=asyncio.Event)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from aiohttp import web
 
@@ -32,6 +33,7 @@ class _Sender:
 
     async def delta(self, payload: wire.JSON, field: str, piece: str) -> None:
         await self.raw(wire.sse(payload))
+        self.record.sent_at.append(time.monotonic())
         self.record.tokens_sent += 1
         if field == CONTENT:
             self.record.text_sent += piece
