@@ -137,7 +137,10 @@ def test_connection_errors_and_timeouts_retry() -> None:
 def test_other_failures_do_not_retry() -> None:
     assert should_retry(ValueError("bug")) is False
     assert should_retry(json.JSONDecodeError("bad", "{", 0)) is False
-    assert should_retry(openai.APIError("stream error", request(), body=None)) is False
+
+
+def test_an_error_event_in_a_stream_is_a_server_failure_and_retries() -> None:
+    assert should_retry(openai.APIError("stream error", request(), body=None)) is True
 
 
 def test_each_decision_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:

@@ -341,3 +341,19 @@ async def test_unusable_plan_falls_back_to_the_question_and_says_so(
     repair = fake.chat_requests[1].json["messages"]
     assert len(repair) > len(fake.chat_requests[0].json["messages"])  # the error fed back
     assert got.last[1]["status"] == "completed"
+
+
+async def test_error_event_before_the_first_token_is_retried(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    fake.script.reply(ANSWER, faults=[ErrorEvent(after=0)])
+    fake.script.reply(ANSWER)
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?")
+    finally:
+        await server.close()
+    assert [p["retrying"]["attempt"] for p in phase_events(got) if "retrying" in p] == [2]
+    assert got.last[1]["status"] == "completed"
+    assert got.text() == ANSWER

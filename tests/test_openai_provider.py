@@ -514,10 +514,36 @@ async def test_check_names_an_unreachable_server() -> None:
     assert message.endswith("; start it or fix OPENAI_BASE_URL")
 
 
-async def test_check_tolerates_a_server_without_models(fake: FakeOpenAI) -> None:
+async def test_check_says_the_base_url_lacks_v1_on_404(fake: FakeOpenAI) -> None:
     llm = make_llm(fake.url + "/other")  # the fake answers 404 off /v1
-    await llm.check()
+    with pytest.raises(ConfigError, match="/v1"):
+        await llm.check()
     await llm.close()
+
+
+async def test_max_completion_tokens_is_used_when_the_server_asks_for_it(
+    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+) -> None:
+    fake.script.fail(
+        HTTPError(
+            status=400,
+            message="Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+        )
+    )
+    fake.script.reply("Short answer [1].")
+    fake.script.reply("Second answer [1].")
+    sources = [Source(1, "t", "https://example.org", "s")]
+    first = [p async for p in llm.synthesize("q?", sources, report=report, max_tokens=50)]
+    second = [p async for p in llm.synthesize("q?", sources, report=report, max_tokens=40)]
+    assert "".join(first) == "Short answer [1]."
+    assert "".join(second) == "Second answer [1]."
+    rejected, accepted, remembered = fake.chat_requests
+    assert rejected.json["max_tokens"] == 50
+    assert accepted.json["max_completion_tokens"] == 50
+    assert "max_tokens" not in accepted.json
+    assert remembered.json["max_completion_tokens"] == 40
+    assert not report.retries
 
 
 async def test_check_warns_about_an_unlisted_model(

@@ -71,6 +71,11 @@ def should_retry(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIConnectionError):  # timeouts included
         log.debug("retrying: %s", describe_failure(exc))
         return True
+    if type(exc) is openai.APIError:
+        # An `{"error": …}` event inside a 200 stream (vLLM and others send one when the
+        # server fails mid-request): a server-side failure, like a 5xx.
+        log.debug("retrying: the server sent an error event: %s", describe_failure(exc))
+        return True
     if not isinstance(exc, openai.APIStatusError):
         log.debug("not retrying: %s is not a transient failure", describe_failure(exc))
         return False

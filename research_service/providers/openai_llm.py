@@ -13,6 +13,7 @@ from openai import AsyncStream, omit
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 from openai.types.completion_usage import CompletionUsage
 
+from research_service.errors import ConfigError
 from research_service.providers.base import Plan, Reporter, Source, Usage, estimate_tokens
 from research_service.providers.llm_errors import (
     LLMCall,
@@ -113,6 +114,7 @@ class OpenAILLM:
         base_url = str(client.base_url).rstrip("/")
         self._plan_call = LLMCall(PROVIDER_NAME, base_url, planner_model, PLANNER_SETTING)
         self._synth_call = LLMCall(PROVIDER_NAME, base_url, synth_model, SYNTH_SETTING)
+        self._limit_field = "max_tokens"
 
     @property
     def base_url(self) -> str:
@@ -124,8 +126,12 @@ class OpenAILLM:
         try:
             page = await self._client.models.list()
         except openai.NotFoundError:
-            log.debug("%s has no /models endpoint; it answered, so it is reachable", self.base_url)
-            return
+            # Every server this supports (OpenAI, vLLM, Ollama, llama.cpp, LM Studio) has it:
+            # a 404 almost always means the base URL lacks its /v1.
+            raise ConfigError(
+                f"{self.base_url}/models answered 404 Not Found; the base URL usually ends in "
+                "/v1 (e.g. http://127.0.0.1:11434/v1): fix OPENAI_BASE_URL"
+            ) from None
         except (openai.OpenAIError, json.JSONDecodeError) as exc:
             raise check_failure(exc, base_url=self.base_url) from None
         served = {model.id for model in page.data or ()}
@@ -266,13 +272,20 @@ class OpenAILLM:
         self, messages: list[ChatCompletionMessageParam], *, max_tokens: int | None
     ) -> _OpenStream:
         """Start a synthesis stream and read it up to its first visible text."""
-        stream = await self._client.chat.completions.create(
-            model=self.synth_model,
-            messages=messages,
-            stream=True,
-            stream_options={"include_usage": True},
-            max_tokens=omit if max_tokens is None else max_tokens,
-        )
+        try:
+            stream = await self._create_stream(messages, max_tokens=max_tokens)
+        except openai.BadRequestError as exc:
+            # OpenAI's reasoning models refuse `max_tokens` and want `max_completion_tokens`;
+            # most other servers take only the older name. Switch once and remember.
+            if (
+                max_tokens is None
+                or self._limit_field != "max_tokens"
+                or ("max_completion_tokens" not in server_message(exc))
+            ):
+                raise
+            log.info("%s wants max_completion_tokens; using it from now on", self.base_url)
+            self._limit_field = "max_completion_tokens"
+            stream = await self._create_stream(messages, max_tokens=max_tokens)
         state = AnswerStream()
         try:
             while True:
@@ -291,6 +304,19 @@ class OpenAILLM:
         except BaseException:
             await stream.close()
             raise
+
+    async def _create_stream(
+        self, messages: list[ChatCompletionMessageParam], *, max_tokens: int | None
+    ) -> openai.AsyncStream[ChatCompletionChunk]:
+        newer = self._limit_field == "max_completion_tokens"
+        return await self._client.chat.completions.create(
+            model=self.synth_model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=omit if max_tokens is None or newer else max_tokens,
+            max_completion_tokens=max_tokens if max_tokens is not None and newer else omit,
+        )
 
     def _broken(self, reason: str, *, sent: int) -> LLMStreamBroken:
         """The error for a stream that failed after part of the answer was sent."""
