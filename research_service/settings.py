@@ -31,7 +31,15 @@ DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S: Final = 60.0
 DEFAULT_LLM_TOKEN_TIMEOUT_S: Final = 30.0
 DEFAULT_RUN_DEADLINE_S: Final = 600.0
 DEFAULT_MAX_TOKENS_PER_RUN: Final = 16_000
-SEARCH_CHOICES: Final = ("local",)
+SEARCH_CHOICES: Final = ("local", "searxng")
+TIME_RANGES: Final = ("", "day", "week", "month", "year")
+DEFAULT_SEARXNG_URL: Final = "http://127.0.0.1:8888"
+DEFAULT_SEARCH_ATTEMPTS: Final = 3
+DEFAULT_FETCH_TIMEOUT_S: Final = 10.0
+DEFAULT_FETCH_MAX_BYTES: Final = 2 * 1024 * 1024
+DEFAULT_FETCH_MAX_REDIRECTS: Final = 5
+DEFAULT_PAGES_PER_RUN: Final = 8
+DEFAULT_CONTEXT_CHARS: Final = 12_000
 STORE_CHOICES: Final = ("memory",)
 
 
@@ -72,6 +80,47 @@ class Settings:
     corpus: Path | None = field(
         default=None,
         metadata=_opt("folder of .md/.txt/.rst/.html files to search instead"),
+    )
+    searxng_url: str = field(
+        default=DEFAULT_SEARXNG_URL,
+        metadata=_opt("SearXNG instance for --search searxng", aliases=("SEARXNG_URL",)),
+    )
+    searxng_engines: str = field(
+        default="", metadata=_opt("SearXNG engines to ask, comma-separated (empty: its defaults)")
+    )
+    searxng_language: str = field(
+        default="", metadata=_opt("SearXNG search language, e.g. en (empty: its default)")
+    )
+    searxng_time_range: str = field(
+        default="",
+        metadata=_opt("only results from the last day/week/month/year", choices=TIME_RANGES),
+    )
+    search_attempts: int = field(
+        default=DEFAULT_SEARCH_ATTEMPTS, metadata=_opt("attempts per search query (retries + 1)")
+    )
+    pages_per_run: int = field(
+        default=DEFAULT_PAGES_PER_RUN,
+        metadata=_opt("web pages a run reads for its passages (0: snippets only)"),
+    )
+    fetch_timeout_s: float = field(
+        default=DEFAULT_FETCH_TIMEOUT_S, metadata=_opt("timeout for reading one web page (s)")
+    )
+    fetch_max_bytes: int = field(
+        default=DEFAULT_FETCH_MAX_BYTES, metadata=_opt("largest web page read (bytes)")
+    )
+    fetch_max_redirects: int = field(
+        default=DEFAULT_FETCH_MAX_REDIRECTS, metadata=_opt("redirects followed per web page")
+    )
+    fetch_allow: str = field(
+        default="",
+        metadata=_opt(
+            "hosts or networks (comma-separated, e.g. 127.0.0.1,10.0.0.0/8,intranet.example) "
+            "that page reading may reach although they are not public"
+        ),
+    )
+    context_chars: int = field(
+        default=DEFAULT_CONTEXT_CHARS,
+        metadata=_opt("characters of source passages handed to the answer"),
     )
     heartbeat_s: float = field(
         default=DEFAULT_HEARTBEAT_S,
@@ -174,6 +223,12 @@ class Settings:
             (self.llm_token_timeout_s > 0, "llm_token_timeout_s must be > 0"),
             (self.run_deadline_s > 0, "run_deadline_s must be > 0"),
             (self.max_tokens_per_run >= 1, "max_tokens_per_run must be >= 1"),
+            (self.search_attempts >= 1, "search_attempts must be >= 1"),
+            (self.pages_per_run >= 0, "pages_per_run must be >= 0"),
+            (self.fetch_timeout_s > 0, "fetch_timeout_s must be > 0"),
+            (self.fetch_max_bytes >= 1024, "fetch_max_bytes must be >= 1024"),
+            (self.fetch_max_redirects >= 0, "fetch_max_redirects must be >= 0"),
+            (self.context_chars >= 500, "context_chars must be >= 500"),
         ]
         for ok, message in checks:
             if not ok:
