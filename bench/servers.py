@@ -103,6 +103,18 @@ class BenchLLM:
         """One query, whatever the question."""
         return Plan(["bench"])
 
+    async def follow_up(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        asked: Sequence[str],
+        breadth: int,
+        report: Reporter,
+    ) -> list[str]:
+        """No follow-up rounds in the bench."""
+        return []
+
     async def synthesize(
         self,
         question: str,

@@ -34,11 +34,26 @@ class ScriptedLLM:
     retries: list[tuple[int, int, str]] = field(default_factory=list)
     fallback: str | None = None
     closed: bool = False
+    follow_ups: list[list[str]] = field(default_factory=list)  # queries per later round
+    follow_up_calls: list[tuple[list[str], list[str]]] = field(default_factory=list)
 
     async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
         if self.plan_usage is not None:
             report.usage(self.plan_usage)
         return Plan(self.queries[:breadth], fallback=self.fallback)
+
+    async def follow_up(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        asked: Sequence[str],
+        breadth: int,
+        report: Reporter,
+    ) -> list[str]:
+        self.follow_up_calls.append((list(asked), [s.title for s in sources]))
+        round_queries = self.follow_ups[len(self.follow_up_calls) - 1 :]
+        return round_queries[0][:breadth] if round_queries else []
 
     async def synthesize(
         self,

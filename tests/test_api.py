@@ -116,7 +116,7 @@ BAD_REQUESTS = [
     _post("unknown-field", {"question": "x", "mode": "deep"}, says="mode", field="mode"),
     _post("options-list", {"question": "x", "options": [3]}, says="object", field="options"),
     _post("options-string", {"question": "x", "options": "3"}, says="object", field="options"),
-    _option("unknown-option", "depth", 2, says="depth"),
+    _option("unknown-option", "temperature", 2, says="temperature"),
     _option("max-tokens-0", "max_tokens", 0, says="1 to 1000000"),
     _option("max-tokens-huge", "max_tokens", 1_000_001, says="1 to 1000000"),
     _option("max-tokens-string", "max_tokens", "100", says="integer"),
@@ -190,7 +190,7 @@ BAD_REQUESTS = [
     _research("research-no-q", {}, field="q", says="required"),
     _research("research-blank-q", {"q": "   "}, field="q", says="blank"),
     _research("research-long-q", {"q": "q" * 2001}, field="q", says="2000"),
-    _research("research-unknown", {"q": "x", "depth": "2"}, field="depth", says="depth"),
+    _research("research-unknown", {"q": "x", "temperature": "2"}, field="temperature", says="temperature"),
     _research("research-breadth-0", {"q": "x", "breadth": "0"}, field="breadth", says="1 to 8"),
     _research("research-breadth-9", {"q": "x", "breadth": "9"}, field="breadth", says="1 to 8"),
     _research("research-breadth-x", {"q": "x", "breadth": "x"}, field="breadth", says="integer"),
@@ -305,7 +305,7 @@ async def test_create_returns_201_with_location_and_run_fields(
     assert body["status"] == "queued"
     assert body["question"] == "What is up?"
     assert body["events_url"] == f"/v1/runs/{run_id}/events"
-    assert body["options"] == {"breadth": 3, "max_sources": 8}
+    assert body["options"] == {"breadth": 3, "max_sources": 8, "depth": 1}
     assert RFC3339_UTC.match(body["created_at"])
     created = datetime.fromisoformat(body["created_at"])
     assert created.utcoffset() == timedelta(0)
@@ -322,12 +322,12 @@ async def test_custom_options_are_kept_and_used(
     )
     assert response.status_code == 201
     run_id = response.json()["id"]
-    assert response.json()["options"] == {"breadth": 1, "max_sources": 1}
+    assert response.json()["options"] == {"breadth": 1, "max_sources": 1, "depth": 1}
     got = await listen(client, service.url(f"/v1/runs/{run_id}/events"))
     assert got.last[1]["status"] == "completed"
     assert len(got.last[1]["sources"]) == 1
     snapshot = await _snapshot(service, client, run_id)
-    assert snapshot["options"] == {"breadth": 1, "max_sources": 1}
+    assert snapshot["options"] == {"breadth": 1, "max_sources": 1, "depth": 1}
     assert snapshot["plan"] == ["alpha"]
 
 

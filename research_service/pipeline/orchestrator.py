@@ -37,13 +37,27 @@ class Pipeline:
     async def run(self, ctx: RunContext) -> Answer:
         """Plan, search, synthesize; raise on a fatal problem (the caller emits `done`)."""
         queries = await plan(ctx, self.llm)
-        sources = await search_all(
+
+        async def follow_up(round_number: int, asked: list[str]) -> list[str]:
+            if ctx.tokens.remaining() == 0:
+                return []  # the budget is spent: no more model calls before the answer
+            return await self.llm.follow_up(
+                ctx.question,
+                ctx.sources,
+                asked=asked,
+                breadth=ctx.options.breadth,
+                report=ctx.reporter("searching"),
+            )
+
+        registry = await search_all(
             ctx,
             self.search,
             queries,
             concurrency=self.search_concurrency,
             timeout=self.search_timeout_s,
+            follow_up=follow_up,
         )
+        sources = registry.sources
         text = await synthesize(
             ctx,
             self.llm,

@@ -1,47 +1,20 @@
-"""Searching: run the planned queries concurrently and keep the distinct sources."""
+"""Searching: rounds of concurrent queries, follow-ups planned from what each round found."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from research_service.errors import PipelineError, ProviderError
 from research_service.pipeline.context import RunContext
-from research_service.providers.base import SearchHit, SearchProvider, Source
+from research_service.pipeline.sources import SourceRegistry
+from research_service.providers.base import SearchHit, SearchProvider
 
 log = logging.getLogger(__name__)
 
-
-class SourceRegistry:
-    """Numbers sources in the order they are found, once per URL, up to a cap.
-
-    Each finished query gets a fair share of the slots still free (free slots divided by
-    queries still to come, rounded up), so the first query to finish cannot take them all
-    and a query that found little leaves its share to the later ones.
-    """
-
-    def __init__(self, *, limit: int, queries: int, sources: list[Source]) -> None:
-        self.limit = limit
-        self.queries_left = queries
-        self.sources = sources
-        self._urls: set[str] = set()
-
-    def add(self, hits: list[SearchHit]) -> list[Source]:
-        """Register a finished query's hits, best first; return the sources they added."""
-        free = self.limit - len(self.sources)
-        share = -(-free // max(self.queries_left, 1))
-        self.queries_left -= 1
-        added: list[Source] = []
-        for hit in hits:
-            if len(added) >= share:
-                break
-            if hit.url in self._urls:
-                continue
-            self._urls.add(hit.url)
-            source = Source(len(self.sources) + 1, hit.title, hit.url, hit.snippet)
-            self.sources.append(source)
-            added.append(source)
-        return added
+#: Plans a round's queries from the round number and what the run has asked so far.
+FollowUp = Callable[[int, list[str]], Awaitable[list[str]]]
 
 
 async def _one(
@@ -58,19 +31,18 @@ async def _one(
             return query, str(exc)
 
 
-async def search_all(
+async def _round(
     ctx: RunContext,
     search: SearchProvider,
     queries: list[str],
     *,
+    number: int,
+    registry: SourceRegistry,
     concurrency: int,
     timeout: float,
-) -> list[Source]:
-    """Run the searching phase; each finished query emits a `progress` event."""
-    await ctx.phase_event("searching", "started", total=len(queries))
-    registry = SourceRegistry(
-        limit=ctx.options.max_sources, queries=len(queries), sources=ctx.sources
-    )
+) -> int:
+    """Run one round's queries concurrently; return how many failed."""
+    registry.start_round(queries=len(queries))
     gate = asyncio.Semaphore(concurrency)
     limit = ctx.options.max_sources
     pending = [
@@ -83,6 +55,7 @@ async def search_all(
             query, outcome = await next_done
             progress: dict[str, object] = {"query": query, "completed": completed}
             progress["total"] = len(queries)
+            progress["round"] = number
             if isinstance(outcome, str):
                 failures += 1
                 progress["error"] = outcome
@@ -93,7 +66,47 @@ async def search_all(
     finally:
         for task in pending:
             task.cancel()
-    if failures == len(queries):
+    return failures
+
+
+async def search_all(
+    ctx: RunContext,
+    search: SearchProvider,
+    queries: list[str],
+    *,
+    concurrency: int,
+    timeout: float,
+    follow_up: FollowUp | None = None,
+) -> SourceRegistry:
+    """Run the searching phase: `options.depth` rounds, each finished query a `progress` event.
+
+    Round 1 searches the plan. Each later round first asks `follow_up` for queries about
+    what is still missing (announced as a `progress` event with `round` and `queries`);
+    none means the research is complete. Each round may fill its share of `max_sources`.
+    """
+    depth = ctx.options.depth if follow_up is not None else 1
+    registry = SourceRegistry(limit=ctx.options.max_sources, rounds=depth, sources=ctx.sources)
+    await ctx.phase_event("searching", "started", total=len(queries), round=1)
+    asked, failures, rounds = list(queries), 0, 0
+    for number in range(1, depth + 1):
+        if number > 1:
+            assert follow_up is not None
+            queries = [q for q in await follow_up(number, asked) if q not in asked]
+            if not queries:
+                break
+            asked += queries
+            await ctx.phase_event("searching", "progress", round=number, queries=queries)
+        failures += await _round(
+            ctx,
+            search,
+            queries,
+            number=number,
+            registry=registry,
+            concurrency=concurrency,
+            timeout=timeout,
+        )
+        rounds = number
+    if failures == len(asked):
         raise PipelineError(
             "every search query failed; check the search provider and try again",
             code="search_failed",
@@ -106,5 +119,5 @@ async def search_all(
             code="no_sources",
             phase="searching",
         )
-    await ctx.phase_event("searching", "completed", sources=len(registry.sources))
-    return registry.sources
+    await ctx.phase_event("searching", "completed", sources=len(registry.sources), rounds=rounds)
+    return registry

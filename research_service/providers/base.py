@@ -98,6 +98,18 @@ class LLMProvider(Protocol):
         """Return 1..`breadth` search queries that together cover `question`."""
         ...
 
+    async def follow_up(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        asked: Sequence[str],
+        breadth: int,
+        report: Reporter,
+    ) -> list[str]:
+        """Up to `breadth` new queries for what `sources` leave open; [] when nothing is."""
+        ...
+
     def synthesize(
         self,
         question: str,

@@ -46,6 +46,8 @@ NOTHING_FOUND: Final = (
 
 _LONG_CALL = re.compile(rf"`([\w.]+)\(([^`]{{{LONG_SIGNATURE_CHARS},}})\)`")
 _BRACKETED_NUMBER = re.compile(r"\[(\d+)\]")
+# A dotted name such as json.loads or asyncio.tasks.gather (not "e.g" or version numbers).
+_DOTTED = re.compile(r"\b[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+\b")
 _PIECE = re.compile(r"\S+\s*|\s+")
 # Prose starts with a capital or a `code` name; docstrings also start with `call(...)`.
 _SENTENCE_START = re.compile(r"(?:class |coroutine )?[`\"'(\[*]?[A-Z0-9`]|[\w.]+\(")
@@ -69,6 +71,24 @@ class BuiltinLLM:
             Usage(estimate_tokens(question), estimate_tokens(" ".join(queries))), estimated=True
         )
         return Plan(queries)
+
+    async def follow_up(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        asked: Sequence[str],
+        breadth: int,
+        report: Reporter,
+    ) -> list[str]:
+        """Queries for question terms no source mentions, then names the sources point to."""
+        queries = follow_up_queries(question, sources, asked=asked, breadth=breadth)
+        found = " ".join(s.snippet for s in sources)
+        report.usage(
+            Usage(estimate_tokens(question + found), estimate_tokens(" ".join(queries) or "-")),
+            estimated=True,
+        )
+        return queries
 
     async def synthesize(
         self,
@@ -98,6 +118,47 @@ class BuiltinLLM:
 def pieces(answer: str) -> list[str]:
     """`answer` split into words with their trailing whitespace; they join back exactly."""
     return _PIECE.findall(answer)
+
+
+def follow_up_queries(
+    question: str, sources: Sequence[Source], *, asked: Sequence[str], breadth: int
+) -> list[str]:
+    """What a researcher would search next, from what the sources found and did not.
+
+    First the question's terms that no source mentions, each with the topic ("gzip level"
+    when nothing found said "level"); then the dotted names the found snippets use that
+    contain a question term and were not searched yet ("json.loads" found in the json
+    docs), which reads the pages the first round only pointed to. [] when nothing is left.
+    """
+    asked_question = Question.read(question)
+    topic = asked_question.topic
+    if not topic:
+        return []
+    seen_text = " ".join(f"{s.title} {s.snippet}" for s in sources).lower()
+    seen_words = set(words(seen_text))
+    searched = {frozenset(q.lower().split()) for q in asked}
+    candidates = [
+        f"{topic} {term}" if term != topic else term
+        for term in asked_question.useful
+        if term not in seen_words
+    ]
+    # "asyncio.gather" also makes "asyncio" a term, so its siblings (asyncio.wait) follow.
+    terms = {part for term in asked_question.useful for part in term.split(".")}
+    candidates += sorted(
+        {
+            name
+            for name in _DOTTED.findall(seen_text)
+            if any(part in terms for part in name.split("."))
+        },
+        key=seen_text.index,
+    )
+    queries: list[str] = []
+    for query in candidates:
+        key = frozenset(query.split())
+        if key not in searched:
+            searched.add(key)
+            queries.append(query)
+    return queries[:breadth]
 
 
 def plan_queries(question: str, *, breadth: int) -> list[str]:

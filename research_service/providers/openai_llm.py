@@ -30,6 +30,7 @@ from research_service.providers.llm_retry import (
 from research_service.providers.plan_parsing import (
     PlanFormat,
     PlanParseError,
+    follow_up_messages,
     parse_plan,
     plan_messages,
     plan_response_format,
@@ -172,6 +173,25 @@ class OpenAILLM:
                 [" ".join(question.split())],
                 fallback=f"the model's plan was unusable ({exc}); searching the question itself",
             )
+
+    async def follow_up(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        asked: Sequence[str],
+        breadth: int,
+        report: Reporter,
+    ) -> list[str]:
+        """Ask the model what the sources leave open; [] when nothing (or no usable reply)."""
+        messages = follow_up_messages(question, sources, asked=asked, breadth=breadth)
+        reply = await self._complete_plan(messages, report=report)
+        try:
+            return parse_plan(reply, breadth=breadth)
+        except PlanParseError as exc:
+            # An empty list is how the model says the research is complete.
+            log.info("no follow-up queries from %s (%s)", self.planner_model, exc)
+            return []
 
     async def _complete_plan(
         self, messages: list[ChatCompletionMessageParam], *, report: Reporter

@@ -9,13 +9,14 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 
+from research_service.providers.base import Source
 from research_service.providers.reasoning import strip_think
 
 PLAN_KEY: Final = "queries"
@@ -32,6 +33,13 @@ PLAN_SYSTEM_PROMPT: Final = (
     'code fences: {{"queries": ["...", "..."]}} holding 1 to {breadth} short, distinct search '
     "queries that together cover the question."
 )
+FOLLOW_UP_PROMPT: Final = (
+    "You plan follow-up web searches for a research question. You are shown the searches "
+    "already made and the sources they found. Reply with JSON only: "
+    '{{"queries": ["...", "..."]}} holding up to {breadth} new, short search queries for what '
+    "the sources do not answer yet, or an empty list when they answer the question fully."
+)
+FOLLOW_UP_SNIPPET_CHARS: Final = 300
 PLAN_RETRY_PROMPT: Final = (
     "That reply was not a usable plan: {error}. Reply again with only a JSON object of the "
     'form {{"queries": ["..."]}} holding 1 to {breadth} search queries.'
@@ -85,6 +93,22 @@ def plan_messages(question: str, *, breadth: int) -> list[ChatCompletionMessageP
     return [
         {"role": "system", "content": PLAN_SYSTEM_PROMPT.format(breadth=breadth)},
         {"role": "user", "content": question},
+    ]
+
+
+def follow_up_messages(
+    question: str, sources: Sequence[Source], *, asked: Sequence[str], breadth: int
+) -> list[ChatCompletionMessageParam]:
+    """The chat messages that ask for follow-up queries given what the searches found."""
+    searched = "\n".join(f"- {query}" for query in asked)
+    found = "\n".join(f"[{s.id}] {s.title}: {s.snippet[:FOLLOW_UP_SNIPPET_CHARS]}" for s in sources)
+    return [
+        {"role": "system", "content": FOLLOW_UP_PROMPT.format(breadth=breadth)},
+        {
+            "role": "user",
+            "content": f"Question: {question}\n\nAlready searched:\n{searched}\n\n"
+            f"Found so far:\n{found or '(nothing)'}",
+        },
     ]
 
 

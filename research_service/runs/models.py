@@ -13,6 +13,8 @@ DEFAULT_MAX_SOURCES: Final = 8
 BREADTH_RANGE: Final = (1, 8)
 MAX_SOURCES_RANGE: Final = (1, 20)
 MAX_TOKENS_RANGE: Final = (1, 1_000_000)
+DEPTH_RANGE: Final = (1, 3)
+DEFAULT_DEPTH: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +23,8 @@ class RunOptions:
 
     breadth: int = DEFAULT_BREADTH
     max_sources: int = DEFAULT_MAX_SOURCES
+    # Search rounds: after each, the model plans follow-ups for what is still missing.
+    depth: int = DEFAULT_DEPTH
     # Tokens the run's model calls may generate; the server's ceiling applies when unset.
     max_tokens: int | None = None
 

@@ -18,6 +18,7 @@ from research_service.errors import (
 )
 from research_service.runs.models import (
     BREADTH_RANGE,
+    DEPTH_RANGE,
     MAX_SOURCES_RANGE,
     MAX_TOKENS_RANGE,
     RunOptions,
@@ -31,6 +32,7 @@ _OPTION_RANGES: Final = {
     "breadth": BREADTH_RANGE,
     "max_sources": MAX_SOURCES_RANGE,
     "max_tokens": MAX_TOKENS_RANGE,
+    "depth": DEPTH_RANGE,
 }
 
 
