@@ -113,3 +113,14 @@ async def test_builtin_follow_up_reports_estimated_usage() -> None:
     assert queries
     assert "asyncio.gather" not in queries
     assert report.usages[0][1] is True
+
+
+async def test_snapshot_counts_searches_across_rounds(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    service.llm.follow_ups = [["gamma"]]
+    got = await run(service, client, depth=2)
+    run_id = got.ids[0].split(":")[0]
+    snapshot = (await client.get(service.url(f"/v1/runs/{run_id}"))).json()
+    assert snapshot["plan"] == ["alpha", "beta", "gamma"]
+    assert snapshot["searches"] == {"completed": 3, "total": 3}

@@ -87,10 +87,13 @@ class RunState:
         if phase == "planning" and status == "completed":
             self.plan = [str(q) for q in data.get("queries", [])]
             self.searches_total = len(self.plan)
-        if phase == "searching" and status == "progress" and "query" in data:
-            self.searches_completed = int(data.get("completed", self.searches_completed))
-            self.searches_total = int(data.get("total", self.searches_total))
-            self.sources.extend(data.get("sources", []))
+        if phase == "searching" and status == "progress":
+            if "queries" in data:  # a follow-up round's queries: the plan grows
+                self.plan.extend(str(q) for q in data["queries"])
+                self.searches_total += len(data["queries"])
+            if "query" in data:
+                self.searches_completed += 1
+                self.sources.extend(data.get("sources", []))
 
     def timings(self, *, now_ms: int) -> dict[str, int]:
         """Milliseconds spent in each phase (a phase cut short counts until `now_ms`)."""
