@@ -26,6 +26,7 @@ from tests.fake_openai import (
     Reset,
     Stall,
     Usage,
+    mentions,
     rate_limited,
     wants_json,
 )
@@ -357,3 +358,23 @@ async def test_error_event_before_the_first_token_is_retried(
     assert [p["retrying"]["attempt"] for p in phase_events(got) if "retrying" in p] == [2]
     assert got.last[1]["status"] == "completed"
     assert got.text() == ANSWER
+
+
+async def test_depth_two_asks_the_model_for_follow_ups(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.script.add(Reply.json(PLAN, when=wants_json))
+    follow = fake.script.add(
+        Reply.json({"queries": ["paris population"]}, when=mentions("Already searched"))
+    )
+    fake.script.reply(ANSWER)
+    server = await serve(fake, tmp_path)
+    try:
+        got = await research(server, "What is the capital of France?", depth=2)
+    finally:
+        await server.close()
+    announced = [p for p in phase_events(got) if "queries" in p and p["phase"] == "searching"]
+    assert announced[0]["round"] == 2
+    assert announced[0]["queries"] == ["paris population"]
+    asked = follow.served[0].text
+    assert "capital of france" in asked  # the searches already made
+    assert "capital of france result 1" in asked  # and what they found
+    assert got.last[1]["status"] == "completed"
