@@ -11,12 +11,13 @@ from aiohttp import web
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.providers.base import LLMProvider, SearchProvider
 from research_service.providers.registry import llm_provider, search_provider
+from research_service.reading import Reader, open_reader
 from research_service.runs.log import EventLog
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.settings import Settings
 from research_service.web.handlers import setup_routes
-from research_service.web.keys import EVENT_LOG, LLM, MANAGER, SEARCH, SETTINGS
+from research_service.web.keys import EVENT_LOG, LLM, MANAGER, READER, SEARCH, SETTINGS
 from research_service.web.problems import problem_middleware
 from research_service.web.validation import MAX_BODY_BYTES
 
@@ -29,6 +30,7 @@ def create_app(
     llm: LLMProvider | None = None,
     search: SearchProvider | None = None,
     event_log: EventLog | None = None,
+    reader: Reader | None = None,
 ) -> web.Application:
     """Build the application; providers and the log may be handed in (tests, embedding).
 
@@ -50,6 +52,12 @@ def create_app(
                 search_ = search
             app[LLM], app[SEARCH] = llm_, search_
             app[EVENT_LOG] = MemoryEventLog() if event_log is None else event_log
+            page_reader = reader
+            # Web results are read for their passages; a local corpus already has them.
+            if page_reader is None and settings.search != "local" and settings.pages_per_run:
+                page_reader = await stack.enter_async_context(open_reader(settings))
+            if page_reader is not None:
+                app[READER] = page_reader
             pipeline = Pipeline(
                 llm=app[LLM],
                 search=app[SEARCH],
@@ -57,6 +65,9 @@ def create_app(
                 search_timeout_s=settings.search_timeout_s,
                 first_token_timeout_s=settings.llm_first_token_timeout_s,
                 token_timeout_s=settings.llm_token_timeout_s,
+                reader=page_reader,
+                pages_per_run=settings.pages_per_run,
+                context_chars=settings.context_chars,
             )
             app[MANAGER] = RunManager(
                 log=app[EVENT_LOG],

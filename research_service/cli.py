@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
+import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import fields
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from aiohttp import web
 
 from research_service import __version__
 from research_service.app import create_app
+from research_service.corpus.files import SUFFIXES
+from research_service.corpus.indexer import index_folder, summary
+from research_service.corpus.links import base_url
+from research_service.corpus.progress import ProgressLine
 from research_service.errors import ConfigError
+from research_service.providers.local_search import corpus_index_path
 from research_service.settings import Settings, env_name, field_type, flag_name, parse_value
+
+EXIT_INTERRUPTED: Final = 130
 
 # Defaults that are not a plain value, described in words for --help.
 _DEFAULT_TEXT = {
@@ -41,11 +51,20 @@ def _env_names(name: str) -> str:
     return " or ".join((env_name(name), *aliases))
 
 
-def _settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One `--flag` per Settings field, each naming its RESEARCH_* variable."""
+def _parse_base_url(raw: str) -> str:
+    try:
+        return base_url(raw)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _settings_flags(
+    parser: argparse.ArgumentParser, *, only: Collection[str] | None = None
+) -> None:
+    """One `--flag` per Settings field (or per field named in `only`), naming its variable."""
     defaults = Settings()
     for f in fields(Settings):
-        if f.metadata.get("secret"):
+        if f.metadata.get("secret") or (only is not None and f.name not in only):
             continue  # secrets come from the environment only: argv is visible to all
         kind = field_type(f.name)
         shown = _DEFAULT_TEXT.get(f.name, getattr(defaults, f.name))
@@ -75,7 +94,44 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variable; a flag wins over its variable.",
     )
     _settings_flags(serve)
+    _index_parser(commands)
     return parser
+
+
+def _index_parser(commands: Any) -> None:
+    """The `index` sub-command's flags."""
+    kinds = ", ".join(sorted(SUFFIXES))
+    index = commands.add_parser(
+        "index",
+        help="index a folder of documents for `serve --corpus`",
+        description=f"Index the {kinds} files under DIR for the local search provider. Only "
+        "changed files are read again, and deleted files leave the index. `serve --corpus DIR` "
+        "with the same data folder then starts without reading the folder again. Progress goes "
+        "to stderr, the summary to stdout.",
+    )
+    index.add_argument("corpus", metavar="DIR", type=Path, help="folder to index")
+    index.add_argument(
+        "--db",
+        type=Path,
+        metavar="PATH",
+        help="index file (default: the one `serve --corpus DIR` uses, in the data folder)",
+    )
+    _settings_flags(index, only={"data_dir"})
+    links = index.add_mutually_exclusive_group()
+    links.add_argument(
+        "--base-url",
+        type=_parse_base_url,
+        metavar="URL",
+        help="link results to their DIR-relative path under URL, e.g. https://docs.example.org/ "
+        "(stored in the index, so `serve` links the same way; default: the stored one, else "
+        "file:// URLs)",
+    )
+    links.add_argument(
+        "--file-urls", action="store_true", help="forget a stored --base-url: link to the files"
+    )
+    index.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress, only warnings and the summary"
+    )
 
 
 def _configure_logging(level: str) -> None:
@@ -98,6 +154,61 @@ def serve(settings: Settings) -> None:
     )
 
 
+@contextlib.contextmanager
+def _command_logging(handler: logging.Handler) -> Iterator[None]:
+    """Warnings (a skipped file, say) go to `handler` while a command runs."""
+    root, pypdf = logging.getLogger(), logging.getLogger("pypdf")
+    handler.setLevel(logging.WARNING)
+    # pypdf warns about every repairable flaw of a file; only what it cannot repair matters.
+    pypdf_level = pypdf.level
+    pypdf.setLevel(logging.ERROR)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        pypdf.setLevel(pypdf_level)
+
+
+def index(args: argparse.Namespace, settings: Settings) -> int:
+    """Bring the index of a folder up to date; print what changed."""
+    folder: Path = args.corpus.expanduser()
+    if not folder.is_dir():
+        problem = "is a file, not a folder" if folder.exists() else "does not exist"
+        print(f"research-service: {folder} {problem}; pass the folder to index", file=sys.stderr)
+        return 2
+    db: Path = args.db if args.db is not None else corpus_index_path(settings)
+    progress = ProgressLine(sys.stderr, label=f"indexing {folder}")
+    if args.quiet:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    else:
+        handler = progress.log_handler()
+    try:
+        with _command_logging(handler):
+            result = index_folder(
+                folder,
+                db=db,
+                base_url="" if args.file_urls else args.base_url,
+                progress=None if args.quiet else progress,
+            )
+    except KeyboardInterrupt:
+        progress.clear()
+        print("research-service: interrupted; the index is as it was", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OSError, sqlite3.Error) as exc:
+        progress.clear()
+        print(
+            f"research-service: cannot update the index {db} ({exc}); if `serve` is indexing "
+            "the same folder, wait for it, else delete the file to rebuild it",
+            file=sys.stderr,
+        )
+        return 1
+    progress.clear()
+    print(summary(result))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
@@ -109,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(**overrides)
         if args.command == "serve":
             serve(settings)
+        elif args.command == "index":
+            return index(args, settings)
     except ConfigError as exc:
         print(f"research-service: {exc}", file=sys.stderr)
         return 2

@@ -190,7 +190,9 @@ BAD_REQUESTS = [
     _research("research-no-q", {}, field="q", says="required"),
     _research("research-blank-q", {"q": "   "}, field="q", says="blank"),
     _research("research-long-q", {"q": "q" * 2001}, field="q", says="2000"),
-    _research("research-unknown", {"q": "x", "temperature": "2"}, field="temperature", says="temperature"),
+    _research(
+        "research-unknown", {"q": "x", "temperature": "2"}, field="temperature", says="temperature"
+    ),
     _research("research-breadth-0", {"q": "x", "breadth": "0"}, field="breadth", says="1 to 8"),
     _research("research-breadth-9", {"q": "x", "breadth": "9"}, field="breadth", says="1 to 8"),
     _research("research-breadth-x", {"q": "x", "breadth": "x"}, field="breadth", says="integer"),

@@ -1,4 +1,4 @@
-"""A user's folder as a corpus: Markdown, reStructuredText, plain text and HTML files."""
+"""A user's folder as a corpus: Markdown, reStructuredText, plain text, HTML and PDF files."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Final
 
 from research_service.corpus.documents import Document, DocumentRef
+from research_service.corpus.pdf import MAX_PDF_BYTES, pdf_text
 from research_service.corpus.text import clean_rest, squash
 
 log = logging.getLogger(__name__)
 
 # Bump when the extracted text changes shape, so every index re-reads the folder.
 EXTRACTOR_VERSION: Final = "files-1"
-SUFFIXES: Final = frozenset({".md", ".markdown", ".txt", ".rst", ".html", ".htm"})
+SUFFIXES: Final = frozenset({".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf"})
 # Bigger files are almost always data dumps or logs, not prose worth citing.
 MAX_FILE_BYTES: Final = 5_000_000
 DROPPED_TAGS: Final = frozenset({"script", "style", "nav", "header", "footer", "aside", "noscript"})
@@ -60,19 +61,21 @@ def folder_documents(root: Path) -> list[DocumentRef]:
 
 def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
     """Read one file into a document, or log why not and return None."""
+    suffix = path.suffix.lower()
+    limit = MAX_PDF_BYTES if suffix == ".pdf" else MAX_FILE_BYTES
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            log.warning("skipping %s: larger than %d bytes", path, MAX_FILE_BYTES)
+        if path.stat().st_size > limit:
+            log.warning("skipping %s: larger than %d bytes", path, limit)
             return None
-        raw = path.read_bytes()
-        source = raw.decode("utf-8-sig")
+        if suffix == ".pdf":
+            return _document(path, pdf_text(path), key=key, fingerprint=fingerprint)
+        source = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         log.warning("skipping %s: %s", path, exc)
         return None
     except UnicodeDecodeError as exc:
         log.warning("skipping %s: not UTF-8 text (%s); re-save it as UTF-8", path, exc.reason)
         return None
-    suffix = path.suffix.lower()
     if suffix in (".html", ".htm"):
         title, text = html_text(source)
     elif suffix in (".md", ".markdown"):
@@ -81,6 +84,16 @@ def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
         title, text = rst_text(source)
     else:
         title, text = "", source.strip()
+    return _document(path, (title, text), key=key, fingerprint=fingerprint)
+
+
+def _document(
+    path: Path, extracted: tuple[str, str] | None, *, key: str, fingerprint: str
+) -> Document | None:
+    """The document of a file's extracted (title, text); None when nothing was extracted."""
+    if extracted is None:
+        return None
+    title, text = extracted
     return Document(
         key=key,
         title=title or path.stem,

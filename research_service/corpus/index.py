@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -12,66 +13,28 @@ from types import TracebackType
 from typing import Final, Self
 
 from research_service.corpus.documents import Document, DocumentRef
+from research_service.corpus.links import LinkBase
 from research_service.corpus.ranking import EXACT_NAME, name_factor, passage_fit
+from research_service.corpus.schema import MAX_PASSAGES, ROWID_BITS, SCHEMA, SCHEMA_VERSION, SEARCH
 from research_service.corpus.text import STOPWORDS, key_terms, passages, snippet, stems
 from research_service.providers.base import SearchHit
 
 log = logging.getLogger(__name__)
 
-# Bump when the tables, the tokenizer or the passage splitting change: an index of another
-# version is rebuilt from scratch.
-SCHEMA_VERSION: Final = "2"
-# A title match says more about a document than one more mention in its body, and a query
-# that names what a document documents (`csv`, `gzip`) wants that document above all.
-NAME_WEIGHT: Final = 10.0
-TITLE_WEIGHT: Final = 4.0
-BODY_WEIGHT: Final = 1.0
-# Passage n of document d has rowid (d << ROWID_BITS) + n, so dropping a document's passages
-# is a rowid range delete, which FTS5 does without scanning the table.
-ROWID_BITS: Final = 20
-MAX_PASSAGES: Final = (1 << ROWID_BITS) - 1
 MAX_QUERY_TERMS: Final = 32
 # Documents fetched per wanted hit, so that a named document ranked lower by bm25 alone
 # can still be lifted into the results.
 OVERFETCH: Final = 3
 MIN_FETCH: Final = 20
 SNIPPET_CHARS: Final = 400
-PROGRESS_EVERY: Final = 50
 BUSY_TIMEOUT_S: Final = 30.0
+# The `meta` row holding the indexer's `--base-url` (JSON), read by every search.
+LINK_BASE_KEY: Final = "link_base"
 # After this many changed documents the FTS b-trees are merged, which keeps queries fast.
 OPTIMIZE_AFTER: Final = 100
 
 ProgressCallback = Callable[[int, int], None]
-"""Called with (documents looked at, documents in total) while a sync runs."""
-
-_SCHEMA: Final = (
-    """CREATE TABLE documents (
-        id INTEGER PRIMARY KEY,
-        key TEXT NOT NULL UNIQUE,
-        name TEXT NOT NULL,
-        title TEXT NOT NULL,
-        url TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        passages INTEGER NOT NULL
-    )""",
-    "CREATE VIRTUAL TABLE passages USING fts5("
-    "name, title, body, tokenize = 'porter unicode61 remove_diacritics 2')",
-)
-
-# bm25() only works in the query that runs MATCH, so the per-passage ranks are materialized
-# first; documents are ranked by their best passage, and all their matching passages come
-# back so that the snippet can be taken from the one that answers the query best.
-_SEARCH: Final = f"""
-WITH hits AS MATERIALIZED (
-    SELECT rowid >> {ROWID_BITS} AS doc_id, rowid & {MAX_PASSAGES} AS n, body,
-           bm25(passages, {NAME_WEIGHT}, {TITLE_WEIGHT}, {BODY_WEIGHT}) AS rank
-    FROM passages WHERE passages MATCH ?
-),
-top AS (SELECT doc_id, MIN(rank) AS rank FROM hits GROUP BY doc_id ORDER BY rank LIMIT ?)
-SELECT top.doc_id, d.name, d.title, d.url, top.rank, hits.n, hits.body
-FROM top JOIN hits USING (doc_id) JOIN documents AS d ON d.id = top.doc_id
-ORDER BY top.rank, top.doc_id, hits.rank
-"""
+"""Called with (documents looked at, documents in total) after each document of a sync."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +115,7 @@ class CorpusIndex:
                     log.info("search index %s has schema %s; rebuilding it", path, row[0])
                 db.execute("DROP TABLE IF EXISTS documents")
                 db.execute("DROP TABLE IF EXISTS passages")
-                for statement in _SCHEMA:
+                for statement in SCHEMA:
                     db.execute(statement)
                 db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
@@ -199,7 +162,7 @@ class CorpusIndex:
                             added += 1
                         else:
                             updated += 1
-                    if progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
+                    if progress is not None:
                         progress(done, total)
                 gone = [doc_id for key, (doc_id, _) in stored.items() if key not in seen]
                 for doc_id in gone:
@@ -258,7 +221,8 @@ class CorpusIndex:
             return []
         fetch = max(limit * OVERFETCH, MIN_FETCH)
         with self._lock:
-            rows = self._db.execute(_SEARCH, (expression, fetch)).fetchall()
+            rows = self._db.execute(SEARCH, (expression, fetch)).fetchall()
+            link = self._link_base()
         terms = key_terms(query)
         wanted = stems(terms)
         found: dict[int, _Found] = {}
@@ -277,12 +241,36 @@ class CorpusIndex:
         return [
             SearchHit(
                 title=f.title,
-                url=f.url,
+                url=f.url if link is None else link.rebase(f.url),
                 snippet=snippet(f.body, terms, limit=SNIPPET_CHARS),
                 score=round(f.score, 4),
             )
             for f in ranked
         ]
+
+    def link_base(self) -> LinkBase | None:
+        """Where results link to instead of their `file://` URLs; None when nowhere else."""
+        with self._lock:
+            return self._link_base()
+
+    def set_link_base(self, link: LinkBase | None) -> None:
+        """Make every later search (in any process) link under `link`, or drop it with None."""
+        with self._lock:
+            if link is None:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (LINK_BASE_KEY,))
+            else:
+                value = json.dumps({"prefix": link.prefix, "base": link.base})
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (LINK_BASE_KEY, value)
+                )
+
+    def _link_base(self) -> LinkBase | None:
+        # Read on every search, so a running service follows a re-run of the indexer.
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (LINK_BASE_KEY,)).fetchone()
+        if row is None:
+            return None
+        stored = json.loads(row[0])
+        return LinkBase(prefix=str(stored["prefix"]), base=str(stored["base"]))
 
     def stats(self) -> IndexStats:
         """How many documents and passages the index holds."""

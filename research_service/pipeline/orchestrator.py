@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from research_service.pipeline.context import RunContext
+from research_service.pipeline.pages import read_pages
 from research_service.pipeline.planner import plan
 from research_service.pipeline.searcher import search_all
 from research_service.pipeline.synthesizer import synthesize
 from research_service.providers.base import LLMProvider, SearchProvider, Source
+from research_service.reading import Reader
 from research_service.settings import (
+    DEFAULT_CONTEXT_CHARS,
     DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S,
     DEFAULT_LLM_TOKEN_TIMEOUT_S,
+    DEFAULT_PAGES_PER_RUN,
 )
 
 
@@ -33,6 +37,10 @@ class Pipeline:
     search_timeout_s: float
     first_token_timeout_s: float = DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S
     token_timeout_s: float = DEFAULT_LLM_TOKEN_TIMEOUT_S
+    # Web sources are read for passages when a reader is given (web search providers).
+    reader: Reader | None = None
+    pages_per_run: int = DEFAULT_PAGES_PER_RUN
+    context_chars: int = DEFAULT_CONTEXT_CHARS
 
     async def run(self, ctx: RunContext) -> Answer:
         """Plan, search, synthesize; raise on a fatal problem (the caller emits `done`)."""
@@ -49,7 +57,7 @@ class Pipeline:
                 report=ctx.reporter("searching"),
             )
 
-        registry = await search_all(
+        rounds = await search_all(
             ctx,
             self.search,
             queries,
@@ -57,7 +65,19 @@ class Pipeline:
             timeout=self.search_timeout_s,
             follow_up=follow_up,
         )
-        sources = registry.sources
+        extra: dict[str, int] = {}
+        if self.reader is not None and self.pages_per_run:
+            extra["pages"] = await read_pages(
+                ctx,
+                self.reader,
+                pages=self.pages_per_run,
+                concurrency=self.search_concurrency,
+                budget_chars=self.context_chars,
+            )
+        sources = ctx.sources
+        await ctx.phase_event(
+            "searching", "completed", sources=len(sources), rounds=rounds, **extra
+        )
         text = await synthesize(
             ctx,
             self.llm,

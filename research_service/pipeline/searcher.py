@@ -77,12 +77,13 @@ async def search_all(
     concurrency: int,
     timeout: float,
     follow_up: FollowUp | None = None,
-) -> SourceRegistry:
-    """Run the searching phase: `options.depth` rounds, each finished query a `progress` event.
+) -> int:
+    """Search `options.depth` rounds, each finished query a `progress` event; return rounds.
 
     Round 1 searches the plan. Each later round first asks `follow_up` for queries about
     what is still missing (announced as a `progress` event with `round` and `queries`);
     none means the research is complete. Each round may fill its share of `max_sources`.
+    The caller emits `searching` `completed` (pages may still be read first).
     """
     depth = ctx.options.depth if follow_up is not None else 1
     registry = SourceRegistry(limit=ctx.options.max_sources, rounds=depth, sources=ctx.sources)
@@ -119,5 +120,4 @@ async def search_all(
             code="no_sources",
             phase="searching",
         )
-    await ctx.phase_event("searching", "completed", sources=len(registry.sources), rounds=rounds)
-    return registry
+    return rounds

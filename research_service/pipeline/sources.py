@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from research_service.providers.base import SearchHit, Source
+from research_service.providers.urls import canonical_url
 
 
 class SourceRegistry:
@@ -53,10 +54,5 @@ class SourceRegistry:
 
 
 def _key(url: str) -> str:
-    """The identity of a URL for de-duplication."""
-    try:
-        from research_service.providers.urls import canonical_url  # noqa: PLC0415 - optional
-    except ImportError:  # pragma: no cover - until the URL module lands
-        return url
-    key: str = canonical_url(url)
-    return key
+    """The identity of a URL for de-duplication (scheme and host case, tracking, slash)."""
+    return canonical_url(url)

@@ -29,6 +29,20 @@ async def _local_search(settings: Settings) -> AsyncIterator[SearchProvider]:
 
 
 @asynccontextmanager
+async def _searxng_search(settings: Settings) -> AsyncIterator[SearchProvider]:
+    import aiohttp  # noqa: PLC0415 - only needed with --search searxng
+
+    from research_service.providers.searxng import SearxngSearch, client_timeout  # noqa: PLC0415
+
+    timeout = client_timeout(settings.search_timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        provider = SearxngSearch.from_settings(session, settings)
+        # An unreachable instance or one that refuses JSON is reported at start-up.
+        await provider.check()
+        yield provider
+
+
+@asynccontextmanager
 async def _openai_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
     import openai  # noqa: PLC0415 - only needed with --llm openai
 
@@ -72,7 +86,7 @@ LLMFactory = Callable[[Settings], AbstractAsyncContextManager[LLMProvider]]
 SearchFactory = Callable[[Settings], AbstractAsyncContextManager[SearchProvider]]
 
 LLM_PROVIDERS: dict[str, LLMFactory] = {"builtin": _builtin_llm, "openai": _openai_llm}
-SEARCH_PROVIDERS: dict[str, SearchFactory] = {"local": _local_search}
+SEARCH_PROVIDERS: dict[str, SearchFactory] = {"local": _local_search, "searxng": _searxng_search}
 
 
 def llm_provider(settings: Settings) -> AbstractAsyncContextManager[LLMProvider]:

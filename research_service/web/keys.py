@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from research_service.providers.base import LLMProvider, SearchProvider
+from research_service.reading import Reader
 from research_service.runs.log import EventLog
 from research_service.runs.manager import RunManager
 from research_service.settings import Settings
@@ -14,3 +15,4 @@ EVENT_LOG = web.AppKey("event_log", EventLog)
 LLM = web.AppKey("llm", LLMProvider)
 SEARCH = web.AppKey("search", SearchProvider)
 MANAGER = web.AppKey("manager", RunManager)
+READER = web.AppKey("reader", Reader)
