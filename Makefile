@@ -27,6 +27,8 @@ all: lint typecheck test
 
 bench:
 	$(PY) bench/stream_bench.py
+	$(PY) bench/relay_bench.py
+	$(PY) bench/search_bench.py
 
 serve:
 	$(VENV)/bin/research-service serve $(ARGS)

@@ -79,7 +79,7 @@ class Settings:
     store: str = field(default="memory", metadata=_opt("event-log backend", choices=STORE_CHOICES))
     corpus: Path | None = field(
         default=None,
-        metadata=_opt("folder of .md/.txt/.rst/.html files to search instead"),
+        metadata=_opt("folder of .md/.txt/.rst/.html/.pdf files to search instead"),
     )
     searxng_url: str = field(
         default=DEFAULT_SEARXNG_URL,

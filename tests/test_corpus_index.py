@@ -10,14 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pypdf import PdfWriter
+from pypdf.generic import ContentStream, DictionaryObject, NameObject
 
 from research_service.corpus.docstrings import module_title
 from research_service.corpus.documents import Document, DocumentRef
 from research_service.corpus.files import folder_documents, html_text
 from research_service.corpus.index import CorpusIndex, SyncReport, fts_query
+from research_service.corpus.links import LinkBase, base_url, folder_prefix
+from research_service.corpus.pdf import page_paragraphs
 from research_service.corpus.ranking import name_factor, passage_fit
 from research_service.corpus.stdlib import PUBLIC_NAMES, stdlib_documents
 from research_service.corpus.text import passages, stems
+from research_service.errors import ConfigError
 from research_service.providers.local_search import STDLIB_INDEX
 from tests.corpus_fixtures import FIXTURE_CORPUS, copy_corpus, stdlib_data_dir
 
@@ -203,6 +208,157 @@ def test_hidden_and_unsupported_files_are_ignored(corpus: Path) -> None:
     (corpus / ".git").mkdir()
     (corpus / ".git" / "notes.md").write_text("# git internals", encoding="utf-8")
     assert len(folder_documents(corpus)) == FIXTURE_FILES
+
+
+# --- PDF --------------------------------------------------------------------------------
+
+
+def write_pdf(path: Path, pages: list[list[str]], *, title: str | None = None) -> Path:
+    """A real PDF (pypdf's writer, Helvetica text) with one text line per item of each page.
+
+    The mtime moves on a second past any earlier version, so a rewrite always shows.
+    """
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    writer = PdfWriter()
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+        }
+    )
+    for lines in pages:
+        page = writer.add_blank_page(612, 792)
+        fonts = DictionaryObject({NameObject("/F1"): font})
+        page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): fonts})
+        shown = " 0 -14 Td ".join(f"({_pdf_string(line)}) Tj" for line in lines)
+        content = ContentStream(None, writer)
+        content.set_data(f"BT /F1 11 Tf 72 720 Td {shown} ET".encode("latin-1"))
+        page.replace_contents(content)
+    if title is not None:
+        writer.add_metadata({"/Title": title})
+    with path.open("wb") as out:
+        writer.write(out)
+    if before:
+        os.utime(path, ns=(before + 10**9, before + 10**9))
+    return path
+
+
+def _pdf_string(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+PLANTS = [
+    ["Leaf chemistry", "Chlorophyll absorbs red and blue light and reflects green,",
+     "which is why leaves look green to us.", ""],
+    ["Stomata are small pores on the underside of a leaf; they open to take in",
+     "carbon dioxide and close to save water."],
+]  # fmt: skip
+
+
+def test_pdf_text_title_and_pages_are_extracted(corpus: Path) -> None:
+    write_pdf(corpus / "plants.pdf", PLANTS, title="Notes on leaves")
+    documents = {ref.key: ref.load() for ref in folder_documents(corpus)}
+    doc = documents["plants.pdf"]
+    assert doc is not None
+    assert doc.title == "Notes on leaves"
+    assert doc.url == (corpus / "plants.pdf").resolve().as_uri()
+    assert "reflects green, which is why leaves look green to us." in doc.text  # lines joined
+    assert "open to take in carbon dioxide" in doc.text  # the second page too
+
+
+def test_pdf_without_a_title_is_named_by_its_first_line(corpus: Path) -> None:
+    write_pdf(corpus / "plants.pdf", PLANTS)
+    (ref,) = [r for r in folder_documents(corpus) if r.key == "plants.pdf"]
+    doc = ref.load()
+    assert doc is not None
+    assert doc.title == "Leaf chemistry"
+
+
+def test_pdf_is_searchable_and_follows_changes(index: CorpusIndex, corpus: Path) -> None:
+    pdf = write_pdf(corpus / "plants.pdf", PLANTS, title="Notes on leaves")
+    assert index.sync(folder_documents(corpus)) == SyncReport(added=FIXTURE_FILES + 1)
+    hits = index.search("stomata pores carbon dioxide", limit=3)
+    assert hits[0].url == pdf.resolve().as_uri()
+    assert hits[0].title == "Notes on leaves"
+    assert "Stomata are small pores" in hits[0].snippet
+    write_pdf(pdf, [["Xylem carries water up from the roots."]], title="Notes on stems")
+    report = index.sync(folder_documents(corpus))
+    assert report == SyncReport(updated=1, unchanged=FIXTURE_FILES)
+    assert urls(index, "stomata pores") == []
+    assert urls(index, "xylem roots") == [pdf.resolve().as_uri()]
+    pdf.unlink()
+    assert index.sync(folder_documents(corpus)) == SyncReport(removed=1, unchanged=FIXTURE_FILES)
+    assert urls(index, "xylem roots") == []
+
+
+def test_pdf_without_text_or_broken_is_skipped_with_a_warning(
+    index: CorpusIndex, corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_pdf(corpus / "scan.pdf", [[]])
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not really a PDF\n")
+    with caplog.at_level(logging.WARNING, logger="research_service"):
+        report = index.sync(folder_documents(corpus))
+    assert report == SyncReport(added=FIXTURE_FILES, skipped=2)
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("research_service")]
+    assert any("scan.pdf" in m and "no text layer" in m for m in messages)
+    assert any("broken.pdf" in m and "not a readable PDF" in m for m in messages)
+
+
+def test_pdf_lines_become_paragraphs() -> None:
+    page = (
+        "A long first line of a paragraph that runs across the whole width of the page\n"
+        "and goes on, with a word hyphen-\nated by the layout.\n"
+        "A second paragraph starts after a short line ending a sentence, and runs on\n"
+        "\n"
+        "after a blank line.\n"
+    )
+    assert page_paragraphs(page) == [
+        "A long first line of a paragraph that runs across the whole width of the page "
+        "and goes on, with a word hyphenated by the layout.",
+        "A second paragraph starts after a short line ending a sentence, and runs on",
+        "after a blank line.",
+    ]
+
+
+# --- links --------------------------------------------------------------------------------
+
+
+def test_a_link_base_moves_folder_urls_onto_a_site(
+    tmp_path: Path, index: CorpusIndex, corpus: Path
+) -> None:
+    (corpus / "guides" / "two words.md").write_text("# Tides\n\nThe moon pulls the sea.")
+    other = Document(key="x", title="Tide tables", url="https://elsewhere.example/t", text="tides",
+                     fingerprint="1")  # fmt: skip
+    index.sync([*folder_documents(corpus), other.ref()])
+    site = LinkBase(prefix=folder_prefix(corpus), base="https://docs.example.org/v2/")
+    index.set_link_base(site)
+    assert set(urls(index, "tides moon")) == {
+        "https://docs.example.org/v2/guides/two%20words.md",
+        "https://elsewhere.example/t",  # not under the folder: left alone
+    }
+    with CorpusIndex.open(index.path) as reopened:  # stored in the index file
+        assert reopened.link_base() == site
+        reopened.set_link_base(None)
+    assert urls(index, "moon") == [(corpus / "guides" / "two words.md").resolve().as_uri()]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("https://docs.example.org", "https://docs.example.org/"),
+     ("http://intranet/docs/v2/", "http://intranet/docs/v2/"),
+     (" https://x.example/a ", "https://x.example/a/")],
+)  # fmt: skip
+def test_base_urls_end_in_a_slash(raw: str, expected: str) -> None:
+    assert base_url(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", ["docs.example.org", "/docs", "ftp://x.example/", "https://x.example/?v=2", "https://"]
+)
+def test_base_urls_must_be_absolute_http(raw: str) -> None:
+    with pytest.raises(ConfigError, match="URL"):
+        base_url(raw)
 
 
 # --- search -----------------------------------------------------------------------------
