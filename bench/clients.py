@@ -72,17 +72,21 @@ class Listener(asyncio.Protocol):
     def body(self) -> bytes:
         """The captured response body with the chunked framing removed."""
         assert self.captured is not None, "open the listener with capture=True"
-        raw = bytes(self.captured)
-        _, _, rest = raw.partition(b"\r\n\r\n")
-        body = bytearray()
-        while rest:
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                break
-            body += rest[:size]
-            rest = rest[size + 2 :]
-        return bytes(body)
+        return dechunk(bytes(self.captured))
+
+
+def dechunk(raw: bytes) -> bytes:
+    """A captured HTTP/1.1 response's body with the chunked framing removed."""
+    _, _, rest = raw.partition(b"\r\n\r\n")
+    body = bytearray()
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        body += rest[:size]
+        rest = rest[size + 2 :]
+    return bytes(body)
 
 
 async def listen(port: int, path: str, *, capture: bool = False) -> Listener:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from clients import Control, finish, listen_many
+from clients import Control, dechunk, finish, listen_many
 from measure import percentile
 from relay_client import StampedListener, added_latency_ms, research
 from relay_procs import (
@@ -215,7 +215,7 @@ async def run(params: Params) -> tuple[Results, dict[str, Any]]:
             # The warm-up run is not counted; its stream is what the baselines replay.
             _, warm = await relay_run(server, fake, tokens=params.tokens)
             stream = tmp / "stream.sse"
-            stream.write_bytes(_body(bytes(warm.raw)))
+            stream.write_bytes(dechunk(bytes(warm.raw)))
             baselines: dict[str, tuple[Control, Proc]] = {}
             for kind in BASELINES:
                 data_dir = tmp / f"data-{kind}"
@@ -253,20 +253,6 @@ def _cpu_of(pids: list[int]) -> float:
 
 def _url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
-
-
-def _body(raw: bytes) -> bytes:
-    """A captured HTTP/1.1 response's body with the chunked framing removed."""
-    _, _, rest = raw.partition(b"\r\n\r\n")
-    body = bytearray()
-    while rest:
-        size_line, _, rest = rest.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        body += rest[:size]
-        rest = rest[size + 2 :]
-    return bytes(body)
 
 
 def summarize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from report import COLUMNS, HEADERS, Results, Row
+from report import COLUMNS, HEADERS, Results, Row, markdown_table
 
 P99_TARGET_MS: Final = 5.0
 
@@ -40,15 +40,7 @@ def render_table(results: Results, *, tokens: int) -> str:
         else:
             cells += ["-", "-", "-"]
         table.append(tuple(cells))
-    widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
-    lines = []
-    for number, line in enumerate(table):
-        first = line[0].ljust(widths[0])
-        rest = [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
-        lines.append("| " + " | ".join([first, *rest]) + " |")
-        if number == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown_table(table)
 
 
 def cpu_ratios(results: Results) -> str:

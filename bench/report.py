@@ -95,7 +95,12 @@ def render_table(results: Results, *, params: dict[str, Any]) -> str:
         else:
             cells += ["-", "-"]
         table.append(tuple(cells))
-    widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
+    return markdown_table(table)
+
+
+def markdown_table(table: list[tuple[str, ...]]) -> str:
+    """Rows as a Markdown table: the first row is the header, first column left-aligned."""
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     lines = []
     for number, line in enumerate(table):
         first = line[0].ljust(widths[0])
