@@ -69,6 +69,22 @@ async def research(server: TestServer, question: str, **options: int) -> Receive
         return await listen(client, str(server.make_url(created.json()["events_url"])))
 
 
+async def research_once(
+    fake: FakeOpenAI,
+    tmp_path: Path,
+    question: str,
+    *,
+    settings: dict[str, Any] | None = None,
+    **options: int,
+) -> Received:
+    """One run on a fresh service against `fake`, listened to until `done`."""
+    server = await serve(fake, tmp_path, **(settings or {}))
+    try:
+        return await research(server, question, **options)
+    finally:
+        await server.close()
+
+
 def phase_events(got: Received) -> list[dict[str, Any]]:
     return [json.loads(e.data) for e in got.events if e.event == "phase"]
 
@@ -78,11 +94,7 @@ async def test_full_run_plans_searches_and_streams_a_cited_answer(
 ) -> None:
     fake.script.add(Reply.json(PLAN, when=wants_json, usage=Usage(40, 12)))
     fake.script.reply(ANSWER, usage=Usage(300, 25))
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?")
     name, done = got.last
     assert name == "done"
     assert done["status"] == "completed", done
@@ -113,11 +125,7 @@ async def test_rate_limit_is_retried_and_shown_to_listeners(
     fake.script.add(Reply.json(PLAN, when=wants_json))
     fake.script.fail(rate_limited(retry_after=0.01))
     fake.script.reply(ANSWER)
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?")
     retries = [p["retrying"] for p in phase_events(got) if "retrying" in p]
     assert len(retries) == 1
     assert retries[0]["attempt"] == 2  # the attempt about to be made
@@ -131,11 +139,7 @@ async def test_budget_stops_the_answer_and_done_says_truncated(
 ) -> None:
     fake.script.add(Reply.json(PLAN, when=wants_json, usage=Usage(40, 10)))
     fake.script.reply(ANSWER, usage="auto")
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?", max_tokens=14)
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?", max_tokens=14)
     _, done = got.last
     assert done["truncated"] is True
     assert done["status"] == "completed"
@@ -209,11 +213,7 @@ async def test_transient_fault_before_the_answer_is_retried_and_the_run_complete
     fake.script.add(Reply.json(PLAN, when=wants_json))
     fake.script.fail(fault)
     fake.script.reply(ANSWER)
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?")
     (retry,) = [p["retrying"] for p in phase_events(got) if "retrying" in p]
     assert reason in retry["reason"].lower()
     _, done = got.last
@@ -231,11 +231,7 @@ async def test_stream_broken_after_tokens_fails_keeping_what_was_sent(
 ) -> None:
     fake.script.add(Reply.json(PLAN, when=wants_json))
     fake.script.reply(ANSWER, faults=[fault])
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?")
     assert got.names[-2:] == ["error", "done"]
     assert got.data(-2)["code"] == "llm_stream_broken"
     assert got.data(-2)["phase"] == "synthesizing"
@@ -251,11 +247,7 @@ async def test_stream_broken_after_tokens_fails_keeping_what_was_sent(
 async def test_non_retryable_status_fails_at_once(fake: FakeOpenAI, tmp_path: Path) -> None:
     fake.script.add(Reply.json(PLAN, when=wants_json))
     fake.script.fail(HTTPError(status=400, message="model does not exist"))
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?")
     assert got.data(-2)["code"] == "llm_bad_request"
     assert not [p for p in phase_events(got) if "retrying" in p]
     assert got.last[1]["status"] == "failed"
@@ -265,11 +257,12 @@ async def test_non_retryable_status_fails_at_once(fake: FakeOpenAI, tmp_path: Pa
 async def test_slow_first_token_times_out_with_its_code(fake: FakeOpenAI, tmp_path: Path) -> None:
     fake.script.add(Reply.json(PLAN, when=wants_json))
     answer = fake.script.reply(ANSWER, faults=[Stall(after=0)])
-    server = await serve(fake, tmp_path, llm_first_token_timeout_s=0.2)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(
+        fake,
+        tmp_path,
+        "What is the capital of France?",
+        settings={"llm_first_token_timeout_s": 0.2},
+    )
     assert got.data(-2)["code"] == "llm_first_token_timeout"
     assert got.last[1]["status"] == "failed"
     assert got.text() == ""
@@ -282,11 +275,9 @@ async def test_stall_between_tokens_times_out_keeping_what_was_sent(
 ) -> None:
     fake.script.add(Reply.json(PLAN, when=wants_json))
     fake.script.reply(ANSWER, faults=[Stall(after=4)])
-    server = await serve(fake, tmp_path, llm_token_timeout_s=0.2)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(
+        fake, tmp_path, "What is the capital of France?", settings={"llm_token_timeout_s": 0.2}
+    )
     assert got.data(-2)["code"] == "llm_token_timeout"
     _, done = got.last
     assert done["status"] == "failed"
@@ -296,11 +287,7 @@ async def test_stall_between_tokens_times_out_keeping_what_was_sent(
 async def test_reasoning_never_reaches_listeners(fake: FakeOpenAI, tmp_path: Path) -> None:
     fake.script.add(Reply.json(PLAN, when=wants_json))
     fake.script.reply(ANSWER, think="Let me think about Paris.", reasoning="secret chain")
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?")
     raw = "".join(e.data for e in got.events)
     assert "think" not in raw
     assert "secret chain" not in raw
@@ -312,11 +299,7 @@ async def test_server_without_json_schema_still_plans(fake: FakeOpenAI, tmp_path
     fake.reject_json_schema = True
     fake.script.add(Reply.json(PLAN, when=wants_json))
     fake.script.reply(ANSWER)
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?")
     planned = next(p for p in phase_events(got) if p["phase"] == "planning" and "queries" in p)
     assert planned["queries"] == PLAN["queries"]
     assert "fallback" not in planned
@@ -331,11 +314,7 @@ async def test_unusable_plan_falls_back_to_the_question_and_says_so(
     fake.script.add(Reply("I cannot make a plan, sorry.", when=wants_json))
     fake.script.add(Reply("Still no plan.", when=wants_json))
     fake.script.reply(ANSWER)
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?")
     planned = next(p for p in phase_events(got) if p["phase"] == "planning" and "queries" in p)
     assert planned["queries"] == ["What is the capital of France?"]
     assert "unusable" in planned["fallback"]
@@ -350,11 +329,7 @@ async def test_error_event_before_the_first_token_is_retried(
     fake.script.add(Reply.json(PLAN, when=wants_json))
     fake.script.reply(ANSWER, faults=[ErrorEvent(after=0)])
     fake.script.reply(ANSWER)
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?")
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?")
     assert [p["retrying"]["attempt"] for p in phase_events(got) if "retrying" in p] == [2]
     assert got.last[1]["status"] == "completed"
     assert got.text() == ANSWER
@@ -366,11 +341,7 @@ async def test_depth_two_asks_the_model_for_follow_ups(fake: FakeOpenAI, tmp_pat
         Reply.json({"queries": ["paris population"]}, when=mentions("Already searched"))
     )
     fake.script.reply(ANSWER)
-    server = await serve(fake, tmp_path)
-    try:
-        got = await research(server, "What is the capital of France?", depth=2)
-    finally:
-        await server.close()
+    got = await research_once(fake, tmp_path, "What is the capital of France?", depth=2)
     announced = [p for p in phase_events(got) if "queries" in p and p["phase"] == "searching"]
     assert announced[0]["round"] == 2
     assert announced[0]["queries"] == ["paris population"]
