@@ -11,6 +11,7 @@ from aiohttp import web
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.providers.base import LLMProvider, SearchProvider
 from research_service.providers.registry import llm_provider, search_provider
+from research_service.providers.search_retry import DEFAULT_MAX_WAIT_S as SEARCH_MAX_WAIT_S
 from research_service.reading import Reader, open_reader
 from research_service.runs.log import EventLog
 from research_service.runs.manager import RunManager
@@ -62,7 +63,9 @@ def create_app(
                 llm=app[LLM],
                 search=app[SEARCH],
                 search_concurrency=settings.search_concurrency,
-                search_timeout_s=settings.search_timeout_s,
+                # --search-timeout-s bounds one attempt; a query may take all its attempts.
+                search_timeout_s=settings.search_timeout_s * settings.search_attempts
+                + SEARCH_MAX_WAIT_S * (settings.search_attempts - 1),
                 first_token_timeout_s=settings.llm_first_token_timeout_s,
                 token_timeout_s=settings.llm_token_timeout_s,
                 reader=page_reader,

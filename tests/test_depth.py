@@ -6,6 +6,7 @@ import json
 
 import httpx
 
+from research_service.errors import LLMError
 from research_service.providers.base import Source
 from research_service.providers.builtin_llm import BuiltinLLM, follow_up_queries
 from tests.conftest import Service
@@ -124,3 +125,17 @@ async def test_snapshot_counts_searches_across_rounds(
     snapshot = (await client.get(service.url(f"/v1/runs/{run_id}"))).json()
     assert snapshot["plan"] == ["alpha", "beta", "gamma"]
     assert snapshot["searches"] == {"completed": 3, "total": 3}
+
+
+async def test_a_failing_follow_up_ends_the_rounds_not_the_run(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    async def failing_follow_up(*args: object, **kwargs: object) -> list[str]:
+        raise LLMError("the model server is down", provider="scripted")
+
+    service.llm.follow_up = failing_follow_up  # type: ignore[method-assign]
+    got = await run(service, client, depth=2)
+    failed = [e for e in searching(got) if "error" in e and "query" not in e]
+    assert failed[0]["round"] == 2
+    assert "follow-up failed" in str(failed[0]["error"])
+    assert got.last[1]["status"] == "completed"

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from research_service.events import Event
+from research_service.runs import sqlite_log
 from research_service.runs.log import EventLog
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.models import RunOptions, RunRecord
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "sqlite"]
 
 
 @pytest.fixture(params=BACKENDS)
-async def event_log(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
+async def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventLog]:
     log: EventLog
     if request.param == "memory":
         log = MemoryEventLog()
+    elif request.param == "sqlite":
+        log = await sqlite_log.open(tmp_path / "runs.sqlite3")
     else:  # pragma: no cover - each new backend adds its branch here
         raise AssertionError(request.param)
     yield log

@@ -108,3 +108,20 @@ async def test_a_query_that_times_out_is_reported_and_the_run_goes_on() -> None:
     assert errors["slow"] == "timed out after 0.05 s"
     assert errors["fast"] is None
     assert answer.sources
+
+
+def test_sources_are_one_per_canonical_url_but_fragments_stay_distinct() -> None:
+    from research_service.pipeline.sources import SourceRegistry
+    from research_service.providers.base import SearchHit
+
+    registry = SourceRegistry(limit=10, sources=[])
+    registry.start_round(queries=1)
+    added = registry.add(
+        [
+            SearchHit("a", "https://Example.org/page/?utm_source=x", "s"),
+            SearchHit("b", "https://example.org/page", "s"),
+            SearchHit("c", "https://docs.python.org/3/library/json.html#module-json", "s"),
+            SearchHit("d", "https://docs.python.org/3/library/json.html#module-json.decoder", "s"),
+        ]
+    )
+    assert [s.title for s in added] == ["a", "c", "d"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from research_service.errors import ProviderError
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.pages import read_pages
 from research_service.pipeline.planner import plan
@@ -49,13 +50,20 @@ class Pipeline:
         async def follow_up(round_number: int, asked: list[str]) -> list[str]:
             if ctx.tokens.remaining() == 0:
                 return []  # the budget is spent: no more model calls before the answer
-            return await self.llm.follow_up(
-                ctx.question,
-                ctx.sources,
-                asked=asked,
-                breadth=ctx.options.breadth,
-                report=ctx.reporter("searching"),
-            )
+            try:
+                return await self.llm.follow_up(
+                    ctx.question,
+                    ctx.sources,
+                    asked=asked,
+                    breadth=ctx.options.breadth,
+                    report=ctx.reporter("searching"),
+                )
+            except ProviderError as exc:
+                # The rounds so far found sources: answer from them rather than fail.
+                await ctx.phase_event(
+                    "searching", "progress", round=round_number, error=f"follow-up failed: {exc}"
+                )
+                return []
 
         rounds = await search_all(
             ctx,

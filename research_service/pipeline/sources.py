@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from research_service.providers.base import SearchHit, Source
 from research_service.providers.urls import canonical_url
 
@@ -54,5 +56,10 @@ class SourceRegistry:
 
 
 def _key(url: str) -> str:
-    """The identity of a URL for de-duplication (scheme and host case, tracking, slash)."""
-    return canonical_url(url)
+    """The identity of a URL for de-duplication (scheme and host case, tracking, slash).
+
+    The fragment stays part of it: a corpus may hold several documents on one page
+    (`json.html#module-json`, `json.html#module-json.decoder`).
+    """
+    fragment = urlsplit(url).fragment
+    return canonical_url(url) + (f"#{fragment}" if fragment else "")

@@ -1,0 +1,325 @@
+"""What only the SQLite event log promises: persistence, batched writes, interrupted runs."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from research_service.errors import ConfigError
+from research_service.events import Event
+from research_service.runs import sqlite_log
+from research_service.runs.models import RunOptions, RunRecord
+from research_service.runs.sqlite_log import SqliteEventLog
+
+# Long enough that only `done`, a full batch, flush() or close() can trigger a write.
+NEVER_S = 3600.0
+
+
+def record(run_id: str, created_at: float) -> RunRecord:
+    return RunRecord(run_id, f"question {run_id}", RunOptions(breadth=2, max_tokens=99), created_at)
+
+
+def event(run_id: str, seq: int, name: str = "token") -> Event:
+    data = {"status": "completed"} if name == "done" else {"text": f"piece {seq}"}
+    return Event.create(run_id, seq, name, data, t_ms=seq * 10)
+
+
+def events_on_disk(path: Path, run_id: str | None = None) -> int:
+    """Count committed events with a connection of its own, as another process would."""
+    db = sqlite3.connect(path)
+    try:
+        if run_id is None:
+            return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+        sql = "SELECT count(*) FROM events WHERE run_id = ?"
+        return int(db.execute(sql, (run_id,)).fetchone()[0])
+    finally:
+        db.close()
+
+
+async def until_written(log: SqliteEventLog) -> None:
+    """Let the writer task commit what is queued, without asking it to flush."""
+    async with asyncio.timeout(5):
+        await log.wait_written()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "runs.sqlite3"
+
+
+@pytest.fixture
+async def lazy_log(path: Path) -> AsyncIterator[SqliteEventLog]:
+    log = await sqlite_log.open(path, flush_interval_s=NEVER_S)
+    yield log
+    await log.close()
+
+
+async def test_finished_runs_survive_close_and_reopen(path: Path) -> None:
+    log = await sqlite_log.open(path)
+    rec = record("a" * 16, 1.5)
+    stored = [event(rec.id, 1), event(rec.id, 2), event(rec.id, 3, "done")]
+    await log.create_run(rec)
+    for item in stored:
+        await log.append(item)
+    await log.close()
+
+    reopened = await sqlite_log.open(path)
+    try:
+        assert await reopened.get_run(rec.id) == rec
+        assert await reopened.list_runs(limit=10) == [rec]
+        assert await reopened.read(rec.id, after=0) == stored
+        assert await reopened.read(rec.id, after=2, limit=1) == stored[2:]
+        async with asyncio.timeout(1):
+            assert await reopened.wait(rec.id, after=2, timeout=30)
+        assert not await reopened.wait(rec.id, after=3, timeout=0.01)
+        assert await reopened.interrupted_runs() == []
+    finally:
+        await reopened.close()
+
+
+async def test_appends_return_before_anything_is_written(
+    lazy_log: SqliteEventLog, path: Path
+) -> None:
+    run_id = "a" * 16
+    await lazy_log.create_run(record(run_id, 1.0))
+    for seq in range(1, 11):
+        await lazy_log.append(event(run_id, seq))
+    assert events_on_disk(path) == 0
+    assert lazy_log.unflushed == 10
+    await lazy_log.flush()
+    assert events_on_disk(path) == 10
+    assert lazy_log.unflushed == 0
+
+
+async def test_readers_get_events_before_they_are_written(
+    lazy_log: SqliteEventLog, path: Path
+) -> None:
+    run_id = "a" * 16
+    await lazy_log.create_run(record(run_id, 1.0))
+    waiter = asyncio.create_task(lazy_log.wait(run_id, after=0, timeout=30))
+    await asyncio.sleep(0)  # the waiter is waiting before the append
+    first = event(run_id, 1)
+    await lazy_log.append(first)
+    async with asyncio.timeout(1):
+        assert await waiter
+    assert await lazy_log.read(run_id, after=0) == [first]
+    assert events_on_disk(path) == 0
+
+
+async def test_a_done_is_written_without_waiting_for_the_interval(
+    lazy_log: SqliteEventLog, path: Path
+) -> None:
+    run_id = "a" * 16
+    await lazy_log.create_run(record(run_id, 1.0))
+    await lazy_log.append(event(run_id, 1))
+    await lazy_log.append(event(run_id, 2, "done"))
+    await until_written(lazy_log)
+    assert events_on_disk(path) == 2
+
+
+async def test_a_full_batch_is_written_without_waiting_for_the_interval(path: Path) -> None:
+    log = await sqlite_log.open(path, flush_interval_s=NEVER_S, flush_max_events=5)
+    try:
+        run_id = "a" * 16
+        await log.create_run(record(run_id, 1.0))
+        for seq in range(1, 6):
+            await log.append(event(run_id, seq))
+        await until_written(log)
+        assert events_on_disk(path) == 5
+    finally:
+        await log.close()
+
+
+async def test_events_are_written_within_the_flush_interval(path: Path) -> None:
+    log = await sqlite_log.open(path, flush_interval_s=0.01)
+    try:
+        run_id = "a" * 16
+        await log.create_run(record(run_id, 1.0))
+        await log.append(event(run_id, 1))
+        await until_written(log)
+        assert events_on_disk(path) == 1
+    finally:
+        await log.close()
+
+
+async def test_close_writes_what_is_queued(lazy_log: SqliteEventLog, path: Path) -> None:
+    run_id = "a" * 16
+    await lazy_log.create_run(record(run_id, 1.0))
+    await lazy_log.append(event(run_id, 1))
+    await lazy_log.close()
+    assert events_on_disk(path) == 1
+
+
+async def test_close_wakes_waiters(lazy_log: SqliteEventLog) -> None:
+    run_id = "a" * 16
+    await lazy_log.create_run(record(run_id, 1.0))
+    waiter = asyncio.create_task(lazy_log.wait(run_id, after=0, timeout=30))
+    await asyncio.sleep(0)
+    await lazy_log.close()
+    async with asyncio.timeout(1):
+        assert not await waiter
+
+
+async def test_runs_are_created_on_disk_before_create_run_returns(
+    lazy_log: SqliteEventLog, path: Path
+) -> None:
+    rec = record("a" * 16, 1.0)
+    await lazy_log.create_run(rec)
+    reader = await sqlite_log.open(path)
+    try:
+        assert await reader.get_run(rec.id) == rec
+    finally:
+        await reader.close()
+
+
+async def test_a_finished_run_leaves_memory_once_written(path: Path) -> None:
+    """With no cache, a written finished run is read back from the file, not from memory."""
+    log = await sqlite_log.open(path, cache_size=0)
+    try:
+        run_id = "a" * 16
+        await log.create_run(record(run_id, 1.0))
+        await log.append(event(run_id, 1))
+        await log.append(event(run_id, 2, "done"))
+        await log.flush()
+        assert len(await log.read(run_id, after=0)) == 2
+        db = sqlite3.connect(path)
+        with db:
+            db.execute("DELETE FROM events WHERE seq = 1")
+        db.close()
+        assert [e.seq for e in await log.read(run_id, after=0)] == [2]
+    finally:
+        await log.close()
+
+
+async def test_a_running_run_stays_in_memory_after_its_events_are_written(path: Path) -> None:
+    log = await sqlite_log.open(path, cache_size=0)
+    try:
+        run_id = "a" * 16
+        await log.create_run(record(run_id, 1.0))
+        await log.append(event(run_id, 1))
+        await log.flush()
+        db = sqlite3.connect(path)
+        with db:
+            db.execute("DELETE FROM events")
+        db.close()
+        assert len(await log.read(run_id, after=0)) == 1
+        await log.append(event(run_id, 2))
+    finally:
+        await log.close()
+
+
+async def test_interrupted_runs_are_those_without_a_done(path: Path) -> None:
+    log = await sqlite_log.open(path)
+    finished, running, queued = record("a" * 16, 1.0), record("b" * 16, 2.0), record("c" * 16, 3.0)
+    for rec in (finished, running, queued):
+        await log.create_run(rec)
+    await log.append(event(finished.id, 1, "done"))
+    await log.append(event(running.id, 1))
+    # Running in this process, so not interrupted.
+    assert await log.interrupted_runs() == []
+    await log.close()
+
+    reopened = await sqlite_log.open(path)
+    try:
+        assert await reopened.interrupted_runs() == [running, queued]
+    finally:
+        await reopened.close()
+
+
+async def test_an_interrupted_run_can_be_ended_after_a_restart(path: Path) -> None:
+    log = await sqlite_log.open(path)
+    rec = record("a" * 16, 1.0)
+    await log.create_run(rec)
+    await log.append(event(rec.id, 1))
+    await log.close()
+
+    reopened = await sqlite_log.open(path, flush_interval_s=NEVER_S)
+    try:
+        waiter = asyncio.create_task(reopened.wait(rec.id, after=1, timeout=30))
+        await asyncio.sleep(0)
+        with pytest.raises(ValueError, match="seq"):
+            await reopened.append(event(rec.id, 1))
+        await reopened.append(event(rec.id, 2, "done"))
+        async with asyncio.timeout(1):
+            assert await waiter
+        await until_written(reopened)
+        assert events_on_disk(path, rec.id) == 2
+        assert await reopened.interrupted_runs() == []
+    finally:
+        await reopened.close()
+
+
+async def test_listing_pages_through_old_and_new_runs(path: Path) -> None:
+    log = await sqlite_log.open(path)
+    old = [record(f"{n:016x}", 100.0 + n) for n in range(3)]
+    for rec in old:
+        await log.create_run(rec)
+    await log.close()
+
+    reopened = await sqlite_log.open(path)
+    try:
+        new = [record(f"{n:016x}", 100.0 + n) for n in range(3, 5)]
+        for rec in new:
+            await reopened.create_run(rec)
+        page = await reopened.list_runs(limit=3)
+        rest = await reopened.list_runs(limit=3, before=page[-1].sort_key)
+        assert page + rest == (old + new)[::-1]
+    finally:
+        await reopened.close()
+
+
+async def test_a_stored_run_id_cannot_be_created_again(path: Path) -> None:
+    log = await sqlite_log.open(path)
+    await log.create_run(record("a" * 16, 1.0))
+    await log.close()
+    reopened = await sqlite_log.open(path)
+    try:
+        with pytest.raises(ValueError, match="already exists"):
+            await reopened.create_run(record("a" * 16, 2.0))
+    finally:
+        await reopened.close()
+
+
+async def test_unknown_runs_are_none_or_key_errors(lazy_log: SqliteEventLog) -> None:
+    assert await lazy_log.get_run("f" * 16) is None
+    with pytest.raises(KeyError):
+        await lazy_log.read("f" * 16, after=0)
+    with pytest.raises(KeyError):
+        await lazy_log.append(event("f" * 16, 1))
+
+
+async def test_concurrent_readers_of_a_stored_run_all_get_its_events(path: Path) -> None:
+    log = await sqlite_log.open(path)
+    rec = record("a" * 16, 1.0)
+    await log.create_run(rec)
+    stored = [event(rec.id, seq) for seq in range(1, 4)]
+    for item in stored:
+        await log.append(item)
+    await log.close()
+
+    reopened = await sqlite_log.open(path)
+    try:
+        reads = await asyncio.gather(*(reopened.read(rec.id, after=0) for _ in range(10)))
+        assert reads == [stored] * 10
+    finally:
+        await reopened.close()
+
+
+async def test_a_file_of_another_schema_version_is_refused(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(ConfigError, match="schema version 99"):
+        await sqlite_log.open(path)
+
+
+async def test_the_file_uses_wal(lazy_log: SqliteEventLog, path: Path) -> None:
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
