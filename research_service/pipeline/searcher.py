@@ -115,8 +115,8 @@ async def search_all(
         )
     if not registry.sources:
         raise PipelineError(
-            "no source matched the question; rephrase it, or search documents that cover it "
-            "(--corpus, --search)",
+            "no source matched the question; rephrase it or point --corpus at documents "
+            "that cover it",
             code="no_sources",
             phase="searching",
         )
