@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import logging
 import sqlite3
 import sys
@@ -140,11 +141,23 @@ def _configure_logging(level: str) -> None:
     )
 
 
+async def _freeze_startup_objects(app: web.Application) -> None:
+    """Move what start-up built (imports, the providers) out of the collector's reach.
+
+    Runs after the providers opened. Without it every full collection re-scans ~100,000
+    long-lived objects (the openai, pydantic and HTTP client imports): 85-100 ms pauses in
+    the middle of streams, measured by the relay benchmark.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def serve(settings: Settings) -> None:
     """Serve the API until interrupted."""
     _configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
+    app.on_startup.append(_freeze_startup_objects)
     web.run_app(
         app,
         host=settings.host,
