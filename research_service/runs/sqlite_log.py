@@ -213,6 +213,7 @@ class SqliteEventLog:
             run = await self._find(event.run_id)
             if run is None:
                 raise KeyError(event.run_id)
+            self._check_open()  # the log may have closed while the run was read back
             # A stored run written to again (an interrupted run being ended): live once more.
             self._cache.pop(event.run_id, None)
             self._live[event.run_id] = run
