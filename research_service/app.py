@@ -13,6 +13,7 @@ from research_service.providers.base import LLMProvider, SearchProvider
 from research_service.providers.registry import llm_provider, search_provider
 from research_service.providers.search_retry import DEFAULT_MAX_WAIT_S as SEARCH_MAX_WAIT_S
 from research_service.reading import Reader, open_reader
+from research_service.runs import sqlite_log
 from research_service.runs.log import EventLog
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
@@ -23,6 +24,9 @@ from research_service.web.problems import problem_middleware
 from research_service.web.validation import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
+
+#: The SQLite run store under --data-dir (with --store sqlite).
+RUN_STORE_FILE = "runs.sqlite3"
 
 
 def create_app(
@@ -52,7 +56,12 @@ def create_app(
             else:
                 search_ = search
             app[LLM], app[SEARCH] = llm_, search_
-            app[EVENT_LOG] = MemoryEventLog() if event_log is None else event_log
+            if event_log is not None:
+                app[EVENT_LOG] = event_log
+            elif settings.store == "sqlite":
+                app[EVENT_LOG] = await sqlite_log.open(settings.data_dir / RUN_STORE_FILE)
+            else:
+                app[EVENT_LOG] = MemoryEventLog()
             page_reader = reader
             # Web results are read for their passages; a local corpus already has them.
             if page_reader is None and settings.search != "local" and settings.pages_per_run:
@@ -80,6 +89,10 @@ def create_app(
                 max_tokens_per_run=settings.max_tokens_per_run,
                 run_deadline_s=settings.run_deadline_s,
             )
+            store = app[EVENT_LOG]
+            if isinstance(store, sqlite_log.SqliteEventLog):
+                # Runs a stopped process left open end properly, so their streams finish.
+                await app[MANAGER].end_interrupted(await store.interrupted_runs())
             log.info("research-service ready: llm=%s search=%s", app[LLM].name, app[SEARCH].name)
             yield
             await app[EVENT_LOG].close()

@@ -40,7 +40,7 @@ DEFAULT_FETCH_MAX_BYTES: Final = 2 * 1024 * 1024
 DEFAULT_FETCH_MAX_REDIRECTS: Final = 5
 DEFAULT_PAGES_PER_RUN: Final = 8
 DEFAULT_CONTEXT_CHARS: Final = 12_000
-STORE_CHOICES: Final = ("memory",)
+STORE_CHOICES: Final = ("memory", "sqlite")
 
 
 def default_data_dir() -> Path:

@@ -154,6 +154,34 @@ class RunManager:
             if run.listeners == 0:
                 self._arm_abandon(run)
 
+    async def end_interrupted(self, records: list[RunRecord]) -> None:
+        """End runs a stopped process left without `done`: `error` interrupted, `done` failed."""
+        message = "the service stopped during the run; ask again"
+        for record in records:
+            events = await self.log.read(record.id, after=0)
+            state = RunState.fold(events)
+            now = state.last_t_ms
+            error = {"code": "interrupted", "message": message}
+            for name, data in (
+                ("error", {**error, "phase": state.phase}),
+                (
+                    "done",
+                    {
+                        "status": "failed",
+                        "answer": state.answer,
+                        "sources": state.sources,
+                        "timings_ms": state.timings(now_ms=now),
+                        "error": error,
+                        "usage": None,
+                        "truncated": False,
+                    },
+                ),
+            ):
+                event = Event.create(record.id, state.event_count + 1, name, data, t_ms=now)
+                state.apply(event, data)
+                await self.log.append(event)
+            log.warning("run %s was interrupted by a restart; marked failed", record.id)
+
     async def shutdown(self) -> None:
         """Cancel every live run and wait until each has written its `done`."""
         tasks = [run.task for run in self._live.values() if run.task is not None]
