@@ -47,43 +47,26 @@ def create_app(
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            if llm is None:
-                llm_ = await stack.enter_async_context(llm_provider(settings))
-            else:
-                llm_ = llm
-            if search is None:
-                search_ = await stack.enter_async_context(search_provider(settings))
-            else:
-                search_ = search
-            app[LLM], app[SEARCH] = llm_, search_
-            if event_log is not None:
-                app[EVENT_LOG] = event_log
-            elif settings.store == "sqlite":
-                app[EVENT_LOG] = await sqlite_log.open(settings.data_dir / RUN_STORE_FILE)
-            else:
-                app[EVENT_LOG] = MemoryEventLog()
+            app[LLM] = (
+                llm if llm is not None else await stack.enter_async_context(llm_provider(settings))
+            )
+            app[SEARCH] = (
+                search
+                if search is not None
+                else await stack.enter_async_context(search_provider(settings))
+            )
+            app[EVENT_LOG] = (
+                event_log if event_log is not None else await _open_event_log(settings, stack)
+            )
             page_reader = reader
             # Web results are read for their passages; a local corpus already has them.
             if page_reader is None and settings.search != "local" and settings.pages_per_run:
                 page_reader = await stack.enter_async_context(open_reader(settings))
             if page_reader is not None:
                 app[READER] = page_reader
-            pipeline = Pipeline(
-                llm=app[LLM],
-                search=app[SEARCH],
-                search_concurrency=settings.search_concurrency,
-                # --search-timeout-s bounds one attempt; a query may take all its attempts.
-                search_timeout_s=settings.search_timeout_s * settings.search_attempts
-                + SEARCH_MAX_WAIT_S * (settings.search_attempts - 1),
-                first_token_timeout_s=settings.llm_first_token_timeout_s,
-                token_timeout_s=settings.llm_token_timeout_s,
-                reader=page_reader,
-                pages_per_run=settings.pages_per_run,
-                context_chars=settings.context_chars,
-            )
             app[MANAGER] = RunManager(
                 log=app[EVENT_LOG],
-                pipeline=pipeline,
+                pipeline=_pipeline(settings, app[LLM], app[SEARCH], page_reader),
                 max_active_runs=settings.max_active_runs,
                 abandon_after_s=settings.abandon_after_s,
                 max_tokens_per_run=settings.max_tokens_per_run,
@@ -95,7 +78,6 @@ def create_app(
                 await app[MANAGER].end_interrupted(await store.interrupted_runs())
             log.info("research-service ready: llm=%s search=%s", app[LLM].name, app[SEARCH].name)
             yield
-            await app[EVENT_LOG].close()
 
     async def finish_runs(app: web.Application) -> None:
         # Runs end with a proper `done` before listeners are closed.
@@ -106,3 +88,33 @@ def create_app(
     app.on_shutdown.append(finish_runs)
     setup_routes(app)
     return app
+
+
+async def _open_event_log(settings: Settings, stack: AsyncExitStack) -> EventLog:
+    """The run store `--store` names, closed (flushed) when the app stops."""
+    store: EventLog
+    if settings.store == "sqlite":
+        store = await sqlite_log.open(settings.data_dir / RUN_STORE_FILE)
+    else:
+        store = MemoryEventLog()
+    stack.push_async_callback(store.close)
+    return store
+
+
+def _pipeline(
+    settings: Settings, llm: LLMProvider, search: SearchProvider, reader: Reader | None
+) -> Pipeline:
+    """The pipeline every run of this app executes."""
+    return Pipeline(
+        llm=llm,
+        search=search,
+        search_concurrency=settings.search_concurrency,
+        # --search-timeout-s bounds one attempt; a query may take all its attempts.
+        search_timeout_s=settings.search_timeout_s * settings.search_attempts
+        + SEARCH_MAX_WAIT_S * (settings.search_attempts - 1),
+        first_token_timeout_s=settings.llm_first_token_timeout_s,
+        token_timeout_s=settings.llm_token_timeout_s,
+        reader=reader,
+        pages_per_run=settings.pages_per_run,
+        context_chars=settings.context_chars,
+    )
