@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import functools
 import gc
 import logging
+import math
 import sqlite3
 import sys
 from collections.abc import Collection, Iterator, Sequence
@@ -17,13 +19,16 @@ from typing import Any, Final
 from aiohttp import web
 
 from research_service import __version__
-from research_service.app import create_app
+from research_service.app import RUN_STORE_FILE, create_app
 from research_service.corpus.files import SUFFIXES
 from research_service.corpus.indexer import index_folder, summary
 from research_service.corpus.links import base_url
 from research_service.corpus.progress import ProgressLine
 from research_service.errors import ConfigError
 from research_service.providers.local_search import corpus_index_path
+from research_service.recordings.export import ExportError, download, from_store
+from research_service.recordings.format import RecordingError
+from research_service.recordings.replay import DEFAULT_SPEED, INSTANT, load_recordings, replay_app
 from research_service.settings import Settings, env_name, field_type, flag_name, parse_value
 
 EXIT_INTERRUPTED: Final = 130
@@ -96,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _settings_flags(serve)
     _index_parser(commands)
+    _export_parser(commands)
+    _replay_parser(commands)
     return parser
 
 
@@ -133,6 +140,66 @@ def _index_parser(commands: Any) -> None:
     index.add_argument(
         "-q", "--quiet", action="store_true", help="no progress, only warnings and the summary"
     )
+
+
+def _parse_speed(raw: str) -> float:
+    try:
+        speed = float(raw)
+    except ValueError:
+        speed = math.nan
+    if not 0 < speed < math.inf:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a speed; pass a number > 0, e.g. 2")
+    return speed
+
+
+def _replay_parser(commands: Any) -> None:
+    """The `replay` sub-command's flags."""
+    replay = commands.add_parser(
+        "replay",
+        help="serve recorded runs through the HTTP API",
+        description="Serve the runs recorded in FILE... (made by `research-service export` or "
+        "GET /v1/runs/{id}/recording) through the same HTTP API and event stream as `serve`, "
+        "under their recorded run ids, so event ids match the recording. Each run plays from "
+        "when the server starts, at its recorded pace times --speed; a listener that comes "
+        "later gets what has been played, then the rest live, and resumes with Last-Event-ID "
+        "as usual. Nothing new runs: creating a run (POST /v1/runs, or GET /v1/research "
+        "without Last-Event-ID) or cancelling one answers 409 problem+json `replay-only`. "
+        "A file that is not a valid recording stops the command with its line and why (exit 2).",
+    )
+    replay.add_argument("recordings", metavar="FILE", type=Path, nargs="+", help="a recording")
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--speed",
+        type=_parse_speed,
+        default=DEFAULT_SPEED,
+        metavar="X",
+        help=f"play at X times the recorded pace (default: {DEFAULT_SPEED:g})",
+    )
+    pace.add_argument(
+        "--instant", action="store_true", help="every event is there from the first request"
+    )
+    _settings_flags(
+        replay, only={"host", "port", "heartbeat_s", "retry_ms", "write_timeout_s", "log_level"}
+    )
+
+
+def replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve recordings until interrupted."""
+    try:
+        recordings = load_recordings(args.recordings)
+    except RecordingError as exc:
+        print(f"research-service: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    app = replay_app(settings, recordings, speed=INSTANT if args.instant else args.speed)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        handler_cancellation=True,
+        print=lambda msg: logging.getLogger("research_service").info("%s", msg.strip()),
+    )
+    return 0
 
 
 def _configure_logging(level: str) -> None:
@@ -222,6 +289,54 @@ def index(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _export_parser(commands: Any) -> None:
+    """The `export` sub-command's flags."""
+    export = commands.add_parser(
+        "export",
+        help="write the recording of a finished run",
+        description="Write the recording of a finished run (JSON Lines, see docs/recordings.md), "
+        "read from the run store a `serve --store sqlite` keeps in the data folder, or "
+        "downloaded from a running service with --server.",
+    )
+    export.add_argument("run_id", metavar="RUN_ID", help="the run's id")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="file to write (default, or -: stdout)"
+    )
+    export.add_argument(
+        "--server",
+        metavar="URL",
+        help="download from the service at URL (e.g. http://127.0.0.1:8080) instead",
+    )
+    _settings_flags(export, only={"data_dir"})
+
+
+def export(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the recording of a finished run to a file or stdout."""
+    try:
+        if args.server is not None:
+            text = asyncio.run(download(args.server, args.run_id))
+        else:
+            text = asyncio.run(from_store(settings.data_dir / RUN_STORE_FILE, args.run_id))
+    except ExportError as exc:
+        print(f"research-service: {exc}", file=sys.stderr)
+        return 2
+    if args.output in (None, "-"):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode())
+        sys.stdout.buffer.flush()
+        return 0
+    try:
+        Path(args.output).write_bytes(text.encode())
+    except OSError as exc:
+        print(f"research-service: cannot write {args.output} ({exc.strerror})", file=sys.stderr)
+        return 1
+    print(
+        f"research-service: wrote the recording of run {args.run_id} to {args.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
@@ -235,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(settings)
         elif args.command == "index":
             return index(args, settings)
+        elif args.command == "export":
+            return export(args, settings)
+        elif args.command == "replay":
+            return replay(args, settings)
     except ConfigError as exc:
         print(f"research-service: {exc}", file=sys.stderr)
         return 2

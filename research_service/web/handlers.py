@@ -8,6 +8,7 @@ from aiohttp import web
 
 from research_service.errors import InvalidEventId, NotFound
 from research_service.events import dumps, is_run_id
+from research_service.recordings import finished_recording
 from research_service.runs.models import RunRecord
 from research_service.web import validation
 from research_service.web.keys import MANAGER
@@ -115,6 +116,21 @@ async def research(request: web.Request) -> web.StreamResponse:
     return await stream(request, run_id=resumed.id, after=after, ended=ended)
 
 
+async def get_recording(request: web.Request) -> web.Response:
+    """`GET /v1/runs/{id}/recording`: the finished run as a recording (docs/recordings.md)."""
+    validation.known_params(request.query)
+    manager = request.app[MANAGER]
+    record = await manager.get(_run_id(request))
+    body = finished_recording(record, await manager.log.read(record.id, after=0))
+    disposition = f'attachment; filename="research-{record.id}.jsonl"'
+    return web.Response(
+        body=body.encode(),
+        content_type="application/x-ndjson",
+        charset="utf-8",
+        headers={"Content-Disposition": disposition},
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     """`GET /healthz`: the process is up and serving."""
     validation.known_params(request.query)
@@ -128,5 +144,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/runs/{run_id}", get_run, allow_head=False)
     app.router.add_get("/v1/runs/{run_id}/events", run_events, allow_head=False)
     app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run)
+    app.router.add_get("/v1/runs/{run_id}/recording", get_recording, allow_head=False)
     app.router.add_get("/v1/research", research, allow_head=False)
     app.router.add_get("/healthz", healthz)

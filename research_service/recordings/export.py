@@ -1,0 +1,116 @@
+"""A finished run's recording, from an event log, a run store file or a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+
+from research_service.errors import RequestError, ResearchError
+from research_service.events import Event, is_run_id
+from research_service.recordings.format import RecordingError, dump_recording, parse_recording
+from research_service.runs import sqlite_log
+from research_service.runs.models import RunRecord
+
+DOWNLOAD_CONNECT_TIMEOUT_S: Final = 10.0
+DOWNLOAD_READ_TIMEOUT_S: Final = 60.0
+
+
+class RunNotFinished(RequestError):
+    """The run has no `done` event yet, so there is no recording of it."""
+
+    status = 409
+    slug = "run-not-finished"
+    title = "Run not finished"
+
+
+class ExportError(ResearchError):
+    """`research-service export` cannot get the recording; the message says why."""
+
+    code = "export"
+
+
+def finished_recording(record: RunRecord, events: Sequence[Event]) -> str:
+    """The recording of a finished run; RunNotFinished when its last event is not `done`."""
+    if not events or not events[-1].is_final:
+        raise RunNotFinished(
+            f"run {record.id} has not finished; wait for its done event, then ask again"
+        )
+    return dump_recording(record, events)
+
+
+async def from_store(path: Path, run_id: str) -> str:
+    """The recording of run `run_id` from the SQLite run store file at `path`."""
+    if not await asyncio.to_thread(path.is_file):
+        raise ExportError(
+            f"no run store at {path}; runs are only kept with --store sqlite (pass the "
+            "--data-dir the service used, or --server URL to ask the running service)"
+        )
+    if not is_run_id(run_id):
+        raise ExportError(f"{run_id!r} is not a run id; run ids are 16 lowercase hex characters")
+    try:
+        store = await sqlite_log.open(path)
+        try:
+            record = await store.get_run(run_id)
+            events = [] if record is None else await store.read(run_id, after=0)
+        finally:
+            await store.close()
+    except sqlite3.Error as exc:
+        raise ExportError(
+            f"cannot read the run store {path} ({exc}); is it a research-service run store?"
+        ) from None
+    if record is None:
+        raise ExportError(
+            f"no run {run_id} in the run store {path}; list its runs with GET /v1/runs"
+        )
+    try:
+        return finished_recording(record, events)
+    except RunNotFinished as exc:
+        raise ExportError(
+            f"{exc.detail} (a run left open by a stopped service ends when it starts again)"
+        ) from None
+
+
+async def download(server: str, run_id: str) -> str:
+    """The recording of run `run_id` from the service at `server` (its base URL)."""
+    url = f"{server.rstrip('/')}/v1/runs/{run_id}/recording"
+    timeout = aiohttp.ClientTimeout(
+        sock_connect=DOWNLOAD_CONNECT_TIMEOUT_S, sock_read=DOWNLOAD_READ_TIMEOUT_S
+    )
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url) as response,
+        ):
+            body = await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ExportError(
+            f"cannot download {url} ({reason}); is `research-service serve` running at {server}?"
+        ) from None
+    if status != 200:
+        raise ExportError(f"{url} answered {status}: {_detail(body)}")
+    try:
+        text = body.decode("utf-8")
+        parse_recording(text, source=url)
+    except (UnicodeDecodeError, RecordingError) as exc:
+        raise ExportError(f"{url} did not answer with a recording ({exc})") from None
+    return text
+
+
+def _detail(body: bytes) -> str:
+    """The `detail` of a problem+json body, else the body itself (shortened)."""
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        problem = None
+    detail = problem.get("detail") if isinstance(problem, dict) else None
+    if isinstance(detail, str):
+        return detail
+    return body.decode("utf-8", "replace")[:200] or "an empty body"

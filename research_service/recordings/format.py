@@ -1,0 +1,293 @@
+"""The recording format: a finished run as JSON Lines, written and read back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, NoReturn, get_args
+
+from research_service import __version__
+from research_service.errors import ResearchError
+from research_service.events import FINAL_STATUSES, Event, EventName, dumps, is_run_id
+from research_service.runs.models import (
+    BREADTH_RANGE,
+    DEPTH_RANGE,
+    MAX_SOURCES_RANGE,
+    MAX_TOKENS_RANGE,
+    RunOptions,
+    RunRecord,
+)
+
+FORMAT_NAME: Final = "research-service-recording"
+#: The version this release writes.
+FORMAT_VERSION: Final = 1
+#: The versions this release reads.
+SUPPORTED_VERSIONS: Final = frozenset({1})
+EVENT_NAMES: Final[frozenset[str]] = frozenset(get_args(EventName))
+HEADER_FIELDS: Final = (
+    "format",
+    "version",
+    "run_id",
+    "question",
+    "options",
+    "created_at",
+    "service_version",
+)
+_OPTION_RANGES: Final = {
+    "breadth": BREADTH_RANGE,
+    "max_sources": MAX_SOURCES_RANGE,
+    "depth": DEPTH_RANGE,
+    "max_tokens": MAX_TOKENS_RANGE,
+}
+
+
+class RecordingError(ResearchError):
+    """A recording cannot be read: `line` (1-based, None for the whole file) says where."""
+
+    code = "recording"
+
+    def __init__(self, reason: str, *, source: str, line: int | None) -> None:
+        where = source if line is None else f"{source}, line {line}"
+        super().__init__(f"{where}: {reason}")
+        self.source = source
+        self.line = line
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """One event of a recording, as its line states it."""
+
+    seq: int
+    event: str
+    data: dict[str, Any]
+    t_ms: int
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A parsed recording: its header line and its events in seq order, the last one `done`."""
+
+    header: dict[str, Any]
+    events: list[RecordedEvent]
+
+    @property
+    def run_id(self) -> str:
+        """The recorded run's id."""
+        run_id: str = self.header["run_id"]
+        return run_id
+
+    @property
+    def question(self) -> str:
+        """The recorded run's question."""
+        question: str = self.header["question"]
+        return question
+
+    @property
+    def options(self) -> RunOptions:
+        """The recorded run's options."""
+        return RunOptions(**self.header["options"])
+
+    def record(self) -> RunRecord:
+        """The run record the recording was made from (created_at to the millisecond)."""
+        created = datetime.fromisoformat(self.header["created_at"]).timestamp()
+        return RunRecord(self.run_id, self.question, self.options, created)
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def header(record: RunRecord) -> dict[str, Any]:
+    """The header line's object for `record`."""
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "run_id": record.id,
+        "question": record.question,
+        "options": record.options.to_dict(),
+        "created_at": record.created_iso,
+        "service_version": __version__,
+    }
+
+
+def recording_lines(record: RunRecord, events: Sequence[Event]) -> Iterator[str]:
+    """The recording of `record` and its `events`, one newline-terminated line at a time."""
+    yield dumps(header(record)) + "\n"
+    for event in events:
+        line = {"seq": event.seq, "event": event.name, "data": event.data, "t_ms": event.t_ms}
+        yield dumps(line) + "\n"
+
+
+def dump_recording(record: RunRecord, events: Sequence[Event]) -> str:
+    """The whole recording of `record` and its `events` as text."""
+    return "".join(recording_lines(record, events))
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def load_recording(path: Path) -> Recording:
+    """Read and check the recording file at `path`."""
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise RecordingError(
+            f"cannot read the file ({reason}); pass a recording made by `research-service "
+            "export` or GET /v1/runs/{id}/recording",
+            source=source,
+            line=None,
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RecordingError(
+            f"not UTF-8 (byte {raw[exc.start]:#04x}); recordings are UTF-8 text",
+            source=source,
+            line=line,
+        ) from None
+    return parse_recording(text, source=source)
+
+
+def parse_recording(text: str, *, source: str = "<recording>") -> Recording:
+    """Parse and check a recording's text; RecordingError names the line and what is wrong."""
+    # Split on "\n" only: str.splitlines() would also split on U+2028 and friends, which
+    # compact JSON written with ensure_ascii=False leaves raw inside strings.
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    if not lines:
+        _fail(source, 1, "the file is empty; a recording starts with its header line")
+    head = _header(_object(lines[0], source=source, line=1), source=source)
+    events: list[RecordedEvent] = []
+    for number, raw in enumerate(lines[1:], start=2):
+        obj = _object(raw, source=source, line=number)
+        events.append(_event(obj, previous=events[-1] if events else None, at=(source, number)))
+    if not events or events[-1].event != "done":
+        last = len(lines)
+        _fail(
+            source,
+            last,
+            f"the recording ends at line {last} without a done event; a recording holds a "
+            "finished run, export it again once the run has ended",
+        )
+    return Recording(head, events)
+
+
+def _fail(source: str, line: int, reason: str) -> NoReturn:
+    raise RecordingError(reason, source=source, line=line)
+
+
+def _object(raw: str, *, source: str, line: int) -> dict[str, Any]:
+    if not raw.strip():
+        _fail(source, line, "blank line; every line is one JSON object")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        _fail(source, line, f"not JSON ({exc.msg} at column {exc.colno})")
+    if not isinstance(value, dict):
+        _fail(source, line, f"a JSON {_kind(value)}, not an object; every line is one object")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {list: "array", str: "string", int: "number", float: "number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _require(obj: Mapping[str, Any], name: str, kind: type, *, source: str, line: int) -> Any:
+    """`obj[name]`, which must be there and be a `kind` (never a bool for int)."""
+    if name not in obj:
+        _fail(source, line, f"missing field {name!r}")
+    value = obj[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        expected = {int: "an integer", str: "a string", dict: "an object"}[kind]
+        _fail(source, line, f"field {name!r} must be {expected}, not a {_kind(value)}")
+    return value
+
+
+def _header(obj: dict[str, Any], *, source: str) -> dict[str, Any]:
+    def need(name: str, kind: type) -> Any:
+        return _require(obj, name, kind, source=source, line=1)
+
+    name = obj.get("format")
+    if name != FORMAT_NAME:
+        shown = "missing" if name is None else repr(name)
+        _fail(
+            source,
+            1,
+            f"field 'format' is {shown}, not {FORMAT_NAME!r}; the first line must be a "
+            "recording header",
+        )
+    version = need("version", int)
+    if version not in SUPPORTED_VERSIONS:
+        supported = ", ".join(map(str, sorted(SUPPORTED_VERSIONS)))
+        _fail(
+            source,
+            1,
+            f"unsupported version {version}; this release ({__version__}) reads version "
+            f"{supported}",
+        )
+    if not is_run_id(need("run_id", str)):
+        _fail(source, 1, "field 'run_id' must be 16 lowercase hex characters")
+    if not need("question", str).strip():
+        _fail(source, 1, "field 'question' is blank")
+    _options(need("options", dict), source=source)
+    created = need("created_at", str)
+    try:
+        moment = datetime.fromisoformat(created)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        _fail(source, 1, f"field 'created_at' is {created!r}, not an RFC 3339 time with offset")
+    need("service_version", str)
+    return obj
+
+
+def _options(options: dict[str, Any], *, source: str) -> None:
+    known = {f.name for f in fields(RunOptions)}
+    for key, value in options.items():
+        if key not in known:
+            _fail(source, 1, f"field 'options' has unknown option {key!r}; known: {sorted(known)}")
+        low, high = _OPTION_RANGES[key]
+        if type(value) is not int or not low <= value <= high:
+            _fail(source, 1, f"field 'options.{key}' must be an integer from {low} to {high}")
+
+
+def _event(
+    obj: dict[str, Any], *, previous: RecordedEvent | None, at: tuple[str, int]
+) -> RecordedEvent:
+    source, line = at
+
+    def need(name: str, kind: type) -> Any:
+        return _require(obj, name, kind, source=source, line=line)
+
+    if previous is not None and previous.event == "done":
+        _fail(source, line, f"an event after done (line {line - 1}); done is always the last")
+    seq = need("seq", int)
+    expected = 1 if previous is None else previous.seq + 1
+    if seq != expected:
+        _fail(source, line, f"seq is {seq}, expected {expected}; seq counts up from 1 without gaps")
+    name = need("event", str)
+    if name not in EVENT_NAMES:
+        _fail(source, line, f"unknown event {name!r}; events are {', '.join(sorted(EVENT_NAMES))}")
+    data = need("data", dict)
+    t_ms = need("t_ms", int)
+    if t_ms < 0:
+        _fail(source, line, f"t_ms is {t_ms}; it counts milliseconds since the run started")
+    if previous is not None and t_ms < previous.t_ms:
+        _fail(source, line, f"t_ms goes back from {previous.t_ms} to {t_ms}; it never decreases")
+    if name == "done" and data.get("status") not in FINAL_STATUSES:
+        statuses = ", ".join(sorted(FINAL_STATUSES))
+        _fail(source, line, f"field 'data.status' of done must be one of {statuses}")
+    return RecordedEvent(seq, name, data, t_ms)
