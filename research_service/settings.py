@@ -22,7 +22,7 @@ DEFAULT_MAX_ACTIVE_RUNS: Final = 32
 DEFAULT_SEARCH_CONCURRENCY: Final = 4
 DEFAULT_SEARCH_TIMEOUT_S: Final = 10.0
 DEFAULT_TOKEN_DELAY_MS: Final = 15.0
-LLM_CHOICES: Final = ("builtin", "openai")
+LLM_CHOICES: Final = ("builtin", "openai", "replay")
 DEFAULT_MODEL: Final = "gpt-4o-mini"
 DEFAULT_LLM_MAX_ATTEMPTS: Final = 4
 DEFAULT_LLM_MAX_WAIT_S: Final = 20.0
@@ -31,7 +31,7 @@ DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S: Final = 60.0
 DEFAULT_LLM_TOKEN_TIMEOUT_S: Final = 30.0
 DEFAULT_RUN_DEADLINE_S: Final = 600.0
 DEFAULT_MAX_TOKENS_PER_RUN: Final = 16_000
-SEARCH_CHOICES: Final = ("local", "searxng")
+SEARCH_CHOICES: Final = ("local", "searxng", "replay")
 TIME_RANGES: Final = ("", "day", "week", "month", "year")
 DEFAULT_SEARXNG_URL: Final = "http://127.0.0.1:8888"
 DEFAULT_SEARCH_ATTEMPTS: Final = 3
@@ -80,6 +80,18 @@ class Settings:
     corpus: Path | None = field(
         default=None,
         metadata=_opt("folder of .md/.txt/.rst/.html/.pdf files to search instead"),
+    )
+    record_providers: Path | None = field(
+        default=None,
+        metadata=_opt(
+            "folder to save every model and search exchange of each run to (cassettes)", kind=Path
+        ),
+    )
+    cassettes: Path | None = field(
+        default=None,
+        metadata=_opt(
+            "folder of cassettes that --llm replay / --search replay answer from", kind=Path
+        ),
     )
     searxng_url: str = field(
         default=DEFAULT_SEARXNG_URL,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
 
 from research_service.errors import ConfigError
 from research_service.providers.base import LLMProvider, SearchProvider
@@ -82,29 +84,82 @@ async def _openai_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
         await provider.close()
 
 
+@asynccontextmanager
+async def _replay_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
+    from research_service.providers.cassettes import Cassette, ReplayLLM  # noqa: PLC0415
+
+    yield ReplayLLM(Cassette.load(settings.cassettes))
+
+
+@asynccontextmanager
+async def _replay_search(settings: Settings) -> AsyncIterator[SearchProvider]:
+    from research_service.providers.cassettes import Cassette, ReplaySearch  # noqa: PLC0415
+
+    yield ReplaySearch(Cassette.load(settings.cassettes))
+
+
 LLMFactory = Callable[[Settings], AbstractAsyncContextManager[LLMProvider]]
 SearchFactory = Callable[[Settings], AbstractAsyncContextManager[SearchProvider]]
 
-LLM_PROVIDERS: dict[str, LLMFactory] = {"builtin": _builtin_llm, "openai": _openai_llm}
-SEARCH_PROVIDERS: dict[str, SearchFactory] = {"local": _local_search, "searxng": _searxng_search}
+LLM_PROVIDERS: dict[str, LLMFactory] = {
+    "builtin": _builtin_llm,
+    "openai": _openai_llm,
+    "replay": _replay_llm,
+}
+SEARCH_PROVIDERS: dict[str, SearchFactory] = {
+    "local": _local_search,
+    "searxng": _searxng_search,
+    "replay": _replay_search,
+}
+
+P = TypeVar("P", LLMProvider, SearchProvider)
+
+
+@asynccontextmanager
+async def _recorded(
+    settings: Settings,
+    opened: AbstractAsyncContextManager[P],
+    wrap: Callable[[P, Path], P],
+) -> AsyncIterator[P]:
+    """The opened provider, wrapped in a cassette recorder when --record-providers is set."""
+    async with opened as provider:
+        folder = settings.record_providers
+        yield provider if folder is None else wrap(provider, folder)
+
+
+def _record_llm(provider: LLMProvider, folder: Path) -> LLMProvider:
+    from research_service.providers.cassettes import CassetteWriter, RecordingLLM  # noqa: PLC0415
+
+    return RecordingLLM(provider, CassetteWriter(folder))
+
+
+def _record_search(provider: SearchProvider, folder: Path) -> SearchProvider:
+    from research_service.providers.cassettes import (  # noqa: PLC0415
+        CassetteWriter,
+        RecordingSearch,
+    )
+
+    return RecordingSearch(provider, CassetteWriter(folder))
 
 
 def llm_provider(settings: Settings) -> AbstractAsyncContextManager[LLMProvider]:
     """Open the LLM provider named by `settings.llm`."""
     try:
-        return LLM_PROVIDERS[settings.llm](settings)
+        factory = LLM_PROVIDERS[settings.llm]
     except KeyError:
         raise ConfigError(
             f"unknown LLM provider {settings.llm!r}; choose one of {', '.join(LLM_PROVIDERS)}"
         ) from None
+    return _recorded(settings, factory(settings), _record_llm)
 
 
 def search_provider(settings: Settings) -> AbstractAsyncContextManager[SearchProvider]:
     """Open the search provider named by `settings.search`."""
     try:
-        return SEARCH_PROVIDERS[settings.search](settings)
+        search_factory = SEARCH_PROVIDERS[settings.search]
     except KeyError:
         raise ConfigError(
             f"unknown search provider {settings.search!r}; "
             f"choose one of {', '.join(SEARCH_PROVIDERS)}"
         ) from None
+    return _recorded(settings, search_factory(settings), _record_search)

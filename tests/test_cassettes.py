@@ -1,0 +1,122 @@
+"""Provider cassettes: a recorded run replays to the same answer; an unrecorded request says so."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp.test_utils import TestServer
+
+from research_service.app import create_app
+from research_service.errors import ConfigError
+from research_service.providers.cassettes import CASSETTE_FILE
+from research_service.settings import Settings
+from tests.sse import Received, listen
+
+QUESTION = "How do I brew green tea?"
+OTHER_QUESTION = "How do I repair a bicycle puncture?"
+
+Ask = Callable[[Settings, str], Awaitable[Received]]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "tea.md").write_text(
+        "# Brewing green tea\n\n"
+        "Green tea is brewed with water at about 80 degrees for two to three minutes. "
+        "Boiling water makes green tea bitter, so let the kettle cool first.\n"
+    )
+    (folder / "coffee.md").write_text(
+        "# Brewing coffee\n\n"
+        "Filter coffee is brewed with water just off the boil for about four minutes. "
+        "A medium grind suits most filter coffee brewers.\n"
+    )
+    return folder
+
+
+@pytest.fixture
+async def ask() -> AsyncIterator[Ask]:
+    """Serve an app with the given settings and return the stream of one run of `question`."""
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0))
+
+        async def run(settings: Settings, question: str) -> Received:
+            server = TestServer(create_app(settings), host="127.0.0.1")
+            await server.start_server()
+            stack.push_async_callback(server.close)
+            created = await http.post(str(server.make_url("/v1/runs")), json={"question": question})
+            assert created.status_code == 201, created.text
+            run_id = created.json()["id"]
+            return await listen(http, str(server.make_url(f"/v1/runs/{run_id}/events")))
+
+        yield run
+
+
+def _recording(tmp_path: Path, corpus: Path, cassettes: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", corpus=corpus, token_delay_ms=0, record_providers=cassettes
+    )
+
+
+def _replaying(tmp_path: Path, cassettes: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "replay-data", llm="replay", search="replay", cassettes=cassettes
+    )
+
+
+def _done(received: Received) -> dict[str, Any]:
+    name, data = received.last
+    assert name == "done", received.names
+    result: dict[str, Any] = data
+    return result
+
+
+async def test_a_recorded_run_replays_to_the_same_answer_and_sources(
+    tmp_path: Path, corpus: Path, ask: Ask
+) -> None:
+    cassettes = tmp_path / "cassettes"
+    recorded = _done(await ask(_recording(tmp_path, corpus, cassettes), QUESTION))
+    assert recorded["status"] == "completed", recorded
+    assert recorded["sources"], "the tiny corpus should answer the question"
+
+    kinds = {
+        json.loads(line)["kind"] for line in (cassettes / CASSETTE_FILE).read_text().splitlines()
+    }
+    assert {"plan", "search", "synthesize"} <= kinds
+
+    replayed = await ask(_replaying(tmp_path, cassettes), QUESTION)
+    done = _done(replayed)
+    assert done["status"] == "completed", done
+    assert done["answer"] == recorded["answer"]
+    assert done["sources"] == recorded["sources"]
+    assert replayed.text() == recorded["answer"]
+
+
+async def test_an_unrecorded_request_fails_the_run_naming_the_request(
+    tmp_path: Path, corpus: Path, ask: Ask
+) -> None:
+    cassettes = tmp_path / "cassettes"
+    await ask(_recording(tmp_path, corpus, cassettes), QUESTION)
+
+    replayed = await ask(_replaying(tmp_path, cassettes), OTHER_QUESTION)
+    errors = [replayed.data(i) for i, name in enumerate(replayed.names) if name == "error"]
+    assert errors, replayed.names
+    message = json.dumps(errors[0])
+    assert f"no recorded answer for plan({OTHER_QUESTION!r}" in message
+    assert f"record it with --record-providers {cassettes}" in message
+    assert _done(replayed)["status"] == "failed"
+
+
+async def test_a_missing_cassette_folder_is_a_config_error_at_start_up(tmp_path: Path) -> None:
+    app = create_app(_replaying(tmp_path, tmp_path / "nowhere"))
+    server = TestServer(app, host="127.0.0.1")
+    with pytest.raises(ConfigError, match="record one with --record-providers"):
+        await server.start_server()
+    await server.close()
