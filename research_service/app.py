@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -17,7 +19,7 @@ from research_service.runs import sqlite_log
 from research_service.runs.log import EventLog
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
-from research_service.settings import Settings
+from research_service.settings import RETENTION_INTERVAL_S, Settings
 from research_service.web.handlers import setup_routes
 from research_service.web.keys import EVENT_LOG, LLM, MANAGER, READER, SEARCH, SETTINGS
 from research_service.web.problems import problem_middleware
@@ -76,6 +78,8 @@ def create_app(
             if isinstance(store, sqlite_log.SqliteEventLog):
                 # Runs a stopped process left open end properly, so their streams finish.
                 await app[MANAGER].end_interrupted(await store.interrupted_runs())
+                cleaner = asyncio.create_task(_prune_forever(store, settings))
+                stack.push_async_callback(_stop, cleaner)
             log.info("research-service ready: llm=%s search=%s", app[LLM].name, app[SEARCH].name)
             yield
 
@@ -118,3 +122,25 @@ def _pipeline(
         pages_per_run=settings.pages_per_run,
         context_chars=settings.context_chars,
     )
+
+
+async def _prune_forever(store: sqlite_log.SqliteEventLog, settings: Settings) -> None:
+    """Delete finished runs past the retention limits now and every RETENTION_INTERVAL_S."""
+    while True:
+        try:
+            removed = await store.prune(
+                max_age_s=settings.retention_days * 86400, max_runs=settings.retention_runs
+            )
+        except Exception:
+            log.exception("pruning the run store failed; will try again")
+        else:
+            if removed:
+                log.info("deleted %d finished runs past the retention limits", removed)
+        await asyncio.sleep(RETENTION_INTERVAL_S)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -40,6 +40,10 @@ DEFAULT_FETCH_MAX_BYTES: Final = 2 * 1024 * 1024
 DEFAULT_FETCH_MAX_REDIRECTS: Final = 5
 DEFAULT_PAGES_PER_RUN: Final = 8
 DEFAULT_CONTEXT_CHARS: Final = 12_000
+DEFAULT_RETENTION_DAYS: Final = 30.0
+DEFAULT_RETENTION_RUNS: Final = 1000
+#: How often finished runs past the retention limits are deleted (s).
+RETENTION_INTERVAL_S: Final = 600.0
 STORE_CHOICES: Final = ("memory", "sqlite")
 
 
@@ -76,7 +80,18 @@ class Settings:
         default="builtin", metadata=_opt("language model provider", choices=LLM_CHOICES)
     )
     search: str = field(default="local", metadata=_opt("search provider", choices=SEARCH_CHOICES))
-    store: str = field(default="memory", metadata=_opt("event-log backend", choices=STORE_CHOICES))
+    store: str = field(
+        default="sqlite",
+        metadata=_opt("where runs are kept (sqlite: across restarts)", choices=STORE_CHOICES),
+    )
+    retention_days: float = field(
+        default=DEFAULT_RETENTION_DAYS,
+        metadata=_opt("finished runs older than this are deleted (sqlite store)"),
+    )
+    retention_runs: int = field(
+        default=DEFAULT_RETENTION_RUNS,
+        metadata=_opt("only this many newest runs are kept (sqlite store)"),
+    )
     corpus: Path | None = field(
         default=None,
         metadata=_opt("folder of .md/.txt/.rst/.html/.pdf files to search instead"),
@@ -236,6 +251,8 @@ class Settings:
             (self.run_deadline_s > 0, "run_deadline_s must be > 0"),
             (self.max_tokens_per_run >= 1, "max_tokens_per_run must be >= 1"),
             (self.search_attempts >= 1, "search_attempts must be >= 1"),
+            (self.retention_days > 0, "retention_days must be > 0"),
+            (self.retention_runs >= 1, "retention_runs must be >= 1"),
             (self.pages_per_run >= 0, "pages_per_run must be >= 0"),
             (self.fetch_timeout_s > 0, "fetch_timeout_s must be > 0"),
             (self.fetch_max_bytes >= 1024, "fetch_max_bytes must be >= 1024"),

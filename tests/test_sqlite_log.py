@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -323,3 +324,26 @@ async def test_the_file_uses_wal(lazy_log: SqliteEventLog, path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         db.close()
+
+
+async def test_prune_deletes_old_and_surplus_finished_runs_only(tmp_path: Path) -> None:
+    log = await sqlite_log.open(tmp_path / "prune.sqlite3")
+    try:
+        now = time.time()
+        ids = [f"{n:016x}" for n in range(5)]
+        for n, run_id in enumerate(ids):
+            # Runs 0-1 are 40 days old, 2-4 recent; run 4 is still going (no done).
+            created = now - 40 * 86400 if n < 2 else now - (5 - n)
+            await log.create_run(RunRecord(run_id, f"q{n}", created_at=created))
+            await log.append(Event.create(run_id, 1, "phase", {"phase": "planning"}, t_ms=0))
+            if n != 4:
+                done = {"status": "completed", "answer": "", "timings_ms": {"total": 1}}
+                await log.append(Event.create(run_id, 2, "done", done, t_ms=1))
+        await log.flush()
+        removed = await log.prune(max_age_s=30 * 86400, max_runs=2)
+        left = [r.id for r in await log.list_runs(limit=10)]
+    finally:
+        await log.close()
+    # Too old: 0, 1. Beyond the newest two (4, 3): 2. Run 4 is kept although unfinished.
+    assert removed == 3
+    assert left == [ids[4], ids[3]]

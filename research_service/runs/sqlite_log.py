@@ -8,6 +8,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,26 @@ class SqliteEventLog:
         )
         rows = await asyncio.to_thread(self._query, sql, ())
         return [record for record in map(_record, rows) if record.id not in self._live]
+
+    async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
+        """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
+
+        Runs still going (or left open, not yet ended) are never deleted. The deleting runs
+        in a worker thread, so requests are never blocked by it. Returns how many went.
+        """
+        cutoff = time.time() - max_age_s if max_age_s is not None else float("-inf")
+        keep = -1 if max_runs is None else max_runs  # LIMIT -1: keep every run
+        sql = (
+            f"SELECT id FROM runs WHERE {_LAST_EVENT} = 'done' AND (created_at < ? OR id NOT IN "
+            "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT ?))"
+        )
+        rows = await asyncio.to_thread(self._query, sql, (cutoff, keep))
+        doomed = [str(row[0]) for row in rows if row[0] not in self._live]
+        if doomed:
+            await asyncio.to_thread(self._delete_runs, doomed)
+            for run_id in doomed:
+                self._cache.pop(run_id, None)
+        return len(doomed)
 
     async def append(self, event: Event) -> None:
         """Append `event`, wake the run's waiters and queue the event for the writer."""
@@ -415,6 +436,11 @@ class SqliteEventLog:
         with self._db_lock:
             rows: list[tuple[Any, ...]] = self._db.execute(sql, params).fetchall()
         return rows
+
+    def _delete_runs(self, run_ids: list[str]) -> None:
+        with self._db_lock, self._db:
+            # Events go with their run (ON DELETE CASCADE).
+            self._db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in run_ids])
 
     def _select_run(self, run_id: str) -> tuple[RunRecord, list[_Row]] | None:
         with self._db_lock:
