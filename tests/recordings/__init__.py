@@ -1,0 +1,1 @@
+"""Recorded runs shipped with the tests; regenerate with `python -m tests.recordings.regenerate`."""

@@ -1,0 +1,126 @@
+"""The recordings shipped in tests/recordings/ replay through the HTTP API, and their cassettes
+run the pipeline to the same answer. Regenerate them with `python -m tests.recordings.regenerate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp.test_utils import TestServer
+
+from research_service.app import create_app
+from research_service.providers.cassettes import CASSETTE_FILE
+from research_service.recordings.format import Recording, load_recording
+from research_service.recordings.replay import INSTANT, replay_app
+from research_service.settings import Settings
+from tests.recordings.regenerate import CASES, Case
+from tests.sse import Received, listen
+
+HERE = Path(__file__).parent / "recordings"
+COMPLETED = [case for case in CASES if case.status == "completed"]
+
+
+def _path(case: Case) -> Path:
+    return HERE / f"{case.name}.jsonl"
+
+
+def _expected(recording: Recording) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(f"{recording.run_id}:{e.seq}", e.event, e.data) for e in recording.events]
+
+
+def _got(received: Received) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(e.id, e.event, received.data(i)) for i, e in enumerate(received.events)]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        yield client
+
+
+@pytest.fixture
+async def replaying(tmp_path: Path, case: Case) -> AsyncIterator[tuple[Recording, TestServer]]:
+    recording = load_recording(_path(case))
+    app = replay_app(Settings(data_dir=tmp_path / "replay"), [recording], speed=INSTANT)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield recording, server
+    await server.close()
+
+
+def test_every_case_is_shipped_with_its_cassettes() -> None:
+    shipped = {path.stem for path in HERE.glob("*.jsonl")}
+    assert shipped == {case.name for case in CASES}
+    for case in CASES:
+        assert (HERE / case.name / CASSETTE_FILE).is_file(), case.name
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_the_recording_loads_and_ends_as_recorded(case: Case) -> None:
+    recording = load_recording(_path(case))
+    assert recording.question == case.question
+    last = recording.events[-1]
+    assert last.event == "done"
+    assert last.data["status"] == case.status
+    if case.status == "cancelled":
+        assert "token" in [e.event for e in recording.events]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+async def test_replayed_stream_equals_the_recording(
+    replaying: tuple[Recording, TestServer], http: httpx.AsyncClient
+) -> None:
+    recording, server = replaying
+    url = str(server.make_url(f"/v1/runs/{recording.run_id}/events"))
+    received = await listen(http, url)
+    assert received.status == 200
+    assert received.ended
+    assert _got(received) == _expected(recording)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+async def test_resuming_from_the_middle_gives_exactly_the_rest(
+    replaying: tuple[Recording, TestServer], http: httpx.AsyncClient
+) -> None:
+    recording, server = replaying
+    expected = _expected(recording)
+    middle = len(expected) // 2
+    url = str(server.make_url(f"/v1/runs/{recording.run_id}/events"))
+    received = await listen(http, url, last_event_id=expected[middle - 1][0])
+    assert received.status == 200
+    assert received.ended
+    assert _got(received) == expected[middle:]
+
+
+@pytest.mark.parametrize("case", COMPLETED, ids=lambda case: case.name)
+async def test_the_cassettes_run_the_pipeline_to_the_same_answer(
+    case: Case, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    recorded = load_recording(_path(case)).events[-1].data
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        llm="replay",
+        search="replay",
+        cassettes=HERE / case.name,
+        token_delay_ms=0,
+    )
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        created = await http.post(
+            str(server.make_url("/v1/runs")), json={"question": case.question}
+        )
+        assert created.status_code == 201, created.text
+        received = await listen(http, str(server.make_url(created.json()["events_url"])))
+    finally:
+        await server.close()
+    name, done = received.last
+    assert name == "done", received.names
+    assert done["status"] == "completed", done
+    assert done["answer"] == recorded["answer"]
+    assert received.text() == recorded["answer"]
+    assert [s["url"] for s in done["sources"]] == [s["url"] for s in recorded["sources"]]
