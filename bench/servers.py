@@ -152,6 +152,9 @@ def research_app(data_dir: Path) -> web.Application:
         log_level="WARNING",
         # The bench streams far more tokens than any answer; the budget must not cut it.
         max_tokens_per_run=10**9,
+        # The stream's own cost; the SQLite store's disk writer is measured separately
+        # (bench/README.md, "Run store").
+        store="memory",
     )
     app = create_app(settings, llm=BenchLLM(gate), search=BenchSearch())
     add_bench_routes(app, gate)
