@@ -19,6 +19,7 @@ from research_service.runs import sqlite_log
 from research_service.runs.log import EventLog
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
+from research_service.runs.sqlite_log import RUN_STORE_FILE
 from research_service.settings import RETENTION_INTERVAL_S, Settings
 from research_service.web.handlers import setup_routes
 from research_service.web.keys import EVENT_LOG, LLM, MANAGER, READER, SEARCH, SETTINGS
@@ -27,8 +28,7 @@ from research_service.web.validation import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
-#: The SQLite run store under --data-dir (with --store sqlite).
-RUN_STORE_FILE = "runs.sqlite3"
+__all__ = ["RUN_STORE_FILE", "create_app"]
 
 
 def create_app(

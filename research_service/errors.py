@@ -141,3 +141,35 @@ class PipelineError(ResearchError):
         super().__init__(message)
         self.code = code
         self.phase = phase
+
+
+# --- client errors: the terminal client (`ask`, `listen`) -------------------------------
+
+
+class ClientError(ResearchError):
+    """The terminal client cannot go on; `exit_code` is what the command exits with."""
+
+    code = "client"
+    exit_code = 1
+
+
+class RunRefused(ClientError):
+    """The service answered a request with a 4xx problem (an unknown run, a bad question)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServiceUnreachable(ClientError):
+    """The service could not be reached, or stayed unreachable longer than allowed."""
+
+    exit_code = 4
+
+
+class NotAnEventStream(ClientError):
+    """A response that is not a research-service event stream (wrong URL or server)."""
+
+    exit_code = 4

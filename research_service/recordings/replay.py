@@ -13,7 +13,6 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from research_service.app import create_app
 from research_service.errors import ConfigError, RequestError
 from research_service.events import Event
 from research_service.recordings.format import Recording, load_recording
@@ -162,6 +161,8 @@ def replay_app(
     (INSTANT: every event is there from the first request). Stopping the app plays what is
     left at once, so listeners still get each run's `done`.
     """
+    from research_service.app import create_app  # noqa: PLC0415 - `listen` need not load it
+
     player = ReplayPlayer(recordings, speed=speed)
     # No provider is opened: no model, no search engine, no page reader (search "local").
     app = create_app(

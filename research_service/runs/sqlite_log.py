@@ -20,6 +20,9 @@ from research_service.runs.models import RunOptions, RunRecord
 
 log = logging.getLogger(__name__)
 
+#: The SQLite run store's file under --data-dir (with --store sqlite).
+RUN_STORE_FILE: Final = "runs.sqlite3"
+
 SCHEMA_VERSION: Final = 1
 DEFAULT_FLUSH_INTERVAL_S: Final = 0.05
 DEFAULT_FLUSH_MAX_EVENTS: Final = 500

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from research_service.providers.base import LLMProvider, SearchProvider
-from research_service.reading import Reader
 from research_service.runs.log import EventLog
 from research_service.runs.manager import RunManager
 from research_service.settings import Settings
+
+if TYPE_CHECKING:
+    # Typing only: the page reader's modules (trafilatura) load when a reader is opened.
+    from research_service.reading import Reader
 
 SETTINGS = web.AppKey("settings", Settings)
 EVENT_LOG = web.AppKey("event_log", EventLog)
 LLM = web.AppKey("llm", LLMProvider)
 SEARCH = web.AppKey("search", SearchProvider)
 MANAGER = web.AppKey("manager", RunManager)
-READER = web.AppKey("reader", Reader)
+READER: web.AppKey[Reader] = web.AppKey("reader")

@@ -1,0 +1,46 @@
+"""The `research-service` console script: one module per sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from research_service import __version__
+from research_service.cli import client, export, index, replay, serve
+from research_service.errors import ConfigError
+
+__all__ = ["build_parser", "main"]
+
+#: Exit status of a usage or configuration error (argparse's own).
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="research-service",
+        description="Deep research (plan, search, synthesize) streamed over Server-Sent Events.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve.add_parser(commands)
+    client.add_parsers(commands)
+    index.add_parser(commands)
+    export.add_parser(commands)
+    replay.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"research-service: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

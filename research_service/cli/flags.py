@@ -1,0 +1,75 @@
+"""Settings as command-line flags, and the logging set-up every sub-command shares."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from collections.abc import Collection
+from dataclasses import fields
+from typing import Any, Protocol
+
+from research_service.errors import ConfigError
+from research_service.settings import Settings, env_name, field_type, flag_name, parse_value
+
+# Defaults that are not a plain value, described in words for --help.
+_DEFAULT_TEXT = {
+    "data_dir": "the per-user data folder",
+    "corpus": "the Python standard library's docs",
+    "openai_base_url": "OpenAI's API, or $OPENAI_BASE_URL",
+    "model": "gpt-4o-mini",
+    "planner_model": "--model",
+    "synth_model": "--model",
+}
+
+
+class _Arguments(Protocol):
+    """A parser or an argument group: what takes `add_argument`."""
+
+    def add_argument(self, *names: str, **options: Any) -> Any: ...
+
+
+def _parse_flag(name: str, raw: str) -> Any:
+    """Parse a flag for argparse: a bad value is a usage error (exit 2), not a traceback."""
+    try:
+        return parse_value(name, raw)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _env_names(name: str) -> str:
+    aliases = next(f for f in fields(Settings) if f.name == name).metadata.get("aliases", ())
+    return " or ".join((env_name(name), *aliases))
+
+
+def settings_flags(parser: _Arguments, *, only: Collection[str] | None = None) -> None:
+    """One `--flag` per Settings field (or per field named in `only`), naming its variable."""
+    defaults = Settings()
+    for f in fields(Settings):
+        if f.metadata.get("secret") or (only is not None and f.name not in only):
+            continue  # secrets come from the environment only: argv is visible to all
+        kind = field_type(f.name)
+        shown = _DEFAULT_TEXT.get(f.name, getattr(defaults, f.name))
+        parser.add_argument(
+            f"--{flag_name(f.name)}",
+            dest=f.name,
+            default=None,
+            metavar=kind.__name__.upper() if kind is not str else None,
+            choices=f.metadata.get("choices"),
+            type=functools.partial(_parse_flag, f.name),
+            help=f"{f.metadata['help']} (env {_env_names(f.name)}; default: {shown})",
+        )
+
+
+def configure_logging(level: str) -> None:
+    """Log lines to stderr at `level`."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the flags given on the command line winning."""
+    overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
+    return Settings.from_env(**overrides)

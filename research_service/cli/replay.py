@@ -1,0 +1,83 @@
+"""`research-service replay FILE...`: serve recorded runs through the HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from research_service.cli.flags import configure_logging, settings_flags, settings_from
+from research_service.recordings.format import RecordingError
+from research_service.recordings.replay import DEFAULT_SPEED, INSTANT, load_recordings, replay_app
+from research_service.settings import Settings
+
+
+def _parse_speed(raw: str) -> float:
+    try:
+        speed = float(raw)
+    except ValueError:
+        speed = math.nan
+    if not 0 < speed < math.inf:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a speed; pass a number > 0, e.g. 2")
+    return speed
+
+
+def add_parser(commands: Any) -> None:
+    """The `replay` sub-command's flags."""
+    replay = commands.add_parser(
+        "replay",
+        help="serve recorded runs through the HTTP API",
+        description="Serve the runs recorded in FILE... (made by `research-service export` or "
+        "GET /v1/runs/{id}/recording) through the same HTTP API and event stream as `serve`, "
+        "under their recorded run ids, so event ids match the recording. Each run plays from "
+        "when the server starts, at its recorded pace times --speed; a listener that comes "
+        "later gets what has been played, then the rest live, and resumes with Last-Event-ID "
+        "as usual. Nothing new runs: creating a run (POST /v1/runs, or GET /v1/research "
+        "without Last-Event-ID) or cancelling one answers 409 problem+json `replay-only`. "
+        "A file that is not a valid recording stops the command with its line and why (exit 2).",
+    )
+    replay.add_argument("recordings", metavar="FILE", type=Path, nargs="+", help="a recording")
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--speed",
+        type=_parse_speed,
+        default=DEFAULT_SPEED,
+        metavar="X",
+        help=f"play at X times the recorded pace (default: {DEFAULT_SPEED:g})",
+    )
+    pace.add_argument(
+        "--instant", action="store_true", help="every event is there from the first request"
+    )
+    settings_flags(
+        replay, only={"host", "port", "heartbeat_s", "retry_ms", "write_timeout_s", "log_level"}
+    )
+    replay.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `replay` with the flags given."""
+    return replay(args, settings_from(args))
+
+
+def replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve recordings until interrupted."""
+    try:
+        recordings = load_recordings(args.recordings)
+    except RecordingError as exc:
+        print(f"research-service: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    app = replay_app(settings, recordings, speed=INSTANT if args.instant else args.speed)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        handler_cancellation=True,
+        print=lambda msg: logging.getLogger("research_service").info("%s", msg.strip()),
+    )
+    return 0

@@ -1,0 +1,59 @@
+"""`research-service serve`: the HTTP service until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from research_service.cli.flags import configure_logging, settings_flags, settings_from
+from research_service.settings import Settings
+
+
+async def _freeze_startup_objects(app: web.Application) -> None:
+    """Move what start-up built (imports, the providers) out of the collector's reach.
+
+    Runs after the providers opened. Without it every full collection re-scans ~100,000
+    long-lived objects (the openai, pydantic and HTTP client imports): 85-100 ms pauses in
+    the middle of streams, measured by the relay benchmark.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def add_parser(commands: Any) -> None:
+    """The `serve` sub-command: every Settings field is a flag."""
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP service",
+        description="Run the HTTP service. Every flag can also be set by its RESEARCH_* "
+        "environment variable; a flag wins over its variable.",
+    )
+    settings_flags(serve)
+    serve.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the API until interrupted."""
+    serve(settings_from(args))
+    return 0
+
+
+def serve(settings: Settings) -> None:
+    """Serve the API on `settings` until interrupted."""
+    from research_service.app import create_app  # noqa: PLC0415 - keeps `listen` quick to start
+
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    app.on_startup.append(_freeze_startup_objects)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        handler_cancellation=True,
+        print=lambda msg: logging.getLogger("research_service").info("%s", msg.strip()),
+    )

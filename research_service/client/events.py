@@ -1,0 +1,50 @@
+"""A run's events as the client receives them, and what the stream contract says of them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from research_service.client.sse import Message
+from research_service.errors import NotAnEventStream
+
+#: The event names of the stream contract (docs/protocol.md).
+EVENT_NAMES = frozenset({"phase", "token", "error", "done"})
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """One event of a run: its id `<run_id>:<seq>`, name and decoded data."""
+
+    id: str
+    run_id: str
+    seq: int
+    name: str
+    data: dict[str, Any]
+
+    @property
+    def is_final(self) -> bool:
+        return self.name == "done"
+
+    def to_json(self) -> dict[str, Any]:
+        """The `--json` line of this event."""
+        return {"id": self.id, "event": self.name, "data": self.data}
+
+
+def run_event(message: Message) -> RunEvent:
+    """Check an SSE message against the contract and decode it."""
+    run_id, colon, seq = message.id.rpartition(":")
+    if not colon or not seq.isdigit() or message.event not in EVENT_NAMES:
+        raise NotAnEventStream(
+            f"received an event {message.event!r} with id {message.id!r}, which a "
+            "research-service stream never sends; check that the URL is a research-service "
+            "events URL (/v1/runs/ID/events)"
+        )
+    try:
+        data = json.loads(message.data)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise NotAnEventStream(f"event {message.id} has data that is not a JSON object")
+    return RunEvent(id=message.id, run_id=run_id, seq=int(seq), name=message.event, data=data)

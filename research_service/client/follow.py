@@ -1,0 +1,129 @@
+"""Follow a run's event stream to its `done`, reconnecting with Last-Event-ID when it breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from research_service.client.api import describe, problem_detail
+from research_service.client.events import RunEvent, run_event
+from research_service.client.sse import SSEParser
+from research_service.errors import NotAnEventStream, RunRefused, ServiceUnreachable
+
+#: Wait before the first reconnect until the server sends its own `retry:`.
+DEFAULT_RETRY_MS = 1000
+#: Backoff doubles per failed attempt up to this.
+MAX_BACKOFF_S = 30.0
+#: Give up when the service stays unreachable this long (its default abandon timeout).
+DEFAULT_GIVE_UP_S = 300.0
+#: No byte for this long (the service pings every 15 s) means the connection is dead.
+DEFAULT_IDLE_TIMEOUT_S = 45.0
+#: Statuses worth retrying: the service or a proxy in front of it is overloaded or restarting.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class _Broken(Exception):
+    """A connection failure that a reconnect can mend."""
+
+
+@dataclass
+class Follower:
+    """Reads the events of one run from `url`, resuming after the last event it saw.
+
+    `notify` receives one line per connection problem (for stderr). Every event is
+    delivered once, in order: events at or before the last seen seq are dropped.
+    """
+
+    session: aiohttp.ClientSession
+    url: str
+    notify: Callable[[str], None]
+    last_id: str | None = None
+    give_up_after_s: float = DEFAULT_GIVE_UP_S
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    reconnects: int = 0
+    _retry_ms: int = DEFAULT_RETRY_MS
+    _connected: bool = False  # a first connection got its 200
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.last_id.rpartition(":")[2]) if self.last_id else 0
+
+    async def events(self) -> AsyncGenerator[RunEvent, None]:
+        """Every event after `last_id` up to and including `done`."""
+        failing_since: float | None = None
+        attempt = 0
+        while True:
+            try:
+                async for event in self._connection():
+                    failing_since, attempt = None, 0
+                    yield event
+                    if event.is_final:
+                        return
+                return  # 204: the last event seen was the run's `done`
+            except _Broken as exc:
+                reason = str(exc)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if not self._connected:
+                    raise ServiceUnreachable(
+                        f"cannot read {self.url} ({describe(exc)}); is the service running?"
+                    ) from exc
+                reason = describe(exc)
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if now - failing_since > self.give_up_after_s:
+                raise ServiceUnreachable(
+                    f"gave up after {self.give_up_after_s:g} s without the stream ({reason}); "
+                    f"the run may go on: resume with `research-service listen {self.url}`"
+                )
+            delay = self._backoff(attempt)
+            attempt += 1
+            self.reconnects += 1
+            where = f"after event {self.last_id}" if self.last_id else "from the start"
+            self.notify(f"connection lost ({reason}); reconnecting in {delay:.1f} s, {where}")
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """The server's retry time, doubled per failed attempt, capped, with 10 % jitter."""
+        base = min(self._retry_ms / 1000 * 2.0**attempt, MAX_BACKOFF_S)
+        return base * random.uniform(0.9, 1.1)
+
+    async def _connection(self) -> AsyncIterator[RunEvent]:
+        headers = {"Accept": "text/event-stream"}
+        if self.last_id:
+            headers["Last-Event-ID"] = self.last_id
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.idle_timeout_s)
+        async with self.session.get(self.url, headers=headers, timeout=timeout) as response:
+            if response.status == 204:
+                return
+            if response.status != 200:
+                detail = await problem_detail(response)
+                if response.status in RETRY_STATUSES:
+                    raise _Broken(detail)
+                raise RunRefused(f"{self.url}: {detail}", status=response.status)
+            if response.content_type != "text/event-stream":
+                raise NotAnEventStream(
+                    f"{self.url} answered {response.content_type}, not text/event-stream; "
+                    "pass a research-service run id or its events URL"
+                )
+            self._connected = True
+            parser = SSEParser()
+            last_seq = self.last_seq
+            async for chunk in response.content.iter_any():
+                messages = parser.feed(chunk)
+                if parser.retry is not None:
+                    self._retry_ms = parser.retry
+                for message in messages:
+                    event = run_event(message)
+                    if event.seq <= last_seq:
+                        continue  # already delivered: never twice
+                    last_seq = event.seq
+                    self.last_id = event.id
+                    yield event
+                    if event.is_final:
+                        return
+        raise _Broken("the server ended the stream before the run's done event")

@@ -1,0 +1,135 @@
+"""The displays for a pipe or a file: a plain-text transcript, or JSON Lines."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from research_service.client.events import RunEvent
+from research_service.client.text import done_line, duration, plural, query_result
+from research_service.client.view import RunView
+
+
+class JsonLines:
+    """One JSON object per event per line (`{"id", "event", "data"}`), nothing else."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def start(self, *, run_id: str, question: str) -> None:
+        """Nothing: stdout carries events only."""
+
+    def event(self, event: RunEvent) -> None:
+        """Write the event's line and flush it, so `jq` sees it at once."""
+        self.out.write(json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":")))
+        self.out.write("\n")
+        self.out.flush()
+
+    def finish(self) -> None:
+        """Nothing left to write."""
+
+
+class PlainText:
+    """A transcript: one line per step, the answer streamed as it is written, then sources.
+
+    With `quiet`, only the answer and the sources are written.
+    """
+
+    def __init__(self, out: TextIO, *, quiet: bool = False) -> None:
+        self.out = out
+        self.quiet = quiet
+        self.view = RunView()
+        self._in_answer = False
+
+    def start(self, *, run_id: str, question: str) -> None:
+        """Name the run and its question."""
+        self._line(f"run {run_id}: {question}")
+
+    def event(self, event: RunEvent) -> None:
+        """Write what the event changed and flush, so a pipe's reader sees it live."""
+        self.view.apply(event)
+        if event.name == "token":
+            self.out.write(str(event.data.get("text", "")))
+        else:
+            self._end_answer()
+            if event.name == "phase":
+                self._phase(event.data)
+            elif event.name == "error":
+                self._line(f"[error] {event.data.get('code')}: {event.data.get('message')}")
+        self.out.flush()
+
+    def finish(self) -> None:
+        """Write the sources and the summary once the run is done."""
+        self._end_answer()
+        done = self.view.done
+        if done is None:
+            self.out.flush()
+            return
+        if self.view.sources:
+            self.out.write("\nSources:\n")
+            for source in self.view.sources:
+                self.out.write(f"  [{source.id}] {source.title}\n      {source.url}\n")
+        self._line(f"\ndone: {done_line(done)}")
+        self.out.flush()
+
+    def _end_answer(self) -> None:
+        if self._in_answer:
+            self.out.write("\n\n" if self.view.answer else "\n")
+            self._in_answer = False
+
+    def _line(self, text: str) -> None:
+        if not self.quiet:
+            self.out.write(text + "\n")
+
+    def _phase(self, data: dict[str, Any]) -> None:
+        name, status = data.get("phase"), data.get("status")
+        tag = f"[{name}]"
+        if status == "started":
+            if name == "searching":
+                self._line(f"{tag} round {data.get('round', 1)}: {plural(data['total'], 'query')}")
+            elif name == "synthesizing":
+                self._line(f"{tag} writing the answer from {plural(data['sources'], 'source')}\n")
+                self._in_answer = True
+            else:
+                self._line(f"{tag} started")
+        elif status == "completed":
+            self._completed(tag, data)
+        elif "retrying" in data:
+            retry = data["retrying"]
+            self._line(
+                f"{tag} retrying ({retry.get('reason')}): attempt {retry.get('attempt')} "
+                f"in {duration(retry.get('wait_ms'))}"
+            )
+            self._in_answer = name == "synthesizing"
+        elif "query" in data:
+            self._line(
+                f"{tag} {data.get('completed')}/{data.get('total')} {data['query']}: "
+                f"{query_result(data)}"
+            )
+            for source in data.get("sources") or []:
+                self._line(f"  [{source['id']}] {source['title']} <{source['url']}>")
+        elif "queries" in data:
+            self._line(f"{tag} round {data.get('round')}: " + " | ".join(data["queries"]))
+        elif "page" in data:
+            page = data["page"]
+            result = page["error"]["message"] if "error" in page else f"{page.get('chars')} chars"
+            self._line(f"{tag} page [{page.get('id')}] {page.get('url')}: {result}")
+        elif "error" in data:
+            self._line(f"{tag} no round {data.get('round')}: {data['error']}")
+
+    def _completed(self, tag: str, data: dict[str, Any]) -> None:
+        name = data.get("phase")
+        took = self.view.phases[str(name)].duration_ms(self.view.elapsed_ms)
+        if name == "planning":
+            queries = data.get("queries") or []
+            self._line(f"{tag} {plural(len(queries), 'query')}: " + " | ".join(queries))
+            if data.get("fallback"):
+                self._line(f"{tag} fell back to searching the question: {data['fallback']}")
+        elif name == "searching":
+            self._line(
+                f"{tag} {plural(data['sources'], 'source')} in "
+                f"{plural(data.get('rounds', 1), 'round')} ({duration(took)})"
+            )
+        else:
+            truncated = ", stopped at the token budget" if data.get("truncated") else ""
+            self._line(f"{tag} completed ({duration(took)}{truncated})")

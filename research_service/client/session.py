@@ -1,0 +1,133 @@
+"""Start or find a run, follow it to its end on a display, and say how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+from research_service.client.api import ServiceClient
+from research_service.client.follow import DEFAULT_GIVE_UP_S, Follower
+from research_service.client.recorder import Recorder
+from research_service.client.text import Display
+from research_service.errors import ClientError
+from research_service.events import is_run_id
+
+#: Exit codes of `ask` and `listen`, by how the run ended (docs in README "Terminal").
+EXIT_COMPLETED: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_CANCELLED: Final = 3
+EXIT_UNREACHABLE: Final = 4
+EXIT_INTERRUPTED: Final = 130
+EXIT_BY_STATUS: Final = {
+    "completed": EXIT_COMPLETED,
+    "failed": EXIT_FAILED,
+    "cancelled": EXIT_CANCELLED,
+}
+#: Time allowed for the cancel request sent on Ctrl-C with --cancel-on-exit.
+CANCEL_TIMEOUT_S: Final = 5.0
+_RUN_PATH = re.compile(r"^(?P<prefix>.*?)/v1/runs/(?P<id>[0-9a-f]{16})(?:/events|/recording)?/?$")
+
+
+@dataclass
+class Output:
+    """Where a followed run goes, and what to do when the person stops listening."""
+
+    display: Display
+    notify: Callable[[str], None]
+    record: Path | None = None
+    cancel_on_exit: bool = False
+    give_up_after_s: float = DEFAULT_GIVE_UP_S
+    in_process: bool = False  # the service lives in this process: its runs end with it
+
+
+def parse_target(target: str, server: str) -> tuple[str, str]:
+    """`listen`'s argument as (service base URL, run id): a run id, an API URL or a panel link."""
+    if is_run_id(target):
+        return server, target
+    parts = urlsplit(target)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        origin = f"{parts.scheme}://{parts.netloc}"
+        shared = parse_qs(parts.query).get("run", [])
+        if shared and is_run_id(shared[0]):
+            return origin + parts.path.rsplit("/", 1)[0], shared[0]  # the panel's /?run=ID link
+        match = _RUN_PATH.match(parts.path)
+        if match:
+            return origin + match["prefix"], match["id"]
+    raise ClientError(
+        f"{target!r} is neither a run id (16 hex characters) nor a run's URL, such as "
+        "http://127.0.0.1:8080/v1/runs/ID/events or a panel link http://127.0.0.1:8080/?run=ID"
+    )
+
+
+async def ask(api: ServiceClient, question: str, options: dict[str, int], out: Output) -> int:
+    """Start a run of `question` and follow it; the exit code says how it ended."""
+    run = await api.create(question, options)
+    return await follow(api, run, out)
+
+
+async def listen(api: ServiceClient, run_id: str, out: Output) -> int:
+    """Follow an existing run from its first event; the exit code says how it ended."""
+    return await follow(api, await api.snapshot(run_id), out)
+
+
+async def follow(api: ServiceClient, run: dict[str, Any], out: Output) -> int:
+    """Show every event of `run` once, record it if asked, and handle Ctrl-C (cancellation)."""
+    recorder = Recorder(out.record, run) if out.record is not None else None
+    follower = Follower(
+        api.session,
+        api.url(run["events_url"]),
+        notify=out.notify,
+        give_up_after_s=out.give_up_after_s,
+    )
+    status: str | None = None
+    out.display.start(run_id=run["id"], question=run["question"])
+    try:
+        async with contextlib.aclosing(follower.events()) as events:
+            async for event in events:
+                if recorder is not None:
+                    recorder.event(event)
+                out.display.event(event)
+                if event.is_final:
+                    status = str(event.data.get("status"))
+    except asyncio.CancelledError:
+        await _stop_listening(api, run["id"], out)
+        raise
+    finally:
+        out.display.finish()
+        if recorder is not None:
+            recorder.close()
+            if not recorder.complete:
+                out.notify(f"the recording {recorder.path} is incomplete (the run had not ended)")
+    if status is None:  # 204 at once: the last event we knew of was already `done`
+        snapshot = await api.snapshot(run["id"])
+        status = str(snapshot.get("status"))
+    return EXIT_BY_STATUS.get(status, EXIT_FAILED)
+
+
+async def _stop_listening(api: ServiceClient, run_id: str, out: Output) -> None:
+    """Ctrl-C: cancel the run with --cancel-on-exit, else detach and say how to come back."""
+    if out.cancel_on_exit:
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                await api.cancel(run_id)
+        except (ClientError, TimeoutError) as exc:
+            out.notify(f"interrupted; could not cancel run {run_id}: {exc}")
+        else:
+            out.notify(f"interrupted; run {run_id} is cancelled")
+    elif out.in_process:
+        out.notify(
+            f"interrupted; run {run_id} ends with the in-process service (start runs on a "
+            "`research-service serve` with --server to leave them running)"
+        )
+    else:
+        out.notify(
+            f"detached; run {run_id} goes on. Follow it again with: research-service listen "
+            f"{run_id} --server {api.base_url.rstrip('/')}"
+        )

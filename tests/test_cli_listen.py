@@ -1,0 +1,349 @@
+"""`research-service ask` and `listen` as child processes against a live or a replayed service."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import pty
+import re
+import signal
+import struct
+import sys
+import termios
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp.test_utils import TestServer
+
+from research_service.recordings import load_recording
+from research_service.recordings.replay import INSTANT, load_recordings, replay_app
+from research_service.settings import Settings
+from tests import cli_process
+from tests.conftest import MakeService, Service
+from tests.drop_proxy import DropProxy
+
+RECORDINGS = Path(__file__).parent / "recordings"
+PIECES = ["Asyncio ", "gathers ", "awaitables [1]. ", "It ", "returns ", "results [2]."]
+
+
+@pytest.fixture
+async def live(make_service: MakeService) -> Service:
+    service = await make_service(retry_ms=50)
+    service.llm.pieces = list(PIECES)
+    return service
+
+
+@pytest.fixture
+async def replayed() -> AsyncIterator[TestServer]:
+    path = RECORDINGS / "builtin_completed.jsonl"
+    server = TestServer(replay_app(Settings(), load_recordings([path]), speed=INSTANT))
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+def base(service: Service) -> str:
+    return service.url("/").rstrip("/")
+
+
+def check_json_stream(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every line is one event; ids count up by one; the tokens spell done.answer exactly."""
+    run_id = events[0]["id"].split(":")[0]
+    assert [e["id"] for e in events] == [f"{run_id}:{n}" for n in range(1, len(events) + 1)]
+    assert all(set(e) == {"id", "event", "data"} for e in events)
+    assert events[-1]["event"] == "done"
+    done: dict[str, Any] = events[-1]["data"]
+    assert "".join(e["data"]["text"] for e in events if e["event"] == "token") == done["answer"]
+    return done
+
+
+async def test_ask_streams_a_whole_run_as_a_plain_transcript(live: Service) -> None:
+    result = await cli_process.run("ask", "--server", base(live), "How does gather work?")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("run ")
+    assert "How does gather work?" in out.splitlines()[0]
+    for line in (
+        "[planning] 2 queries: alpha | beta",
+        "[searching] round 1: 2 queries",
+        "[searching] 4 sources in 1 round",
+        "[synthesizing] writing the answer from 4 sources",
+        "[synthesizing] completed",
+        "  [1] alpha result 1",
+        "      https://example.org/alpha/1",
+    ):
+        assert line in out
+    assert out.count("".join(PIECES)) == 1
+    assert "\ndone: completed in " in out
+    assert result.stderr == ""
+
+
+async def test_ask_json_writes_one_event_per_line_and_nothing_else(live: Service) -> None:
+    result = await cli_process.run("ask", "--server", base(live), "--json", "Q?")
+    assert result.returncode == 0, result.stderr
+    events = result.json_lines()
+    done = check_json_stream(events)
+    assert done["status"] == "completed"
+    assert done["answer"] == "".join(PIECES)
+    assert events[0] == {
+        "id": events[0]["id"],
+        "event": "phase",
+        "data": {"phase": "planning", "status": "started", "elapsed_ms": 0},
+    }
+
+
+async def test_quiet_prints_only_the_answer_and_sources(live: Service) -> None:
+    result = await cli_process.run("ask", "--server", base(live), "-q", "Q?")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("".join(PIECES) + "\n")
+    assert "[planning]" not in result.stdout
+    assert "run " not in result.stdout
+    assert "Sources:\n  [1] alpha result 1" in result.stdout
+
+
+async def test_listen_to_a_replayed_recording_gives_its_events(replayed: TestServer) -> None:
+    recording = load_recording(RECORDINGS / "builtin_completed.jsonl")
+    server = str(replayed.make_url("")).rstrip("/")
+    result = await cli_process.run("listen", recording.run_id, "--server", server, "--json")
+    assert result.returncode == 0, result.stderr
+    events = result.json_lines()
+    check_json_stream(events)
+    assert [(e["event"], e["data"]) for e in events] == [
+        (e.event, e.data) for e in recording.events
+    ]
+
+
+async def test_listen_plain_to_a_replay_by_panel_link(replayed: TestServer) -> None:
+    recording = load_recording(RECORDINGS / "builtin_completed.jsonl")
+    link = str(replayed.make_url(f"/?run={recording.run_id}"))
+    result = await cli_process.run("listen", link)
+    assert result.returncode == 0, result.stderr
+    done = recording.events[-1].data
+    assert result.stdout.count(done["answer"]) == 1
+    assert f"run {recording.run_id}: {recording.question}" in result.stdout
+    assert "\ndone: completed" in result.stdout
+
+
+async def test_listen_by_events_url_of_a_finished_run(
+    live: Service, client: httpx.AsyncClient
+) -> None:
+    run_id = await live.create(client)
+    await live.wait_done(run_id)
+    url = live.url(f"/v1/runs/{run_id}/events")
+    result = await cli_process.run("listen", url, "--json")
+    assert result.returncode == 0, result.stderr
+    assert check_json_stream(result.json_lines())["answer"] == "".join(PIECES)
+
+
+async def test_reconnects_after_a_drop_mid_answer_without_repeating(live: Service) -> None:
+    live.llm.hold_after = 3
+    proxy = DropProxy("127.0.0.1", live.server.port or 0)
+    await proxy.start()
+    try:
+        cli = await cli_process.start("ask", "--server", proxy.url(), "--json", "Q?")
+        last = await cli.json_until(lambda e: e["data"].get("text") == PIECES[2])
+        await live.until_held()
+        assert await proxy.drop_all() >= 1
+        await proxy.wait_accepted(proxy.accepted + 1)  # the reconnect
+        live.llm.release.set()
+        result = await cli.finish()
+    finally:
+        await proxy.close()
+    assert result.returncode == 0, result.stderr
+    done = check_json_stream(result.json_lines())
+    assert done["answer"] == "".join(PIECES)
+    assert "connection lost" in result.stderr
+    assert "reconnecting" in result.stderr
+    assert f"after event {last['id']}" in result.stderr  # it resumed after the last it had
+
+
+async def test_plain_transcript_survives_a_drop_without_duplicated_text(live: Service) -> None:
+    live.llm.hold_after = 3
+    proxy = DropProxy("127.0.0.1", live.server.port or 0)
+    await proxy.start()
+    try:
+        cli = await cli_process.start("ask", "--server", proxy.url(), "Q?")
+        while "[synthesizing] writing" not in await cli.line():
+            pass
+        await live.until_held()
+        assert await proxy.drop_all() >= 1
+        await proxy.wait_accepted(proxy.accepted + 1)
+        live.llm.release.set()
+        result = await cli.finish()
+    finally:
+        await proxy.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Asyncio ") == 1
+    assert "".join(PIECES) in result.stdout
+    assert "reconnecting" in result.stderr
+
+
+async def test_a_failed_run_exits_1(live: Service) -> None:
+    live.llm.fail_with = "the model broke"
+    result = await cli_process.run("ask", "--server", base(live), "Q?")
+    assert result.returncode == 1
+    assert "[error] llm_error: " in result.stdout
+    assert "done: failed" in result.stdout
+
+
+async def test_a_cancelled_run_exits_3(live: Service, client: httpx.AsyncClient) -> None:
+    live.llm.hold_after = 1
+    cli = await cli_process.start("ask", "--server", base(live), "--json", "Q?")
+    first = await cli.json_until(lambda e: True)
+    await live.until_held()
+    run_id = first["id"].split(":")[0]
+    assert (await client.post(live.url(f"/v1/runs/{run_id}/cancel"))).status_code == 202
+    result = await cli.finish()
+    assert result.returncode == 3
+    assert result.json_lines()[-1]["data"]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ask", "--breadth", "99", "Q?"], "breadth"),
+        (["listen", "0123456789abcdef"], "no run with id"),
+        (["listen", "not-a-run"], "neither a run id"),
+        (["ask", "--llm", "builtin", "Q?"], "--llm set up the in-process service"),
+    ],
+)
+async def test_usage_errors_exit_2_with_a_reason(
+    live: Service, args: list[str], message: str
+) -> None:
+    result = await cli_process.run(*args, RESEARCH_SERVER=base(live))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+async def test_an_unreachable_service_exits_4(unused_tcp_port: int) -> None:
+    server = f"http://127.0.0.1:{unused_tcp_port}"
+    result = await cli_process.run("ask", "--server", server, "Q?")
+    assert result.returncode == 4
+    assert f"cannot reach the service at {server}/" in result.stderr
+
+
+async def test_ctrl_c_detaches_and_the_run_goes_on(
+    live: Service, client: httpx.AsyncClient
+) -> None:
+    live.llm.hold_after = 1
+    cli = await cli_process.start("ask", "--server", base(live), "--json", "Q?")
+    first = await cli.json_until(lambda e: True)
+    await live.until_held()
+    cli.proc.send_signal(signal.SIGINT)
+    result = await cli.finish()
+    assert result.returncode == 130
+    run_id = first["id"].split(":")[0]
+    assert f"detached; run {run_id} goes on" in result.stderr
+    live.llm.release.set()
+    await live.wait_done(run_id)
+    assert (await client.get(live.url(f"/v1/runs/{run_id}"))).json()["status"] == "completed"
+
+
+async def test_ctrl_c_with_cancel_on_exit_cancels_the_run(
+    live: Service, client: httpx.AsyncClient
+) -> None:
+    live.llm.hold_after = 1
+    cli = await cli_process.start("ask", "--server", base(live), "--json", "--cancel-on-exit", "Q")
+    first = await cli.json_until(lambda e: True)
+    await live.until_held()
+    cli.proc.send_signal(signal.SIGINT)
+    result = await cli.finish()
+    assert result.returncode == 130
+    run_id = first["id"].split(":")[0]
+    assert f"run {run_id} is cancelled" in result.stderr
+    await live.wait_done(run_id)
+    assert (await client.get(live.url(f"/v1/runs/{run_id}"))).json()["status"] == "cancelled"
+
+
+async def test_record_writes_the_recording_the_service_would_export(
+    live: Service, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "run.jsonl"
+    result = await cli_process.run("ask", "--server", base(live), "--record", str(path), "-q", "Q?")
+    assert result.returncode == 0, result.stderr
+    mine = load_recording(path)  # valid by the format's own reader
+    exported = (await client.get(live.url(f"/v1/runs/{mine.run_id}/recording"))).text
+    theirs = [json.loads(line) for line in exported.splitlines()]
+    assert mine.header == {**theirs[0], "service_version": mine.header["service_version"]}
+    assert [(e.seq, e.event, e.data) for e in mine.events] == [
+        (e["seq"], e["event"], e["data"]) for e in theirs[1:]
+    ]
+    assert mine.events[-1].t_ms == theirs[-1]["t_ms"]  # done carries the run's total
+
+
+async def test_ask_without_server_runs_an_in_process_service(tmp_path: Path) -> None:
+    corpus = Path(__file__).parent / "data" / "corpus"
+    result = await cli_process.run(
+        "ask",
+        "--json",
+        "--corpus",
+        str(corpus),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "Who created Python and when was it first released?",
+    )
+    assert result.returncode == 0, result.stderr
+    done = check_json_stream(result.json_lines())
+    assert done["status"] == "completed"
+    assert "1991" in done["answer"]
+    assert "in-process service" in result.stderr
+
+
+def _read_terminal(fd: int) -> bytes:
+    """Everything the child wrote to its terminal, until it closed it."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child side of the terminal is closed
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+async def test_on_a_terminal_the_live_display_ends_with_a_linked_report(
+    replayed: TestServer,
+) -> None:
+    """In a real pseudo-terminal: the rich display, its hyperlinks, then the whole report."""
+    recording = load_recording(RECORDINGS / "builtin_completed.jsonl")
+    server = str(replayed.make_url("")).rstrip("/")
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "research_service",
+        "listen",
+        recording.run_id,
+        "--server",
+        server,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_process.child_env(TERM="xterm-256color", COLUMNS="100", LINES="40"),
+    )
+    os.close(terminal)
+    try:
+        async with asyncio.timeout(cli_process.TIMEOUT_S):
+            raw = await asyncio.to_thread(_read_terminal, controller)
+            assert proc.stderr is not None
+            assert await proc.wait() == 0, (await proc.stderr.read()).decode()
+    finally:
+        os.close(controller)
+    output = raw.decode()
+    assert "\x1b]8;" in output  # sources and citations are terminal hyperlinks
+    visible = " ".join(re.sub(r"\x1b\]8;[^\x1b]*\x1b\\|\x1b\[[0-9;?]*[A-Za-z]", "", output).split())
+    done = recording.events[-1].data
+    assert " ".join(done["answer"].split()) in visible
+    assert "✓ Planning" in visible
+    assert "✓ Synthesizing" in visible
+    for source in done["sources"]:
+        assert f"[{source['id']}] {source['title']}" in visible
+    assert "completed in" in visible

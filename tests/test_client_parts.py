@@ -1,0 +1,262 @@
+"""The terminal client's parts: its SSE parser, its reconnecting follower, targets, displays."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import httpx
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from httpx_sse import EventSource
+from rich.console import Console
+
+from research_service.client.events import RunEvent
+from research_service.client.follow import Follower
+from research_service.client.live import LiveDisplay
+from research_service.client.session import parse_target
+from research_service.client.sse import Message, SSEParser
+from research_service.errors import ClientError, NotAnEventStream, RunRefused, ServiceUnreachable
+from research_service.recordings import load_recording
+from tests.conftest import Service
+
+RECORDING = Path(__file__).parent / "recordings" / "builtin_completed.jsonl"
+
+
+def parse_in_chunks(raw: bytes, sizes: Callable[[], int]) -> list[Message]:
+    parser, out, at = SSEParser(), [], 0
+    while at < len(raw):
+        size = sizes()
+        out += parser.feed(raw[at : at + size])
+        at += size
+    return out
+
+
+# --- the SSE parser ------------------------------------------------------------------------
+
+
+def test_parser_follows_the_spec_for_line_ends_fields_and_dispatch() -> None:
+    raw = (
+        "\ufeff: a comment\r\n"
+        "retry: 250\r\n\r\n"
+        "data: first\rdata:second\r\rid: r:1\nevent: phase\ndata:  two spaces\n\n"
+        "id: bad\0id\ndata: x\n\n"
+        "event: nothing\n\n"
+        "data: never dispatched"
+    ).encode()
+    for sizes in (lambda: 1, lambda: 2, lambda: 7, lambda: len(raw)):
+        messages = parse_in_chunks(raw, sizes)
+        assert messages == [
+            Message("message", "first\nsecond", ""),
+            Message("phase", " two spaces", "r:1"),
+            Message("message", "x", "r:1"),  # an id with NUL is ignored: the last one stays
+        ]
+    parser = SSEParser()
+    parser.feed(raw)
+    assert parser.retry == 250
+
+
+def test_parser_keeps_a_character_split_across_chunks() -> None:
+    raw = 'data: {"text":"naïve 😀"}\n\n'.encode()
+    assert parse_in_chunks(raw, lambda: 1) == [Message("message", '{"text":"naïve 😀"}', "")]
+
+
+async def test_parser_agrees_with_httpx_sse_on_a_real_stream(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """A whole run's bytes, cut at random places, parse as an independent client parses them."""
+    service.llm.pieces = ["multi\nline ", "naïve\u2028 ", 'quo"te ', "end [1]."]
+    run_id = await service.create(client)
+    await service.wait_done(run_id)
+    raw = (await client.get(service.url(f"/v1/runs/{run_id}/events"))).content
+    reference = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=raw)
+    # httpx-sse also yields the `retry:` block, which the spec (and a browser) never dispatches.
+    expected = [(e.event, e.data, e.id) for e in EventSource(reference).iter_sse() if e.data]
+    rng = random.Random(7)
+    for _ in range(5):
+        got = parse_in_chunks(raw, lambda: rng.randint(1, 40))
+        assert [(m.event, m.data, m.id) for m in got] == expected
+    assert expected[-1][0] == "done"
+
+
+# --- listen's targets ------------------------------------------------------------------------
+
+RUN = "0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (RUN, ("http://server:1", RUN)),
+        (f"http://h:8080/v1/runs/{RUN}/events", ("http://h:8080", RUN)),
+        (f"https://h/research/v1/runs/{RUN}", ("https://h/research", RUN)),
+        (f"http://h:8080/?run={RUN}", ("http://h:8080", RUN)),
+        (f"http://h:8080/panel/?run={RUN}", ("http://h:8080/panel", RUN)),
+    ],
+)
+def test_listen_takes_a_run_id_an_api_url_or_a_panel_link(
+    target: str, expected: tuple[str, str]
+) -> None:
+    assert parse_target(target, "http://server:1") == expected
+
+
+@pytest.mark.parametrize("target", ["abc", "http://h/v1/runs/xyz", "ftp://h/?run=" + RUN, ""])
+def test_other_targets_are_refused_with_examples(target: str) -> None:
+    with pytest.raises(ClientError, match="neither a run id"):
+        parse_target(target, "http://server:1")
+
+
+# --- the follower against a scripted server ---------------------------------------------------
+
+
+def frame(seq: int, name: str = "token", data: object = None) -> bytes:
+    body = json.dumps(data if data is not None else {"text": f"t{seq} "})
+    return f"id: r:{seq}\nevent: {name}\ndata: {body}\n\n".encode()
+
+
+Answer = Callable[[web.Request], web.StreamResponse | list[bytes]]
+
+
+class Script:
+    """A server whose answer to the n-th stream request is scripted by the test."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.headers: list[str | None] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.headers.append(request.headers.get("Last-Event-ID"))
+        answer = self.answers[min(len(self.headers), len(self.answers)) - 1]
+        result = answer(request)
+        if isinstance(result, web.StreamResponse):
+            return result
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for chunk in result:
+            await response.write(chunk)
+        return response
+
+
+async def follow_all(url: str, *, give_up_after_s: float = 5.0) -> tuple[list[RunEvent], list[str]]:
+    notes: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        follower = Follower(session, url, notify=notes.append, give_up_after_s=give_up_after_s)
+        return [event async for event in follower.events()], notes
+
+
+async def _served(script: Script) -> tuple[TestServer, str]:
+    app = web.Application()
+    app.router.add_get("/events", script.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server, str(server.make_url("/events"))
+
+
+async def test_follower_never_delivers_an_event_twice_even_from_a_server_that_repeats() -> None:
+    """A server that ignores Last-Event-ID and replays from 1 still yields each seq once."""
+    script = Script(
+        lambda _: [b"retry: 5\n\n", frame(1), frame(2), frame(3)],  # then closes: no done
+        lambda _: [frame(n) for n in (1, 2, 3, 4)] + [frame(5, "done", {"status": "completed"})],
+    )
+    server, url = await _served(script)
+    try:
+        events, notes = await follow_all(url)
+    finally:
+        await server.close()
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert script.headers == [None, "r:3"]
+    assert len(notes) == 1
+    assert "ended the stream before the run's done event" in notes[0]
+    assert "after event r:3" in notes[0]
+
+
+async def test_follower_retries_a_503_then_gives_up_saying_so() -> None:
+    script = Script(
+        lambda _: [b"retry: 1\n\n", frame(1)],
+        lambda _: web.Response(status=503, text="overloaded"),
+    )
+    server, url = await _served(script)
+    try:
+        with pytest.raises(ServiceUnreachable, match=r"gave up after 0\.2 s"):
+            await follow_all(url, give_up_after_s=0.2)
+    finally:
+        await server.close()
+    assert len(script.headers) >= 3
+    assert set(script.headers[1:]) == {"r:1"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "match"),
+    [
+        (
+            lambda _: web.json_response({"detail": "no run with id 'x'"}, status=404),
+            RunRefused,
+            "no run with id",
+        ),
+        (lambda _: web.Response(text="<html>"), NotAnEventStream, "not text/event-stream"),
+        (lambda _: [b"id: 7\nevent: token\ndata: {}\n\n"], NotAnEventStream, "never sends"),
+    ],
+)
+async def test_follower_stops_at_once_on_answers_a_retry_cannot_mend(
+    answer: Answer, error: type[Exception], match: str
+) -> None:
+    script = Script(answer)
+    server, url = await _served(script)
+    try:
+        with pytest.raises(error, match=match):
+            await follow_all(url)
+    finally:
+        await server.close()
+    assert len(script.headers) == 1
+
+
+async def test_follower_reports_a_service_that_is_not_there(unused_tcp_port: int) -> None:
+    with pytest.raises(ServiceUnreachable, match="is the service running"):
+        await follow_all(f"http://127.0.0.1:{unused_tcp_port}/events")
+
+
+# --- the rich display --------------------------------------------------------------------------
+
+
+async def test_live_display_draws_the_run_and_prints_a_linked_report() -> None:
+    recording = load_recording(RECORDING)
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, height=30, color_system="standard")
+    display = LiveDisplay(console)
+    display.start(run_id=recording.run_id, question=recording.question)
+    frames: list[str] = []
+    for recorded in recording.events:
+        event = RunEvent(
+            f"{recording.run_id}:{recorded.seq}",
+            recording.run_id,
+            recorded.seq,
+            recorded.event,
+            recorded.data,
+        )
+        display.event(event)
+        if event.name == "phase" and event.data.get("query"):
+            frame_console = Console(width=100, height=30, record=True, file=io.StringIO())
+            frame_console.print(display._render())
+            frames.append(frame_console.export_text())
+    display.finish()
+    assert "Searching" in frames[0]
+    assert "1/3 queries, round 1" in frames[0]
+    assert "✓ Planning" in frames[0]
+    text = out.getvalue()
+    done = recording.events[-1].data
+    plain = Console(width=100, record=True, file=io.StringIO())
+    plain.print(display.report())
+    report = plain.export_text()
+    assert "✓ Planning" in report
+    assert "✓ Synthesizing" in report
+    assert done["answer"][:40] in report
+    assert "completed in" in report
+    for source in done["sources"]:
+        assert f"[{source['id']}] {source['title']}" in report
+        assert source["url"] in text
+    assert "\x1b]8;id=" in text  # terminal hyperlinks
