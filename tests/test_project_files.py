@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -123,3 +124,30 @@ def test_each_flag_names_its_environment_variable(
 def test_code_is_clean(command: tuple[str, ...]) -> None:
     result = _run(sys.executable, "-m", *command)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """Every `research-service …` command in the README's and docs' shell examples."""
+    found = []
+    for path in (README, *sorted((ROOT / "docs").glob("*.md"))):
+        for block in re.finditer(r"^```sh\n(.*?)^```$", path.read_text(), re.MULTILINE | re.DOTALL):
+            for line in block[1].replace("\\\n", " ").splitlines():
+                command = line.split("#", 1)[0].split("|", 1)[0].split("&", 1)[0].strip()
+                command = command.removeprefix(".venv/bin/")
+                if command.startswith("research-service "):
+                    found.append((path.name, command))
+    return found
+
+
+@pytest.mark.parametrize(("doc", "command"), _documented_commands())
+def test_documented_commands_are_valid_arguments(doc: str, command: str) -> None:
+    """Each example's arguments are accepted by the console script's parser as written."""
+    from research_service.cli import build_parser
+
+    args = shlex.split(command)[1:]
+    build_parser().parse_args(args)
+
+
+def test_the_docs_show_the_client_commands() -> None:
+    commands = {command.split()[1] for _, command in _documented_commands()}
+    assert {"serve", "ask", "listen", "index", "export", "replay"} <= commands

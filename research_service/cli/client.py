@@ -14,6 +14,7 @@ from typing import Any, Final
 import aiohttp
 from rich.console import Console
 
+from research_service import __version__
 from research_service.cli.flags import configure_logging, settings_flags, settings_from
 from research_service.client.api import ServiceClient
 from research_service.client.follow import DEFAULT_GIVE_UP_S
@@ -174,7 +175,7 @@ def run_listen(args: argparse.Namespace) -> int:
         return _usage(str(exc))
 
     async def main() -> int:
-        async with aiohttp.ClientSession() as session:
+        async with _session() as session:
             return await listen(ServiceClient(session, server), run_id, _output(args))
 
     return _run(main())
@@ -183,7 +184,7 @@ def run_listen(args: argparse.Namespace) -> int:
 @asynccontextmanager
 async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClient, bool]]:
     """A client of --server, or of an in-process service started for this command."""
-    async with aiohttp.ClientSession() as session:
+    async with _session() as session:
         if args.server:
             yield ServiceClient(session, args.server), False
             return
@@ -195,6 +196,11 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClien
         _notify("starting an in-process service (the first start indexes its corpus)")
         async with local_service(settings) as url:
             yield ServiceClient(session, url), True
+
+
+def _session() -> aiohttp.ClientSession:
+    """The client's HTTP session; its User-Agent names the client in the service's access log."""
+    return aiohttp.ClientSession(headers={"User-Agent": f"research-service/{__version__}"})
 
 
 def _output(args: argparse.Namespace, *, in_process: bool = False) -> Output:
