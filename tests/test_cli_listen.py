@@ -274,7 +274,12 @@ async def test_record_writes_the_recording_the_service_would_export(
     assert [(e.seq, e.event, e.data) for e in mine.events] == [
         (e["seq"], e["event"], e["data"]) for e in theirs[1:]
     ]
-    assert mine.events[-1].t_ms == theirs[-1]["t_ms"]  # done carries the run's total
+    # t_ms follows the run's own clock where an event carries it (never behind it).
+    assert mine.events[0].t_ms == 0
+    assert mine.events[-1].t_ms >= mine.events[-1].data["timings_ms"]["total"]
+    for event in mine.events:
+        if event.event == "phase":
+            assert event.t_ms >= event.data["elapsed_ms"]
 
 
 async def test_ask_without_server_runs_an_in_process_service(tmp_path: Path) -> None:
@@ -347,3 +352,13 @@ async def test_on_a_terminal_the_live_display_ends_with_a_linked_report(
     for source in done["sources"]:
         assert f"[{source['id']}] {source['title']}" in visible
     assert "completed in" in visible
+
+
+async def test_an_unwritable_recording_fails_before_a_run_starts(
+    live: Service, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "missing" / "run.jsonl"
+    result = await cli_process.run("ask", "--server", base(live), "--record", str(path), "Q?")
+    assert result.returncode == 1
+    assert f"cannot write the recording {path}" in result.stderr
+    assert (await client.get(live.url("/v1/runs"))).json()["runs"] == []

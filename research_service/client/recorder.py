@@ -21,7 +21,8 @@ class Recorder:
     the time between their arrivals. A run joined late therefore replays its past at once.
     """
 
-    def __init__(self, path: Path, run: dict[str, Any]) -> None:
+    def __init__(self, path: Path) -> None:
+        """Open the file at once, so a path that cannot be written fails before any run starts."""
         self.path = path
         try:
             self._file: IO[str] = path.open("w", encoding="utf-8", newline="\n")
@@ -30,6 +31,10 @@ class Recorder:
         self._t_ms = 0
         self._arrived = time.monotonic()
         self.complete = False
+
+    def start(self, run: dict[str, Any]) -> None:
+        """Write the header line from the run's snapshot (or `POST /v1/runs` answer)."""
+        self._arrived = time.monotonic()
         header = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,

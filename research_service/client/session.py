@@ -68,18 +68,23 @@ def parse_target(target: str, server: str) -> tuple[str, str]:
 
 async def ask(api: ServiceClient, question: str, options: dict[str, int], out: Output) -> int:
     """Start a run of `question` and follow it; the exit code says how it ended."""
+    recorder = Recorder(out.record) if out.record is not None else None
     run = await api.create(question, options)
-    return await follow(api, run, out)
+    return await follow(api, run, out, recorder=recorder)
 
 
 async def listen(api: ServiceClient, run_id: str, out: Output) -> int:
     """Follow an existing run from its first event; the exit code says how it ended."""
-    return await follow(api, await api.snapshot(run_id), out)
+    recorder = Recorder(out.record) if out.record is not None else None
+    return await follow(api, await api.snapshot(run_id), out, recorder=recorder)
 
 
-async def follow(api: ServiceClient, run: dict[str, Any], out: Output) -> int:
+async def follow(
+    api: ServiceClient, run: dict[str, Any], out: Output, *, recorder: Recorder | None = None
+) -> int:
     """Show every event of `run` once, record it if asked, and handle Ctrl-C (cancellation)."""
-    recorder = Recorder(out.record, run) if out.record is not None else None
+    if recorder is not None:
+        recorder.start(run)
     follower = Follower(
         api.session,
         api.url(run["events_url"]),
