@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,10 +78,11 @@ def search() -> ScriptedSearch:
     return ScriptedSearch()
 
 
-@pytest.fixture
-async def make_service(
+@contextlib.asynccontextmanager
+async def service_factory(
     tmp_path: Path, llm: ScriptedLLM, search: ScriptedSearch
 ) -> AsyncIterator[MakeService]:
+    """Start services on demand (`make(**settings)`); close them all on exit."""
     servers: list[TestServer] = []
 
     async def make(**overrides: Any) -> Service:
@@ -92,9 +94,19 @@ async def make_service(
         servers.append(server)
         return Service(server, app, llm, search)
 
-    yield make
-    for server in servers:
-        await server.close()
+    try:
+        yield make
+    finally:
+        for server in servers:
+            await server.close()
+
+
+@pytest.fixture
+async def make_service(
+    tmp_path: Path, llm: ScriptedLLM, search: ScriptedSearch
+) -> AsyncIterator[MakeService]:
+    async with service_factory(tmp_path, llm, search) as make:
+        yield make
 
 
 @pytest.fixture

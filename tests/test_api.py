@@ -180,7 +180,7 @@ BAD_REQUESTS = [
     _method("get-cancel", "GET", f"/v1/runs/{UNKNOWN_ID}/cancel", {"POST"}),
     _method("post-events", "POST", f"/v1/runs/{UNKNOWN_ID}/events", {"GET"}),
     Bad("unknown-route", "GET", "/v2/runs", 404, "/v2/runs"),
-    Bad("unknown-route-root", "GET", "/", 404, "/"),
+    Bad("unknown-route-top", "GET", "/index.html", 404, "/index.html"),
     Bad("unknown-run-get", "GET", f"/v1/runs/{UNKNOWN_ID}", 404, UNKNOWN_ID),
     Bad("unknown-run-cancel", "POST", f"/v1/runs/{UNKNOWN_ID}/cancel", 404, UNKNOWN_ID),
     Bad("unknown-run-events", "GET", f"/v1/runs/{UNKNOWN_ID}/events", 404, UNKNOWN_ID),

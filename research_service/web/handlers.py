@@ -12,6 +12,7 @@ from research_service.recordings import finished_recording
 from research_service.runs.models import RunRecord
 from research_service.web import validation
 from research_service.web.keys import MANAGER
+from research_service.web.panel import setup_panel
 from research_service.web.stream import (
     LAST_EVENT_ID_HEADER,
     LAST_EVENT_ID_PARAM,
@@ -138,7 +139,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    """Register every route of the API."""
+    """Register every route of the API and the web panel."""
     app.router.add_post("/v1/runs", create_run)
     app.router.add_get("/v1/runs", list_runs, allow_head=False)
     app.router.add_get("/v1/runs/{run_id}", get_run, allow_head=False)
@@ -147,3 +148,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/runs/{run_id}/recording", get_recording, allow_head=False)
     app.router.add_get("/v1/research", research, allow_head=False)
     app.router.add_get("/healthz", healthz)
+    setup_panel(app)

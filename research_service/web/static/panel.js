@@ -1,0 +1,172 @@
+// @ts-check
+/**
+ * The panel's wiring: the question form, cancel, the `?run=ID` share link, and the one
+ * stream of the run on show.
+ * @module panel
+ */
+
+import { ApiError, cancelRun, createRun, getRun } from "./api.js";
+import { byId, str } from "./dom.js";
+import { RunView } from "./render.js";
+import { RunStream } from "./stream.js";
+
+const RUN_ID = /^[0-9a-f]{16}$/;
+
+const form = byId("ask", HTMLFormElement);
+const question = byId("question", HTMLTextAreaElement);
+const submit = byId("submit", HTMLButtonElement);
+const cancel = byId("cancel", HTMLButtonElement);
+const formError = byId("form-error");
+const optionInputs = [...form.querySelectorAll("input[type=number]")].map(
+  (input) => /** @type {HTMLInputElement} */ (input),
+);
+const view = new RunView();
+
+/** @type {RunStream | null} */
+let stream = null;
+/** @type {string | null} */
+let activeRun = null;
+
+/**
+ * Show a problem above the run (a refused question, an unknown run), or clear it.
+ * @param {string} message
+ */
+function showFormError(message) {
+  formError.textContent = message;
+  formError.hidden = !message;
+}
+
+/**
+ * Cancel is possible only while a run of ours is going.
+ * @param {string | null} runId
+ */
+function setActive(runId) {
+  activeRun = runId;
+  cancel.disabled = runId === null;
+  cancel.textContent = "Cancel";
+}
+
+/**
+ * Show the run and follow its stream from the start.
+ * @param {string} runId
+ * @param {string} text
+ */
+function follow(runId, text) {
+  stream?.close();
+  view.reset(runId, text);
+  document.title = `${text} · research-service`;
+  setActive(runId);
+  stream = new RunStream(runId, {
+    onEvent(name, data) {
+      view.handle(name, data);
+      if (name === "done") setActive(null);
+    },
+    onState(state) {
+      view.connectionState(state);
+      if (state === "lost") setActive(null);
+    },
+  });
+  stream.start();
+}
+
+/**
+ * The options the user changed from their defaults (unchanged ones are left to the server).
+ * @returns {Record<string, number>}
+ */
+function changedOptions() {
+  /** @type {Record<string, number>} */
+  const options = {};
+  for (const input of optionInputs) {
+    if (input.value !== input.defaultValue) options[input.name] = Number(input.value);
+  }
+  return options;
+}
+
+/** @param {SubmitEvent} event */
+async function onSubmit(event) {
+  event.preventDefault();
+  const text = question.value.trim();
+  if (!text) {
+    question.setAttribute("aria-invalid", "true");
+    showFormError("Type a question first.");
+    question.focus();
+    return;
+  }
+  if (!form.reportValidity()) return;
+  question.removeAttribute("aria-invalid");
+  showFormError("");
+  submit.disabled = true;
+  submit.textContent = "Starting…";
+  try {
+    const created = await createRun(text, changedOptions());
+    const runId = str(created, "id");
+    // The address becomes the run's share link; reloading it attaches to the same run.
+    history.replaceState(null, "", `/?run=${encodeURIComponent(runId)}`);
+    follow(runId, str(created, "question") || text);
+  } catch (error) {
+    showFormError(error instanceof ApiError ? `Could not start the run: ${error.detail}` : String(error));
+  } finally {
+    submit.disabled = false;
+    submit.textContent = "Research";
+  }
+}
+
+async function onCancel() {
+  const runId = activeRun;
+  if (runId === null) return;
+  cancel.disabled = true;
+  cancel.textContent = "Cancelling…";
+  try {
+    await cancelRun(runId);
+    // The run's `done` may have come first; it has the last word.
+    if (activeRun === runId) view.announce("Cancelling the run…");
+  } catch (error) {
+    showFormError(error instanceof ApiError ? `Could not cancel: ${error.detail}` : String(error));
+    if (activeRun === runId) setActive(runId);
+  }
+}
+
+/**
+ * Attach to an existing run from a shared link: its question first, then its whole stream.
+ * @param {string} runId
+ */
+async function attach(runId) {
+  if (!RUN_ID.test(runId)) {
+    showFormError(`“${runId}” is not a run id (16 hex characters). Check the link, or ask a new question.`);
+    question.focus();
+    return;
+  }
+  try {
+    const snapshot = await getRun(runId);
+    const text = str(snapshot, "question");
+    question.value = text;
+    follow(runId, text);
+  } catch (error) {
+    question.focus();
+    if (error instanceof ApiError && error.status === 404) {
+      showFormError(
+        `There is no run ${runId} on this service: the link is wrong or the run has been deleted. Ask a new question instead.`,
+      );
+    } else {
+      showFormError(error instanceof ApiError ? `Could not load run ${runId}: ${error.detail}` : String(error));
+    }
+  }
+}
+
+form.addEventListener("submit", (event) => void onSubmit(/** @type {SubmitEvent} */ (event)));
+cancel.addEventListener("click", () => void onCancel());
+question.addEventListener("keydown", (event) => {
+  // Enter asks, Shift+Enter adds a line; an IME composition keeps its own Enter.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+question.addEventListener("input", () => {
+  if (question.value.trim()) question.removeAttribute("aria-invalid");
+});
+
+setActive(null);
+const shared = new URLSearchParams(location.search).get("run");
+if (shared !== null) void attach(shared.trim());
+else question.focus();
