@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -138,12 +138,22 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--give-up-after",
-        type=float,
+        type=_seconds,
         metavar="S",
         default=DEFAULT_GIVE_UP_S,
         help="stop reconnecting after S seconds without the service "
         f"(default: {DEFAULT_GIVE_UP_S:g})",
     )
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds > 0, e.g. 60")
+    return value
 
 
 def run_ask(args: argparse.Namespace) -> int:
@@ -221,10 +231,10 @@ def _output(args: argparse.Namespace, *, in_process: bool = False) -> Output:
     )
 
 
-def _run(main: Any) -> int:
+def _run(main: Coroutine[Any, Any, int]) -> int:
     """Run the command's coroutine; map Ctrl-C, client errors and a closed stdout to exits."""
     try:
-        return int(asyncio.run(main))
+        return asyncio.run(main)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except ClientError as exc:
