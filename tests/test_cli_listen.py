@@ -362,3 +362,14 @@ async def test_an_unwritable_recording_fails_before_a_run_starts(
     assert result.returncode == 1
     assert f"cannot write the recording {path}" in result.stderr
     assert (await client.get(live.url("/v1/runs"))).json()["runs"] == []
+
+
+async def test_no_recording_is_left_behind_for_a_run_that_does_not_exist(
+    live: Service, tmp_path: Path
+) -> None:
+    path = tmp_path / "run.jsonl"
+    result = await cli_process.run(
+        "listen", "0123456789abcdef", "--server", base(live), "--record", str(path)
+    )
+    assert result.returncode == 2
+    assert not path.exists()

@@ -62,6 +62,11 @@ class Recorder:
         """Close the file (a recording without `done` is incomplete: replay refuses it)."""
         self._file.close()
 
+    def discard(self) -> None:
+        """Close and delete the file: no run was found or started to record."""
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
     def _write(self, line: dict[str, Any]) -> None:
         self._file.write(dumps(line) + "\n")
         self._file.flush()

@@ -69,14 +69,25 @@ def parse_target(target: str, server: str) -> tuple[str, str]:
 async def ask(api: ServiceClient, question: str, options: dict[str, int], out: Output) -> int:
     """Start a run of `question` and follow it; the exit code says how it ended."""
     recorder = Recorder(out.record) if out.record is not None else None
-    run = await api.create(question, options)
+    try:
+        run = await api.create(question, options)
+    except BaseException:
+        if recorder is not None:
+            recorder.discard()
+        raise
     return await follow(api, run, out, recorder=recorder)
 
 
 async def listen(api: ServiceClient, run_id: str, out: Output) -> int:
     """Follow an existing run from its first event; the exit code says how it ended."""
     recorder = Recorder(out.record) if out.record is not None else None
-    return await follow(api, await api.snapshot(run_id), out, recorder=recorder)
+    try:
+        run = await api.snapshot(run_id)
+    except BaseException:
+        if recorder is not None:
+            recorder.discard()
+        raise
+    return await follow(api, run, out, recorder=recorder)
 
 
 async def follow(
