@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any, Final, Literal, NamedTuple, TypeAlias
+from typing import Any, Final, Literal, NamedTuple, TypeAlias, get_args
 
 EventName: TypeAlias = Literal["phase", "token", "done", "error"]
 Phase: TypeAlias = Literal["planning", "searching", "synthesizing"]
@@ -13,6 +13,7 @@ PhaseStatus: TypeAlias = Literal["started", "progress", "completed"]
 RunStatus: TypeAlias = Literal["queued", "running", "completed", "failed", "cancelled"]
 FinalStatus: TypeAlias = Literal["completed", "failed", "cancelled"]
 
+EVENT_NAMES: Final[frozenset[str]] = frozenset(get_args(EventName))
 PHASES: Final[tuple[Phase, ...]] = ("planning", "searching", "synthesizing")
 FINAL_STATUSES: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
 

@@ -116,7 +116,7 @@ def test_other_targets_are_refused_with_examples(target: str) -> None:
 
 def frame(seq: int, name: str = "token", data: object = None) -> bytes:
     body = json.dumps(data if data is not None else {"text": f"t{seq} "})
-    return f"id: r:{seq}\nevent: {name}\ndata: {body}\n\n".encode()
+    return f"id: {RUN}:{seq}\nevent: {name}\ndata: {body}\n\n".encode()
 
 
 Answer = Callable[[web.Request], web.StreamResponse | list[bytes]]
@@ -169,10 +169,10 @@ async def test_follower_never_delivers_an_event_twice_even_from_a_server_that_re
     finally:
         await server.close()
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
-    assert script.headers == [None, "r:3"]
+    assert script.headers == [None, f"{RUN}:3"]
     assert len(notes) == 1
     assert "ended the stream before the run's done event" in notes[0]
-    assert "after event r:3" in notes[0]
+    assert f"after event {RUN}:3" in notes[0]
 
 
 async def test_follower_retries_a_503_then_gives_up_saying_so() -> None:
@@ -187,7 +187,7 @@ async def test_follower_retries_a_503_then_gives_up_saying_so() -> None:
     finally:
         await server.close()
     assert len(script.headers) >= 3
-    assert set(script.headers[1:]) == {"r:1"}
+    assert set(script.headers[1:]) == {f"{RUN}:1"}
 
 
 @pytest.mark.parametrize(

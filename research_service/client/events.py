@@ -8,9 +8,7 @@ from typing import Any
 
 from research_service.client.sse import Message
 from research_service.errors import NotAnEventStream
-
-#: The event names of the stream contract (docs/protocol.md).
-EVENT_NAMES = frozenset({"phase", "token", "error", "done"})
+from research_service.events import EVENT_NAMES, parse_event_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +32,8 @@ class RunEvent:
 
 def run_event(message: Message) -> RunEvent:
     """Check an SSE message against the contract and decode it."""
-    run_id, colon, seq = message.id.rpartition(":")
-    if not colon or not seq.isdigit() or message.event not in EVENT_NAMES:
+    parsed = parse_event_id(message.id)
+    if parsed is None or message.event not in EVENT_NAMES:
         raise NotAnEventStream(
             f"received an event {message.event!r} with id {message.id!r}, which a "
             "research-service stream never sends; check that the URL is a research-service "
@@ -47,4 +45,5 @@ def run_event(message: Message) -> RunEvent:
         data = None
     if not isinstance(data, dict):
         raise NotAnEventStream(f"event {message.id} has data that is not a JSON object")
-    return RunEvent(id=message.id, run_id=run_id, seq=int(seq), name=message.event, data=data)
+    run_id, seq = parsed
+    return RunEvent(id=message.id, run_id=run_id, seq=seq, name=message.event, data=data)

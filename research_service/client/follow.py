@@ -14,6 +14,7 @@ from research_service.client.api import describe, problem_detail
 from research_service.client.events import RunEvent, run_event
 from research_service.client.sse import SSEParser
 from research_service.errors import NotAnEventStream, RunRefused, ServiceUnreachable
+from research_service.events import parse_event_id
 
 #: Wait before the first reconnect until the server sends its own `retry:`.
 DEFAULT_RETRY_MS = 1000
@@ -51,7 +52,8 @@ class Follower:
 
     @property
     def last_seq(self) -> int:
-        return int(self.last_id.rpartition(":")[2]) if self.last_id else 0
+        parsed = parse_event_id(self.last_id) if self.last_id else None
+        return parsed[1] if parsed is not None else 0
 
     async def events(self) -> AsyncGenerator[RunEvent, None]:
         """Every event after `last_id` up to and including `done`."""

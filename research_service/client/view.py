@@ -7,8 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from research_service.client.events import RunEvent
-
-PHASES = ("planning", "searching", "synthesizing")
+from research_service.events import PHASES
 
 
 @dataclass

@@ -7,11 +7,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, NoReturn, get_args
+from typing import Any, Final, NoReturn
 
 from research_service import __version__
 from research_service.errors import ResearchError
-from research_service.events import FINAL_STATUSES, Event, EventName, dumps, is_run_id
+from research_service.events import EVENT_NAMES, FINAL_STATUSES, Event, dumps, is_run_id
 from research_service.runs.models import (
     BREADTH_RANGE,
     DEPTH_RANGE,
@@ -26,7 +26,6 @@ FORMAT_NAME: Final = "research-service-recording"
 FORMAT_VERSION: Final = 1
 #: The versions this release reads.
 SUPPORTED_VERSIONS: Final = frozenset({1})
-EVENT_NAMES: Final[frozenset[str]] = frozenset(get_args(EventName))
 HEADER_FIELDS: Final = (
     "format",
     "version",
