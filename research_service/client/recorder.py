@@ -6,11 +6,10 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from research_service import __version__
 from research_service.client.events import RunEvent
 from research_service.errors import ClientError
 from research_service.events import dumps
-from research_service.recordings import FORMAT_NAME, FORMAT_VERSION
+from research_service.recordings.format import event_line, header_fields
 
 
 class Recorder:
@@ -35,16 +34,13 @@ class Recorder:
     def start(self, run: dict[str, Any]) -> None:
         """Write the header line from the run's snapshot (or `POST /v1/runs` answer)."""
         self._arrived = time.monotonic()
-        header = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "run_id": run["id"],
-            "question": run["question"],
-            "options": run["options"],
-            "created_at": run["created_at"],
-            "service_version": __version__,
-        }
-        self._write(header)
+        header = header_fields(
+            run_id=run["id"],
+            question=run["question"],
+            options=run["options"],
+            created_at=run["created_at"],
+        )
+        self._write(dumps(header) + "\n")
 
     def event(self, event: RunEvent) -> None:
         """Append one event."""
@@ -55,7 +51,7 @@ class Recorder:
         if not isinstance(clock, int):  # tokens: the time since the previous event
             clock = self._t_ms + int((now - self._arrived) * 1000)
         self._t_ms, self._arrived = max(self._t_ms, clock), now
-        self._write({"seq": event.seq, "event": event.name, "data": event.data, "t_ms": self._t_ms})
+        self._write(event_line(seq=event.seq, name=event.name, data=event.data, t_ms=self._t_ms))
         self.complete = event.is_final
 
     def close(self) -> None:
@@ -67,6 +63,6 @@ class Recorder:
         self._file.close()
         self.path.unlink(missing_ok=True)
 
-    def _write(self, line: dict[str, Any]) -> None:
-        self._file.write(dumps(line) + "\n")
+    def _write(self, line: str) -> None:
+        self._file.write(line)
         self._file.flush()

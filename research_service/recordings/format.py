@@ -101,23 +101,39 @@ class Recording:
 
 def header(record: RunRecord) -> dict[str, Any]:
     """The header line's object for `record`."""
+    return header_fields(
+        run_id=record.id,
+        question=record.question,
+        options=record.options.to_dict(),
+        created_at=record.created_iso,
+    )
+
+
+def header_fields(
+    *, run_id: str, question: str, options: dict[str, Any], created_at: str
+) -> dict[str, Any]:
+    """The header line's object from a run's fields as the API shows them."""
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "run_id": record.id,
-        "question": record.question,
-        "options": record.options.to_dict(),
-        "created_at": record.created_iso,
+        "run_id": run_id,
+        "question": question,
+        "options": options,
+        "created_at": created_at,
         "service_version": __version__,
     }
+
+
+def event_line(*, seq: int, name: str, data: Any, t_ms: int) -> str:
+    """One event's newline-terminated line."""
+    return dumps({"seq": seq, "event": name, "data": data, "t_ms": t_ms}) + "\n"
 
 
 def recording_lines(record: RunRecord, events: Sequence[Event]) -> Iterator[str]:
     """The recording of `record` and its `events`, one newline-terminated line at a time."""
     yield dumps(header(record)) + "\n"
     for event in events:
-        line = {"seq": event.seq, "event": event.name, "data": event.data, "t_ms": event.t_ms}
-        yield dumps(line) + "\n"
+        yield event_line(seq=event.seq, name=event.name, data=event.data, t_ms=event.t_ms)
 
 
 def dump_recording(record: RunRecord, events: Sequence[Event]) -> str:
