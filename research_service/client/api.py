@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
 
 from research_service.errors import RunRefused, ServiceUnreachable
+from research_service.web.problems import detail_of
 
 #: Time allowed for a JSON request (create, snapshot, cancel), connecting included.
 REQUEST_TIMEOUT_S = 30.0
 
 
 async def problem_detail(response: aiohttp.ClientResponse) -> str:
-    """What a non-2xx answer says: the problem's detail, else its first line of text."""
-    text = await response.text(errors="replace")
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        return str(body["detail"])
-    first = text.strip().splitlines()[0][:200] if text.strip() else response.reason or ""
+    """What a non-2xx answer says: the problem's detail, else its status and first line."""
+    body = await response.read()
+    detail = detail_of(body)
+    if detail is not None:
+        return detail
+    text = body.decode("utf-8", "replace").strip()
+    first = text.splitlines()[0][:200] if text else response.reason or ""
     return f"HTTP {response.status} {first}".strip()
 
 

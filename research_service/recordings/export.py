@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from research_service.events import Event, is_run_id
 from research_service.recordings.format import RecordingError, dump_recording, parse_recording
 from research_service.runs import sqlite_log
 from research_service.runs.models import RunRecord
+from research_service.web.problems import detail_of
 
 DOWNLOAD_CONNECT_TIMEOUT_S: Final = 10.0
 DOWNLOAD_READ_TIMEOUT_S: Final = 60.0
@@ -106,11 +106,4 @@ async def download(server: str, run_id: str) -> str:
 
 def _detail(body: bytes) -> str:
     """The `detail` of a problem+json body, else the body itself (shortened)."""
-    try:
-        problem = json.loads(body)
-    except ValueError:
-        problem = None
-    detail = problem.get("detail") if isinstance(problem, dict) else None
-    if isinstance(detail, str):
-        return detail
-    return body.decode("utf-8", "replace")[:200] or "an empty body"
+    return detail_of(body) or body.decode("utf-8", "replace")[:200] or "an empty body"

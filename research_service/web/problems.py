@@ -1,7 +1,8 @@
-"""RFC 9457 problem+json responses, and the middleware that turns every error into one."""
+"""RFC 9457 problem+json: responses, the middleware that makes every error one, reading back."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Final
 
@@ -24,6 +25,16 @@ _HTTP_SLUGS: Final = {
     413: ("body-too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
 }
+
+
+def detail_of(body: bytes) -> str | None:
+    """The `detail` of a problem+json body, or None when the body is not one."""
+    try:
+        problem = json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        return None
+    detail = problem.get("detail") if isinstance(problem, dict) else None
+    return detail if isinstance(detail, str) else None
 
 
 def problem(
