@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import AsyncIterator, Coroutine
@@ -15,7 +16,12 @@ import aiohttp
 from rich.console import Console
 
 from research_service import __version__
-from research_service.cli.flags import configure_logging, settings_flags, settings_from
+from research_service.cli.flags import (
+    configure_logging,
+    positive_number,
+    settings_flags,
+    settings_from,
+)
 from research_service.client.api import ServiceClient
 from research_service.client.follow import DEFAULT_GIVE_UP_S
 from research_service.client.live import LiveDisplay
@@ -138,22 +144,12 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--give-up-after",
-        type=_seconds,
+        type=functools.partial(positive_number, what="a number of seconds", example="60"),
         metavar="S",
         default=DEFAULT_GIVE_UP_S,
         help="stop reconnecting after S seconds without the service "
         f"(default: {DEFAULT_GIVE_UP_S:g})",
     )
-
-
-def _seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds > 0, e.g. 60")
-    return value
 
 
 def run_ask(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import sys
 from collections.abc import Collection
 from dataclasses import fields
@@ -60,6 +61,19 @@ def settings_flags(parser: _Arguments, *, only: Collection[str] | None = None) -
             type=functools.partial(_parse_flag, f.name),
             help=f"{f.metadata['help']} (env {_env_names(f.name)}; default: {shown})",
         )
+
+
+def positive_number(raw: str, *, what: str, example: str) -> float:
+    """Parse a finite number > 0 for argparse; anything else is a usage error naming `what`."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not {what}; pass a number > 0, e.g. {example}"
+        )
+    return value
 
 
 def configure_logging(level: str) -> None:

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import math
+import functools
 import sys
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from research_service.cli.flags import configure_logging, settings_flags, settings_from
+from research_service.cli.flags import (
+    configure_logging,
+    positive_number,
+    settings_flags,
+    settings_from,
+)
+from research_service.cli.serve import run_app
 from research_service.recordings.format import RecordingError
 from research_service.recordings.replay import DEFAULT_SPEED, INSTANT, load_recordings, replay_app
 from research_service.settings import Settings
-
-
-def _parse_speed(raw: str) -> float:
-    try:
-        speed = float(raw)
-    except ValueError:
-        speed = math.nan
-    if not 0 < speed < math.inf:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a speed; pass a number > 0, e.g. 2")
-    return speed
 
 
 def add_parser(commands: Any) -> None:
@@ -45,7 +38,7 @@ def add_parser(commands: Any) -> None:
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument(
         "--speed",
-        type=_parse_speed,
+        type=functools.partial(positive_number, what="a speed", example="2"),
         default=DEFAULT_SPEED,
         metavar="X",
         help=f"play at X times the recorded pace (default: {DEFAULT_SPEED:g})",
@@ -73,11 +66,5 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     configure_logging(settings.log_level)
     app = replay_app(settings, recordings, speed=INSTANT if args.instant else args.speed)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        handler_cancellation=True,
-        print=lambda msg: logging.getLogger("research_service").info("%s", msg.strip()),
-    )
+    run_app(app, settings)
     return 0

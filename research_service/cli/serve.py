@@ -50,6 +50,14 @@ def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     app.on_startup.append(_freeze_startup_objects)
+    run_app(app, settings)
+
+
+def run_app(app: web.Application, settings: Settings) -> None:
+    """Serve `app` on the settings' host and port until interrupted, logging where it listens.
+
+    `handler_cancellation` releases a listener's handler as soon as its client goes away.
+    """
     web.run_app(
         app,
         host=settings.host,
