@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from research_service.errors import ConfigError, LLMError
+from research_service.providers.backoff import INITIAL_WAIT_S, JITTER, backoff_s, retry_after_s
 from research_service.providers.base import Usage
 from research_service.providers.llm_errors import (
     LLMAuthError,
@@ -26,15 +27,7 @@ from research_service.providers.llm_errors import (
     check_failure,
     describe_failure,
 )
-from research_service.providers.llm_retry import (
-    INITIAL_WAIT_S,
-    JITTER,
-    backoff_s,
-    call_with_retries,
-    retry_after_s,
-    retry_wait_s,
-    should_retry,
-)
+from research_service.providers.llm_retry import call_with_retries, retry_wait_s, should_retry
 
 URL = "http://models.test/v1/chat/completions"
 CALL = LLMCall("openai", "http://models.test/v1", "tiny-model", "RESEARCH_SYNTH_MODEL")

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
-import random
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from research_service.errors import LLMError
+from research_service.providers.backoff import retry_after_s, wait_s
 from research_service.providers.base import Reporter
 from research_service.providers.llm_errors import LLMCall, as_llm_error, describe_failure
 
@@ -22,48 +19,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS: Final = 3
 DEFAULT_MAX_WAIT_S: Final = 8.0
-INITIAL_WAIT_S: Final = 0.5
-BACKOFF_FACTOR: Final = 2.0
-# Each computed wait is shortened by up to this fraction, so clients that failed together
-# do not all come back at the same instant (as openai-python does).
-JITTER: Final = 0.25
 # Request timeout, lock timeout, rate limit; every 5xx is retried too.
 RETRY_STATUSES: Final = frozenset({408, 409, 429})
 # The request itself is wrong: sending it again cannot help, whatever the headers say.
 NEVER_RETRY_STATUSES: Final = frozenset({400, 401, 403, 404, 422})
 
 T = TypeVar("T")
-
-
-def retry_after_s(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
-    """The wait the server asked for, in seconds: `retry-after-ms`, then `Retry-After`.
-
-    `Retry-After` may be seconds or an HTTP date; a date in the past means no wait (0).
-    None when the headers ask for nothing or cannot be read.
-    """
-    if headers is None:
-        return None
-    for name, per_second in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / per_second
-        except ValueError:
-            continue
-        if math.isfinite(seconds):
-            return max(0.0, seconds)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        parsed = email.utils.parsedate_tz(value)
-        if parsed is None:
-            return None
-        when = email.utils.mktime_tz(parsed)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
 
 
 def should_retry(exc: BaseException) -> bool:
@@ -93,30 +54,11 @@ def should_retry(exc: BaseException) -> bool:
     return False
 
 
-def backoff_s(attempt: int, *, max_wait_s: float, jitter: float | None = None) -> float:
-    """Exponential backoff after failed attempt `attempt` (1-based), capped, minus jitter.
-
-    `jitter` in [0, 1) picks where in the jitter range the wait falls (random by default).
-    """
-    base = min(INITIAL_WAIT_S * BACKOFF_FACTOR ** min(attempt - 1, 64), max_wait_s)
-    share = random.random() if jitter is None else jitter
-    return max(0.0, base * (1 - JITTER * share))
-
-
 def retry_wait_s(
     exc: BaseException, attempt: int, *, max_wait_s: float, jitter: float | None = None
 ) -> float:
     """How long to wait before the attempt after `attempt`: the server's ask, or backoff."""
-    asked = server_wait_s(exc)
-    if asked is not None:
-        wait = min(asked, max_wait_s)
-        log.debug(
-            "waiting %.3fs as the server asked (%.3fs, capped at %.3fs)", wait, asked, max_wait_s
-        )
-        return wait
-    wait = backoff_s(attempt, max_wait_s=max_wait_s, jitter=jitter)
-    log.debug("waiting %.3fs (backoff after attempt %i)", wait, attempt)
-    return wait
+    return wait_s(server_wait_s(exc), attempt, max_wait_s=max_wait_s, jitter=jitter)
 
 
 def server_wait_s(exc: BaseException) -> float | None:

@@ -11,7 +11,7 @@ from typing import Final, TypeVar
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from research_service.providers.llm_retry import backoff_s, retry_after_s
+from research_service.providers.backoff import retry_after_s, wait_s
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,7 @@ def retry_wait_s(
 ) -> float:
     """How long to wait before the attempt after `attempt`: the server's ask, or backoff."""
     asked = exc.retry_after if isinstance(exc, HTTPStatusFailure) else None
-    if asked is not None:
-        wait = min(asked, max_wait_s)
-        log.debug(
-            "waiting %.3fs as the server asked (%.3fs, capped at %.3fs)", wait, asked, max_wait_s
-        )
-        return wait
-    wait = backoff_s(attempt, max_wait_s=max_wait_s, jitter=jitter)
-    log.debug("waiting %.3fs (backoff after attempt %i)", wait, attempt)
-    return wait
+    return wait_s(asked, attempt, max_wait_s=max_wait_s, jitter=jitter)
 
 
 def describe(exc: BaseException) -> str:
