@@ -10,7 +10,6 @@ Run `python bench/relay_bench.py --help`; bench/README.md ("Token relay") explai
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
@@ -26,6 +25,15 @@ from typing import Any, Final
 
 import aiohttp
 from clients import Control, dechunk, finish, listen_many
+from harness import (
+    CLIENT_CPU,
+    SERVER_CPU,
+    announce_machine,
+    can_pin,
+    parse_flags,
+    prepare,
+    save_json,
+)
 from measure import percentile
 from relay_client import StampedListener, added_latency_ms, research
 from relay_procs import (
@@ -38,8 +46,7 @@ from relay_procs import (
     system_busy_s,
 )
 from relay_report import P99_TARGET_MS, cpu_ratios, render_table
-from report import Results, machine
-from stream_bench import CLIENT_CPU, SERVER_CPU, can_pin, raise_fd_limit
+from report import Results
 from workload import Ask
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
@@ -299,18 +306,11 @@ def summarize(
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, run the bench, print the table, optionally save JSON."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one short run: a smoke test")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also save results as JSON")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin servers and client")
-    args = parser.parse_args(argv)
+    args = parse_flags(__doc__, argv, pinning=True)
     params = QUICK if args.quick else FULL
     params = replace(params, pin=not args.no_pin and can_pin())
-    raise_fd_limit()
-    if params.pin:
-        os.sched_setaffinity(0, {CLIENT_CPU})
-    info = machine()
-    print(", ".join(f"{key} {value}" for key, value in info.items()), file=sys.stderr)
+    prepare(pin=params.pin)
+    info = announce_machine()
     began = time.perf_counter()
     # Keep this process's own full collections (tens of ms) out of the client's timestamps.
     gc.collect()
@@ -326,9 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     lost = [run for run in detail["relay_runs"] if run["research"]["thread_lost"]]
     if lost:
         print(f"warning: a server thread exited in {len(lost)} window(s); CPU is understated")
-    if args.json is not None:
-        document = {"machine": info, "params": asdict(params), "results": results, **detail}
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    save_json(args.json, {"machine": info, "params": asdict(params), "results": results, **detail})
     return 0
 
 

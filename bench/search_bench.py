@@ -13,9 +13,7 @@ every figure. Run `python bench/search_bench.py --help`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import math
 import sqlite3
 import statistics
@@ -28,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from report import machine
+from harness import announce_machine, parse_flags, save_json
 from search_corpus import markdown_folder, pdf_folder, query_mix
 from search_fake import LATENCY_S, searching_phase
 from search_report import Row, build_table, latency_row, latency_table, searching_table
@@ -217,13 +215,9 @@ async def run(params: Params, work: Path) -> dict[str, list[Row]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, run the bench, print the tables, optionally save JSON."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also save results as JSON")
-    args = parser.parse_args(argv)
+    args = parse_flags(__doc__, argv, pinning=False)
     params = QUICK if args.quick else FULL
-    info = machine()
-    say(", ".join(f"{key} {value}" for key, value in info.items()))
+    info = announce_machine()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
         results = asyncio.run(run(params, Path(tmp)))
@@ -234,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     print(build_table(results["builds"]))
     print("\nQuery latency on the default corpus (limit 8)\n")
     print(latency_table(results["latency"]))
-    if args.json is not None:
-        document = {"machine": info, "params": asdict(params), "results": results}
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    save_json(args.json, {"machine": info, "params": asdict(params), "results": results})
     return 0
 
 

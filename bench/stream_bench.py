@@ -9,11 +9,8 @@ Run `python bench/stream_bench.py --help`; bench/README.md explains every figure
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -26,8 +23,16 @@ from typing import Any, Final
 
 import aiohttp
 from clients import Control
+from harness import (
+    SERVER_CPU,
+    announce_machine,
+    can_pin,
+    parse_flags,
+    prepare,
+    save_json,
+)
 from measure import CpuFigure, Latencies, capture, idle_memory, latency, live_cpu, replay_cpu
-from report import Results, machine, render_table
+from report import Results, render_table
 from workload import Ask
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
@@ -38,8 +43,6 @@ TOTAL_TIMEOUT_S: Final = 600.0
 START_TIMEOUT_S: Final = 30.0
 STOP_TIMEOUT_S: Final = 10.0
 LATENCY_ROUNDS: Final = 3
-SERVER_CPU: Final = 0
-CLIENT_CPU: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +61,6 @@ class Params:
 
 FULL: Final = Params(20_000, 5_000, 100, 5, 2, 300, 1_000)
 QUICK: Final = Params(2_000, 500, 100, 1, 1, 30, 200)
-
-
-def raise_fd_limit() -> None:
-    """Lift the soft open-files limit to the hard one (the servers inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def can_pin() -> bool:
-    """True when this process may use both of the first two cores."""
-    return {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0)
 
 
 @asynccontextmanager
@@ -197,23 +188,14 @@ async def run(params: Params) -> Results:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, run the bench, print the table, optionally save JSON."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also save results as JSON")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client")
-    args = parser.parse_args(argv)
+    args = parse_flags(__doc__, argv, pinning=True)
     params = QUICK if args.quick else FULL
     params = replace(params, pin=not args.no_pin and can_pin())
-    raise_fd_limit()
-    if params.pin:
-        os.sched_setaffinity(0, {CLIENT_CPU})
-    info = machine()
-    print(", ".join(f"{key} {value}" for key, value in info.items()), file=sys.stderr)
+    prepare(pin=params.pin)
+    info = announce_machine()
     results = asyncio.run(run(params))
     print(render_table(results, params=asdict(params)))
-    if args.json is not None:
-        document = {"machine": info, "params": asdict(params), "results": results}
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    save_json(args.json, {"machine": info, "params": asdict(params), "results": results})
     return 0
 
 
