@@ -7,6 +7,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
+from research_service import net
 from research_service.errors import RunRefused, ServiceUnreachable
 from research_service.web.problems import detail_of
 
@@ -75,15 +76,9 @@ class ServiceClient:
 
 
 def describe(exc: BaseException) -> str:
-    """A short reason for a network failure."""
-    if isinstance(exc, TimeoutError):
-        return (
-            "no data for too long" if isinstance(exc, aiohttp.ServerTimeoutError) else "timed out"
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc.os_error}"
+    """A short reason for a failure of the service's connection or stream."""
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return "no data for too long"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return "the connection closed in the middle of the response"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return exc.strerror or str(exc)
-    return str(exc) or type(exc).__name__
+    return net.describe(exc)

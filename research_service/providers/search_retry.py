@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, TypeVar
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from research_service.net import describe
 from research_service.providers.backoff import retry_after_s, wait_s
 
 log = logging.getLogger(__name__)
@@ -63,21 +62,6 @@ def retry_wait_s(
     """How long to wait before the attempt after `attempt`: the server's ask, or backoff."""
     asked = exc.retry_after if isinstance(exc, HTTPStatusFailure) else None
     return wait_s(asked, attempt, max_wait_s=max_wait_s, jitter=jitter)
-
-
-def describe(exc: BaseException) -> str:
-    """A short, human description of why a request failed (e.g. "Connection refused")."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        error = exc.os_error
-        # asyncio words a refused connection "Connect call failed (address)": say why instead.
-        if error.errno and not isinstance(error, socket.gaierror):
-            return os.strerror(error.errno)
-        if error.strerror:
-            return error.strerror
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def with_retries(

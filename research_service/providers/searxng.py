@@ -13,11 +13,11 @@ import aiohttp
 
 from research_service import __version__
 from research_service.errors import ConfigError, SearchError
+from research_service.net import describe
 from research_service.providers.base import SearchHit
 from research_service.providers.search_retry import (
     DEFAULT_MAX_WAIT_S,
     HTTPStatusFailure,
-    describe,
     with_retries,
 )
 from research_service.providers.urls import canonical_url

@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
+from research_service.net import describe
 from research_service.reading.errors import (
     PageHTTPError,
     PageNotText,
@@ -84,8 +85,7 @@ async def fetch_page(
         raise PageTimeout(url=url, timeout_s=limits.timeout_s) from None
     except aiohttp.ClientError as exc:
         raise PageUnreachable(
-            f"{url} could not be read: {exc or type(exc).__name__}; "
-            "check the address or the network",
+            f"{url} could not be read: {describe(exc)}; check the address or the network",
             url=url,
         ) from None
 

@@ -12,6 +12,7 @@ import aiohttp
 
 from research_service.errors import RequestError, ResearchError
 from research_service.events import Event, is_run_id
+from research_service.net import describe
 from research_service.recordings.format import RecordingError, dump_recording, parse_recording
 from research_service.runs import sqlite_log
 from research_service.runs.models import RunRecord
@@ -90,9 +91,9 @@ async def download(server: str, run_id: str) -> str:
             body = await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
         raise ExportError(
-            f"cannot download {url} ({reason}); is `research-service serve` running at {server}?"
+            f"cannot download {url} ({describe(exc)}); is `research-service serve` running at "
+            f"{server}?"
         ) from None
     if status != 200:
         raise ExportError(f"{url} answered {status}: {_detail(body)}")
