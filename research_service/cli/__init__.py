@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from research_service import __version__
 from research_service.cli import client, export, index, replay, serve
+from research_service.cli.flags import say
 from research_service.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except ConfigError as exc:
-        print(f"research-service: {exc}", file=sys.stderr)
+        say(str(exc))
         return EXIT_USAGE
 
 

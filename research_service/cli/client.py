@@ -19,6 +19,7 @@ from research_service import __version__
 from research_service.cli.flags import (
     configure_logging,
     positive_number,
+    say,
     settings_flags,
     settings_from,
 )
@@ -199,7 +200,7 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClien
 
         settings = settings_from(args)
         configure_logging("WARNING")
-        _notify("starting an in-process service (the first start indexes its corpus)")
+        say("starting an in-process service (the first start indexes its corpus)")
         async with local_service(settings) as url:
             yield ServiceClient(session, url), True
 
@@ -219,7 +220,7 @@ def _output(args: argparse.Namespace, *, in_process: bool = False) -> Output:
         display = LiveDisplay(Console(highlight=False))
     return Output(
         display=display,
-        notify=_notify,
+        notify=say,
         record=args.record,
         cancel_on_exit=args.cancel_on_exit,
         give_up_after_s=args.give_up_after,
@@ -234,7 +235,7 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except ClientError as exc:
-        _notify(str(exc))
+        say(str(exc))
         return exc.exit_code
     except BrokenPipeError:
         # The reader of stdout went away (`| head`): stop quietly, as other tools do.
@@ -244,9 +245,5 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 
 
 def _usage(message: str) -> int:
-    _notify(message)
+    say(message)
     return EXIT_USAGE
-
-
-def _notify(message: str) -> None:
-    print(f"research-service: {message}", file=sys.stderr, flush=True)

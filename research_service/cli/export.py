@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from research_service.cli.flags import settings_flags, settings_from
+from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.recordings.export import ExportError, download, from_store
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from research_service.settings import Settings
@@ -49,7 +49,7 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
         else:
             text = asyncio.run(from_store(settings.data_dir / RUN_STORE_FILE, args.run_id))
     except ExportError as exc:
-        print(f"research-service: {exc}", file=sys.stderr)
+        say(str(exc))
         return 2
     if args.output in (None, "-"):
         sys.stdout.flush()
@@ -59,10 +59,7 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         Path(args.output).write_bytes(text.encode())
     except OSError as exc:
-        print(f"research-service: cannot write {args.output} ({exc.strerror})", file=sys.stderr)
+        say(f"cannot write {args.output} ({exc.strerror})")
         return 1
-    print(
-        f"research-service: wrote the recording of run {args.run_id} to {args.output}",
-        file=sys.stderr,
-    )
+    say(f"wrote the recording of run {args.run_id} to {args.output}")
     return 0

@@ -1,4 +1,4 @@
-"""Settings as command-line flags, and the logging set-up every sub-command shares."""
+"""What every sub-command shares: settings as flags, argument parsers, logging, messages."""
 
 from __future__ import annotations
 
@@ -87,3 +87,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the flags given on the command line winning."""
     overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     return Settings.from_env(**overrides)
+
+
+def say(message: str) -> None:
+    """A message for the person at the terminal, on stderr, named after the program."""
+    print(f"research-service: {message}", file=sys.stderr, flush=True)

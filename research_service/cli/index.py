@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from research_service.cli.flags import settings_flags, settings_from
+from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.corpus.files import SUFFIXES
 from research_service.corpus.indexer import index_folder, summary
 from research_service.corpus.links import base_url
@@ -93,7 +93,7 @@ def index(args: argparse.Namespace, settings: Settings) -> int:
     folder: Path = args.corpus.expanduser()
     if not folder.is_dir():
         problem = "is a file, not a folder" if folder.exists() else "does not exist"
-        print(f"research-service: {folder} {problem}; pass the folder to index", file=sys.stderr)
+        say(f"{folder} {problem}; pass the folder to index")
         return 2
     db: Path = args.db if args.db is not None else corpus_index_path(settings)
     progress = ProgressLine(sys.stderr, label=f"indexing {folder}")
@@ -112,14 +112,13 @@ def index(args: argparse.Namespace, settings: Settings) -> int:
             )
     except KeyboardInterrupt:
         progress.clear()
-        print("research-service: interrupted; the index is as it was", file=sys.stderr)
+        say("interrupted; the index is as it was")
         return EXIT_INTERRUPTED
     except (OSError, sqlite3.Error) as exc:
         progress.clear()
-        print(
-            f"research-service: cannot update the index {db} ({exc}); if `serve` is indexing "
-            "the same folder, wait for it, else delete the file to rebuild it",
-            file=sys.stderr,
+        say(
+            f"cannot update the index {db} ({exc}); if `serve` is indexing the same folder, "
+            "wait for it, else delete the file to rebuild it"
         )
         return 1
     progress.clear()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 from pathlib import Path
 from typing import Any
 
 from research_service.cli.flags import (
     configure_logging,
     positive_number,
+    say,
     settings_flags,
     settings_from,
 )
@@ -62,7 +62,7 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     try:
         recordings = load_recordings(args.recordings)
     except RecordingError as exc:
-        print(f"research-service: {exc}", file=sys.stderr)
+        say(str(exc))
         return 2
     configure_logging(settings.log_level)
     app = replay_app(settings, recordings, speed=INSTANT if args.instant else args.speed)
