@@ -86,8 +86,10 @@ async def service_factory(
     servers: list[TestServer] = []
 
     async def make(**overrides: Any) -> Service:
-        settings = Settings(data_dir=tmp_path / "data", **overrides)
-        app = create_app(settings, llm=llm, search=search, event_log=MemoryEventLog())
+        settings = Settings(data_dir=tmp_path / "data", **{"store": "memory", **overrides})
+        # store="sqlite": the app opens its real run store file under tmp_path.
+        event_log = MemoryEventLog() if settings.store == "memory" else None
+        app = create_app(settings, llm=llm, search=search, event_log=event_log)
         # TestServer serves with handler_cancellation=True, as `research-service serve` does.
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()

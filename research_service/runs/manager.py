@@ -57,23 +57,31 @@ class RunManager:
         self.max_tokens_per_run = max_tokens_per_run
         self.run_deadline_s = run_deadline_s
         self._live: dict[str, LiveRun] = {}
+        # Slots taken by runs being created (their record is being stored): counted against
+        # the limit before the first await, so a burst of requests cannot all pass the check.
+        self._starting = 0
         self._finished_states: OrderedDict[str, RunState] = OrderedDict()
 
     @property
     def active_runs(self) -> int:
-        """How many runs are executing now."""
-        return len(self._live)
+        """How many runs are executing now, or being created."""
+        return len(self._live) + self._starting
 
     async def create(self, question: str, options: RunOptions) -> RunRecord:
         """Store a new run and start its pipeline in the background."""
-        if len(self._live) >= self.max_active_runs:
+        # Check and take the slot with no await in between; give it back on every failure.
+        if self.active_runs >= self.max_active_runs:
             raise TooManyRuns(
-                f"{len(self._live)} runs are active, the limit is {self.max_active_runs}; "
+                f"{self.active_runs} runs are active, the limit is {self.max_active_runs}; "
                 f"retry in {RETRY_AFTER_S} s",
                 retry_after=RETRY_AFTER_S,
             )
-        record = RunRecord(new_run_id(), question, options)
-        await self.log.create_run(record)
+        self._starting += 1
+        try:
+            record = RunRecord(new_run_id(), question, options)
+            await self.log.create_run(record)
+        finally:
+            self._starting -= 1
         run = LiveRun(record)
         self._live[record.id] = run
         run.task = asyncio.create_task(self._execute(run), name=f"run-{record.id}")
