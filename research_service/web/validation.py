@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -16,6 +18,7 @@ from research_service.errors import (
     MalformedJSON,
     UnsupportedMediaType,
 )
+from research_service.events import is_run_id
 from research_service.runs.models import (
     BREADTH_RANGE,
     DEPTH_RANGE,
@@ -34,6 +37,12 @@ _OPTION_RANGES: Final = {
     "max_tokens": MAX_TOKENS_RANGE,
     "depth": DEPTH_RANGE,
 }
+# A query-string integer as people write it: ASCII digits, perhaps a minus. int() would also
+# take "5_0", " 5", "+5" and other scripts' digits, which no client means to send.
+_INT_PARAM: Final = re.compile(r"-?[0-9]+")
+_NOT_A_CURSOR: Final = (
+    "before is not a cursor this service issued; use the `next` value of a listing"
+)
 
 
 def question(value: Any, *, field: str = "question") -> str:
@@ -64,14 +73,12 @@ def _bounded_int(value: Any, *, field: str, bounds: tuple[int, int]) -> int:
 
 
 def _int_param(raw: str, *, field: str, bounds: tuple[int, int]) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
+    if not _INT_PARAM.fullmatch(raw):
         low, high = bounds
         raise InvalidInput(
             f"{field} must be an integer from {low} to {high}, got {raw!r}", field=field
-        ) from None
-    return _bounded_int(value, field=field, bounds=bounds)
+        )
+    return _bounded_int(int(raw), field=field, bounds=bounds)
 
 
 def options(value: Any) -> RunOptions:
@@ -160,13 +167,15 @@ def encode_cursor(key: tuple[float, str]) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
-    """The sort key inside a cursor made by `encode_cursor`."""
+    """The sort key inside a cursor made by `encode_cursor`; any other text is refused."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, run_id = base64.urlsafe_b64decode(padded).decode().split("|", 1)
-        return float(created), run_id
+        key = (float(created), run_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput(
-            "before is not a cursor this service issued; use the `next` value of a listing",
-            field="before",
-        ) from None
+        raise InvalidInput(_NOT_A_CURSOR, field="before") from None
+    # Only what encode_cursor writes: a finite time and a run id, spelled the way it spells
+    # them (so "inf", "nan", "1e3" or a padded copy of a real cursor are not cursors).
+    if not (math.isfinite(key[0]) and is_run_id(run_id)) or encode_cursor(key) != cursor:
+        raise InvalidInput(_NOT_A_CURSOR, field="before")
+    return key
