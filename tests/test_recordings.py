@@ -101,6 +101,15 @@ def test_load_recording_reads_a_file(tmp_path: Path) -> None:
     assert load_recording(path) == parse_recording(dump_recording(RECORD, _events()))
 
 
+def test_load_recording_takes_a_str_path_too(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(dump_recording(RECORD, _events()).encode())
+    assert load_recording(str(path)) == load_recording(path)
+    with pytest.raises(RecordingError, match="cannot read the file") as caught:
+        load_recording(str(tmp_path / "nope.jsonl"))
+    assert str(caught.value).startswith(str(tmp_path / "nope.jsonl"))
+
+
 @dataclass(frozen=True)
 class Broken:
     """A recording made bad by `change` (applied to its lines), and the error it must get."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -144,11 +145,11 @@ def dump_recording(record: RunRecord, events: Sequence[Event]) -> str:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def load_recording(path: Path) -> Recording:
-    """Read and check the recording file at `path`."""
-    source = str(path)
+def load_recording(path: str | os.PathLike[str]) -> Recording:
+    """Read and check the recording file at `path` (a `str` or a path object)."""
+    source = os.fspath(path)
     try:
-        raw = path.read_bytes()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise RecordingError(
