@@ -277,7 +277,8 @@ async def test_unreachable_instance_is_retried_then_says_to_start_it(
         await provider(session, url, attempts=2).search("q", limit=5)
     assert "attempt 2 of 2" in caplog.text
     assert str(caught.value) == (
-        f"cannot reach SearXNG at {url} (Connection refused); start it or set SEARXNG_URL"
+        f"cannot reach SearXNG at {url} (Connection refused) after 2 attempts; "
+        "start it or set SEARXNG_URL"
     )
     assert caught.value.retryable
 

@@ -218,7 +218,7 @@ class SearxngSearch:
                 f"healthy, or raise {env_name('search_timeout_s')}"
             )
         elif isinstance(exc, aiohttp.ClientConnectorError):
-            message = f"cannot reach SearXNG at {self.base_url} ({describe(exc)}); "
+            message = f"cannot reach SearXNG at {self.base_url} ({describe(exc)}){tries}; "
             message += SET_URL
         else:
             message = f"SearXNG at {self.base_url} failed ({describe(exc)}){tries}; see its log"
