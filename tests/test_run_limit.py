@@ -67,4 +67,3 @@ async def test_a_burst_of_creations_gets_exactly_the_limit_and_429_for_the_rest(
         assert [r.status_code for r in again] == [201] * LIMIT
         for response in again:
             await service.wait_done(response.json()["id"])
-
