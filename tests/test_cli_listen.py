@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from research_service.recordings import load_recording
@@ -373,3 +374,90 @@ async def test_no_recording_is_left_behind_for_a_run_that_does_not_exist(
     )
     assert result.returncode == 2
     assert not path.exists()
+
+
+# --- servers that are busy, or not a research-service at all --------------------------------
+
+BUSY_RUN = "0123456789abcdef"
+
+
+class BusyThenFree:
+    """A stand-in service: `POST /v1/runs` is a 429 (Retry-After: 0) `busy` times, then a run."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy = busy
+        self.posts = 0
+
+    async def create(self, request: web.Request) -> web.Response:
+        self.posts += 1
+        if self.posts <= self.busy:
+            return web.json_response(
+                {"status": 429, "detail": "2 runs are active, the limit is 2; retry in 5 s"},
+                status=429,
+                headers={"Retry-After": "0"},
+                content_type="application/problem+json",
+            )
+        body = await request.json()
+        run = {"id": BUSY_RUN, "question": body["question"], "status": "queued"}
+        return web.json_response(run | {"events_url": f"/v1/runs/{BUSY_RUN}/events"}, status=201)
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        done = json.dumps({"status": "completed", "answer": "", "sources": []})
+        await response.write(f"id: {BUSY_RUN}:1\nevent: done\ndata: {done}\n\n".encode())
+        return response
+
+    async def serve(self) -> TestServer:
+        app = web.Application()
+        app.router.add_post("/v1/runs", self.create)
+        app.router.add_get(f"/v1/runs/{BUSY_RUN}/events", self.events)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        return server
+
+
+async def test_ask_waits_out_a_busy_service_saying_so_on_stderr() -> None:
+    stand_in = BusyThenFree(busy=2)
+    server = await stand_in.serve()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        result = await cli_process.run("ask", "--server", url, "--json", "Q?")
+    finally:
+        await server.close()
+    assert result.returncode == 0, result.stderr
+    assert stand_in.posts == 3
+    busy = "research-service: the service is busy (2 runs are active, the limit is 2; retry in 5 s)"
+    assert result.stderr.splitlines() == [
+        f"{busy}; trying again in 0 s (attempt 2 of 4)",
+        f"{busy}; trying again in 0 s (attempt 3 of 4)",
+    ]
+    assert result.json_lines()[-1]["event"] == "done"
+
+
+async def test_ask_gives_up_on_a_service_that_stays_busy_with_status_2() -> None:
+    stand_in = BusyThenFree(busy=100)
+    server = await stand_in.serve()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        result = await cli_process.run("ask", "--server", url, "Q?")
+    finally:
+        await server.close()
+    assert result.returncode == 2
+    assert stand_in.posts == 4
+    assert result.stderr.splitlines()[-1] == (
+        "research-service: 2 runs are active, the limit is 2; retry in 5 s "
+        "(still busy after 4 attempts)"
+    )
+
+
+async def test_listen_to_a_server_that_is_not_a_research_service_exits_4() -> None:
+    server = TestServer(web.Application(), host="127.0.0.1")  # every path: aiohttp's 404
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        result = await cli_process.run("listen", "0123456789abcdef", "--server", url)
+    finally:
+        await server.close()
+    assert result.returncode == 4
+    assert "which is not a research-service's answer; check --server" in result.stderr

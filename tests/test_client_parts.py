@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import random
@@ -16,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from httpx_sse import EventSource
 from rich.console import Console
 
+from research_service.client.api import BUSY_ATTEMPTS, ServiceClient
 from research_service.client.events import RunEvent
 from research_service.client.follow import Follower
 from research_service.client.live import LiveDisplay
@@ -23,7 +25,7 @@ from research_service.client.session import parse_target
 from research_service.client.sse import Message, SSEParser
 from research_service.errors import ClientError, NotAnEventStream, RunRefused, ServiceUnreachable
 from research_service.recordings import load_recording
-from tests.conftest import Service
+from tests.conftest import MakeService, Service
 
 RECORDING = Path(__file__).parent / "recordings" / "builtin_completed.jsonl"
 
@@ -199,6 +201,11 @@ async def test_follower_retries_a_503_then_gives_up_saying_so() -> None:
             "no run with id",
         ),
         (lambda _: web.Response(text="<html>"), NotAnEventStream, "not text/event-stream"),
+        (
+            lambda _: web.Response(status=404, text="<h1>Not Found</h1>", content_type="text/html"),
+            NotAnEventStream,
+            "HTTP 404 <h1>Not Found</h1>, which is not a research-service's answer",
+        ),
         (lambda _: [b"id: 7\nevent: token\ndata: {}\n\n"], NotAnEventStream, "never sends"),
     ],
 )
@@ -215,9 +222,87 @@ async def test_follower_stops_at_once_on_answers_a_retry_cannot_mend(
     assert len(script.headers) == 1
 
 
+async def test_follower_gives_up_when_its_time_is_up_not_a_backoff_later() -> None:
+    """The stream asks for 5 s between reconnects; with 1 s to give up, the last try is at 1 s."""
+    script = Script(
+        lambda _: [b"retry: 5000\n\n", frame(1)],
+        lambda _: web.Response(status=503, text="overloaded"),
+    )
+    server, url = await _served(script)
+    notes: list[str] = []
+    loop = asyncio.get_running_loop()
+    try:
+        async with aiohttp.ClientSession() as session:
+            follower = Follower(session, url, notify=notes.append, give_up_after_s=1.0)
+            started = loop.time()
+            with pytest.raises(ServiceUnreachable, match=r"gave up after 1 s"):
+                async for _ in follower.events():
+                    pass
+            took = loop.time() - started
+    finally:
+        await server.close()
+    assert took < 2.5  # it took 4.5 to 5.5 s when the whole 5 s backoff was slept first
+    assert "reconnecting in 1.0 s" in notes[0]
+    assert len(script.headers) == 2
+
+
 async def test_follower_reports_a_service_that_is_not_there(unused_tcp_port: int) -> None:
     with pytest.raises(ServiceUnreachable, match="is the service running"):
         await follow_all(f"http://127.0.0.1:{unused_tcp_port}/events")
+
+
+# --- the JSON endpoints: a busy service, a server that is not one --------------------------
+
+
+async def test_a_busy_service_is_asked_again_then_refused_saying_so(
+    make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    """429 with Retry-After: each wait is said; after the last attempt it is a refusal (2)."""
+    service = await make_service(max_active_runs=1)
+    service.llm.hold_after = 1
+    await service.create(client)
+    await service.until_held()
+    notes: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        api = ServiceClient(session, service.url("/"), notify=notes.append, max_busy_wait_s=0.01)
+        with pytest.raises(RunRefused, match="still busy after 4 attempts") as caught:
+            await api.create("Another question?", {})
+    service.llm.release.set()
+    assert caught.value.status == 429
+    assert caught.value.exit_code == 2
+    assert notes == [
+        "the service is busy (1 runs are active, the limit is 1; retry in 5 s); trying again "
+        f"in 0.01 s (attempt {n} of {BUSY_ATTEMPTS})"
+        for n in range(2, BUSY_ATTEMPTS + 1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "says"),
+    [
+        (404, b"404: Not Found", "text/plain", "answered HTTP 404 404: Not Found, which is not"),
+        (200, b'{"status": "ok"}', "application/json", "without a run's id, question, events_url"),
+        (200, b"<html></html>", "text/html", "not a research-service's JSON"),
+    ],
+)
+async def test_a_server_that_is_not_a_research_service_is_not_a_refusal(
+    status: int, body: bytes, content_type: str, says: str
+) -> None:
+    async def answer(_: web.Request) -> web.Response:
+        return web.Response(status=status, body=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_get("/v1/runs/{id}", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = ServiceClient(session, str(server.make_url("/")))
+            with pytest.raises(NotAnEventStream, match=says) as caught:
+                await api.snapshot("0123456789abcdef")
+    finally:
+        await server.close()
+    assert caught.value.exit_code == 4
 
 
 # --- the rich display --------------------------------------------------------------------------

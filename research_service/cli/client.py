@@ -59,9 +59,10 @@ IN_PROCESS_FLAGS: Final = frozenset(
     }
 )
 EXIT_CODES_HELP: Final = (
-    "Exit status: 0 the run completed, 1 it failed, 2 usage error or the service refused the "
-    "request, 3 it was cancelled, 4 the service could not be reached (or stayed unreachable "
-    "too long), 130 interrupted (Ctrl-C), 141 stdout was closed."
+    "A 429 (too many runs) is tried again after its Retry-After, a few times. Exit status: "
+    "0 the run completed, 1 it failed, 2 usage error or the service refused the request, "
+    "3 it was cancelled, 4 the service could not be reached (or stayed unreachable too long, "
+    "or is not a research-service), 130 interrupted (Ctrl-C), 141 stdout was closed."
 )
 
 
@@ -183,7 +184,7 @@ def run_listen(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with _session() as session:
-            return await listen(ServiceClient(session, server), run_id, _output(args))
+            return await listen(ServiceClient(session, server, notify=say), run_id, _output(args))
 
     return _run(main())
 
@@ -193,7 +194,7 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClien
     """A client of --server, or of an in-process service started for this command."""
     async with _session() as session:
         if args.server:
-            yield ServiceClient(session, args.server), False
+            yield ServiceClient(session, args.server, notify=say), False
             return
         # The service's modules (the openai SDK among them) load only when one is started here.
         from research_service.client.local import local_service  # noqa: PLC0415
@@ -202,7 +203,7 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClien
         configure_logging("WARNING")
         say("starting an in-process service (the first start indexes its corpus)")
         async with local_service(settings) as url:
-            yield ServiceClient(session, url), True
+            yield ServiceClient(session, url, notify=say), True
 
 
 def _session() -> aiohttp.ClientSession:

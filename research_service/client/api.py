@@ -2,36 +2,97 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
 from urllib.parse import urljoin
 
 import aiohttp
 
 from research_service import net
-from research_service.errors import RunRefused, ServiceUnreachable
+from research_service.errors import NotAnEventStream, RunRefused, ServiceUnreachable
+from research_service.providers.backoff import retry_after_s
 from research_service.web.problems import detail_of
 
+log = logging.getLogger(__name__)
+
 #: Time allowed for a JSON request (create, snapshot, cancel), connecting included.
-REQUEST_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S: Final = 30.0
+#: Requests answered 429 Too Many Requests are sent this many times in all, then given up.
+BUSY_ATTEMPTS: Final = 4
+#: The wait after a 429 that carries no (readable) Retry-After: the service's own ask.
+DEFAULT_BUSY_WAIT_S: Final = 5.0
+#: The longest wait after a 429, whatever its Retry-After asks for.
+MAX_BUSY_WAIT_S: Final = 30.0
+#: What a run's body must carry for the client to follow it.
+RUN_FIELDS: Final = ("id", "question", "events_url")
 
 
-async def problem_detail(response: aiohttp.ClientResponse) -> str:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A non-2xx answer: what it says, and whether it is a problem body (the service's own)."""
+
+    status: int
+    detail: str
+    is_problem: bool
+
+
+async def read_answer(response: aiohttp.ClientResponse) -> Answer:
     """What a non-2xx answer says: the problem's detail, else its status and first line."""
     body = await response.read()
     detail = detail_of(body)
     if detail is not None:
-        return detail
+        return Answer(response.status, detail, is_problem=True)
     text = body.decode("utf-8", "replace").strip()
     first = text.splitlines()[0][:200] if text else response.reason or ""
-    return f"HTTP {response.status} {first}".strip()
+    return Answer(response.status, f"HTTP {response.status} {first}".strip(), is_problem=False)
+
+
+async def problem_detail(response: aiohttp.ClientResponse) -> str:
+    """What a non-2xx answer says: the problem's detail, else its status and first line."""
+    return (await read_answer(response)).detail
+
+
+def refused(answer: Answer, *, what: str) -> RunRefused | NotAnEventStream:
+    """The error for a 4xx: the service refused (a problem body), or this is not the service."""
+    if answer.is_problem:
+        return RunRefused(answer.detail, status=answer.status)
+    return NotAnEventStream(
+        f"{what} answered {answer.detail}, which is not a research-service's answer; "
+        "check --server (the service's base URL, e.g. http://127.0.0.1:8080)"
+    )
+
+
+def busy_wait_s(headers: Any) -> float:
+    """How long to wait after a 429: its Retry-After, else the default, at most the cap."""
+    asked = retry_after_s(headers)
+    wait = DEFAULT_BUSY_WAIT_S if asked is None else asked
+    log.debug("429: waiting %.3fs (asked: %s, cap %.0fs)", wait, asked, MAX_BUSY_WAIT_S)
+    return min(wait, MAX_BUSY_WAIT_S)
 
 
 class ServiceClient:
-    """Create, inspect and cancel runs on the service at `base_url` (e.g. http://host:8080)."""
+    """Create, inspect and cancel runs on the service at `base_url` (e.g. http://host:8080).
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    A request answered 429 Too Many Requests is sent again after the wait its `Retry-After`
+    asks for (at most `max_busy_wait_s`), up to BUSY_ATTEMPTS times in all; `notify` hears
+    of each wait (for stderr).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        notify: Callable[[str], None] | None = None,
+        max_busy_wait_s: float = MAX_BUSY_WAIT_S,
+    ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/") + "/"
+        self.notify = notify if notify is not None else log.info
+        self.max_busy_wait_s = max_busy_wait_s
 
     def url(self, path: str) -> str:
         """An absolute URL for a path the service returned (`/v1/runs/…`)."""
@@ -42,11 +103,12 @@ class ServiceClient:
         body: dict[str, Any] = {"question": question}
         if options:
             body["options"] = options
-        return await self._json("POST", "v1/runs", body=body)
+        return _run(await self._json("POST", "v1/runs", body=body), "POST", self.url("v1/runs"))
 
     async def snapshot(self, run_id: str) -> dict[str, Any]:
         """`GET /v1/runs/{id}`: the run's snapshot."""
-        return await self._json("GET", f"v1/runs/{run_id}")
+        path = f"v1/runs/{run_id}"
+        return _run(await self._json("GET", path), "GET", self.url(path))
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         """`POST /v1/runs/{id}/cancel`."""
@@ -54,25 +116,70 @@ class ServiceClient:
 
     async def _json(self, method: str, path: str, *, body: Any = None) -> dict[str, Any]:
         url = self.url(path)
-        try:
-            async with self.session.request(
-                method, url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-            ) as response:
-                if response.status >= 400:
-                    detail = await problem_detail(response)
-                    if response.status < 500:
-                        raise RunRefused(detail, status=response.status)
-                    raise ServiceUnreachable(f"{method} {url} failed: {detail}")
-                data = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ServiceUnreachable(
-                f"cannot reach the service at {self.base_url} ({describe(exc)}); is it running? "
-                "Start it with `research-service serve`, or leave out --server to use an "
-                "in-process one"
-            ) from exc
-        if not isinstance(data, dict):
-            raise ServiceUnreachable(f"{method} {url} answered something that is not JSON")
-        return data
+        attempt = 1
+        while True:
+            try:
+                data, wait = await self._request(method, url, body=body)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ServiceUnreachable(
+                    f"cannot reach the service at {self.base_url} ({describe(exc)}); is it "
+                    "running? Start it with `research-service serve`, or leave out --server to "
+                    "use an in-process one"
+                ) from exc
+            if not isinstance(data, Answer):
+                return _object(data, method, url)
+            if data.status != 429 or attempt == BUSY_ATTEMPTS:
+                raise _failure(data, method, url, attempts=attempt)
+            wait = min(wait, self.max_busy_wait_s)
+            attempt += 1
+            self.notify(
+                f"the service is busy ({data.detail}); trying again in {wait:g} s "
+                f"(attempt {attempt} of {BUSY_ATTEMPTS})"
+            )
+            await asyncio.sleep(wait)
+
+    async def _request(self, method: str, url: str, *, body: Any) -> tuple[Any, float]:
+        """The decoded JSON, or the Answer of an error status; and the wait a 429 asks for."""
+        async with self.session.request(
+            method, url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        ) as response:
+            if response.status >= 400:
+                wait = busy_wait_s(response.headers) if response.status == 429 else 0.0
+                return await read_answer(response), wait
+            try:
+                return await response.json(content_type=None), 0.0
+            except ValueError:
+                return None, 0.0
+
+
+def _failure(answer: Answer, method: str, url: str, *, attempts: int) -> Exception:
+    """The error for a failed request: failing (5xx), still busy (429), refused or not ours."""
+    if answer.status >= 500:
+        return ServiceUnreachable(f"{method} {url} failed: {answer.detail}")
+    if answer.status == 429:
+        tries = f" (still busy after {attempts} attempts)" if attempts > 1 else ""
+        return RunRefused(answer.detail + tries, status=answer.status)
+    return refused(answer, what=f"{method} {url}")
+
+
+def _object(data: Any, method: str, url: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise NotAnEventStream(
+            f"{method} {url} answered something that is not a research-service's JSON; "
+            "check --server"
+        )
+    return data
+
+
+def _run(data: dict[str, Any], method: str, url: str) -> dict[str, Any]:
+    """A run's body, checked for what following it needs."""
+    missing = [name for name in RUN_FIELDS if not isinstance(data.get(name), str)]
+    if missing:
+        raise NotAnEventStream(
+            f"{method} {url} answered JSON without a run's {', '.join(missing)}; "
+            "check --server (is it a research-service?)"
+        )
+    return data
 
 
 def describe(exc: BaseException) -> str:

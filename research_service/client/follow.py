@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from research_service.client.api import describe, problem_detail
+from research_service.client.api import describe, read_answer, refused
 from research_service.client.events import RunEvent, run_event
 from research_service.client.sse import SSEParser
 from research_service.errors import NotAnEventStream, RunRefused, ServiceUnreachable
@@ -24,6 +24,9 @@ MAX_BACKOFF_S = 30.0
 DEFAULT_GIVE_UP_S = 300.0
 #: No byte for this long (the service pings every 15 s) means the connection is dead.
 DEFAULT_IDLE_TIMEOUT_S = 45.0
+#: Time allowed to connect; a reconnect gets no more than what is left before giving up.
+CONNECT_TIMEOUT_S = 10.0
+MIN_CONNECT_S = 0.5
 #: Statuses worth retrying: the service or a proxy in front of it is overloaded or restarting.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -48,6 +51,7 @@ class Follower:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     reconnects: int = 0
     _retry_ms: int = DEFAULT_RETRY_MS
+    _connect_timeout_s: float = CONNECT_TIMEOUT_S
     _connected: bool = False  # a first connection got its 200
 
     @property
@@ -63,6 +67,7 @@ class Follower:
             try:
                 async for event in self._connection():
                     failing_since, attempt = None, 0
+                    self._connect_timeout_s = CONNECT_TIMEOUT_S
                     yield event
                     if event.is_final:
                         return
@@ -77,12 +82,15 @@ class Follower:
                 reason = describe(exc)
             now = time.monotonic()
             failing_since = now if failing_since is None else failing_since
-            if now - failing_since > self.give_up_after_s:
+            left = self.give_up_after_s - (now - failing_since)
+            if left <= 0:
                 raise ServiceUnreachable(
                     f"gave up after {self.give_up_after_s:g} s without the stream ({reason}); "
                     f"the run may go on: resume with `research-service listen {self.url}`"
                 )
-            delay = self._backoff(attempt)
+            # The last attempt is made when the time is up, not a whole backoff later.
+            delay = min(self._backoff(attempt), left)
+            self._connect_timeout_s = min(CONNECT_TIMEOUT_S, max(left - delay, MIN_CONNECT_S))
             attempt += 1
             self.reconnects += 1
             where = f"after event {self.last_id}" if self.last_id else "from the start"
@@ -98,15 +106,19 @@ class Follower:
         headers = {"Accept": "text/event-stream"}
         if self.last_id:
             headers["Last-Event-ID"] = self.last_id
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.idle_timeout_s)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._connect_timeout_s, sock_read=self.idle_timeout_s
+        )
         async with self.session.get(self.url, headers=headers, timeout=timeout) as response:
             if response.status == 204:
                 return
             if response.status != 200:
-                detail = await problem_detail(response)
+                answer = await read_answer(response)
                 if response.status in RETRY_STATUSES:
-                    raise _Broken(detail)
-                raise RunRefused(f"{self.url}: {detail}", status=response.status)
+                    raise _Broken(answer.detail)
+                if answer.is_problem:
+                    raise RunRefused(f"{self.url}: {answer.detail}", status=response.status)
+                raise refused(answer, what=self.url)
             if response.content_type != "text/event-stream":
                 raise NotAnEventStream(
                     f"{self.url} answered {response.content_type}, not text/event-stream; "
