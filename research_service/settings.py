@@ -305,6 +305,17 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+def source_of(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The variable `from_env` takes field `name` from: RESEARCH_*, else the first alias set.
+
+    RESEARCH_* when none is set, so a message can always name the variable to fix.
+    """
+    env = os.environ if environ is None else environ
+    field_ = next(f for f in fields(Settings) if f.name == name)
+    names: tuple[str, ...] = (env_name(name), *field_.metadata.get("aliases", ()))
+    return next((candidate for candidate in names if env.get(candidate)), names[0])
+
+
 def flag_name(name: str) -> str:
     """The CLI flag (without dashes) for a settings field."""
     return name.replace("_", "-")

@@ -9,7 +9,10 @@ from typing import TypeVar
 
 from research_service.errors import ConfigError
 from research_service.providers.base import LLMProvider, SearchProvider
-from research_service.settings import Settings
+from research_service.settings import Settings, source_of
+
+#: How the model provider's messages name the key to fix (the SDK's own variable).
+KEY_HINT = "set OPENAI_API_KEY"
 
 
 @asynccontextmanager
@@ -78,10 +81,22 @@ async def _openai_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
     )
     try:
         # A missing key or unreachable server is reported at start-up, not at the first run.
-        await provider.check()
+        try:
+            await provider.check()
+        except ConfigError as exc:
+            raise _naming_the_key(exc) from None
         yield provider
     finally:
         await provider.close()
+
+
+def _naming_the_key(exc: ConfigError) -> ConfigError:
+    """`exc`, asking to fix the variable the key really came from (RESEARCH_* wins)."""
+    variable = source_of("openai_api_key")
+    message = str(exc)
+    if KEY_HINT not in message or variable == KEY_HINT.removeprefix("set "):
+        return exc
+    return ConfigError(message.replace(KEY_HINT, f"fix {variable} (it overrides OPENAI_API_KEY)"))
 
 
 @asynccontextmanager

@@ -1,0 +1,60 @@
+"""A key the server refuses is reported under the variable it came from, not the SDK's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from research_service.settings import source_of
+from tests import cli_process
+from tests.fake_openai import FakeOpenAI
+
+GOOD, WRONG = "sk-good", "sk-wrong"
+
+
+@pytest.mark.parametrize(
+    ("environ", "source"),
+    [
+        ({"RESEARCH_OPENAI_API_KEY": WRONG, "OPENAI_API_KEY": GOOD}, "RESEARCH_OPENAI_API_KEY"),
+        ({"OPENAI_API_KEY": GOOD}, "OPENAI_API_KEY"),
+        ({"RESEARCH_OPENAI_API_KEY": "", "OPENAI_API_KEY": GOOD}, "OPENAI_API_KEY"),
+        ({}, "RESEARCH_OPENAI_API_KEY"),
+    ],
+)
+def test_source_of_names_the_variable_from_env_reads(environ: dict[str, str], source: str) -> None:
+    assert source_of("openai_api_key", environ) == source
+
+
+async def serve_against(fake: FakeOpenAI, data_dir: Path, **env: str) -> cli_process.Finished:
+    return await cli_process.run(
+        "serve",
+        "--llm",
+        "openai",
+        "--openai-base-url",
+        fake.base_url,
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        "0",
+        **env,
+    )
+
+
+async def test_a_wrong_research_key_over_a_good_sdk_key_is_named(tmp_path: Path) -> None:
+    async with FakeOpenAI(api_key=GOOD) as fake:
+        result = await serve_against(
+            fake, tmp_path, RESEARCH_OPENAI_API_KEY=WRONG, OPENAI_API_KEY=GOOD
+        )
+    assert result.returncode == 2
+    assert "rejected the API key" in result.stderr
+    assert "; fix RESEARCH_OPENAI_API_KEY (it overrides OPENAI_API_KEY)" in result.stderr
+    assert "set OPENAI_API_KEY" not in result.stderr
+
+
+async def test_a_wrong_sdk_key_alone_is_still_named_as_such(tmp_path: Path) -> None:
+    async with FakeOpenAI(api_key=GOOD) as fake:
+        result = await serve_against(fake, tmp_path, OPENAI_API_KEY=WRONG)
+    assert result.returncode == 2
+    assert "rejected the API key" in result.stderr
+    assert result.stderr.rstrip().endswith("; set OPENAI_API_KEY")
