@@ -24,6 +24,7 @@ from research_service.settings import RETENTION_INTERVAL_S, Settings
 from research_service.web.handlers import setup_routes
 from research_service.web.keys import EVENT_LOG, LLM, MANAGER, READER, SEARCH, SETTINGS
 from research_service.web.problems import problem_middleware
+from research_service.web.protocol import connection_middleware, name_the_server
 from research_service.web.validation import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,14 @@ def create_app(
 ) -> web.Application:
     """Build the application; providers and the log may be handed in (tests, embedding).
 
-    Serve it with `handler_cancellation=True` (as `research-service serve` and aiohttp's
-    test server do) so a listener that disconnects is released at once.
+    Serve it with `web.serving` (as `research-service serve` does): guarded connections,
+    `handler_cancellation` so a listener that disconnects is released at once, and a
+    shutdown bounded by the grace.
     """
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[connection_middleware, problem_middleware], client_max_size=MAX_BODY_BYTES
+    )
+    app.on_response_prepare.append(name_the_server)
     app[SETTINGS] = settings
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -24,6 +24,8 @@ class RequestError(ResearchError):
     status = 400
     slug = "invalid-request"
     title = "Invalid request"
+    #: The connection is closed after the answer (its request cannot be read to the end).
+    close_connection = False
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
@@ -78,6 +80,15 @@ class BodyTooLarge(RequestError):
     status = 413
     slug = "body-too-large"
     title = "Request body too large"
+
+
+class BodyTimeout(RequestError):
+    """The client did not send the whole request body within --body-timeout-s."""
+
+    status = 408
+    slug = "body-timeout"
+    title = "Request body too slow"
+    close_connection = True
 
 
 class UnsupportedMediaType(RequestError):

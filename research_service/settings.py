@@ -19,6 +19,9 @@ DEFAULT_RETRY_MS: Final = 3000
 DEFAULT_WRITE_TIMEOUT_S: Final = 30.0
 DEFAULT_ABANDON_AFTER_S: Final = 300.0
 DEFAULT_MAX_ACTIVE_RUNS: Final = 32
+DEFAULT_HEADER_TIMEOUT_S: Final = 10.0
+DEFAULT_BODY_TIMEOUT_S: Final = 30.0
+DEFAULT_SHUTDOWN_GRACE_S: Final = 5.0
 DEFAULT_SEARCH_CONCURRENCY: Final = 4
 DEFAULT_SEARCH_TIMEOUT_S: Final = 10.0
 DEFAULT_TOKEN_DELAY_MS: Final = 15.0
@@ -168,6 +171,32 @@ class Settings:
         default=DEFAULT_MAX_ACTIVE_RUNS,
         metadata=_opt("runs allowed at once; more get 429 Too Many Requests"),
     )
+    max_connections: int | None = field(
+        default=None,
+        metadata=_opt(
+            "HTTP connections served at once; beyond it idle ones are closed, then new ones "
+            "refused",
+            kind=int,
+        ),
+    )
+    header_timeout_s: float = field(
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        metadata=_opt(
+            "seconds a connection may take to send a request's headers (also how long an "
+            "idle keep-alive connection stays open)"
+        ),
+    )
+    body_timeout_s: float = field(
+        default=DEFAULT_BODY_TIMEOUT_S,
+        metadata=_opt("seconds a client may take to send a request body"),
+    )
+    shutdown_grace_s: float = field(
+        default=DEFAULT_SHUTDOWN_GRACE_S,
+        metadata=_opt(
+            "seconds a stopping service gives runs and listeners to finish before it closes "
+            "every connection"
+        ),
+    )
     search_concurrency: int = field(
         default=DEFAULT_SEARCH_CONCURRENCY, metadata=_opt("search queries run at once per run")
     )
@@ -240,6 +269,13 @@ class Settings:
             (self.write_timeout_s > 0, "write_timeout_s must be > 0"),
             (self.abandon_after_s > 0, "abandon_after_s must be > 0"),
             (self.max_active_runs >= 1, "max_active_runs must be >= 1"),
+            (
+                self.max_connections is None or self.max_connections >= 1,
+                "max_connections must be >= 1",
+            ),
+            (self.header_timeout_s > 0, "header_timeout_s must be > 0"),
+            (self.body_timeout_s > 0, "body_timeout_s must be > 0"),
+            (self.shutdown_grace_s >= 0, "shutdown_grace_s must be >= 0"),
             (self.search_concurrency >= 1, "search_concurrency must be >= 1"),
             (self.search_timeout_s > 0, "search_timeout_s must be > 0"),
             (self.token_delay_ms >= 0, "token_delay_ms must be >= 0"),

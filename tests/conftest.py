@@ -18,8 +18,16 @@ from research_service.app import create_app
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.settings import Settings
-from research_service.web.keys import MANAGER
+from research_service.web.keys import MANAGER, SETTINGS
+from research_service.web.serving import make_runner
 from tests.fakes import ScriptedLLM, ScriptedSearch
+
+
+class ServiceTestServer(TestServer):
+    """aiohttp's TestServer on the service's own runner: guarded connections, bounded shutdown."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return make_runner(self.app, self.app[SETTINGS], **kwargs)
 
 
 @dataclass
@@ -90,8 +98,7 @@ async def service_factory(
         # store="sqlite": the app opens its real run store file under tmp_path.
         event_log = MemoryEventLog() if settings.store == "memory" else None
         app = create_app(settings, llm=llm, search=search, event_log=event_log)
-        # TestServer serves with handler_cancellation=True, as `research-service serve` does.
-        server = TestServer(app, host="127.0.0.1")
+        server = ServiceTestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)
         return Service(server, app, llm, search)

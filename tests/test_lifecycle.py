@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
 import tracemalloc
@@ -214,3 +215,58 @@ async def test_shutdown_ends_live_runs_with_done(
     assert name == "done"
     assert done["status"] == "cancelled"
     assert done["error"]["code"] == "shutdown"
+
+
+TCP_STATES = {1: "ESTABLISHED", 7: "CLOSE", 8: "CLOSE_WAIT"}
+
+
+def tcp_state(sock: socket.socket) -> str:
+    """The kernel's TCP state of `sock` (Linux TCP_INFO's first byte)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    return TCP_STATES.get(info[0], str(info[0]))
+
+
+def server_side_open(server_port: int, client_port: int) -> bool:
+    """Whether the kernel still has the server's end of this connection (/proc/net/tcp)."""
+    local, remote = f"{server_port:04X}", f"{client_port:04X}"
+    with open("/proc/net/tcp") as table:
+        for row in table.read().splitlines()[1:]:
+            fields = row.split()
+            if fields[1].endswith(":" + local) and fields[2].endswith(":" + remote):
+                return True
+    return False
+
+
+async def test_a_cut_listener_really_loses_its_connection(
+    make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    """The write timeout aborts the socket: the client sees a reset and the kernel frees it."""
+    service = await make_service(write_timeout_s=0.5, max_tokens_per_run=10**7)
+    service.llm.pieces = [f"{'y' * 32_768}{n} " for n in range(60)]
+    service.llm.hold_after = 0
+    run_id = await service.create(client)
+    port = service.server.port
+    assert port is not None
+    assert service.server.runner is not None
+    http_server = service.server.runner.server
+    assert http_server is not None
+    before = set(http_server.connections)
+    reader, writer = await _raw_listener(port, f"/v1/runs/{run_id}/events", rcvbuf=4096)
+    sock = writer.get_extra_info("socket")
+    client_port = sock.getsockname()[1]
+    (handler,) = set(http_server.connections) - before
+    assert handler.transport is not None
+    handler.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    try:
+        service.llm.release.set()
+        await service.wait_done(run_id, timeout=30)
+        # The client has not read since the retry field. Once the server has taken no
+        # progress for the write timeout it must reset the connection, not leave it half-open.
+        await wait_until(lambda: tcp_state(sock) == "CLOSE", timeout=10)
+        assert not server_side_open(port, client_port)
+        with contextlib.suppress(ConnectionResetError):
+            async with asyncio.timeout(5):
+                while await reader.read(2**20):
+                    pass
+    finally:
+        writer.close()

@@ -5,75 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.served import CORPUS, Served, free_port, start, stop
 from tests.sse import listen
-
-CORPUS = Path(__file__).parent / "data" / "corpus"
-READY = re.compile(rb"Running on (http://[^ ]+)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Served:
-    process: asyncio.subprocess.Process
-    base: str
-    log: bytearray
-    port: int = 0
-    drain: asyncio.Task[None] | None = None
-
-
-async def start(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Served:
-    """Start the console script and wait for its "Running on" line."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "research_service",
-        "serve",
-        *args,
-        env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    log = bytearray()
-    async with asyncio.timeout(timeout):
-        while (line := await process.stderr.readline()) and not READY.search(line):
-            log += line
-    match = READY.search(line)
-    assert match, f"service did not start:\n{log.decode()}"
-    served = Served(process, match[1].decode(), log)
-    # Keep reading its log so a chatty service never blocks on a full pipe.
-    served.drain = asyncio.create_task(_drain(process.stderr, log))
-    return served
-
-
-async def _drain(stream: asyncio.StreamReader, into: bytearray) -> None:
-    while line := await stream.readline():
-        into += line
-
-
-async def stop(served: Served) -> int:
-    served.process.send_signal(signal.SIGINT)
-    async with asyncio.timeout(20):
-        code = await served.process.wait()
-        if served.drain is not None:
-            await served.drain
-    return code
 
 
 @pytest.fixture(scope="session")

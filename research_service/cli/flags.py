@@ -22,6 +22,7 @@ _DEFAULT_TEXT = {
     "model": "gpt-4o-mini",
     "planner_model": "--model",
     "synth_model": "--model",
+    "max_connections": "3/4 of the open-files limit",
 }
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -54,14 +54,7 @@ def serve(settings: Settings) -> None:
 
 
 def run_app(app: web.Application, settings: Settings) -> None:
-    """Serve `app` on the settings' host and port until interrupted, logging where it listens.
+    """Serve `app` on the settings' host and port until SIGTERM or SIGINT."""
+    from research_service.web import serving  # noqa: PLC0415 - keeps `listen` quick to start
 
-    `handler_cancellation` releases a listener's handler as soon as its client goes away.
-    """
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        handler_cancellation=True,
-        print=lambda msg: logging.getLogger("research_service").info("%s", msg.strip()),
-    )
+    asyncio.run(serving.serve(app, settings))

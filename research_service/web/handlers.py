@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
-from research_service.errors import InvalidEventId, NotFound
+from research_service.errors import BodyTimeout, InvalidEventId, NotFound
 from research_service.events import dumps, is_run_id
 from research_service.recordings import finished_recording
-from research_service.runs.models import RunRecord
+from research_service.runs.models import RunOptions, RunRecord
 from research_service.web import validation
-from research_service.web.keys import MANAGER
+from research_service.web.keys import MANAGER, SETTINGS
 from research_service.web.panel import setup_panel
 from research_service.web.stream import (
     LAST_EVENT_ID_HEADER,
@@ -46,10 +47,22 @@ def _created(record: RunRecord) -> dict[str, Any]:
     }
 
 
+async def _read_create_body(request: web.Request) -> tuple[str, RunOptions]:
+    """The body of `POST /v1/runs`, which must arrive within --body-timeout-s."""
+    limit = request.app[SETTINGS].body_timeout_s
+    try:
+        async with asyncio.timeout(limit):
+            return await validation.create_body(request)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {limit:g} s; send the whole body at once"
+        ) from None
+
+
 async def create_run(request: web.Request) -> web.Response:
     """`POST /v1/runs`: start a run in the background."""
     validation.known_params(request.query)
-    question, options = await validation.create_body(request)
+    question, options = await _read_create_body(request)
     record = await request.app[MANAGER].create(question, options)
     body = _created(record)
     body["options"] = options.to_dict()

@@ -12,6 +12,7 @@ from aiohttp import web
 from research_service.events import Event
 from research_service.runs.hub import Hub
 from research_service.settings import Settings
+from research_service.web.connections import reset
 
 log = logging.getLogger(__name__)
 
@@ -158,5 +159,5 @@ class Listener:
         self.last_write = self.loop.time()
 
     def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+        # A reset, so the client sees the cut and the kernel frees the backed-up buffers.
+        reset(self.transport)

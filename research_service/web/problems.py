@@ -64,7 +64,7 @@ def from_request_error(exc: RequestError) -> web.Response:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allowed)
-    return problem(
+    response = problem(
         exc.status,
         slug=exc.slug,
         title=exc.title,
@@ -72,6 +72,9 @@ def from_request_error(exc: RequestError) -> web.Response:
         headers=headers,
         field=exc.field,
     )
+    if exc.close_connection:
+        response.force_close()
+    return response
 
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:

@@ -1,0 +1,171 @@
+"""The HTTP connection protocol: aiohttp's, with the connection cap and short protocol errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
+from aiohttp.typedefs import Handler
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from research_service.events import dumps
+from research_service.web.connections import ConnectionGuard
+from research_service.web.problems import PROBLEM_TYPE_BASE, problem
+
+log = logging.getLogger(__name__)
+
+#: What every response says in `Server`: the service, never its software versions.
+SERVER_NAME: Final = "research-service"
+
+#: Marks a request answered by `handle_error`, which logs it itself (once, with the reason).
+_PROTOCOL_ERROR: Final = "research_service.protocol_error"
+#: How a too-long request line or URL starts (a header starts with its name and a colon).
+_REQUEST_LINE: Final = re.compile(r"^(/|[A-Za-z][A-Za-z0-9+.-]*://|[A-Z]+ )")
+
+#: Written to a connection refused at the cap, before it is closed.
+_REFUSED_BODY: Final = dumps(
+    {
+        "type": PROBLEM_TYPE_BASE + "too-many-connections",
+        "title": "Too many connections",
+        "status": 503,
+        "detail": "the service is serving as many connections as it may; retry shortly",
+    }
+).encode()
+REFUSED_RESPONSE: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Server: " + SERVER_NAME.encode() + b"\r\n"
+    b"Content-Type: application/problem+json\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: " + str(len(_REFUSED_BODY)).encode() + b"\r\n\r\n" + _REFUSED_BODY
+)
+
+
+def protocol_problem(exc: BaseException | None) -> tuple[int, str, str, str]:
+    """Status, slug, title and a fixed detail for a request aiohttp could not parse.
+
+    The detail never quotes the request: parser messages echo the offending bytes.
+    """
+    if isinstance(exc, LineTooLong) and _REQUEST_LINE.match(_text(exc.args[0])):
+        return 414, "uri-too-long", "URI too long", "the URL is longer than the 8190-byte limit"
+    if isinstance(exc, LineTooLong):
+        return (
+            431,
+            "request-too-large",
+            "Header too large",
+            "a header is longer than the 8190-byte limit",
+        )
+    message = str(exc) if exc is not None else ""
+    if "Too many headers" in message:
+        return 431, "request-too-large", "Too many headers", "the request has over 128 headers"
+    if isinstance(exc, BadHttpMethod):
+        return 400, "malformed-request", "Malformed request", "the request method is not valid"
+    return 400, "malformed-request", "Malformed request", "the request is not valid HTTP/1.1"
+
+
+def _text(line: object) -> str:
+    """The start of the line a parser error quotes, as text."""
+    if isinstance(line, bytes | bytearray):
+        return bytes(line[:100]).decode("latin-1")
+    return str(line)
+
+
+class GuardedRequestHandler(RequestHandler):
+    """One HTTP connection: admitted by the guard, with protocol errors as short problems."""
+
+    def __init__(self, manager: web.Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.guard = guard
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Take the connection if the guard admits it; else answer 503 and close it."""
+        if not self.guard.admit(self):
+            assert isinstance(transport, asyncio.Transport)
+            self._refused = True
+            self.guard.refuse(transport, REFUSED_RESPONSE)
+            return
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Parse requests (a refused connection's are discarded unread)."""
+        if not self._refused:
+            super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Release the connection's slot."""
+        if self._refused:
+            return
+        self.guard.left(self)
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A short problem+json answer to a request that failed outside the app's handlers."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response was partly sent; the connection is closed")
+        if status >= 500:
+            # Not the client's doing: a bug, logged with its traceback.
+            log.error("request failed outside the handlers", exc_info=exc)
+            slug, title, detail = "internal", "Internal server error", "the error was logged"
+        else:
+            status, slug, title, detail = protocol_problem(exc)
+            if not isinstance(exc, BadHttpMessage | None):
+                status, slug, title = 400, "malformed-request", "Malformed request"
+            log.info("refused a malformed request from %s: %s", request.remote, detail)
+        request[_PROTOCOL_ERROR] = True
+        response = problem(
+            status, slug=slug, title=title, detail=detail, headers={"Server": SERVER_NAME}
+        )
+        response.force_close()
+        return response
+
+
+class QuietAccessLogger(AccessLogger):
+    """aiohttp's access log, without the requests `handle_error` has already logged."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        """Log one request, unless it was a protocol error."""
+        if not request.get(_PROTOCOL_ERROR):
+            super().log(request, response, time)
+
+
+class GuardedServer(web.Server):
+    """aiohttp's low-level server, making GuardedRequestHandler connections."""
+
+    def __init__(self, handler: Any, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.guard = guard
+
+    def __call__(self) -> GuardedRequestHandler:
+        """A protocol instance for one new connection."""
+        return GuardedRequestHandler(self, guard=self.guard, loop=self._loop, **self._kwargs)
+
+
+@web.middleware
+async def connection_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Mark the connection busy while a request is handled, so the guard never closes it."""
+    protocol = request.protocol
+    if not isinstance(protocol, GuardedRequestHandler):
+        return await handler(request)
+    protocol.guard.busy(protocol, True)
+    try:
+        return await handler(request)
+    finally:
+        protocol.guard.busy(protocol, False)
+
+
+async def name_the_server(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: `Server` names the service, not aiohttp's and Python's versions."""
+    response.headers["Server"] = SERVER_NAME

@@ -1,0 +1,165 @@
+"""Serving the app: bind first, start, stop on SIGTERM/SIGINT within the shutdown grace."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+from typing import Any, Final
+
+from aiohttp import web
+
+from research_service.errors import ConfigError
+from research_service.settings import Settings
+from research_service.web.connections import (
+    ConnectionGuard,
+    default_max_connections,
+    raise_open_files_limit,
+)
+from research_service.web.protocol import GuardedServer, QuietAccessLogger
+
+log = logging.getLogger(__name__)
+
+#: Pending connections the kernel queues while the service is busy accepting.
+BACKLOG: Final = 512
+#: After the grace, how long aborted connections get to be released before cleanup goes on.
+ABORT_SETTLE_S: Final = 1.0
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The options of aiohttp's connections, from the settings.
+
+    `keepalive_timeout` also bounds how long a connection may take to send a request's
+    headers: aiohttp closes a connection still waiting for a complete request when it fires.
+    `handler_cancellation` releases a listener's handler as soon as its client goes away.
+    """
+    return {
+        "handler_cancellation": True,
+        "access_log_class": QuietAccessLogger,
+        "keepalive_timeout": settings.header_timeout_s,
+        # A request body the handler did not read is drained for at most this long.
+        "lingering_time": min(settings.body_timeout_s, 10.0),
+    }
+
+
+class ServiceRunner(web.AppRunner):
+    """aiohttp's AppRunner with guarded connections and a shutdown bounded by the grace."""
+
+    def __init__(
+        self, app: web.Application, *, guard: ConnectionGuard, grace_s: float, **kwargs: Any
+    ) -> None:
+        super().__init__(app, shutdown_timeout=ABORT_SETTLE_S, **kwargs)
+        self.guard = guard
+        self.grace_s = grace_s
+
+    async def _make_server(self) -> web.Server:
+        # AppRunner starts the app and builds aiohttp's Server; ours makes the same
+        # connections, each admitted by the guard.
+        server = await super()._make_server()
+        return GuardedServer(
+            server.request_handler,
+            guard=self.guard,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            **server._kwargs,
+        )
+
+    async def shutdown(self) -> None:
+        """Runs end with `done` and listeners take it, within the grace; then all is closed."""
+        try:
+            async with asyncio.timeout(self.grace_s):
+                await self.app.shutdown()
+                await self.guard.drained()
+        except TimeoutError:
+            pass
+        closed = self.guard.close_all()
+        if closed:
+            log.info(
+                "closed %d connections still open after the %g s shutdown grace",
+                closed,
+                self.grace_s,
+            )
+
+
+class BoundSite(web.BaseSite):
+    """A site on an asyncio server that was bound before the app started."""
+
+    def __init__(self, runner: web.BaseRunner, server: asyncio.Server, name: str) -> None:
+        super().__init__(runner)
+        self._bound = server
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The URL the site serves."""
+        return self._name
+
+    async def start(self) -> None:
+        """Start accepting connections."""
+        await super().start()
+        self._server = self._bound
+        await self._bound.start_serving()
+
+
+async def bind(settings: Settings, runner: web.BaseRunner) -> asyncio.Server:
+    """Listen on the settings' host and port (not yet accepting); ConfigError when taken."""
+
+    def protocol() -> asyncio.Protocol:
+        server = runner.server
+        assert server is not None, "connections are accepted only after the app started"
+        return server()
+
+    try:
+        return await asyncio.get_running_loop().create_server(
+            protocol, settings.host, settings.port, backlog=BACKLOG, start_serving=False
+        )
+    except OSError as exc:
+        where = f"{settings.host}:{settings.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {settings.port} on {settings.host} is already in use by another "
+                "process; stop it or choose another --port"
+            ) from None
+        raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+
+def make_runner(app: web.Application, settings: Settings, **kwargs: Any) -> ServiceRunner:
+    """The runner that serves `app` as `serve` does (tests use it with their own sites)."""
+    guard = ConnectionGuard(settings.max_connections or default_max_connections())
+    return ServiceRunner(
+        app, guard=guard, grace_s=settings.shutdown_grace_s, **(server_options(settings) | kwargs)
+    )
+
+
+async def serve(app: web.Application, settings: Settings) -> None:
+    """Serve `app` until SIGTERM or SIGINT, then stop within the shutdown grace."""
+    files = raise_open_files_limit()
+    runner = make_runner(app, settings)
+    guard = runner.guard
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(guard.loop_exception_handler)
+    server = await bind(settings, runner)
+    try:
+        await runner.setup()
+        host, port = server.sockets[0].getsockname()[:2]
+        site = BoundSite(runner, server, f"http://{_url_host(host)}:{port}")
+        await site.start()
+        log.info(
+            "Running on %s (up to %d connections; open-files limit %d)",
+            site.name,
+            guard.max_connections,
+            files,
+        )
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("stopping: live runs end now; %g s grace for their listeners", runner.grace_s)
+    finally:
+        server.close()
+        await runner.cleanup()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,300 @@
+"""Slow, idle, broken and too many connections against a real `serve` process, on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.served import CORPUS, Served, free_port, open_files_limit, start, stop
+from tests.sse import listen
+
+HEADER_TIMEOUT_S = 1.0
+BODY_TIMEOUT_S = 1.0
+#: Long enough for any answer here; the tests wait for events, never for this.
+READ_TIMEOUT_S = 20.0
+
+
+def serve_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "--port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--corpus",
+        str(CORPUS),
+        *extra,
+    ]
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    args = serve_args(
+        tmp_path,
+        "--header-timeout-s",
+        str(HEADER_TIMEOUT_S),
+        "--body-timeout-s",
+        str(BODY_TIMEOUT_S),
+        "--token-delay-ms",
+        "0",
+    )
+    service = await start(*args)
+    yield service
+    if service.process.returncode is None:
+        assert await stop(service) == 0
+
+
+async def exchange(port: int, raw: bytes) -> bytes:
+    """Send `raw` on a new connection and read until the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+# --- slowloris ----------------------------------------------------------------------------
+
+
+async def test_a_connection_sending_its_headers_slowly_is_closed(served: Served) -> None:
+    # Half a request, then nothing: the server closes it after --header-timeout-s, not 75 s.
+    got = await exchange(served.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    assert got == b""
+
+
+async def test_an_idle_connection_is_closed(served: Served) -> None:
+    assert await exchange(served.port, b"") == b""
+
+
+async def test_a_body_sent_slowly_gets_408_and_the_connection_closes(served: Served) -> None:
+    raw = (
+        b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    status, headers, body = split_response(await exchange(served.port, raw))
+    assert status == 408
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    problem = json.loads(body)
+    assert problem["type"].endswith("/body-timeout")
+    assert "did not arrive within 1 s" in problem["detail"]
+    # Nothing was created, and the service goes on serving.
+    async with httpx.AsyncClient() as client:
+        listing = await client.get(f"{served.base}/v1/runs")
+    assert listing.json()["runs"] == []
+
+
+# --- malformed HTTP -----------------------------------------------------------------------
+
+MALFORMED = [
+    pytest.param(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"S3CRET" * 1500 + b"\r\n\r\n",
+        431,
+        "request-too-large",
+        id="header-over-8190-bytes",
+    ),
+    pytest.param(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-S3CRET-%d: 1\r\n" % n for n in range(210))
+        + b"\r\n",
+        431,
+        "request-too-large",
+        id="210-headers",
+    ),
+    pytest.param(
+        b"GET /S3CRET" + b"a" * 8200 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        414,
+        "uri-too-long",
+        id="8-kb-url",
+    ),
+    pytest.param(b"\x16\x03\x01S3CRET\r\n\r\n", 400, "malformed-request", id="tls-to-http-port"),
+    pytest.param(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nS3CRET",
+        400,
+        "malformed-request",
+        id="two-content-lengths",
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "slug"), MALFORMED)
+async def test_malformed_http_gets_a_short_problem_and_one_quiet_log_line(
+    served: Served, raw: bytes, status: int, slug: str
+) -> None:
+    before = len(served.log)
+    got_status, headers, body = split_response(await exchange(served.port, raw))
+    assert got_status == status
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["server"] == "research-service"
+    problem = json.loads(body)
+    assert problem["type"].endswith("/" + slug)
+    assert problem["status"] == status
+    assert b"S3CRET" not in body  # the request is never echoed
+    assert len(body) < 300
+    # The next request is logged after this one's line, so its line is complete.
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{served.base}/healthz")).status_code == 200
+    await served.wait_log(rb'"GET /healthz HTTP/1.1" 200[^\n]*\n', since=before)
+    lines = bytes(served.log[before:]).decode().splitlines()
+    about_it = [line for line in lines if '/healthz HTTP/1.1" 200' not in line]
+    assert len(about_it) == 1, about_it
+    assert " INFO " in about_it[0]
+    assert "malformed request" in about_it[0]
+    assert "S3CRET" not in about_it[0]
+    assert "Traceback" not in served.log.decode()
+
+
+async def test_no_response_names_the_software_versions(served: Served) -> None:
+    async with httpx.AsyncClient() as client:
+        responses = [
+            await client.get(f"{served.base}/healthz"),
+            await client.get(f"{served.base}/v1/runs/0123456789abcdef"),
+            await client.get(f"{served.base}/nowhere"),
+            await client.get(f"{served.base}/"),
+            await client.post(f"{served.base}/v1/runs", content=b"{", headers={"X": "y"}),
+        ]
+    for response in responses:
+        assert response.headers["server"] == "research-service"
+        assert not re.search(r"aiohttp|Python", str(response.headers)), response.headers
+
+
+# --- start-up -----------------------------------------------------------------------------
+
+
+async def test_a_port_in_use_is_a_one_line_start_up_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "research_service", "serve", "--port", str(port)),
+            *("--data-dir", str(tmp_path / "data"), "--corpus", str(CORPUS)),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            _, err = await process.communicate()
+    assert process.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert lines == [
+        f"research-service: port {port} on 127.0.0.1 is already in use by another process; "
+        "stop it or choose another --port"
+    ]
+    # It failed before doing any start-up work: no run store was created.
+    assert not (tmp_path / "data" / "runs.sqlite3").exists()
+
+
+async def test_the_open_files_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
+    service = await start(*serve_args(tmp_path), preexec_fn=open_files_limit(256, 1024), timeout=60)
+    try:
+        limits = await asyncio.to_thread(Path(f"/proc/{service.process.pid}/limits").read_text)
+        (line,) = [line for line in limits.splitlines() if line.startswith("Max open files")]
+        assert line.split()[3:5] == ["1024", "1024"]
+        await service.wait_log(rb"up to 768 connections; open-files limit 1024")
+    finally:
+        assert await stop(service) == 0
+
+
+# --- descriptor exhaustion ----------------------------------------------------------------
+
+
+async def open_slow(port: int) -> socket.socket:
+    """A connection that sends half a request head and then nothing."""
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    sock.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    return sock
+
+
+async def test_300_slow_connections_under_ulimit_256_leave_streams_and_healthz_working(
+    tmp_path: Path,
+) -> None:
+    # 60 ms a word: the run streams for several seconds, across the flood.
+    args = serve_args(tmp_path, "--token-delay-ms", "60", "--header-timeout-s", "30")
+    service = await start(*args, preexec_fn=open_files_limit(256, 256), timeout=60)
+    slow: list[socket.socket] = []
+    try:
+        await service.wait_log(rb"up to 192 connections; open-files limit 256")
+        async with httpx.AsyncClient(timeout=READ_TIMEOUT_S) as client:
+            created = await client.post(
+                f"{service.base}/v1/runs", json={"question": "Photosynthesis?"}
+            )
+            events_url = service.base + created.json()["events_url"]
+            first = await listen(client, events_url, stop=lambda e: e.event == "token")
+            stream = asyncio.create_task(
+                listen(client, events_url, last_event_id=first.ids[-1], timeout=60)
+            )
+            slow = list(await asyncio.gather(*(open_slow(service.port) for _ in range(300))))
+            # /healthz on a new connection is served while the slow ones hold their slots.
+            async with httpx.AsyncClient(timeout=READ_TIMEOUT_S) as fresh:
+                for _ in range(5):
+                    health = await fresh.get(f"{service.base}/healthz")
+                    assert health.json() == {"status": "ok"}
+            rest = await stream
+        # The stream went on through the flood and ended with its done, nothing lost.
+        assert rest.last[1]["status"] == "completed"
+        assert first.text() + rest.text() == rest.last[1]["answer"]
+        await service.wait_log(
+            rb"WARNING [^\n]*connections at the limit[^\n]*idle connections closed"
+        )
+    finally:
+        for sock in slow:
+            sock.close()
+        assert await stop(service) == 0
+    log = service.log.decode()
+    assert "Traceback" not in log
+    assert "out of system resource" not in log
+    assert len(log) < 20_000
+
+
+async def test_when_every_connection_is_busy_new_ones_get_503(tmp_path: Path) -> None:
+    args = serve_args(tmp_path, "--token-delay-ms", "50", "--max-connections", "3")
+    service = await start(*args, timeout=60)
+    closing: list[asyncio.StreamWriter] = []
+    try:
+        async with httpx.AsyncClient(timeout=READ_TIMEOUT_S) as client:
+            created = await client.post(f"{service.base}/v1/runs", json={"question": "Leaves?"})
+            run_id = created.json()["id"]
+        events = f"/v1/runs/{run_id}/events"
+        streams = [await asyncio.open_connection("127.0.0.1", service.port) for _ in range(3)]
+        closing.extend(writer for _, writer in streams)
+        for reader, writer in streams:
+            writer.write(f"GET {events} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            await writer.drain()
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                await reader.readuntil(b"event: phase")
+        status, headers, body = split_response(
+            await exchange(service.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        )
+        assert status == 503
+        assert headers["retry-after"] == "1"
+        assert json.loads(body)["type"].endswith("/too-many-connections")
+        # The busy streams were not touched: each reads on to the run's done.
+        for reader, _ in streams:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                await reader.readuntil(b"event: done")
+        await service.wait_log(rb"WARNING [^\n]*1 new connections refused")
+    finally:
+        for writer in closing:
+            writer.close()
+        assert await stop(service) == 0
