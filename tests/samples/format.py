@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Final
@@ -80,13 +81,19 @@ def sse_head(status: int = 200) -> str:
 class Ids:
     """Replaces the random run ids (and the fakes' ports) of captures with fixed ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: str = "") -> None:
+        self.seed = seed
         self._swaps: dict[str, str] = {}
 
     def fix(self, actual: str, shown: str) -> str:
         """Show `actual` as `shown` from now on; returns `shown`."""
         self._swaps[actual] = shown
         return shown
+
+    def stable(self, actual: str) -> str:
+        """Show the run id `actual` as the next of a fixed series (the same on every capture)."""
+        digest = hashlib.sha256(f"{self.seed}:{len(self._swaps)}".encode()).hexdigest()
+        return self.fix(actual, digest[:16])
 
     def __call__(self, text: str) -> str:
         for actual, wanted in self._swaps.items():

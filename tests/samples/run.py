@@ -9,16 +9,25 @@ from typing import Final
 
 import aiohttp
 
-from tests.samples import api, protocol
+from tests.samples import api, model_failures, models, protocol
 from tests.samples.blocks import blocks, normalise, replace
+from tests.samples.format import Ids
 from tests.samples.service import Env
 
 ROOT: Final = Path(__file__).resolve().parent.parent.parent
 Capture = Callable[[Env], Awaitable[dict[str, str]]]
+
+
+async def _models(env: Env) -> dict[str, str]:
+    ids = Ids(seed=models.DOC)
+    return await models.capture(env, ids) | await model_failures.capture(env, ids)
+
+
 #: Each document with samples, and the scenarios that capture them.
 DOCUMENTS: Final[dict[str, Capture]] = {
     protocol.DOC: protocol.capture,
     api.DOC: api.capture,
+    models.DOC: _models,
 }
 COMMAND: Final = "python -m tests.samples"
 
