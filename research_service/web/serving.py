@@ -139,6 +139,10 @@ async def serve(app: web.Application, settings: Settings) -> None:
     guard = runner.guard
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(guard.loop_exception_handler)
+    # From here on a signal stops the service (once it has started, if it is starting).
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     server = await bind(settings, runner)
     try:
         await runner.setup()
@@ -151,9 +155,6 @@ async def serve(app: web.Application, settings: Settings) -> None:
             guard.max_connections,
             files,
         )
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         log.info("stopping: live runs end now; %g s grace for their listeners", runner.grace_s)
     finally:
