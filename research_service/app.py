@@ -15,7 +15,7 @@ from research_service.providers.base import LLMProvider, SearchProvider
 from research_service.providers.registry import llm_provider, search_provider
 from research_service.providers.search_retry import DEFAULT_MAX_WAIT_S as SEARCH_MAX_WAIT_S
 from research_service.reading import Reader, open_reader
-from research_service.runs import sqlite_log
+from research_service.runs import sqlite_log, store_lock
 from research_service.runs.log import EventLog
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
@@ -54,6 +54,10 @@ def create_app(
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            # The run store first: a store another process owns stops start-up before any work.
+            app[EVENT_LOG] = (
+                event_log if event_log is not None else await _open_event_log(settings, stack)
+            )
             app[LLM] = (
                 llm if llm is not None else await stack.enter_async_context(llm_provider(settings))
             )
@@ -61,9 +65,6 @@ def create_app(
                 search
                 if search is not None
                 else await stack.enter_async_context(search_provider(settings))
-            )
-            app[EVENT_LOG] = (
-                event_log if event_log is not None else await _open_event_log(settings, stack)
             )
             page_reader = reader
             # Web results are read for their passages; a local corpus already has them.
@@ -103,7 +104,10 @@ async def _open_event_log(settings: Settings, stack: AsyncExitStack) -> EventLog
     """The run store `--store` names, closed (flushed) when the app stops."""
     store: EventLog
     if settings.store == "sqlite":
-        store = await sqlite_log.open(settings.data_dir / RUN_STORE_FILE)
+        path = settings.data_dir / RUN_STORE_FILE
+        # Before anything is read or written: only the owner may end runs left open.
+        await asyncio.to_thread(stack.enter_context, store_lock.owning(path))
+        store = await sqlite_log.open(path)
     else:
         store = MemoryEventLog()
     stack.push_async_callback(store.close)
