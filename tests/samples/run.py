@@ -9,7 +9,7 @@ from typing import Final
 
 import aiohttp
 
-from tests.samples import api, model_failures, models, protocol
+from tests.samples import api, model_failures, models, protocol, search
 from tests.samples.blocks import blocks, normalise, replace
 from tests.samples.format import Ids
 from tests.samples.service import Env
@@ -28,6 +28,7 @@ DOCUMENTS: Final[dict[str, Capture]] = {
     protocol.DOC: protocol.capture,
     api.DOC: api.capture,
     models.DOC: _models,
+    search.DOC: search.capture,
 }
 COMMAND: Final = "python -m tests.samples"
 
