@@ -9,7 +9,7 @@ from typing import Final
 
 import aiohttp
 
-from tests.samples import api, model_failures, models, protocol, search
+from tests.samples import api, cassettes, model_failures, models, protocol, recordings, search
 from tests.samples.blocks import blocks, normalise, replace
 from tests.samples.format import Ids
 from tests.samples.service import Env
@@ -29,6 +29,8 @@ DOCUMENTS: Final[dict[str, Capture]] = {
     api.DOC: api.capture,
     models.DOC: _models,
     search.DOC: search.capture,
+    recordings.DOC: recordings.capture,
+    cassettes.DOC: cassettes.capture,
 }
 COMMAND: Final = "python -m tests.samples"
 
