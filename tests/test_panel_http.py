@@ -42,7 +42,7 @@ async def test_index_is_html_with_the_security_headers(
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/html; charset=utf-8"
     _assert_hardened(response)
-    assert '<script type="module" src="/static/panel.js"></script>' in response.text
+    assert '<script type="module" src="static/panel.js"></script>' in response.text
 
 
 async def test_index_takes_the_run_parameter(service: Service, client: httpx.AsyncClient) -> None:
@@ -79,12 +79,27 @@ def test_the_panel_has_its_modules_and_no_inline_script_or_style() -> None:
         p.name for p in STATIC.iterdir()
     }
     html = (STATIC / "index.html").read_text(encoding="utf-8")
-    assert re.findall(r"<script\b[^>]*>", html) == ['<script type="module" src="/static/panel.js">']
+    assert re.findall(r"<script\b[^>]*>", html) == ['<script type="module" src="static/panel.js">']
     assert "<style" not in html
     assert " style=" not in html
     assert not re.search(r"\son[a-z]+=", html), "no inline event handlers"
     assert "http://" not in html
     assert "https://" not in html, "no CDN, no external fonts"
+
+
+def test_the_page_links_its_files_relative_to_its_own_folder() -> None:
+    """Under a proxy's prefix (`/research/`) a `/static/...` link would leave the prefix."""
+    html = (STATIC / "index.html").read_text(encoding="utf-8")
+    links = re.findall(r'\s(?:href|src)="([^"]*)"', html)
+    assert "static/panel.js" in links
+    assert [link for link in links if link.startswith("/")] == []
+
+
+def test_no_script_addresses_the_site_root() -> None:
+    """The scripts reach the API through paths.js, resolved against the panel's own folder."""
+    for script in STATIC.glob("*.js"):
+        code = re.sub(r"^\s*(\*|/\*\*|//).*$", "", script.read_text(encoding="utf-8"), flags=re.M)
+        assert not re.search(r"[\"'`]/(v1|static|\?)", code), f"{script.name} uses a root path"
 
 
 def test_no_script_inserts_markup() -> None:

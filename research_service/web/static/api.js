@@ -4,6 +4,8 @@
  * @module api
  */
 
+import { apiPath } from "./paths.js";
+
 /** An HTTP error carrying the problem+json `detail` the service sent. */
 export class ApiError extends Error {
   /**
@@ -57,7 +59,7 @@ async function call(path, init) {
  */
 export function createRun(question, options) {
   const body = Object.keys(options).length ? { question, options } : { question };
-  return call("/v1/runs", {
+  return call(apiPath("v1/runs"), {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body),
@@ -69,7 +71,7 @@ export function createRun(question, options) {
  * @param {string} runId
  */
 export function getRun(runId) {
-  return call(`/v1/runs/${encodeURIComponent(runId)}`);
+  return call(apiPath(`v1/runs/${encodeURIComponent(runId)}`));
 }
 
 /**
@@ -77,5 +79,5 @@ export function getRun(runId) {
  * @param {string} runId
  */
 export function cancelRun(runId) {
-  return call(`/v1/runs/${encodeURIComponent(runId)}/cancel`, { method: "POST" });
+  return call(apiPath(`v1/runs/${encodeURIComponent(runId)}/cancel`), { method: "POST" });
 }

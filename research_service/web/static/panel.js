@@ -7,6 +7,7 @@
 
 import { ApiError, cancelRun, createRun, getRun } from "./api.js";
 import { byId, str } from "./dom.js";
+import { runLink } from "./paths.js";
 import { RunView } from "./render.js";
 import { RunStream } from "./stream.js";
 
@@ -101,7 +102,7 @@ async function onSubmit(event) {
     const created = await createRun(text, changedOptions());
     const runId = str(created, "id");
     // The address becomes the run's share link; reloading it attaches to the same run.
-    history.replaceState(null, "", `/?run=${encodeURIComponent(runId)}`);
+    history.replaceState(null, "", runLink(runId));
     follow(runId, str(created, "question") || text);
   } catch (error) {
     showFormError(error instanceof ApiError ? `Could not start the run: ${error.detail}` : String(error));

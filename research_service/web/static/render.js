@@ -7,6 +7,7 @@
 
 import { AnswerWriter } from "./answer.js";
 import { byId, formatMs, num, obj, plural, str } from "./dom.js";
+import { runLink } from "./paths.js";
 import { isPhase, QueryList, Stepper } from "./progress.js";
 import { SourceList } from "./sources.js";
 import { Summary } from "./summary.js";
@@ -41,7 +42,7 @@ export class RunView {
     this.section.dataset.runId = runId;
     delete this.section.dataset.status;
     this.heading.textContent = question;
-    this.share.href = `/?run=${encodeURIComponent(runId)}`;
+    this.share.href = runLink(runId);
     this.failure.hidden = true;
     this.failure.textContent = "";
     this.steps.reset();

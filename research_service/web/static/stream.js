@@ -4,6 +4,8 @@
  * @module stream
  */
 
+import { apiPath } from "./paths.js";
+
 /** The named events of the stream contract (docs/protocol.md). */
 export const EVENT_NAMES = /** @type {const} */ (["phase", "token", "error", "done"]);
 
@@ -78,7 +80,7 @@ export class RunStream {
 
   /** Open an EventSource; after a refusal it asks for the events after the last one seen. */
   open() {
-    let url = `/v1/runs/${encodeURIComponent(this.runId)}/events`;
+    let url = apiPath(`v1/runs/${encodeURIComponent(this.runId)}/events`);
     if (this.lastId) url += `?last_event_id=${encodeURIComponent(this.lastId)}`;
     const source = new EventSource(url);
     this.source = source;
