@@ -79,16 +79,18 @@ def watching(*names: str) -> Iterator[list[str]]:
 
     handler = Keep(logging.INFO)
     loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
+    saved = [(logger.level, logger.propagate) for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # kept here, not printed
     try:
         yield lines
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
+        for logger, (level, propagate) in zip(loggers, saved, strict=True):
             logger.removeHandler(handler)
             logger.setLevel(level)
+            logger.propagate = propagate
 
 
 @asynccontextmanager
