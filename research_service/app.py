@@ -7,9 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Final
 
 from aiohttp import web
 
+from research_service.errors import ConfigError, StoreUnavailable
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.providers.base import LLMProvider, SearchProvider
 from research_service.providers.registry import llm_provider, search_provider
@@ -22,12 +24,24 @@ from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from research_service.settings import RETENTION_INTERVAL_S, Settings
 from research_service.web.handlers import setup_routes
-from research_service.web.keys import EVENT_LOG, LLM, MANAGER, READER, SEARCH, SETTINGS
+from research_service.web.health import ReadinessProbe
+from research_service.web.keys import (
+    EVENT_LOG,
+    LLM,
+    MANAGER,
+    READER,
+    READINESS,
+    SEARCH,
+    SETTINGS,
+)
 from research_service.web.problems import problem_middleware
 from research_service.web.protocol import connection_middleware, name_the_server
 from research_service.web.validation import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
+
+#: How long start-up may take to write what it must (ending interrupted runs).
+START_WRITE_TIMEOUT_S: Final = 10.0
 
 __all__ = ["RUN_STORE_FILE", "create_app"]
 
@@ -82,10 +96,12 @@ def create_app(
             )
             store = app[EVENT_LOG]
             if isinstance(store, sqlite_log.SqliteEventLog):
-                # Runs a stopped process left open end properly, so their streams finish.
-                await app[MANAGER].end_interrupted(await store.interrupted_runs())
+                await _end_interrupted(app[MANAGER], store)
                 cleaner = asyncio.create_task(_prune_forever(store, settings))
                 stack.push_async_callback(_stop, cleaner)
+            app[READINESS] = ReadinessProbe(
+                local={"store": app[EVENT_LOG]}, remote={"llm": app[LLM], "search": app[SEARCH]}
+            )
             log.info("research-service ready: llm=%s search=%s", app[LLM].name, app[SEARCH].name)
             yield
 
@@ -133,6 +149,17 @@ def _pipeline(
     )
 
 
+async def _end_interrupted(manager: RunManager, store: sqlite_log.SqliteEventLog) -> None:
+    """End the runs a stopped process left open, so their streams finish; or fail start-up."""
+    try:
+        async with asyncio.timeout(START_WRITE_TIMEOUT_S):
+            await manager.end_interrupted(await store.interrupted_runs())
+    except (TimeoutError, StoreUnavailable):
+        failure = store.writer.health.failure
+        reason = failure.detail if failure is not None else "it did not take writes"
+        raise ConfigError(f"cannot end the runs a stopped service left open: {reason}") from None
+
+
 async def _prune_forever(store: sqlite_log.SqliteEventLog, settings: Settings) -> None:
     """Delete finished runs past the retention limits now and every RETENTION_INTERVAL_S."""
     while True:
@@ -140,6 +167,8 @@ async def _prune_forever(store: sqlite_log.SqliteEventLog, settings: Settings) -
             removed = await store.prune(
                 max_age_s=settings.retention_days * 86400, max_runs=settings.retention_runs
             )
+        except StoreUnavailable as exc:
+            log.warning("pruning the run store failed (%s); will try again", exc)
         except Exception:
             log.exception("pruning the run store failed; will try again")
         else:

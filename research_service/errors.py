@@ -26,6 +26,8 @@ class RequestError(ResearchError):
     title = "Invalid request"
     #: The connection is closed after the answer (its request cannot be read to the end).
     close_connection = False
+    #: Seconds after which the request may succeed (sent as Retry-After), if it may.
+    retry_after: int | None = None
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
@@ -108,6 +110,22 @@ class TooManyRuns(RequestError):
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(RequestError):
+    """The run store cannot write (a full disk, a read-only or failing file system).
+
+    Raised by the store; a request that needed the write is answered 503 with `slug`
+    naming the cause. Expected in operation, so it is logged in one line, never a traceback.
+    """
+
+    status = 503
+    title = "Run store unavailable"
+
+    def __init__(self, detail: str, *, slug: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.slug = slug
         self.retry_after = retry_after
 
 

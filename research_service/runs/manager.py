@@ -8,7 +8,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from research_service.errors import NotFound, PipelineError, ProviderError, TooManyRuns
+from research_service.errors import (
+    NotFound,
+    PipelineError,
+    ProviderError,
+    StoreUnavailable,
+    TooManyRuns,
+)
 from research_service.events import Event
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
@@ -21,6 +27,8 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S: Final = 5
 STATE_CACHE_SIZE: Final = 512
+#: How a run ends (in the log only) when the store could not record its end.
+UNRECORDED: Final = "unrecorded"
 
 
 @dataclass(slots=True)
@@ -221,9 +229,15 @@ class RunManager:
             event = Event.create(
                 record.id, run.state.event_count + 1, name, data, t_ms=ctx.elapsed_ms()
             )
-            # State first: a snapshot taken right after append must include the event.
-            run.state.apply(event, data)
-            await self.log.append(event)
+            if event.is_final:
+                # The store makes a done durable before it returns: only then is the run over
+                # for snapshots and listeners alike.
+                await self.log.append(event)
+                run.state.apply(event, data)
+            else:
+                # State first: a snapshot taken right after append must include the event.
+                run.state.apply(event, data)
+                await self.log.append(event)
             run.hub.publish(event)
 
         ctx = RunContext(
@@ -242,6 +256,11 @@ class RunManager:
                 current.uncancel()
             code, message = run.cancel_reason or ("cancelled", "the run was cancelled")
             status, error = "cancelled", {"code": code, "message": message}
+        except StoreUnavailable as exc:
+            # The store takes no more events (it closed): nothing more of the run is recorded,
+            # and the next start ends it as interrupted.
+            log.warning("run %s: its events could not be stored: %s", record.id, exc)
+            status = UNRECORDED
         except (PipelineError, ProviderError) as exc:
             phase = exc.phase if isinstance(exc, PipelineError) else ctx.phase
             status, error = "failed", {"code": exc.code, "message": str(exc)}
@@ -295,6 +314,9 @@ class RunManager:
         now = ctx.elapsed_ms()
         timings = run.state.timings(now_ms=now)
         try:
+            if status == UNRECORDED:
+                return
+            # With a durable store this returns once the done is on disk (listeners get it then).
             await ctx.emit(
                 "done",
                 {
@@ -307,6 +329,10 @@ class RunManager:
                     "truncated": ctx.truncated,
                 },
             )
+        except StoreUnavailable as exc:
+            # Listeners never see this done, and a restart ends the run as interrupted.
+            log.warning("run %s: its done could not be stored: %s", run.record.id, exc)
+            status = UNRECORDED
         finally:
             self._live.pop(run.record.id, None)
             self._remember(run.record.id, run.state)

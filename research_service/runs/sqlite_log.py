@@ -3,62 +3,46 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 import sqlite3
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
-from research_service.errors import ConfigError
+from research_service.errors import StoreUnavailable
 from research_service.events import Event
-from research_service.runs.models import RunOptions, RunRecord
-
-log = logging.getLogger(__name__)
-
-#: The SQLite run store's file under --data-dir (with --store sqlite).
-RUN_STORE_FILE: Final = "runs.sqlite3"
-
-SCHEMA_VERSION: Final = 1
-DEFAULT_FLUSH_INTERVAL_S: Final = 0.05
-DEFAULT_FLUSH_MAX_EVENTS: Final = 500
-DEFAULT_CACHE_SIZE: Final = 32
-BUSY_TIMEOUT_S: Final = 5.0
-RETRY_DELAY_S: Final = 1.0
-
-SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS runs (
-        id TEXT PRIMARY KEY,
-        question TEXT NOT NULL,
-        options TEXT NOT NULL,
-        created_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, id)",
-    """CREATE TABLE IF NOT EXISTS events (
-        run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        t_ms INTEGER NOT NULL,
-        wire BLOB NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    ) WITHOUT ROWID""",
+from research_service.runs.models import RunRecord
+from research_service.runs.sqlite_db import (
+    LAST_EVENT,
+    RUN_COLUMNS,
+    RUN_STORE_FILE,
+    Database,
+    Row,
+    connect,
+    record,
 )
-_RUN_COLUMNS: Final = "id, question, options, created_at"
-_LAST_EVENT: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
+from research_service.runs.sqlite_writer import (
+    DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_FLUSH_MAX_EVENTS,
+    DEFAULT_MAX_PENDING_BYTES,
+    EventWriter,
+)
 
-# Exact tuples (run_id, seq, name, t_ms, wire): the column order of `events`, so a queued
-# row goes to executemany as it is, and untracked by the cyclic collector (see memory_log).
-_Row: TypeAlias = tuple[str, int, str, int, bytes]
+__all__ = ["RUN_STORE_FILE", "SqliteEventLog", "open"]
+
+DEFAULT_CACHE_SIZE: Final = 32
+#: How long closing the store may try to write what is still queued.
+CLOSE_TIMEOUT_S: Final = 1.0
+#: How long a successful write proves the store writable to a readiness check.
+PROBE_FRESH_S: Final = 5.0
 
 
 @dataclass(slots=True)
 class _RunLog:
     record: RunRecord
-    events: list[_Row]
+    events: list[Row]
     # Events of this run already committed to the file.
     flushed: int = 0
     finished: bool = False
@@ -69,86 +53,57 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _record(row: tuple[Any, ...]) -> RunRecord:
-    run_id, question, options, created_at = row
-    return RunRecord(run_id, question, RunOptions(**json.loads(options)), created_at)
-
-
 # Named like the builtin on purpose: callers write `sqlite_log.open(path)`.
 async def open(
     path: Path | str,
     *,
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
     flush_max_events: int = DEFAULT_FLUSH_MAX_EVENTS,
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     cache_size: int = DEFAULT_CACHE_SIZE,
 ) -> SqliteEventLog:
     """Open (creating it and its schema as needed) the run store at `path`."""
-    db = await asyncio.to_thread(_connect, Path(path))
+    db = await asyncio.to_thread(connect, Path(path))
     return SqliteEventLog(
-        db,
+        Database(db),
         path=Path(path),
         flush_interval_s=flush_interval_s,
         flush_max_events=flush_max_events,
+        max_pending_bytes=max_pending_bytes,
         cache_size=cache_size,
     )
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
-    try:
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise ConfigError(f"{path} cannot use WAL journaling ({mode}); put it on a local disk")
-        # WAL with NORMAL: a committed batch survives the process crashing (the promise made
-        # here); only a power cut or OS crash can lose the last commits. FULL would add an
-        # fsync to every batch and to every new run (milliseconds on POST /v1/runs).
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("BEGIN IMMEDIATE")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise ConfigError(
-                f"the run store {path} has schema version {version}, this release writes "
-                f"{SCHEMA_VERSION}; move the file aside or point --data-dir elsewhere"
-            )
-        for statement in SCHEMA:
-            db.execute(statement)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.close()
-        raise
-    return db
 
 
 class SqliteEventLog:
     """Runs and events in one SQLite file; live runs are served from memory.
 
-    `append` keeps the event in memory, wakes the run's waiters and queues it; a writer task
-    commits the queue in batches from a worker thread, every `flush_interval_s`, at
-    `flush_max_events` queued events, or at once when a `done` is queued. A finished run
-    leaves memory once it is on disk; older runs are read back from the file, the last
-    `cache_size` of them kept.
+    `append` keeps the event in memory, wakes the run's waiters and queues it for the
+    writer (see EventWriter). A `done` is different: it becomes visible only once it and
+    every event before it are on disk, so no listener ever sees a run end that a restart
+    would not show. A finished run leaves memory once it is on disk; older runs are read
+    back from the file, the last `cache_size` of them kept.
     """
 
     def __init__(
         self,
-        db: sqlite3.Connection,
+        db: Database,
         *,
         path: Path,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         flush_max_events: int = DEFAULT_FLUSH_MAX_EVENTS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         self.path = path
-        self._db = db
-        # One connection, used only from worker threads, one at a time.
-        self._db_lock = threading.Lock()
-        self._flush_interval_s = flush_interval_s
-        self._flush_max_events = flush_max_events
+        self.db = db
+        self.writer = EventWriter(
+            db,
+            path=path,
+            on_written=self._batch_written,
+            flush_interval_s=flush_interval_s,
+            flush_max_events=flush_max_events,
+            max_pending_bytes=max_pending_bytes,
+        )
         self._cache_size = cache_size
         # Runs with events not yet on disk, or not finished: memory is their truth.
         self._live: dict[str, _RunLog] = {}
@@ -156,28 +111,28 @@ class SqliteEventLog:
         self._cache: OrderedDict[str, _RunLog] = OrderedDict()
         self._loading: dict[str, asyncio.Task[_RunLog | None]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self._pending: list[_Row] = []
-        self._queued_total = 0
-        self._written_total = 0
-        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._queued = asyncio.Event()
-        self._urgent = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._last_write_ok = float("-inf")
         self._closed = False
 
     @property
     def unflushed(self) -> int:
         """How many appended events are not yet committed to the file."""
-        return self._queued_total - self._written_total
+        return self.writer.unwritten
 
     async def create_run(self, record: RunRecord) -> None:
-        """Store a new run record (committed before this returns); its log starts empty."""
+        """Store a new run record (committed before this returns); its log starts empty.
+
+        StoreUnavailable when the file cannot be written (a full disk).
+        """
         self._check_open()
         row = (record.id, record.question, json.dumps(record.options.to_dict()), record.created_at)
         try:
-            await asyncio.to_thread(self._execute, "INSERT INTO runs VALUES (?, ?, ?, ?)", row)
+            await asyncio.to_thread(self.db.execute, "INSERT INTO runs VALUES (?, ?, ?, ?)", row)
         except sqlite3.IntegrityError:
             raise ValueError(f"run {record.id} already exists") from None
+        except (sqlite3.Error, OSError) as exc:
+            raise self.writer.health.failed(exc, waiting=self.writer.unwritten) from None
+        self._wrote()
         self._live[record.id] = _RunLog(record, [])
 
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -186,9 +141,9 @@ class SqliteEventLog:
         if memory is not None:
             return memory.record
         rows = await asyncio.to_thread(
-            self._query, f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
+            self.db.query, f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
         )
-        return _record(rows[0]) if rows else None
+        return record(rows[0]) if rows else None
 
     async def list_runs(
         self, *, limit: int, before: tuple[float, str] | None = None
@@ -198,18 +153,18 @@ class SqliteEventLog:
         params: tuple[Any, ...] = (limit,)
         if before is not None:
             where, params = "WHERE (created_at, id) < (?, ?)", (*before, limit)
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?"
-        rows = await asyncio.to_thread(self._query, sql, params)
-        return [_record(row) for row in rows]
+        sql = f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = await asyncio.to_thread(self.db.query, sql, params)
+        return [record(row) for row in rows]
 
     async def interrupted_runs(self) -> list[RunRecord]:
         """Runs on disk without a `done` that this process is not running, oldest first."""
         sql = (
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE coalesce({_LAST_EVENT}, '') != 'done' "
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE coalesce({LAST_EVENT}, '') != 'done' "
             "ORDER BY created_at, id"
         )
-        rows = await asyncio.to_thread(self._query, sql, ())
-        return [record for record in map(_record, rows) if record.id not in self._live]
+        rows = await asyncio.to_thread(self.db.query, sql, ())
+        return [run for run in map(record, rows) if run.id not in self._live]
 
     async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
         """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
@@ -220,19 +175,26 @@ class SqliteEventLog:
         cutoff = time.time() - max_age_s if max_age_s is not None else float("-inf")
         keep = -1 if max_runs is None else max_runs  # LIMIT -1: keep every run
         sql = (
-            f"SELECT id FROM runs WHERE {_LAST_EVENT} = 'done' AND (created_at < ? OR id NOT IN "
+            f"SELECT id FROM runs WHERE {LAST_EVENT} = 'done' AND (created_at < ? OR id NOT IN "
             "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT ?))"
         )
-        rows = await asyncio.to_thread(self._query, sql, (cutoff, keep))
+        rows = await asyncio.to_thread(self.db.query, sql, (cutoff, keep))
         doomed = [str(row[0]) for row in rows if row[0] not in self._live]
         if doomed:
-            await asyncio.to_thread(self._delete_runs, doomed)
+            try:
+                await asyncio.to_thread(self.db.delete_runs, doomed)
+            except (sqlite3.Error, OSError) as exc:
+                raise self.writer.health.failed(exc, waiting=self.writer.unwritten) from None
             for run_id in doomed:
                 self._cache.pop(run_id, None)
         return len(doomed)
 
     async def append(self, event: Event) -> None:
-        """Append `event`, wake the run's waiters and queue the event for the writer."""
+        """Append `event`, wake the run's waiters and queue the event for the writer.
+
+        A `done` returns only once it is on disk, and only then do readers see it;
+        StoreUnavailable if the store closes before it could be written.
+        """
         self._check_open()
         run = self._live.get(event.run_id)
         if run is None:
@@ -245,21 +207,24 @@ class SqliteEventLog:
             self._live[event.run_id] = run
         if event.seq != len(run.events) + 1:
             raise ValueError(f"event seq {event.seq} does not follow {len(run.events)}")
-        row: _Row = tuple.__new__(tuple, event)
-        run.events.append(row)
-        waiters = self._waiters.pop(event.run_id, None)
-        if waiters:
-            for waiter in waiters:
-                _resolve(waiter)
-        self._pending.append(row)
-        self._queued_total += 1
-        self._queued.set()
+        row: Row = tuple.__new__(tuple, event)
         if event.name == "done":
-            run.finished = True
-            self._urgent.set()
-        elif len(self._pending) >= self._flush_max_events:
-            self._urgent.set()
-        self._ensure_writer()
+            await self._append_done(run, row)
+            return
+        await self.writer.room()
+        self._check_open()  # the store may have closed while the backlog was full
+        run.events.append(row)
+        self._wake(event.run_id)
+        self.writer.queue(row)
+
+    async def _append_done(self, run: _RunLog, row: Row) -> None:
+        """Write the run's last event, then make it visible."""
+        self.writer.queue(row, urgent=True)
+        await self.writer.durable()
+        run.events.append(row)
+        run.finished = True
+        self._retire(row[0], run)
+        self._wake(row[0])
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
         """The run's stored events with seq > `after`, in order, at most `limit` of them."""
@@ -296,42 +261,57 @@ class SqliteEventLog:
 
     async def flush(self) -> None:
         """Commit every event appended so far to the file, now."""
-        if self.unflushed:
-            self._urgent.set()
-        await self.wait_written()
+        await self.writer.durable()
 
     async def wait_written(self) -> None:
-        """Wait until every event appended so far is committed, at the writer's own pace."""
-        target = self._queued_total
-        if self._written_total >= target:
+        """Wait until every event appended so far is committed."""
+        await self.writer.durable()
+
+    async def check(self) -> None:
+        """Raise StoreUnavailable unless the file takes writes (a real write, if not recent)."""
+        failure = self.writer.health.failure
+        if failure is not None:
+            raise failure
+        if self._recently_written():
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._flush_waiters.append((target, future))
-        self._ensure_writer()
-        await future
+        try:
+            await asyncio.to_thread(self.db.probe)
+        except (sqlite3.Error, OSError) as exc:
+            raise self.writer.health.failed(exc, waiting=self.writer.unwritten) from None
+        self._wrote()
 
     async def close(self) -> None:
-        """Commit what is queued, close the file and wake every waiter."""
+        """Write what is queued (trying for CLOSE_TIMEOUT_S), close the file, wake waiters."""
         if self._closed:
             return
         self._closed = True
-        try:
-            await self.flush()
-        finally:
-            if self._writer is not None:
-                self._writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer
-            await asyncio.to_thread(self._close_db)
-            for waiters in self._waiters.values():
-                for waiter in waiters:
-                    _resolve(waiter)
+        await self.writer.close(timeout=CLOSE_TIMEOUT_S)
+        await asyncio.to_thread(self.db.close)
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                _resolve(waiter)
 
     # --- memory ----------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError(f"the event log {self.path} is closed")
+            raise StoreUnavailable(
+                f"the run store {self.path} is closed", slug="store-closed", retry_after=1
+            )
+
+    def _wake(self, run_id: str) -> None:
+        waiters = self._waiters.pop(run_id, None)
+        if waiters:
+            for waiter in waiters:
+                _resolve(waiter)
+
+    def _wrote(self) -> None:
+        self._last_write_ok = asyncio.get_running_loop().time()
+        # Events still waiting for the disk mean the store is not back yet.
+        self.writer.health.succeeded(backlog=self.writer.unwritten)
+
+    def _recently_written(self) -> bool:
+        return asyncio.get_running_loop().time() - self._last_write_ok < PROBE_FRESH_S
 
     def _in_memory(self, run_id: str) -> _RunLog | None:
         run = self._live.get(run_id)
@@ -345,6 +325,12 @@ class SqliteEventLog:
         self._cache[run_id] = run
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+
+    def _retire(self, run_id: str, run: _RunLog) -> None:
+        """A finished run whose every event is on disk leaves the live set."""
+        if run.finished and run.flushed == len(run.events) and self._live.get(run_id) is run:
+            del self._live[run_id]
+            self._remember(run_id, run)
 
     async def _find(self, run_id: str) -> _RunLog | None:
         """The run's log from memory, else read back from the file (once for all callers)."""
@@ -360,122 +346,22 @@ class SqliteEventLog:
         return await asyncio.shield(task)
 
     async def _load(self, run_id: str) -> _RunLog | None:
-        stored = await asyncio.to_thread(self._select_run, run_id)
+        stored = await asyncio.to_thread(self.db.select_run, run_id)
         run = self._in_memory(run_id)
         if run is not None or stored is None:
             return run
-        record, events = stored
-        run = _RunLog(record, events, flushed=len(events))
+        found, events = stored
+        run = _RunLog(found, events, flushed=len(events))
         run.finished = bool(events) and events[-1][2] == "done"
         self._remember(run_id, run)
         return run
 
-    # --- the writer ------------------------------------------------------------------------
-
-    def _ensure_writer(self) -> None:
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_loop(), name=f"sqlite-log {self.path}")
-            self._writer.add_done_callback(self._writer_ended)
-
-    def _writer_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None:
-            log.error("the writer of %s failed", self.path, exc_info=error)
-            self._fail_flushes(error)
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._queued.wait()
-            if not self._urgent.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._flush_interval_s):
-                        await self._urgent.wait()
-            batch, self._pending = self._pending, []
-            self._queued.clear()
-            self._urgent.clear()
-            try:
-                await asyncio.to_thread(self._insert_events, batch)
-            except sqlite3.Error as exc:
-                log.exception("writing %d events to %s failed; retrying", len(batch), self.path)
-                self._pending[:0] = batch
-                self._queued.set()
-                self._fail_flushes(exc)
-                await asyncio.sleep(RETRY_DELAY_S)
-                continue
-            self._written_total += len(batch)
-            self._batch_written(batch)
-
-    def _batch_written(self, batch: list[_Row]) -> None:
+    def _batch_written(self, batch: list[Row]) -> None:
+        """The writer committed `batch`: note what each run has on disk."""
+        self._last_write_ok = asyncio.get_running_loop().time()
         last_seq = {run_id: seq for run_id, seq, *_ in batch}
         for run_id, seq in last_seq.items():
             run = self._live.get(run_id)
-            if run is None:
-                continue
-            run.flushed = max(run.flushed, seq)
-            if run.finished and run.flushed == len(run.events):
-                del self._live[run_id]
-                self._remember(run_id, run)
-        still_waiting = []
-        for target, future in self._flush_waiters:
-            if target <= self._written_total:
-                _resolve(future)
-            elif not future.done():
-                still_waiting.append((target, future))
-        self._flush_waiters = still_waiting
-
-    def _fail_flushes(self, error: BaseException) -> None:
-        for _, future in self._flush_waiters:
-            if not future.done():
-                future.set_exception(error)
-        self._flush_waiters = []
-
-    # --- worker-thread side ----------------------------------------------------------------
-
-    def _execute(self, sql: str, params: tuple[Any, ...]) -> None:
-        with self._db_lock:
-            self._db.execute(sql, params)
-
-    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with self._db_lock:
-            rows: list[tuple[Any, ...]] = self._db.execute(sql, params).fetchall()
-        return rows
-
-    def _delete_runs(self, run_ids: list[str]) -> None:
-        with self._db_lock, self._db:
-            # Events go with their run (ON DELETE CASCADE).
-            self._db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in run_ids])
-
-    def _select_run(self, run_id: str) -> tuple[RunRecord, list[_Row]] | None:
-        with self._db_lock:
-            # One read transaction, so the record and its events are one snapshot.
-            self._db.execute("BEGIN")
-            try:
-                row = self._db.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
-                ).fetchone()
-                events: list[_Row] = self._db.execute(
-                    "SELECT run_id, seq, name, t_ms, wire FROM events WHERE run_id = ? "
-                    "ORDER BY seq",
-                    (run_id,),
-                ).fetchall()
-            finally:
-                self._db.execute("COMMIT")
-        return None if row is None else (_record(row), events)
-
-    def _insert_events(self, batch: list[_Row]) -> None:
-        with self._db_lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", batch)
-                self._db.execute("COMMIT")
-            except BaseException:
-                # A failed COMMIT can leave the transaction open; the next batch must begin anew.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    def _close_db(self) -> None:
-        with self._db_lock:
-            self._db.close()
+            if run is not None:
+                run.flushed = max(run.flushed, seq)
+                self._retire(run_id, run)

@@ -10,7 +10,6 @@ import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 from research_service.errors import ConfigError
 
@@ -33,38 +32,45 @@ def owning(store: Path) -> Iterator[None]:
     The lock is the kernel's (flock), so it goes with the process however it ends, a kill
     -9 included: a stale lock file never keeps a service from starting.
     """
-    store.parent.mkdir(parents=True, exist_ok=True)
     path = lock_path(store)
-    handle = path.open("a+", encoding="utf-8")
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        # A raw descriptor: no buffer left to flush (and fail) on a full disk.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {path} ({exc.strerror or exc}); check the folder, or point "
+            "--data-dir elsewhere"
+        ) from None
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StoreInUse(
-                f"the run store in {store.parent} is in use by {_holder(handle)}; stop that "
+                f"the run store in {store.parent} is in use by {_holder(fd)}; stop that "
                 "process, or give this one its own --data-dir (or --store memory)"
             ) from None
-        _write_holder(handle)
+        _write_holder(fd)
         yield
     finally:
         # Closing the file releases the lock; the file stays (removing it would race).
-        handle.close()
+        os.close(fd)
 
 
-def _write_holder(handle: IO[str]) -> None:
+def _write_holder(fd: int) -> None:
     """Say in the lock file who holds it, for the message another process shows."""
-    handle.seek(0)
-    handle.truncate()
     started = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": started}))
-    handle.flush()
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": started}
+    # Best effort: on a full disk the lock holds all the same, only unnamed.
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
 
 
-def _holder(handle: IO[str]) -> str:
+def _holder(fd: int) -> str:
     """Who holds the lock, as the lock file says."""
-    handle.seek(0)
     try:
-        holder = json.loads(handle.read())
+        holder = json.loads(os.pread(fd, 4096, 0))
         return (
             f"another research-service process (pid {holder['pid']} on {holder['host']}, "
             f"since {holder['since']})"

@@ -12,6 +12,7 @@ from research_service.events import dumps, is_run_id
 from research_service.recordings import finished_recording
 from research_service.runs.models import RunOptions, RunRecord
 from research_service.web import validation
+from research_service.web.health import healthz, readyz
 from research_service.web.keys import MANAGER, SETTINGS
 from research_service.web.panel import setup_panel
 from research_service.web.stream import (
@@ -145,12 +146,6 @@ async def get_recording(request: web.Request) -> web.Response:
     )
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """`GET /healthz`: the process is up and serving."""
-    validation.known_params(request.query)
-    return _json({"status": "ok"})
-
-
 def setup_routes(app: web.Application) -> None:
     """Register every route of the API and the web panel."""
     app.router.add_post("/v1/runs", create_run)
@@ -161,4 +156,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/runs/{run_id}/recording", get_recording, allow_head=False)
     app.router.add_get("/v1/research", research, allow_head=False)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     setup_panel(app)

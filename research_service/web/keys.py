@@ -14,6 +14,7 @@ from research_service.settings import Settings
 if TYPE_CHECKING:
     # Typing only: the page reader's modules (trafilatura) load when a reader is opened.
     from research_service.reading import Reader
+    from research_service.web.health import ReadinessProbe
 
 SETTINGS = web.AppKey("settings", Settings)
 EVENT_LOG = web.AppKey("event_log", EventLog)
@@ -21,3 +22,4 @@ LLM = web.AppKey("llm", LLMProvider)
 SEARCH = web.AppKey("search", SearchProvider)
 MANAGER = web.AppKey("manager", RunManager)
 READER: web.AppKey[Reader] = web.AppKey("reader")
+READINESS: web.AppKey[ReadinessProbe] = web.AppKey("readiness")

@@ -9,7 +9,7 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from research_service.errors import MethodNotAllowed, RequestError, TooManyRuns
+from research_service.errors import MethodNotAllowed, RequestError
 from research_service.events import dumps
 from research_service.web.validation import MAX_BODY_BYTES
 
@@ -60,7 +60,7 @@ def problem(
 def from_request_error(exc: RequestError) -> web.Response:
     """The problem response for one of our request errors."""
     headers: dict[str, str] = {}
-    if isinstance(exc, TooManyRuns):
+    if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allowed)

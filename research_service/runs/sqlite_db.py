@@ -1,0 +1,193 @@
+"""The SQLite run store file: schema, statements and failures in words (worker-thread side)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Final, TypeAlias
+
+from research_service.errors import ConfigError, StoreUnavailable
+from research_service.runs.models import RunOptions, RunRecord
+
+#: The SQLite run store's file under --data-dir (with --store sqlite).
+RUN_STORE_FILE: Final = "runs.sqlite3"
+
+SCHEMA_VERSION: Final = 1
+BUSY_TIMEOUT_S: Final = 5.0
+#: A request refused because the store cannot write may succeed again after this long.
+STORE_RETRY_AFTER_S: Final = 5
+
+SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY,
+        question TEXT NOT NULL,
+        options TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, id)",
+    """CREATE TABLE IF NOT EXISTS events (
+        run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        t_ms INTEGER NOT NULL,
+        wire BLOB NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID""",
+)
+RUN_COLUMNS: Final = "id, question, options, created_at"
+LAST_EVENT: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
+
+# Exact tuples (run_id, seq, name, t_ms, wire): the column order of `events`, so a queued
+# row goes to executemany as it is, and untracked by the cyclic collector (see memory_log).
+Row: TypeAlias = tuple[str, int, str, int, bytes]
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_READONLY: Final = 8
+_SQLITE_IOERR: Final = 10
+_SQLITE_FULL: Final = 13
+_SQLITE_CANTOPEN: Final = 14
+
+
+def record(row: tuple[Any, ...]) -> RunRecord:
+    """A run record from a `runs` row."""
+    run_id, question, options, created_at = row
+    return RunRecord(run_id, question, RunOptions(**json.loads(options)), created_at)
+
+
+def failure(path: Path, exc: sqlite3.Error | OSError) -> tuple[str, str]:
+    """A slug naming why the store at `path` cannot write, and a message saying what to do."""
+    if isinstance(exc, OSError):
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        code = _SQLITE_FULL if full else _SQLITE_IOERR
+    else:
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code == _SQLITE_FULL:
+        return "storage-full", f"the disk holding the run store {path} is full; free some space"
+    if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+        return "store-read-only", f"the run store {path} cannot be written; check its permissions"
+    return "store-unavailable", f"the run store {path} cannot be written ({exc})"
+
+
+def unavailable(path: Path, exc: sqlite3.Error | OSError) -> StoreUnavailable:
+    """The StoreUnavailable a request gets when the store at `path` fails with `exc`."""
+    slug, message = failure(path, exc)
+    return StoreUnavailable(
+        f"{message}; retry in {STORE_RETRY_AFTER_S} s", slug=slug, retry_after=STORE_RETRY_AFTER_S
+    )
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating it and its schema as needed) the store file; ConfigError if it cannot."""
+    try:
+        return _connect(path)
+    except (sqlite3.Error, OSError) as exc:
+        _, message = failure(path, exc)
+        raise ConfigError(f"{message}, or point --data-dir elsewhere") from None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise ConfigError(f"{path} cannot use WAL journaling ({mode}); put it on a local disk")
+        # WAL with NORMAL: a committed batch survives the process crashing (the promise made
+        # here); only a power cut or OS crash can lose the last commits. FULL would add an
+        # fsync to every batch and to every new run (milliseconds on POST /v1/runs).
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise ConfigError(
+                    f"the run store {path} has schema version {version}, this release writes "
+                    f"{SCHEMA_VERSION}; move the file aside or point --data-dir elsewhere"
+                )
+            for statement in SCHEMA:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+class Database:
+    """One connection, used from worker threads one at a time (the lock)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+
+    def execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Run one statement in its own transaction."""
+        with self._lock:
+            self._db.execute(sql, params)
+
+    def query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """The rows of one query."""
+        with self._lock:
+            rows: list[tuple[Any, ...]] = self._db.execute(sql, params).fetchall()
+        return rows
+
+    def delete_runs(self, run_ids: list[str]) -> None:
+        """Delete runs and (ON DELETE CASCADE) their events, in one transaction."""
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in run_ids])
+
+    def select_run(self, run_id: str) -> tuple[RunRecord, list[Row]] | None:
+        """A run's record and every event of it, as one snapshot."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                row = self._db.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
+                ).fetchone()
+                events: list[Row] = self._db.execute(
+                    "SELECT run_id, seq, name, t_ms, wire FROM events WHERE run_id = ? "
+                    "ORDER BY seq",
+                    (run_id,),
+                ).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        return None if row is None else (record(row), events)
+
+    def insert_events(self, batch: list[Row]) -> None:
+        """Commit a batch of events in one transaction."""
+        with self._lock:
+            self._write("INSERT INTO events VALUES (?, ?, ?, ?, ?)", batch)
+
+    def probe(self) -> None:
+        """A real write that changes nothing: raises when the file cannot be written."""
+        with self._lock:
+            self._write(f"PRAGMA user_version = {SCHEMA_VERSION}", None)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, rows: list[Row] | None) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if rows is None:
+                self._db.execute(sql)
+            else:
+                self._db.executemany(sql, rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT can leave the transaction open; the next write must begin anew.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise

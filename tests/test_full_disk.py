@@ -1,0 +1,228 @@
+"""A full disk under a real `serve` process: 503s, the truth in /readyz, durable done, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+
+from research_service.events import Event
+from research_service.runs import sqlite_log
+from research_service.runs.models import RunRecord
+from tests.full_disk import fill, free, small_disk
+from tests.served import CORPUS, Served, free_port, start, stop
+
+GRACE_S = 2.0
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> AsyncIterator[Path]:
+    with small_disk(tmp_path / "disk") as mounted:
+        yield mounted
+
+
+async def serve_on(disk: Path) -> Served:
+    return await start(
+        *("--port", str(free_port()), "--data-dir", str(disk / "data")),
+        *("--corpus", str(CORPUS), "--token-delay-ms", "25"),
+        *("--shutdown-grace-s", str(GRACE_S)),
+        timeout=60,
+    )
+
+
+@dataclass
+class Listener:
+    """Reads one run's stream, noting each event as it arrives."""
+
+    url: str
+    events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def read(self, client: httpx.AsyncClient) -> None:
+        async with aconnect_sse(client, "GET", self.url) as source:
+            async for sse in source.aiter_sse():
+                if sse.data:
+                    self.events.append((sse.id, sse.event, json.loads(sse.data)))
+                    self.arrived.set()
+
+    async def until(self, name: str, **fields: Any) -> None:
+        async with asyncio.timeout(30):
+            while not any(
+                event == name and all(data.get(k) == v for k, v in fields.items())
+                for _, event, data in self.events
+            ):
+                self.arrived.clear()
+                await self.arrived.wait()
+
+    @property
+    def names(self) -> list[str]:
+        return [name for _, name, _ in self.events]
+
+
+async def start_listened_run(client: httpx.AsyncClient, served: Served) -> tuple[str, Listener]:
+    created = await client.post(f"{served.base}/v1/runs", json={"question": "How do leaves work?"})
+    assert created.status_code == 201, created.text
+    listener = Listener(served.base + created.json()["events_url"])
+    return created.json()["id"], listener
+
+
+async def refuse_until_full(client: httpx.AsyncClient, served: Served) -> httpx.Response:
+    """POST runs until the store refuses one (a little slack may remain in its journal)."""
+    for n in range(200):
+        response = await client.post(f"{served.base}/v1/runs", json={"question": f"Fill {n}?"})
+        if response.status_code != 201:
+            return response
+    raise AssertionError("the store never refused a run on a full disk")
+
+
+async def test_a_full_disk_refuses_runs_holds_done_back_and_recovers(disk: Path) -> None:
+    served = await serve_on(disk)
+    async with httpx.AsyncClient(timeout=30) as client:
+        run_id, listener = await start_listened_run(client, served)
+        reading = asyncio.create_task(listener.read(client))
+        await listener.until("token")
+        await fill(disk)
+
+        refused = await refuse_until_full(client, served)
+        assert refused.status_code == 503
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["retry-after"] == "5"
+        problem = refused.json()
+        assert problem["type"].endswith("/storage-full")
+        assert "is full" in problem["detail"]
+        one_shot = await client.get(f"{served.base}/v1/research", params={"q": "One more?"})
+        assert one_shot.status_code == 503
+
+        assert (await client.get(f"{served.base}/healthz")).status_code == 200
+        ready = await client.get(f"{served.base}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["store"]["status"] == "failing"
+        assert "is full" in ready.json()["detail"]
+
+        # The answer is written, but its done cannot be stored: nobody sees the run end.
+        await listener.until("phase", phase="synthesizing", status="completed")
+        snapshot = (await client.get(f"{served.base}/v1/runs/{run_id}")).json()
+        assert snapshot["status"] == "running"
+        assert "done" not in listener.names
+
+        # Space comes back: the done is stored, then delivered; new runs are accepted again.
+        await free(disk)
+        await listener.until("done")
+        await reading
+        assert listener.events[-1][2]["status"] == "completed"
+        assert (await client.get(f"{served.base}/v1/runs/{run_id}")).json()["status"] == (
+            "completed"
+        )
+        again = await client.post(f"{served.base}/v1/runs", json={"question": "Back?"})
+        assert again.status_code == 201
+        await served.wait_log(rb"takes writes again")
+        ready = await client.get(f"{served.base}/readyz")
+        assert ready.status_code == 200
+    assert await stop(served) == 0
+    log = served.log.decode()
+    assert "Traceback" not in log
+    assert log.count("stopped taking writes") == 1
+    assert '" 500 ' not in log
+
+    # A restart shows what the listener saw.
+    restarted = await serve_on(disk)
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            after = (await client.get(f"{restarted.base}/v1/runs/{run_id}")).json()
+        assert after["status"] == "completed"
+        assert after["answer"] == listener.events[-1][2]["answer"]
+    finally:
+        assert await stop(restarted) == 0
+
+
+async def test_sigterm_on_a_full_disk_exits_cleanly_and_a_restart_agrees(disk: Path) -> None:
+    served = await serve_on(disk)
+    async with httpx.AsyncClient(timeout=30) as client:
+        run_id, listener = await start_listened_run(client, served)
+        reading = asyncio.create_task(listener.read(client))
+        await listener.until("token")
+        await fill(disk)
+        await refuse_until_full(client, served)
+        await listener.until("phase", phase="synthesizing", status="completed")
+
+        started = time.monotonic()
+        code = await stop(served, signal.SIGTERM, timeout=GRACE_S + 10)
+        took = time.monotonic() - started
+        await asyncio.gather(reading, return_exceptions=True)
+    assert code == 0
+    assert took <= GRACE_S + 2, f"exit took {took:.1f} s"
+    log = served.log.decode()
+    assert "Traceback" not in log
+    assert "end as interrupted at the next start" in log
+    assert "done" not in listener.names  # the listener never saw the run end ...
+
+    await free(disk)
+    restarted = await serve_on(disk)
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            after = (await client.get(f"{restarted.base}/v1/runs/{run_id}")).json()
+    finally:
+        assert await stop(restarted) == 0
+    # ... and after the restart it has ended, as failed: interrupted, never completed.
+    assert after["status"] == "failed"
+    assert after["error"]["code"] == "interrupted"
+
+
+async def test_starting_on_a_full_disk_says_the_disk_is_full(disk: Path) -> None:
+    await fill(disk)
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "research_service", "serve", "--port", str(free_port())),
+        *("--data-dir", str(disk / "data"), "--corpus", str(CORPUS)),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        _, err = await process.communicate()
+    assert process.returncode == 2
+    text = err.decode()
+    assert "Traceback" not in text
+    assert "cannot rollback" not in text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("research-service: the disk holding the run store ")
+    assert "is full; free some space, or point --data-dir elsewhere" in last
+
+
+async def test_pending_writes_are_bounded_and_drain_when_space_returns(disk: Path) -> None:
+    """Runs wait (not the loop, not memory) once the backlog reaches its bound."""
+    bound = 64 * 1024
+    store = await sqlite_log.open(disk / "runs.sqlite3", max_pending_bytes=bound)
+    try:
+        run = RunRecord("a" * 16, "Bounded?")
+        await store.create_run(run)
+        await fill(disk)
+        piece = "y" * 8192
+
+        async def append_all() -> None:
+            for seq in range(1, 41):
+                event = Event.create(run.id, seq, "token", {"text": piece}, t_ms=seq)
+                await store.append(event)
+
+        appending = asyncio.create_task(append_all())
+        async with asyncio.timeout(10):
+            # The writer exposes no event for these; poll them.
+            while store.writer.health.failure is None or store.unflushed * 8192 < bound:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert not appending.done()  # held at the bound: 40 events are 320 KiB
+        assert store.unflushed * 8192 <= bound + 8192
+        await free(disk)
+        async with asyncio.timeout(10):
+            await appending
+        await store.flush()
+        assert store.unflushed == 0
+        assert len(await store.read(run.id, after=0)) == 40
+    finally:
+        await store.close()
