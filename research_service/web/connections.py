@@ -146,6 +146,11 @@ class ConnectionGuard:
         if connection in self._open:
             self._open[connection] = busy
 
+    def close_idle(self) -> None:
+        """Close every connection that has no request in progress (keep-alive ones)."""
+        for connection in [c for c, busy in self._open.items() if not busy]:
+            connection.force_close()
+
     async def drained(self) -> None:
         """Wait until every connection has closed."""
         if self._open:

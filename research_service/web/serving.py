@@ -70,6 +70,8 @@ class ServiceRunner(web.AppRunner):
         try:
             async with asyncio.timeout(self.grace_s):
                 await self.app.shutdown()
+                # Idle keep-alive connections go now; the others once their response ends.
+                self.guard.close_idle()
                 await self.guard.drained()
         except TimeoutError:
             pass
