@@ -151,6 +151,7 @@ async def test_the_prefix_without_its_slash_redirects_keeping_the_run(
     moved = await client.get(f"{bare}?run=0123456789abcdef")
     assert moved.status_code == 301
     assert moved.headers["Location"] == "/research/?run=0123456789abcdef"
+    assert moved.headers["Server"] == "nginx", "no version in Server"
     assert (await client.get(bare)).headers["Location"] == "/research/"
 
 
