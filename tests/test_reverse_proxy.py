@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests import nginx
+from tests import cli_process, nginx
 from tests.conftest import MakeService, Service
 from tests.sse import after_event, listen
 
@@ -141,6 +141,19 @@ async def test_created_runs_are_located_under_the_prefix(
     assert created.status_code == 201
     assert created.headers["Location"] == f"/research/v1/runs/{created.json()['id']}"
     await service.wait_done(created.json()["id"])
+
+
+async def test_the_terminal_client_asks_under_the_prefix(
+    proxied: nginx.Nginx, service: Service
+) -> None:
+    """`--server https://host/research` works: the client joins the API's paths to it."""
+    server = proxied.url("").rstrip("/")
+    result = await cli_process.run("ask", "--server", server, "--json", "Through nginx?")
+    assert result.returncode == 0, result.stderr
+    last = result.json_lines()[-1]
+    assert last["event"] == "done"
+    assert last["data"]["status"] == "completed"
+    assert last["data"]["answer"] == "".join(service.llm.pieces)
 
 
 async def test_the_prefix_without_its_slash_redirects_keeping_the_run(
