@@ -65,12 +65,14 @@ class Service:
     async def wait_done(self, run_id: str, timeout: float = 10.0) -> None:
         """Wait on the event log until the run's `done` has been appended."""
         log = self.manager.log
+        seen = 0
         async with asyncio.timeout(timeout):
             while True:
-                events = await log.read(run_id, after=0)
+                events = await log.read(run_id, after=seen)
                 if events and events[-1].is_final:
                     return
-                await log.wait(run_id, after=len(events), timeout=timeout)
+                seen += len(events)
+                await log.wait(run_id, after=seen, timeout=timeout)
 
 
 MakeService = Callable[..., Awaitable[Service]]

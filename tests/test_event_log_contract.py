@@ -12,7 +12,7 @@ from research_service.events import Event
 from research_service.runs import sqlite_log
 from research_service.runs.log import EventLog
 from research_service.runs.memory_log import MemoryEventLog
-from research_service.runs.models import RunOptions, RunRecord
+from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
 
 BACKENDS = ["memory", "sqlite"]
 
@@ -136,3 +136,38 @@ async def test_list_runs_orders_same_timestamp_by_id(event_log: EventLog) -> Non
     assert [r.id for r in page] == ["c" * 16, "b" * 16]
     rest = await event_log.list_runs(limit=2, before=page[-1].sort_key)
     assert [r.id for r in rest] == ["a" * 16]
+
+
+async def test_tails_give_counts_and_endings_without_reading_logs(event_log: EventLog) -> None:
+    fresh, going, ended, failed = "a" * 16, "b" * 16, "c" * 16, "d" * 16
+    for n, run_id in enumerate((fresh, going, ended, failed)):
+        await event_log.create_run(record(run_id, float(n)))
+    for run_id in (going, ended, failed):
+        for seq in (1, 2):
+            await event_log.append(event(run_id, seq))
+    sources = [{"id": n, "title": "t", "url": "u", "snippet": "s\u2028\n"} for n in (1, 2, 3)]
+    done = {
+        "status": "completed",
+        "answer": "A \u2028 [1]\n" * 1000,
+        "sources": sources,
+        "error": None,
+    }
+    await event_log.append(Event.create(ended, 3, "done", done, t_ms=1234))
+    error = {"code": "llm_timeout", "message": "m"}
+    failure = {"status": "failed", "answer": "", "sources": [], "error": error}
+    await event_log.append(Event.create(failed, 3, "done", failure, t_ms=99))
+    if isinstance(event_log, sqlite_log.SqliteEventLog):
+        # Reopened, so the finished runs are asked of the file, not memory.
+        await event_log.close()
+        event_log = await sqlite_log.open(event_log.path)
+    try:
+        tails = await event_log.tails([fresh, going, ended, failed, "e" * 16])
+    finally:
+        if isinstance(event_log, sqlite_log.SqliteEventLog):
+            await event_log.close()
+    assert tails == {
+        fresh: RunTail(0),
+        going: RunTail(2),
+        ended: RunTail(3, RunEnd("completed", None, 3, 1234)),
+        failed: RunTail(3, RunEnd("failed", "llm_timeout", 0, 99)),
+    }

@@ -198,8 +198,17 @@ async def test_runs_list_shows_every_recording_newest_first(
 
     listing = (await client.get(str(server.make_url("/v1/runs")))).json()
     assert [run["id"] for run in listing["runs"]] == [failed.run_id, first.run_id]
-    assert listing["runs"] == [failed.snapshot, first.snapshot]
+    # The listing has each run in brief, as the live service listed it.
+    live = (await client.get(service.url("/v1/runs"))).json()["runs"]
+    assert listing["runs"] == live
+    for entry, recorded in zip(listing["runs"], (failed, first), strict=True):
+        snapshot = recorded.snapshot
+        assert entry["status"] == snapshot["status"]
+        assert entry["question"] == snapshot["question"]
+        assert entry["event_count"] == snapshot["event_count"]
+        assert entry["source_count"] == len(snapshot["sources"])
     assert listing["runs"][0]["status"] == "failed"
+    assert listing["runs"][0]["error_code"] == "llm_error"
     status, body = await raw_stream(
         client, str(server.make_url(f"/v1/runs/{failed.run_id}/events"))
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -128,6 +128,41 @@ def header_fields(
 def event_line(*, seq: int, name: str, data: Any, t_ms: int) -> str:
     """One event's newline-terminated line."""
     return dumps({"seq": seq, "event": name, "data": data, "t_ms": t_ms}) + "\n"
+
+
+def header_line(record: RunRecord) -> bytes:
+    """The header line of `record`'s recording, as UTF-8."""
+    return (dumps(header(record)) + "\n").encode()
+
+
+def event_line_parts(event: Event) -> tuple[bytes, memoryview, bytes]:
+    """`event_line` of a stored event as three parts, spliced from its wire bytes.
+
+    The wire's `data:` payload is the same compact JSON `dumps` writes, so prefix, payload
+    and suffix together are the bytes decoding and encoding the payload again would give;
+    the payload is a view of the stored bytes, never a copy.
+    """
+    wire = event.wire
+    start = wire.index(b"\ndata: ") + 7
+    prefix = b'{"seq":%d,"event":"%s","data":' % (event.seq, event.name.encode())
+    return prefix, memoryview(wire)[start:-2], b',"t_ms":%d}\n' % event.t_ms
+
+
+def recording_chunks(events: Iterable[Event], *, size: int) -> Iterator[bytes]:
+    """The event lines of a recording in chunks of about `size` bytes (never much more)."""
+    pending: list[bytes | memoryview] = []
+    pending_bytes = 0
+    for event in events:
+        for part in event_line_parts(event):
+            for offset in range(0, len(part), size):
+                piece = part[offset : offset + size]
+                pending.append(piece)
+                pending_bytes += len(piece)
+                if pending_bytes >= size:
+                    yield b"".join(pending)
+                    pending, pending_bytes = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def recording_lines(record: RunRecord, events: Sequence[Event]) -> Iterator[str]:

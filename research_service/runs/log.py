@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from research_service.events import Event
-from research_service.runs.models import RunRecord
+from research_service.runs.models import RunRecord, RunTail
 
 
 class EventLog(Protocol):
@@ -27,6 +28,10 @@ class EventLog(Protocol):
         self, *, limit: int, before: tuple[float, str] | None = None
     ) -> list[RunRecord]:
         """Up to `limit` records, newest first, strictly older than the `before` sort key."""
+        ...
+
+    async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:
+        """Each known run's event count and ending (cheap: never decodes a whole log)."""
         ...
 
     async def append(self, event: Event) -> None:

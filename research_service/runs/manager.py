@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -20,8 +21,9 @@ from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.runs.hub import Hub
 from research_service.runs.log import EventLog
-from research_service.runs.models import RunOptions, RunRecord, new_run_id
+from research_service.runs.models import RunOptions, RunRecord, RunTail, new_run_id
 from research_service.runs.state import RunState
+from research_service.runs.summary import summary, tail_of_state
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,25 @@ class RunManager:
         snapshot["usage"] = live.context.tokens.summary()
         snapshot["truncated"] = live.context.truncated
         return snapshot
+
+    async def summaries(self, records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+        """The listing entries of `records`: from live state where there is one, else the log."""
+        known: dict[str, RunState] = {}
+        for record in records:
+            live = self._live.get(record.id)
+            state = live.state if live is not None else self._finished_states.get(record.id)
+            if state is not None:
+                known[record.id] = state
+        tails = await self.log.tails([r.id for r in records if r.id not in known])
+        entries = []
+        for record in records:
+            state = known.get(record.id)
+            if state is not None:
+                entry = summary(record, tail_of_state(state), sources_so_far=len(state.sources))
+            else:
+                entry = summary(record, tails.get(record.id, RunTail(0)))
+            entries.append(entry)
+        return entries
 
     async def cancel(self, run_id: str, *, code: str = "cancelled", message: str = "") -> bool:
         """Stop a run promptly; False when it had already finished."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from research_service.events import Event
-from research_service.runs.models import RunRecord
+from research_service.runs.models import RunRecord, RunTail, tail_of
 
 
 @dataclass(slots=True)
@@ -56,6 +57,10 @@ class MemoryEventLog:
         end = len(self._order) if before is None else bisect.bisect_left(self._order, before)
         keys = self._order[max(0, end - limit) : end]
         return [self._runs[run_id].record for _, run_id in reversed(keys)]
+
+    async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:
+        """Each known run's event count and ending."""
+        return {i: tail_of(self._runs[i].events) for i in run_ids if i in self._runs}
 
     async def append(self, event: Event) -> None:
         """Append `event` and wake the run's waiters."""

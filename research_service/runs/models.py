@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
+
+from research_service.events import Event
 
 DEFAULT_BREADTH: Final = 3
 DEFAULT_MAX_SOURCES: Final = 8
@@ -33,6 +36,12 @@ class RunOptions:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+def iso_time(timestamp: float) -> str:
+    """A Unix time as RFC 3339 UTC with milliseconds."""
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def new_run_id() -> str:
     """A fresh run id: 16 lowercase hex characters (never contains ':')."""
     return secrets.token_hex(8)
@@ -50,10 +59,42 @@ class RunRecord:
     @property
     def created_iso(self) -> str:
         """Creation time as RFC 3339 UTC with milliseconds."""
-        moment = datetime.fromtimestamp(self.created_at, tz=UTC)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return iso_time(self.created_at)
 
     @property
     def sort_key(self) -> tuple[float, str]:
         """Newest-first listing order (compared descending)."""
         return (self.created_at, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """What a run's `done` says, in brief."""
+
+    status: str
+    error_code: str | None
+    source_count: int
+    #: When the run ended, in ms after it was created.
+    t_ms: int
+
+    @classmethod
+    def from_done(cls, data: dict[str, Any], *, t_ms: int) -> RunEnd:
+        """The brief of a `done` payload."""
+        error = data.get("error") or {}
+        return cls(str(data["status"]), error.get("code"), len(data.get("sources") or ()), t_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class RunTail:
+    """How far a run's log goes and how it ended, without reading the log whole."""
+
+    event_count: int
+    end: RunEnd | None = None
+
+
+def tail_of(events: Sequence[tuple[str, int, str, int, bytes]]) -> RunTail:
+    """The tail of a run whose events (stored rows, in order) are at hand."""
+    if not events or events[-1][2] != "done":
+        return RunTail(len(events))
+    done = Event._make(events[-1])
+    return RunTail(len(events), RunEnd.from_done(done.data, t_ms=done.t_ms))

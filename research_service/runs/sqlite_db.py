@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 from research_service.errors import ConfigError, StoreUnavailable
-from research_service.runs.models import RunOptions, RunRecord
+from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
 
 #: The SQLite run store's file under --data-dir (with --store sqlite).
 RUN_STORE_FILE: Final = "runs.sqlite3"
@@ -43,6 +43,20 @@ LAST_EVENT: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY se
 # Exact tuples (run_id, seq, name, t_ms, wire): the column order of `events`, so a queued
 # row goes to executemany as it is, and untracked by the cyclic collector (see memory_log).
 Row: TypeAlias = tuple[str, int, str, int, bytes]
+
+#: SQLite binds at most 32766 parameters per statement; tails are asked in chunks.
+_MAX_IDS: Final = 500
+# The done payload as text: the wire after its `\ndata: ` prefix (JSON ignores the final
+# blank line). Every run has a row, with seq 0 and no end when it has no events yet.
+_DONE_JSON: Final = "CAST(substr(e.wire, instr(e.wire, X'0a646174613a20') + 7) AS TEXT)"
+_TAILS: Final = (
+    "SELECT r.id, e.seq, e.t_ms, "
+    f"CASE WHEN e.name = 'done' THEN json_extract({_DONE_JSON}, '$.status', '$.error.code') END, "
+    f"CASE WHEN e.name = 'done' THEN json_array_length({_DONE_JSON}, '$.sources') END "
+    "FROM runs r LEFT JOIN events e ON e.run_id = r.id "
+    "AND e.seq = (SELECT max(seq) FROM events WHERE run_id = r.id) "
+    "WHERE r.id IN ({marks})"
+)
 
 # SQLite's primary result codes (the low byte of an extended code).
 _SQLITE_READONLY: Final = 8
@@ -140,6 +154,27 @@ class Database:
         with self._lock:
             rows: list[tuple[Any, ...]] = self._db.execute(sql, params).fetchall()
         return rows
+
+    def tails(self, run_ids: list[str]) -> dict[str, RunTail]:
+        """Each listed run's event count and, for a finished run, its done in brief.
+
+        SQLite reads the done's JSON itself (json_extract), so no answer or source list
+        is decoded into Python objects, however large the run.
+        """
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(run_ids), _MAX_IDS):
+            chunk = run_ids[start : start + _MAX_IDS]
+            marks = ", ".join("?" * len(chunk))
+            with self._lock:
+                rows += self._db.execute(_TAILS.format(marks=marks), chunk).fetchall()
+        tails: dict[str, RunTail] = {}
+        for run_id, seq, t_ms, brief, sources in rows:
+            end = None
+            if brief is not None:
+                status, error_code = json.loads(brief)
+                end = RunEnd(status, error_code, sources or 0, t_ms)
+            tails[run_id] = RunTail(seq or 0, end)
+        return tails
 
     def delete_runs(self, run_ids: list[str]) -> None:
         """Delete runs and (ON DELETE CASCADE) their events, in one transaction."""

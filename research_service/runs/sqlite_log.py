@@ -7,13 +7,14 @@ import json
 import sqlite3
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from research_service.errors import StoreUnavailable
 from research_service.events import Event
-from research_service.runs.models import RunRecord
+from research_service.runs.models import RunRecord, RunTail, tail_of
 from research_service.runs.sqlite_db import (
     LAST_EVENT,
     RUN_COLUMNS,
@@ -156,6 +157,21 @@ class SqliteEventLog:
         sql = f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?"
         rows = await asyncio.to_thread(self.db.query, sql, params)
         return [record(row) for row in rows]
+
+    async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:
+        """Each known run's event count and ending: from memory, else summed up by SQLite."""
+        found: dict[str, RunTail] = {}
+        on_disk: list[str] = []
+        for run_id in run_ids:
+            run = self._live.get(run_id)
+            if run is not None:
+                found[run_id] = tail_of(run.events)
+            else:
+                on_disk.append(run_id)
+        if on_disk:
+            rows = await asyncio.to_thread(self.db.tails, on_disk)
+            found.update(rows)
+        return found
 
     async def interrupted_runs(self) -> list[RunRecord]:
         """Runs on disk without a `done` that this process is not running, oldest first."""

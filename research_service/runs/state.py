@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +33,15 @@ class RunState:
     event_count: int = 0
 
     @classmethod
-    def fold(cls, events: Iterable[Event]) -> RunState:
+    def fold(cls, events: Sequence[Event]) -> RunState:
         """The state after applying `events` in order."""
         state = cls()
+        # A finished run's done holds the whole answer: its tokens need not be decoded.
+        finished = bool(events) and events[-1].is_final
         for event in events:
+            if finished and event.name == "token":
+                state.event_count, state.last_t_ms = event.seq, event.t_ms
+                continue
             state.apply(event)
         return state
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
 from research_service.errors import BodyTimeout, InvalidEventId, NotFound
 from research_service.events import dumps, is_run_id
-from research_service.recordings import finished_recording
+from research_service.recordings import RunNotFinished
+from research_service.recordings.format import header_line, recording_chunks
 from research_service.runs.models import RunOptions, RunRecord
 from research_service.web import validation
 from research_service.web.health import healthz, readyz
@@ -23,6 +24,11 @@ from research_service.web.stream import (
     split_event_id,
     stream,
 )
+
+#: A recording download reads this many events at a time and writes chunks of this size:
+#: bounded memory and loop time per download, however large the run (or its done).
+RECORDING_PAGE_EVENTS: Final = 500
+RECORDING_CHUNK_BYTES: Final = 64 * 1024
 
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -79,15 +85,14 @@ async def get_run(request: web.Request) -> web.Response:
 
 
 async def list_runs(request: web.Request) -> web.Response:
-    """`GET /v1/runs`: snapshots, newest first, with a cursor to the next page."""
+    """`GET /v1/runs`: run summaries, newest first, with a cursor to the next page."""
     limit, before = validation.list_params(request.query)
     manager = request.app[MANAGER]
     # One extra record tells whether another page exists without a second query.
     records = await manager.log.list_runs(limit=limit + 1, before=before)
     page = records[:limit]
     next_cursor = validation.encode_cursor(page[-1].sort_key) if len(records) > limit else None
-    runs = [await manager.snapshot(record) for record in page]
-    return _json({"runs": runs, "next": next_cursor})
+    return _json({"runs": await manager.summaries(page), "next": next_cursor})
 
 
 async def cancel_run(request: web.Request) -> web.Response:
@@ -131,19 +136,39 @@ async def research(request: web.Request) -> web.StreamResponse:
     return await stream(request, run_id=resumed.id, after=after, ended=ended)
 
 
-async def get_recording(request: web.Request) -> web.Response:
-    """`GET /v1/runs/{id}/recording`: the finished run as a recording (docs/recordings.md)."""
+async def get_recording(request: web.Request) -> web.StreamResponse:
+    """`GET /v1/runs/{id}/recording`: the finished run as a recording (docs/recordings.md).
+
+    Streamed in chunks, each line spliced from the stored wire bytes: a large run is never
+    held twice in memory nor encoded in one go.
+    """
     validation.known_params(request.query)
     manager = request.app[MANAGER]
     record = await manager.get(_run_id(request))
-    body = finished_recording(record, await manager.log.read(record.id, after=0))
+    tail = (await manager.log.tails([record.id])).get(record.id)
+    if tail is None or tail.end is None:
+        raise RunNotFinished(
+            f"run {record.id} has not finished; wait for its done event, then ask again"
+        )
     disposition = f'attachment; filename="research-{record.id}.jsonl"'
-    return web.Response(
-        body=body.encode(),
-        content_type="application/x-ndjson",
-        charset="utf-8",
-        headers={"Content-Disposition": disposition},
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/x-ndjson; charset=utf-8",
+            "Content-Disposition": disposition,
+        }
     )
+    await response.prepare(request)
+    await response.write(header_line(record))
+    after = 0
+    while after < tail.event_count:
+        events = await manager.log.read(record.id, after=after, limit=RECORDING_PAGE_EVENTS)
+        if not events:
+            break
+        for chunk in recording_chunks(events, size=RECORDING_CHUNK_BYTES):
+            await response.write(chunk)
+        after = events[-1].seq
+    await response.write_eof()
+    return response
 
 
 def setup_routes(app: web.Application) -> None:

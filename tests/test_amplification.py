@@ -1,0 +1,141 @@
+"""Large runs cannot be amplified: listings are briefs, recordings stream from the store."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tracemalloc
+from typing import Any
+
+import httpx
+
+from research_service.recordings import finished_recording
+from tests.conftest import MakeService, Service
+
+#: About 4 MB of answer in 8,000 token events (an 8 MB recording): a large run.
+BIG_PIECES = [f"{'z' * 500}{n} " for n in range(8000)]
+LISTING_ENTRY_KEYS = {
+    "id",
+    "status",
+    "question",
+    "options",
+    "created_at",
+    "finished_at",
+    "error_code",
+    "event_count",
+    "source_count",
+    "url",
+    "events_url",
+}
+#: The documented bound of one listing entry (docs/api.md): a 2,000-character question
+#: of characters JSON must escape as \\u00XX, plus the fixed fields.
+MAX_ENTRY_BYTES = 13_000
+
+
+async def big_runs(service: Service, client: httpx.AsyncClient, count: int) -> list[str]:
+    service.llm.pieces = BIG_PIECES
+    run_ids = []
+    for n in range(count):
+        run_id = await service.create(client, f"Big question {n}?", max_sources=20)
+        await service.wait_done(run_id, timeout=60)
+        run_ids.append(run_id)
+    return run_ids
+
+
+async def test_a_listing_holds_briefs_of_bounded_size(
+    make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    service = await make_service(store="sqlite", max_tokens_per_run=10**7)
+    run_ids = await big_runs(service, client, 3)
+    worst = "\x01" * 2000  # the longest question, every character escaped in JSON
+    held = await service.create(client, worst)  # runs (and is listed) like any other
+    await service.wait_done(held, timeout=60)
+
+    # A fresh service on the same store: the runs are listed from the file, not memory.
+    await service.server.close()
+    fresh = await make_service(store="sqlite", max_tokens_per_run=10**7)
+    response = await client.get(fresh.url("/v1/runs"), params={"limit": 100})
+    assert response.status_code == 200
+    entries: list[dict[str, Any]] = response.json()["runs"]
+    assert [e["id"] for e in entries] == [held, *reversed(run_ids)]
+    for entry in entries:
+        assert set(entry) == LISTING_ENTRY_KEYS
+        assert len(json.dumps(entry, ensure_ascii=False)) <= MAX_ENTRY_BYTES
+    assert len(response.content) < 4 * MAX_ENTRY_BYTES  # the answers alone are 12 MB
+
+    big = entries[-1]
+    snapshot = (await client.get(fresh.url(f"/v1/runs/{big['id']}"))).json()
+    assert big["status"] == snapshot["status"] == "completed"
+    assert big["event_count"] == snapshot["event_count"]
+    assert big["source_count"] == len(snapshot["sources"]) > 0
+    assert big["error_code"] is None
+    assert big["finished_at"] >= big["created_at"]
+    assert big["url"] == f"/v1/runs/{big['id']}"
+    assert len(snapshot["answer"]) > 4_000_000
+
+
+async def test_a_live_run_is_listed_as_running_with_what_it_found_so_far(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    service.llm.hold_after = 1
+    run_id = await service.create(client)
+    await service.until_held()
+    (entry,) = (await client.get(service.url("/v1/runs"))).json()["runs"]
+    assert entry["status"] == "running"
+    assert entry["finished_at"] is None
+    assert entry["source_count"] == 4
+    service.llm.release.set()
+    await service.wait_done(run_id)
+    (entry,) = (await client.get(service.url("/v1/runs"))).json()["runs"]
+    assert entry["status"] == "completed"
+    assert entry["finished_at"] is not None
+
+
+async def test_recordings_stream_without_building_the_run_in_memory(
+    make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    service = await make_service(store="sqlite", max_tokens_per_run=10**7)
+    (run_id,) = await big_runs(service, client, 1)
+    store = service.manager.log
+    record = await store.get_run(run_id)
+    assert record is not None
+    expected = finished_recording(record, await store.read(run_id, after=0)).encode()
+    url = service.url(f"/v1/runs/{run_id}/recording")
+
+    async def download() -> tuple[str, int]:
+        digest = hashlib.sha256()
+        size = 0
+        async with client.stream("GET", url) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/x-ndjson; charset=utf-8"
+            async for chunk in response.aiter_raw():
+                digest.update(chunk)
+                size += len(chunk)
+        return digest.hexdigest(), size
+
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        got = await asyncio.gather(*(download() for _ in range(20)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got == [(hashlib.sha256(expected).hexdigest(), len(expected))] * 20
+    # Twenty downloads of an 8 MB recording: built whole per download (text, then bytes)
+    # this peaked near 150 MB here; streamed in 64 KiB chunks each download holds a few
+    # chunks on each side of the socket, whatever the run's size.
+    assert peak - before < 20 * 2**20, (peak - before, len(expected))
+
+
+async def test_a_recording_of_an_unfinished_run_is_409(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    service.llm.hold_after = 1
+    run_id = await service.create(client)
+    await service.until_held()
+    response = await client.get(service.url(f"/v1/runs/{run_id}/recording"))
+    assert response.status_code == 409
+    assert response.json()["type"].endswith("/run-not-finished")
+    service.llm.release.set()
+    await service.wait_done(run_id)
