@@ -87,6 +87,16 @@ async def _other_runs(service: Service, ids: Ids) -> dict[str, str]:
     }
 
 
+async def _listing_and_health(service: Service) -> dict[str, str]:
+    """The newest two runs in brief, and a readiness answer."""
+    listing = await service.request("GET", "/v1/runs?limit=2")
+    ready = await service.request("GET", "/readyz")
+    return {
+        "api/list": http(listing, "Content-Type", pretty=True),
+        "api/readyz": http(ready, "Content-Type", pretty=True),
+    }
+
+
 async def _live_runs(service: Service, ids: Ids) -> dict[str, str]:
     """A snapshot taken mid-answer, and a cancel after the third token (slow tokens)."""
     seen: dict[str, Any] = {}
@@ -127,6 +137,7 @@ async def capture(env: Env) -> dict[str, str]:
     async with serving(env, env.settings()) as service:
         captured |= await _completed_runs(service, ids)
         captured |= await _other_runs(service, ids)
+        captured |= await _listing_and_health(service)
     slow = env.settings(token_delay_ms=SLOW_TOKEN_DELAY_MS)
     async with serving(env, slow) as service:
         captured |= await _live_runs(service, ids)

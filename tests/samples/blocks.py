@@ -14,7 +14,7 @@ _BLOCK: Final = re.compile(
 _VOLATILE: Final = (
     (re.compile(r'("(?:elapsed_ms|t_ms|wait_ms)": ?)\d+'), r"\g<1>0"),
     (re.compile(r'("timings_ms": ?\{)[^}]*\}'), r"\g<1>…}"),
-    (re.compile(r'("created_at": ?)"[^"]*"'), r'\g<1>"…"'),
+    (re.compile(r'("(?:created_at|finished_at)": ?)"[^"]*"'), r'\g<1>"…"'),
     (re.compile(r'("next": ?)"[^"]*"'), r'\g<1>"…"'),
 )
 
