@@ -132,6 +132,8 @@ class Stats:
     rss_kib: int
     tasks: int
     held: int
+    #: The longest the server's event loop was held since the last `reset_lag`.
+    lag_max_ms: float = 0.0
 
 
 class Control:
@@ -154,12 +156,21 @@ class Control:
             body = await response.json()
         return str(body["events_url"])
 
-    async def stats(self, *, gc: bool = False) -> Stats:
-        """The server's CPU time, RSS (after a full collection with `gc`), tasks, held streams."""
+    async def stats(self, *, gc: bool = False, reset_lag: bool = False) -> Stats:
+        """The server's CPU time, RSS (after a full collection with `gc`), tasks, held streams,
+        and its longest loop stall (then forgotten, with `reset_lag`)."""
         params = {"gc": "1"} if gc else {}
+        if reset_lag:
+            params["reset_lag"] = "1"
         async with self.session.get(f"{self.base}/bench/stats", params=params) as response:
             body = await response.json()
-        return Stats(float(body["cpu_s"]), int(body["rss_kib"]), body["tasks"], body["held"])
+        return Stats(
+            float(body["cpu_s"]),
+            int(body["rss_kib"]),
+            body["tasks"],
+            body["held"],
+            float(body["lag_max_ms"]),
+        )
 
     async def start(self) -> None:
         """Release every held stream (or held run)."""

@@ -17,13 +17,23 @@ SERVER_CPU: Final = 0
 CLIENT_CPU: Final = 1
 
 
-def parse_flags(doc: str | None, argv: list[str] | None, *, pinning: bool) -> argparse.Namespace:
-    """`--quick` and `--json FILE`, and `--no-pin` for benches that pin processes to cores."""
+def parse_flags(
+    doc: str | None, argv: list[str] | None, *, pinning: bool, store: bool = False
+) -> argparse.Namespace:
+    """`--quick` and `--json FILE`; `--no-pin` for benches that pin processes to cores, and
+    `--store` for those that run research-service."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also save results as JSON")
     if pinning:
         parser.add_argument("--no-pin", action="store_true", help="do not pin server and client")
+    if store:
+        parser.add_argument(
+            "--store",
+            choices=("memory", "sqlite"),
+            default="memory",
+            help="research-service's run store (memory: the stream's own cost)",
+        )
     return parser.parse_args(argv)
 
 

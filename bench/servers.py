@@ -28,6 +28,8 @@ from research_service.app import create_app
 from research_service.events import retry_field
 from research_service.providers.base import Plan, Reporter, SearchHit, Source
 from research_service.settings import DEFAULT_RETRY_MS, Settings
+from research_service.web.keys import SETTINGS
+from research_service.web.serving import freeze_startup_objects, make_runner
 from research_service.web.stream import STREAM_HEADERS
 
 HOST: Final = "127.0.0.1"
@@ -67,8 +69,31 @@ def rss_kib() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+class LoopLag:
+    """How late a 5 ms timer fires: the longest time the event loop was held by anything."""
+
+    PERIOD_S: Final = 0.005
+
+    def __init__(self) -> None:
+        self.max_s = 0.0
+
+    async def watch(self) -> None:
+        """Measure until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.PERIOD_S
+            await asyncio.sleep(self.PERIOD_S)
+            self.max_s = max(self.max_s, loop.time() - due)
+
+
 def add_bench_routes(app: web.Application, gate: Gate) -> None:
-    """`GET /bench/stats` (CPU, RSS, tasks) and `POST /bench/start` (release held streams)."""
+    """`GET /bench/stats` (CPU, RSS, tasks, loop lag) and `POST /bench/start` (release held)."""
+    lag = LoopLag()
+
+    async def watch_lag(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(lag.watch())
+        yield
+        task.cancel()
 
     async def stats(request: web.Request) -> web.Response:
         cpu = time.process_time()  # first, so the rest of this handler is not in the window
@@ -79,7 +104,10 @@ def add_bench_routes(app: web.Application, gate: Gate) -> None:
             "rss_kib": rss_kib(),
             "tasks": len(asyncio.all_tasks()),
             "held": gate.waiting,
+            "lag_max_ms": lag.max_s * 1000,
         }
+        if request.query.get("reset_lag") == "1":
+            lag.max_s = 0.0
         return web.json_response(body)
 
     async def start(request: web.Request) -> web.Response:
@@ -89,6 +117,7 @@ def add_bench_routes(app: web.Application, gate: Gate) -> None:
 
     app.router.add_get("/bench/stats", stats)
     app.router.add_post("/bench/start", start)
+    app.cleanup_ctx.append(watch_lag)
 
 
 class BenchLLM:
@@ -143,7 +172,7 @@ class BenchSearch:
         return [SearchHit("Bench source", "https://example.org/bench", "A bench snippet.", 1.0)]
 
 
-def research_app(data_dir: Path) -> web.Application:
+def research_app(data_dir: Path, *, store: str = "memory") -> web.Application:
     """research-service itself, with the bench providers and the bench routes."""
     gate = Gate()
     settings = Settings(
@@ -152,9 +181,8 @@ def research_app(data_dir: Path) -> web.Application:
         log_level="WARNING",
         # The bench streams far more tokens than any answer; the budget must not cut it.
         max_tokens_per_run=10**9,
-        # The stream's own cost; the SQLite store's disk writer is measured separately
-        # (bench/README.md, "Run store").
-        store="memory",
+        # memory: the stream's own cost; sqlite adds the disk writer (bench/README.md).
+        store=store,
     )
     app = create_app(settings, llm=BenchLLM(gate), search=BenchSearch())
     add_bench_routes(app, gate)
@@ -225,9 +253,18 @@ def baseline_app(kind: str, script: Script) -> web.Application:
 
 
 async def serve(app: web.Application, *, watch_stdin: bool) -> None:
-    """Serve on a free loopback port, print it, and stop cleanly on SIGTERM/SIGINT."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    """Serve on a free loopback port, print it, and stop cleanly on SIGTERM/SIGINT.
+
+    research-service is served by its own runner (guarded connections, as `serve` does).
+    """
+    runner: web.AppRunner
+    if SETTINGS in app:
+        runner = make_runner(app, app[SETTINGS], access_log=None)
+    else:
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
+    if SETTINGS in app:
+        freeze_startup_objects()  # as `research-service serve` does
     site = web.TCPSite(runner, HOST, 0, backlog=1024)
     await site.start()
     port = runner.addresses[0][1]
@@ -260,9 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--stream", type=Path, help="captured stream (baselines only)")
     parser.add_argument("--exit-on-stdin-eof", action="store_true", help="stop when stdin closes")
+    parser.add_argument("--store", choices=("memory", "sqlite"), default="memory")
     args = parser.parse_args(argv)
     if args.kind == "research":
-        app = research_app(args.data_dir)
+        app = research_app(args.data_dir, store=args.store)
     else:
         if args.stream is None:
             parser.error("baselines need --stream, a captured research-service stream")

@@ -57,6 +57,7 @@ class Params:
     latency_runs: int
     idle: int
     pin: bool = True
+    store: str = "memory"
 
 
 FULL: Final = Params(20_000, 5_000, 100, 5, 2, 300, 1_000)
@@ -64,13 +65,17 @@ QUICK: Final = Params(2_000, 500, 100, 1, 1, 30, 200)
 
 
 @asynccontextmanager
-async def server(kind: str, workdir: Path, *, stream: Path | None, pin: bool) -> AsyncIterator[int]:
+async def server(
+    kind: str, workdir: Path, *, stream: Path | None, pin: bool, store: str
+) -> AsyncIterator[int]:
     """Run one bench server in its own process; yields its port, stops it on exit."""
     data_dir = workdir / f"data-{kind}"
     data_dir.mkdir(exist_ok=True)
     args = [str(SERVERS_PY), kind, "--data-dir", str(data_dir), "--exit-on-stdin-eof"]
     if stream is not None:
         args += ["--stream", str(stream)]
+    if kind == "research":
+        args += ["--store", store]
     log_path = workdir / f"{kind}.log"
     with log_path.open("ab") as log:
         proc = await asyncio.create_subprocess_exec(
@@ -115,7 +120,7 @@ class Bench:
         """Start a fresh `kind` server that lives as long as `stack`."""
         stream = None if kind == "research" else self.stream
         port = await stack.enter_async_context(
-            server(kind, self.workdir, stream=stream, pin=self.params.pin)
+            server(kind, self.workdir, stream=stream, pin=self.params.pin, store=self.params.store)
         )
         return Control(self.session, port)
 
@@ -188,9 +193,9 @@ async def run(params: Params) -> Results:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, run the bench, print the table, optionally save JSON."""
-    args = parse_flags(__doc__, argv, pinning=True)
+    args = parse_flags(__doc__, argv, pinning=True, store=True)
     params = QUICK if args.quick else FULL
-    params = replace(params, pin=not args.no_pin and can_pin())
+    params = replace(params, pin=not args.no_pin and can_pin(), store=args.store)
     prepare(pin=params.pin)
     info = announce_machine()
     results = asyncio.run(run(params))

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 from typing import Any
 
 from aiohttp import web
 
 from research_service.cli.flags import configure_logging, settings_flags, settings_from
 from research_service.settings import Settings
-
-
-async def _freeze_startup_objects(app: web.Application) -> None:
-    """Move what start-up built (imports, the providers) out of the collector's reach.
-
-    Runs after the providers opened. Without it every full collection re-scans ~100,000
-    long-lived objects (the openai, pydantic and HTTP client imports): 85-100 ms pauses in
-    the middle of streams, measured by the relay benchmark.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def add_parser(commands: Any) -> None:
@@ -49,7 +37,6 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
-    app.on_startup.append(_freeze_startup_objects)
     run_app(app, settings)
 
 

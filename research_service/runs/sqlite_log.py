@@ -227,8 +227,9 @@ class SqliteEventLog:
         if event.name == "done":
             await self._append_done(run, row)
             return
-        await self.writer.room()
-        self._check_open()  # the store may have closed while the backlog was full
+        if self.writer.backlogged:
+            await self.writer.room()
+            self._check_open()  # the store may have closed while the backlog was full
         run.events.append(row)
         self._wake(event.run_id)
         self.writer.queue(row)

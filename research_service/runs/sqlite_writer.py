@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ DEFAULT_FLUSH_MAX_EVENTS: Final = 500
 #: the event loop): a store that cannot write holds a bounded backlog in memory.
 DEFAULT_MAX_PENDING_BYTES: Final = 32 * 1024 * 1024
 RETRY_DELAY_S: Final = 1.0
+_WIRE: Final = operator.itemgetter(4)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -92,6 +94,11 @@ class EventWriter:
         self._urgent = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+
+    @property
+    def backlogged(self) -> bool:
+        """True while the events waiting for the disk are over their bound."""
+        return self._pending_bytes > self._max_pending_bytes
 
     @property
     def unwritten(self) -> int:
@@ -184,7 +191,7 @@ class EventWriter:
     def _committed(self, batch: list[Row]) -> None:
         # Events queued while the batch was written follow it in the same list.
         del self._pending[: len(batch)]
-        self._pending_bytes -= sum(len(row[4]) for row in batch)
+        self._pending_bytes -= sum(map(len, map(_WIRE, batch)))
         self.written_total += len(batch)
         self.health.succeeded()
         self._on_written(batch)

@@ -66,6 +66,7 @@ class Listener:
         self._pending: list[bytes] | None = None  # live events waiting for the coalesce flush
         self._pending_bytes = 0
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._unyielded = 0  # bytes written since this listener last gave the loop a turn
 
     async def write(self, data: bytes) -> bool:
         """Write `data`; False (and the connection is cut) if the client stopped reading."""
@@ -81,6 +82,12 @@ class Listener:
             # RuntimeError); nothing to clean up beyond leaving.
             return False
         self.last_write = self.loop.time()
+        self._unyielded += len(data)
+        if self._unyielded >= MAX_WRITE_BYTES:
+            # A write to a fast socket does not wait, so a long catch-up would hold the loop
+            # for its whole length: let everyone else run between its big writes.
+            self._unyielded = 0
+            await asyncio.sleep(0)
         return True
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 from typing import Any, Final
@@ -148,6 +149,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     server = await bind(settings, runner)
     try:
         await runner.setup()
+        freeze_startup_objects()
         host, port = server.sockets[0].getsockname()[:2]
         site = BoundSite(runner, server, f"http://{_url_host(host)}:{port}")
         await site.start()
@@ -162,6 +164,17 @@ async def serve(app: web.Application, settings: Settings) -> None:
     finally:
         server.close()
         await runner.cleanup()
+
+
+def freeze_startup_objects() -> None:
+    """Move what start-up built (imports, the providers) out of the collector's reach.
+
+    Without it every full collection re-scans ~100,000 long-lived objects (the openai,
+    pydantic and HTTP client imports): 85-100 ms pauses in the middle of streams, measured by
+    the relay benchmark.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _url_host(host: str) -> str:

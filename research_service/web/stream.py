@@ -15,6 +15,8 @@ from research_service.web.listener import Listener, batches
 
 log = logging.getLogger(__name__)
 
+#: Events read from the log per step of a listener's catch-up.
+CATCH_UP_EVENTS: Final = 512
 LAST_EVENT_ID_HEADER: Final = "Last-Event-ID"
 LAST_EVENT_ID_PARAM: Final = "last_event_id"
 STREAM_HEADERS: Final = {
@@ -85,7 +87,8 @@ async def stream(
         if not await listener.write(retry_field(settings.retry_ms)):
             return response
         while not listener.finished:
-            events = await events_log.read(run_id, after=listener.after)
+            # A page at a time: a long log is never decoded in one go.
+            events = await events_log.read(run_id, after=listener.after, limit=CATCH_UP_EVENTS)
             if events:
                 # Events are encoded once at append time; what is pending goes out in as few
                 # writes as possible, each small enough that "no progress" is detectable.
