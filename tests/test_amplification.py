@@ -123,7 +123,7 @@ async def test_recordings_stream_without_building_the_run_in_memory(
         tracemalloc.stop()
     assert got == [(hashlib.sha256(expected).hexdigest(), len(expected))] * 20
     # Twenty downloads of an 8 MB recording: built whole per download (text, then bytes)
-    # this peaked near 150 MB here; streamed in 64 KiB chunks each download holds a few
+    # this peaked near 150 MB here; streamed in 32 KiB chunks each download holds a few
     # chunks on each side of the socket, whatever the run's size.
     assert peak - before < 20 * 2**20, (peak - before, len(expected))
 

@@ -28,7 +28,7 @@ from research_service.web.stream import (
 #: A recording download reads this many events at a time and writes chunks of this size:
 #: bounded memory and loop time per download, however large the run (or its done).
 RECORDING_PAGE_EVENTS: Final = 500
-RECORDING_CHUNK_BYTES: Final = 64 * 1024
+RECORDING_CHUNK_BYTES: Final = 32 * 1024
 
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 #: A write that cannot drain within the write timeout cuts the listener; bounding each write
 #: makes that timeout mean "the socket took no data", not "a large backlog took long".
 MAX_WRITE_BYTES: Final = 256 * 1024
+#: A catch-up gives the loop a turn after this many bytes: with many listeners catching up at
+#: once, everyone else (a new request, a heartbeat) waits at most one such step per listener.
+YIELD_BYTES: Final = 64 * 1024
 #: Live events that arrive within this long of the previous write are sent together at its
 #: end: a fast model then costs one socket write per millisecond, not one per token, and a
 #: slow one (a token every few ms or more) is written at once, with no delay at all.
@@ -83,7 +86,7 @@ class Listener:
             return False
         self.last_write = self.loop.time()
         self._unyielded += len(data)
-        if self._unyielded >= MAX_WRITE_BYTES:
+        if self._unyielded >= YIELD_BYTES:
             # A write to a fast socket does not wait, so a long catch-up would hold the loop
             # for its whole length: let everyone else run between its big writes.
             self._unyielded = 0

@@ -91,7 +91,8 @@ async def stream(
             events = await events_log.read(run_id, after=listener.after, limit=CATCH_UP_EVENTS)
             if events:
                 # Events are encoded once at append time; what is pending goes out in as few
-                # writes as possible, each small enough that "no progress" is detectable.
+                # writes as possible, each small enough that "no progress" is detectable
+                # (and the listener yields the loop between them; see Listener.write).
                 for batch in batches(events):
                     if not await listener.write(b"".join(e.wire for e in batch)):
                         return response
