@@ -29,6 +29,7 @@ bench:
 	$(PY) bench/stream_bench.py
 	$(PY) bench/relay_bench.py
 	$(PY) bench/search_bench.py
+	$(PY) bench/amplification_bench.py
 
 serve:
 	$(VENV)/bin/research-service serve $(ARGS)
