@@ -84,6 +84,8 @@ class Ids:
     def __init__(self, seed: str = "") -> None:
         self.seed = seed
         self._swaps: dict[str, str] = {}
+        # Counted apart from the swaps: two fakes may get the same port, one swap for both.
+        self._stable = 0
 
     def fix(self, actual: str, shown: str) -> str:
         """Show `actual` as `shown` from now on; returns `shown`."""
@@ -92,7 +94,8 @@ class Ids:
 
     def stable(self, actual: str) -> str:
         """Show the run id `actual` as the next of a fixed series (the same on every capture)."""
-        digest = hashlib.sha256(f"{self.seed}:{len(self._swaps)}".encode()).hexdigest()
+        digest = hashlib.sha256(f"{self.seed}:{self._stable}".encode()).hexdigest()
+        self._stable += 1
         return self.fix(actual, digest[:16])
 
     def __call__(self, text: str) -> str:
