@@ -58,3 +58,27 @@ async def test_a_wrong_sdk_key_alone_is_still_named_as_such(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "rejected the API key" in result.stderr
     assert result.stderr.rstrip().endswith("; set OPENAI_API_KEY")
+
+
+async def test_a_key_refused_during_a_run_names_the_variable_it_came_from() -> None:
+    """The run-time 401 says which variable to fix, like the start-up check does."""
+    import openai
+
+    from research_service.providers.llm_errors import LLMAuthError
+    from research_service.providers.openai_llm import OpenAILLM
+    from tests.fakes import RecordingReporter
+
+    async with FakeOpenAI(api_key=GOOD) as fake:
+        client = openai.AsyncOpenAI(api_key=WRONG, base_url=fake.base_url, max_retries=0)
+        model = OpenAILLM(
+            client=client,
+            planner_model="fake-model",
+            synth_model="fake-model",
+            key_setting="RESEARCH_OPENAI_API_KEY",
+        )
+        try:
+            with pytest.raises(LLMAuthError) as failure:
+                await model.plan("Why?", breadth=2, report=RecordingReporter())
+        finally:
+            await model.close()
+    assert str(failure.value).endswith("; set RESEARCH_OPENAI_API_KEY")

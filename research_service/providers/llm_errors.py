@@ -79,6 +79,8 @@ class LLMCall:
     base_url: str
     model: str
     model_setting: str
+    #: The variable the API key came from, to fix when the server rejects it.
+    key_setting: str = "OPENAI_API_KEY"
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -179,7 +181,7 @@ def _status_error(
         )
     if status == 401:
         return LLMAuthError(
-            f"{where} rejected the API key ({said}); set OPENAI_API_KEY", provider=call.provider
+            f"{where} rejected the API key ({said}); set {call.key_setting}", provider=call.provider
         )
     if status == 403:
         return LLMAuthError(

@@ -104,6 +104,7 @@ class OpenAILLM:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         json_schema: bool = True,
+        key_setting: str = "OPENAI_API_KEY",
     ) -> None:
         self._client = client
         self.planner_model = planner_model
@@ -113,8 +114,10 @@ class OpenAILLM:
         # Lowered for good the first time the server rejects a format.
         self.plan_format = PlanFormat.JSON_SCHEMA if json_schema else PlanFormat.JSON_OBJECT
         base_url = str(client.base_url).rstrip("/")
-        self._plan_call = LLMCall(PROVIDER_NAME, base_url, planner_model, PLANNER_SETTING)
-        self._synth_call = LLMCall(PROVIDER_NAME, base_url, synth_model, SYNTH_SETTING)
+        self._plan_call = LLMCall(
+            PROVIDER_NAME, base_url, planner_model, PLANNER_SETTING, key_setting
+        )
+        self._synth_call = LLMCall(PROVIDER_NAME, base_url, synth_model, SYNTH_SETTING, key_setting)
         self._limit_field = "max_tokens"
 
     @property

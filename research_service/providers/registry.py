@@ -78,6 +78,7 @@ async def _openai_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
         synth_model=settings.synthesizer,
         max_attempts=settings.llm_max_attempts,
         max_wait_s=settings.llm_max_wait_s,
+        key_setting=source_of("openai_api_key"),
     )
     try:
         # A missing key or unreachable server is reported at start-up, not at the first run.
