@@ -85,15 +85,21 @@ async def refuse_until_full(client: httpx.AsyncClient, served: Served) -> httpx.
     raise AssertionError("the store never refused a run on a full disk")
 
 
+async def fill_mid_run(
+    client: httpx.AsyncClient, served: Served, disk: Path
+) -> tuple[str, Listener, asyncio.Task[None], httpx.Response]:
+    """A run streaming to a listener when the disk fills up, and the store's first refusal."""
+    run_id, listener = await start_listened_run(client, served)
+    reading = asyncio.create_task(listener.read(client))
+    await listener.until("token")
+    await fill(disk)
+    return run_id, listener, reading, await refuse_until_full(client, served)
+
+
 async def test_a_full_disk_refuses_runs_holds_done_back_and_recovers(disk: Path) -> None:
     served = await serve_on(disk)
     async with httpx.AsyncClient(timeout=30) as client:
-        run_id, listener = await start_listened_run(client, served)
-        reading = asyncio.create_task(listener.read(client))
-        await listener.until("token")
-        await fill(disk)
-
-        refused = await refuse_until_full(client, served)
+        run_id, listener, reading, refused = await fill_mid_run(client, served, disk)
         assert refused.status_code == 503
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.headers["retry-after"] == "5"
@@ -148,11 +154,7 @@ async def test_a_full_disk_refuses_runs_holds_done_back_and_recovers(disk: Path)
 async def test_sigterm_on_a_full_disk_exits_cleanly_and_a_restart_agrees(disk: Path) -> None:
     served = await serve_on(disk)
     async with httpx.AsyncClient(timeout=30) as client:
-        run_id, listener = await start_listened_run(client, served)
-        reading = asyncio.create_task(listener.read(client))
-        await listener.until("token")
-        await fill(disk)
-        await refuse_until_full(client, served)
+        run_id, listener, reading, _ = await fill_mid_run(client, served, disk)
         await listener.until("phase", phase="synthesizing", status="completed")
 
         started = time.monotonic()
