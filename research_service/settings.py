@@ -352,6 +352,12 @@ def source_of(name: str, environ: Mapping[str, str] | None = None) -> str:
     return next((candidate for candidate in names if env.get(candidate)), names[0])
 
 
+def is_set(variable: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment variable `variable` is set to something."""
+    env = os.environ if environ is None else environ
+    return bool(env.get(variable))
+
+
 def flag_name(name: str) -> str:
     """The CLI flag (without dashes) for a settings field."""
     return name.replace("_", "-")

@@ -82,3 +82,37 @@ async def test_a_key_refused_during_a_run_names_the_variable_it_came_from() -> N
         finally:
             await model.close()
     assert str(failure.value).endswith("; set RESEARCH_OPENAI_API_KEY")
+
+
+async def test_a_key_revoked_mid_service_is_named_by_the_variable_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real provider factory: the key was good at start-up, then refused."""
+    import httpx
+
+    from research_service.app import create_app
+    from research_service.settings import Settings
+    from tests.conftest import ServiceTestServer
+    from tests.fakes import ScriptedSearch
+    from tests.sse import listen
+
+    async with FakeOpenAI(api_key=GOOD, strict=False) as fake:
+        monkeypatch.setenv("RESEARCH_OPENAI_API_KEY", GOOD)
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        settings = Settings.from_env(
+            data_dir=tmp_path, store="memory", llm="openai", openai_base_url=fake.base_url
+        )
+        server = ServiceTestServer(create_app(settings, search=ScriptedSearch()), host="127.0.0.1")
+        await server.start_server()
+        try:
+            fake.state.api_key = "sk-rotated"  # the key is revoked after start-up
+            async with httpx.AsyncClient(timeout=30) as client:
+                created = await client.post(
+                    str(server.make_url("/v1/runs")), json={"question": "Why?"}
+                )
+                got = await listen(client, str(server.make_url(created.json()["events_url"])))
+        finally:
+            await server.close()
+    _, done = got.last
+    assert done["error"]["code"] == "llm_auth"
+    assert done["error"]["message"].endswith("; set RESEARCH_OPENAI_API_KEY")

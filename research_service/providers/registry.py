@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from research_service.errors import ConfigError
 from research_service.providers.base import LLMProvider, SearchProvider
-from research_service.settings import Settings, source_of
+from research_service.settings import Settings, is_set, source_of
 
 #: How the model provider's messages name the key to fix (the SDK's own variable).
 KEY_HINT = "set OPENAI_API_KEY"
@@ -78,7 +78,7 @@ async def _openai_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
         synth_model=settings.synthesizer,
         max_attempts=settings.llm_max_attempts,
         max_wait_s=settings.llm_max_wait_s,
-        key_setting=source_of("openai_api_key"),
+        key_setting=_key_variable(),
     )
     try:
         # A missing key or unreachable server is reported at start-up, not at the first run.
@@ -89,6 +89,12 @@ async def _openai_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
         yield provider
     finally:
         await provider.close()
+
+
+def _key_variable() -> str:
+    """The variable a refused key came from: the SDK's own name unless ours was set."""
+    variable = source_of("openai_api_key")
+    return variable if is_set(variable) else "OPENAI_API_KEY"
 
 
 def _naming_the_key(exc: ConfigError) -> ConfigError:
