@@ -237,7 +237,7 @@ class SqliteEventLog:
     async def _append_done(self, run: _RunLog, row: Row) -> None:
         """Write the run's last event, then make it visible."""
         self.writer.queue(row, urgent=True)
-        await self.writer.durable()
+        await self.writer.durable(urgent=True)
         run.events.append(row)
         run.finished = True
         self._retire(row[0], run)
@@ -278,11 +278,11 @@ class SqliteEventLog:
 
     async def flush(self) -> None:
         """Commit every event appended so far to the file, now."""
-        await self.writer.durable()
+        await self.writer.durable(urgent=True)
 
     async def wait_written(self) -> None:
-        """Wait until every event appended so far is committed."""
-        await self.writer.durable()
+        """Wait until every event appended so far is committed, at the writer's own pace."""
+        await self.writer.durable(urgent=False)
 
     async def check(self) -> None:
         """Raise StoreUnavailable unless the file takes writes (a real write, if not recent)."""

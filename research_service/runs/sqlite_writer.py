@@ -123,14 +123,18 @@ class EventWriter:
                 self._room = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._room)
 
-    async def durable(self) -> None:
-        """Wait until every event queued so far is committed; StoreUnavailable if it never is."""
+    async def durable(self, *, urgent: bool) -> None:
+        """Wait until every event queued so far is committed; StoreUnavailable if it never is.
+
+        `urgent` writes the queue now; otherwise the writer keeps its own pace.
+        """
         target = self.queued_total
         if self.written_total >= target:
             return
         if self._closed:
             raise self._lost()
-        self._urgent.set()
+        if urgent:
+            self._urgent.set()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, future))
         await future
@@ -139,7 +143,7 @@ class EventWriter:
         """Write what is queued, trying for at most `timeout` s, then stop the writer."""
         with contextlib.suppress(TimeoutError, StoreUnavailable):
             async with asyncio.timeout(timeout):
-                await self.durable()
+                await self.durable(urgent=True)
         self._closed = True
         if self._task is not None:
             self._task.cancel()
