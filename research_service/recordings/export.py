@@ -29,6 +29,11 @@ class RunNotFinished(RequestError):
     slug = "run-not-finished"
     title = "Run not finished"
 
+    @classmethod
+    def of(cls, run_id: str) -> RunNotFinished:
+        """The error for run `run_id`, saying what to do."""
+        return cls(f"run {run_id} has not finished; wait for its done event, then ask again")
+
 
 class ExportError(ResearchError):
     """`research-service export` cannot get the recording; the message says why."""
@@ -39,9 +44,7 @@ class ExportError(ResearchError):
 def finished_recording(record: RunRecord, events: Sequence[Event]) -> str:
     """The recording of a finished run; RunNotFinished when its last event is not `done`."""
     if not events or not events[-1].is_final:
-        raise RunNotFinished(
-            f"run {record.id} has not finished; wait for its done event, then ask again"
-        )
+        raise RunNotFinished.of(record.id)
     return dump_recording(record, events)
 
 

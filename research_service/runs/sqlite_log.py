@@ -132,7 +132,7 @@ class SqliteEventLog:
         except sqlite3.IntegrityError:
             raise ValueError(f"run {record.id} already exists") from None
         except (sqlite3.Error, OSError) as exc:
-            raise self.writer.health.failed(exc, waiting=self.writer.unwritten) from None
+            raise self._unwritable(exc) from None
         self._wrote()
         self._live[record.id] = _RunLog(record, [])
 
@@ -200,7 +200,7 @@ class SqliteEventLog:
             try:
                 await asyncio.to_thread(self.db.delete_runs, doomed)
             except (sqlite3.Error, OSError) as exc:
-                raise self.writer.health.failed(exc, waiting=self.writer.unwritten) from None
+                raise self._unwritable(exc) from None
             for run_id in doomed:
                 self._cache.pop(run_id, None)
         return len(doomed)
@@ -294,7 +294,7 @@ class SqliteEventLog:
         try:
             await asyncio.to_thread(self.db.probe)
         except (sqlite3.Error, OSError) as exc:
-            raise self.writer.health.failed(exc, waiting=self.writer.unwritten) from None
+            raise self._unwritable(exc) from None
         self._wrote()
 
     async def close(self) -> None:
@@ -321,6 +321,10 @@ class SqliteEventLog:
         if waiters:
             for waiter in waiters:
                 _resolve(waiter)
+
+    def _unwritable(self, exc: sqlite3.Error | OSError) -> StoreUnavailable:
+        """A write outside the writer failed: the store's health says so (once)."""
+        return self.writer.health.failed(exc, waiting=self.writer.unwritten)
 
     def _wrote(self) -> None:
         self._last_write_ok = asyncio.get_running_loop().time()

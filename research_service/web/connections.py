@@ -102,11 +102,6 @@ class ConnectionGuard:
         self._last_report = float("-inf")
         self._report_timer: asyncio.TimerHandle | None = None
 
-    @property
-    def open(self) -> int:
-        """How many connections are open."""
-        return len(self._open)
-
     def admit(self, connection: Connection) -> bool:
         """Take a new connection; False when it must be refused (every slot is busy)."""
         if len(self._open) >= self.max_connections:

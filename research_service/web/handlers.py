@@ -147,9 +147,7 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     record = await manager.get(_run_id(request))
     tail = (await manager.log.tails([record.id])).get(record.id)
     if tail is None or tail.end is None:
-        raise RunNotFinished(
-            f"run {record.id} has not finished; wait for its done event, then ask again"
-        )
+        raise RunNotFinished.of(record.id)
     disposition = f'attachment; filename="research-{record.id}.jsonl"'
     response = web.StreamResponse(
         headers={
