@@ -41,6 +41,10 @@ from research_service.settings import DEFAULT_PORT
 
 #: The service `listen` (and `ask --server` without a URL) talks to unless told otherwise.
 SERVER_ENV: Final = "RESEARCH_SERVER"
+#: The API key sent to a --server that asks for one (`serve --auth keys`); --api-key wins.
+API_KEY_ENV: Final = "RESEARCH_API_KEY"
+#: What a key may hold: visible ASCII, so it fits a header and no terminal escape hides in it.
+API_KEY_CHARS: Final = frozenset(map(chr, range(0x21, 0x7F)))
 DEFAULT_SERVER: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
 #: 128 + SIGPIPE, as a shell reports a writer whose reader went away.
 EXIT_BROKEN_PIPE: Final = 141
@@ -60,7 +64,8 @@ IN_PROCESS_FLAGS: Final = frozenset(
 )
 EXIT_CODES_HELP: Final = (
     "A 429 (too many runs) is tried again after its Retry-After, a few times. Exit status: "
-    "0 the run completed, 1 it failed, 2 usage error or the service refused the request, "
+    "0 the run completed, 1 it failed, 2 usage error or the service refused the request "
+    "(a bad question, an unknown run, a missing or refused API key), "
     "3 it was cancelled, 4 the service could not be reached (or stayed unreachable too long, "
     "or is not a research-service), 130 interrupted (Ctrl-C), 141 stdout was closed."
 )
@@ -86,6 +91,7 @@ def add_parsers(commands: Any) -> None:
         help=f"start the run on the service at URL, e.g. {DEFAULT_SERVER} (env {SERVER_ENV}; "
         "default: an in-process service)",
     )
+    _api_key_flag(ask_parser, "the --server's API key")
     for name, text in (
         ("breadth", "search queries to plan (1-8)"),
         ("max-sources", "sources kept for the answer (1-20)"),
@@ -118,8 +124,18 @@ def add_parsers(commands: Any) -> None:
         default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
         help=f"the service that has the run (env {SERVER_ENV}; default: {DEFAULT_SERVER})",
     )
+    _api_key_flag(listen_parser, "the service's API key (the one that started the run)")
     _output_flags(listen_parser)
     listen_parser.set_defaults(run=run_listen)
+
+
+def _api_key_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"{what}, sent as Authorization: Bearer (env {API_KEY_ENV}, which keeps it out "
+        "of the process list; default: none)",
+    )
 
 
 def _output_flags(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +183,12 @@ def run_ask(args: argparse.Namespace) -> int:
     given = sorted(f"--{n.replace('_', '-')}" for n in IN_PROCESS_FLAGS if getattr(args, n))
     if args.server and given:
         return _usage(f"{', '.join(given)} set up the in-process service; drop them with --server")
+    if args.api_key is not None and not args.server:
+        return _usage("--api-key is for a --server; the in-process service asks for no key")
+    try:
+        args.api_key = _api_key(args) if args.server else None
+    except ClientError as exc:
+        return _usage(str(exc))
 
     async def main() -> int:
         async with _service(args) as (api, in_process):
@@ -179,12 +201,14 @@ def run_listen(args: argparse.Namespace) -> int:
     """`research-service listen`."""
     try:
         server, run_id = parse_target(args.target, args.server)
+        api_key = _api_key(args)
     except ClientError as exc:
         return _usage(str(exc))
 
     async def main() -> int:
         async with _session() as session:
-            return await listen(ServiceClient(session, server, notify=say), run_id, _output(args))
+            api = ServiceClient(session, server, notify=say, api_key=api_key)
+            return await listen(api, run_id, _output(args))
 
     return _run(main())
 
@@ -194,7 +218,7 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClien
     """A client of --server, or of an in-process service started for this command."""
     async with _session() as session:
         if args.server:
-            yield ServiceClient(session, args.server, notify=say), False
+            yield ServiceClient(session, args.server, notify=say, api_key=args.api_key), False
             return
         # The service's modules (the openai SDK among them) load only when one is started here.
         from research_service.client.local import local_service  # noqa: PLC0415
@@ -204,6 +228,21 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClien
         say("starting an in-process service (the first start indexes its corpus)")
         async with local_service(settings) as url:
             yield ServiceClient(session, url, notify=say), True
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """--api-key, else RESEARCH_API_KEY, else none; never echoed, even when it is malformed."""
+    flag = args.api_key is not None
+    key = (args.api_key if flag else os.environ.get(API_KEY_ENV, "")).strip()
+    if flag and not key:
+        raise ClientError("--api-key is empty; pass the key `research-service keys create` printed")
+    if not set(key) <= API_KEY_CHARS:
+        where = "--api-key" if flag else API_KEY_ENV
+        raise ClientError(
+            f"{where} holds a space or a character an API key never has; check how it was "
+            "copied (the key is the last line `research-service keys create` prints)"
+        )
+    return key or None
 
 
 def _session() -> aiohttp.ClientSession:

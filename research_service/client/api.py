@@ -28,6 +28,9 @@ DEFAULT_BUSY_WAIT_S: Final = 5.0
 MAX_BUSY_WAIT_S: Final = 30.0
 #: What a run's body must carry for the client to follow it.
 RUN_FIELDS: Final = ("id", "question", "events_url")
+#: What a 401 says, by whether a key was sent: what to do, and never the key itself.
+NO_KEY: Final = "the service needs an API key: pass --api-key or set RESEARCH_API_KEY"
+BAD_KEY: Final = "the service refused the API key (unknown or revoked)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,16 @@ def refused(answer: Answer, *, what: str) -> RunRefused | NotAnEventStream:
     )
 
 
+def authorization(api_key: str | None) -> dict[str, str]:
+    """The header that signs a request with `api_key`; none without a key."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def unauthorized(api_key: str | None) -> RunRefused:
+    """The error for the service's 401: no key was sent, or the one sent is not valid (now)."""
+    return RunRefused(BAD_KEY if api_key else NO_KEY, status=401)
+
+
 def busy_wait_s(headers: Any) -> float:
     """How long to wait after a 429: its Retry-After, else the default, at most the cap."""
     asked = retry_after_s(headers)
@@ -78,7 +91,7 @@ class ServiceClient:
 
     A request answered 429 Too Many Requests is sent again after the wait its `Retry-After`
     asks for (at most `max_busy_wait_s`), up to BUSY_ATTEMPTS times in all; `notify` hears
-    of each wait (for stderr).
+    of each wait (for stderr). With `api_key`, every request carries `Authorization: Bearer`.
     """
 
     def __init__(
@@ -88,11 +101,17 @@ class ServiceClient:
         *,
         notify: Callable[[str], None] | None = None,
         max_busy_wait_s: float = MAX_BUSY_WAIT_S,
+        api_key: str | None = None,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/") + "/"
         self.notify = notify if notify is not None else log.info
         self.max_busy_wait_s = max_busy_wait_s
+        self.api_key = api_key
+
+    def __repr__(self) -> str:
+        signed = ", with an API key" if self.api_key else ""
+        return f"<ServiceClient {self.base_url}{signed}>"  # never the key itself
 
     def url(self, path: str) -> str:
         """An absolute URL for a path the service returned (`/v1/runs/…`)."""
@@ -112,7 +131,9 @@ class ServiceClient:
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         """`POST /v1/runs/{id}/cancel`."""
-        return await self._json("POST", f"v1/runs/{run_id}/cancel")
+        # `{}` as JSON: a bodiless POST goes out as application/octet-stream, which the service
+        # refuses (415) since a cross-site form could send that.
+        return await self._json("POST", f"v1/runs/{run_id}/cancel", body={})
 
     async def _json(self, method: str, path: str, *, body: Any = None) -> dict[str, Any]:
         url = self.url(path)
@@ -128,6 +149,8 @@ class ServiceClient:
                 ) from exc
             if not isinstance(data, Answer):
                 return _object(data, method, url)
+            if data.status == 401 and data.is_problem:
+                raise unauthorized(self.api_key)
             if data.status != 429 or attempt == BUSY_ATTEMPTS:
                 raise _failure(data, method, url, attempts=attempt)
             wait = min(wait, self.max_busy_wait_s)
@@ -141,7 +164,11 @@ class ServiceClient:
     async def _request(self, method: str, url: str, *, body: Any) -> tuple[Any, float]:
         """The decoded JSON, or the Answer of an error status; and the wait a 429 asks for."""
         async with self.session.request(
-            method, url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+            method,
+            url,
+            json=body,
+            headers=authorization(self.api_key),
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         ) as response:
             if response.status >= 400:
                 wait = busy_wait_s(response.headers) if response.status == 429 else 0.0

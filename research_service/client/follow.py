@@ -6,11 +6,18 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from research_service.client.api import describe, read_answer, refused
+from research_service.client.api import (
+    authorization,
+    describe,
+    read_answer,
+    refused,
+    unauthorized,
+)
 from research_service.client.events import RunEvent, run_event
 from research_service.client.sse import SSEParser
 from research_service.errors import NotAnEventStream, RunRefused, ServiceUnreachable
@@ -40,12 +47,14 @@ class Follower:
     """Reads the events of one run from `url`, resuming after the last event it saw.
 
     `notify` receives one line per connection problem (for stderr). Every event is
-    delivered once, in order: events at or before the last seen seq are dropped.
+    delivered once, in order: events at or before the last seen seq are dropped. With
+    `api_key`, every connection carries `Authorization: Bearer`; a 401 ends the stream.
     """
 
     session: aiohttp.ClientSession
     url: str
     notify: Callable[[str], None]
+    api_key: str | None = field(default=None, repr=False)
     last_id: str | None = None
     give_up_after_s: float = DEFAULT_GIVE_UP_S
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
@@ -53,6 +62,11 @@ class Follower:
     _retry_ms: int = DEFAULT_RETRY_MS
     _connect_timeout_s: float = CONNECT_TIMEOUT_S
     _connected: bool = False  # a first connection got its 200
+
+    @property
+    def shown_url(self) -> str:
+        """`url` for messages: without its query, where the run's stream token rides."""
+        return urlunsplit(urlsplit(self.url)._replace(query="", fragment=""))
 
     @property
     def last_seq(self) -> int:
@@ -77,7 +91,7 @@ class Follower:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if not self._connected:
                     raise ServiceUnreachable(
-                        f"cannot read {self.url} ({describe(exc)}); is the service running?"
+                        f"cannot read {self.shown_url} ({describe(exc)}); is the service running?"
                     ) from exc
                 reason = describe(exc)
             now = time.monotonic()
@@ -86,7 +100,7 @@ class Follower:
             if left <= 0:
                 raise ServiceUnreachable(
                     f"gave up after {self.give_up_after_s:g} s without the stream ({reason}); "
-                    f"the run may go on: resume with `research-service listen {self.url}`"
+                    f"the run may go on: resume with `research-service listen {self.shown_url}`"
                 )
             # The last attempt is made when the time is up, not a whole backoff later.
             delay = min(self._backoff(attempt), left)
@@ -103,7 +117,7 @@ class Follower:
         return base * random.uniform(0.9, 1.1)
 
     async def _connection(self) -> AsyncIterator[RunEvent]:
-        headers = {"Accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream", **authorization(self.api_key)}
         if self.last_id:
             headers["Last-Event-ID"] = self.last_id
         timeout = aiohttp.ClientTimeout(
@@ -116,12 +130,14 @@ class Follower:
                 answer = await read_answer(response)
                 if response.status in RETRY_STATUSES:
                     raise _Broken(answer.detail)
+                if response.status == 401 and answer.is_problem:
+                    raise unauthorized(self.api_key)  # a revoked key: no reconnect mends it
                 if answer.is_problem:
-                    raise RunRefused(f"{self.url}: {answer.detail}", status=response.status)
-                raise refused(answer, what=self.url)
+                    raise RunRefused(f"{self.shown_url}: {answer.detail}", status=response.status)
+                raise refused(answer, what=self.shown_url)
             if response.content_type != "text/event-stream":
                 raise NotAnEventStream(
-                    f"{self.url} answered {response.content_type}, not text/event-stream; "
+                    f"{self.shown_url} answered {response.content_type}, not text/event-stream; "
                     "pass a research-service run id or its events URL"
                 )
             self._connected = True

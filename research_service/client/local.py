@@ -18,9 +18,20 @@ async def local_service(settings: Settings) -> AsyncIterator[str]:
     """Serve the app on 127.0.0.1 on a free port; yield its base URL; stop it on exit.
 
     The client still talks to it over HTTP and the event stream, exactly as to a remote
-    service. Its runs are kept in memory: they end with the command.
+    service. Its runs are kept in memory: they end with the command. It serves this machine
+    and this command only, so it asks for no key and answers its loopback address whatever
+    RESEARCH_AUTH, RESEARCH_API_KEYS_FILE or RESEARCH_ALLOWED_HOSTS say (they are `serve`'s).
     """
-    app = create_app(settings.with_changes(store="memory", host=LOOPBACK, port=0))
+    local = settings.with_changes(
+        store="memory",
+        host=LOOPBACK,
+        port=0,
+        auth="off",
+        api_keys_file=None,
+        allowed_hosts="",
+        cors_origins="",
+    )
+    app = create_app(local)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     try:

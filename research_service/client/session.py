@@ -100,6 +100,7 @@ async def follow(
         api.session,
         api.url(run["events_url"]),
         notify=out.notify,
+        api_key=api.api_key,
         give_up_after_s=out.give_up_after_s,
     )
     status: str | None = None
