@@ -1,6 +1,7 @@
 // @ts-check
 /**
- * The JSON endpoints the panel calls: create, look up and cancel a run (docs/api.md).
+ * The JSON endpoints the panel calls: create, look up and cancel a run, and the session that
+ * signs the browser in when the service asks for API keys (docs/api.md, docs/panel.md).
  * @module api
  */
 
@@ -36,19 +37,47 @@ async function failure(response) {
 }
 
 /**
+ * Who hears that a run call was answered 401 (a revoked key, an ended session).
+ * @type {((error: ApiError) => void) | null}
+ */
+let unauthorized = null;
+
+/**
+ * Hand every later 401 of a run call to `handler` (the session calls answer 401 by design and
+ * report it to their caller instead).
+ * @param {(error: ApiError) => void} handler
+ */
+export function onUnauthorized(handler) {
+  unauthorized = handler;
+}
+
+/**
+ * Send a request; only a network failure throws here.
+ * @param {string} path
+ * @param {RequestInit} [init]
+ * @returns {Promise<Response>}
+ */
+async function send(path, init) {
+  try {
+    return await fetch(path, { ...init, headers: { Accept: "application/json", ...init?.headers } });
+  } catch {
+    throw new ApiError(0, "the service cannot be reached; check that it is running and try again");
+  }
+}
+
+/**
  * Send a request and return its JSON body, or throw an ApiError with the service's detail.
  * @param {string} path
  * @param {RequestInit} [init]
  * @returns {Promise<Record<string, unknown>>}
  */
 async function call(path, init) {
-  let response;
-  try {
-    response = await fetch(path, { ...init, headers: { Accept: "application/json", ...init?.headers } });
-  } catch {
-    throw new ApiError(0, "the service cannot be reached; check that it is running and try again");
+  const response = await send(path, init);
+  if (!response.ok) {
+    const error = await failure(response);
+    if (error.status === 401) unauthorized?.(error);
+    throw error;
   }
-  if (!response.ok) throw await failure(response);
   return response.json();
 }
 
@@ -80,4 +109,39 @@ export function getRun(runId) {
  */
 export function cancelRun(runId) {
   return call(apiPath(`v1/runs/${encodeURIComponent(runId)}/cancel`), { method: "POST" });
+}
+
+/**
+ * `GET /v1/session`: `{auth: "off"}`, or `{auth: "keys", name, admin}` when signed in; null when
+ * the service asks for a key first (401). A service without the endpoint (404) has no sign-in.
+ * @returns {Promise<Record<string, unknown> | null>}
+ */
+export async function getSession() {
+  const response = await send(apiPath("v1/session"));
+  if (response.status === 401) return null;
+  if (response.status === 404) return { auth: "off" };
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
+/**
+ * `POST /v1/session` with an API key: the service answers with a session cookie (HttpOnly, so
+ * this script never sees it) and who is signed in. A refused key throws its 401 problem.
+ * @param {string} apiKey
+ * @returns {Promise<Record<string, unknown>>}
+ */
+export async function signIn(apiKey) {
+  const response = await send(apiPath("v1/session"), {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ api_key: apiKey }),
+  });
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
+/** `DELETE /v1/session`: the service clears the session cookie (204). */
+export async function signOut() {
+  const response = await send(apiPath("v1/session"), { method: "DELETE" });
+  if (!response.ok && response.status !== 401) throw await failure(response);
 }

@@ -1,14 +1,15 @@
 // @ts-check
 /**
  * The panel's wiring: the question form, cancel, the `?run=ID` share link, and the one
- * stream of the run on show.
+ * stream of the run on show, once the session (session.js) lets the panel in.
  * @module panel
  */
 
 import { ApiError, cancelRun, createRun, getRun } from "./api.js";
 import { byId, str } from "./dom.js";
-import { runLink } from "./paths.js";
+import { PANEL_ROOT, runLink } from "./paths.js";
 import { RunView } from "./render.js";
+import { Session } from "./session.js";
 import { RunStream } from "./stream.js";
 
 const RUN_ID = /^[0-9a-f]{16}$/;
@@ -27,6 +28,8 @@ const view = new RunView();
 let stream = null;
 /** @type {string | null} */
 let activeRun = null;
+/** Whether the service asks for keys: then an unknown run may also be another key's run. */
+let keysOn = false;
 
 /**
  * Show a problem above the run (a refused question, an unknown run), or clear it.
@@ -35,6 +38,16 @@ let activeRun = null;
 function showFormError(message) {
   formError.textContent = message;
   formError.hidden = !message;
+}
+
+/**
+ * Show why a call failed, except a 401: the sign-in card has already said that one.
+ * @param {string} prefix
+ * @param {unknown} error
+ */
+function showFailure(prefix, error) {
+  if (error instanceof ApiError && error.status === 401) return;
+  showFormError(error instanceof ApiError ? `${prefix}: ${error.detail}` : String(error));
 }
 
 /**
@@ -53,6 +66,7 @@ function setActive(runId) {
  * @param {string} text
  */
 function follow(runId, text) {
+  if (!session.inside) return; // signed out while the run was being fetched
   stream?.close();
   view.reset(runId, text);
   document.title = `${text} · research-service`;
@@ -66,6 +80,7 @@ function follow(runId, text) {
       view.connectionState(state);
       if (state === "lost") setActive(null);
     },
+    onRefused: () => void session.check(),
   });
   stream.start();
 }
@@ -105,7 +120,7 @@ async function onSubmit(event) {
     history.replaceState(null, "", runLink(runId));
     follow(runId, str(created, "question") || text);
   } catch (error) {
-    showFormError(error instanceof ApiError ? `Could not start the run: ${error.detail}` : String(error));
+    showFailure("Could not start the run", error);
   } finally {
     submit.disabled = false;
     submit.textContent = "Research";
@@ -122,7 +137,7 @@ async function onCancel() {
     // The run's `done` may have come first; it has the last word.
     if (activeRun === runId) view.announce("Cancelling the run…");
   } catch (error) {
-    showFormError(error instanceof ApiError ? `Could not cancel: ${error.detail}` : String(error));
+    showFailure("Could not cancel", error);
     if (activeRun === runId) setActive(runId);
   }
 }
@@ -145,11 +160,14 @@ async function attach(runId) {
   } catch (error) {
     question.focus();
     if (error instanceof ApiError && error.status === 404) {
+      // With keys, another key's run is a 404 too: the panel cannot tell which it is.
       showFormError(
-        `There is no run ${runId} on this service: the link is wrong or the run has been deleted. Ask a new question instead.`,
+        keysOn
+          ? `Run ${runId} was not found, or it is not yours: the link is wrong, the run has been deleted, or another key started it. Ask a new question instead.`
+          : `There is no run ${runId} on this service: the link is wrong or the run has been deleted. Ask a new question instead.`,
       );
     } else {
-      showFormError(error instanceof ApiError ? `Could not load run ${runId}: ${error.detail}` : String(error));
+      showFailure(`Could not load run ${runId}`, error);
     }
   }
 }
@@ -167,7 +185,34 @@ question.addEventListener("input", () => {
   if (question.value.trim()) question.removeAttribute("aria-invalid");
 });
 
+/**
+ * The panel is let in (auth off, or signed in): attach to the linked run, or wait for a question.
+ * @param {import("./session.js").AuthMode} auth
+ */
+function begin(auth) {
+  keysOn = auth === "keys";
+  showFormError("");
+  const shared = new URLSearchParams(location.search).get("run");
+  if (shared !== null) void attach(shared.trim());
+  else question.focus();
+}
+
+/**
+ * Signed out or the session ended: stop following and take the run off the page. Signing out
+ * also drops the run from the address; after an ended session, signing in again picks it up.
+ * @param {import("./session.js").LeaveReason} reason
+ */
+function leave(reason) {
+  stream?.close();
+  stream = null;
+  setActive(null);
+  showFormError("");
+  view.clear();
+  question.value = "";
+  document.title = "research-service";
+  if (reason === "signed-out") history.replaceState(null, "", PANEL_ROOT.pathname);
+}
+
+const session = new Session({ ready: begin, leave, problem: showFormError });
 setActive(null);
-const shared = new URLSearchParams(location.search).get("run");
-if (shared !== null) void attach(shared.trim());
-else question.focus();
+void session.start();

@@ -61,6 +61,16 @@ export class RunView {
     this.announce("Connecting to the run…");
   }
 
+  /** Take the run off the page and forget what it showed (signed out): the intro is back. */
+  clear() {
+    this.reset("", "");
+    this.section.hidden = true;
+    delete this.section.dataset.runId;
+    this.announce("");
+    byId("intro").hidden = false;
+    byId("skip-link").hidden = true;
+  }
+
   /**
    * Polite, visible progress text; screen readers read it when it changes.
    * @param {string} text

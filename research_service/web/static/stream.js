@@ -21,6 +21,7 @@ const MAX_ATTEMPTS = 8;
  * @typedef {{
  *   onEvent: (name: EventName, data: Record<string, unknown>, seq: number) => void,
  *   onState: (state: ConnectionState) => void,
+ *   onRefused?: () => void,
  * }} StreamHandlers
  */
 
@@ -136,9 +137,11 @@ export class RunStream {
       this.setState("reconnecting");
       return;
     }
-    // CLOSED: the response was not a 200 event stream (a proxy's 502, a restart's 503).
+    // CLOSED: the response was not a 200 event stream (a proxy's 502, a restart's 503, a 401
+    // once the session has ended: onRefused lets the panel find out which).
     source.close();
     this.source = null;
+    this.handlers.onRefused?.();
     this.attempts += 1;
     if (this.attempts > MAX_ATTEMPTS) {
       this.finished = true;
