@@ -11,6 +11,10 @@ from typing import Final
 
 from aiohttp import web
 
+from research_service.auth.key_store import SqliteKeys
+from research_service.auth.keyring import Keyring
+from research_service.auth.secret import load_secret
+from research_service.auth.tokens import Signer
 from research_service.errors import ConfigError, StoreUnavailable
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.providers.base import LLMProvider, SearchProvider
@@ -22,7 +26,8 @@ from research_service.runs.log import EventLog
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.sqlite_log import RUN_STORE_FILE
-from research_service.settings import RETENTION_INTERVAL_S, Settings
+from research_service.settings import RETENTION_INTERVAL_S, Settings, is_loopback
+from research_service.web.access import AUTH, Auth, access_middleware
 from research_service.web.handlers import setup_routes
 from research_service.web.health import ReadinessProbe
 from research_service.web.keys import (
@@ -34,6 +39,7 @@ from research_service.web.keys import (
     SEARCH,
     SETTINGS,
 )
+from research_service.web.origin import cors_headers, origin_middleware
 from research_service.web.problems import problem_middleware
 from research_service.web.protocol import connection_middleware, name_the_server
 from research_service.web.validation import MAX_BODY_BYTES
@@ -61,9 +67,16 @@ def create_app(
     shutdown bounded by the grace.
     """
     app = web.Application(
-        middlewares=[connection_middleware, problem_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[
+            connection_middleware,
+            origin_middleware,
+            problem_middleware,
+            access_middleware,
+        ],
+        client_max_size=MAX_BODY_BYTES,
     )
     app.on_response_prepare.append(name_the_server)
+    app.on_response_prepare.append(cors_headers)
     app[SETTINGS] = settings
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -95,6 +108,10 @@ def create_app(
                 run_deadline_s=settings.run_deadline_s,
             )
             store = app[EVENT_LOG]
+            if settings.auth_mode == "keys":
+                app[AUTH] = await _open_auth(settings, store, stack)
+            else:
+                _warn_if_open(settings)
             if isinstance(store, sqlite_log.SqliteEventLog):
                 await _end_interrupted(app[MANAGER], store)
                 cleaner = asyncio.create_task(_prune_forever(store, settings))
@@ -128,6 +145,47 @@ async def _open_event_log(settings: Settings, stack: AsyncExitStack) -> EventLog
         store = MemoryEventLog()
     stack.push_async_callback(store.close)
     return store
+
+
+async def _open_auth(settings: Settings, store: EventLog, stack: AsyncExitStack) -> Auth:
+    """What --auth keys needs: the keys (run store and keys file) and the signing secret."""
+    keys = None
+    if isinstance(store, sqlite_log.SqliteEventLog):
+        keys = await asyncio.to_thread(SqliteKeys, store.path)
+        stack.callback(keys.close)
+    elif settings.api_keys_file is None:
+        raise ConfigError(
+            "--auth keys needs API keys: with --store memory they come only from "
+            "--api-keys-file (RESEARCH_API_KEYS_FILE); give one, or use --store sqlite and "
+            "`research-service keys create NAME`"
+        )
+    keyring = await asyncio.to_thread(Keyring, store=keys, file=settings.api_keys_file)
+    secret = await asyncio.to_thread(load_secret, settings.secret, settings.data_dir)
+    checker = asyncio.create_task(keyring.run())
+    stack.push_async_callback(_stop, checker)
+    if (
+        keys is not None
+        and not await asyncio.to_thread(keys.listing)
+        and settings.api_keys_file is None
+    ):
+        log.warning(
+            "auth is on and there are no API keys yet: every request will be refused; "
+            "create one with `research-service keys create NAME --admin --data-dir %s`",
+            settings.data_dir,
+        )
+    log.info("auth: API keys from %s", keyring.key_count_hint)
+    return Auth(keyring=keyring, signer=Signer(secret), settings=settings)
+
+
+def _warn_if_open(settings: Settings) -> None:
+    """Say loudly that anyone who reaches a non-loopback address may use the service."""
+    if not is_loopback(settings.host):
+        log.warning(
+            "AUTH IS OFF on %s: anyone who can reach port %d can read every run and start new "
+            "ones; use --auth keys unless only trusted clients can reach it",
+            settings.host,
+            settings.port,
+        )
 
 
 def _pipeline(

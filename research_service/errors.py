@@ -76,6 +76,40 @@ class MethodNotAllowed(RequestError):
         self.allowed = allowed
 
 
+class Unauthorized(RequestError):
+    """No usable credentials: no key, an unknown or revoked one, an expired token."""
+
+    status = 401
+    slug = "unauthorized"
+    title = "Authentication required"
+
+    def __init__(self, detail: str, *, error: str | None = None) -> None:
+        super().__init__(detail)
+        # RFC 6750: `invalid_token` when credentials were sent and are no good.
+        params = 'realm="research-service"' + (f', error="{error}"' if error else "")
+        self.challenge = f"Bearer {params}"
+
+
+class Forbidden(RequestError):
+    """The request may not be made this way, whoever makes it (a token outside its use)."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+    def __init__(self, detail: str, *, slug: str = "forbidden") -> None:
+        super().__init__(detail)
+        self.slug = slug
+
+
+class MisdirectedRequest(RequestError):
+    """The Host header names a host this service does not serve (DNS rebinding)."""
+
+    status = 421
+    slug = "host-not-allowed"
+    title = "Host not allowed"
+
+
 class BodyTooLarge(RequestError):
     """The request body is over the size limit."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -47,7 +48,14 @@ DEFAULT_RETENTION_DAYS: Final = 30.0
 DEFAULT_RETENTION_RUNS: Final = 1000
 #: How often finished runs past the retention limits are deleted (s).
 RETENTION_INTERVAL_S: Final = 600.0
+#: The shortest --secret / RESEARCH_SECRET accepted (it signs every token).
+MIN_SECRET_CHARS: Final = 32
 STORE_CHOICES: Final = ("memory", "sqlite")
+AUTH_CHOICES: Final = ("off", "keys")
+DEFAULT_STREAM_TOKEN_TTL_S: Final = 3600.0
+DEFAULT_SESSION_TTL_S: Final = 86400.0
+#: Host names that always reach this machine itself (plus the bound --host).
+LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
 
 
 def default_data_dir() -> Path:
@@ -256,6 +264,54 @@ class Settings:
         default=DEFAULT_MAX_TOKENS_PER_RUN,
         metadata=_opt("ceiling on the tokens a run's model calls may generate"),
     )
+    auth: str | None = field(
+        default=None,
+        metadata=_opt(
+            "who may use the API: off (anyone who reaches the port) or keys (Authorization: "
+            "Bearer with a key from `research-service keys`)",
+            choices=AUTH_CHOICES,
+            kind=str,
+        ),
+    )
+    api_keys_file: Path | None = field(
+        default=None,
+        metadata=_opt(
+            "file of API keys, one NAME:SECRET[:admin] per line (for containers; with or "
+            "instead of `research-service keys`)",
+            kind=Path,
+        ),
+    )
+    secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_opt(
+            "secret that signs stream tokens and sessions (default: generated once into "
+            "--data-dir)",
+            kind=str,
+            secret=True,
+        ),
+    )
+    stream_token_ttl_s: float = field(
+        default=DEFAULT_STREAM_TOKEN_TTL_S,
+        metadata=_opt("seconds a run's stream token (events_url ?token=) stays valid"),
+    )
+    session_ttl_s: float = field(
+        default=DEFAULT_SESSION_TTL_S,
+        metadata=_opt("seconds a web panel sign-in (session cookie) stays valid"),
+    )
+    allowed_hosts: str = field(
+        default="",
+        metadata=_opt(
+            "Host header values served, comma-separated (.example.com: it and its "
+            "subdomains; *: any); other hosts get 421"
+        ),
+    )
+    cors_origins: str = field(
+        default="",
+        metadata=_opt(
+            "origins (e.g. https://app.example.com) whose pages may call the API, comma-separated"
+        ),
+    )
     log_level: str = field(
         default="INFO",
         metadata=_opt("logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -294,6 +350,12 @@ class Settings:
             (self.fetch_max_bytes >= 1024, "fetch_max_bytes must be >= 1024"),
             (self.fetch_max_redirects >= 0, "fetch_max_redirects must be >= 0"),
             (self.context_chars >= 500, "context_chars must be >= 500"),
+            (self.stream_token_ttl_s > 0, "stream_token_ttl_s must be > 0"),
+            (self.session_ttl_s > 0, "session_ttl_s must be > 0"),
+            (
+                self.secret is None or len(self.secret) >= MIN_SECRET_CHARS,
+                f"secret must be at least {MIN_SECRET_CHARS} characters",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -301,7 +363,7 @@ class Settings:
         for f in fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
-            if choices and value not in choices:
+            if choices and value is not None and value not in choices:
                 raise ConfigError(
                     f"{f.name} must be one of {', '.join(choices)}, got {value!r}; "
                     f"set --{flag_name(f.name)} or {env_name(f.name)}"
@@ -331,9 +393,43 @@ class Settings:
         """The model that writes the answer."""
         return self.synth_model or self.model or DEFAULT_MODEL
 
+    @property
+    def auth_mode(self) -> str:
+        """`--auth` as given, else off on a loopback --host and keys on any other."""
+        if self.auth is not None:
+            return self.auth
+        return "off" if is_loopback(self.host) else "keys"
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """The Host header names served: --allowed-hosts, else loopback and the bound host."""
+        given = tuple(name.strip().lower() for name in self.allowed_hosts.split(","))
+        named = tuple(name for name in given if name)
+        if named:
+            return named
+        bound = self.host.strip("[]").lower()
+        extra = () if bound in ("", "0.0.0.0", "::") or bound in LOOPBACK_HOSTS else (bound,)
+        return (*LOOPBACK_HOSTS, *extra)
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """The --cors-origins, without trailing slashes."""
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
     def with_changes(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a --host value) is reachable from this machine only."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def env_name(name: str) -> str:

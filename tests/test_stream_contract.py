@@ -294,7 +294,7 @@ async def test_http10_listener_gets_the_same_bytes_unchunked(
     port = service.server.port
     assert port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET /v1/runs/{run_id}/events HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"GET /v1/runs/{run_id}/events HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert b"Transfer-Encoding" not in head

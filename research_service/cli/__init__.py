@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from research_service import __version__
-from research_service.cli import client, export, index, replay, serve
+from research_service.cli import client, export, index, keys, replay, serve
 from research_service.cli.flags import say
 from research_service.errors import ConfigError
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_parser(commands)
     export.add_parser(commands)
     replay.add_parser(commands)
+    keys.add_parser(commands)
     return parser
 
 

@@ -23,6 +23,10 @@ _DEFAULT_TEXT = {
     "planner_model": "--model",
     "synth_model": "--model",
     "max_connections": "3/4 of the open-files limit",
+    "auth": "off on a loopback --host, keys otherwise",
+    "api_keys_file": "none",
+    "allowed_hosts": "localhost, 127.0.0.1, ::1 and --host",
+    "cors_origins": "none",
 }
 
 

@@ -25,9 +25,12 @@ class EventLog(Protocol):
         ...
 
     async def list_runs(
-        self, *, limit: int, before: tuple[float, str] | None = None
+        self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None
     ) -> list[RunRecord]:
-        """Up to `limit` records, newest first, strictly older than the `before` sort key."""
+        """Up to `limit` records, newest first, strictly older than the `before` sort key.
+
+        With `owner`, only the runs that owner created; without, every run.
+        """
         ...
 
     async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:

@@ -33,6 +33,11 @@ STATE_CACHE_SIZE: Final = 512
 UNRECORDED: Final = "unrecorded"
 
 
+def unknown_run(run_id: str) -> NotFound:
+    """The error for a run that does not exist (or that the asker may not see)."""
+    return NotFound(f"no run with id {run_id!r}; list runs with GET /v1/runs")
+
+
 @dataclass(slots=True)
 class LiveRun:
     """A run executing in this process."""
@@ -77,8 +82,10 @@ class RunManager:
         """How many runs are executing now, or being created."""
         return len(self._live) + self._starting
 
-    async def create(self, question: str, options: RunOptions) -> RunRecord:
-        """Store a new run and start its pipeline in the background."""
+    async def create(
+        self, question: str, options: RunOptions, *, owner: str | None = None
+    ) -> RunRecord:
+        """Store a new run of `owner` and start its pipeline in the background."""
         # Check and take the slot with no await in between; give it back on every failure.
         if self.active_runs >= self.max_active_runs:
             raise TooManyRuns(
@@ -88,7 +95,7 @@ class RunManager:
             )
         self._starting += 1
         try:
-            record = RunRecord(new_run_id(), question, options)
+            record = RunRecord(new_run_id(), question, options, owner=owner)
             await self.log.create_run(record)
         finally:
             self._starting -= 1
@@ -102,7 +109,7 @@ class RunManager:
         """The run's record; NotFound when there is none."""
         record = await self.log.get_run(run_id)
         if record is None:
-            raise NotFound(f"no run with id {run_id!r}; list runs with GET /v1/runs")
+            raise unknown_run(run_id)
         return record
 
     async def state(self, run_id: str) -> RunState:

@@ -35,8 +35,10 @@ class MemoryEventLog:
 
     def __init__(self) -> None:
         self._runs: dict[str, _RunLog] = {}
-        # Sorted ascending by sort key; listing walks it backwards.
+        # Sorted ascending by sort key; listing walks it backwards. One list of all runs and
+        # one per owner, so a listing by owner never walks other owners' runs.
         self._order: list[tuple[float, str]] = []
+        self._order_of: dict[str, list[tuple[float, str]]] = {}
 
     async def create_run(self, record: RunRecord) -> None:
         """Store a new run record; its log starts empty."""
@@ -44,6 +46,8 @@ class MemoryEventLog:
             raise ValueError(f"run {record.id} already exists")
         self._runs[record.id] = _RunLog(record)
         bisect.insort(self._order, record.sort_key)
+        if record.owner is not None:
+            bisect.insort(self._order_of.setdefault(record.owner, []), record.sort_key)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run's record, or None when there is no such run."""
@@ -51,11 +55,12 @@ class MemoryEventLog:
         return None if log is None else log.record
 
     async def list_runs(
-        self, *, limit: int, before: tuple[float, str] | None = None
+        self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None
     ) -> list[RunRecord]:
-        """Up to `limit` records, newest first, strictly older than `before`."""
-        end = len(self._order) if before is None else bisect.bisect_left(self._order, before)
-        keys = self._order[max(0, end - limit) : end]
+        """Up to `limit` records, newest first, strictly older than `before`, of `owner`."""
+        order = self._order if owner is None else self._order_of.get(owner, [])
+        end = len(order) if before is None else bisect.bisect_left(order, before)
+        keys = order[max(0, end - limit) : end]
         return [self._runs[run_id].record for _, run_id in reversed(keys)]
 
     async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:

@@ -55,6 +55,8 @@ class RunRecord:
     question: str
     options: RunOptions = field(default_factory=RunOptions)
     created_at: float = field(default_factory=time.time)
+    #: The name of the API key that created the run (None: created with auth off).
+    owner: str | None = None
 
     @property
     def created_iso(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import sqlite3
 import threading
 from pathlib import Path
@@ -12,10 +13,13 @@ from typing import Any, Final, TypeAlias
 from research_service.errors import ConfigError, StoreUnavailable
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
 
+log = logging.getLogger(__name__)
+
 #: The SQLite run store's file under --data-dir (with --store sqlite).
 RUN_STORE_FILE: Final = "runs.sqlite3"
 
-SCHEMA_VERSION: Final = 1
+#: The newest schema this release reads and writes (the last migration's number).
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_S: Final = 5.0
 #: A request refused because the store cannot write may succeed again after this long.
 STORE_RETRY_AFTER_S: Final = 5
@@ -37,7 +41,31 @@ SCHEMA: Final = (
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID""",
 )
-RUN_COLUMNS: Final = "id, question, options, created_at"
+#: Each step after the first schema: number, name and statements, applied in order, in one
+#: transaction with the version they reach, never dropping data.
+MIGRATIONS: Final = (
+    (
+        2,
+        "run owners and API keys",
+        (
+            "ALTER TABLE runs ADD COLUMN owner TEXT",
+            "CREATE INDEX runs_by_owner ON runs (owner, created_at, id)",
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                admin INTEGER NOT NULL,
+                salt BLOB NOT NULL,
+                hash BLOB NOT NULL,
+                created_at REAL NOT NULL,
+                last_used_at REAL,
+                revoked_at REAL
+            )""",
+            # One usable key per name: a name is the owner its runs belong to.
+            "CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL",
+        ),
+    ),
+)
+RUN_COLUMNS: Final = "id, question, options, created_at, owner"
 LAST_EVENT: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
 
 # Exact tuples (run_id, seq, name, t_ms, wire): the column order of `events`, so a queued
@@ -67,8 +95,8 @@ _SQLITE_CANTOPEN: Final = 14
 
 def record(row: tuple[Any, ...]) -> RunRecord:
     """A run record from a `runs` row."""
-    run_id, question, options, created_at = row
-    return RunRecord(run_id, question, RunOptions(**json.loads(options)), created_at)
+    run_id, question, options, created_at, owner = row
+    return RunRecord(run_id, question, RunOptions(**json.loads(options)), created_at, owner)
 
 
 def failure(path: Path, exc: sqlite3.Error | OSError) -> tuple[str, str]:
@@ -118,15 +146,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("BEGIN IMMEDIATE")
         try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise ConfigError(
-                    f"the run store {path} has schema version {version}, this release writes "
-                    f"{SCHEMA_VERSION}; move the file aside or point --data-dir elsewhere"
-                )
-            for statement in SCHEMA:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _migrate(db, path)
             db.execute("COMMIT")
         finally:
             if db.in_transaction:
@@ -135,6 +155,27 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema (in the open transaction) to SCHEMA_VERSION, step by step."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"the run store {path} has schema version {version}, newer than this release's "
+            f"{SCHEMA_VERSION}; upgrade research-service or point --data-dir elsewhere"
+        )
+    if version == 0:
+        for statement in SCHEMA:
+            db.execute(statement)
+        version = 1
+    for number, name, statements in MIGRATIONS:
+        if number > version:
+            for statement in statements:
+                db.execute(statement)
+            log.info("run store %s: migrated to schema %d (%s)", path, number, name)
+            version = number
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 class Database:

@@ -126,9 +126,16 @@ class SqliteEventLog:
         StoreUnavailable when the file cannot be written (a full disk).
         """
         self._check_open()
-        row = (record.id, record.question, json.dumps(record.options.to_dict()), record.created_at)
+        row = (
+            record.id,
+            record.question,
+            json.dumps(record.options.to_dict()),
+            record.created_at,
+            record.owner,
+        )
+        sql = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
         try:
-            await asyncio.to_thread(self.db.execute, "INSERT INTO runs VALUES (?, ?, ?, ?)", row)
+            await asyncio.to_thread(self.db.execute, sql, row)
         except sqlite3.IntegrityError:
             raise ValueError(f"run {record.id} already exists") from None
         except (sqlite3.Error, OSError) as exc:
@@ -147,15 +154,20 @@ class SqliteEventLog:
         return record(rows[0]) if rows else None
 
     async def list_runs(
-        self, *, limit: int, before: tuple[float, str] | None = None
+        self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None
     ) -> list[RunRecord]:
-        """Up to `limit` records, newest first, strictly older than `before`."""
-        where: str = ""
-        params: tuple[Any, ...] = (limit,)
+        """Up to `limit` records, newest first, strictly older than `before`, of `owner`."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if owner is not None:
+            conditions.append("owner = ?")
+            params.append(owner)
         if before is not None:
-            where, params = "WHERE (created_at, id) < (?, ?)", (*before, limit)
+            conditions.append("(created_at, id) < (?, ?)")
+            params += before
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?"
-        rows = await asyncio.to_thread(self.db.query, sql, params)
+        rows = await asyncio.to_thread(self.db.query, sql, (*params, limit))
         return [record(row) for row in rows]
 
     async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:

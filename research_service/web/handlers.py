@@ -11,11 +11,14 @@ from research_service.errors import BodyTimeout, InvalidEventId, NotFound
 from research_service.events import dumps, is_run_id
 from research_service.recordings import RunNotFinished
 from research_service.recordings.format import header_line, recording_chunks
+from research_service.runs.manager import unknown_run
 from research_service.runs.models import RunOptions, RunRecord
 from research_service.web import validation
+from research_service.web.access import ACCESS, AUTH, TOKEN_PARAM
 from research_service.web.health import healthz, readyz
 from research_service.web.keys import MANAGER, SETTINGS
 from research_service.web.panel import setup_panel
+from research_service.web.session import setup_session
 from research_service.web.stream import (
     LAST_EVENT_ID_HEADER,
     LAST_EVENT_ID_PARAM,
@@ -44,13 +47,28 @@ def _run_id(request: web.Request) -> str:
     return run_id
 
 
-def _created(record: RunRecord) -> dict[str, Any]:
+async def _visible_run(request: web.Request) -> RunRecord:
+    """The run the URL names, if this request may see it: another owner's is "not found"."""
+    run_id = _run_id(request)
+    record = await request.app[MANAGER].log.get_run(run_id)
+    if record is None or not request[ACCESS].sees(record):
+        raise unknown_run(run_id)
+    return record
+
+
+def _created(request: web.Request, record: RunRecord) -> dict[str, Any]:
+    events_url = f"/v1/runs/{record.id}/events"
+    auth = request.app.get(AUTH)
+    token = None if auth is None else auth.stream_token(request[ACCESS], record.id)
+    if token is not None:
+        # For a browser's EventSource, which cannot send Authorization.
+        events_url += f"?{TOKEN_PARAM}={token}"
     return {
         "id": record.id,
         "status": "queued",
         "question": record.question,
         "created_at": record.created_iso,
-        "events_url": f"/v1/runs/{record.id}/events",
+        "events_url": events_url,
     }
 
 
@@ -70,18 +88,17 @@ async def create_run(request: web.Request) -> web.Response:
     """`POST /v1/runs`: start a run in the background."""
     validation.known_params(request.query)
     question, options = await _read_create_body(request)
-    record = await request.app[MANAGER].create(question, options)
-    body = _created(record)
+    record = await request.app[MANAGER].create(question, options, owner=request[ACCESS].owner)
+    body = _created(request, record)
     body["options"] = options.to_dict()
     return _json(body, status=201, headers={"Location": f"/v1/runs/{record.id}"})
 
 
 async def get_run(request: web.Request) -> web.Response:
     """`GET /v1/runs/{id}`: the run's snapshot."""
-    validation.known_params(request.query)
-    manager = request.app[MANAGER]
-    record = await manager.get(_run_id(request))
-    return _json(await manager.snapshot(record))
+    validation.known_params(request.query, TOKEN_PARAM)
+    record = await _visible_run(request)
+    return _json(await request.app[MANAGER].snapshot(record))
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -89,7 +106,8 @@ async def list_runs(request: web.Request) -> web.Response:
     limit, before = validation.list_params(request.query)
     manager = request.app[MANAGER]
     # One extra record tells whether another page exists without a second query.
-    records = await manager.log.list_runs(limit=limit + 1, before=before)
+    owner = request[ACCESS].listed_owner
+    records = await manager.log.list_runs(limit=limit + 1, before=before, owner=owner)
     page = records[:limit]
     next_cursor = validation.encode_cursor(page[-1].sort_key) if len(records) > limit else None
     return _json({"runs": await manager.summaries(page), "next": next_cursor})
@@ -98,18 +116,22 @@ async def list_runs(request: web.Request) -> web.Response:
 async def cancel_run(request: web.Request) -> web.Response:
     """`POST /v1/runs/{id}/cancel`: stop the run; it ends with `done` status `cancelled`."""
     validation.known_params(request.query)
+    # JSON or nothing: a cross-site HTML form can only post text/plain or form data.
+    validation.no_fields(await validation.json_object(request, required=False), what="cancel")
     manager = request.app[MANAGER]
-    run_id = _run_id(request)
-    cancelled = await manager.cancel(run_id)
-    snapshot = await manager.snapshot(await manager.get(run_id))
-    return _json({"id": run_id, "cancelling": cancelled, "status": snapshot["status"]}, status=202)
+    record = await _visible_run(request)
+    cancelled = await manager.cancel(record.id)
+    snapshot = await manager.snapshot(record)
+    return _json(
+        {"id": record.id, "cancelling": cancelled, "status": snapshot["status"]}, status=202
+    )
 
 
 async def run_events(request: web.Request) -> web.StreamResponse:
     """`GET /v1/runs/{id}/events`: the run's event stream, from the start or a Last-Event-ID."""
-    validation.known_params(request.query, LAST_EVENT_ID_PARAM)
+    validation.known_params(request.query, LAST_EVENT_ID_PARAM, TOKEN_PARAM)
     manager = request.app[MANAGER]
-    record = await manager.get(_run_id(request))
+    record = await _visible_run(request)
     after, ended = await resume_position(
         requested_position(request), run_id=record.id, log=manager.log
     )
@@ -121,12 +143,14 @@ async def research(request: web.Request) -> web.StreamResponse:
     question, options = validation.research_query(request.query)
     manager = request.app[MANAGER]
     raw = requested_position(request)
+    access = request[ACCESS]
     if raw is None:
-        record = await manager.create(question, options)
+        record = await manager.create(question, options, owner=access.owner)
         return await stream(request, run_id=record.id, after=0, ended=False)
-    owner, _ = split_event_id(raw)
-    resumed = await manager.log.get_run(owner)
-    if resumed is None or resumed.question != question:
+    run_id, _ = split_event_id(raw)
+    resumed = await manager.log.get_run(run_id)
+    # Another owner's run is answered exactly like a run that does not exist.
+    if resumed is None or not access.sees(resumed) or resumed.question != question:
         raise InvalidEventId(
             f"Last-Event-ID {raw!r} does not name a run of this question; drop the header "
             "to start a new run",
@@ -144,7 +168,7 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     """
     validation.known_params(request.query)
     manager = request.app[MANAGER]
-    record = await manager.get(_run_id(request))
+    record = await _visible_run(request)
     tail = (await manager.log.tails([record.id])).get(record.id)
     if tail is None or tail.end is None:
         raise RunNotFinished.of(record.id)
@@ -173,13 +197,17 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
 
 def setup_routes(app: web.Application) -> None:
     """Register every route of the API and the web panel."""
-    app.router.add_post("/v1/runs", create_run)
-    app.router.add_get("/v1/runs", list_runs, allow_head=False)
-    app.router.add_get("/v1/runs/{run_id}", get_run, allow_head=False)
-    app.router.add_get("/v1/runs/{run_id}/events", run_events, allow_head=False)
-    app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run)
-    app.router.add_get("/v1/runs/{run_id}/recording", get_recording, allow_head=False)
-    app.router.add_get("/v1/research", research, allow_head=False)
+    runs = app.router.add_resource("/v1/runs", name="runs")
+    runs.add_route("POST", create_run)
+    runs.add_route("GET", list_runs)
+    app.router.add_get("/v1/runs/{run_id}", get_run, allow_head=False, name="run")
+    app.router.add_get("/v1/runs/{run_id}/events", run_events, allow_head=False, name="run-events")
+    app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run, name="run-cancel")
+    app.router.add_get(
+        "/v1/runs/{run_id}/recording", get_recording, allow_head=False, name="run-recording"
+    )
+    app.router.add_get("/v1/research", research, allow_head=False, name="research")
+    setup_session(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_panel(app)

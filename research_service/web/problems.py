@@ -9,7 +9,7 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from research_service.errors import MethodNotAllowed, RequestError
+from research_service.errors import MethodNotAllowed, RequestError, Unauthorized
 from research_service.events import dumps
 from research_service.web.validation import MAX_BODY_BYTES
 
@@ -64,6 +64,8 @@ def from_request_error(exc: RequestError) -> web.Response:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allowed)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = exc.challenge
     response = problem(
         exc.status,
         slug=exc.slug,

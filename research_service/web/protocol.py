@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 #: What every response says in `Server`: the service, never its software versions.
 SERVER_NAME: Final = "research-service"
 
+#: The query parameter whose value never reaches the log (a run's stream token).
+REDACTED_PARAM: Final = "token"
 #: Marks a request answered by `handle_error`, which logs it itself (once, with the reason).
 _PROTOCOL_ERROR: Final = "research_service.protocol_error"
 #: How a too-long request line or URL starts (a header starts with its name and a colon).
@@ -133,12 +135,24 @@ class GuardedRequestHandler(RequestHandler):
 
 
 class QuietAccessLogger(AccessLogger):
-    """aiohttp's access log, without the requests `handle_error` has already logged."""
+    """aiohttp's access log, without protocol errors (logged already) and stream tokens.
+
+    A token in a log would be a key to its run: its value is replaced.
+    """
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
         """Log one request, unless it was a protocol error."""
-        if not request.get(_PROTOCOL_ERROR):
-            super().log(request, response, time)
+        if request.get(_PROTOCOL_ERROR):
+            return
+        if REDACTED_PARAM in request.query:
+            url = request.rel_url.update_query({REDACTED_PARAM: "REDACTED"})
+            try:
+                request = request.clone(rel_url=url)
+            except RuntimeError:
+                # Only a request whose body was read cannot be cloned: better no line than
+                # a token in the log.
+                return
+        super().log(request, response, time)
 
 
 class GuardedServer(web.Server):

@@ -101,22 +101,56 @@ def options(value: Any) -> RunOptions:
     return RunOptions(**checked)
 
 
-async def create_body(request: web.Request) -> tuple[str, RunOptions]:
-    """The question and options of a `POST /v1/runs` body."""
-    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
-        raise UnsupportedMediaType(f"send the body as application/json, not {request.content_type}")
+#: What an HTML form (or a "simple" cross-site fetch) can send: never taken, even empty.
+FORM_TYPES: Final = frozenset(
+    {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+async def json_object(
+    request: web.Request, *, required: bool = True, shape: str = "a JSON object"
+) -> dict[str, Any] | None:
+    """The request's body as a JSON object; None when it is optional and none was sent.
+
+    A body must come as application/json, and a form's content type is refused even with
+    no body: what a cross-site HTML form sends never passes.
+    """
+    content_type = request.content_type
+    if (required or content_type in FORM_TYPES) and not _is_json(content_type):
+        raise UnsupportedMediaType(f"send the body as application/json, not {content_type}")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise BodyTooLarge(
             f"the body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}"
         )
     raw = await request.read()
+    if not raw and not required:
+        return None
+    if not _is_json(content_type):
+        raise UnsupportedMediaType(f"send the body as application/json, not {content_type}")
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         # ValueError covers syntax errors, bad UTF-8 and integers over Python's digit limit.
         raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object with a question field")
+        raise InvalidInput(f"the body must be {shape}")
+    return body
+
+
+def no_fields(body: Mapping[str, Any] | None, *, what: str) -> None:
+    """Refuse any field in a body that takes none (`{}` or no body at all)."""
+    if body:
+        raise InvalidInput(f"{what} takes no fields; send no body or {{}}", field=sorted(body)[0])
+
+
+async def create_body(request: web.Request) -> tuple[str, RunOptions]:
+    """The question and options of a `POST /v1/runs` body."""
+    body = await json_object(request, shape="a JSON object with a question field")
+    assert body is not None
     unknown = sorted(set(body) - {"question", "options"})
     if unknown:
         raise InvalidInput(

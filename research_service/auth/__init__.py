@@ -1,0 +1,1 @@
+"""API keys, the signing secret, and the signed stream tokens and sessions made with it."""

@@ -1,0 +1,139 @@
+"""Every usable API key (the run store's and the keys file's), and who is using them now."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from research_service.auth import key_file
+from research_service.auth.key_store import SqliteKeys
+from research_service.auth.keys import MAX_KEY_CHARS, KeyInfo, StoredKey, key_id_of
+from research_service.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: How often open requests' keys are checked for revocation, and the keys file for edits.
+RECHECK_S: Final = 2.0
+
+
+class Keyring:
+    """Authenticates keys; cuts the requests of a key that is revoked while they last.
+
+    A store key is looked up in the store at every authentication, so a revoked key is
+    refused at once; requests already going are checked every RECHECK_S.
+    """
+
+    def __init__(self, *, store: SqliteKeys | None, file: Path | None) -> None:
+        self._store = store
+        self._file = file
+        self._file_mtime: float | None = None
+        self._file_keys: dict[str, StoredKey] = {}
+        self._watchers: dict[str, set[Callable[[], None]]] = {}
+        if file is not None:
+            self._load_file()
+
+    @property
+    def key_count_hint(self) -> str:
+        """Where keys come from, for the start-up log."""
+        sources = []
+        if self._store is not None:
+            sources.append(f"the run store {self._store.path}")
+        if self._file is not None:
+            sources.append(f"{self._file} ({len(self._file_keys)} keys)")
+        return " and ".join(sources)
+
+    async def authenticate(self, presented: str) -> KeyInfo | None:
+        """The key `presented` is, or None when it is no usable key."""
+        if not presented or len(presented) > MAX_KEY_CHARS:
+            return None
+        key_id = key_id_of(presented)
+        if key_id is not None and self._store is not None:
+            stored = await asyncio.to_thread(self._store.find, key_id)
+            if stored is not None and stored.matches(presented):
+                await asyncio.to_thread(self._store.touch, key_id)
+                return stored.info
+            return None
+        # Few file keys: each is compared, so the time taken says nothing about which.
+        found = None
+        for stored in self._file_keys.values():
+            if stored.matches(presented):
+                found = stored.info
+        return found
+
+    async def usable(self, key_id: str) -> KeyInfo | None:
+        """The key with id `key_id` if it is still usable (sessions and stream tokens)."""
+        for stored in self._file_keys.values():
+            if stored.info.id == key_id:
+                return stored.info
+        if self._store is None or key_id.startswith("file-"):
+            return None
+        stored_key = await asyncio.to_thread(self._store.find, key_id)
+        return None if stored_key is None else stored_key.info
+
+    def watch(self, key_id: str, on_revoked: Callable[[], None]) -> Callable[[], None]:
+        """Call `on_revoked` once if key `key_id` is revoked; returns the call that stops it."""
+        watchers = self._watchers.setdefault(key_id, set())
+        watchers.add(on_revoked)
+
+        def unwatch() -> None:
+            watchers.discard(on_revoked)
+            if not watchers and self._watchers.get(key_id) is watchers:
+                del self._watchers[key_id]
+
+        return unwatch
+
+    async def run(self) -> None:
+        """Check watched keys and the keys file every RECHECK_S, until cancelled."""
+        while True:
+            await asyncio.sleep(RECHECK_S)
+            try:
+                await self.recheck()
+            except Exception:
+                log.exception("checking API keys for revocation failed; will try again")
+
+    async def recheck(self) -> None:
+        """Reload an edited keys file; cut what revoked keys still have open."""
+        if self._file is not None:
+            await asyncio.to_thread(self._reload_file)
+        watched = list(self._watchers)
+        if not watched:
+            return
+        usable = {stored.info.id for stored in self._file_keys.values()}
+        in_store = [key_id for key_id in watched if not key_id.startswith("file-")]
+        if in_store and self._store is not None:
+            usable |= await asyncio.to_thread(self._store.usable, in_store)
+        for key_id in watched:
+            if key_id not in usable:
+                callbacks = self._watchers.pop(key_id, set())
+                log.info("key %s was revoked: closing its %d open requests", key_id, len(callbacks))
+                for callback in callbacks:
+                    callback()
+
+    def _load_file(self) -> None:
+        assert self._file is not None
+        mtime = self._file.stat().st_mtime if self._file.exists() else None
+        keys = key_file.load(self._file)
+        self._file_keys = {stored.info.name: stored for stored in keys}
+        self._file_mtime = mtime
+
+    def _reload_file(self) -> None:
+        assert self._file is not None
+        try:
+            mtime = self._file.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime == self._file_mtime:
+            return
+        try:
+            self._load_file()
+        except ConfigError as exc:
+            # Keep serving with the keys last read rather than locking everyone out.
+            log.warning(
+                "the API keys file changed but cannot be used (%s); keeping the old keys", exc
+            )
+            self._file_mtime = mtime
+        else:
+            log.info("reloaded %d API keys from %s", len(self._file_keys), self._file)

@@ -1,0 +1,188 @@
+"""Who is asking: the API key, session or stream token behind a `/v1` request, and what it sees."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from research_service.auth.keyring import Keyring
+from research_service.auth.keys import KeyInfo
+from research_service.auth.tokens import BadSignature, Expired, Signer
+from research_service.errors import Forbidden, Unauthorized
+from research_service.runs.models import RunRecord
+from research_service.settings import Settings
+
+#: The panel's session cookie.
+SESSION_COOKIE: Final = "research_session"
+#: The query parameter that carries a run's stream token.
+TOKEN_PARAM: Final = "token"
+#: The only routes a stream token opens: a run's snapshot and its event stream.
+TOKEN_ROUTES: Final = frozenset({"run", "run-events"})
+#: Routes that authenticate for themselves (signing in and out).
+SELF_AUTHENTICATING: Final = frozenset({"session"})
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What one request may see and do."""
+
+    #: The key name runs are created for and listed by (None with auth off).
+    owner: str | None
+    admin: bool
+    key_id: str | None = None
+    #: A stream token's run: the request may read this run only.
+    run_id: str | None = None
+    #: How the request authenticated: open (auth off), key, session or token.
+    via: str = "open"
+
+    @classmethod
+    def of_key(cls, key: KeyInfo, *, via: str, run_id: str | None = None) -> Access:
+        """The access a usable key gives."""
+        return cls(key.name, key.admin, key.id, run_id, via)
+
+    def sees(self, record: RunRecord) -> bool:
+        """Whether this request may see run `record` (else it is "not found")."""
+        if self.run_id is not None and record.id != self.run_id:
+            return False
+        return self.admin or (self.owner is not None and record.owner == self.owner)
+
+    @property
+    def listed_owner(self) -> str | None:
+        """Whose runs a listing shows: everyone's for an admin, else the key's own."""
+        return None if self.admin else self.owner
+
+
+#: Everyone, when auth is off: every run, created without an owner.
+OPEN: Final = Access(owner=None, admin=True)
+ACCESS = web.RequestKey("access", Access)
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """What checking credentials needs (present in the app only with --auth keys)."""
+
+    keyring: Keyring
+    signer: Signer
+    settings: Settings
+
+    def stream_token(self, access: Access, run_id: str) -> str | None:
+        """A stream token for `run_id` as `access`'s key, or None without a key."""
+        if access.key_id is None:
+            return None
+        expires = int(time.time() + self.settings.stream_token_ttl_s)
+        return self.signer.stream_token(run_id=run_id, key_id=access.key_id, expires=expires)
+
+    async def bearer(self, header: str) -> KeyInfo:
+        """The key an `Authorization` header carries; Unauthorized unless usable."""
+        scheme, _, key = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized(
+                "the Authorization header must be `Bearer <API key>`", error="invalid_request"
+            )
+        info = await self.keyring.authenticate(key.strip())
+        if info is None:
+            raise Unauthorized(
+                "the API key is unknown or revoked; ask the operator for a key "
+                "(research-service keys create NAME)",
+                error="invalid_token",
+            )
+        return info
+
+    async def session(self, value: str) -> KeyInfo:
+        """The key a session cookie stands for; Unauthorized when it has ended."""
+        try:
+            grant = self.signer.check_session(value, now=time.time())
+        except (BadSignature, Expired):
+            raise Unauthorized("the session has ended; sign in again") from None
+        info = await self.keyring.usable(grant.key_id)
+        if info is None:
+            raise Unauthorized("the session's API key was revoked; sign in with another key")
+        return info
+
+    async def token(self, value: str, *, run_id: str) -> KeyInfo:
+        """The key a stream token was made for; Unauthorized unless it opens run `run_id`."""
+        try:
+            grant = self.signer.check_stream_token(value, now=time.time())
+        except Expired:
+            raise Unauthorized(
+                "the stream token has expired; get a fresh events_url from the API with your key",
+                error="invalid_token",
+            ) from None
+        except BadSignature:
+            raise Unauthorized("the stream token is not valid", error="invalid_token") from None
+        if grant.run_id != run_id:
+            raise Unauthorized("the stream token is for another run", error="invalid_token")
+        info = await self.keyring.usable(grant.key_id)
+        if info is None:
+            raise Unauthorized("the stream token's API key was revoked", error="invalid_token")
+        return info
+
+    async def access(self, request: web.Request) -> Access:
+        """Who `request` is: its Authorization header, else its stream token, else its session."""
+        route = request.match_info.route.name
+        token = request.query.get(TOKEN_PARAM)
+        if token is not None and route not in TOKEN_ROUTES:
+            raise Forbidden(
+                "a stream token opens one run's events and snapshot only; send "
+                "Authorization: Bearer <API key> for anything else",
+                slug="token-not-allowed",
+            )
+        header = request.headers.get("Authorization")
+        if header is not None:
+            return Access.of_key(await self.bearer(header), via="key")
+        if token is not None:
+            run_id = request.match_info.get("run_id", "")
+            info = await self.token(token, run_id=run_id)
+            return Access.of_key(info, via="token", run_id=run_id)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return Access.of_key(await self.session(cookie), via="session")
+        raise Unauthorized(
+            "this service needs an API key: send Authorization: Bearer <API key>, or sign in "
+            "on the web panel"
+        )
+
+
+AUTH = web.AppKey("auth", Auth)
+
+
+def _needs_access(request: web.Request) -> bool:
+    """Whether the route is one of the `/v1` API's (the panel and health checks are open)."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical.startswith("/v1/")
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Set the request's Access; with auth on, refuse it (401) without usable credentials.
+
+    A request made with a key is cut when that key is revoked while it lasts (a stream).
+    """
+    if not _needs_access(request):
+        return await handler(request)
+    auth = request.app.get(AUTH)
+    if auth is None:
+        request[ACCESS] = OPEN
+        return await handler(request)
+    if request.match_info.route.name in SELF_AUTHENTICATING:
+        return await handler(request)
+    access = await auth.access(request)
+    request[ACCESS] = access
+    assert access.key_id is not None
+    unwatch = auth.keyring.watch(access.key_id, functools.partial(_cut, request))
+    try:
+        return await handler(request)
+    finally:
+        unwatch()
+
+
+def _cut(request: web.Request) -> None:
+    """Close the connection of a request whose key was revoked (its handler is cancelled)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
