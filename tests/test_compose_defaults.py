@@ -13,8 +13,10 @@ COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
 _SETTING = re.compile(r"^\s+(?P<name>RESEARCH_[A-Z_]+):\s*\"?(?P<value>[^\"\n]*)\"?$", re.MULTILINE)
 # `${NAME:-default}`: the default a variable takes when the shell does not set it.
 _DEFAULTED = re.compile(r"^\$\{(?P<name>[A-Z_]+):-(?P<default>[^}]*)\}$")
-# What a container needs that `serve` on a host does not: all interfaces, the volume.
-CONTAINER_ONLY = {"RESEARCH_HOST": "0.0.0.0", "RESEARCH_DATA_DIR": "/data"}
+# What a container needs that `serve` on a host does not: all interfaces, the volume, and auth
+# off as on a host's loopback (the port is published on 127.0.0.1 only; inside the container
+# the derived default would be `keys`, since it listens on 0.0.0.0).
+CONTAINER_ONLY = {"RESEARCH_HOST": "0.0.0.0", "RESEARCH_DATA_DIR": "/data", "RESEARCH_AUTH": "off"}
 
 
 def compose_settings() -> dict[str, str]:
@@ -46,7 +48,8 @@ def test_the_compose_file_sets_only_the_services_own_defaults() -> None:
     differing = {
         name: (value, defaults.get(name))
         for name, value in compose.items()
-        if CONTAINER_ONLY.get(name) != value and defaults.get(name) != value
+        # An empty variable is unset (Settings.from_env), like a field whose default is None.
+        if CONTAINER_ONLY.get(name) != value and defaults.get(name, "") != value
     }
     assert differing == {}, "compose default differs from the service's (compose, service)"
 
@@ -56,3 +59,11 @@ def test_the_container_keeps_runs_across_restarts_on_its_volume() -> None:
     assert compose["RESEARCH_STORE"] == "sqlite"
     assert compose["RESEARCH_DATA_DIR"] == "/data"
     assert "research-data:/data" in COMPOSE.read_text(encoding="utf-8")
+
+
+def test_the_port_is_published_on_loopback_unless_keys_are_on() -> None:
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert '"${RESEARCH_PUBLISH_ADDRESS:-127.0.0.1}:8080:8080"' in text
+    assert compose_settings()["RESEARCH_AUTH"] == "off"
+    # The comment that says how to publish wider turns keys on in the same breath.
+    assert "RESEARCH_PUBLISH_ADDRESS=0.0.0.0 RESEARCH_AUTH=keys" in text

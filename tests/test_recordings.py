@@ -31,7 +31,7 @@ from research_service.recordings.export import ExportError, download
 from research_service.runs import sqlite_log
 from research_service.runs.models import RunOptions, RunRecord
 from research_service.settings import Settings
-from tests.conftest import Service
+from tests.conftest import MakeService, Service
 from tests.fakes import ScriptedLLM, ScriptedSearch
 from tests.sse import listen
 
@@ -346,6 +346,36 @@ async def test_export_downloads_from_a_server(service: Service, client: httpx.As
     code, stdout, stderr = await _export(run_id, "--server", service.url("/"))
     assert (code, stderr) == (0, "")
     assert stdout == served.content
+
+
+async def test_export_sends_the_api_key_to_a_server_with_auth(
+    make_service: MakeService, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(f"alice:{'a' * 40}\nbob:{'b' * 40}\n")
+    service = await make_service(auth="keys", api_keys_file=keys)
+    alice = {"Authorization": f"Bearer {'a' * 40}"}
+    created = await client.post(service.url("/v1/runs"), json={"question": "q?"}, headers=alice)
+    run_id = created.json()["id"]
+    await service.wait_done(run_id)
+    served = await client.get(service.url(f"/v1/runs/{run_id}/recording"), headers=alice)
+    assert served.status_code == 200
+
+    code, stdout, stderr = await _export(
+        run_id, "--server", service.url("/"), "--api-key", "a" * 40
+    )
+    assert (code, stderr) == (0, "")
+    assert stdout == served.content
+    # Another key's export of it is the unknown run's answer; no key is a 401; neither leaks.
+    code, stdout, stderr = await _export(
+        run_id, "--server", service.url("/"), "--api-key", "b" * 40
+    )
+    assert (code, stdout) == (2, b"")
+    assert f"answered 404: no run with id '{run_id}'" in stderr
+    code, stdout, stderr = await _export(run_id, "--server", service.url("/"))
+    assert (code, stdout) == (2, b"")
+    assert "answered 401" in stderr
+    assert "b" * 40 not in stderr
 
 
 def _store_with_an_open_run(data_dir: Path) -> None:

@@ -16,6 +16,7 @@ import aiohttp
 from rich.console import Console
 
 from research_service import __version__
+from research_service.cli.api_key import api_key_flag, api_key_of
 from research_service.cli.flags import (
     configure_logging,
     positive_number,
@@ -41,10 +42,6 @@ from research_service.settings import DEFAULT_PORT
 
 #: The service `listen` (and `ask --server` without a URL) talks to unless told otherwise.
 SERVER_ENV: Final = "RESEARCH_SERVER"
-#: The API key sent to a --server that asks for one (`serve --auth keys`); --api-key wins.
-API_KEY_ENV: Final = "RESEARCH_API_KEY"
-#: What a key may hold: visible ASCII, so it fits a header and no terminal escape hides in it.
-API_KEY_CHARS: Final = frozenset(map(chr, range(0x21, 0x7F)))
 DEFAULT_SERVER: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
 #: 128 + SIGPIPE, as a shell reports a writer whose reader went away.
 EXIT_BROKEN_PIPE: Final = 141
@@ -91,7 +88,7 @@ def add_parsers(commands: Any) -> None:
         help=f"start the run on the service at URL, e.g. {DEFAULT_SERVER} (env {SERVER_ENV}; "
         "default: an in-process service)",
     )
-    _api_key_flag(ask_parser, "the --server's API key")
+    api_key_flag(ask_parser, "the --server's API key")
     for name, text in (
         ("breadth", "search queries to plan (1-8)"),
         ("max-sources", "sources kept for the answer (1-20)"),
@@ -124,18 +121,9 @@ def add_parsers(commands: Any) -> None:
         default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
         help=f"the service that has the run (env {SERVER_ENV}; default: {DEFAULT_SERVER})",
     )
-    _api_key_flag(listen_parser, "the service's API key (the one that started the run)")
+    api_key_flag(listen_parser, "the service's API key (the one that started the run)")
     _output_flags(listen_parser)
     listen_parser.set_defaults(run=run_listen)
-
-
-def _api_key_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument(
-        "--api-key",
-        metavar="KEY",
-        help=f"{what}, sent as Authorization: Bearer (env {API_KEY_ENV}, which keeps it out "
-        "of the process list; default: none)",
-    )
 
 
 def _output_flags(parser: argparse.ArgumentParser) -> None:
@@ -186,7 +174,7 @@ def run_ask(args: argparse.Namespace) -> int:
     if args.api_key is not None and not args.server:
         return _usage("--api-key is for a --server; the in-process service asks for no key")
     try:
-        args.api_key = _api_key(args) if args.server else None
+        args.api_key = api_key_of(args) if args.server else None
     except ClientError as exc:
         return _usage(str(exc))
 
@@ -201,7 +189,7 @@ def run_listen(args: argparse.Namespace) -> int:
     """`research-service listen`."""
     try:
         server, run_id = parse_target(args.target, args.server)
-        api_key = _api_key(args)
+        api_key = api_key_of(args)
     except ClientError as exc:
         return _usage(str(exc))
 
@@ -228,21 +216,6 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClien
         say("starting an in-process service (the first start indexes its corpus)")
         async with local_service(settings) as url:
             yield ServiceClient(session, url, notify=say), True
-
-
-def _api_key(args: argparse.Namespace) -> str | None:
-    """--api-key, else RESEARCH_API_KEY, else none; never echoed, even when it is malformed."""
-    flag = args.api_key is not None
-    key = (args.api_key if flag else os.environ.get(API_KEY_ENV, "")).strip()
-    if flag and not key:
-        raise ClientError("--api-key is empty; pass the key `research-service keys create` printed")
-    if not set(key) <= API_KEY_CHARS:
-        where = "--api-key" if flag else API_KEY_ENV
-        raise ClientError(
-            f"{where} holds a space or a character an API key never has; check how it was "
-            "copied (the key is the last line `research-service keys create` prints)"
-        )
-    return key or None
 
 
 def _session() -> aiohttp.ClientSession:

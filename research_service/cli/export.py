@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from research_service.cli.api_key import api_key_flag, api_key_of
 from research_service.cli.flags import say, settings_flags, settings_from
+from research_service.errors import ClientError
 from research_service.recordings.export import ExportError, download, from_store
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from research_service.settings import Settings
@@ -32,6 +34,7 @@ def add_parser(commands: Any) -> None:
         metavar="URL",
         help="download from the service at URL (e.g. http://127.0.0.1:8080) instead",
     )
+    api_key_flag(export, "the --server's API key, when it runs with --auth keys")
     settings_flags(export, only={"data_dir"})
     export.set_defaults(run=run)
 
@@ -45,10 +48,10 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
     """Write the recording of a finished run to a file or stdout."""
     try:
         if args.server is not None:
-            text = asyncio.run(download(args.server, args.run_id))
+            text = asyncio.run(download(args.server, args.run_id, api_key=api_key_of(args)))
         else:
             text = asyncio.run(from_store(settings.data_dir / RUN_STORE_FILE, args.run_id))
-    except ExportError as exc:
+    except (ExportError, ClientError) as exc:
         say(str(exc))
         return 2
     if args.output in (None, "-"):

@@ -80,8 +80,9 @@ async def from_store(path: Path, run_id: str) -> str:
         ) from None
 
 
-async def download(server: str, run_id: str) -> str:
+async def download(server: str, run_id: str, *, api_key: str | None = None) -> str:
     """The recording of run `run_id` from the service at `server` (its base URL)."""
+    headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
     url = f"{server.rstrip('/')}/v1/runs/{run_id}/recording"
     timeout = aiohttp.ClientTimeout(
         sock_connect=DOWNLOAD_CONNECT_TIMEOUT_S, sock_read=DOWNLOAD_READ_TIMEOUT_S
@@ -89,7 +90,7 @@ async def download(server: str, run_id: str) -> str:
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url) as response,
+            session.get(url, headers=headers) as response,
         ):
             body = await response.read()
             status = response.status
