@@ -47,7 +47,17 @@ def add_parser(commands: Any) -> None:
         "--instant", action="store_true", help="every event is there from the first request"
     )
     settings_flags(
-        replay, only={"host", "port", "heartbeat_s", "retry_ms", "write_timeout_s", "log_level"}
+        replay,
+        only={
+            "host",
+            "port",
+            "allowed_hosts",
+            "cors_origins",
+            "heartbeat_s",
+            "retry_ms",
+            "write_timeout_s",
+            "log_level",
+        },
     )
     replay.set_defaults(run=run)
 

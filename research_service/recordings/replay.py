@@ -165,8 +165,9 @@ def replay_app(
 
     player = ReplayPlayer(recordings, speed=speed)
     # No provider is opened: no model, no search engine, no page reader (search "local").
+    # No keys either: recordings are files handed out already; Host and origin checks stay.
     app = create_app(
-        settings.with_changes(store="memory", search="local"),
+        settings.with_changes(store="memory", search="local", auth="off"),
         llm=NoModel(),
         search=NoSearch(),
         event_log=MemoryEventLog(),
