@@ -55,7 +55,8 @@ class Keyring:
             if stored is not None and stored.matches(presented):
                 await asyncio.to_thread(self._store.touch, key_id)
                 return stored.info
-            return None
+            # Not the store's: a keys file may list a key of this shape too (one made by
+            # `keys create` on another machine), so the file keys are still compared.
         # Few file keys: each is compared, so the time taken says nothing about which.
         found = None
         for stored in self._file_keys.values():
