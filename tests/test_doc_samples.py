@@ -46,3 +46,19 @@ def test_blocks_are_found_replaced_and_compared_without_timings() -> None:
     two = 'data: {"elapsed_ms":7,"timings_ms":{"planning":1,"total":4},"created_at":"2027-02-02"}'
     assert normalise(one) == normalise(two)
     assert normalise('{"elapsed_ms":1,"x":1}') != normalise('{"elapsed_ms":1,"x":2}')
+
+
+def test_stream_tokens_and_session_cookies_compare_without_expiry_and_signature() -> None:
+    """Their ids still count: only the expiry and the signature change between captures."""
+
+    def token(expires: int, signature: str) -> str:
+        return f'"events_url":"/v1/runs/8a8b/events?token=8a8b.file-2bd8.{expires}.{signature}"'
+
+    assert normalise(token(1796305058, "U" * 42 + "-")) == normalise(token(1796305999, "x" * 43))
+    assert normalise(token(1, "a" * 43)) != normalise(token(1, "a" * 43).replace("8a8b.", "9c9d."))
+
+    def cookie(expires: int, signature: str) -> str:
+        return f"Set-Cookie: research_session=file-2bd8.{expires}.{signature}; HttpOnly"
+
+    assert normalise(cookie(1796387858, "D" * 43)) == normalise(cookie(1796388000, "_" * 43))
+    assert normalise(cookie(1, "D" * 43)) != normalise(cookie(1, "D" * 43) + "; Secure")

@@ -27,10 +27,13 @@ RESUME_AFTER: Final = 55
 BUDGET_SKIPPED: Final = 7
 
 
-def http(answer: Answer, *headers: str, pretty: bool = False) -> str:
-    """The answer as the docs show it: status, the named headers, the (pretty) JSON body."""
+def http(answer: Answer, *headers: str, pretty: bool = False, whole: tuple[str, ...] = ()) -> str:
+    """The answer as the docs show it: status, the named headers (their parameters left out,
+    except for the `whole` ones, e.g. a cookie's attributes), the (pretty) JSON body."""
     lines = [f"HTTP {answer.status}"]
-    lines += [f"{name}: {answer.headers[name].split(';')[0]}" for name in headers]
+    for name in headers:
+        value = answer.headers[name]
+        lines.append(f"{name}: {value if name in whole else value.split(';')[0]}")
     body = json.dumps(answer.json(), indent=2, ensure_ascii=False) if pretty else answer.text
     return fenced("\n".join(lines) + "\n\n" + body, "http")
 

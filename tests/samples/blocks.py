@@ -10,12 +10,16 @@ _BLOCK: Final = re.compile(
     r"^<!-- sample: (?P<name>[a-z0-9/_-]+) -->\n(?P<body>.*?)^<!-- /sample -->$",
     re.MULTILINE | re.DOTALL,
 )
-# What changes from one capture to the next: times, durations and what encodes them.
+# The end of a stream token or session cookie: the expiry (seconds) and the signature.
+_SIGNED_TAIL: Final = r"\d+\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"
+# What changes from one capture to the next: times, durations and what encodes them (a
+# stream token's and a session cookie's expiry and signature too: `<ids>.<expires>.<sig>`).
 _VOLATILE: Final = (
     (re.compile(r'("(?:elapsed_ms|t_ms|wait_ms)": ?)\d+'), r"\g<1>0"),
     (re.compile(r'("timings_ms": ?\{)[^}]*\}'), r"\g<1>…}"),
-    (re.compile(r'("(?:created_at|finished_at)": ?)"[^"]*"'), r'\g<1>"…"'),
+    (re.compile(r'("(?:created_at|finished_at|expires_at)": ?)"[^"]*"'), r'\g<1>"…"'),
     (re.compile(r'("next": ?)"[^"]*"'), r'\g<1>"…"'),
+    (re.compile(rf"((?:token|research_session)=(?:[A-Za-z0-9-]+\.)+?){_SIGNED_TAIL}"), r"\g<1>…"),
 )
 
 
