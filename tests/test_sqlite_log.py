@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from research_service.auth.key_store import SqliteKeys
 from research_service.errors import ConfigError
 from research_service.events import Event
 from research_service.runs import sqlite_log
@@ -347,3 +351,50 @@ async def test_prune_deletes_old_and_surplus_finished_runs_only(tmp_path: Path) 
     # Too old: 0, 1. Beyond the newest two (4, 3): 2. Run 4 is kept although unfinished.
     assert removed == 3
     assert left == [ids[4], ids[3]]
+
+
+async def test_a_new_store_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "runs.sqlite3"
+    log = await sqlite_log.open(path)
+    try:
+        await log.create_run(record("a" * 16, 1.0))
+        await log.flush()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.with_name("runs.sqlite3-wal").stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    finally:
+        await log.close()
+
+
+def _keys(data_dir: Path, *args: str) -> str:
+    """`research-service keys ...` in another process, as an operator runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "research_service", "keys", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+async def test_a_second_connection_in_the_process_keeps_the_firsts_view_fresh(
+    tmp_path: Path,
+) -> None:
+    """Opening the store again (the key store does) must not drop the first one's locks, or
+    another process's writes go unseen (a revoked key would still be taken)."""
+    path = tmp_path / "runs.sqlite3"
+    log = await sqlite_log.open(path)
+    keys = SqliteKeys(path)
+    try:
+        key = _keys(tmp_path, "create", "alice").splitlines()[-1]
+        key_id = key.split("_")[1]
+        assert keys.find(key_id) is not None
+        keys.touch(key_id)
+        _keys(tmp_path, "revoke", "alice")
+        assert keys.find(key_id) is None
+        await log.create_run(record("b" * 16, 2.0))
+        assert await log.get_run("b" * 16) is not None
+    finally:
+        keys.close()
+        await log.close()

@@ -17,7 +17,7 @@ from research_service.auth.keys import KeyInfo, StoredKey, check_name, hashed, n
 from research_service.errors import ConfigError
 from research_service.runs.sqlite_db import connect
 
-#: `last used` is written at most this often per key (a write per request would be waste).
+#: `last used` is written at most this often per key (by the Keyring).
 TOUCH_EVERY_S: Final = 60.0
 _COLUMNS: Final = "id, name, admin, salt, hash"
 
@@ -45,7 +45,6 @@ class SqliteKeys:
         self.path = path
         self._db: sqlite3.Connection = connect(path)
         self._lock = threading.Lock()
-        self._touched: dict[str, float] = {}
 
     def create(self, name: str, *, admin: bool) -> tuple[KeyInfo, str]:
         """Store a new key named `name`; its info and the key itself (shown once)."""
@@ -108,11 +107,8 @@ class SqliteKeys:
         return found
 
     def touch(self, key_id: str) -> None:
-        """Note that the key was used now (at most once per TOUCH_EVERY_S; best effort)."""
+        """Note that the key was used now (best effort)."""
         now = time.time()
-        if now - self._touched.get(key_id, 0.0) < TOUCH_EVERY_S:
-            return
-        self._touched[key_id] = now
         try:
             with self._lock, self._db:
                 self._db.execute("BEGIN IMMEDIATE")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from research_service.auth import key_file
-from research_service.auth.key_store import SqliteKeys
+from research_service.auth.key_store import TOUCH_EVERY_S, SqliteKeys
 from research_service.auth.keys import MAX_KEY_CHARS, KeyInfo, StoredKey, key_id_of
 from research_service.errors import ConfigError
 
@@ -32,6 +33,7 @@ class Keyring:
         self._file_mtime: float | None = None
         self._file_keys: dict[str, StoredKey] = {}
         self._watchers: dict[str, set[Callable[[], None]]] = {}
+        self._touched: dict[str, float] = {}
         if file is not None:
             self._load_file()
 
@@ -53,7 +55,7 @@ class Keyring:
         if key_id is not None and self._store is not None:
             stored = await asyncio.to_thread(self._store.find, key_id)
             if stored is not None and stored.matches(presented):
-                await asyncio.to_thread(self._store.touch, key_id)
+                await self._touch(key_id)
                 return stored.info
             # Not the store's: a keys file may list a key of this shape too (one made by
             # `keys create` on another machine), so the file keys are still compared.
@@ -72,7 +74,19 @@ class Keyring:
         if self._store is None or key_id.startswith("file-"):
             return None
         stored_key = await asyncio.to_thread(self._store.find, key_id)
-        return None if stored_key is None else stored_key.info
+        if stored_key is None:
+            return None
+        # A session or stream token in use is its key in use.
+        await self._touch(key_id)
+        return stored_key.info
+
+    async def _touch(self, key_id: str) -> None:
+        """Note a store key's use (at most once per TOUCH_EVERY_S: a write per request is waste)."""
+        now = time.monotonic()
+        if self._store is None or now - self._touched.get(key_id, -TOUCH_EVERY_S) < TOUCH_EVERY_S:
+            return
+        self._touched[key_id] = now
+        await asyncio.to_thread(self._store.touch, key_id)
 
     def watch(self, key_id: str, on_revoked: Callable[[], None]) -> Callable[[], None]:
         """Call `on_revoked` once if key `key_id` is revoked; returns the call that stops it."""

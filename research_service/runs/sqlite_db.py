@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -130,8 +131,24 @@ def connect(path: Path) -> sqlite3.Connection:
         raise ConfigError(f"{message}, or point --data-dir elsewhere") from None
 
 
+def _create_private(path: Path) -> None:
+    """Make a new store file readable by the service's user only (questions, answers, keys).
+
+    SQLite gives its -wal and -shm files the same permissions. Only a file that does not
+    exist yet is touched: closing any other descriptor of an open database file would drop
+    the POSIX locks this process's connections hold on it.
+    """
+    if path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # another process made it first
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _create_private(path)
     db = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
     )
