@@ -159,8 +159,10 @@ async def _open_auth(settings: Settings, store: EventLog, stack: AsyncExitStack)
             "--api-keys-file (RESEARCH_API_KEYS_FILE); give one, or use --store sqlite and "
             "`research-service keys create NAME`"
         )
-    keyring = await asyncio.to_thread(Keyring, store=keys, file=settings.api_keys_file)
     secret = await asyncio.to_thread(load_secret, settings.secret, settings.data_dir)
+    keyring = await asyncio.to_thread(
+        Keyring, store=keys, file=settings.api_keys_file, id_key=secret
+    )
     checker = asyncio.create_task(keyring.run())
     stack.push_async_callback(_stop, checker)
     if (

@@ -97,9 +97,10 @@ class Forbidden(RequestError):
     slug = "forbidden"
     title = "Forbidden"
 
-    def __init__(self, detail: str, *, slug: str = "forbidden") -> None:
+    def __init__(self, detail: str, *, slug: str = "forbidden", title: str = "Forbidden") -> None:
         super().__init__(detail)
         self.slug = slug
+        self.title = title
 
 
 class MisdirectedRequest(RequestError):

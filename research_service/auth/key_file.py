@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from pathlib import Path
 
 from research_service.auth.keys import (
@@ -16,12 +17,17 @@ from research_service.auth.keys import (
 from research_service.errors import ConfigError
 
 
-def file_key_id(name: str) -> str:
-    """The id of a file key: stable for its name, never one a store would make."""
-    return "file-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+def file_key_id(name: str, secret: str, *, id_key: bytes) -> str:
+    """The id of a file key: the same while its line is, new when its secret changes.
+
+    Sessions and stream tokens name their key by id, so a changed secret ends them; keyed
+    with the service's signing secret, the id tells nothing about the key.
+    """
+    message = f"{name}\n{secret}".encode("utf-8", "surrogatepass")
+    return "file-" + hmac.new(id_key, message, hashlib.sha256).hexdigest()[:12]
 
 
-def parse(text: str, *, source: str) -> list[StoredKey]:
+def parse(text: str, *, source: str, id_key: bytes) -> list[StoredKey]:
     """The keys a file's text lists; ConfigError naming the line when one is wrong."""
     keys: dict[str, StoredKey] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -45,12 +51,12 @@ def parse(text: str, *, source: str) -> list[StoredKey]:
         name = name.strip()
         if name in keys:
             raise ConfigError(f"{where}: {name!r} is listed twice; give each name one line")
-        info = KeyInfo(file_key_id(name), name, admin=admin)
+        info = KeyInfo(file_key_id(name, secret, id_key=id_key), name, admin=admin)
         keys[name] = hashed(info, secret)
     return list(keys.values())
 
 
-def load(path: Path) -> list[StoredKey]:
+def load(path: Path, *, id_key: bytes) -> list[StoredKey]:
     """The keys in the file at `path`; ConfigError when it cannot be read or is wrong."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -58,4 +64,4 @@ def load(path: Path) -> list[StoredKey]:
         raise ConfigError(
             f"cannot read the API keys file {path} ({exc}); fix --api-keys-file"
         ) from None
-    return parse(text, source=str(path))
+    return parse(text, source=str(path), id_key=id_key)

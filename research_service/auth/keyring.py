@@ -27,9 +27,10 @@ class Keyring:
     refused at once; requests already going are checked every RECHECK_S.
     """
 
-    def __init__(self, *, store: SqliteKeys | None, file: Path | None) -> None:
+    def __init__(self, *, store: SqliteKeys | None, file: Path | None, id_key: bytes) -> None:
         self._store = store
         self._file = file
+        self._id_key = id_key
         self._file_mtime: float | None = None
         self._file_keys: dict[str, StoredKey] = {}
         self._watchers: dict[str, set[Callable[[], None]]] = {}
@@ -130,7 +131,7 @@ class Keyring:
     def _load_file(self) -> None:
         assert self._file is not None
         mtime = self._file.stat().st_mtime if self._file.exists() else None
-        keys = key_file.load(self._file)
+        keys = key_file.load(self._file, id_key=self._id_key)
         self._file_keys = {stored.info.name: stored for stored in keys}
         self._file_mtime = mtime
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -140,10 +141,9 @@ def _create_private(path: Path) -> None:
     """
     if path.exists():
         return
-    try:
+    # FileExistsError: another process made it first.
+    with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass  # another process made it first
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -110,7 +110,8 @@ class Auth:
             grant = self.signer.check_stream_token(value, now=time.time())
         except Expired:
             raise Unauthorized(
-                "the stream token has expired; get a fresh events_url from the API with your key",
+                "the stream token has expired; get a fresh events_url (POST /v1/runs or "
+                "GET /v1/runs/{id}) with your API key",
                 error="invalid_token",
             ) from None
         except BadSignature:
@@ -131,6 +132,7 @@ class Auth:
                 "a stream token opens one run's events and snapshot only; send "
                 "Authorization: Bearer <API key> for anything else",
                 slug="token-not-allowed",
+                title="Stream token not allowed here",
             )
         header = request.headers.get("Authorization")
         if header is not None:

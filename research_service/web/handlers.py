@@ -56,19 +56,32 @@ async def _visible_run(request: web.Request) -> RunRecord:
     return record
 
 
-def _created(request: web.Request, record: RunRecord) -> dict[str, Any]:
-    events_url = f"/v1/runs/{record.id}/events"
+def _events_url(request: web.Request, run_id: str) -> str:
+    """The run's stream URL; with auth on, with a stream token for a browser's EventSource.
+
+    A key or session gets a fresh token; a request made with a token gets that token back
+    (a token never renews itself).
+    """
+    url = f"/v1/runs/{run_id}/events"
     auth = request.app.get(AUTH)
-    token = None if auth is None else auth.stream_token(request[ACCESS], record.id)
-    if token is not None:
-        # For a browser's EventSource, which cannot send Authorization.
-        events_url += f"?{TOKEN_PARAM}={token}"
+    if auth is None:
+        return url
+    access = request[ACCESS]
+    token = (
+        request.query.get(TOKEN_PARAM)
+        if access.via == "token"
+        else auth.stream_token(access, run_id)
+    )
+    return url if token is None else f"{url}?{TOKEN_PARAM}={token}"
+
+
+def _created(request: web.Request, record: RunRecord) -> dict[str, Any]:
     return {
         "id": record.id,
         "status": "queued",
         "question": record.question,
         "created_at": record.created_iso,
-        "events_url": events_url,
+        "events_url": _events_url(request, record.id),
     }
 
 
@@ -98,7 +111,9 @@ async def get_run(request: web.Request) -> web.Response:
     """`GET /v1/runs/{id}`: the run's snapshot."""
     validation.known_params(request.query, TOKEN_PARAM)
     record = await _visible_run(request)
-    return _json(await request.app[MANAGER].snapshot(record))
+    snapshot = await request.app[MANAGER].snapshot(record)
+    snapshot["events_url"] = _events_url(request, record.id)
+    return _json(snapshot)
 
 
 async def list_runs(request: web.Request) -> web.Response:

@@ -59,7 +59,9 @@ async def create_session(request: web.Request) -> web.Response:
     body = await validation.json_object(request, required=False) or {}
     unknown = sorted(set(body) - {KEY_FIELD})
     if unknown:
-        raise InvalidInput(f"unknown field(s) {', '.join(unknown)}; allowed: {KEY_FIELD}")
+        raise InvalidInput(
+            f"unknown field(s) {', '.join(unknown)}; allowed: {KEY_FIELD}", field=unknown[0]
+        )
     auth = request.app.get(AUTH)
     if auth is None:
         return _json({"auth": "off"})
