@@ -391,7 +391,53 @@ async def test_a_keys_file_key_in_the_shape_of_a_store_key_works_beside_the_stor
     assert mine.json() == {"auth": "keys", "name": "alice", "admin": False}
 
 
+async def test_a_new_secret_on_a_keys_file_line_ends_the_old_ones_sessions(
+    tmp_path: Path, make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    """A file key's id follows its secret: sessions and tokens made with the old one end."""
+    old, new = "alice-old-secret-" + "o" * 32, "alice-new-secret-" + "n" * 32
+    path = tmp_path / "keys.txt"
+    path.write_text(f"alice:{old}\n")
+    service = await make_service(auth="keys", api_keys_file=path)
+    signed_in = await client.post(service.url("/v1/session"), json={"api_key": old})
+    session = signed_in.cookies[SESSION_COOKIE]
+    created = await client.post(
+        service.url("/v1/runs"), json={"question": "Rotated?"}, headers=bearer(old)
+    )
+    events_url = created.json()["events_url"]
+    client.cookies.clear()
+
+    path.write_text(f"alice:{new}\n")
+
+    async def ended() -> bool:
+        response = await client.get(service.url("/v1/session"), headers=cookie(session))
+        return response.status_code == 401
+
+    await poll(ended, within=CUT_WITHIN_S)
+    assert_unauthorized(await client.get(service.url(events_url)))
+    who = await client.get(service.url("/v1/session"), headers=bearer(new))
+    assert who.json() == {"auth": "keys", "name": "alice", "admin": False}
+    # The name is the owner: the new secret still sees the run made with the old one.
+    mine = await client.get(service.url("/v1/runs"), headers=bearer(new))
+    assert [run["id"] for run in mine.json()["runs"]] == [created.json()["id"]]
+
+
 # ---------------------------------------------------------------- stream tokens
+
+
+async def test_a_snapshot_gives_a_fresh_token_to_a_key_and_the_same_one_to_a_token(
+    keyed: Keyed, client: httpx.AsyncClient
+) -> None:
+    created = await keyed.create(client, keyed.alice)
+    run_id = created["id"]
+    token = token_of(created["events_url"])
+    by_token = await client.get(keyed.url(f"/v1/runs/{run_id}"), params={"token": token})
+    assert by_token.json()["events_url"] == created["events_url"]
+    by_key = await client.get(keyed.url(f"/v1/runs/{run_id}"), headers=bearer(keyed.alice))
+    fresh = by_key.json()["events_url"]
+    assert fresh.startswith(f"/v1/runs/{run_id}/events?token=")
+    received = await listen(client, keyed.url(fresh))
+    assert received.names[-1] == "done"
 
 
 async def test_the_events_url_opens_its_runs_stream_and_snapshot_without_a_header(
