@@ -19,6 +19,8 @@ HEALTH_PATHS: Final = frozenset({"/healthz", "/readyz"})
 #: Methods that change something; the one-shot GET /v1/research too (it starts a run).
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 UNSAFE_ROUTES: Final = frozenset({"research"})
+#: Sec-Fetch-Site values of a request another origin's page made.
+CROSS_ORIGIN_FETCHES: Final = frozenset({"cross-site", "same-site"})
 #: What a listed origin's pages may send and read.
 CORS_METHODS: Final = "GET, POST, DELETE"
 CORS_HEADERS: Final = "Authorization, Content-Type, Last-Event-ID"
@@ -30,6 +32,10 @@ _HOST: Final = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?$")
 
 def host_name(value: str) -> str | None:
     """The name in a Host header (lowercase, no port, no brackets, no final dot); None if bad."""
+    # ASCII only: str.lower() and str.strip() would turn U+212A KELVIN SIGN into "k" and drop
+    # U+00A0, admitting look-alikes of an allowed name.
+    if not value.isascii():
+        return None
     match = _HOST.match(value.strip().lower())
     if match is None:
         return None
@@ -38,11 +44,13 @@ def host_name(value: str) -> str | None:
 
 def host_allowed(value: str, allowed: tuple[str, ...]) -> bool:
     """Whether a Host header names a host in `allowed` (`.x.org`: x.org and below; `*`: any)."""
+    if "*" in allowed:
+        return True
     name = host_name(value)
     if name is None:
         return False
     for pattern in allowed:
-        if pattern == "*" or name == pattern.strip("[]"):
+        if name == pattern.strip("[]"):
             return True
         if pattern.startswith(".") and (name == pattern[1:] or name.endswith(pattern)):
             return True
@@ -90,7 +98,9 @@ def _cross_site(request: web.Request) -> str | None:
         if origin_allowed(request, origin):
             return None
         return f"requests from {origin[:100]!r} may not change anything here"
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+    # same-site is another origin too (another port of localhost, a sibling subdomain), and
+    # browsers send no Origin on a GET from an <img> or a link.
+    if request.headers.get("Sec-Fetch-Site") in CROSS_ORIGIN_FETCHES:
         return "requests from another site may not change anything here"
     return None
 

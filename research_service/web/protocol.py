@@ -26,7 +26,7 @@ SERVER_NAME: Final = "research-service"
 #: The query parameter whose value never reaches the log (a run's stream token).
 REDACTED_PARAM: Final = "token"
 #: Marks a request answered by `handle_error`, which logs it itself (once, with the reason).
-_PROTOCOL_ERROR: Final = "research_service.protocol_error"
+_PROTOCOL_ERROR: Final = web.RequestKey("protocol_error", bool)
 #: How a too-long request line or URL starts (a header starts with its name and a colon).
 _REQUEST_LINE: Final = re.compile(r"^(/|[A-Za-z][A-Za-z0-9+.-]*://|[A-Z]+ )")
 
