@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from research_service import __version__
-from research_service.cli import client, export, index, keys, replay, serve
+from research_service.cli import ask, export, index, keys, listen, replay, serve
 from research_service.cli.flags import say
 from research_service.errors import ConfigError
 
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.add_parser(commands)
-    client.add_parsers(commands)
+    ask.add_parser(commands)
+    listen.add_parser(commands)
     index.add_parser(commands)
     export.add_parser(commands)
     replay.add_parser(commands)

@@ -1,0 +1,117 @@
+"""What `ask` and `listen` share: the output flags, the display, the HTTP session, exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from rich.console import Console
+
+from research_service import __version__
+from research_service.cli.flags import positive_number, say
+from research_service.client.follow import DEFAULT_GIVE_UP_S
+from research_service.client.live import LiveDisplay
+from research_service.client.plain import JsonLines, PlainText
+from research_service.client.session import EXIT_INTERRUPTED, EXIT_USAGE, Output
+from research_service.client.text import Display
+from research_service.errors import ClientError
+from research_service.settings import DEFAULT_PORT
+
+#: The service `listen` (and `ask --server` without a URL) talks to unless told otherwise.
+SERVER_ENV: Final = "RESEARCH_SERVER"
+DEFAULT_SERVER: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
+#: 128 + SIGPIPE, as a shell reports a writer whose reader went away.
+EXIT_BROKEN_PIPE: Final = 141
+EXIT_CODES_HELP: Final = (
+    "A 429 (too many runs) is tried again after its Retry-After, a few times. Exit status: "
+    "0 the run completed, 1 it failed, 2 usage error or the service refused the request "
+    "(a bad question, an unknown run, a missing or refused API key), "
+    "3 it was cancelled, 4 the service could not be reached (or stayed unreachable too long, "
+    "or is not a research-service), 130 interrupted (Ctrl-C), 141 stdout was closed."
+)
+
+
+def output_flags(parser: argparse.ArgumentParser) -> None:
+    """How the run is shown, recorded and left: the flags `ask` and `listen` share."""
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per event per line ({"id", "event", "data"}), nothing else on '
+        "stdout; messages go to stderr",
+    )
+    shown.add_argument(
+        "--plain", action="store_true", help="a plain-text transcript even on a terminal"
+    )
+    shown.add_argument(
+        "-q", "--quiet", action="store_true", help="plain text: only the answer and its sources"
+    )
+    parser.add_argument(
+        "--record", type=Path, metavar="FILE", help="write the run's recording to FILE as it goes"
+    )
+    parser.add_argument(
+        "--cancel-on-exit",
+        action="store_true",
+        help="Ctrl-C cancels the run (by default it only detaches: the run goes on)",
+    )
+    parser.add_argument(
+        "--give-up-after",
+        type=functools.partial(positive_number, what="a number of seconds", example="60"),
+        metavar="S",
+        default=DEFAULT_GIVE_UP_S,
+        help="stop reconnecting after S seconds without the service "
+        f"(default: {DEFAULT_GIVE_UP_S:g})",
+    )
+
+
+def http_session() -> aiohttp.ClientSession:
+    """The client's HTTP session; its User-Agent names the client in the service's access log."""
+    return aiohttp.ClientSession(headers={"User-Agent": f"research-service/{__version__}"})
+
+
+def output(args: argparse.Namespace, *, in_process: bool = False) -> Output:
+    """Where and how the events go: a live display, plain text or JSON Lines."""
+    display: Display
+    if args.json:
+        display = JsonLines(sys.stdout)
+    elif args.quiet or args.plain or not sys.stdout.isatty():
+        display = PlainText(sys.stdout, quiet=args.quiet)
+    else:
+        display = LiveDisplay(Console(highlight=False))
+    return Output(
+        display=display,
+        notify=say,
+        record=args.record,
+        cancel_on_exit=args.cancel_on_exit,
+        give_up_after_s=args.give_up_after,
+        in_process=in_process,
+    )
+
+
+def run_command(main: Coroutine[Any, Any, int]) -> int:
+    """Run the command's coroutine; map Ctrl-C, client errors and a closed stdout to exits."""
+    try:
+        return asyncio.run(main)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except ClientError as exc:
+        say(str(exc))
+        return exc.exit_code
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`): stop quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def usage(message: str) -> int:
+    """Say what was wrong with the command line; the usage exit status."""
+    say(message)
+    return EXIT_USAGE

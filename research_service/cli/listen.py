@@ -1,0 +1,64 @@
+"""`research-service listen`: follow an existing run live (or as JSON Lines)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from research_service.cli.api_key import api_key_flag, api_key_of
+from research_service.cli.flags import say
+from research_service.cli.following import (
+    DEFAULT_SERVER,
+    EXIT_CODES_HELP,
+    SERVER_ENV,
+    http_session,
+    output,
+    output_flags,
+    run_command,
+    usage,
+)
+from research_service.client.api import ServiceClient
+from research_service.client.session import listen, parse_target
+from research_service.errors import ClientError
+
+
+def add_parser(commands: Any) -> None:
+    """The `listen` sub-command."""
+    listen_parser = commands.add_parser(
+        "listen",
+        help="follow an existing run",
+        description="Follow a run from its first event to its end: live while it runs, or "
+        "the whole of it at once when it has finished. " + EXIT_CODES_HELP,
+    )
+    listen_parser.add_argument(
+        "target",
+        metavar="RUN_ID|URL",
+        help="a run id (on --server), a run's URL such as http://host:8080/v1/runs/ID/events, "
+        "or a panel link http://host:8080/?run=ID",
+    )
+    listen_parser.add_argument(
+        "--server",
+        metavar="URL",
+        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
+        help=f"the service that has the run (env {SERVER_ENV}; default: {DEFAULT_SERVER})",
+    )
+    api_key_flag(listen_parser, "the service's API key (the one that started the run)")
+    output_flags(listen_parser)
+    listen_parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`research-service listen`."""
+    try:
+        server, run_id = parse_target(args.target, args.server)
+        api_key = api_key_of(args)
+    except ClientError as exc:
+        return usage(str(exc))
+
+    async def main() -> int:
+        async with http_session() as session:
+            api = ServiceClient(session, server, notify=say, api_key=api_key)
+            return await listen(api, run_id, output(args))
+
+    return run_command(main())
