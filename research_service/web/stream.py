@@ -1,4 +1,4 @@
-"""The SSE listener: replay a run's log after a position, then follow it live."""
+"""A run's event stream endpoint: resume positions, catch up from the log, then follow live."""
 
 from __future__ import annotations
 
