@@ -1,40 +1,30 @@
-"""The in-memory event-log backend: lists of events and one wake-up future per waiter."""
+"""The in-memory event-log backend: a list of events per run, readers woken by Waiters."""
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from research_service.events import Event
 from research_service.runs.models import RunRecord, RunTail, tail_of
+from research_service.runs.waiters import Waiters
 
 
 @dataclass(slots=True)
-class _RunLog:
+class _MemoryRun:
     record: RunRecord
     # Plain tuples, not Event instances: CPython's collector stops tracking an exact tuple
     # of atomic values, so a long history costs nothing at each garbage collection.
     events: list[tuple[str, int, str, int, bytes]] = field(default_factory=list)
-    waiters: set[asyncio.Future[None]] = field(default_factory=set)
-
-    def wake(self) -> None:
-        for waiter in self.waiters:
-            _resolve(waiter)
-        self.waiters.clear()
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class MemoryEventLog:
     """Keeps every run and event in process memory; for tests and `--store memory`."""
 
     def __init__(self) -> None:
-        self._runs: dict[str, _RunLog] = {}
+        self._runs: dict[str, _MemoryRun] = {}
+        self._waiters = Waiters()
         # Sorted ascending by sort key; listing walks it backwards. One list of all runs and
         # one per owner, so a listing by owner never walks other owners' runs.
         self._order: list[tuple[float, str]] = []
@@ -44,7 +34,7 @@ class MemoryEventLog:
         """Store a new run record; its log starts empty."""
         if record.id in self._runs:
             raise ValueError(f"run {record.id} already exists")
-        self._runs[record.id] = _RunLog(record)
+        self._runs[record.id] = _MemoryRun(record)
         bisect.insort(self._order, record.sort_key)
         if record.owner is not None:
             bisect.insort(self._order_of.setdefault(record.owner, []), record.sort_key)
@@ -73,7 +63,7 @@ class MemoryEventLog:
         if event.seq != len(log.events) + 1:
             raise ValueError(f"event seq {event.seq} does not follow {len(log.events)}")
         log.events.append(tuple.__new__(tuple, event))
-        log.wake()
+        self._waiters.wake(event.run_id)
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
         """The run's stored events with seq > `after`, in order, at most `limit` of them."""
@@ -86,20 +76,9 @@ class MemoryEventLog:
         log = self._runs[run_id]
         if len(log.events) > after:
             return True
-        # One future per waiter: cancelling a waiter must never cancel anyone else's wait.
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        log.waiters.add(waiter)
-        # A plain timer is far cheaper than asyncio.timeout() on this per-event path.
-        timer = loop.call_later(timeout, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            log.waiters.discard(waiter)
+        await self._waiters.wait(run_id, timeout=timeout)
         return len(log.events) > after
 
     async def close(self) -> None:
         """Wake every waiter; the data simply goes with the process."""
-        for log in self._runs.values():
-            log.wake()
+        self._waiters.wake_all()

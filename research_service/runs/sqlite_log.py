@@ -30,6 +30,7 @@ from research_service.runs.sqlite_writer import (
     DEFAULT_MAX_PENDING_BYTES,
     EventWriter,
 )
+from research_service.runs.waiters import Waiters
 
 __all__ = ["RUN_STORE_FILE", "SqliteEventLog", "open"]
 
@@ -41,17 +42,12 @@ PROBE_FRESH_S: Final = 5.0
 
 
 @dataclass(slots=True)
-class _RunLog:
+class _SqliteRun:
     record: RunRecord
     events: list[Row]
     # Events of this run already committed to the file.
     flushed: int = 0
     finished: bool = False
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 # Named like the builtin on purpose: callers write `sqlite_log.open(path)`.
@@ -107,11 +103,11 @@ class SqliteEventLog:
         )
         self._cache_size = cache_size
         # Runs with events not yet on disk, or not finished: memory is their truth.
-        self._live: dict[str, _RunLog] = {}
+        self._live: dict[str, _SqliteRun] = {}
         # Finished runs read back (or just written), least recently used first.
-        self._cache: OrderedDict[str, _RunLog] = OrderedDict()
-        self._loading: dict[str, asyncio.Task[_RunLog | None]] = {}
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._cache: OrderedDict[str, _SqliteRun] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[_SqliteRun | None]] = {}
+        self._waiters = Waiters()
         self._last_write_ok = float("-inf")
         self._closed = False
 
@@ -141,7 +137,7 @@ class SqliteEventLog:
         except (sqlite3.Error, OSError) as exc:
             raise self._unwritable(exc) from None
         self._wrote()
-        self._live[record.id] = _RunLog(record, [])
+        self._live[record.id] = _SqliteRun(record, [])
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run's record, or None when there is no such run."""
@@ -243,17 +239,17 @@ class SqliteEventLog:
             await self.writer.room()
             self._check_open()  # the store may have closed while the backlog was full
         run.events.append(row)
-        self._wake(event.run_id)
+        self._waiters.wake(event.run_id)
         self.writer.queue(row)
 
-    async def _append_done(self, run: _RunLog, row: Row) -> None:
+    async def _append_done(self, run: _SqliteRun, row: Row) -> None:
         """Write the run's last event, then make it visible."""
         self.writer.queue(row, urgent=True)
         await self.writer.durable(urgent=True)
         run.events.append(row)
         run.finished = True
         self._retire(row[0], run)
-        self._wake(row[0])
+        self._waiters.wake(row[0])
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
         """The run's stored events with seq > `after`, in order, at most `limit` of them."""
@@ -271,19 +267,7 @@ class SqliteEventLog:
             raise KeyError(run_id)
         if len(run.events) > after or self._closed:
             return len(run.events) > after
-        # One future per waiter: cancelling a waiter must never cancel anyone else's wait.
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        waiters = self._waiters.setdefault(run_id, set())
-        waiters.add(waiter)
-        timer = loop.call_later(timeout, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            waiters.discard(waiter)
-            if not waiters and self._waiters.get(run_id) is waiters:
-                del self._waiters[run_id]
+        await self._waiters.wait(run_id, timeout=timeout)
         # Appends go to the run's current in-memory log, which may be a fresh copy by now.
         current = self._in_memory(run_id) or run
         return len(current.events) > after
@@ -316,9 +300,7 @@ class SqliteEventLog:
         self._closed = True
         await self.writer.close(timeout=CLOSE_TIMEOUT_S)
         await asyncio.to_thread(self.db.close)
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                _resolve(waiter)
+        self._waiters.wake_all()
 
     # --- memory ----------------------------------------------------------------------------
 
@@ -327,12 +309,6 @@ class SqliteEventLog:
             raise StoreUnavailable(
                 f"the run store {self.path} is closed", slug="store-closed", retry_after=1
             )
-
-    def _wake(self, run_id: str) -> None:
-        waiters = self._waiters.pop(run_id, None)
-        if waiters:
-            for waiter in waiters:
-                _resolve(waiter)
 
     def _unwritable(self, exc: sqlite3.Error | OSError) -> StoreUnavailable:
         """A write outside the writer failed: the store's health says so (once)."""
@@ -346,7 +322,7 @@ class SqliteEventLog:
     def _recently_written(self) -> bool:
         return asyncio.get_running_loop().time() - self._last_write_ok < PROBE_FRESH_S
 
-    def _in_memory(self, run_id: str) -> _RunLog | None:
+    def _in_memory(self, run_id: str) -> _SqliteRun | None:
         run = self._live.get(run_id)
         if run is None:
             run = self._cache.get(run_id)
@@ -354,18 +330,18 @@ class SqliteEventLog:
                 self._cache.move_to_end(run_id)
         return run
 
-    def _remember(self, run_id: str, run: _RunLog) -> None:
+    def _remember(self, run_id: str, run: _SqliteRun) -> None:
         self._cache[run_id] = run
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    def _retire(self, run_id: str, run: _RunLog) -> None:
+    def _retire(self, run_id: str, run: _SqliteRun) -> None:
         """A finished run whose every event is on disk leaves the live set."""
         if run.finished and run.flushed == len(run.events) and self._live.get(run_id) is run:
             del self._live[run_id]
             self._remember(run_id, run)
 
-    async def _find(self, run_id: str) -> _RunLog | None:
+    async def _find(self, run_id: str) -> _SqliteRun | None:
         """The run's log from memory, else read back from the file (once for all callers)."""
         run = self._in_memory(run_id)
         if run is not None:
@@ -378,13 +354,13 @@ class SqliteEventLog:
         # Shielded: a reader that gives up must not cancel the load other readers await.
         return await asyncio.shield(task)
 
-    async def _load(self, run_id: str) -> _RunLog | None:
+    async def _load(self, run_id: str) -> _SqliteRun | None:
         stored = await asyncio.to_thread(self.db.select_run, run_id)
         run = self._in_memory(run_id)
         if run is not None or stored is None:
             return run
         found, events = stored
-        run = _RunLog(found, events, flushed=len(events))
+        run = _SqliteRun(found, events, flushed=len(events))
         run.finished = bool(events) and events[-1][2] == "done"
         self._remember(run_id, run)
         return run
