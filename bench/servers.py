@@ -26,7 +26,13 @@ from workload import Ask, WireEvent, split_stream, token_pieces
 
 from research_service.app import create_app
 from research_service.events import retry_field
-from research_service.providers.base import Plan, Reporter, SearchHit, Source
+from research_service.providers.base import (
+    AnswerRequest,
+    FollowUpRequest,
+    Plan,
+    PlanRequest,
+    SearchHit,
+)
 from research_service.settings import DEFAULT_RETRY_MS, Settings
 from research_service.web.keys import SETTINGS
 from research_service.web.serving import freeze_startup_objects, make_runner
@@ -128,32 +134,17 @@ class BenchLLM:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
-    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
+    async def plan(self, request: PlanRequest) -> Plan:
         """One query, whatever the question."""
         return Plan(["bench"])
 
-    async def follow_up(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        asked: Sequence[str],
-        breadth: int,
-        report: Reporter,
-    ) -> list[str]:
+    async def follow_up(self, request: FollowUpRequest) -> list[str]:
         """No follow-up rounds in the bench."""
         return []
 
-    async def synthesize(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        report: Reporter,
-        max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
+    async def synthesize(self, request: AnswerRequest) -> AsyncIterator[str]:
         """Yield the pieces; unless bursting, give the loop one turn per piece."""
-        ask = Ask.parse(question)
+        ask = Ask.parse(request.question)
         if ask.hold:
             await self.gate.wait()
         for piece in token_pieces(ask.tokens):

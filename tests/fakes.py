@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from research_service.errors import LLMError, SearchError
-from research_service.providers.base import Plan, Reporter, SearchHit, Source, Usage
+from research_service.providers.base import (
+    AnswerRequest,
+    FollowUpRequest,
+    Plan,
+    PlanRequest,
+    SearchHit,
+    Usage,
+)
 
 
 @dataclass
@@ -37,34 +44,20 @@ class ScriptedLLM:
     follow_ups: list[list[str]] = field(default_factory=list)  # queries per later round
     follow_up_calls: list[tuple[list[str], list[str]]] = field(default_factory=list)
 
-    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
+    async def plan(self, request: PlanRequest) -> Plan:
         if self.plan_usage is not None:
-            report.usage(self.plan_usage)
-        return Plan(self.queries[:breadth], fallback=self.fallback)
+            request.report.usage(self.plan_usage)
+        return Plan(self.queries[: request.breadth], fallback=self.fallback)
 
-    async def follow_up(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        asked: Sequence[str],
-        breadth: int,
-        report: Reporter,
-    ) -> list[str]:
-        self.follow_up_calls.append((list(asked), [s.title for s in sources]))
+    async def follow_up(self, request: FollowUpRequest) -> list[str]:
+        self.follow_up_calls.append((list(request.asked), [s.title for s in request.sources]))
         round_queries = self.follow_ups[len(self.follow_up_calls) - 1 :]
-        return round_queries[0][:breadth] if round_queries else []
+        return round_queries[0][: request.breadth] if round_queries else []
 
-    async def synthesize(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        report: Reporter,
-        max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
+    async def synthesize(self, request: AnswerRequest) -> AsyncIterator[str]:
+        report = request.report
         self.synth_calls += 1
-        self.max_tokens = max_tokens
+        self.max_tokens = request.max_tokens
         for attempt, wait_ms, reason in self.retries:
             await report.retrying(attempt=attempt, wait_ms=wait_ms, reason=reason)
         finished = False

@@ -64,6 +64,7 @@ async def test_a_key_refused_during_a_run_names_the_variable_it_came_from() -> N
     """The run-time 401 says which variable to fix, like the start-up check does."""
     import openai
 
+    from research_service.providers.base import PlanRequest
     from research_service.providers.llm_errors import LLMAuthError
     from research_service.providers.openai_llm import OpenAILLM
     from tests.fakes import RecordingReporter
@@ -78,7 +79,9 @@ async def test_a_key_refused_during_a_run_names_the_variable_it_came_from() -> N
         )
         try:
             with pytest.raises(LLMAuthError) as failure:
-                await model.plan("Why?", breadth=2, report=RecordingReporter())
+                await model.plan(
+                    PlanRequest(question="Why?", breadth=2, report=RecordingReporter())
+                )
         finally:
             await model.close()
     assert str(failure.value).endswith("; set RESEARCH_OPENAI_API_KEY")

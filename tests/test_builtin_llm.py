@@ -9,16 +9,34 @@ from pathlib import Path
 import pytest
 
 from research_service.corpus.index import CorpusIndex
-from research_service.providers.base import LLMProvider, Source, estimate_tokens
+from research_service.providers.base import (
+    AnswerRequest,
+    LLMProvider,
+    PlanRequest,
+    Source,
+    estimate_tokens,
+)
 from research_service.providers.builtin_llm import NOTHING_FOUND, BuiltinLLM, compose_answer
 from research_service.providers.local_search import STDLIB_INDEX, LocalSearch
 from tests.corpus_fixtures import stdlib_data_dir
 from tests.fakes import RecordingReporter
 
 
+def planning(question: str, *, breadth: int) -> PlanRequest:
+    """A planning request for `question` that records what it is told."""
+    return PlanRequest(question=question, breadth=breadth, report=RecordingReporter())
+
+
+def answering(
+    question: str, sources: Sequence[Source], *, report: RecordingReporter | None = None
+) -> AnswerRequest:
+    """An answer request for `question` from `sources`."""
+    return AnswerRequest(question=question, sources=sources, report=report or RecordingReporter())
+
+
 async def planned(llm: BuiltinLLM, question: str, *, breadth: int) -> list[str]:
     """The builtin model's queries for `question`."""
-    return (await llm.plan(question, breadth=breadth, report=RecordingReporter())).queries
+    return (await llm.plan(planning(question, breadth=breadth))).queries
 
 
 CITATION = re.compile(r"\[(\d+)\]")
@@ -57,7 +75,7 @@ def llm() -> BuiltinLLM:
 
 
 async def collect(llm: BuiltinLLM, question: str, sources: Sequence[Source]) -> list[str]:
-    return [piece async for piece in llm.synthesize(question, sources, report=RecordingReporter())]
+    return [piece async for piece in llm.synthesize(answering(question, sources))]
 
 
 def test_builtin_llm_satisfies_the_llm_protocol(llm: BuiltinLLM) -> None:
@@ -71,9 +89,7 @@ def test_builtin_llm_satisfies_the_llm_protocol(llm: BuiltinLLM) -> None:
 async def test_plan_starts_with_the_useful_terms_and_what_the_docs_call_them(
     llm: BuiltinLLM,
 ) -> None:
-    queries = (
-        await llm.plan("How do I parse JSON in Python?", breadth=3, report=RecordingReporter())
-    ).queries
+    queries = (await llm.plan(planning("How do I parse JSON in Python?", breadth=3))).queries
     assert queries == ["parse json decode load", "json parse"]
 
 
@@ -95,21 +111,15 @@ async def test_every_planned_query_keeps_the_topic(
 
 
 async def test_plan_drops_vague_words_and_adds_no_filler(llm: BuiltinLLM) -> None:
-    assert (
-        await llm.plan("What is a dataclass?", breadth=3, report=RecordingReporter())
-    ).queries == ["dataclass"]
-    assert (
-        await llm.plan("How do I make an HTTP request?", breadth=3, report=RecordingReporter())
-    ).queries == [
+    assert (await llm.plan(planning("What is a dataclass?", breadth=3))).queries == ["dataclass"]
+    assert (await llm.plan(planning("How do I make an HTTP request?", breadth=3))).queries == [
         "http request urlopen",
         "http request",
     ]
 
 
 async def test_plan_keeps_dotted_identifiers_whole(llm: BuiltinLLM) -> None:
-    queries = (
-        await llm.plan("What does asyncio.gather do?", breadth=3, report=RecordingReporter())
-    ).queries
+    queries = (await llm.plan(planning("What does asyncio.gather do?", breadth=3))).queries
     assert queries[0] == "asyncio.gather"
     assert all("asyncio.gather" in q for q in queries)
 
@@ -384,7 +394,9 @@ async def test_csv_question_is_not_answered_from_the_logging_docs(stdlib_path: P
 
 async def test_usage_counts_every_piece_handed_over_when_stopped_early(llm: BuiltinLLM) -> None:
     report = RecordingReporter()
-    stream = llm.synthesize("How does photosynthesis work?", [PHOTOSYNTHESIS], report=report)
+    stream = llm.synthesize(
+        answering("How does photosynthesis work?", [PHOTOSYNTHESIS], report=report)
+    )
     taken = [await anext(stream) for _ in range(3)]
     await stream.aclose()  # type: ignore[attr-defined]  # an async generator
     ((usage, estimated),) = report.usages

@@ -7,7 +7,7 @@ import json
 import httpx
 
 from research_service.errors import LLMError
-from research_service.providers.base import Source
+from research_service.providers.base import FollowUpRequest, Source
 from research_service.providers.builtin_llm import BuiltinLLM, follow_up_queries
 from tests.conftest import Service
 from tests.fakes import RecordingReporter, default_hits
@@ -104,13 +104,14 @@ def test_builtin_follow_ups_come_from_what_was_and_was_not_found() -> None:
 
 async def test_builtin_follow_up_reports_estimated_usage() -> None:
     report = RecordingReporter()
-    queries = await BuiltinLLM(token_delay_ms=0).follow_up(
-        "What does asyncio.gather do?",
-        [Source(1, "asyncio", "u", "See asyncio.gather and asyncio.wait.")],
+    request = FollowUpRequest(
+        question="What does asyncio.gather do?",
+        sources=[Source(1, "asyncio", "u", "See asyncio.gather and asyncio.wait.")],
         asked=["asyncio.gather"],
         breadth=2,
         report=report,
     )
+    queries = await BuiltinLLM(token_delay_ms=0).follow_up(request)
     assert queries
     assert "asyncio.gather" not in queries
     assert report.usages[0][1] is True

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from research_service.errors import ConfigError, LLMError
-from research_service.providers.base import LLMProvider, Source, Usage
+from research_service.providers.base import AnswerRequest, LLMProvider, PlanRequest, Source, Usage
 from research_service.providers.llm_errors import (
     LLMAuthError,
     LLMBadRequest,
@@ -61,6 +61,22 @@ class Recorder:
         self.usages.append((usage, estimated))
 
 
+def planning(report: Recorder, question: str = QUESTION, *, breadth: int = 2) -> PlanRequest:
+    """A planning request for `question`, reporting to `report`."""
+    return PlanRequest(question=question, breadth=breadth, report=report)
+
+
+def answering(
+    report: Recorder,
+    sources: Sequence[Source] = SOURCES,
+    *,
+    question: str = QUESTION,
+    max_tokens: int | None = None,
+) -> AnswerRequest:
+    """An answer request for `question` from `sources`, reporting to `report`."""
+    return AnswerRequest(question=question, sources=sources, report=report, max_tokens=max_tokens)
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI() as server:
@@ -99,8 +115,7 @@ async def answer(
     max_tokens: int | None = None,
 ) -> list[str]:
     return [
-        piece
-        async for piece in llm.synthesize(QUESTION, sources, report=report, max_tokens=max_tokens)
+        piece async for piece in llm.synthesize(answering(report, sources, max_tokens=max_tokens))
     ]
 
 
@@ -108,7 +123,7 @@ async def answer_until_error(llm: OpenAILLM, report: Recorder) -> tuple[list[str
     pieces: list[str] = []
 
     async def consume() -> None:
-        async for piece in llm.synthesize(QUESTION, SOURCES, report=report):
+        async for piece in llm.synthesize(answering(report, SOURCES)):
             pieces.append(piece)
 
     with pytest.raises(LLMError) as caught:
@@ -130,7 +145,7 @@ async def test_plan_asks_for_a_strict_json_schema(
     fake.script.add(
         Reply.json({"queries": ["gzip open", "gzip text mode"]}, usage=FakeUsage(40, 9))
     )
-    plan = await llm.plan(QUESTION, breadth=3, report=report)
+    plan = await llm.plan(planning(report, breadth=3))
     assert plan.queries == ["gzip open", "gzip text mode"]
     assert plan.fallback is None
     (request,) = fake.chat_requests
@@ -146,8 +161,8 @@ async def test_plan_falls_back_to_json_object_and_remembers(report: Recorder) ->
     async with FakeOpenAI(reject_json_schema=True) as fake:
         llm = make_llm(fake.base_url)
         fake.script.always(Reply.json({"queries": ["q"]}, when=wants_json))
-        assert (await llm.plan(QUESTION, breadth=2, report=report)).queries == ["q"]
-        assert (await llm.plan(QUESTION, breadth=2, report=report)).queries == ["q"]
+        assert (await llm.plan(planning(report))).queries == ["q"]
+        assert (await llm.plan(planning(report))).queries == ["q"]
         await llm.close()
     formats = [r.response_format_type for r in fake.chat_requests]
     assert formats == ["json_schema", "json_object", "json_object"]
@@ -167,7 +182,7 @@ async def test_plan_falls_back_to_plain_prompting(
     fake.script.reply(
         'Plan:\n```json\n{"queries": ["plain"]}\n```', when=lambda r: r.response_format is None
     )
-    plan = await llm.plan(QUESTION, breadth=2, report=report)
+    plan = await llm.plan(planning(report))
     assert plan.queries == ["plain"]
     assert [r.response_format_type for r in fake.chat_requests] == [
         "json_schema",
@@ -182,7 +197,7 @@ async def test_json_schema_disabled_starts_with_json_object(
 ) -> None:
     llm = make_llm(fake.base_url, json_schema=False)
     fake.script.add(Reply.json({"queries": ["q"]}))
-    await llm.plan(QUESTION, breadth=2, report=report)
+    await llm.plan(planning(report))
     await llm.close()
     assert fake.chat_requests[0].response_format_type == "json_object"
 
@@ -192,7 +207,7 @@ async def test_unusable_plan_is_retried_once_with_the_error(
 ) -> None:
     fake.script.reply("I would search the web.")
     fake.script.add(Reply.json({"queries": ["second try"]}))
-    plan = await llm.plan(QUESTION, breadth=2, report=report)
+    plan = await llm.plan(planning(report))
     assert plan.queries == ["second try"]
     assert plan.fallback is None
     second = fake.chat_requests[1]
@@ -208,7 +223,7 @@ async def test_twice_unusable_plan_falls_back_to_the_question(
 ) -> None:
     fake.script.reply("no idea")
     fake.script.add(Reply.json({"queries": []}))
-    plan = await llm.plan(f"  {QUESTION}\n", breadth=2, report=report)
+    plan = await llm.plan(PlanRequest(question=f"  {QUESTION}\n", breadth=2, report=report))
     assert plan.queries == [QUESTION]
     assert plan.fallback == (
         'the model\'s plan was unusable ("queries" held no non-empty search queries); '
@@ -221,7 +236,7 @@ async def test_plan_usage_is_estimated_when_the_server_sends_none(
     fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
 ) -> None:
     fake.script.add(Reply.json({"queries": ["q"]}, usage=None))
-    await llm.plan(QUESTION, breadth=2, report=report)
+    await llm.plan(planning(report))
     ((usage, estimated),) = report.usages
     assert estimated is True
     assert usage.prompt_tokens > 10
@@ -230,7 +245,7 @@ async def test_plan_usage_is_estimated_when_the_server_sends_none(
 
 async def test_plan_strips_reasoning(fake: FakeOpenAI, llm: OpenAILLM, report: Recorder) -> None:
     fake.script.reply('{"queries": ["visible"]}', think='{"queries": ["hidden"]}')
-    assert (await llm.plan(QUESTION, breadth=2, report=report)).queries == ["visible"]
+    assert (await llm.plan(planning(report))).queries == ["visible"]
 
 
 async def test_plan_retries_a_rate_limit(
@@ -238,7 +253,7 @@ async def test_plan_retries_a_rate_limit(
 ) -> None:
     fake.script.fail(rate_limited(retry_after=1))
     fake.script.add(Reply.json({"queries": ["q"]}))
-    assert (await llm.plan(QUESTION, breadth=2, report=report)).queries == ["q"]
+    assert (await llm.plan(planning(report))).queries == ["q"]
     assert report.retries == [(2, 5, "429 Too Many Requests")]
 
 
@@ -325,7 +340,7 @@ async def test_closing_the_iterator_disconnects_the_stream(
 ) -> None:
     stall = Stall(after=3)
     fake.script.reply("one two three four five six", faults=[stall])
-    pieces = llm.synthesize(QUESTION, SOURCES, report=report)
+    pieces = llm.synthesize(answering(report, SOURCES))
     got = [await anext(pieces), await anext(pieces)]
     await pieces.aclose()
     request = fake.chat_requests[0]
@@ -405,7 +420,7 @@ async def test_wrong_api_key_says_to_set_it(report: Recorder) -> None:
     async with FakeOpenAI(api_key="right") as fake:
         llm = make_llm(fake.base_url)
         with pytest.raises(LLMAuthError, match="set OPENAI_API_KEY"):
-            await llm.plan(QUESTION, breadth=2, report=report)
+            await llm.plan(planning(report))
         await llm.close()
     assert len(fake.chat_requests) == 1
 
@@ -534,8 +549,12 @@ async def test_max_completion_tokens_is_used_when_the_server_asks_for_it(
     fake.script.reply("Short answer [1].")
     fake.script.reply("Second answer [1].")
     sources = [Source(1, "t", "https://example.org", "s")]
-    first = [p async for p in llm.synthesize("q?", sources, report=report, max_tokens=50)]
-    second = [p async for p in llm.synthesize("q?", sources, report=report, max_tokens=40)]
+    first = [
+        p async for p in llm.synthesize(answering(report, sources, question="q?", max_tokens=50))
+    ]
+    second = [
+        p async for p in llm.synthesize(answering(report, sources, question="q?", max_tokens=40))
+    ]
     assert "".join(first) == "Short answer [1]."
     assert "".join(second) == "Second answer [1]."
     rejected, accepted, remembered = fake.chat_requests
@@ -577,7 +596,7 @@ async def test_connect_timeout_has_its_own_code(report: Recorder) -> None:
     )
     try:
         with pytest.raises(LLMError) as caught:
-            await model.plan("q?", breadth=1, report=report)
+            await model.plan(PlanRequest(question="q?", breadth=1, report=report))
     finally:
         await model.close()
         for sock in fillers:

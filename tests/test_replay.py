@@ -21,6 +21,7 @@ from research_service import __version__
 from research_service.cli import main
 from research_service.errors import LLMError, SearchError
 from research_service.events import Event, encode, retry_field
+from research_service.providers.base import AnswerRequest, PlanRequest
 from research_service.recordings.replay import INSTANT, ReplayPlayer, load_recordings, replay_app
 from research_service.recordings.stand_ins import NoModel, NoSearch
 from research_service.settings import DEFAULT_RETRY_MS, Settings
@@ -249,9 +250,9 @@ async def test_replay_opens_no_provider_and_its_stand_ins_refuse_work(
     server = await make_replay(recorded.path)
     assert (server.app[LLM].name, server.app[SEARCH].name) == ("replay", "replay")
     with pytest.raises(LLMError, match="replay server"):
-        await NoModel().plan("q", breadth=1, report=RecordingReporter())
+        await NoModel().plan(PlanRequest(question="q", breadth=1, report=RecordingReporter()))
     with pytest.raises(LLMError, match="replay server"):
-        NoModel().synthesize("q", [], report=RecordingReporter())
+        NoModel().synthesize(AnswerRequest(question="q", sources=[], report=RecordingReporter()))
     with pytest.raises(SearchError, match="replay server"):
         await NoSearch().search("q", limit=1)
 

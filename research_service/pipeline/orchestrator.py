@@ -10,7 +10,7 @@ from research_service.pipeline.pages import read_pages
 from research_service.pipeline.planner import plan
 from research_service.pipeline.searcher import search_all
 from research_service.pipeline.synthesizer import synthesize
-from research_service.providers.base import LLMProvider, SearchProvider, Source
+from research_service.providers.base import FollowUpRequest, LLMProvider, SearchProvider, Source
 from research_service.reading import Reader
 from research_service.settings import (
     DEFAULT_CONTEXT_CHARS,
@@ -51,13 +51,14 @@ class Pipeline:
             if ctx.tokens.remaining() == 0:
                 return []  # the budget is spent: no more model calls before the answer
             try:
-                return await self.llm.follow_up(
-                    ctx.question,
-                    ctx.sources,
-                    asked=asked,
+                request = FollowUpRequest(
+                    question=ctx.question,
+                    sources=tuple(ctx.sources),
+                    asked=tuple(asked),
                     breadth=ctx.options.breadth,
                     report=ctx.reporter("searching"),
                 )
+                return await self.llm.follow_up(request)
             except ProviderError as exc:
                 # The rounds so far found sources: answer from them rather than fail.
                 await ctx.phase_event(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from research_service.pipeline.context import RunContext
-from research_service.providers.base import LLMProvider
+from research_service.providers.base import LLMProvider, PlanRequest
 
 
 def clean_queries(queries: list[str], *, breadth: int, fallback: str) -> list[str]:
@@ -21,9 +21,10 @@ def clean_queries(queries: list[str], *, breadth: int, fallback: str) -> list[st
 async def plan(ctx: RunContext, llm: LLMProvider) -> list[str]:
     """Run the planning phase and return the queries to search."""
     await ctx.phase_event("planning", "started")
-    planned = await llm.plan(
-        ctx.question, breadth=ctx.options.breadth, report=ctx.reporter("planning")
+    request = PlanRequest(
+        question=ctx.question, breadth=ctx.options.breadth, report=ctx.reporter("planning")
     )
+    planned = await llm.plan(request)
     queries = clean_queries(planned.queries, breadth=ctx.options.breadth, fallback=ctx.question)
     extra = {} if planned.fallback is None else {"fallback": planned.fallback}
     await ctx.phase_event("planning", "completed", queries=queries, **extra)

@@ -7,7 +7,7 @@ import contextlib
 
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.watchdog import StreamWatchdog
-from research_service.providers.base import LLMProvider, Source, estimate_tokens
+from research_service.providers.base import AnswerRequest, LLMProvider, Source, estimate_tokens
 
 
 async def synthesize(
@@ -26,9 +26,13 @@ async def synthesize(
         ctx.truncated = True
         await ctx.phase_event("synthesizing", "completed", truncated=True)
         return ""
-    stream = llm.synthesize(
-        ctx.question, sources, report=ctx.reporter("synthesizing"), max_tokens=remaining
+    request = AnswerRequest(
+        question=ctx.question,
+        sources=tuple(sources),
+        report=ctx.reporter("synthesizing"),
+        max_tokens=remaining,
     )
+    stream = llm.synthesize(request)
     watchdog = ctx.watchdog = StreamWatchdog(first_s=first_token_s, between_s=between_tokens_s)
     tokens = ctx.tokens
     try:

@@ -89,35 +89,54 @@ class Reporter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanRequest:
+    """Ask for 1..`breadth` search queries that together cover `question`."""
+
+    question: str
+    breadth: int
+    report: Reporter
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FollowUpRequest:
+    """Ask for up to `breadth` new queries about what `sources` leave open of `question`."""
+
+    question: str
+    sources: Sequence[Source]
+    asked: Sequence[str]
+    breadth: int
+    report: Reporter
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerRequest:
+    """Ask for the answer to `question` citing `sources` as `[id]`, within `max_tokens`."""
+
+    question: str
+    sources: Sequence[Source]
+    report: Reporter
+    max_tokens: int | None = None
+
+
+#: Any request a model is handed; `report` receives its retries and usage.
+LLMRequest = PlanRequest | FollowUpRequest | AnswerRequest
+
+
 class LLMProvider(Protocol):
     """A language model: plans search queries and writes the cited answer."""
 
     name: str
 
-    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
-        """Return 1..`breadth` search queries that together cover `question`."""
+    async def plan(self, request: PlanRequest) -> Plan:
+        """Return 1..`request.breadth` search queries that together cover the question."""
         ...
 
-    async def follow_up(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        asked: Sequence[str],
-        breadth: int,
-        report: Reporter,
-    ) -> list[str]:
-        """Up to `breadth` new queries for what `sources` leave open; [] when nothing is."""
+    async def follow_up(self, request: FollowUpRequest) -> list[str]:
+        """Up to `request.breadth` new queries for what the sources leave open; [] if nothing."""
         ...
 
-    def synthesize(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        report: Reporter,
-        max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
+    def synthesize(self, request: AnswerRequest) -> AsyncIterator[str]:
         """Stream the answer in pieces, citing sources as `[id]`; raise LLMError on failure.
 
         Closing the iterator early (the run was cancelled or ran out of budget) must stop

@@ -10,7 +10,15 @@ from typing import Final
 
 from research_service.corpus.questions import GENERIC_WORDS, RELATED_TERMS, VAGUE_WORDS, Question
 from research_service.corpus.text import sentences, stem, stems, words
-from research_service.providers.base import Plan, Reporter, Source, Usage, estimate_tokens
+from research_service.providers.base import (
+    AnswerRequest,
+    FollowUpRequest,
+    Plan,
+    PlanRequest,
+    Source,
+    Usage,
+    estimate_tokens,
+)
 
 DEFAULT_TOKEN_DELAY_MS: Final = 15.0
 MAX_SENTENCES: Final = 4
@@ -64,44 +72,31 @@ class BuiltinLLM:
     def __init__(self, *, token_delay_ms: float = DEFAULT_TOKEN_DELAY_MS) -> None:
         self.token_delay_ms = token_delay_ms
 
-    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
+    async def plan(self, request: PlanRequest) -> Plan:
         """Return 1..`breadth` search queries built from the question's key terms."""
-        queries = plan_queries(question, breadth=breadth)
-        report.usage(
-            Usage(estimate_tokens(question), estimate_tokens(" ".join(queries))), estimated=True
+        queries = plan_queries(request.question, breadth=request.breadth)
+        request.report.usage(
+            Usage(estimate_tokens(request.question), estimate_tokens(" ".join(queries))),
+            estimated=True,
         )
         return Plan(queries)
 
-    async def follow_up(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        asked: Sequence[str],
-        breadth: int,
-        report: Reporter,
-    ) -> list[str]:
+    async def follow_up(self, request: FollowUpRequest) -> list[str]:
         """Queries for question terms no source mentions, then names the sources point to."""
-        queries = follow_up_queries(question, sources, asked=asked, breadth=breadth)
+        question, sources = request.question, request.sources
+        queries = follow_up_queries(question, sources, asked=request.asked, breadth=request.breadth)
         found = " ".join(s.snippet for s in sources)
-        report.usage(
+        request.report.usage(
             Usage(estimate_tokens(question + found), estimate_tokens(" ".join(queries) or "-")),
             estimated=True,
         )
         return queries
 
-    async def synthesize(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        report: Reporter,
-        max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
+    async def synthesize(self, request: AnswerRequest) -> AsyncIterator[str]:
         """Stream an extractive answer word by word, citing sources as `[id]`."""
         delay = self.token_delay_ms / 1000
-        answer = compose_answer(question, sources)
-        prompt = estimate_tokens(question + "".join(s.snippet for s in sources))
+        answer = compose_answer(request.question, request.sources)
+        prompt = estimate_tokens(request.question + "".join(s.snippet for s in request.sources))
         sent = 0
         try:
             for n, piece in enumerate(pieces(answer)):
@@ -112,7 +107,7 @@ class BuiltinLLM:
                 yield piece
         finally:
             # What was written, also when the run stopped reading early.
-            report.usage(Usage(prompt, estimate_tokens(answer[:sent])), estimated=True)
+            request.report.usage(Usage(prompt, estimate_tokens(answer[:sent])), estimated=True)
 
 
 def pieces(answer: str) -> list[str]:

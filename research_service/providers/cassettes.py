@@ -1,4 +1,9 @@
-"""Provider cassettes: record every model and search exchange of a run, and replay them."""
+"""Provider cassettes: tape every model and search exchange of a run, and play them back.
+
+A cassette is not a run recording (`recordings/`): it holds provider exchanges, so playing it
+back runs the pipeline again. Flags keep their documented names (`--record-providers` tapes,
+`--llm replay` / `--search replay` with `--cassettes` play back).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,29 @@ import asyncio
 import hashlib
 import json
 import threading
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict
+from collections.abc import AsyncIterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Final
 
 from research_service.errors import ConfigError, LLMError, SearchError
 from research_service.providers.base import (
+    AnswerRequest,
+    FollowUpRequest,
     LLMProvider,
+    LLMRequest,
     Plan,
+    PlanRequest,
     Reporter,
     SearchHit,
     SearchProvider,
-    Source,
     Usage,
 )
 
 CASSETTE_FILE: Final = "cassette.jsonl"
-REPLAY_NAME: Final = "replay"
-# Appends from the LLM and the search recorder of one process go through this one lock,
+#: The --llm / --search value that plays a cassette back.
+PROVIDER_NAME: Final = "replay"
+# Appends from the LLM and the search taping of one process go through this one lock,
 # so their lines never interleave.
 _FILE_LOCK: Final = threading.Lock()
 
@@ -45,29 +54,29 @@ def describe(kind: str, request: dict[str, Any]) -> str:
     return f"{kind}({first}{rest})"
 
 
-def _sources(sources: Sequence[Source]) -> list[dict[str, object]]:
-    return [source.full() for source in sources]
+def exchange_request(request: LLMRequest) -> tuple[str, dict[str, Any]]:
+    """The kind and the request object of a model call as a cassette line holds them."""
+    match request:
+        case PlanRequest():
+            return "plan", {"question": request.question, "breadth": request.breadth}
+        case FollowUpRequest():
+            return "follow_up", {
+                "question": request.question,
+                "sources": [source.brief() for source in request.sources],
+                "asked": list(request.asked),
+                "breadth": request.breadth,
+            }
+        case AnswerRequest():
+            return "synthesize", {
+                "question": request.question,
+                "sources": [source.full() for source in request.sources],
+                "max_tokens": request.max_tokens,
+            }
 
 
-def _plan_request(question: str, breadth: int) -> dict[str, Any]:
-    return {"question": question, "breadth": breadth}
-
-
-def _follow_up_request(
-    question: str, sources: Sequence[Source], asked: Sequence[str], breadth: int
-) -> dict[str, Any]:
-    return {
-        "question": question,
-        "sources": [source.brief() for source in sources],
-        "asked": list(asked),
-        "breadth": breadth,
-    }
-
-
-def _synthesize_request(
-    question: str, sources: Sequence[Source], max_tokens: int | None
-) -> dict[str, Any]:
-    return {"question": question, "sources": _sources(sources), "max_tokens": max_tokens}
+def search_request(query: str, limit: int) -> dict[str, Any]:
+    """The request object of a search as a cassette line holds it."""
+    return {"query": query, "limit": limit}
 
 
 class CassetteWriter:
@@ -78,7 +87,7 @@ class CassetteWriter:
         self.path = folder / CASSETTE_FILE
 
     async def append(self, kind: str, request: dict[str, Any], response: Any) -> None:
-        """Record one exchange; the file write runs off the event loop."""
+        """Tape one exchange; the file write runs off the event loop."""
         line = json.dumps(
             {
                 "kind": kind,
@@ -112,54 +121,37 @@ class _UsageTap:
         self.inner.usage(usage, estimated=estimated)
 
 
-def _report_usage(report: Reporter, recorded: list[list[Any]]) -> None:
-    for prompt, completion, estimated in recorded:
+def _report_taped_usage(report: Reporter, taped: list[list[Any]]) -> None:
+    for prompt, completion, estimated in taped:
         report.usage(Usage(int(prompt), int(completion)), estimated=bool(estimated))
 
 
-class RecordingLLM:
-    """Delegates to a real model and records each successful exchange."""
+class TapingLLM:
+    """Delegates to a real model and tapes each successful exchange onto a cassette."""
 
     def __init__(self, inner: LLMProvider, writer: CassetteWriter) -> None:
         self.inner = inner
         self.writer = writer
         self.name = inner.name
 
-    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
-        tap = _UsageTap(report)
-        plan = await self.inner.plan(question, breadth=breadth, report=tap)
+    async def plan(self, request: PlanRequest) -> Plan:
+        tap = _UsageTap(request.report)
+        plan = await self.inner.plan(replace(request, report=tap))
         response = {"queries": plan.queries, "fallback": plan.fallback, "usage": tap.seen}
-        await self.writer.append("plan", _plan_request(question, breadth), response)
+        await self.writer.append(*exchange_request(request), response)
         return plan
 
-    async def follow_up(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        asked: Sequence[str],
-        breadth: int,
-        report: Reporter,
-    ) -> list[str]:
-        tap = _UsageTap(report)
-        queries = await self.inner.follow_up(
-            question, sources, asked=asked, breadth=breadth, report=tap
-        )
-        request = _follow_up_request(question, sources, asked, breadth)
-        await self.writer.append("follow_up", request, {"queries": queries, "usage": tap.seen})
+    async def follow_up(self, request: FollowUpRequest) -> list[str]:
+        tap = _UsageTap(request.report)
+        queries = await self.inner.follow_up(replace(request, report=tap))
+        response = {"queries": queries, "usage": tap.seen}
+        await self.writer.append(*exchange_request(request), response)
         return queries
 
-    async def synthesize(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        report: Reporter,
-        max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
-        tap = _UsageTap(report)
+    async def synthesize(self, request: AnswerRequest) -> AsyncIterator[str]:
+        tap = _UsageTap(request.report)
         pieces: list[str] = []
-        stream = self.inner.synthesize(question, sources, report=tap, max_tokens=max_tokens)
+        stream = self.inner.synthesize(replace(request, report=tap))
         finished = False
         try:
             async for piece in stream:
@@ -170,14 +162,14 @@ class RecordingLLM:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-        # Only a whole answer is recorded: a cut-off stream is not a reusable answer.
+        # Only a whole answer is taped: a cut-off stream is not a reusable answer.
         if finished:
-            request = _synthesize_request(question, sources, max_tokens)
-            await self.writer.append("synthesize", request, {"pieces": pieces, "usage": tap.seen})
+            response = {"pieces": pieces, "usage": tap.seen}
+            await self.writer.append(*exchange_request(request), response)
 
 
-class RecordingSearch:
-    """Delegates to a real search provider and records each successful exchange."""
+class TapingSearch:
+    """Delegates to a real search provider and tapes each successful exchange onto a cassette."""
 
     def __init__(self, inner: SearchProvider, writer: CassetteWriter) -> None:
         self.inner = inner
@@ -187,12 +179,12 @@ class RecordingSearch:
     async def search(self, query: str, *, limit: int) -> list[SearchHit]:
         hits = await self.inner.search(query, limit=limit)
         response = [asdict(hit) for hit in hits]
-        await self.writer.append("search", {"query": query, "limit": limit}, response)
+        await self.writer.append("search", search_request(query, limit), response)
         return hits
 
 
 class Cassette:
-    """The recorded exchanges of a cassette folder, answered by request key."""
+    """The taped exchanges of a cassette folder, answered by request key."""
 
     def __init__(self, folder: Path, answers: dict[str, Any]) -> None:
         self.folder = folder
@@ -227,70 +219,53 @@ class Cassette:
     def answer(
         self, kind: str, request: dict[str, Any], error: type[LLMError | SearchError]
     ) -> Any:
-        """The recorded response to a request; `error` naming the request if there is none."""
+        """The taped response to a request; `error` naming the request if there is none."""
         try:
             return self.answers[request_key(kind, request)]
         except KeyError:
+            # The documented wording (docs/cassettes.md samples): it names the flag to use.
             raise error(
                 f"no recorded answer for {describe(kind, request)} in {self.folder}; "
                 f"record it with --record-providers {self.folder}",
-                provider=REPLAY_NAME,
+                provider=PROVIDER_NAME,
             ) from None
 
 
-class ReplayLLM:
-    """A model that answers from a cassette, deterministically and without delay."""
+class CassetteLLM:
+    """A model that plays its answers back from a cassette, deterministically and at once."""
 
-    name: str = REPLAY_NAME
+    name: str = PROVIDER_NAME
 
     def __init__(self, cassette: Cassette) -> None:
         self.cassette = cassette
 
-    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
-        recorded = self.cassette.answer("plan", _plan_request(question, breadth), LLMError)
-        _report_usage(report, recorded["usage"])
-        return Plan(list(recorded["queries"]), recorded["fallback"])
+    async def plan(self, request: PlanRequest) -> Plan:
+        taped = self.cassette.answer(*exchange_request(request), LLMError)
+        _report_taped_usage(request.report, taped["usage"])
+        return Plan(list(taped["queries"]), taped["fallback"])
 
-    async def follow_up(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        asked: Sequence[str],
-        breadth: int,
-        report: Reporter,
-    ) -> list[str]:
-        request = _follow_up_request(question, sources, asked, breadth)
-        recorded = self.cassette.answer("follow_up", request, LLMError)
-        _report_usage(report, recorded["usage"])
-        return list(recorded["queries"])
+    async def follow_up(self, request: FollowUpRequest) -> list[str]:
+        taped = self.cassette.answer(*exchange_request(request), LLMError)
+        _report_taped_usage(request.report, taped["usage"])
+        return list(taped["queries"])
 
-    async def synthesize(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        report: Reporter,
-        max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
-        request = _synthesize_request(question, sources, max_tokens)
-        recorded = self.cassette.answer("synthesize", request, LLMError)
-        for piece in recorded["pieces"]:
-            # Sleeping 0 still yields to the loop, so a replayed answer cannot starve others.
+    async def synthesize(self, request: AnswerRequest) -> AsyncIterator[str]:
+        taped = self.cassette.answer(*exchange_request(request), LLMError)
+        for piece in taped["pieces"]:
+            # Sleeping 0 still yields to the loop, so a played-back answer cannot starve others.
             await asyncio.sleep(0)
             yield piece
-        _report_usage(report, recorded["usage"])
+        _report_taped_usage(request.report, taped["usage"])
 
 
-class ReplaySearch:
-    """A search provider that answers from a cassette."""
+class CassetteSearch:
+    """A search provider that plays its hits back from a cassette."""
 
-    name: str = REPLAY_NAME
+    name: str = PROVIDER_NAME
 
     def __init__(self, cassette: Cassette) -> None:
         self.cassette = cassette
 
     async def search(self, query: str, *, limit: int) -> list[SearchHit]:
-        request = {"query": query, "limit": limit}
-        recorded = self.cassette.answer("search", request, SearchError)
-        return [SearchHit(**hit) for hit in recorded]
+        taped = self.cassette.answer("search", search_request(query, limit), SearchError)
+        return [SearchHit(**hit) for hit in taped]

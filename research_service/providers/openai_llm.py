@@ -14,7 +14,16 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletio
 from openai.types.completion_usage import CompletionUsage
 
 from research_service.errors import ConfigError
-from research_service.providers.base import Plan, Reporter, Source, Usage, estimate_tokens
+from research_service.providers.base import (
+    AnswerRequest,
+    FollowUpRequest,
+    Plan,
+    PlanRequest,
+    Reporter,
+    Source,
+    Usage,
+    estimate_tokens,
+)
 from research_service.providers.llm_errors import (
     LLMCall,
     LLMStreamBroken,
@@ -155,8 +164,9 @@ class OpenAILLM:
         """Close the HTTP client and its connections."""
         await self._client.close()
 
-    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
+    async def plan(self, request: PlanRequest) -> Plan:
         """Ask the model for 1..`breadth` queries; retry an unusable plan once, then fall back."""
+        question, breadth, report = request.question, request.breadth, request.report
         messages = plan_messages(question, breadth=breadth)
         reply = await self._complete_plan(messages, report=report)
         try:
@@ -177,20 +187,14 @@ class OpenAILLM:
                 fallback=f"the model's plan was unusable ({exc}); searching the question itself",
             )
 
-    async def follow_up(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        asked: Sequence[str],
-        breadth: int,
-        report: Reporter,
-    ) -> list[str]:
+    async def follow_up(self, request: FollowUpRequest) -> list[str]:
         """Ask the model what the sources leave open; [] when nothing (or no usable reply)."""
-        messages = follow_up_messages(question, sources, asked=asked, breadth=breadth)
-        reply = await self._complete_plan(messages, report=report)
+        messages = follow_up_messages(
+            request.question, request.sources, asked=request.asked, breadth=request.breadth
+        )
+        reply = await self._complete_plan(messages, report=request.report)
         try:
-            return parse_plan(reply, breadth=breadth)
+            return parse_plan(reply, breadth=request.breadth)
         except PlanParseError as exc:
             # An empty list is how the model says the research is complete.
             log.info("no follow-up queries from %s (%s)", self.planner_model, exc)
@@ -248,16 +252,10 @@ class OpenAILLM:
             lower.value,
         )
 
-    async def synthesize(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        report: Reporter,
-        max_tokens: int | None = None,
-    ) -> AsyncGenerator[str, None]:
+    async def synthesize(self, request: AnswerRequest) -> AsyncGenerator[str, None]:
         """Stream the cited answer; retried only until its first text, closed when closed."""
-        messages = synthesis_messages(question, sources)
+        report, max_tokens = request.report, request.max_tokens
+        messages = synthesis_messages(request.question, request.sources)
         opened = await call_with_retries(
             lambda: self._open_stream(messages, max_tokens=max_tokens),
             call=self._synth_call,

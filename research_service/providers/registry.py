@@ -107,17 +107,17 @@ def _naming_the_key(exc: ConfigError) -> ConfigError:
 
 
 @asynccontextmanager
-async def _replay_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
-    from research_service.providers.cassettes import Cassette, ReplayLLM  # noqa: PLC0415
+async def _cassette_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
+    from research_service.providers.cassettes import Cassette, CassetteLLM  # noqa: PLC0415
 
-    yield ReplayLLM(Cassette.load(settings.cassettes))
+    yield CassetteLLM(Cassette.load(settings.cassettes))
 
 
 @asynccontextmanager
-async def _replay_search(settings: Settings) -> AsyncIterator[SearchProvider]:
-    from research_service.providers.cassettes import Cassette, ReplaySearch  # noqa: PLC0415
+async def _cassette_search(settings: Settings) -> AsyncIterator[SearchProvider]:
+    from research_service.providers.cassettes import Cassette, CassetteSearch  # noqa: PLC0415
 
-    yield ReplaySearch(Cassette.load(settings.cassettes))
+    yield CassetteSearch(Cassette.load(settings.cassettes))
 
 
 LLMFactory = Callable[[Settings], AbstractAsyncContextManager[LLMProvider]]
@@ -126,42 +126,39 @@ SearchFactory = Callable[[Settings], AbstractAsyncContextManager[SearchProvider]
 LLM_PROVIDERS: dict[str, LLMFactory] = {
     "builtin": _builtin_llm,
     "openai": _openai_llm,
-    "replay": _replay_llm,
+    "replay": _cassette_llm,
 }
 SEARCH_PROVIDERS: dict[str, SearchFactory] = {
     "local": _local_search,
     "searxng": _searxng_search,
-    "replay": _replay_search,
+    "replay": _cassette_search,
 }
 
 P = TypeVar("P", LLMProvider, SearchProvider)
 
 
 @asynccontextmanager
-async def _recorded(
+async def _taped(
     settings: Settings,
     opened: AbstractAsyncContextManager[P],
     wrap: Callable[[P, Path], P],
 ) -> AsyncIterator[P]:
-    """The opened provider, wrapped in a cassette recorder when --record-providers is set."""
+    """The opened provider, taping onto a cassette when --record-providers is set."""
     async with opened as provider:
         folder = settings.record_providers
         yield provider if folder is None else wrap(provider, folder)
 
 
-def _record_llm(provider: LLMProvider, folder: Path) -> LLMProvider:
-    from research_service.providers.cassettes import CassetteWriter, RecordingLLM  # noqa: PLC0415
+def _tape_llm(provider: LLMProvider, folder: Path) -> LLMProvider:
+    from research_service.providers.cassettes import CassetteWriter, TapingLLM  # noqa: PLC0415
 
-    return RecordingLLM(provider, CassetteWriter(folder))
+    return TapingLLM(provider, CassetteWriter(folder))
 
 
-def _record_search(provider: SearchProvider, folder: Path) -> SearchProvider:
-    from research_service.providers.cassettes import (  # noqa: PLC0415
-        CassetteWriter,
-        RecordingSearch,
-    )
+def _tape_search(provider: SearchProvider, folder: Path) -> SearchProvider:
+    from research_service.providers.cassettes import CassetteWriter, TapingSearch  # noqa: PLC0415
 
-    return RecordingSearch(provider, CassetteWriter(folder))
+    return TapingSearch(provider, CassetteWriter(folder))
 
 
 def llm_provider(settings: Settings) -> AbstractAsyncContextManager[LLMProvider]:
@@ -172,7 +169,7 @@ def llm_provider(settings: Settings) -> AbstractAsyncContextManager[LLMProvider]
         raise ConfigError(
             f"unknown LLM provider {settings.llm!r}; choose one of {', '.join(LLM_PROVIDERS)}"
         ) from None
-    return _recorded(settings, factory(settings), _record_llm)
+    return _taped(settings, factory(settings), _tape_llm)
 
 
 def search_provider(settings: Settings) -> AbstractAsyncContextManager[SearchProvider]:
@@ -184,4 +181,4 @@ def search_provider(settings: Settings) -> AbstractAsyncContextManager[SearchPro
             f"unknown search provider {settings.search!r}; "
             f"choose one of {', '.join(SEARCH_PROVIDERS)}"
         ) from None
-    return _recorded(settings, search_factory(settings), _record_search)
+    return _taped(settings, search_factory(settings), _tape_search)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Final
 
 from research_service.errors import LLMError, SearchError
-from research_service.providers.base import Plan, Reporter, SearchHit, Source
+from research_service.providers.base import (
+    AnswerRequest,
+    FollowUpRequest,
+    Plan,
+    PlanRequest,
+    SearchHit,
+)
 
 PROVIDER_NAME: Final = "replay"
 _WHY: Final = (
@@ -20,30 +26,15 @@ class NoModel:
 
     name: str = PROVIDER_NAME
 
-    async def plan(self, question: str, *, breadth: int, report: Reporter) -> Plan:
+    async def plan(self, request: PlanRequest) -> Plan:
         """Refuse: there is no model."""
         raise LLMError(_WHY, provider=PROVIDER_NAME)
 
-    async def follow_up(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        asked: Sequence[str],
-        breadth: int,
-        report: Reporter,
-    ) -> list[str]:
+    async def follow_up(self, request: FollowUpRequest) -> list[str]:
         """Refuse: there is no model."""
         raise LLMError(_WHY, provider=PROVIDER_NAME)
 
-    def synthesize(
-        self,
-        question: str,
-        sources: Sequence[Source],
-        *,
-        report: Reporter,
-        max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
+    def synthesize(self, request: AnswerRequest) -> AsyncIterator[str]:
         """Refuse: there is no model."""
         raise LLMError(_WHY, provider=PROVIDER_NAME)
 
