@@ -24,6 +24,29 @@ _RUN_ID_RE: Final = re.compile(r"^[0-9a-f]{16}$")
 _EVENT_ID_RE: Final = re.compile(r"^(?P<run>[0-9a-f]{16}):(?P<seq>0|[1-9][0-9]{0,17})$")
 
 
+def done_payload(
+    *,
+    status: FinalStatus,
+    answer: str,
+    sources: list[dict[str, Any]],
+    timings_ms: dict[str, int],
+    error: dict[str, Any] | None,
+    usage: dict[str, Any] | None,
+    truncated: bool,
+) -> dict[str, Any]:
+    """The payload of a run's `done`: how it ended, its whole answer and sources, its cost."""
+    # The order of the keys is the order on the wire.
+    return {
+        "status": status,
+        "answer": answer,
+        "sources": sources,
+        "timings_ms": timings_ms,
+        "error": error,
+        "usage": usage,
+        "truncated": truncated,
+    }
+
+
 # Built once: json.dumps() with options builds a new encoder on every call.
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 # The string encoder behind _ENCODER (the C one where available), for the token fast path.

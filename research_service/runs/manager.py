@@ -7,7 +7,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 from research_service.errors import (
     NotFound,
@@ -16,7 +16,7 @@ from research_service.errors import (
     StoreUnavailable,
     TooManyRuns,
 )
-from research_service.events import Event
+from research_service.events import Event, FinalStatus, done_payload
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.runs.hub import Hub
@@ -31,6 +31,8 @@ RETRY_AFTER_S: Final = 5
 STATE_CACHE_SIZE: Final = 512
 #: How a run ends (in the log only) when the store could not record its end.
 UNRECORDED: Final = "unrecorded"
+#: How a run of this process ends: a final status, or unrecorded.
+Ending: TypeAlias = FinalStatus | Literal["unrecorded"]
 
 
 def unknown_run(run_id: str) -> NotFound:
@@ -206,21 +208,16 @@ class RunManager:
             state = RunState.fold(events)
             now = state.last_t_ms
             error = {"code": "interrupted", "message": message}
-            for name, data in (
-                ("error", {**error, "phase": state.phase}),
-                (
-                    "done",
-                    {
-                        "status": "failed",
-                        "answer": state.answer,
-                        "sources": state.sources,
-                        "timings_ms": state.timings(now_ms=now),
-                        "error": error,
-                        "usage": None,
-                        "truncated": False,
-                    },
-                ),
-            ):
+            done = done_payload(
+                status="failed",
+                answer=state.answer,
+                sources=state.sources,
+                timings_ms=state.timings(now_ms=now),
+                error=error,
+                usage=None,
+                truncated=False,
+            )
+            for name, data in (("error", {**error, "phase": state.phase}), ("done", done)):
                 event = Event.create(record.id, state.event_count + 1, name, data, t_ms=now)
                 state.apply(event, data)
                 await self.log.append(event)
@@ -275,7 +272,9 @@ class RunManager:
             budget=self._budget(record.options.max_tokens),
         )
         run.context = ctx
-        status, error, answer = "completed", None, None
+        status: Ending = "completed"
+        error: dict[str, Any] | None = None
+        answer: str | None = None
         try:
             answer = await self._run_pipeline(ctx)
         except asyncio.CancelledError:
@@ -330,7 +329,7 @@ class RunManager:
         run: LiveRun,
         ctx: RunContext,
         *,
-        status: str,
+        status: Ending,
         error: dict[str, Any] | None,
         answer: str | None,
     ) -> None:
@@ -345,18 +344,16 @@ class RunManager:
             if status == UNRECORDED:
                 return
             # With a durable store this returns once the done is on disk (listeners get it then).
-            await ctx.emit(
-                "done",
-                {
-                    "status": status,
-                    "answer": streamed,
-                    "sources": [source.full() for source in ctx.sources],
-                    "timings_ms": timings,
-                    "error": error,
-                    "usage": ctx.tokens.summary(),
-                    "truncated": ctx.truncated,
-                },
+            done = done_payload(
+                status=status,
+                answer=streamed,
+                sources=[source.full() for source in ctx.sources],
+                timings_ms=timings,
+                error=error,
+                usage=ctx.tokens.summary(),
+                truncated=ctx.truncated,
             )
+            await ctx.emit("done", done)
         except StoreUnavailable as exc:
             # Listeners never see this done, and a restart ends the run as interrupted.
             log.warning("run %s: its done could not be stored: %s", run.record.id, exc)
