@@ -22,7 +22,7 @@ from research_service.providers.registry import llm_provider, search_provider
 from research_service.providers.search_retry import DEFAULT_MAX_WAIT_S as SEARCH_MAX_WAIT_S
 from research_service.reading import Reader, open_reader
 from research_service.runs import sqlite_log, store_lock
-from research_service.runs.log import EventLog
+from research_service.runs.log import EventLog, StoreMaintenance
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.sqlite_log import RUN_STORE_FILE
@@ -112,7 +112,7 @@ def create_app(
                 app[AUTH] = await _open_auth(settings, store, stack)
             else:
                 _warn_if_open(settings)
-            if isinstance(store, sqlite_log.SqliteEventLog):
+            if isinstance(store, StoreMaintenance):
                 await _end_interrupted(app[MANAGER], store)
                 cleaner = asyncio.create_task(_prune_forever(store, settings))
                 stack.push_async_callback(_stop, cleaner)
@@ -150,8 +150,9 @@ async def _open_event_log(settings: Settings, stack: AsyncExitStack) -> EventLog
 async def _open_auth(settings: Settings, store: EventLog, stack: AsyncExitStack) -> Auth:
     """What --auth keys needs: the keys (run store and keys file) and the signing secret."""
     keys = None
-    if isinstance(store, sqlite_log.SqliteEventLog):
-        keys = await asyncio.to_thread(SqliteKeys, store.path)
+    keys_path = store.keys_path if isinstance(store, StoreMaintenance) else None
+    if keys_path is not None:
+        keys = await asyncio.to_thread(SqliteKeys, keys_path)
         stack.callback(keys.close)
     elif settings.api_keys_file is None:
         raise ConfigError(
@@ -209,18 +210,18 @@ def _pipeline(
     )
 
 
-async def _end_interrupted(manager: RunManager, store: sqlite_log.SqliteEventLog) -> None:
+async def _end_interrupted(manager: RunManager, store: StoreMaintenance) -> None:
     """End the runs a stopped process left open, so their streams finish; or fail start-up."""
     try:
         async with asyncio.timeout(START_WRITE_TIMEOUT_S):
             await manager.end_interrupted(await store.interrupted_runs())
     except (TimeoutError, StoreUnavailable):
-        failure = store.writer.health.failure
+        failure = store.write_failure
         reason = failure.detail if failure is not None else "it did not take writes"
         raise ConfigError(f"cannot end the runs a stopped service left open: {reason}") from None
 
 
-async def _prune_forever(store: sqlite_log.SqliteEventLog, settings: Settings) -> None:
+async def _prune_forever(store: StoreMaintenance, settings: Settings) -> None:
     """Delete finished runs past the retention limits now and every RETENTION_INTERVAL_S."""
     while True:
         try:

@@ -1,10 +1,12 @@
-"""The event-log interface every backend (memory now; SQLite and Redis later) implements."""
+"""The event-log interface every backend implements, and the maintenance durable ones add."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
+from research_service.errors import StoreUnavailable
 from research_service.events import Event
 from research_service.runs.models import RunRecord, RunTail
 
@@ -51,4 +53,34 @@ class EventLog(Protocol):
 
     async def close(self) -> None:
         """Release the backend's resources and wake every waiter."""
+        ...
+
+
+@runtime_checkable
+class StoreMaintenance(Protocol):
+    """What a durable store offers beside its EventLog; the app uses it where a store has it.
+
+    A store that outlives its process ends the runs a stopped one left open, deletes runs
+    past the retention limits and may keep the API keys beside the runs.
+    """
+
+    @property
+    def write_failure(self) -> StoreUnavailable | None:
+        """Why the store takes no writes now, or None while it does."""
+        ...
+
+    @property
+    def keys_path(self) -> Path | None:
+        """The SQLite file `--auth keys` keeps its API keys in (beside the runs), or None."""
+        ...
+
+    async def interrupted_runs(self) -> list[RunRecord]:
+        """Stored runs without a `done` that this process is not running, oldest first."""
+        ...
+
+    async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
+        """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
+
+        Runs not yet ended are never deleted. Returns how many went.
+        """
         ...

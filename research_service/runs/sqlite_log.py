@@ -112,6 +112,16 @@ class SqliteEventLog:
         self._closed = False
 
     @property
+    def write_failure(self) -> StoreUnavailable | None:
+        """Why the file takes no writes now, or None while it does."""
+        return self.writer.health.failure
+
+    @property
+    def keys_path(self) -> Path:
+        """The store's own file: the API keys live beside the runs."""
+        return self.path
+
+    @property
     def unflushed(self) -> int:
         """How many appended events are not yet committed to the file."""
         return self.writer.unwritten
