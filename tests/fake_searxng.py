@@ -13,13 +13,13 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-HOST = "127.0.0.1"
+from tests.loopback import HOST, LoopbackServer
+
 TIME_RANGES = ("day", "week", "month", "year")
 # What Flask's abort(403) sends: an HTML page, not JSON.
 FORBIDDEN_PAGE = (
@@ -27,7 +27,6 @@ FORBIDDEN_PAGE = (
     "<p>You don't have the permission to access the requested resource. It is either "
     "read-protected or not readable by the server.</p>\n"
 )
-SHUTDOWN_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,7 +102,7 @@ class Recorded:
         return self.params.get("q")
 
 
-class FakeSearxng:
+class FakeSearxng(LoopbackServer):
     """SearXNG's search API on 127.0.0.1 (port 0 picks a free one) for an `async with`.
 
     Script results with `script()`, queue faults with `fail()`, read `requests`. `formats`
@@ -113,8 +112,7 @@ class FakeSearxng:
     def __init__(
         self, *, host: str = HOST, port: int = 0, formats: Sequence[str] = ("html", "json")
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.formats = tuple(formats)
         self.results: dict[str, list[Result]] = {}
         self.unresponsive: dict[str, list[tuple[str, str]]] = {}
@@ -122,7 +120,6 @@ class FakeSearxng:
         self.requests: list[Recorded] = []
         self._arrived = asyncio.Condition()
         self._active: set[asyncio.Task[Any]] = set()
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -150,36 +147,16 @@ class FakeSearxng:
             await self._arrived.wait_for(lambda: len(self.requests) >= number)
         return self.requests[number - 1]
 
-    async def start(self) -> None:
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/search", self._search)
-        runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
-        )
-        await runner.setup()
-        self._runner = runner
-        await web.TCPSite(runner, self.host, self.port).start()
-        self.port = int(runner.addresses[0][1])
+        return app
 
     async def close(self) -> None:
         """Cancel held responses, then stop listening."""
         for task in list(self._active):
             task.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeSearxng:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+        await super().close()
 
     async def _search(self, request: web.Request) -> web.StreamResponse:
         # SearXNG reads GET and POST alike: the form, then the query string.

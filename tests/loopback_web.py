@@ -8,14 +8,13 @@ by an event nobody sets, non-HTML files, redirects to private addresses and othe
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-HOST: Final = "127.0.0.1"
-SHUTDOWN_TIMEOUT: Final = 1.0
+from tests.loopback import HOST, LoopbackServer
+
 CHUNK_BYTES: Final = 64 * 1024
 HUGE_BYTES: Final = 64 * 1024 * 1024
 REDIRECT_CODES: Final = (301, 302, 303, 307, 308)
@@ -89,24 +88,23 @@ def latin_html() -> bytes:
     ).encode("cp1252")
 
 
-class LoopbackWeb:
+class LoopbackWeb(LoopbackServer):
     """The pages above served on 127.0.0.1 for the length of an `async with`."""
 
     def __init__(self, *, huge_bytes: int = HUGE_BYTES) -> None:
+        super().__init__()
         self.huge_bytes = huge_bytes
-        self.port = 0
         self.requests: list[str] = []
         # Held pages wait on this; tests never set it, so only a client timeout ends them.
         self.hold = asyncio.Event()
         self.huge_sent = 0
         self.huge_finished = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
     def url(self, path: str, *, host: str = HOST) -> str:
         """The address of `path` on this web, optionally through another spelling of the host."""
         return f"http://{host}:{self.port}{path}"
 
-    async def __aenter__(self) -> LoopbackWeb:
+    def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
         app.router.add_routes(
             [
@@ -125,24 +123,7 @@ class LoopbackWeb:
                 web.get("/boilerplate-only", self._boilerplate_only),
             ]
         )
-        runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
-        )
-        await runner.setup()
-        self._runner = runner
-        await web.TCPSite(runner, HOST, 0).start()
-        self.port = int(runner.addresses[0][1])
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:

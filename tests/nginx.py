@@ -19,7 +19,7 @@ from typing import Final
 
 import pytest
 
-from tests.served import free_port
+from tests.loopback import free_port
 
 NGINX: Final = Path("/usr/sbin/nginx")
 DEPLOY: Final = Path(__file__).resolve().parent.parent / "deploy" / "nginx"

@@ -14,13 +14,13 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 
 from playwright.async_api import ViewportSize, async_playwright, expect
 
 from tests.browser import CHROMIUM, LAUNCH_ARGS
+from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
@@ -32,14 +32,6 @@ DESKTOP = ViewportSize(width=1280, height=800)
 PHONE = ViewportSize(width=360, height=740)
 READY = re.compile(rb"Running on (http://[^ ]+)")
 WAIT_MS = 60_000
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def drain(stream: asyncio.StreamReader) -> None:

@@ -7,7 +7,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,13 +14,6 @@ from pathlib import Path
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 READY = re.compile(rb"Running on (http://[^ ]+)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -22,7 +22,8 @@ from research_service.client.plain import JsonLines
 from research_service.client.session import Output, ask
 from research_service.errors import RunRefused
 from tests import cli_process
-from tests.served import CORPUS, Served, free_port, start, stop
+from tests.loopback import free_port
+from tests.served import CORPUS, Served, start, stop
 
 RUN = "0123456789abcdef"
 TOKEN = "s3cr3t-stream-token"

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.served import CORPUS, Served, free_port, open_files_limit, start, stop
+from tests.loopback import free_port
+from tests.served import CORPUS, Served, open_files_limit, start, stop
 from tests.sse import listen
 
 HEADER_TIMEOUT_S = 1.0

@@ -20,7 +20,8 @@ from research_service.events import Event
 from research_service.runs import sqlite_log
 from research_service.runs.models import RunRecord
 from tests.full_disk import fill, free, small_disk
-from tests.served import CORPUS, Served, free_port, start, stop
+from tests.loopback import free_port
+from tests.served import CORPUS, Served, start, stop
 
 GRACE_S = 2.0
 

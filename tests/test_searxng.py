@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from research_service.providers.searxng import JSON_REFUSED, SearxngSearch, clie
 from research_service.settings import Settings
 from tests.fake_searxng import FakeSearxng, Hold, Result, Status
 from tests.fakes import ScriptedLLM
+from tests.loopback import free_port
 from tests.sse import listen
 
 TINY_WAIT_S = 0.01
@@ -46,14 +46,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def provider(session: aiohttp.ClientSession, base_url: str, **options: Any) -> SearxngSearch:
     options.setdefault("max_wait_s", TINY_WAIT_S)
     return SearxngSearch(session, base_url=base_url, **options)
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released), so connecting is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # --- results -----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.served import CORPUS, Served, free_port, start, stop
+from tests.loopback import free_port
+from tests.served import CORPUS, Served, start, stop
 from tests.sse import listen
 
 

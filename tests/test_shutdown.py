@@ -17,7 +17,8 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from tests.fake_openai import FakeOpenAI, Reply, mentions, wants_json
-from tests.served import CORPUS, Served, free_port, start, stop
+from tests.loopback import free_port
+from tests.served import CORPUS, Served, start, stop
 
 GRACE_S = 5.0
 PLAN = {"queries": ["leaves", "light"]}

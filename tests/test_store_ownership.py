@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.served import CORPUS, free_port, start, stop
+from tests.loopback import free_port
+from tests.served import CORPUS, start, stop
 from tests.sse import listen
 
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from tests.fake_openai.app import DEFAULT_MODEL
 from tests.fake_openai.script import Reply, wants_json
-from tests.fake_openai.server import DEFAULT_HOST, FakeOpenAI
+from tests.fake_openai.server import FakeOpenAI
+from tests.loopback import HOST
 
 DEFAULT_PORT = 8081
 DEFAULT_REPLY = "Hello from the fake OpenAI server [1]."
@@ -38,7 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m tests.fake_openai",
         description="A fake OpenAI Chat Completions server with one scripted reply.",
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on")
+    parser.add_argument("--host", default=HOST, help="interface to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
     parser.add_argument("--reply", default=DEFAULT_REPLY, help="the answer to every request")
     parser.add_argument("--plan", help="the answer to requests asking for JSON output")

@@ -10,13 +10,10 @@ from aiohttp import web
 from tests.fake_openai.app import DEFAULT_MODEL, FakeState, create_app
 from tests.fake_openai.records import CHAT_PATH, RecordedRequest
 from tests.fake_openai.script import Script
-
-DEFAULT_HOST = "127.0.0.1"
-# In-flight handlers are cancelled before shutdown, so this bound is rarely reached.
-SHUTDOWN_TIMEOUT = 1.0
+from tests.loopback import HOST, LoopbackServer
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """An OpenAI-compatible server on `host:port` (port 0 picks a free one).
 
     Point the SDK at `base_url`, script replies on `script`, inspect `requests`. With
@@ -26,7 +23,7 @@ class FakeOpenAI:
     def __init__(
         self,
         *,
-        host: str = DEFAULT_HOST,
+        host: str = HOST,
         port: int = 0,
         models: Sequence[str] = (DEFAULT_MODEL,),
         api_key: str | None = None,
@@ -36,10 +33,8 @@ class FakeOpenAI:
         self.state = FakeState(
             models=list(models), api_key=api_key, reject_json_schema=reject_json_schema
         )
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.strict = strict
-        self._runner: web.AppRunner | None = None
 
     @property
     def script(self) -> Script:
@@ -89,27 +84,15 @@ class FakeOpenAI:
         """What to pass as the SDK's `base_url`."""
         return f"{self.url}/v1"
 
-    async def start(self) -> None:
-        """Listen; `port` holds the real port afterwards."""
-        runner = web.AppRunner(
-            create_app(self.state),
-            handler_cancellation=True,
-            access_log=None,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-        )
-        await runner.setup()
-        self._runner = runner
-        await web.TCPSite(runner, self.host, self.port).start()
-        self.port = int(runner.addresses[0][1])
+    def make_app(self) -> web.Application:
+        return create_app(self.state)
 
     async def close(self) -> None:
         """Cancel responses still running (held pauses included), then stop listening."""
         self.state.closing = True
         for task in list(self.state.active):
             task.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await super().close()
 
     async def wait_for_request(self, number: int = 1, *, path: str = CHAT_PATH) -> RecordedRequest:
         """The `number`-th request (1-based) to `path`, once it has arrived."""
@@ -121,16 +104,12 @@ class FakeOpenAI:
             await self.state.arrived.wait_for(lambda: len(arrived()) >= number)
         return arrived()[number - 1]
 
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        await super().__aexit__(exc_type, exc, tb)
         if self.strict and exc_type is None and self.state.problems:
             raise AssertionError("fake OpenAI server: " + "; ".join(self.state.problems))

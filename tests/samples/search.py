@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from typing import Any, Final
 
 from research_service.errors import ConfigError
 from research_service.providers.registry import search_provider
 from tests.fake_searxng import FakeSearxng, Hold, Result, Status
+from tests.loopback import free_port
 from tests.loopback_web import LoopbackWeb
 from tests.samples.blocks import SampleError
 from tests.samples.format import Event, Ids, compact, events, fenced
@@ -27,12 +27,6 @@ GZIP_DEPTH: Final = {
 PAGES: Final = ("/article", "/to/metadata", "/paper.pdf", "/plain", "/huge", "/slow")
 #: Elided from a `done` shown in brief.
 DONE_DETAILS: Final = ("timings_ms", "usage", "truncated")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def data_lines(picked: Iterable[Event], *, elide: tuple[str, ...] = ()) -> str:
