@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import pytest
 
@@ -23,6 +25,9 @@ from research_service.runs.sqlite_log import SqliteEventLog
 # Long enough that only `done`, a full batch, flush() or close() can trigger a write.
 NEVER_S = 3600.0
 
+#: `await open_log(**options)`: a store at the test's path (or `at=`), closed at the end.
+OpenLog: TypeAlias = Callable[..., Awaitable[SqliteEventLog]]
+
 
 def record(run_id: str, created_at: float) -> RunRecord:
     return RunRecord(run_id, f"question {run_id}", RunOptions(breadth=2, max_tokens=99), created_at)
@@ -35,14 +40,11 @@ def event(run_id: str, seq: int, name: str = "token") -> Event:
 
 def events_on_disk(path: Path, run_id: str | None = None) -> int:
     """Count committed events with a connection of its own, as another process would."""
-    db = sqlite3.connect(path)
-    try:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         if run_id is None:
             return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
         sql = "SELECT count(*) FROM events WHERE run_id = ?"
         return int(db.execute(sql, (run_id,)).fetchone()[0])
-    finally:
-        db.close()
 
 
 async def until_written(log: SqliteEventLog) -> None:
@@ -57,14 +59,27 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def lazy_log(path: Path) -> AsyncIterator[SqliteEventLog]:
-    log = await sqlite_log.open(path, flush_interval_s=NEVER_S)
-    yield log
-    await log.close()
+async def open_log(path: Path) -> AsyncIterator[OpenLog]:
+    """Opens stores at `path` (a test may close one and open the file again); all closed."""
+    opened: list[SqliteEventLog] = []
+
+    async def open_log(*, at: Path | None = None, **options: Any) -> SqliteEventLog:
+        log = await sqlite_log.open(at or path, **options)
+        opened.append(log)
+        return log
+
+    yield open_log
+    for log in opened:
+        await log.close()  # a no-op for a store the test closed itself
 
 
-async def test_finished_runs_survive_close_and_reopen(path: Path) -> None:
-    log = await sqlite_log.open(path)
+@pytest.fixture
+async def lazy_log(open_log: OpenLog) -> SqliteEventLog:
+    return await open_log(flush_interval_s=NEVER_S)
+
+
+async def test_finished_runs_survive_close_and_reopen(open_log: OpenLog) -> None:
+    log = await open_log()
     rec = record("a" * 16, 1.5)
     stored = [event(rec.id, 1), event(rec.id, 2), event(rec.id, 3, "done")]
     await log.create_run(rec)
@@ -72,18 +87,15 @@ async def test_finished_runs_survive_close_and_reopen(path: Path) -> None:
         await log.append(item)
     await log.close()
 
-    reopened = await sqlite_log.open(path)
-    try:
-        assert await reopened.get_run(rec.id) == rec
-        assert await reopened.list_runs(limit=10) == [rec]
-        assert await reopened.read(rec.id, after=0) == stored
-        assert await reopened.read(rec.id, after=2, limit=1) == stored[2:]
-        async with asyncio.timeout(1):
-            assert await reopened.wait(rec.id, after=2, timeout=30)
-        assert not await reopened.wait(rec.id, after=3, timeout=0.01)
-        assert await reopened.interrupted_runs() == []
-    finally:
-        await reopened.close()
+    reopened = await open_log()
+    assert await reopened.get_run(rec.id) == rec
+    assert await reopened.list_runs(limit=10) == [rec]
+    assert await reopened.read(rec.id, after=0) == stored
+    assert await reopened.read(rec.id, after=2, limit=1) == stored[2:]
+    async with asyncio.timeout(1):
+        assert await reopened.wait(rec.id, after=2, timeout=30)
+    assert not await reopened.wait(rec.id, after=3, timeout=0.01)
+    assert await reopened.interrupted_runs() == []
 
 
 async def test_appends_return_before_anything_is_written(
@@ -126,29 +138,25 @@ async def test_a_done_is_written_without_waiting_for_the_interval(
     assert events_on_disk(path) == 2
 
 
-async def test_a_full_batch_is_written_without_waiting_for_the_interval(path: Path) -> None:
-    log = await sqlite_log.open(path, flush_interval_s=NEVER_S, flush_max_events=5)
-    try:
-        run_id = "a" * 16
-        await log.create_run(record(run_id, 1.0))
-        for seq in range(1, 6):
-            await log.append(event(run_id, seq))
-        await until_written(log)
-        assert events_on_disk(path) == 5
-    finally:
-        await log.close()
+async def test_a_full_batch_is_written_without_waiting_for_the_interval(
+    open_log: OpenLog, path: Path
+) -> None:
+    log = await open_log(flush_interval_s=NEVER_S, flush_max_events=5)
+    run_id = "a" * 16
+    await log.create_run(record(run_id, 1.0))
+    for seq in range(1, 6):
+        await log.append(event(run_id, seq))
+    await until_written(log)
+    assert events_on_disk(path) == 5
 
 
-async def test_events_are_written_within_the_flush_interval(path: Path) -> None:
-    log = await sqlite_log.open(path, flush_interval_s=0.01)
-    try:
-        run_id = "a" * 16
-        await log.create_run(record(run_id, 1.0))
-        await log.append(event(run_id, 1))
-        await until_written(log)
-        assert events_on_disk(path) == 1
-    finally:
-        await log.close()
+async def test_events_are_written_within_the_flush_interval(open_log: OpenLog, path: Path) -> None:
+    log = await open_log(flush_interval_s=0.01)
+    run_id = "a" * 16
+    await log.create_run(record(run_id, 1.0))
+    await log.append(event(run_id, 1))
+    await until_written(log)
+    assert events_on_disk(path) == 1
 
 
 async def test_close_writes_what_is_queued(lazy_log: SqliteEventLog, path: Path) -> None:
@@ -170,55 +178,48 @@ async def test_close_wakes_waiters(lazy_log: SqliteEventLog) -> None:
 
 
 async def test_runs_are_created_on_disk_before_create_run_returns(
-    lazy_log: SqliteEventLog, path: Path
+    lazy_log: SqliteEventLog, open_log: OpenLog
 ) -> None:
     rec = record("a" * 16, 1.0)
     await lazy_log.create_run(rec)
-    reader = await sqlite_log.open(path)
-    try:
-        assert await reader.get_run(rec.id) == rec
-    finally:
-        await reader.close()
+    reader = await open_log()
+    assert await reader.get_run(rec.id) == rec
 
 
-async def test_a_finished_run_leaves_memory_once_written(path: Path) -> None:
+async def test_a_finished_run_leaves_memory_once_written(open_log: OpenLog, path: Path) -> None:
     """With no cache, a written finished run is read back from the file, not from memory."""
-    log = await sqlite_log.open(path, cache_size=0)
-    try:
-        run_id = "a" * 16
-        await log.create_run(record(run_id, 1.0))
-        await log.append(event(run_id, 1))
-        await log.append(event(run_id, 2, "done"))
-        await log.flush()
-        assert len(await log.read(run_id, after=0)) == 2
-        db = sqlite3.connect(path)
-        with db:
-            db.execute("DELETE FROM events WHERE seq = 1")
-        db.close()
-        assert [e.seq for e in await log.read(run_id, after=0)] == [2]
-    finally:
-        await log.close()
+    log = await open_log(cache_size=0)
+    run_id = "a" * 16
+    await log.create_run(record(run_id, 1.0))
+    await log.append(event(run_id, 1))
+    await log.append(event(run_id, 2, "done"))
+    await log.flush()
+    assert len(await log.read(run_id, after=0)) == 2
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DELETE FROM events WHERE seq = 1")
+    db.close()
+    assert [e.seq for e in await log.read(run_id, after=0)] == [2]
 
 
-async def test_a_running_run_stays_in_memory_after_its_events_are_written(path: Path) -> None:
-    log = await sqlite_log.open(path, cache_size=0)
-    try:
-        run_id = "a" * 16
-        await log.create_run(record(run_id, 1.0))
-        await log.append(event(run_id, 1))
-        await log.flush()
-        db = sqlite3.connect(path)
-        with db:
-            db.execute("DELETE FROM events")
-        db.close()
-        assert len(await log.read(run_id, after=0)) == 1
-        await log.append(event(run_id, 2))
-    finally:
-        await log.close()
+async def test_a_running_run_stays_in_memory_after_its_events_are_written(
+    open_log: OpenLog, path: Path
+) -> None:
+    log = await open_log(cache_size=0)
+    run_id = "a" * 16
+    await log.create_run(record(run_id, 1.0))
+    await log.append(event(run_id, 1))
+    await log.flush()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DELETE FROM events")
+    db.close()
+    assert len(await log.read(run_id, after=0)) == 1
+    await log.append(event(run_id, 2))
 
 
-async def test_interrupted_runs_are_those_without_a_done(path: Path) -> None:
-    log = await sqlite_log.open(path)
+async def test_interrupted_runs_are_those_without_a_done(open_log: OpenLog) -> None:
+    log = await open_log()
     finished, running, queued = record("a" * 16, 1.0), record("b" * 16, 2.0), record("c" * 16, 3.0)
     for rec in (finished, running, queued):
         await log.create_run(rec)
@@ -228,65 +229,55 @@ async def test_interrupted_runs_are_those_without_a_done(path: Path) -> None:
     assert await log.interrupted_runs() == []
     await log.close()
 
-    reopened = await sqlite_log.open(path)
-    try:
-        assert await reopened.interrupted_runs() == [running, queued]
-    finally:
-        await reopened.close()
+    reopened = await open_log()
+    assert await reopened.interrupted_runs() == [running, queued]
 
 
-async def test_an_interrupted_run_can_be_ended_after_a_restart(path: Path) -> None:
-    log = await sqlite_log.open(path)
+async def test_an_interrupted_run_can_be_ended_after_a_restart(
+    open_log: OpenLog, path: Path
+) -> None:
+    log = await open_log()
     rec = record("a" * 16, 1.0)
     await log.create_run(rec)
     await log.append(event(rec.id, 1))
     await log.close()
 
-    reopened = await sqlite_log.open(path, flush_interval_s=NEVER_S)
-    try:
-        waiter = asyncio.create_task(reopened.wait(rec.id, after=1, timeout=30))
-        await asyncio.sleep(0)
-        with pytest.raises(ValueError, match="seq"):
-            await reopened.append(event(rec.id, 1))
-        await reopened.append(event(rec.id, 2, "done"))
-        async with asyncio.timeout(1):
-            assert await waiter
-        await until_written(reopened)
-        assert events_on_disk(path, rec.id) == 2
-        assert await reopened.interrupted_runs() == []
-    finally:
-        await reopened.close()
+    reopened = await open_log(flush_interval_s=NEVER_S)
+    waiter = asyncio.create_task(reopened.wait(rec.id, after=1, timeout=30))
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="seq"):
+        await reopened.append(event(rec.id, 1))
+    await reopened.append(event(rec.id, 2, "done"))
+    async with asyncio.timeout(1):
+        assert await waiter
+    await until_written(reopened)
+    assert events_on_disk(path, rec.id) == 2
+    assert await reopened.interrupted_runs() == []
 
 
-async def test_listing_pages_through_old_and_new_runs(path: Path) -> None:
-    log = await sqlite_log.open(path)
+async def test_listing_pages_through_old_and_new_runs(open_log: OpenLog) -> None:
+    log = await open_log()
     old = [record(f"{n:016x}", 100.0 + n) for n in range(3)]
     for rec in old:
         await log.create_run(rec)
     await log.close()
 
-    reopened = await sqlite_log.open(path)
-    try:
-        new = [record(f"{n:016x}", 100.0 + n) for n in range(3, 5)]
-        for rec in new:
-            await reopened.create_run(rec)
-        page = await reopened.list_runs(limit=3)
-        rest = await reopened.list_runs(limit=3, before=page[-1].sort_key)
-        assert page + rest == (old + new)[::-1]
-    finally:
-        await reopened.close()
+    reopened = await open_log()
+    new = [record(f"{n:016x}", 100.0 + n) for n in range(3, 5)]
+    for rec in new:
+        await reopened.create_run(rec)
+    page = await reopened.list_runs(limit=3)
+    rest = await reopened.list_runs(limit=3, before=page[-1].sort_key)
+    assert page + rest == (old + new)[::-1]
 
 
-async def test_a_stored_run_id_cannot_be_created_again(path: Path) -> None:
-    log = await sqlite_log.open(path)
+async def test_a_stored_run_id_cannot_be_created_again(open_log: OpenLog) -> None:
+    log = await open_log()
     await log.create_run(record("a" * 16, 1.0))
     await log.close()
-    reopened = await sqlite_log.open(path)
-    try:
-        with pytest.raises(ValueError, match="already exists"):
-            await reopened.create_run(record("a" * 16, 2.0))
-    finally:
-        await reopened.close()
+    reopened = await open_log()
+    with pytest.raises(ValueError, match="already exists"):
+        await reopened.create_run(record("a" * 16, 2.0))
 
 
 async def test_unknown_runs_are_none_or_key_errors(lazy_log: SqliteEventLog) -> None:
@@ -297,8 +288,8 @@ async def test_unknown_runs_are_none_or_key_errors(lazy_log: SqliteEventLog) -> 
         await lazy_log.append(event("f" * 16, 1))
 
 
-async def test_concurrent_readers_of_a_stored_run_all_get_its_events(path: Path) -> None:
-    log = await sqlite_log.open(path)
+async def test_concurrent_readers_of_a_stored_run_all_get_its_events(open_log: OpenLog) -> None:
+    log = await open_log()
     rec = record("a" * 16, 1.0)
     await log.create_run(rec)
     stored = [event(rec.id, seq) for seq in range(1, 4)]
@@ -306,12 +297,9 @@ async def test_concurrent_readers_of_a_stored_run_all_get_its_events(path: Path)
         await log.append(item)
     await log.close()
 
-    reopened = await sqlite_log.open(path)
-    try:
-        reads = await asyncio.gather(*(reopened.read(rec.id, after=0) for _ in range(10)))
-        assert reads == [stored] * 10
-    finally:
-        await reopened.close()
+    reopened = await open_log()
+    reads = await asyncio.gather(*(reopened.read(rec.id, after=0) for _ in range(10)))
+    assert reads == [stored] * 10
 
 
 async def test_a_file_of_another_schema_version_is_refused(path: Path) -> None:
@@ -323,47 +311,40 @@ async def test_a_file_of_another_schema_version_is_refused(path: Path) -> None:
 
 
 async def test_the_file_uses_wal(lazy_log: SqliteEventLog, path: Path) -> None:
-    db = sqlite3.connect(path)
-    try:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    finally:
-        db.close()
 
 
-async def test_prune_deletes_old_and_surplus_finished_runs_only(tmp_path: Path) -> None:
-    log = await sqlite_log.open(tmp_path / "prune.sqlite3")
-    try:
-        now = time.time()
-        ids = [f"{n:016x}" for n in range(5)]
-        for n, run_id in enumerate(ids):
-            # Runs 0-1 are 40 days old, 2-4 recent; run 4 is still going (no done).
-            created = now - 40 * 86400 if n < 2 else now - (5 - n)
-            await log.create_run(RunRecord(run_id, f"q{n}", created_at=created))
-            await log.append(Event.create(run_id, 1, "phase", {"phase": "planning"}, t_ms=0))
-            if n != 4:
-                done = {"status": "completed", "answer": "", "timings_ms": {"total": 1}}
-                await log.append(Event.create(run_id, 2, "done", done, t_ms=1))
-        await log.flush()
-        removed = await log.prune(max_age_s=30 * 86400, max_runs=2)
-        left = [r.id for r in await log.list_runs(limit=10)]
-    finally:
-        await log.close()
+async def test_prune_deletes_old_and_surplus_finished_runs_only(open_log: OpenLog) -> None:
+    log = await open_log()
+    now = time.time()
+    ids = [f"{n:016x}" for n in range(5)]
+    for n, run_id in enumerate(ids):
+        # Runs 0-1 are 40 days old, 2-4 recent; run 4 is still going (no done).
+        created = now - 40 * 86400 if n < 2 else now - (5 - n)
+        await log.create_run(RunRecord(run_id, f"q{n}", created_at=created))
+        await log.append(Event.create(run_id, 1, "phase", {"phase": "planning"}, t_ms=0))
+        if n != 4:
+            done = {"status": "completed", "answer": "", "timings_ms": {"total": 1}}
+            await log.append(Event.create(run_id, 2, "done", done, t_ms=1))
+    await log.flush()
+    removed = await log.prune(max_age_s=30 * 86400, max_runs=2)
+    left = [r.id for r in await log.list_runs(limit=10)]
     # Too old: 0, 1. Beyond the newest two (4, 3): 2. Run 4 is kept although unfinished.
     assert removed == 3
     assert left == [ids[4], ids[3]]
 
 
-async def test_a_new_store_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+async def test_a_new_store_file_is_readable_by_its_owner_only(
+    open_log: OpenLog, tmp_path: Path
+) -> None:
     path = tmp_path / "new" / "runs.sqlite3"
-    log = await sqlite_log.open(path)
-    try:
-        await log.create_run(record("a" * 16, 1.0))
-        await log.flush()
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert stat.S_IMODE(path.with_name("runs.sqlite3-wal").stat().st_mode) == 0o600
-        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    finally:
-        await log.close()
+    log = await open_log(at=path)
+    await log.create_run(record("a" * 16, 1.0))
+    await log.flush()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.with_name("runs.sqlite3-wal").stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def _keys(data_dir: Path, *args: str) -> str:
@@ -379,14 +360,13 @@ def _keys(data_dir: Path, *args: str) -> str:
 
 
 async def test_a_second_connection_in_the_process_keeps_the_firsts_view_fresh(
-    tmp_path: Path,
+    open_log: OpenLog, tmp_path: Path
 ) -> None:
     """Opening the store again (the key store does) must not drop the first one's locks, or
     another process's writes go unseen (a revoked key would still be taken)."""
     path = tmp_path / "runs.sqlite3"
-    log = await sqlite_log.open(path)
-    keys = SqliteKeys(path)
-    try:
+    log = await open_log(at=path)
+    with contextlib.closing(SqliteKeys(path)) as keys:
         key = _keys(tmp_path, "create", "alice").splitlines()[-1]
         key_id = key.split("_")[1]
         assert keys.find(key_id) is not None
@@ -395,6 +375,3 @@ async def test_a_second_connection_in_the_process_keeps_the_firsts_view_fresh(
         assert keys.find(key_id) is None
         await log.create_run(record("b" * 16, 2.0))
         assert await log.get_run("b" * 16) is not None
-    finally:
-        keys.close()
-        await log.close()
