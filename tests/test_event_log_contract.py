@@ -1,33 +1,72 @@
-"""The event-log contract, written once and run against every backend."""
+"""The event-log contract, written once and run against every backend; the maintenance
+interface against every backend that offers it; the waiters every backend wakes readers with."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import pytest
 
+from research_service.auth.key_store import SqliteKeys
 from research_service.events import Event
 from research_service.runs import sqlite_log
-from research_service.runs.log import EventLog
+from research_service.runs.log import EventLog, StoreMaintenance
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
+from research_service.runs.waiters import Waiters
 
 BACKENDS = ["memory", "sqlite"]
+#: The backends whose data outlives the process: they offer StoreMaintenance.
+DURABLE = ["sqlite"]
+
+#: `await open_store()`: the durable backend's store over the test's data, as after a restart.
+OpenStore: TypeAlias = Callable[[], Awaitable[EventLog]]
+
+
+async def open_backend(name: str, directory: Path) -> EventLog:
+    """A store of backend `name` keeping its data in `directory`."""
+    if name == "memory":
+        return MemoryEventLog()
+    if name == "sqlite":
+        return await sqlite_log.open(directory / "runs.sqlite3")
+    raise AssertionError(name)  # pragma: no cover - each new backend adds its branch here
 
 
 @pytest.fixture(params=BACKENDS)
-async def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventLog]:
-    log: EventLog
-    if request.param == "memory":
-        log = MemoryEventLog()
-    elif request.param == "sqlite":
-        log = await sqlite_log.open(tmp_path / "runs.sqlite3")
-    else:  # pragma: no cover - each new backend adds its branch here
-        raise AssertionError(request.param)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def event_log(backend: str, tmp_path: Path) -> AsyncIterator[EventLog]:
+    log = await open_backend(backend, tmp_path)
     yield log
     await log.close()
+
+
+@pytest.fixture(params=DURABLE)
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens the backend's store over the same data each time; every one closed at the end."""
+    opened: list[EventLog] = []
+
+    async def open_store() -> EventLog:
+        log = await open_backend(str(request.param), tmp_path)
+        opened.append(log)
+        return log
+
+    yield open_store
+    for log in opened:
+        await log.close()  # closing twice is allowed: a test may close a store itself
+
+
+def maintenance(log: EventLog) -> StoreMaintenance:
+    assert isinstance(log, StoreMaintenance)
+    return log
 
 
 def record(run_id: str, created_at: float) -> RunRecord:
@@ -116,6 +155,16 @@ async def test_cancelling_one_waiter_leaves_the_others_waiting(event_log: EventL
         assert await survivor
 
 
+async def test_close_wakes_every_waiter(event_log: EventLog) -> None:
+    run_id = "a" * 16
+    await event_log.create_run(record(run_id, 1.0))
+    waiters = [asyncio.create_task(event_log.wait(run_id, after=0, timeout=30)) for _ in range(3)]
+    await asyncio.sleep(0)
+    await event_log.close()
+    async with asyncio.timeout(2):
+        assert await asyncio.gather(*waiters) == [False] * 3
+
+
 async def test_list_runs_newest_first_with_before_cursor(event_log: EventLog) -> None:
     ids = [f"{n:016x}" for n in range(7)]
     for n, run_id in enumerate(ids):
@@ -171,3 +220,150 @@ async def test_tails_give_counts_and_endings_without_reading_logs(event_log: Eve
         ended: RunTail(3, RunEnd("completed", None, 3, 1234)),
         failed: RunTail(3, RunEnd("failed", "llm_timeout", 0, 99)),
     }
+
+
+# --- StoreMaintenance: what the durable backends add ---------------------------------------
+
+
+def test_maintenance_is_offered_by_the_durable_backends(event_log: EventLog, backend: str) -> None:
+    assert isinstance(event_log, StoreMaintenance) == (backend in DURABLE)
+
+
+async def test_a_fresh_store_takes_writes(open_store: OpenStore) -> None:
+    store = maintenance(await open_store())
+    assert store.write_failure is None
+
+
+async def test_interrupted_runs_are_stored_runs_without_a_done(open_store: OpenStore) -> None:
+    log = await open_store()
+    finished, running, queued = record("a" * 16, 1.0), record("b" * 16, 2.0), record("c" * 16, 3.0)
+    for rec in (finished, running, queued):
+        await log.create_run(rec)
+    await log.append(Event.create(finished.id, 1, "done", {"status": "completed"}, t_ms=1))
+    await log.append(event(running.id, 1))
+    # Runs of this process are not interrupted: they are still going.
+    assert await maintenance(log).interrupted_runs() == []
+    await log.close()
+
+    restarted = await open_store()
+    assert await maintenance(restarted).interrupted_runs() == [running, queued]
+
+
+async def test_an_interrupted_run_once_ended_is_interrupted_no_more(
+    open_store: OpenStore,
+) -> None:
+    log = await open_store()
+    rec = record("a" * 16, 1.0)
+    await log.create_run(rec)
+    await log.append(event(rec.id, 1))
+    await log.close()
+
+    restarted = await open_store()
+    ending = Event.create(rec.id, 2, "done", {"status": "failed"}, t_ms=2)
+    await restarted.append(ending)
+    assert await maintenance(restarted).interrupted_runs() == []
+    assert [e.name for e in await restarted.read(rec.id, after=0)] == ["token", "done"]
+    await restarted.close()
+    assert await maintenance(await open_store()).interrupted_runs() == []
+
+
+async def test_prune_deletes_old_and_surplus_finished_runs_only(open_store: OpenStore) -> None:
+    log = await open_store()
+    now = time.time()
+    ids = [f"{n:016x}" for n in range(5)]
+    for n, run_id in enumerate(ids):
+        # Runs 0-1 are 40 days old, 2-4 recent; run 4 is still going (no done).
+        created = now - 40 * 86400 if n < 2 else now - (5 - n)
+        await log.create_run(RunRecord(run_id, f"q{n}", created_at=created))
+        await log.append(Event.create(run_id, 1, "phase", {"phase": "planning"}, t_ms=0))
+        if n != 4:
+            done = {"status": "completed", "answer": "", "timings_ms": {"total": 1}}
+            await log.append(Event.create(run_id, 2, "done", done, t_ms=1))
+    store = maintenance(log)
+    assert await store.prune(max_age_s=None, max_runs=None) == 0
+    removed = await store.prune(max_age_s=30 * 86400, max_runs=2)
+    # Too old: 0, 1. Beyond the newest two (4, 3): 2. Run 4 is kept although unfinished.
+    assert removed == 3
+    assert [r.id for r in await log.list_runs(limit=10)] == [ids[4], ids[3]]
+    assert await log.get_run(ids[0]) is None
+
+
+async def test_prune_never_deletes_a_run_that_has_not_ended(open_store: OpenStore) -> None:
+    log = await open_store()
+    old = time.time() - 400 * 86400
+    going = RunRecord("a" * 16, "going", created_at=old)
+    left_open = RunRecord("b" * 16, "left open by a stopped process", created_at=old)
+    await log.create_run(left_open)
+    await log.close()
+    log = await open_store()
+    await log.create_run(going)
+    await log.append(event(going.id, 1))
+    assert await maintenance(log).prune(max_age_s=0, max_runs=0) == 0
+    # Same age, so newest first means by id: b, a.
+    assert await log.list_runs(limit=10) == [left_open, going]
+
+
+async def test_the_keys_path_is_none_or_a_file_the_key_store_opens(
+    open_store: OpenStore,
+) -> None:
+    path = maintenance(await open_store()).keys_path
+    if path is not None:
+        with contextlib.closing(SqliteKeys(path)) as keys:
+            assert keys.listing() == []
+
+
+# --- Waiters: the wait-and-wake every backend uses ------------------------------------------
+
+
+async def test_a_waiter_times_out_alone() -> None:
+    waiters = Waiters()
+    patient = asyncio.create_task(waiters.wait("a", timeout=30))
+    async with asyncio.timeout(2):
+        await waiters.wait("a", timeout=0.01)
+    assert not patient.done()
+    assert waiters.waiting("a") == 1
+    waiters.wake("a")
+    async with asyncio.timeout(2):
+        await patient
+    assert waiters.waiting("a") == 0
+
+
+async def test_cancelling_one_wait_leaves_the_others_waiting() -> None:
+    waiters = Waiters()
+    doomed = asyncio.create_task(waiters.wait("a", timeout=30))
+    survivors = [asyncio.create_task(waiters.wait("a", timeout=30)) for _ in range(2)]
+    await asyncio.sleep(0)
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert waiters.waiting("a") == 2
+    assert not any(task.done() for task in survivors)
+    waiters.wake("a")
+    async with asyncio.timeout(2):
+        await asyncio.gather(*survivors)
+
+
+async def test_a_wake_wakes_only_that_runs_waiters() -> None:
+    waiters = Waiters()
+    woken = [asyncio.create_task(waiters.wait("a", timeout=30)) for _ in range(3)]
+    other = asyncio.create_task(waiters.wait("b", timeout=30))
+    await asyncio.sleep(0)
+    waiters.wake("a")
+    async with asyncio.timeout(2):
+        await asyncio.gather(*woken)
+    assert not other.done()
+    assert (waiters.waiting("a"), waiters.waiting("b")) == (0, 1)
+    other.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await other
+    assert waiters.waiting("b") == 0
+
+
+async def test_wake_all_wakes_every_runs_waiters() -> None:
+    waiters = Waiters()
+    tasks = [asyncio.create_task(waiters.wait(run, timeout=30)) for run in "aabc"]
+    await asyncio.sleep(0)
+    waiters.wake_all()
+    async with asyncio.timeout(2):
+        await asyncio.gather(*tasks)
+    assert [waiters.waiting(run) for run in "abc"] == [0, 0, 0]

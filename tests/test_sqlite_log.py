@@ -1,4 +1,7 @@
-"""What only the SQLite event log promises: persistence, batched writes, interrupted runs."""
+"""What only the SQLite event log promises: persistence, batched writes, its file.
+
+Its maintenance (interrupted runs, pruning) is pinned in test_event_log_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -167,16 +169,6 @@ async def test_close_writes_what_is_queued(lazy_log: SqliteEventLog, path: Path)
     assert events_on_disk(path) == 1
 
 
-async def test_close_wakes_waiters(lazy_log: SqliteEventLog) -> None:
-    run_id = "a" * 16
-    await lazy_log.create_run(record(run_id, 1.0))
-    waiter = asyncio.create_task(lazy_log.wait(run_id, after=0, timeout=30))
-    await asyncio.sleep(0)
-    await lazy_log.close()
-    async with asyncio.timeout(1):
-        assert not await waiter
-
-
 async def test_runs_are_created_on_disk_before_create_run_returns(
     lazy_log: SqliteEventLog, open_log: OpenLog
 ) -> None:
@@ -216,21 +208,6 @@ async def test_a_running_run_stays_in_memory_after_its_events_are_written(
     db.close()
     assert len(await log.read(run_id, after=0)) == 1
     await log.append(event(run_id, 2))
-
-
-async def test_interrupted_runs_are_those_without_a_done(open_log: OpenLog) -> None:
-    log = await open_log()
-    finished, running, queued = record("a" * 16, 1.0), record("b" * 16, 2.0), record("c" * 16, 3.0)
-    for rec in (finished, running, queued):
-        await log.create_run(rec)
-    await log.append(event(finished.id, 1, "done"))
-    await log.append(event(running.id, 1))
-    # Running in this process, so not interrupted.
-    assert await log.interrupted_runs() == []
-    await log.close()
-
-    reopened = await open_log()
-    assert await reopened.interrupted_runs() == [running, queued]
 
 
 async def test_an_interrupted_run_can_be_ended_after_a_restart(
@@ -313,26 +290,6 @@ async def test_a_file_of_another_schema_version_is_refused(path: Path) -> None:
 async def test_the_file_uses_wal(lazy_log: SqliteEventLog, path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-async def test_prune_deletes_old_and_surplus_finished_runs_only(open_log: OpenLog) -> None:
-    log = await open_log()
-    now = time.time()
-    ids = [f"{n:016x}" for n in range(5)]
-    for n, run_id in enumerate(ids):
-        # Runs 0-1 are 40 days old, 2-4 recent; run 4 is still going (no done).
-        created = now - 40 * 86400 if n < 2 else now - (5 - n)
-        await log.create_run(RunRecord(run_id, f"q{n}", created_at=created))
-        await log.append(Event.create(run_id, 1, "phase", {"phase": "planning"}, t_ms=0))
-        if n != 4:
-            done = {"status": "completed", "answer": "", "timings_ms": {"total": 1}}
-            await log.append(Event.create(run_id, 2, "done", done, t_ms=1))
-    await log.flush()
-    removed = await log.prune(max_age_s=30 * 86400, max_runs=2)
-    left = [r.id for r in await log.list_runs(limit=10)]
-    # Too old: 0, 1. Beyond the newest two (4, 3): 2. Run 4 is kept although unfinished.
-    assert removed == 3
-    assert left == [ids[4], ids[3]]
 
 
 async def test_a_new_store_file_is_readable_by_its_owner_only(
