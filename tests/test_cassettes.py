@@ -1,4 +1,4 @@
-"""Provider cassettes: a recorded run replays to the same answer; an unrecorded request says so."""
+"""Provider cassettes: a taped run plays back to the same answer; an untaped request says so."""
 
 from __future__ import annotations
 
@@ -59,13 +59,13 @@ async def ask() -> AsyncIterator[Ask]:
         yield run
 
 
-def _recording(tmp_path: Path, corpus: Path, cassettes: Path) -> Settings:
+def _taping(tmp_path: Path, corpus: Path, cassettes: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data", corpus=corpus, token_delay_ms=0, record_providers=cassettes
     )
 
 
-def _replaying(tmp_path: Path, cassettes: Path) -> Settings:
+def _playing_back(tmp_path: Path, cassettes: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "replay-data", llm="replay", search="replay", cassettes=cassettes
     )
@@ -78,44 +78,44 @@ def _done(received: Received) -> dict[str, Any]:
     return result
 
 
-async def test_a_recorded_run_replays_to_the_same_answer_and_sources(
+async def test_a_taped_run_plays_back_to_the_same_answer_and_sources(
     tmp_path: Path, corpus: Path, ask: Ask
 ) -> None:
     cassettes = tmp_path / "cassettes"
-    recorded = _done(await ask(_recording(tmp_path, corpus, cassettes), QUESTION))
-    assert recorded["status"] == "completed", recorded
-    assert recorded["sources"], "the tiny corpus should answer the question"
+    taped = _done(await ask(_taping(tmp_path, corpus, cassettes), QUESTION))
+    assert taped["status"] == "completed", taped
+    assert taped["sources"], "the tiny corpus should answer the question"
 
     kinds = {
         json.loads(line)["kind"] for line in (cassettes / CASSETTE_FILE).read_text().splitlines()
     }
     assert {"plan", "search", "synthesize"} <= kinds
 
-    replayed = await ask(_replaying(tmp_path, cassettes), QUESTION)
-    done = _done(replayed)
+    played = await ask(_playing_back(tmp_path, cassettes), QUESTION)
+    done = _done(played)
     assert done["status"] == "completed", done
-    assert done["answer"] == recorded["answer"]
-    assert done["sources"] == recorded["sources"]
-    assert replayed.text() == recorded["answer"]
+    assert done["answer"] == taped["answer"]
+    assert done["sources"] == taped["sources"]
+    assert played.text() == taped["answer"]
 
 
-async def test_an_unrecorded_request_fails_the_run_naming_the_request(
+async def test_an_untaped_request_fails_the_run_naming_the_request(
     tmp_path: Path, corpus: Path, ask: Ask
 ) -> None:
     cassettes = tmp_path / "cassettes"
-    await ask(_recording(tmp_path, corpus, cassettes), QUESTION)
+    await ask(_taping(tmp_path, corpus, cassettes), QUESTION)
 
-    replayed = await ask(_replaying(tmp_path, cassettes), OTHER_QUESTION)
-    errors = [replayed.data(i) for i, name in enumerate(replayed.names) if name == "error"]
-    assert errors, replayed.names
+    played = await ask(_playing_back(tmp_path, cassettes), OTHER_QUESTION)
+    errors = [played.data(i) for i, name in enumerate(played.names) if name == "error"]
+    assert errors, played.names
     message = json.dumps(errors[0])
     assert f"no recorded answer for plan({OTHER_QUESTION!r}" in message
     assert f"record it with --record-providers {cassettes}" in message
-    assert _done(replayed)["status"] == "failed"
+    assert _done(played)["status"] == "failed"
 
 
 async def test_a_missing_cassette_folder_is_a_config_error_at_start_up(tmp_path: Path) -> None:
-    app = create_app(_replaying(tmp_path, tmp_path / "nowhere"))
+    app = create_app(_playing_back(tmp_path, tmp_path / "nowhere"))
     server = TestServer(app, host="127.0.0.1")
     with pytest.raises(ConfigError, match="record one with --record-providers"):
         await server.start_server()
