@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from research_service.events import Event
 from research_service.runs.hub import Hub
@@ -45,6 +45,31 @@ def batches(events: list[Event]) -> Iterator[list[Event]]:
         yield batch
 
 
+class DirectWriter:
+    """Writes body bytes to a prepared response's socket at once, framed as aiohttp frames its own.
+
+    The hub must never wait, and `StreamResponse.write` may (it drains), so live events skip it.
+    That is sound only while aiohttp writes a prepared response's body straight to
+    `request.transport`, as one chunk per write when it sets `Transfer-Encoding: chunked`, with
+    the headers out after its first body write and no body bytes held back:
+    tests/test_listener_framing.py pins each of these against the installed aiohttp.
+    """
+
+    __slots__ = ("chunked", "transport")
+
+    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.transport = request.transport
+        self.chunked = response.headers.get(hdrs.TRANSFER_ENCODING) == "chunked"
+
+    def send(self, data: bytes) -> bool:
+        """Write `data` (never empty: an empty chunk ends the body) now; False if closed."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+        return True
+
+
 class Listener:
     """Writes one run's events to one client, at the client's own pace.
 
@@ -60,8 +85,7 @@ class Listener:
         self.heartbeat = settings.heartbeat_s
         self.loop = asyncio.get_running_loop()
         self.transport = request.transport
-        # aiohttp frames chunks itself on its own writes; the hub's direct writes must match.
-        self.chunked = response.headers.get("Transfer-Encoding") == "chunked"
+        self.direct = DirectWriter(request, response)  # the hub's writes, which never wait
         self.after = 0
         self.finished = False
         self.last_write = self.loop.time()
@@ -143,8 +167,8 @@ class Listener:
             self._pending = [data]
             self._pending_bytes = len(data)
             self._flush_timer = self.loop.call_at(self.last_write + COALESCE_S, self._flush)
-        else:
-            self._send(data)
+        elif self.direct.send(data):
+            self.last_write = self.loop.time()
         if self.finished:
             self._flush()
         return True
@@ -160,13 +184,8 @@ class Listener:
             self._flush_timer = None
         if self._pending is not None:
             pending, self._pending, self._pending_bytes = self._pending, None, 0
-            self._send(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def _send(self, data: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
-        self.last_write = self.loop.time()
+            if self.direct.send(pending[0] if len(pending) == 1 else b"".join(pending)):
+                self.last_write = self.loop.time()
 
     def _abort(self) -> None:
         # A reset, so the client sees the cut and the kernel frees the backed-up buffers.
