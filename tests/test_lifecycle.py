@@ -16,6 +16,9 @@ from research_service.events import parse_event_id
 from tests.conftest import MakeService, Service
 from tests.sse import after_event, listen
 
+#: Long enough for a listener to join a new run first, even on a busy machine.
+ABANDON_AFTER_S = 0.5
+
 
 async def wait_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
     """Poll a condition the service exposes no event for, up to `timeout`."""
@@ -63,20 +66,18 @@ async def test_run_without_listeners_is_abandoned(
 async def test_listener_keeps_a_run_from_being_abandoned(
     make_service: MakeService, client: httpx.AsyncClient
 ) -> None:
-    service = await make_service(abandon_after_s=0.2)
+    service = await make_service(abandon_after_s=ABANDON_AFTER_S)
     service.llm.hold_after = 1
     run_id = await service.create(client)
-    live = service.manager._live[run_id]
-    assert live.abandon_timer is not None  # armed at creation: nobody listens yet
-    async with client.stream("GET", service.url(f"/v1/runs/{run_id}/events")) as response:
-        async for _ in response.aiter_bytes():
-            break
-        await wait_until(lambda: live.listeners == 1)
-        assert live.abandon_timer is None
-    await wait_until(lambda: live.listeners == 0)
-    assert live.abandon_timer is not None
+    following = asyncio.create_task(listen(client, service.url(f"/v1/runs/{run_id}/events")))
+    await wait_until(lambda: service.manager.listeners(run_id) == 1)
+    # Past the abandon timeout with a listener: a run nobody followed would be cancelled.
+    await asyncio.sleep(1.5 * ABANDON_AFTER_S)
+    assert not (await service.manager.state(run_id)).finished
     service.llm.release.set()
-    await service.wait_done(run_id)
+    _name, done = (await following).last
+    assert done["status"] == "completed"
+    assert service.manager.listeners(run_id) == 0
 
 
 async def _raw_listener(
@@ -125,8 +126,7 @@ async def test_slow_listener_is_cut_without_slowing_others(
 
     async with ClientSession() as session:
         pacers = [asyncio.create_task(keep_pace(session)) for _ in range(50)]
-        live = service.manager._live[run_id]
-        await wait_until(lambda: live.listeners == 51)
+        await wait_until(lambda: service.manager.listeners(run_id) == 51)
         service.llm.release.set()
         # The run finishes while the slow client has not read a byte since the retry field.
         await service.wait_done(run_id, timeout=30)
@@ -168,7 +168,6 @@ async def test_dropped_listeners_release_tasks_and_memory(
 ) -> None:
     service.llm.hold_after = 0
     run_id = await service.create(client)
-    live = service.manager._live[run_id]
     port = service.server.port
     assert port is not None
     path = f"/v1/runs/{run_id}/events"
@@ -180,12 +179,12 @@ async def test_dropped_listeners_release_tasks_and_memory(
 
     async def connect_and_drop(count: int) -> None:
         connections = await asyncio.gather(*(_raw_listener(port, path) for _ in range(count)))
-        await wait_until(lambda: live.listeners == count)
+        await wait_until(lambda: service.manager.listeners(run_id) == count)
         for _, writer in connections:
             writer.close()
         await asyncio.gather(*(writer.wait_closed() for _, writer in connections))
         # Noticed at once: far sooner than the 15 s heartbeat would reveal a dead socket.
-        await wait_until(lambda: live.listeners == 0, timeout=3)
+        await wait_until(lambda: service.manager.listeners(run_id) == 0, timeout=3)
         await wait_until(lambda: len(http_server.connections) == idle_connections, timeout=3)
 
     await connect_and_drop(50)  # warm up lazily created caches
@@ -213,10 +212,9 @@ async def test_shutdown_ends_live_runs_with_done(
 ) -> None:
     service.llm.hold_after = 1
     run_id = await service.create(client)
-    live = service.manager._live[run_id]
     listener = asyncio.create_task(listen(client, service.url(f"/v1/runs/{run_id}/events")))
     await service.until_held()
-    await wait_until(lambda: live.listeners == 1)
+    await wait_until(lambda: service.manager.listeners(run_id) == 1)
     await service.server.close()
     got = await listener
     name, done = got.last

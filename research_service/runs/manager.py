@@ -362,3 +362,8 @@ class RunManager:
             self._live.pop(run.record.id, None)
             self._remember(run.record.id, run.state)
             log.info("run %s %s in %d ms", run.record.id, status, now)
+
+    def listeners(self, run_id: str) -> int:
+        """How many clients follow a run live in this process (0 when it is not live here)."""
+        run = self._live.get(run_id)
+        return 0 if run is None else run.listeners
