@@ -112,13 +112,13 @@ def default_hits(query: str, count: int = 2) -> list[SearchHit]:
 
 @dataclass
 class RecordingReporter:
-    """A Reporter that records what a provider told it."""
+    """A Reporter that records what a provider told it: each retry as (attempt, wait_ms, reason)."""
 
-    retries: list[dict[str, object]] = field(default_factory=list)
+    retries: list[tuple[int, int, str]] = field(default_factory=list)
     usages: list[tuple[Usage, bool]] = field(default_factory=list)
 
     async def retrying(self, *, attempt: int, wait_ms: int, reason: str) -> None:
-        self.retries.append({"attempt": attempt, "wait_ms": wait_ms, "reason": reason})
+        self.retries.append((attempt, wait_ms, reason))
 
     def usage(self, usage: Usage, *, estimated: bool = False) -> None:
         self.usages.append((usage, estimated))

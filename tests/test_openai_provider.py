@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -38,6 +37,8 @@ from tests.fake_openai import (
     wants_json,
 )
 from tests.fake_openai import Usage as FakeUsage
+from tests.fakes import RecordingReporter
+from tests.loopback import free_port
 
 MAX_WAIT_S = 0.005  # keeps every retry wait tiny; Retry-After is capped to it
 QUESTION = "How do I read a gzip file in Python?"
@@ -47,27 +48,15 @@ SOURCES = [
 ]
 
 
-@dataclass
-class Recorder:
-    """A Reporter that records what the provider tells it."""
-
-    retries: list[tuple[int, int, str]] = field(default_factory=list)
-    usages: list[tuple[Usage, bool]] = field(default_factory=list)
-
-    async def retrying(self, *, attempt: int, wait_ms: int, reason: str) -> None:
-        self.retries.append((attempt, wait_ms, reason))
-
-    def usage(self, usage: Usage, *, estimated: bool = False) -> None:
-        self.usages.append((usage, estimated))
-
-
-def planning(report: Recorder, question: str = QUESTION, *, breadth: int = 2) -> PlanRequest:
+def planning(
+    report: RecordingReporter, question: str = QUESTION, *, breadth: int = 2
+) -> PlanRequest:
     """A planning request for `question`, reporting to `report`."""
     return PlanRequest(question=question, breadth=breadth, report=report)
 
 
 def answering(
-    report: Recorder,
+    report: RecordingReporter,
     sources: Sequence[Source] = SOURCES,
     *,
     question: str = QUESTION,
@@ -84,8 +73,8 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 
 
 @pytest.fixture
-def report() -> Recorder:
-    return Recorder()
+def report() -> RecordingReporter:
+    return RecordingReporter()
 
 
 def make_llm(base_url: str, *, timeout: float = 10.0, **options: Any) -> OpenAILLM:
@@ -109,7 +98,7 @@ async def llm(fake: FakeOpenAI) -> AsyncIterator[OpenAILLM]:
 
 async def answer(
     llm: OpenAILLM,
-    report: Recorder,
+    report: RecordingReporter,
     sources: Sequence[Source] = SOURCES,
     *,
     max_tokens: int | None = None,
@@ -119,7 +108,9 @@ async def answer(
     ]
 
 
-async def answer_until_error(llm: OpenAILLM, report: Recorder) -> tuple[list[str], LLMError]:
+async def answer_until_error(
+    llm: OpenAILLM, report: RecordingReporter
+) -> tuple[list[str], LLMError]:
     pieces: list[str] = []
 
     async def consume() -> None:
@@ -140,7 +131,7 @@ def test_is_an_llm_provider(llm: OpenAILLM) -> None:
 
 
 async def test_plan_asks_for_a_strict_json_schema(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.add(
         Reply.json({"queries": ["gzip open", "gzip text mode"]}, usage=FakeUsage(40, 9))
@@ -157,7 +148,7 @@ async def test_plan_asks_for_a_strict_json_schema(
     assert report.retries == []
 
 
-async def test_plan_falls_back_to_json_object_and_remembers(report: Recorder) -> None:
+async def test_plan_falls_back_to_json_object_and_remembers(report: RecordingReporter) -> None:
     async with FakeOpenAI(reject_json_schema=True) as fake:
         llm = make_llm(fake.base_url)
         fake.script.always(Reply.json({"queries": ["q"]}, when=wants_json))
@@ -172,7 +163,7 @@ async def test_plan_falls_back_to_json_object_and_remembers(report: Recorder) ->
 
 
 async def test_plan_falls_back_to_plain_prompting(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.reject_json_schema = True
     fake.script.fail(
@@ -193,7 +184,7 @@ async def test_plan_falls_back_to_plain_prompting(
 
 
 async def test_json_schema_disabled_starts_with_json_object(
-    fake: FakeOpenAI, report: Recorder
+    fake: FakeOpenAI, report: RecordingReporter
 ) -> None:
     llm = make_llm(fake.base_url, json_schema=False)
     fake.script.add(Reply.json({"queries": ["q"]}))
@@ -203,7 +194,7 @@ async def test_json_schema_disabled_starts_with_json_object(
 
 
 async def test_unusable_plan_is_retried_once_with_the_error(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply("I would search the web.")
     fake.script.add(Reply.json({"queries": ["second try"]}))
@@ -219,7 +210,7 @@ async def test_unusable_plan_is_retried_once_with_the_error(
 
 
 async def test_twice_unusable_plan_falls_back_to_the_question(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply("no idea")
     fake.script.add(Reply.json({"queries": []}))
@@ -233,7 +224,7 @@ async def test_twice_unusable_plan_falls_back_to_the_question(
 
 
 async def test_plan_usage_is_estimated_when_the_server_sends_none(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.add(Reply.json({"queries": ["q"]}, usage=None))
     await llm.plan(planning(report))
@@ -243,13 +234,15 @@ async def test_plan_usage_is_estimated_when_the_server_sends_none(
     assert usage.completion_tokens > 0
 
 
-async def test_plan_strips_reasoning(fake: FakeOpenAI, llm: OpenAILLM, report: Recorder) -> None:
+async def test_plan_strips_reasoning(
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
+) -> None:
     fake.script.reply('{"queries": ["visible"]}', think='{"queries": ["hidden"]}')
     assert (await llm.plan(planning(report))).queries == ["visible"]
 
 
 async def test_plan_retries_a_rate_limit(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.fail(rate_limited(retry_after=1))
     fake.script.add(Reply.json({"queries": ["q"]}))
@@ -261,7 +254,7 @@ async def test_plan_retries_a_rate_limit(
 
 
 async def test_synthesis_streams_pieces_and_reports_usage(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     reply = fake.script.reply("Use gzip.open [1] in text mode [2].", usage=FakeUsage(120, 11))
     pieces = await answer(llm, report)
@@ -281,7 +274,7 @@ async def test_synthesis_streams_pieces_and_reports_usage(
 
 
 async def test_synthesis_says_when_there_are_no_sources(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply("Nothing to cite.")
     assert "".join(await answer(llm, report, sources=[])) == "Nothing to cite."
@@ -289,7 +282,7 @@ async def test_synthesis_says_when_there_are_no_sources(
 
 
 async def test_synthesis_usage_is_estimated_when_none_is_sent(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply("An answer without usage.", reasoning="some billed thoughts", usage=None)
     await answer(llm, report)
@@ -298,7 +291,9 @@ async def test_synthesis_usage_is_estimated_when_none_is_sent(
     assert usage.completion_tokens >= len("An answer without usage.some billed thoughts") // 4
 
 
-async def test_think_blocks_never_leak(fake: FakeOpenAI, llm: OpenAILLM, report: Recorder) -> None:
+async def test_think_blocks_never_leak(
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
+) -> None:
     fake.script.reply("The answer [1].", think="secret chain of thought")
     pieces = await answer(llm, report)
     assert "".join(pieces) == "The answer [1]."
@@ -306,21 +301,21 @@ async def test_think_blocks_never_leak(fake: FakeOpenAI, llm: OpenAILLM, report:
 
 
 async def test_think_tags_split_across_chunks(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply(pieces=["<th", "ink>hid", "den</th", "ink>\n\nThe", " answer", " [1]."])
     assert "".join(await answer(llm, report)) == "The answer [1]."
 
 
 async def test_unclosed_think_at_the_end_is_dropped(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply(pieces=["Shown", " <think>", "never closed"])
     assert "".join(await answer(llm, report)) == "Shown "
 
 
 async def test_reasoning_content_is_ignored(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply("Visible [2].", reasoning="private reasoning")
     fake.script.reply("Also visible.", reasoning="more", reasoning_field="reasoning")
@@ -328,7 +323,9 @@ async def test_reasoning_content_is_ignored(
     assert "".join(await answer(llm, report)) == "Also visible."
 
 
-async def test_max_tokens_is_forwarded(fake: FakeOpenAI, llm: OpenAILLM, report: Recorder) -> None:
+async def test_max_tokens_is_forwarded(
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
+) -> None:
     fake.script.reply("one two three four five six")
     pieces = await answer(llm, report, max_tokens=3)
     assert fake.chat_requests[0].json["max_tokens"] == 3
@@ -336,7 +333,7 @@ async def test_max_tokens_is_forwarded(fake: FakeOpenAI, llm: OpenAILLM, report:
 
 
 async def test_closing_the_iterator_disconnects_the_stream(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     stall = Stall(after=3)
     fake.script.reply("one two three four five six", faults=[stall])
@@ -357,7 +354,7 @@ async def test_closing_the_iterator_disconnects_the_stream(
 
 
 async def test_rate_limit_with_retry_after_then_success(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.fail(rate_limited(retry_after=2))
     fake.script.fail(rate_limited(retry_after=None, retry_after_ms=3))
@@ -368,7 +365,7 @@ async def test_rate_limit_with_retry_after_then_success(
 
 
 async def test_server_errors_are_retried(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.fail(HTTPError(status=500))
     fake.script.fail(HTTPError(status=503))
@@ -382,7 +379,7 @@ async def test_server_errors_are_retried(
 
 
 async def test_persistent_server_errors_end_in_llm_unavailable(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     for _ in range(3):
         fake.script.fail(HTTPError(status=502, message="upstream down"))
@@ -405,7 +402,7 @@ async def test_persistent_server_errors_end_in_llm_unavailable(
     ],
 )
 async def test_request_errors_are_not_retried(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder, status: int, cls: type[LLMError]
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter, status: int, cls: type[LLMError]
 ) -> None:
     fake.script.fail(HTTPError(status=status, message="nope"))
     _, error = await answer_until_error(llm, report)
@@ -416,7 +413,7 @@ async def test_request_errors_are_not_retried(
     assert report.retries == []
 
 
-async def test_wrong_api_key_says_to_set_it(report: Recorder) -> None:
+async def test_wrong_api_key_says_to_set_it(report: RecordingReporter) -> None:
     async with FakeOpenAI(api_key="right") as fake:
         llm = make_llm(fake.base_url)
         with pytest.raises(LLMAuthError, match="set OPENAI_API_KEY"):
@@ -426,7 +423,7 @@ async def test_wrong_api_key_says_to_set_it(report: Recorder) -> None:
 
 
 async def test_connection_reset_before_first_byte_is_retried(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.fail(Reset())
     fake.script.reply("After the reset.")
@@ -435,7 +432,7 @@ async def test_connection_reset_before_first_byte_is_retried(
 
 
 async def test_stream_cut_before_the_first_token_is_retried(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     # Reasoning was streamed but no answer text yet: nothing was sent, so try again.
     fake.script.reply("Lost answer.", reasoning="thinking hard", faults=[Cut(after=2)])
@@ -445,7 +442,7 @@ async def test_stream_cut_before_the_first_token_is_retried(
 
 
 async def test_stream_cut_after_tokens_is_broken_and_not_retried(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply("one two three four five", faults=[Cut(after=2)])
     pieces, error = await answer_until_error(llm, report)
@@ -460,7 +457,7 @@ async def test_stream_cut_after_tokens_is_broken_and_not_retried(
 
 
 async def test_error_event_mid_stream_is_broken(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply("one two three", faults=[ErrorEvent(after=1, message="engine died")])
     pieces, error = await answer_until_error(llm, report)
@@ -470,7 +467,7 @@ async def test_error_event_mid_stream_is_broken(
 
 
 async def test_malformed_chunk_after_tokens_is_broken(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply("one two three", faults=[Malformed(after=1)])
     pieces, error = await answer_until_error(llm, report)
@@ -480,7 +477,7 @@ async def test_malformed_chunk_after_tokens_is_broken(
 
 
 async def test_malformed_chunk_before_tokens_is_a_bad_response(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.reply("one two", faults=[Malformed(after=0)])
     pieces, error = await answer_until_error(llm, report)
@@ -490,7 +487,7 @@ async def test_malformed_chunk_before_tokens_is_a_bad_response(
     assert len(fake.chat_requests) == 1
 
 
-async def test_timeouts_are_retried_then_named(fake: FakeOpenAI, report: Recorder) -> None:
+async def test_timeouts_are_retried_then_named(fake: FakeOpenAI, report: RecordingReporter) -> None:
     llm = make_llm(fake.base_url, timeout=0.1, max_attempts=2)
     fake.script.fail(SlowResponse())
     fake.script.fail(SlowResponse())
@@ -517,9 +514,7 @@ async def test_check_rejects_a_wrong_key() -> None:
 
 
 async def test_check_names_an_unreachable_server() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     llm = make_llm(f"http://127.0.0.1:{port}/v1")
     with pytest.raises(ConfigError) as caught:
         await llm.check()
@@ -537,7 +532,7 @@ async def test_check_says_the_base_url_lacks_v1_on_404(fake: FakeOpenAI) -> None
 
 
 async def test_max_completion_tokens_is_used_when_the_server_asks_for_it(
-    fake: FakeOpenAI, llm: OpenAILLM, report: Recorder
+    fake: FakeOpenAI, llm: OpenAILLM, report: RecordingReporter
 ) -> None:
     fake.script.fail(
         HTTPError(
@@ -574,7 +569,7 @@ async def test_check_warns_about_an_unlisted_model(
     assert "does not list model 'missing-model' (RESEARCH_SYNTH_MODEL)" in caplog.text
 
 
-async def test_connect_timeout_has_its_own_code(report: Recorder) -> None:
+async def test_connect_timeout_has_its_own_code(report: RecordingReporter) -> None:
     """A server whose accept queue is full never completes the handshake: a connect timeout."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
