@@ -8,6 +8,7 @@ each thing it relies on: an aiohttp upgrade that changes one fails here, by name
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import aiohttp
@@ -98,7 +99,7 @@ class FramingServer(LoopbackServer):
 
 
 @pytest.fixture
-async def server() -> Any:
+async def server() -> AsyncIterator[FramingServer]:
     async with FramingServer() as framing:
         yield framing
 
