@@ -1,12 +1,16 @@
-"""Short, human words for why an HTTP request over aiohttp failed (e.g. "Connection refused").
+"""What an HTTP request over aiohttp tells its caller: why it failed, how long to wait.
 
-Shared by the search provider, the export download and the terminal client.
+Shared by the providers, the export download and the terminal client.
 """
 
 from __future__ import annotations
 
+import email.utils
+import math
 import os
 import socket
+import time
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -24,3 +28,34 @@ def describe(exc: BaseException) -> str:
             return error.strerror
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def retry_after_s(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """The wait the server asked for, in seconds: `retry-after-ms`, then `Retry-After`.
+
+    `Retry-After` may be seconds or an HTTP date; a date in the past means no wait (0).
+    None when the headers ask for nothing or cannot be read.
+    """
+    if headers is None:
+        return None
+    for name, per_second in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / per_second
+        except ValueError:
+            continue
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        when = email.utils.mktime_tz(parsed)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))

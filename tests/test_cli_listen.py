@@ -21,8 +21,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from research_service.recordings import load_recording
-from research_service.recordings.replay import INSTANT, load_recordings, replay_app
+from research_service.recording import load_recording
+from research_service.replay_app import INSTANT, load_recordings, replay_app
 from research_service.settings import Settings
 from tests import cli_process
 from tests.conftest import MakeService, Service

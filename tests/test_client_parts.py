@@ -24,7 +24,7 @@ from research_service.client.live import LiveDisplay
 from research_service.client.session import parse_target
 from research_service.client.sse import Message, SSEParser
 from research_service.errors import ClientError, NotAnEventStream, RunRefused, ServiceUnreachable
-from research_service.recordings import load_recording
+from research_service.recording import load_recording
 from tests.conftest import MakeService, Service
 
 RECORDING = Path(__file__).parent / "recordings" / "builtin_completed.jsonl"

@@ -21,9 +21,9 @@ from research_service.corpus.links import LinkBase, base_url, folder_prefix
 from research_service.corpus.pdf import page_paragraphs
 from research_service.corpus.ranking import name_factor, passage_fit
 from research_service.corpus.stdlib import PUBLIC_NAMES, stdlib_documents
-from research_service.corpus.text import passages, stems
 from research_service.errors import ConfigError
 from research_service.providers.local_search import STDLIB_INDEX
+from research_service.text import passages, stems
 from tests.corpus_fixtures import FIXTURE_CORPUS, copy_corpus, stdlib_data_dir
 
 FIXTURE_FILES = 5

@@ -12,7 +12,8 @@ import openai
 import pytest
 
 from research_service.errors import ConfigError, LLMError
-from research_service.providers.backoff import INITIAL_WAIT_S, JITTER, backoff_s, retry_after_s
+from research_service.net import retry_after_s
+from research_service.providers.backoff import INITIAL_WAIT_S, JITTER, backoff_s
 from research_service.providers.base import Usage
 from research_service.providers.llm_errors import (
     LLMAuthError,

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Page, Request, Route, expect
 
 from research_service.providers.base import SearchHit
-from research_service.recordings.replay import INSTANT, load_recordings, replay_app
+from research_service.replay_app import INSTANT, load_recordings, replay_app
 from research_service.settings import Settings
 from tests import browser as fixtures
 from tests.browser import LOOP, Panel

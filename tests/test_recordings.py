@@ -19,7 +19,7 @@ from research_service import __version__
 from research_service.app import RUN_STORE_FILE, create_app
 from research_service.cli import main
 from research_service.events import Event
-from research_service.recordings import (
+from research_service.recording import (
     RecordedEvent,
     RecordingError,
     dump_recording,

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestServer
 
 from research_service.app import create_app
 from research_service.providers.cassettes import CASSETTE_FILE
-from research_service.recordings.format import Recording, load_recording
-from research_service.recordings.replay import INSTANT, replay_app
+from research_service.recording import Recording, load_recording
+from research_service.replay_app import INSTANT, replay_app
 from research_service.settings import Settings
 from tests.recordings.regenerate import CASES, Case
 from tests.sse import Received, listen

@@ -112,7 +112,7 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClien
             yield ServiceClient(session, args.server, notify=say, api_key=args.api_key), False
             return
         # The service's modules (the openai SDK among them) load only when one is started here.
-        from research_service.client.local import local_service  # noqa: PLC0415
+        from research_service.cli.local import local_service  # noqa: PLC0415
 
         settings = settings_from(args)
         configure_logging("WARNING")

@@ -15,8 +15,8 @@ from research_service.cli.flags import (
     settings_from,
 )
 from research_service.cli.serve import run_app
-from research_service.recordings.format import RecordingError
-from research_service.recordings.replay import DEFAULT_SPEED, INSTANT, load_recordings, replay_app
+from research_service.recording import RecordingError
+from research_service.replay_app import DEFAULT_SPEED, INSTANT, load_recordings, replay_app
 from research_service.settings import Settings
 
 

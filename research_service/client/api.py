@@ -13,8 +13,7 @@ import aiohttp
 
 from research_service import net
 from research_service.errors import NotAnEventStream, RunRefused, ServiceUnreachable
-from research_service.providers.backoff import retry_after_s
-from research_service.web.problems import detail_of
+from research_service.problem_json import detail_of
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ def unauthorized(api_key: str | None) -> RunRefused:
 
 def busy_wait_s(headers: Any) -> float:
     """How long to wait after a 429: its Retry-After, else the default, at most the cap."""
-    asked = retry_after_s(headers)
+    asked = net.retry_after_s(headers)
     wait = DEFAULT_BUSY_WAIT_S if asked is None else asked
     log.debug("429: waiting %.3fs (asked: %s, cap %.0fs)", wait, asked, MAX_BUSY_WAIT_S)
     return min(wait, MAX_BUSY_WAIT_S)

@@ -9,7 +9,7 @@ from typing import IO, Any
 from research_service.client.events import RunEvent
 from research_service.errors import ClientError
 from research_service.events import dumps
-from research_service.recordings.format import event_line, header_fields
+from research_service.recording import event_line, header_fields
 
 
 class Recorder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from research_service.corpus.text import clean_rest, sentences, shorten, squash
+from research_service.text import clean_rest, sentences, shorten, squash
 
 TITLE_CHARS: Final = 80
 # A summary shorter than this says little more than the module's name ("csv.py - …").

@@ -12,7 +12,7 @@ from typing import Final
 
 from research_service.corpus.documents import Document, DocumentRef
 from research_service.corpus.pdf import MAX_PDF_BYTES, pdf_text
-from research_service.corpus.text import clean_rest, squash
+from research_service.text import clean_rest, squash
 
 log = logging.getLogger(__name__)
 

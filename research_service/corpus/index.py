@@ -16,8 +16,8 @@ from research_service.corpus.documents import Document, DocumentRef
 from research_service.corpus.links import LinkBase
 from research_service.corpus.ranking import EXACT_NAME, name_factor, passage_fit
 from research_service.corpus.schema import MAX_PASSAGES, ROWID_BITS, SCHEMA, SCHEMA_VERSION, SEARCH
-from research_service.corpus.text import STOPWORDS, key_terms, passages, snippet, stems
-from research_service.providers.base import SearchHit
+from research_service.hits import SearchHit
+from research_service.text import STOPWORDS, key_terms, passages, snippet, stems
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Final
 
-from research_service.corpus.text import squash
+from research_service.text import squash
 
 log = logging.getLogger(__name__)
 

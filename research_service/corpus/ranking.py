@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from research_service.corpus.text import stems, words
+from research_service.text import stems, words
 
 # A query term equal to the whole name (`json`) or to a part of it (`json` in
 # `json.scanner`): the package's own page outranks its helpers, and both outrank pages

@@ -16,7 +16,7 @@ from research_service.corpus.docstrings import SHORT_SUMMARY_CHARS, module_title
 from research_service.corpus.documents import Document, DocumentRef
 from research_service.corpus.stdlib_c import C_MODULES, LIBRARY_URL, load_c_module, reexports
 from research_service.corpus.stdlib_topics import topic_refs
-from research_service.corpus.text import clean_rest, shorten
+from research_service.text import clean_rest, shorten
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Final
 
 from research_service.corpus.docstrings import module_title, section
 from research_service.corpus.documents import Document
-from research_service.corpus.text import clean_rest
+from research_service.text import clean_rest
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Final
 
 from research_service.corpus.documents import Document, DocumentRef
-from research_service.corpus.text import drop_underlines, squash
+from research_service.text import drop_underlines, squash
 
 log = logging.getLogger(__name__)
 

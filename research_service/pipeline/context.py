@@ -10,7 +10,7 @@ from research_service.events import Phase
 from research_service.pipeline.accounting import StageReporter, TokenAccount
 from research_service.pipeline.watchdog import StreamWatchdog
 from research_service.providers.base import Source
-from research_service.runs.models import RunOptions
+from research_service.records import RunOptions
 
 EmitFn = Callable[[str, dict[str, Any]], Awaitable[None]]
 

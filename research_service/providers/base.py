@@ -6,15 +6,23 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from research_service.hits import SearchHit
 
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    """One result of a search query, before the run numbers it as a source."""
-
-    title: str
-    url: str
-    snippet: str
-    score: float = 0.0
+# SearchHit is part of the search seam; it is defined in the core so the corpus index can make it.
+__all__ = [
+    "AnswerRequest",
+    "FollowUpRequest",
+    "LLMProvider",
+    "LLMRequest",
+    "Plan",
+    "PlanRequest",
+    "Reporter",
+    "SearchHit",
+    "SearchProvider",
+    "Source",
+    "Usage",
+    "estimate_tokens",
+]
 
 
 @dataclass(frozen=True, slots=True)

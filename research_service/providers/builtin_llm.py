@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from research_service.corpus.questions import GENERIC_WORDS, RELATED_TERMS, VAGUE_WORDS, Question
-from research_service.corpus.text import sentences, stem, stems, words
 from research_service.providers.base import (
     AnswerRequest,
     FollowUpRequest,
@@ -19,6 +17,8 @@ from research_service.providers.base import (
     Usage,
     estimate_tokens,
 )
+from research_service.providers.questions import GENERIC_WORDS, RELATED_TERMS, VAGUE_WORDS, Question
+from research_service.text import sentences, stem, stems, words
 
 DEFAULT_TOKEN_DELAY_MS: Final = 15.0
 MAX_SENTENCES: Final = 4

@@ -11,7 +11,8 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from research_service.errors import LLMError
-from research_service.providers.backoff import retry_after_s, wait_s
+from research_service.net import retry_after_s
+from research_service.providers.backoff import wait_s
 from research_service.providers.base import Reporter
 from research_service.providers.llm_errors import LLMCall, as_llm_error, describe_failure
 

@@ -9,8 +9,8 @@ from typing import Final, TypeVar
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from research_service.net import describe
-from research_service.providers.backoff import retry_after_s, wait_s
+from research_service.net import describe, retry_after_s
+from research_service.providers.backoff import wait_s
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from typing import Final
 import trafilatura
 from trafilatura.settings import Document
 
-from research_service.corpus.text import shorten
 from research_service.reading.charset import decode
 from research_service.reading.errors import PageEmpty
 from research_service.reading.fetch import RawPage
+from research_service.text import shorten
 
 TITLE_CHARS: Final = 200
 INCLUDE_TABLES: Final = True  # tables often hold the facts a question asks about

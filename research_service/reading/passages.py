@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from typing import Final
 
-from research_service.corpus.text import key_terms, passages, shorten, stems, words
+from research_service.text import key_terms, passages, shorten, stems, words
 
 PASSAGE_MIN_CHARS: Final = 300
 PASSAGE_MAX_CHARS: Final = 800

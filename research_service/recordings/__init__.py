@@ -1,30 +1,8 @@
-"""Recordings: finished runs as versioned JSON Lines files, written, read back and exported."""
+"""A finished run's recording taken from a store or a service; the replay server's stand-ins.
+
+The format itself (writing and reading a recording) is `research_service.recording`.
+"""
 
 from research_service.recordings.export import RunNotFinished, finished_recording
-from research_service.recordings.format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    SUPPORTED_VERSIONS,
-    RecordedEvent,
-    Recording,
-    RecordingError,
-    dump_recording,
-    load_recording,
-    parse_recording,
-    recording_lines,
-)
 
-__all__ = [
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "SUPPORTED_VERSIONS",
-    "RecordedEvent",
-    "Recording",
-    "RecordingError",
-    "RunNotFinished",
-    "dump_recording",
-    "finished_recording",
-    "load_recording",
-    "parse_recording",
-    "recording_lines",
-]
+__all__ = ["RunNotFinished", "finished_recording"]

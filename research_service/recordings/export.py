@@ -13,10 +13,10 @@ import aiohttp
 from research_service.errors import RequestError, ResearchError
 from research_service.events import Event, is_run_id
 from research_service.net import describe
-from research_service.recordings.format import RecordingError, dump_recording, parse_recording
+from research_service.problem_json import detail_of
+from research_service.recording import RecordingError, dump_recording, parse_recording
 from research_service.runs import sqlite_log
 from research_service.runs.models import RunRecord
-from research_service.web.problems import detail_of
 
 DOWNLOAD_CONNECT_TIMEOUT_S: Final = 10.0
 DOWNLOAD_READ_TIMEOUT_S: Final = 60.0

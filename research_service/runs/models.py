@@ -1,72 +1,43 @@
-"""What a run is before any event: its id, question, options and creation time."""
+"""How a run's log ends, read without reading the log whole; what a run is, from the core."""
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any
 
 from research_service.events import Event
+from research_service.records import (
+    BREADTH_RANGE,
+    DEFAULT_BREADTH,
+    DEFAULT_DEPTH,
+    DEFAULT_MAX_SOURCES,
+    DEPTH_RANGE,
+    MAX_SOURCES_RANGE,
+    MAX_TOKENS_RANGE,
+    RunOptions,
+    RunRecord,
+    iso_time,
+    new_run_id,
+)
 
-DEFAULT_BREADTH: Final = 3
-DEFAULT_MAX_SOURCES: Final = 8
-BREADTH_RANGE: Final = (1, 8)
-MAX_SOURCES_RANGE: Final = (1, 20)
-MAX_TOKENS_RANGE: Final = (1, 1_000_000)
-DEPTH_RANGE: Final = (1, 3)
-DEFAULT_DEPTH: Final = 1
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """The validated `options` of a run."""
-
-    breadth: int = DEFAULT_BREADTH
-    max_sources: int = DEFAULT_MAX_SOURCES
-    # Search rounds: after each, the model plans follow-ups for what is still missing.
-    depth: int = DEFAULT_DEPTH
-    # Tokens the run's model calls may generate; the server's ceiling applies when unset.
-    max_tokens: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form (an unset max_tokens is left out)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-def iso_time(timestamp: float) -> str:
-    """A Unix time as RFC 3339 UTC with milliseconds."""
-    moment = datetime.fromtimestamp(timestamp, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def new_run_id() -> str:
-    """A fresh run id: 16 lowercase hex characters (never contains ':')."""
-    return secrets.token_hex(8)
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """The immutable facts of a run; everything else is derived from its events."""
-
-    id: str
-    question: str
-    options: RunOptions = field(default_factory=RunOptions)
-    created_at: float = field(default_factory=time.time)
-    #: The name of the API key that created the run (None: created with auth off).
-    owner: str | None = None
-
-    @property
-    def created_iso(self) -> str:
-        """Creation time as RFC 3339 UTC with milliseconds."""
-        return iso_time(self.created_at)
-
-    @property
-    def sort_key(self) -> tuple[float, str]:
-        """Newest-first listing order (compared descending)."""
-        return (self.created_at, self.id)
+# What a run is moved to the core (records.py); the run store code still finds it here.
+__all__ = [
+    "BREADTH_RANGE",
+    "DEFAULT_BREADTH",
+    "DEFAULT_DEPTH",
+    "DEFAULT_MAX_SOURCES",
+    "DEPTH_RANGE",
+    "MAX_SOURCES_RANGE",
+    "MAX_TOKENS_RANGE",
+    "RunEnd",
+    "RunOptions",
+    "RunRecord",
+    "RunTail",
+    "iso_time",
+    "new_run_id",
+    "tail_of",
+]
 
 
 @dataclass(frozen=True, slots=True)

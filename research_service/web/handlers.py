@@ -9,8 +9,8 @@ from aiohttp import web
 
 from research_service.errors import BodyTimeout, InvalidEventId, NotFound
 from research_service.events import dumps, is_run_id
+from research_service.recording import header_line, recording_chunks
 from research_service.recordings import RunNotFinished
-from research_service.recordings.format import header_line, recording_chunks
 from research_service.runs.manager import unknown_run
 from research_service.runs.models import RunOptions, RunRecord
 from research_service.web import validation

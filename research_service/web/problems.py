@@ -1,8 +1,7 @@
-"""RFC 9457 problem+json: responses, the middleware that makes every error one, reading back."""
+"""RFC 9457 problem+json responses and the middleware that makes every error one."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Final
 
@@ -11,12 +10,11 @@ from aiohttp.typedefs import Handler
 
 from research_service.errors import MethodNotAllowed, RequestError, Unauthorized
 from research_service.events import dumps
+from research_service.problem_json import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
 from research_service.web.validation import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
-PROBLEM_TYPE_BASE: Final = "https://research-service.dev/problems/"
-PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 
 _HTTP_SLUGS: Final = {
     400: ("bad-request", "Bad request"),
@@ -25,16 +23,6 @@ _HTTP_SLUGS: Final = {
     413: ("body-too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
 }
-
-
-def detail_of(body: bytes) -> str | None:
-    """The `detail` of a problem+json body, or None when the body is not one."""
-    try:
-        problem = json.loads(body)
-    except ValueError:  # includes UnicodeDecodeError
-        return None
-    detail = problem.get("detail") if isinstance(problem, dict) else None
-    return detail if isinstance(detail, str) else None
 
 
 def problem(

@@ -15,8 +15,9 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from research_service.events import dumps
+from research_service.problem_json import PROBLEM_TYPE_BASE
 from research_service.web.connections import ConnectionGuard
-from research_service.web.problems import PROBLEM_TYPE_BASE, problem
+from research_service.web.problems import problem
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Final
 
 from aiohttp.test_utils import TestServer
 
-from research_service.recordings.replay import INSTANT, load_recordings, replay_app
+from research_service.replay_app import INSTANT, load_recordings, replay_app
 from research_service.settings import Settings
 from tests.samples.api import http
 from tests.samples.service import Env, Service

@@ -1,4 +1,7 @@
-"""The recording format: a finished run as JSON Lines, written and read back."""
+"""The recording format: a finished run as JSON Lines, written and read back.
+
+Shared by the service (GET /v1/runs/{id}/recording), the export and the terminal client.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any, Final, NoReturn
 from research_service import __version__
 from research_service.errors import ResearchError
 from research_service.events import EVENT_NAMES, FINAL_STATUSES, Event, dumps, is_run_id
-from research_service.runs.models import (
+from research_service.records import (
     BREADTH_RANGE,
     DEPTH_RANGE,
     MAX_SOURCES_RANGE,

@@ -15,7 +15,7 @@ from aiohttp.typedefs import Handler
 
 from research_service.errors import ConfigError, RequestError
 from research_service.events import Event
-from research_service.recordings.format import Recording, load_recording
+from research_service.recording import Recording, load_recording
 from research_service.recordings.stand_ins import NoModel, NoSearch
 from research_service.runs.log import EventLog
 from research_service.runs.memory_log import MemoryEventLog

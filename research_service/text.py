@@ -1,4 +1,4 @@
-"""Plain-text helpers shared by the index and the builtin model: terms, sentences, passages."""
+"""Plain-text helpers for the corpus index, the page reader and the builtin model."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from research_service.corpus.text import key_terms
+from research_service.text import key_terms
 
 # Words that say what to do rather than what it is done to: a weaker query on their own.
 _ACTION_TEXT: Final = (
