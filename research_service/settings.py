@@ -5,15 +5,22 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
 import platformdirs
 
 from research_service.errors import ConfigError
+from research_service.settings_fields import (
+    ENV_PREFIX,
+    check_choice,
+    option,
+    out_of_bounds,
+    parse_value,
+    variables,
+)
 
-ENV_PREFIX: Final = "RESEARCH_"
 DEFAULT_PORT: Final = 8080
 DEFAULT_HEARTBEAT_S: Final = 15.0
 DEFAULT_RETRY_MS: Final = 3000
@@ -63,125 +70,111 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("research-service", appauthor=False))
 
 
-def _opt(
-    help: str,
-    *,
-    choices: tuple[str, ...] | None = None,
-    kind: type | None = None,
-    aliases: tuple[str, ...] = (),
-    secret: bool = False,
-) -> dict[str, Any]:
-    # kind: the type to parse to when the default (None) does not tell; aliases: other
-    # environment variables read when RESEARCH_* is unset (the SDK's own names); secret: no
-    # CLI flag (argv is visible to every user of the machine) and hidden in repr.
-    return {"help": help, "choices": choices, "kind": kind, "aliases": aliases, "secret": secret}
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of the service; each field is a `--flag` and a `RESEARCH_*` variable."""
 
-    host: str = field(default="127.0.0.1", metadata=_opt("interface to listen on"))
-    port: int = field(default=DEFAULT_PORT, metadata=_opt("TCP port to listen on"))
+    host: str = field(default="127.0.0.1", metadata=option("interface to listen on"))
+    port: int = field(default=DEFAULT_PORT, metadata=option("TCP port to listen on"))
     data_dir: Path = field(
         default_factory=default_data_dir,
-        metadata=_opt("folder for everything the service writes (corpus index, run store)"),
+        metadata=option("folder for everything the service writes (corpus index, run store)"),
     )
     llm: str = field(
-        default="builtin", metadata=_opt("language model provider", choices=LLM_CHOICES)
+        default="builtin", metadata=option("language model provider", choices=LLM_CHOICES)
     )
-    search: str = field(default="local", metadata=_opt("search provider", choices=SEARCH_CHOICES))
+    search: str = field(default="local", metadata=option("search provider", choices=SEARCH_CHOICES))
     store: str = field(
         default="sqlite",
-        metadata=_opt("where runs are kept (sqlite: across restarts)", choices=STORE_CHOICES),
+        metadata=option("where runs are kept (sqlite: across restarts)", choices=STORE_CHOICES),
     )
     retention_days: float = field(
         default=DEFAULT_RETENTION_DAYS,
-        metadata=_opt("finished runs older than this are deleted (sqlite store)"),
+        metadata=option("finished runs older than this are deleted (sqlite store)"),
     )
     retention_runs: int = field(
         default=DEFAULT_RETENTION_RUNS,
-        metadata=_opt("only this many newest runs are kept (sqlite store)"),
+        metadata=option("only this many newest runs are kept (sqlite store)"),
     )
     corpus: Path | None = field(
         default=None,
-        metadata=_opt("folder of .md/.txt/.rst/.html/.pdf files to search instead"),
+        metadata=option("folder of .md/.txt/.rst/.html/.pdf files to search instead"),
     )
     record_providers: Path | None = field(
         default=None,
-        metadata=_opt(
+        metadata=option(
             "folder to save every model and search exchange of each run to (cassettes)", kind=Path
         ),
     )
     cassettes: Path | None = field(
         default=None,
-        metadata=_opt(
+        metadata=option(
             "folder of cassettes that --llm replay / --search replay answer from", kind=Path
         ),
     )
     searxng_url: str = field(
         default=DEFAULT_SEARXNG_URL,
-        metadata=_opt("SearXNG instance for --search searxng", aliases=("SEARXNG_URL",)),
+        metadata=option("SearXNG instance for --search searxng", aliases=("SEARXNG_URL",)),
     )
     searxng_engines: str = field(
-        default="", metadata=_opt("SearXNG engines to ask, comma-separated (empty: its defaults)")
+        default="", metadata=option("SearXNG engines to ask, comma-separated (empty: its defaults)")
     )
     searxng_language: str = field(
-        default="", metadata=_opt("SearXNG search language, e.g. en (empty: its default)")
+        default="", metadata=option("SearXNG search language, e.g. en (empty: its default)")
     )
     searxng_time_range: str = field(
         default="",
-        metadata=_opt("only results from the last day/week/month/year", choices=TIME_RANGES),
+        metadata=option("only results from the last day/week/month/year", choices=TIME_RANGES),
     )
     search_attempts: int = field(
-        default=DEFAULT_SEARCH_ATTEMPTS, metadata=_opt("attempts per search query (retries + 1)")
+        default=DEFAULT_SEARCH_ATTEMPTS, metadata=option("attempts per search query (retries + 1)")
     )
     pages_per_run: int = field(
         default=DEFAULT_PAGES_PER_RUN,
-        metadata=_opt("web pages a run reads for its passages (0: snippets only)"),
+        metadata=option("web pages a run reads for its passages (0: snippets only)"),
     )
     fetch_timeout_s: float = field(
-        default=DEFAULT_FETCH_TIMEOUT_S, metadata=_opt("timeout for reading one web page (s)")
+        default=DEFAULT_FETCH_TIMEOUT_S, metadata=option("timeout for reading one web page (s)")
     )
     fetch_max_bytes: int = field(
-        default=DEFAULT_FETCH_MAX_BYTES, metadata=_opt("largest web page read (bytes)")
+        default=DEFAULT_FETCH_MAX_BYTES, metadata=option("largest web page read (bytes)")
     )
     fetch_max_redirects: int = field(
-        default=DEFAULT_FETCH_MAX_REDIRECTS, metadata=_opt("redirects followed per web page")
+        default=DEFAULT_FETCH_MAX_REDIRECTS, metadata=option("redirects followed per web page")
     )
     fetch_allow: str = field(
         default="",
-        metadata=_opt(
+        metadata=option(
             "hosts or networks (comma-separated, e.g. 127.0.0.1,10.0.0.0/8,intranet.example) "
             "that page reading may reach although they are not public"
         ),
     )
     context_chars: int = field(
         default=DEFAULT_CONTEXT_CHARS,
-        metadata=_opt("characters of source passages handed to the answer"),
+        metadata=option("characters of source passages handed to the answer"),
     )
     heartbeat_s: float = field(
         default=DEFAULT_HEARTBEAT_S,
-        metadata=_opt("seconds of silence before a `: ping` comment is sent"),
+        metadata=option("seconds of silence before a `: ping` comment is sent"),
     )
     retry_ms: int = field(
-        default=DEFAULT_RETRY_MS, metadata=_opt("reconnect delay advertised to clients (ms)")
+        default=DEFAULT_RETRY_MS, metadata=option("reconnect delay advertised to clients (ms)")
     )
     write_timeout_s: float = field(
         default=DEFAULT_WRITE_TIMEOUT_S,
-        metadata=_opt("seconds a listener's socket may take no data before it is cut"),
+        metadata=option("seconds a listener's socket may take no data before it is cut"),
     )
     abandon_after_s: float = field(
         default=DEFAULT_ABANDON_AFTER_S,
-        metadata=_opt("seconds a run may have no listener before it is cancelled"),
+        metadata=option("seconds a run may have no listener before it is cancelled"),
     )
     max_active_runs: int = field(
         default=DEFAULT_MAX_ACTIVE_RUNS,
-        metadata=_opt("runs allowed at once; more get 429 Too Many Requests"),
+        metadata=option("runs allowed at once; more get 429 Too Many Requests"),
     )
     max_connections: int | None = field(
         default=None,
-        metadata=_opt(
+        metadata=option(
             "HTTP connections served at once; beyond it idle ones are closed, then new ones "
             "refused",
             kind=int,
@@ -189,35 +182,35 @@ class Settings:
     )
     header_timeout_s: float = field(
         default=DEFAULT_HEADER_TIMEOUT_S,
-        metadata=_opt(
+        metadata=option(
             "seconds a connection may take to send a request's headers (also how long an "
             "idle keep-alive connection stays open)"
         ),
     )
     body_timeout_s: float = field(
         default=DEFAULT_BODY_TIMEOUT_S,
-        metadata=_opt("seconds a client may take to send a request body"),
+        metadata=option("seconds a client may take to send a request body"),
     )
     shutdown_grace_s: float = field(
         default=DEFAULT_SHUTDOWN_GRACE_S,
-        metadata=_opt(
+        metadata=option(
             "seconds a stopping service gives runs and listeners to finish before it closes "
             "every connection"
         ),
     )
     search_concurrency: int = field(
-        default=DEFAULT_SEARCH_CONCURRENCY, metadata=_opt("search queries run at once per run")
+        default=DEFAULT_SEARCH_CONCURRENCY, metadata=option("search queries run at once per run")
     )
     search_timeout_s: float = field(
-        default=DEFAULT_SEARCH_TIMEOUT_S, metadata=_opt("timeout of one search query (s)")
+        default=DEFAULT_SEARCH_TIMEOUT_S, metadata=option("timeout of one search query (s)")
     )
     token_delay_ms: float = field(
         default=DEFAULT_TOKEN_DELAY_MS,
-        metadata=_opt("pause between the builtin model's words, so answers stream visibly"),
+        metadata=option("pause between the builtin model's words, so answers stream visibly"),
     )
     openai_base_url: str | None = field(
         default=None,
-        metadata=_opt(
+        metadata=option(
             "OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1",
             kind=str,
             aliases=("OPENAI_BASE_URL",),
@@ -226,47 +219,47 @@ class Settings:
     openai_api_key: str | None = field(
         default=None,
         repr=False,
-        metadata=_opt(
+        metadata=option(
             "API key for --llm openai", kind=str, aliases=("OPENAI_API_KEY",), secret=True
         ),
     )
     model: str | None = field(
         default=None,
-        metadata=_opt("model for both stages (planning and answer)", kind=str),
+        metadata=option("model for both stages (planning and answer)", kind=str),
     )
     planner_model: str | None = field(
-        default=None, metadata=_opt("model that plans the queries", kind=str)
+        default=None, metadata=option("model that plans the queries", kind=str)
     )
     synth_model: str | None = field(
-        default=None, metadata=_opt("model that writes the answer", kind=str)
+        default=None, metadata=option("model that writes the answer", kind=str)
     )
     llm_max_attempts: int = field(
-        default=DEFAULT_LLM_MAX_ATTEMPTS, metadata=_opt("attempts per model call (retries + 1)")
+        default=DEFAULT_LLM_MAX_ATTEMPTS, metadata=option("attempts per model call (retries + 1)")
     )
     llm_max_wait_s: float = field(
-        default=DEFAULT_LLM_MAX_WAIT_S, metadata=_opt("longest wait between two attempts (s)")
+        default=DEFAULT_LLM_MAX_WAIT_S, metadata=option("longest wait between two attempts (s)")
     )
     llm_connect_timeout_s: float = field(
-        default=DEFAULT_LLM_CONNECT_TIMEOUT_S, metadata=_opt("model server connect timeout (s)")
+        default=DEFAULT_LLM_CONNECT_TIMEOUT_S, metadata=option("model server connect timeout (s)")
     )
     llm_first_token_timeout_s: float = field(
         default=DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S,
-        metadata=_opt("longest wait for the answer's first token (s)"),
+        metadata=option("longest wait for the answer's first token (s)"),
     )
     llm_token_timeout_s: float = field(
         default=DEFAULT_LLM_TOKEN_TIMEOUT_S,
-        metadata=_opt("longest pause between two tokens of the answer (s)"),
+        metadata=option("longest pause between two tokens of the answer (s)"),
     )
     run_deadline_s: float = field(
-        default=DEFAULT_RUN_DEADLINE_S, metadata=_opt("longest a whole run may take (s)")
+        default=DEFAULT_RUN_DEADLINE_S, metadata=option("longest a whole run may take (s)")
     )
     max_tokens_per_run: int = field(
         default=DEFAULT_MAX_TOKENS_PER_RUN,
-        metadata=_opt("ceiling on the tokens a run's model calls may generate"),
+        metadata=option("ceiling on the tokens a run's model calls may generate"),
     )
     auth: str | None = field(
         default=None,
-        metadata=_opt(
+        metadata=option(
             "who may use the API: off (anyone who reaches the port) or keys (Authorization: "
             "Bearer with a key from `research-service keys`)",
             choices=AUTH_CHOICES,
@@ -275,7 +268,7 @@ class Settings:
     )
     api_keys_file: Path | None = field(
         default=None,
-        metadata=_opt(
+        metadata=option(
             "file of API keys, one NAME:SECRET[:admin] per line (for containers; with or "
             "instead of `research-service keys`)",
             kind=Path,
@@ -284,7 +277,7 @@ class Settings:
     secret: str | None = field(
         default=None,
         repr=False,
-        metadata=_opt(
+        metadata=option(
             "secret that signs stream tokens and sessions (default: generated once into "
             "--data-dir)",
             kind=str,
@@ -293,81 +286,38 @@ class Settings:
     )
     stream_token_ttl_s: float = field(
         default=DEFAULT_STREAM_TOKEN_TTL_S,
-        metadata=_opt("seconds a run's stream token (events_url ?token=) stays valid"),
+        metadata=option("seconds a run's stream token (events_url ?token=) stays valid"),
     )
     session_ttl_s: float = field(
         default=DEFAULT_SESSION_TTL_S,
-        metadata=_opt("seconds a web panel sign-in (session cookie) stays valid"),
+        metadata=option("seconds a web panel sign-in (session cookie) stays valid"),
     )
     allowed_hosts: str = field(
         default="",
-        metadata=_opt(
+        metadata=option(
             "Host header values served, comma-separated (.example.com: it and its "
             "subdomains; *: any); other hosts get 421"
         ),
     )
     cors_origins: str = field(
         default="",
-        metadata=_opt(
+        metadata=option(
             "origins (e.g. https://app.example.com) whose pages may call the API, comma-separated"
         ),
     )
     log_level: str = field(
         default="INFO",
-        metadata=_opt("logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+        metadata=option("logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     )
 
     def __post_init__(self) -> None:
-        checks: list[tuple[bool, str]] = [
-            (0 <= self.port <= 65535, f"port must be 0-65535, got {self.port}"),
-            (self.heartbeat_s > 0, "heartbeat_s must be > 0"),
-            (self.retry_ms >= 0, "retry_ms must be >= 0"),
-            (self.write_timeout_s > 0, "write_timeout_s must be > 0"),
-            (self.abandon_after_s > 0, "abandon_after_s must be > 0"),
-            (self.max_active_runs >= 1, "max_active_runs must be >= 1"),
-            (
-                self.max_connections is None or self.max_connections >= 1,
-                "max_connections must be >= 1",
-            ),
-            (self.header_timeout_s > 0, "header_timeout_s must be > 0"),
-            (self.body_timeout_s > 0, "body_timeout_s must be > 0"),
-            (self.shutdown_grace_s >= 0, "shutdown_grace_s must be >= 0"),
-            (self.search_concurrency >= 1, "search_concurrency must be >= 1"),
-            (self.search_timeout_s > 0, "search_timeout_s must be > 0"),
-            (self.token_delay_ms >= 0, "token_delay_ms must be >= 0"),
-            (self.llm_max_attempts >= 1, "llm_max_attempts must be >= 1"),
-            (self.llm_max_wait_s >= 0, "llm_max_wait_s must be >= 0"),
-            (self.llm_connect_timeout_s > 0, "llm_connect_timeout_s must be > 0"),
-            (self.llm_first_token_timeout_s > 0, "llm_first_token_timeout_s must be > 0"),
-            (self.llm_token_timeout_s > 0, "llm_token_timeout_s must be > 0"),
-            (self.run_deadline_s > 0, "run_deadline_s must be > 0"),
-            (self.max_tokens_per_run >= 1, "max_tokens_per_run must be >= 1"),
-            (self.search_attempts >= 1, "search_attempts must be >= 1"),
-            (self.retention_days > 0, "retention_days must be > 0"),
-            (self.retention_runs >= 1, "retention_runs must be >= 1"),
-            (self.pages_per_run >= 0, "pages_per_run must be >= 0"),
-            (self.fetch_timeout_s > 0, "fetch_timeout_s must be > 0"),
-            (self.fetch_max_bytes >= 1024, "fetch_max_bytes must be >= 1024"),
-            (self.fetch_max_redirects >= 0, "fetch_max_redirects must be >= 0"),
-            (self.context_chars >= 500, "context_chars must be >= 500"),
-            (self.stream_token_ttl_s > 0, "stream_token_ttl_s must be > 0"),
-            (self.session_ttl_s > 0, "session_ttl_s must be > 0"),
-            (
-                self.secret is None or len(self.secret) >= MIN_SECRET_CHARS,
-                f"secret must be at least {MIN_SECRET_CHARS} characters",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"{message}; fix the flag or its {ENV_PREFIX}* variable")
+        message = out_of_bounds({f.name: getattr(self, f.name) for f in fields(self)})
+        if not message and self.secret is not None and len(self.secret) < MIN_SECRET_CHARS:
+            message = f"secret must be at least {MIN_SECRET_CHARS} characters"
+        if message:
+            raise ConfigError(f"{message}; fix the flag or its {ENV_PREFIX}* variable")
         for f in fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and value is not None and value not in choices:
-                raise ConfigError(
-                    f"{f.name} must be one of {', '.join(choices)}, got {value!r}; "
-                    f"set --{flag_name(f.name)} or {env_name(f.name)}"
-                )
+            check_choice(f, getattr(self, f.name))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -375,10 +325,10 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            for name in (env_name(f.name), *f.metadata.get("aliases", ())):
+            for name in variables(f):
                 raw = env.get(name)
                 if raw is not None and raw != "":
-                    values[f.name] = parse_value(f.name, raw)
+                    values[f.name] = parse_value(f, raw)
                     break
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -432,51 +382,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def env_name(name: str) -> str:
-    """The environment variable for a settings field."""
-    return ENV_PREFIX + name.upper()
-
-
 def source_of(name: str, environ: Mapping[str, str] | None = None) -> str:
     """The variable `from_env` takes field `name` from: RESEARCH_*, else the first alias set.
 
     RESEARCH_* when none is set, so a message can always name the variable to fix.
     """
     env = os.environ if environ is None else environ
-    field_ = next(f for f in fields(Settings) if f.name == name)
-    names: tuple[str, ...] = (env_name(name), *field_.metadata.get("aliases", ()))
+    names = variables(next(f for f in fields(Settings) if f.name == name))
     return next((candidate for candidate in names if env.get(candidate)), names[0])
-
-
-def is_set(variable: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether the environment variable `variable` is set to something."""
-    env = os.environ if environ is None else environ
-    return bool(env.get(variable))
-
-
-def flag_name(name: str) -> str:
-    """The CLI flag (without dashes) for a settings field."""
-    return name.replace("_", "-")
-
-
-def field_type(name: str) -> type:
-    """The Python type a settings field is parsed to."""
-    default = next(f for f in fields(Settings) if f.name == name)
-    if default.metadata.get("kind") is not None:
-        kind: type = default.metadata["kind"]
-        return kind
-    if default.default is not MISSING and default.default is not None:
-        return type(default.default)
-    return Path
-
-
-def parse_value(name: str, raw: str) -> Any:
-    """Parse a raw string (from the environment or argv) into a settings field's type."""
-    kind = field_type(name)
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{raw!r} is not a valid {kind.__name__} for {name}; "
-            f"fix --{flag_name(name)} or {env_name(name)}"
-        ) from None

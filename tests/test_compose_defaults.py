@@ -6,7 +6,8 @@ import re
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from research_service.settings import Settings, env_name
+from research_service.settings import Settings
+from research_service.settings_fields import env_name
 
 COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
 # `NAME: value` lines of the research service's environment (quotes dropped).

@@ -8,11 +8,12 @@ import logging
 import math
 import sys
 from collections.abc import Collection
-from dataclasses import fields
+from dataclasses import Field, fields
 from typing import Any, Protocol
 
 from research_service.errors import ConfigError
-from research_service.settings import Settings, env_name, field_type, flag_name, parse_value
+from research_service.settings import Settings
+from research_service.settings_fields import field_type, flag_name, parse_value, variables
 
 # Defaults that are not a plain value, described in words for --help.
 _DEFAULT_TEXT = {
@@ -36,17 +37,12 @@ class _Arguments(Protocol):
     def add_argument(self, *names: str, **options: Any) -> Any: ...
 
 
-def _parse_flag(name: str, raw: str) -> Any:
+def _parse_flag(field_: Field[Any], raw: str) -> Any:
     """Parse a flag for argparse: a bad value is a usage error (exit 2), not a traceback."""
     try:
-        return parse_value(name, raw)
+        return parse_value(field_, raw)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _env_names(name: str) -> str:
-    aliases = next(f for f in fields(Settings) if f.name == name).metadata.get("aliases", ())
-    return " or ".join((env_name(name), *aliases))
 
 
 def settings_flags(parser: _Arguments, *, only: Collection[str] | None = None) -> None:
@@ -55,16 +51,17 @@ def settings_flags(parser: _Arguments, *, only: Collection[str] | None = None) -
     for f in fields(Settings):
         if f.metadata.get("secret") or (only is not None and f.name not in only):
             continue  # secrets come from the environment only: argv is visible to all
-        kind = field_type(f.name)
+        kind = field_type(f)
         shown = _DEFAULT_TEXT.get(f.name, getattr(defaults, f.name))
+        read_from = " or ".join(variables(f))
         parser.add_argument(
             f"--{flag_name(f.name)}",
             dest=f.name,
             default=None,
             metavar=kind.__name__.upper() if kind is not str else None,
             choices=f.metadata.get("choices"),
-            type=functools.partial(_parse_flag, f.name),
-            help=f"{f.metadata['help']} (env {_env_names(f.name)}; default: {shown})",
+            type=functools.partial(_parse_flag, f),
+            help=f"{f.metadata['help']} (env {read_from}; default: {shown})",
         )
 
 

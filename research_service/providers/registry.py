@@ -9,7 +9,8 @@ from typing import TypeVar
 
 from research_service.errors import ConfigError
 from research_service.providers.base import LLMProvider, SearchProvider
-from research_service.settings import Settings, is_set, source_of
+from research_service.settings import Settings, source_of
+from research_service.settings_fields import is_set
 
 #: How the model provider's messages name the key to fix (the SDK's own variable).
 KEY_HINT = "set OPENAI_API_KEY"

@@ -21,7 +21,8 @@ from research_service.providers.search_retry import (
     with_retries,
 )
 from research_service.providers.urls import canonical_url
-from research_service.settings import DEFAULT_SEARCH_ATTEMPTS, Settings, env_name
+from research_service.settings import DEFAULT_SEARCH_ATTEMPTS, Settings
+from research_service.settings_fields import env_name
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from research_service.errors import ResearchError
-from research_service.settings import flag_name
+from research_service.settings_fields import flag_name
 
 
 def _flag(name: str) -> str:

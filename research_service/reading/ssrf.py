@@ -21,7 +21,7 @@ from yarl import URL
 
 from research_service.reading.addresses import AllowList, IPAddress, parse_ip
 from research_service.reading.errors import PageRefused, PageUnreachable
-from research_service.settings import flag_name
+from research_service.settings_fields import flag_name
 
 log = logging.getLogger(__name__)
 
