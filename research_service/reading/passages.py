@@ -70,7 +70,7 @@ def bm25(chunks: list[str], wanted: set[str]) -> list[float]:
 
 
 def _stem_counts(chunk: str) -> Counter[str]:
-    """How often each stem (as `corpus.text.stems` forms them) occurs in `chunk`."""
+    """How often each stem (as `research_service.text.stems` forms them) occurs in `chunk`."""
     counts: Counter[str] = Counter()
     for word in words(chunk):
         counts.update(stems((word,)))
