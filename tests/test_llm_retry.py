@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-from dataclasses import dataclass, field
 
 import httpx2
 import openai
@@ -14,7 +13,6 @@ import pytest
 from research_service.errors import ConfigError, LLMError
 from research_service.net import retry_after_s
 from research_service.providers.backoff import INITIAL_WAIT_S, JITTER, backoff_s
-from research_service.providers.base import Usage
 from research_service.providers.llm_errors import (
     LLMAuthError,
     LLMBadRequest,
@@ -29,6 +27,7 @@ from research_service.providers.llm_errors import (
     describe_failure,
 )
 from research_service.providers.llm_retry import call_with_retries, retry_wait_s, should_retry
+from tests.fakes import RecordingReporter
 
 URL = "http://models.test/v1/chat/completions"
 CALL = LLMCall("openai", "http://models.test/v1", "tiny-model", "RESEARCH_SYNTH_MODEL")
@@ -184,18 +183,6 @@ def test_no_header_means_backoff() -> None:
 # --- the runner ------------------------------------------------------------------------
 
 
-@dataclass
-class Recorder:
-    retries: list[tuple[int, int, str]] = field(default_factory=list)
-    usages: list[tuple[Usage, bool]] = field(default_factory=list)
-
-    async def retrying(self, *, attempt: int, wait_ms: int, reason: str) -> None:
-        self.retries.append((attempt, wait_ms, reason))
-
-    def usage(self, usage: Usage, *, estimated: bool = False) -> None:
-        self.usages.append((usage, estimated))
-
-
 class Flaky:
     """Fails with the given errors in turn, then returns "ok"."""
 
@@ -211,7 +198,7 @@ class Flaky:
 
 
 async def test_retries_then_succeeds_and_reports_each_wait() -> None:
-    report = Recorder()
+    report = RecordingReporter()
     attempt = Flaky(status_error(429, headers={"retry-after": "1"}), connection_error())
     result = await call_with_retries(
         attempt, call=CALL, report=report, max_attempts=3, max_wait_s=0.004
@@ -225,7 +212,7 @@ async def test_retries_then_succeeds_and_reports_each_wait() -> None:
 
 
 async def test_gives_up_after_max_attempts_with_a_coded_error() -> None:
-    report = Recorder()
+    report = RecordingReporter()
     attempt = Flaky(*(status_error(503) for _ in range(5)))
     with pytest.raises(LLMUnavailable) as caught:
         await call_with_retries(attempt, call=CALL, report=report, max_attempts=3, max_wait_s=0.001)
@@ -238,7 +225,7 @@ async def test_gives_up_after_max_attempts_with_a_coded_error() -> None:
 
 
 async def test_does_not_retry_a_bad_request() -> None:
-    report = Recorder()
+    report = RecordingReporter()
     attempt = Flaky(status_error(400, "max_tokens is too large"))
     with pytest.raises(LLMBadRequest, match="max_tokens is too large"):
         await call_with_retries(attempt, call=CALL, report=report, max_attempts=5, max_wait_s=0.001)
@@ -249,14 +236,14 @@ async def test_does_not_retry_a_bad_request() -> None:
 async def test_one_attempt_means_no_retry() -> None:
     attempt = Flaky(connection_error())
     with pytest.raises(LLMConnectError):
-        await call_with_retries(attempt, call=CALL, report=Recorder(), max_attempts=1)
+        await call_with_retries(attempt, call=CALL, report=RecordingReporter(), max_attempts=1)
     assert attempt.calls == 1
 
 
 async def test_llm_errors_pass_through_untouched() -> None:
     own = LLMError("already explained", provider="openai")
     with pytest.raises(LLMError) as caught:
-        await call_with_retries(Flaky(own), call=CALL, report=Recorder())
+        await call_with_retries(Flaky(own), call=CALL, report=RecordingReporter())
     assert caught.value is own
 
 
