@@ -326,7 +326,7 @@ async def test_live_display_draws_the_run_and_prints_a_linked_report() -> None:
         display.event(event)
         if event.name == "phase" and event.data.get("query"):
             frame_console = Console(width=100, height=30, record=True, file=io.StringIO())
-            frame_console.print(display._render())
+            frame_console.print(display.frame())
             frames.append(frame_console.export_text())
     display.finish()
     assert "Searching" in frames[0]

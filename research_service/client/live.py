@@ -45,7 +45,7 @@ class LiveDisplay:
         self.run_id, self.question = run_id, question
         self._live = Live(
             console=self.console,
-            get_renderable=self._render,
+            get_renderable=self.frame,
             auto_refresh=False,  # redrawn from the event loop: no thread reads the view
             transient=True,
             redirect_stdout=False,
@@ -90,7 +90,8 @@ class LiveDisplay:
 
     # --- the live region ---------------------------------------------------------------------
 
-    def _render(self) -> RenderableType:
+    def frame(self) -> RenderableType:
+        """What the live region shows now (rich redraws it from this)."""
         now = self._now_ms()
         parts: list[RenderableType] = [self._heading(), self._stepper(now)]
         writing = self.view.phases["synthesizing"].state != "pending"
