@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import sqlite3
 import threading
@@ -13,60 +12,17 @@ from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 from research_service.errors import ConfigError, StoreUnavailable
+from research_service.runs.migrations import Outcome
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
-
-log = logging.getLogger(__name__)
+from research_service.runs.sqlite_schema import SCHEMA_VERSION, StepFailed, migrate
 
 #: The SQLite run store's file under --data-dir (with --store sqlite).
 RUN_STORE_FILE: Final = "runs.sqlite3"
 
-#: The newest schema this release reads and writes (the last migration's number).
-SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_S: Final = 5.0
 #: A request refused because the store cannot write may succeed again after this long.
 STORE_RETRY_AFTER_S: Final = 5
 
-SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS runs (
-        id TEXT PRIMARY KEY,
-        question TEXT NOT NULL,
-        options TEXT NOT NULL,
-        created_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, id)",
-    """CREATE TABLE IF NOT EXISTS events (
-        run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        t_ms INTEGER NOT NULL,
-        wire BLOB NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    ) WITHOUT ROWID""",
-)
-#: Each step after the first schema: number, name and statements, applied in order, in one
-#: transaction with the version they reach, never dropping data.
-MIGRATIONS: Final = (
-    (
-        2,
-        "run owners and API keys",
-        (
-            "ALTER TABLE runs ADD COLUMN owner TEXT",
-            "CREATE INDEX runs_by_owner ON runs (owner, created_at, id)",
-            """CREATE TABLE api_keys (
-                id TEXT PRIMARY KEY,
-                name TEXT NOT NULL,
-                admin INTEGER NOT NULL,
-                salt BLOB NOT NULL,
-                hash BLOB NOT NULL,
-                created_at REAL NOT NULL,
-                last_used_at REAL,
-                revoked_at REAL
-            )""",
-            # One usable key per name: a name is the owner its runs belong to.
-            "CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL",
-        ),
-    ),
-)
 RUN_COLUMNS: Final = "id, question, options, created_at, owner"
 LAST_EVENT: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
 
@@ -125,8 +81,25 @@ def unavailable(path: Path, exc: sqlite3.Error | OSError) -> StoreUnavailable:
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating it and its schema as needed) the store file; ConfigError if it cannot."""
+    return _open(path)[0]
+
+
+def upgrade(path: Path) -> Outcome:
+    """Apply the migrations the store file still needs, and say what was done."""
+    db, outcome = _open(path)
+    db.close()
+    return outcome
+
+
+def _open(path: Path) -> tuple[sqlite3.Connection, Outcome]:
     try:
         return _connect(path)
+    except StepFailed as exc:
+        _, message = failure(path, exc.cause)
+        raise ConfigError(
+            f"{message}: {exc.step.describe()} failed and was undone, the store is at schema "
+            f"{exc.version} as before; restore it from a backup if this persists"
+        ) from None
     except (sqlite3.Error, OSError) as exc:
         _, message = failure(path, exc)
         raise ConfigError(f"{message}, or point --data-dir elsewhere") from None
@@ -146,7 +119,7 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path) -> tuple[sqlite3.Connection, Outcome]:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _create_private(path)
     db = sqlite3.connect(
@@ -161,38 +134,11 @@ def _connect(path: Path) -> sqlite3.Connection:
         # fsync to every batch and to every new run (milliseconds on POST /v1/runs).
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            _migrate(db, path)
-            db.execute("COMMIT")
-        finally:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+        outcome = migrate(db, path)
     except BaseException:
         db.close()
         raise
-    return db
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema (in the open transaction) to SCHEMA_VERSION, step by step."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise ConfigError(
-            f"the run store {path} has schema version {version}, newer than this release's "
-            f"{SCHEMA_VERSION}; upgrade research-service or point --data-dir elsewhere"
-        )
-    if version == 0:
-        for statement in SCHEMA:
-            db.execute(statement)
-        version = 1
-    for number, name, statements in MIGRATIONS:
-        if number > version:
-            for statement in statements:
-                db.execute(statement)
-            log.info("run store %s: migrated to schema %d (%s)", path, number, name)
-            version = number
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return db, outcome
 
 
 class Database:
