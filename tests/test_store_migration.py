@@ -1,8 +1,11 @@
-"""A run store written by the previous release (schema 1) opens, migrated, with nothing lost."""
+"""Run stores written by earlier releases open, migrated step by step, with nothing lost."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import shutil
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -11,10 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
+from research_service.auth.key_store import SqliteKeys
 from research_service.errors import ConfigError
 from research_service.events import Event
-from research_service.runs import sqlite_log
+from research_service.runs import migrations, sqlite_db, sqlite_log, sqlite_schema
+from research_service.runs.migrations import MIGRATIONS_TABLE
 from research_service.runs.sqlite_db import RUN_STORE_FILE
+from tests import cli_process
 from tests.conftest import MakeService
 from tests.sse import listen
 
@@ -86,6 +92,15 @@ def inspect(path: Path) -> tuple[int, set[str], list[str]]:
     return version, tables, columns
 
 
+def recorded_steps(path: Path) -> list[tuple[int, str, float | None]]:
+    """The rows of the file's migrations table, in order."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows: list[tuple[int, str, float | None]] = db.execute(
+            f"SELECT version, name, applied_at FROM {MIGRATIONS_TABLE} ORDER BY version"
+        ).fetchall()
+    return rows
+
+
 async def test_a_version_1_store_opens_with_its_runs_and_events_and_becomes_version_2(
     tmp_path: Path,
 ) -> None:
@@ -154,11 +169,13 @@ async def test_a_migration_that_fails_leaves_the_version_1_file_as_it_was(
         db.commit()
     finally:
         db.close()
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="schema 1 → 2: run owners and API keys failed"):
         await sqlite_log.open(path)
     version, tables, columns = inspect(path)
     assert version == 1
-    assert tables == {"runs", "events", "api_keys"}  # only the table made beforehand
+    # The table made beforehand, and the record of schema 1 (kept: it is true).
+    assert tables == {"runs", "events", "api_keys", MIGRATIONS_TABLE}
+    assert recorded_steps(path) == [(1, "runs and their events", None)]
     assert columns == ["id", "question", "options", "created_at"]
     db = sqlite3.connect(path)
     try:
@@ -190,3 +207,251 @@ async def test_a_service_on_a_migrated_store_serves_the_old_run(
     assert recording.status_code == 200
     # Every event line as the shipped recording has it, byte for byte.
     assert recording.text.splitlines()[1:] == RECORDING.read_text().splitlines()[1:]
+
+
+# --- the store file made by the schema 2 release, and the migrations table ----------------
+
+#: A run store written by release 0.1 (schema 2) itself: see tests/data/make_run_store_schema2.py.
+SCHEMA_2_STORE = Path(__file__).parent / "data" / "runs-schema2.sqlite3"
+RECORDINGS = Path(__file__).parent / "recordings"
+
+
+def copy_of_schema_2(data_dir: Path) -> Path:
+    """A copy of the shipped schema 2 store as `runs.sqlite3` in `data_dir`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copyfile(SCHEMA_2_STORE, data_dir / RUN_STORE_FILE))
+
+
+def events_of(recording: Path) -> list[Event]:
+    """The events of a shipped recording, encoded for the wire."""
+    header, *lines = (json.loads(line) for line in recording.read_text().splitlines())
+    return [
+        Event.create(header["run_id"], e["seq"], e["event"], e["data"], t_ms=e["t_ms"])
+        for e in lines
+    ]
+
+
+async def test_the_schema_2_store_upgrades_with_its_runs_events_owners_and_keys(
+    tmp_path: Path,
+) -> None:
+    path = copy_of_schema_2(tmp_path)
+    assert inspect(path)[:2] == (2, {"runs", "events", "api_keys"})
+    completed = events_of(RECORDINGS / "builtin_completed.jsonl")
+    cancelled = events_of(RECORDINGS / "builtin_cancelled.jsonl")
+    mine, unowned = completed[0].run_id, cancelled[0].run_id
+
+    log = await sqlite_log.open(path)
+    try:
+        first, second = await log.get_run(mine), await log.get_run(unowned)
+        assert first is not None
+        assert second is not None
+        assert (first.owner, second.owner) == ("alice", None)
+        assert await log.read(mine, after=0) == completed
+        assert await log.read(unowned, after=0) == cancelled
+        assert [r.id for r in await log.list_runs(limit=10, owner="alice")] == [mine]
+        assert {r.id for r in await log.list_runs(limit=10)} == {mine, unowned}
+        tails = await log.tails([mine, unowned])
+        ends = {run_id: tail.end.status if tail.end else None for run_id, tail in tails.items()}
+        assert ends == {mine: "completed", unowned: "cancelled"}
+        assert await log.interrupted_runs() == []
+    finally:
+        await log.close()
+
+    keys = SqliteKeys(path)
+    try:
+        assert [(k.name, k.admin, k.revoked_at) for k in keys.listing()] == [("alice", False, None)]
+    finally:
+        keys.close()
+    # Adopted: the steps the earlier release applied are recorded, with no time.
+    assert recorded_steps(path) == [
+        (step.version, step.name, None) for step in sqlite_schema.MIGRATIONS
+    ]
+    assert inspect(path)[0] == 2
+
+
+async def test_the_migrations_table_records_each_step_applied_with_its_name_and_time(
+    tmp_path: Path,
+) -> None:
+    fresh = tmp_path / "fresh" / RUN_STORE_FILE
+    await (await sqlite_log.open(fresh)).close()
+    names = [(step.version, step.name) for step in sqlite_schema.MIGRATIONS]
+    assert [(version, name) for version, name, _ in recorded_steps(fresh)] == names
+    assert all(isinstance(when, float) for _, _, when in recorded_steps(fresh))
+
+    old = tmp_path / "old" / RUN_STORE_FILE
+    write_v1_store(old)
+    outcome = sqlite_db.upgrade(old)
+    assert (outcome.before, outcome.after, outcome.adopted) == (1, 2, (1,))
+    assert [step.version for step in outcome.applied] == [2]
+    (first, second) = recorded_steps(old)
+    assert first == (1, "runs and their events", None)
+    assert second[:2] == (2, "run owners and API keys")
+    assert second[2] is not None
+
+    # Nothing left to do the second time; the first record stays as it was.
+    again = sqlite_db.upgrade(old)
+    assert (again.before, again.after, again.applied, again.adopted) == (2, 2, (), ())
+    assert recorded_steps(old) == [first, second]
+
+
+def newer_store(data_dir: Path) -> Path:
+    """A copy of the schema 2 store as a release with a schema 3 left it."""
+    path = copy_of_schema_2(data_dir)
+    sqlite_db.upgrade(path)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (3, 'from the future', 1.0)")
+        db.execute("PRAGMA user_version = 3")
+    return path
+
+
+def digest(path: Path) -> str:
+    """The file's contents, hashed: to show it was not written."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_a_store_migrated_by_a_newer_release_is_refused_and_left_untouched(
+    tmp_path: Path,
+) -> None:
+    path = newer_store(tmp_path)
+    before = (digest(path), recorded_steps(path))
+    with pytest.raises(ConfigError) as refused:
+        await sqlite_log.open(path)
+    message = str(refused.value)
+    assert f"{path} has schema version 3, newer than this release's 2" in message
+    assert "upgrade research-service" in message
+    assert (digest(path), recorded_steps(path)) == before
+
+    finished = await cli_process.run("migrate", "--data-dir", str(tmp_path))
+    assert finished.returncode == 2
+    assert "newer than this release's 2; upgrade research-service" in finished.stderr
+    assert (digest(path), recorded_steps(path)) == before
+
+
+async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
+    tmp_path: Path,
+) -> None:
+    old = tmp_path / "old"
+    write_v1_store(old / RUN_STORE_FILE)
+    first = await cli_process.run("migrate", "--store", "sqlite", "--data-dir", str(old))
+    assert first.returncode == 0, first.stderr
+    store = f"the run store {old / RUN_STORE_FILE}"
+    assert first.stdout.splitlines() == [
+        f"{store}: recorded schema 1 (applied by an earlier release)",
+        f"{store}: schema 1 → 2: run owners and API keys",
+    ]
+    second = await cli_process.run("migrate", "--data-dir", str(old))
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines() == [f"{store}: already at schema 2, nothing to apply"]
+
+    shipped = tmp_path / "shipped"
+    copy_of_schema_2(shipped)
+    adopted = await cli_process.run("migrate", "--data-dir", str(shipped))
+    assert adopted.returncode == 0, adopted.stderr
+    store = f"the run store {shipped / RUN_STORE_FILE}"
+    assert adopted.stdout.splitlines() == [
+        f"{store}: recorded schema 1, 2 (applied by an earlier release)",
+        f"{store}: already at schema 2, nothing to apply",
+    ]
+
+
+async def test_migrate_makes_no_store_where_there_is_none(tmp_path: Path) -> None:
+    finished = await cli_process.run("migrate", "--data-dir", str(tmp_path / "typo"))
+    assert finished.returncode == 0
+    assert finished.stdout == ""
+    assert "no run store at" in finished.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+async def test_migrate_works_while_a_service_serves_the_store(
+    tmp_path: Path, make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    """It takes no store lock: SQLite's own locking (WAL) lets the two share the file."""
+    data = tmp_path / "data"
+    write_v1_store(data / RUN_STORE_FILE)
+    service = await make_service(store="sqlite", auth="off")
+    finished = await cli_process.run("migrate", "--data-dir", str(data))
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.endswith("already at schema 2, nothing to apply\n")
+    listed = await client.get(service.url("/v1/runs"))
+    assert listed.status_code == 200
+    assert len(listed.json()["runs"]) == 1
+
+
+def test_the_sqlite_migrations_are_numbered_in_order_named_and_additive() -> None:
+    migrations.check(sqlite_schema.MIGRATIONS)
+    assert len(sqlite_schema.MIGRATIONS) == sqlite_schema.SCHEMA_VERSION
+
+
+def every_migration() -> list[tuple[str, int, str]]:
+    """(store, version, statement) of every SQL store's every step."""
+    found = [
+        ("sqlite", step.version, statement)
+        for step in sqlite_schema.MIGRATIONS
+        for statement in step.statements
+    ]
+    postgres_db = pytest.importorskip("research_service.runs.postgres_db")
+    for step in postgres_db.MIGRATIONS:
+        version, _, statements = (
+            (step.version, step.name, step.statements)
+            if isinstance(step, migrations.Migration)
+            else step
+        )
+        found += [("postgres", version, statement) for statement in statements]
+    return found
+
+
+def test_no_migration_drops_or_deletes_data() -> None:
+    for store, version, statement in every_migration():
+        assert migrations.destructive(statement) is None, f"{store} {version}: {statement}"
+
+
+@pytest.mark.parametrize(
+    ("statement", "found"),
+    [
+        ("DROP TABLE runs", "DROP TABLE"),
+        ("drop\n  table if exists events", "DROP TABLE"),
+        ("ALTER TABLE runs DROP COLUMN owner", "DROP COLUMN"),
+        ("ALTER TABLE runs DROP owner", "ALTER TABLE RUNS DROP OWNER"),
+        ("DELETE FROM events WHERE seq > 3", "DELETE FROM"),
+        ("TRUNCATE runs", "TRUNCATE"),
+        ("CREATE TABLE e (r TEXT REFERENCES runs (id) ON DELETE CASCADE)", None),
+        ("ALTER TABLE runs ALTER COLUMN owner DROP NOT NULL", None),
+        ("ALTER TABLE runs ADD COLUMN dropped_at REAL", None),
+    ],
+)
+def test_destructive_statements_are_found(statement: str, found: str | None) -> None:
+    assert migrations.destructive(statement) == found
+
+
+@pytest.mark.parametrize(
+    ("steps", "complaint"),
+    [
+        ([(1, "a"), (3, "c")], "number 3, expected 2"),
+        ([(2, "b")], "number 2, expected 1"),
+        ([(1, "a"), (2, "")], "needs a name"),
+    ],
+)
+def test_a_list_of_migrations_with_a_gap_or_no_name_is_refused(
+    steps: list[tuple[int, str]], complaint: str
+) -> None:
+    listed = [migrations.Migration(version, name, ("SELECT 1",)) for version, name in steps]
+    with pytest.raises(ValueError, match=complaint):
+        migrations.check(listed)
+
+
+def test_a_destructive_migration_is_refused() -> None:
+    step = migrations.Migration(1, "tidy", ("CREATE TABLE t (a)", "drop\n  table runs"))
+    with pytest.raises(ValueError, match="contains DROP TABLE"):
+        migrations.check([step])
+
+
+def test_the_plan_is_the_steps_not_yet_applied_in_order() -> None:
+    steps = [migrations.Migration(n, f"step {n}", ("SELECT 1",)) for n in (1, 2, 3)]
+    store = {"store": "the store", "flag": "--where"}
+    assert [s.version for s in migrations.plan(steps, [], **store)] == [1, 2, 3]
+    assert [s.version for s in migrations.plan(steps, [1], **store)] == [2, 3]
+    assert migrations.plan(steps, [1, 2, 3], **store) == []
+    with pytest.raises(ConfigError, match="records schema 3 but not schema 2 \\(step 2\\)"):
+        migrations.plan(steps, [1, 3], **store)
+    with pytest.raises(ConfigError, match="point --where elsewhere"):
+        migrations.plan(steps, [1, 2, 3, 4], **store)
