@@ -25,6 +25,7 @@ from tests.conftest import MakeService
 from tests.sse import listen
 
 #: A real run (shipped with the tests), written into the old file as that release wrote it.
+
 RECORDING = Path(__file__).parent / "recordings" / "builtin_completed.jsonl"
 
 #: The previous release's schema, as it shipped (research_service/runs/sqlite_db.py, version 1).
@@ -325,6 +326,22 @@ async def test_a_store_migrated_by_a_newer_release_is_refused_and_left_untouched
     assert finished.returncode == 2
     assert "newer than this release's 2; upgrade research-service" in finished.stderr
     assert (digest(path), recorded_steps(path)) == before
+
+
+async def test_a_serving_store_migrated_by_a_newer_release_keeps_the_newer_version(
+    tmp_path: Path,
+) -> None:
+    """The readiness probe rewrites the file's version as it is, not this release's."""
+    path = copy_of_schema_2(tmp_path)
+    log = await sqlite_log.open(path)
+    try:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+            db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (3, 'from the future', 1.0)")
+            db.execute("PRAGMA user_version = 3")
+        await log.check()
+    finally:
+        await log.close()
+    assert inspect(path)[0] == 3
 
 
 async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(

@@ -8,13 +8,14 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 from research_service.errors import ConfigError, StoreUnavailable
 from research_service.runs.migrations import Outcome
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
-from research_service.runs.sqlite_schema import SCHEMA_VERSION, StepFailed, migrate
+from research_service.runs.sqlite_schema import StepFailed, migrate
 
 #: The SQLite run store's file under --data-dir (with --store sqlite).
 RUN_STORE_FILE: Final = "runs.sqlite3"
@@ -141,6 +142,14 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, Outcome]:
     return db, outcome
 
 
+def _rewrite_version(db: sqlite3.Connection) -> None:
+    """Write the file's schema version again, unchanged: a write that changes nothing."""
+    # Not this release's number: a newer release may have migrated the file meanwhile
+    # (`migrate` runs beside `serve`), and releases before the migrations table read it.
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    db.execute(f"PRAGMA user_version = {version}")
+
+
 class Database:
     """One connection, used from worker threads one at a time (the lock)."""
 
@@ -205,25 +214,24 @@ class Database:
     def insert_events(self, batch: list[Row]) -> None:
         """Commit a batch of events in one transaction."""
         with self._lock:
-            self._write("INSERT INTO events VALUES (?, ?, ?, ?, ?)", batch)
+            self._write(
+                lambda db: db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", batch)
+            )
 
     def probe(self) -> None:
         """A real write that changes nothing: raises when the file cannot be written."""
         with self._lock:
-            self._write(f"PRAGMA user_version = {SCHEMA_VERSION}", None)
+            self._write(_rewrite_version)
 
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
             self._db.close()
 
-    def _write(self, sql: str, rows: list[Row] | None) -> None:
+    def _write(self, write: Callable[[sqlite3.Connection], object]) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            if rows is None:
-                self._db.execute(sql)
-            else:
-                self._db.executemany(sql, rows)
+            write(self._db)
             self._db.execute("COMMIT")
         except BaseException:
             # A failed COMMIT can leave the transaction open; the next write must begin anew.
