@@ -96,10 +96,12 @@ def _open(path: Path) -> tuple[sqlite3.Connection, Outcome]:
     try:
         return _connect(path)
     except StepFailed as exc:
-        _, message = failure(path, exc.cause)
+        slug, message = failure(path, exc.cause)
+        if slug == "store-unavailable":  # not the disk: the file is not what the step expects
+            message = "restore the backup taken before the upgrade, or point --data-dir elsewhere"
         raise ConfigError(
-            f"{message}: {exc.step.describe()} failed and was undone, the store is at schema "
-            f"{exc.version} as before; restore it from a backup if this persists"
+            f"the run store {path}: {exc.step.describe()} failed ({exc.cause}) and was undone, "
+            f"it is at schema {exc.version} as before; {message}"
         ) from None
     except (sqlite3.Error, OSError) as exc:
         _, message = failure(path, exc)
