@@ -1,0 +1,364 @@
+"""The PostgreSQL event-log backend: live runs served from memory, events written in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+
+from research_service.errors import StoreUnavailable
+from research_service.events import Event
+from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail, tail_of
+from research_service.runs.postgres_db import ERRORS, open_pool, unavailable
+from research_service.runs.postgres_writer import (
+    DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_FLUSH_MAX_EVENTS,
+    DEFAULT_MAX_PENDING_BYTES,
+    EventWriter,
+    Row,
+)
+from research_service.runs.waiters import Waiters
+
+__all__ = ["PostgresEventLog", "open"]
+
+DEFAULT_CACHE_SIZE: Final = 32
+#: How long closing the store may try to write what is still queued.
+CLOSE_TIMEOUT_S: Final = 2.0
+
+RUN_COLUMNS: Final = "id, question, options, created_at, owner"
+LAST_EVENT: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
+# The done payload, parsed by the server: the wire after its `\ndata: ` line prefix.
+_DONE: Final = (
+    "convert_from(substring(e.wire FROM position('\\x0a646174613a20'::bytea IN e.wire) + 7),"
+    " 'UTF8')::jsonb"
+)
+_TAILS: Final = (
+    "SELECT r.id, e.seq, e.t_ms, d.j ->> 'status', d.j -> 'error' ->> 'code', "
+    "CASE WHEN jsonb_typeof(d.j -> 'sources') = 'array' THEN jsonb_array_length(d.j -> 'sources') "
+    "ELSE 0 END FROM runs r LEFT JOIN LATERAL (SELECT * FROM events WHERE run_id = r.id "
+    "ORDER BY seq DESC LIMIT 1) e ON true "
+    f"LEFT JOIN LATERAL (SELECT CASE WHEN e.name = 'done' THEN {_DONE} END AS j) d ON true "
+    "WHERE r.id = ANY($1::text[])"
+)
+
+
+def _record(row: asyncpg.Record) -> RunRecord:
+    options = RunOptions(**json.loads(row["options"]))
+    return RunRecord(row["id"], row["question"], options, row["created_at"], row["owner"])
+
+
+@dataclass(slots=True)
+class _PgRun:
+    record: RunRecord
+    events: list[Row]
+    finished: bool = False
+
+
+# Named like the builtin on purpose, as sqlite_log.open: callers write `postgres_log.open(url)`.
+async def open(url: str, *, cache_size: int = DEFAULT_CACHE_SIZE) -> PostgresEventLog:
+    """Open a pool on the database at `url` (migrating its schema) and a store on it."""
+    pool = await open_pool(url)
+    return PostgresEventLog(pool, cache_size=cache_size, owns_pool=True)
+
+
+class PostgresEventLog:
+    """Runs and events in PostgreSQL; the runs this process writes are served from memory.
+
+    `append` keeps the event in memory, wakes the run's waiters and queues it for the next
+    batch (one transaction every `flush_interval_s`). A `done` becomes visible only once it
+    and every event before it are committed, as with the SQLite store. Finished runs are
+    read back from the database, the last `cache_size` of them kept.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        *,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        flush_max_events: int = DEFAULT_FLUSH_MAX_EVENTS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        owns_pool: bool = False,
+    ) -> None:
+        self.pool = pool
+        self._owns_pool = owns_pool
+        self.writer = EventWriter(
+            pool,
+            flush_interval_s=flush_interval_s,
+            flush_max_events=flush_max_events,
+            max_pending_bytes=max_pending_bytes,
+        )
+        self._cache_size = cache_size
+        self._live: dict[str, _PgRun] = {}
+        self._cache: OrderedDict[str, _PgRun] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[_PgRun | None]] = {}
+        self._waiters = Waiters()
+        self._closed = False
+
+    @property
+    def write_failure(self) -> StoreUnavailable | None:
+        """Why the database takes no writes now, or None while it does."""
+        return self.writer.failure
+
+    @property
+    def keys_path(self) -> Path | None:
+        """None: with --store postgres, API keys come from --api-keys-file only."""
+        return None
+
+    @property
+    def unflushed(self) -> int:
+        """How many appended events are not yet committed."""
+        return self.writer.unwritten
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Store a new run record (committed before this returns); its log starts empty."""
+        self._check_open()
+        sql = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+        options = json.dumps(record.options.to_dict())
+        try:
+            await self.pool.execute(
+                sql, record.id, record.question, options, record.created_at, record.owner
+            )
+        except asyncpg.UniqueViolationError:
+            raise ValueError(f"run {record.id} already exists") from None
+        except ERRORS as exc:
+            raise self.writer.failed(exc) from None
+        self.writer.succeeded()
+        self._live[record.id] = _PgRun(record, [])
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run's record, or None when there is no such run."""
+        memory = self._in_memory(run_id)
+        if memory is not None:
+            return memory.record
+        row = await self._query_one(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
+        return None if row is None else _record(row)
+
+    async def list_runs(
+        self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None
+    ) -> list[RunRecord]:
+        """Up to `limit` records, newest first, strictly older than `before`, of `owner`."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if owner is not None:
+            params.append(owner)
+            conditions.append(f"owner = ${len(params)}")
+        if before is not None:
+            params += before
+            conditions.append(f"(created_at, id) < (${len(params) - 1}, ${len(params)})")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = (
+            f"SELECT {RUN_COLUMNS} FROM runs {where} "
+            f"ORDER BY created_at DESC, id DESC LIMIT ${len(params) + 1}"
+        )
+        return [_record(row) for row in await self._query(sql, *params, limit)]
+
+    async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:
+        """Each known run's event count and ending: from memory, else summed up by the server."""
+        found: dict[str, RunTail] = {}
+        stored: list[str] = []
+        for run_id in run_ids:
+            run = self._live.get(run_id)
+            if run is not None:
+                found[run_id] = tail_of(run.events)
+            else:
+                stored.append(run_id)
+        if stored:
+            # The server reads the done's JSON, so no answer is decoded here, however large.
+            for run_id, seq, t_ms, status, code, sources in await self._query(_TAILS, stored):
+                end = None if status is None else RunEnd(status, code, sources, t_ms)
+                found[run_id] = RunTail(seq or 0, end)
+        return found
+
+    async def interrupted_runs(self) -> list[RunRecord]:
+        """Stored runs without a `done` that this process is not running, oldest first."""
+        sql = (
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE coalesce({LAST_EVENT}, '') != 'done' "
+            "ORDER BY created_at, id"
+        )
+        return [run for run in map(_record, await self._query(sql)) if run.id not in self._live]
+
+    async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
+        """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
+
+        Runs still going (or left open, not yet ended) are never deleted. Returns how many went.
+        """
+        cutoff = time.time() - max_age_s if max_age_s is not None else float("-inf")
+        # LIMIT NULL keeps every run.
+        sql = (
+            f"SELECT id FROM runs WHERE {LAST_EVENT} = 'done' AND (created_at < $1 OR id NOT IN "
+            "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT $2))"
+        )
+        rows = await self._query(sql, cutoff, max_runs)
+        doomed = [str(row[0]) for row in rows if row[0] not in self._live]
+        if doomed:
+            try:
+                await self.pool.execute("DELETE FROM runs WHERE id = ANY($1::text[])", doomed)
+            except ERRORS as exc:
+                raise self.writer.failed(exc) from None
+            for run_id in doomed:
+                self._cache.pop(run_id, None)
+        return len(doomed)
+
+    async def append(self, event: Event) -> None:
+        """Append `event`, wake the run's waiters and queue the event for the next batch.
+
+        A `done` returns only once it is committed, and only then do readers see it;
+        StoreUnavailable if the store closes before it could be written.
+        """
+        self._check_open()
+        run = self._live.get(event.run_id)
+        if run is None:
+            run = await self._find(event.run_id)
+            if run is None:
+                raise KeyError(event.run_id)
+            self._check_open()
+            # A stored run written to again (an interrupted run being ended): live once more.
+            self._cache.pop(event.run_id, None)
+            self._live[event.run_id] = run
+        if event.seq != len(run.events) + 1:
+            raise ValueError(f"event seq {event.seq} does not follow {len(run.events)}")
+        row: Row = tuple.__new__(tuple, event)
+        if event.name == "done":
+            self.writer.queue(row, urgent=True)
+            await self.writer.durable(urgent=True)
+            run.events.append(row)
+            run.finished = True
+            if self._live.get(event.run_id) is run:
+                del self._live[event.run_id]
+                self._remember(event.run_id, run)
+            self._waiters.wake(event.run_id)
+            return
+        if self.writer.backlogged:
+            # The database is not keeping up (or is down): the run waits, memory stays bounded.
+            await self.writer.durable(urgent=True)
+            self._check_open()
+        run.events.append(row)
+        self._waiters.wake(event.run_id)
+        self.writer.queue(row)
+
+    async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
+        """The run's stored events with seq > `after`, in order, at most `limit` of them."""
+        run = self._in_memory(run_id) or await self._find(run_id)
+        if run is None:
+            raise KeyError(run_id)
+        events = run.events
+        stored = events[after:] if limit is None else events[after : after + limit]
+        return [Event._make(row) for row in stored]
+
+    async def wait(self, run_id: str, *, after: int, timeout: float) -> bool:
+        """Wait until the run has an event with seq > `after`; False on timeout."""
+        run = self._in_memory(run_id) or await self._find(run_id)
+        if run is None:
+            raise KeyError(run_id)
+        if len(run.events) > after or self._closed:
+            return len(run.events) > after
+        await self._waiters.wait(run_id, timeout=timeout)
+        current = self._in_memory(run_id) or run
+        return len(current.events) > after
+
+    async def flush(self) -> None:
+        """Commit every event appended so far, now."""
+        await self.writer.durable(urgent=True)
+
+    async def check(self) -> None:
+        """Raise StoreUnavailable unless the database answers and takes writes."""
+        failure = self.writer.failure
+        if failure is not None and self.writer.unwritten:
+            raise failure  # events still wait for the database: it is not back yet
+        try:
+            standby = await self.pool.fetchval("SELECT pg_is_in_recovery()")
+        except ERRORS as exc:
+            raise unavailable(exc) from None
+        if standby:
+            raise StoreUnavailable(
+                "the PostgreSQL run store is a read-only standby; point --database-url at the "
+                "primary",
+                slug="store-read-only",
+                retry_after=5,
+            )
+        self.writer.succeeded()
+
+    async def close(self) -> None:
+        """Write what is queued (trying for CLOSE_TIMEOUT_S), close the pool, wake waiters."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.writer.close(timeout=CLOSE_TIMEOUT_S)
+        if self._owns_pool:
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.pool.close()
+            except TimeoutError:
+                self.pool.terminate()
+        self._waiters.wake_all()
+
+    # --- memory and reads -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(
+                "the PostgreSQL run store is closed", slug="store-closed", retry_after=1
+            )
+
+    async def _query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            return await self.pool.fetch(sql, *args)
+        except ERRORS as exc:
+            raise unavailable(exc) from None
+
+    async def _query_one(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        rows = await self._query(sql, *args)
+        return rows[0] if rows else None
+
+    def _in_memory(self, run_id: str) -> _PgRun | None:
+        run = self._live.get(run_id)
+        if run is None:
+            run = self._cache.get(run_id)
+            if run is not None:
+                self._cache.move_to_end(run_id)
+        return run
+
+    def _remember(self, run_id: str, run: _PgRun) -> None:
+        self._cache[run_id] = run
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def _find(self, run_id: str) -> _PgRun | None:
+        """The run's log from memory, else read back from the database (once for all callers)."""
+        run = self._in_memory(run_id)
+        if run is not None:
+            return run
+        task = self._loading.get(run_id)
+        if task is None:
+            task = asyncio.create_task(self._load(run_id))
+            self._loading[run_id] = task
+            task.add_done_callback(lambda _: self._loading.pop(run_id, None))
+        # Shielded: a reader that gives up must not cancel the load other readers await.
+        return await asyncio.shield(task)
+
+    async def _load(self, run_id: str) -> _PgRun | None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+                row = await conn.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
+                events = await conn.fetch(
+                    "SELECT run_id, seq, name, t_ms, wire FROM events WHERE run_id = $1 "
+                    "ORDER BY seq",
+                    run_id,
+                )
+        except ERRORS as exc:
+            raise unavailable(exc) from None
+        run = self._in_memory(run_id)
+        if run is not None or row is None:
+            return run
+        rows: list[Row] = [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in events]
+        run = _PgRun(_record(row), rows, finished=bool(rows) and rows[-1][2] == "done")
+        self._remember(run_id, run)
+        return run

@@ -1,0 +1,256 @@
+"""`--store postgres` against a real server: runs outlive the process, listings by owner,
+interrupted runs ended at start, retention, recordings, readiness, and refusals that say why."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from research_service.errors import ConfigError, StoreUnavailable
+from research_service.events import Event
+from research_service.recording import parse_recording
+from research_service.runs import postgres_db, postgres_log
+from research_service.runs.models import RunRecord
+from research_service.settings import Settings
+from tests import postgres
+from tests.conftest import MakeService
+from tests.loopback import free_port
+from tests.sse import listen
+
+postgres_database = postgres.postgres_database
+postgres_url = postgres.postgres_url
+
+ALICE, BOB, ROOT = ("alice-secret-" + "a" * 32, "bob-secret-" + "b" * 32, "root-secret-" + "r" * 32)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_runs_stream_and_read_back_the_same_after_a_restart(
+    make_service: MakeService, client: httpx.AsyncClient, postgres_url: str
+) -> None:
+    first = await make_service(store="postgres", database_url=postgres_url)
+    run_ids = [await first.create(client, f"Question {n}?") for n in range(3)]
+    before = [await listen(client, first.url(f"/v1/runs/{i}/events")) for i in run_ids]
+    await first.server.close()
+
+    second = await make_service(store="postgres", database_url=postgres_url)
+    listing = (await client.get(second.url("/v1/runs"))).json()
+    after = [await listen(client, second.url(f"/v1/runs/{i}/events")) for i in run_ids]
+    snapshot = (await client.get(second.url(f"/v1/runs/{run_ids[0]}"))).json()
+    assert [run["id"] for run in listing["runs"]] == run_ids[::-1]
+    assert [got.ids for got in after] == [got.ids for got in before]
+    assert [[e.data for e in got.events] for got in after] == [
+        [e.data for e in got.events] for got in before
+    ]
+    assert after[0].names[-1] == "done"
+    assert snapshot["status"] == "completed"
+    assert snapshot["answer"] == before[0].last[1]["answer"]
+
+
+async def test_events_are_in_postgres_once_the_done_is_seen(
+    make_service: MakeService, client: httpx.AsyncClient, postgres_url: str
+) -> None:
+    service = await make_service(store="postgres", database_url=postgres_url)
+    run_id = await service.create(client)
+    streamed = await listen(client, service.url(f"/v1/runs/{run_id}/events"))
+    rows = postgres.query(
+        postgres_url, "SELECT seq, name FROM events WHERE run_id = $1 ORDER BY seq", run_id
+    )
+    assert [(row["seq"], row["name"]) for row in rows] == list(enumerate(streamed.names, start=1))
+
+
+async def test_listings_show_each_key_its_own_runs_and_an_admin_all(
+    make_service: MakeService, client: httpx.AsyncClient, postgres_url: str, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"alice:{ALICE}\nbob:{BOB}\nroot:{ROOT}:admin\n")
+    service = await make_service(
+        store="postgres", database_url=postgres_url, auth="keys", api_keys_file=keys
+    )
+    made: dict[str, list[str]] = {"alice": [], "bob": []}
+    for n in range(3):
+        for name, key in (("alice", ALICE), ("bob", BOB)):
+            created = await client.post(
+                service.url("/v1/runs"), json={"question": f"{name} {n}?"}, headers=bearer(key)
+            )
+            assert created.status_code == 201, created.text
+            made[name].append(created.json()["id"])
+
+    async def listed(key: str) -> list[str]:
+        """Every run the key may see, page by page (two a page)."""
+        seen: list[str] = []
+        params = {"limit": "2"}
+        while True:
+            response = await client.get(service.url("/v1/runs"), params=params, headers=bearer(key))
+            assert response.status_code == 200, response.text
+            body = response.json()
+            seen += [run["id"] for run in body["runs"]]
+            if body["next"] is None:
+                return seen
+            params = {"limit": "2", "before": body["next"]}
+
+    assert await listed(ALICE) == made["alice"][::-1]
+    assert await listed(BOB) == made["bob"][::-1]
+    assert sorted(await listed(ROOT)) == sorted(made["alice"] + made["bob"])
+
+
+async def test_keys_come_only_from_a_keys_file_with_the_postgres_store(
+    make_service: MakeService, postgres_url: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"--store postgres they come only from --api-keys-file"):
+        await make_service(store="postgres", database_url=postgres_url, auth="keys")
+
+
+async def test_a_run_a_stopped_process_left_open_ends_failed_at_the_next_start(
+    make_service: MakeService, client: httpx.AsyncClient, postgres_url: str
+) -> None:
+    store = await postgres_log.open(postgres_url)
+    record = RunRecord("0123456789abcdef", "left open?")
+    await store.create_run(record)
+    started = {"phase": "planning", "status": "started", "elapsed_ms": 0}
+    await store.append(Event.create(record.id, 1, "phase", started, t_ms=0))
+    await store.close()
+
+    service = await make_service(store="postgres", database_url=postgres_url)
+    got = await listen(client, service.url(f"/v1/runs/{record.id}/events"))
+    assert got.names == ["phase", "error", "done"]
+    assert got.data(1)["code"] == "interrupted"
+    assert got.last[1]["status"] == "failed"
+
+
+async def test_finished_runs_past_the_retention_limits_are_deleted_at_start(
+    make_service: MakeService, client: httpx.AsyncClient, postgres_url: str
+) -> None:
+    store = await postgres_log.open(postgres_url)
+    done = {"status": "completed", "answer": "", "timings_ms": {"total": 1}}
+    old = RunRecord("a" * 16, "old?", created_at=time.time() - 40 * 86400)
+    recent = RunRecord("b" * 16, "recent?", created_at=time.time() - 60)
+    for record in (old, recent):
+        await store.create_run(record)
+        await store.append(Event.create(record.id, 1, "done", done, t_ms=1))
+    await store.close()
+
+    service = await make_service(store="postgres", database_url=postgres_url, retention_days=30)
+    # The first pruning runs in the background as the service starts.
+    for _ in range(100):
+        if (await client.get(service.url(f"/v1/runs/{old.id}"))).status_code == 404:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the old run was not pruned within 5 s")
+    listing = (await client.get(service.url("/v1/runs"))).json()
+    assert [run["id"] for run in listing["runs"]] == [recent.id]
+    assert postgres.query(postgres_url, "SELECT run_id FROM events WHERE run_id = $1", old.id) == []
+
+
+async def test_the_recording_of_a_stored_run_is_served_after_a_restart(
+    make_service: MakeService, client: httpx.AsyncClient, postgres_url: str
+) -> None:
+    first = await make_service(store="postgres", database_url=postgres_url)
+    run_id = await first.create(client, "What is recorded?")
+    streamed = await listen(client, first.url(f"/v1/runs/{run_id}/events"))
+    await first.server.close()
+
+    second = await make_service(store="postgres", database_url=postgres_url)
+    response = await client.get(second.url(f"/v1/runs/{run_id}/recording"))
+    assert response.status_code == 200
+    recording = parse_recording(response.text)
+    assert recording.record().question == "What is recorded?"
+    assert [e.event for e in recording.events] == streamed.names
+    assert [e.data for e in recording.events] == [json.loads(e.data) for e in streamed.events]
+
+
+async def test_readiness_checks_the_postgres_store(
+    make_service: MakeService, client: httpx.AsyncClient, postgres_url: str
+) -> None:
+    service = await make_service(store="postgres", database_url=postgres_url)
+    response = await client.get(service.url("/readyz"))
+    assert response.status_code == 200, response.text
+    assert response.json()["checks"]["store"] == {"status": "ok"}
+
+
+async def test_the_postgres_store_without_a_url_refuses_to_start_saying_what_to_set(
+    make_service: MakeService,
+) -> None:
+    with pytest.raises(ConfigError, match=r"set --database-url \(RESEARCH_DATABASE_URL or "):
+        await make_service(store="postgres")
+
+
+async def test_an_unreachable_database_refuses_to_start_with_the_reason(
+    make_service: MakeService,
+) -> None:
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/research"
+    with pytest.raises(ConfigError, match=r"cannot use the PostgreSQL run store") as failed:
+        await make_service(store="postgres", database_url=url)
+    assert "hunter2" not in str(failed.value)
+    assert "postgres:***@127.0.0.1" in str(failed.value)
+
+
+def test_the_database_url_is_read_from_either_variable_and_hidden_in_repr() -> None:
+    url = "postgresql://u:hunter2@db/research"
+    assert Settings.from_env({"DATABASE_URL": url}).database_url == url
+    ours = Settings.from_env({"RESEARCH_DATABASE_URL": url, "DATABASE_URL": "other"})
+    assert ours.database_url == url
+    assert "hunter2" not in repr(ours)
+
+
+async def test_migrate_applies_each_step_once_and_records_it(postgres_url: str) -> None:
+    assert await postgres_db.migrate(postgres_url) == ["schema 0 → 1: runs and events"]
+    assert await postgres_db.migrate(postgres_url) == []
+    rows = postgres.query(postgres_url, "SELECT version, name FROM schema_migrations")
+    assert [tuple(row) for row in rows] == [(1, "runs and events")]
+
+
+async def test_processes_starting_at_once_migrate_once(postgres_url: str) -> None:
+    applied = await asyncio.gather(*(postgres_db.migrate(postgres_url) for _ in range(4)))
+    assert sorted(map(len, applied)) == [0, 0, 0, 1]
+
+
+async def test_events_wait_in_memory_while_writes_fail_and_the_done_lands_after(
+    postgres_url: str,
+) -> None:
+    """A server refusing writes (here a trigger raising disk_full) loses nothing."""
+    store = await postgres_log.open(postgres_url)
+    try:
+        record = RunRecord("0123456789abcdef", "through a full disk?")
+        await store.create_run(record)
+        postgres.query(
+            postgres_url,
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'no space' USING ERRCODE = 'disk_full'; END $$",
+        )
+        postgres.query(
+            postgres_url,
+            "CREATE TRIGGER refuse BEFORE INSERT ON events EXECUTE FUNCTION refuse()",
+        )
+        await store.append(Event.create(record.id, 1, "token", {"text": "kept"}, t_ms=1))
+        done = Event.create(record.id, 2, "done", {"status": "completed"}, t_ms=2)
+        ending = asyncio.create_task(store.append(done))
+        for _ in range(100):
+            if store.write_failure is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert store.write_failure is not None
+        assert store.write_failure.slug == "storage-full"
+        with pytest.raises(StoreUnavailable, match="disk is full"):
+            await store.check()
+        assert not ending.done()
+        # Readers see what is appended, but not a done that is not committed.
+        assert [e.name for e in await store.read(record.id, after=0)] == ["token"]
+
+        postgres.query(postgres_url, "DROP TRIGGER refuse ON events")
+        async with asyncio.timeout(5):
+            await ending
+        assert store.write_failure is None
+        await store.check()
+        rows = postgres.query(postgres_url, "SELECT name FROM events ORDER BY seq")
+        assert [row["name"] for row in rows] == ["token", "done"]
+    finally:
+        await store.close()
