@@ -21,7 +21,7 @@ from research_service.providers.base import LLMProvider, SearchProvider
 from research_service.providers.registry import llm_provider, search_provider
 from research_service.providers.search_retry import DEFAULT_MAX_WAIT_S as SEARCH_MAX_WAIT_S
 from research_service.reading import Reader, open_reader
-from research_service.runs import sqlite_log, store_lock
+from research_service.runs import postgres_log, sqlite_log, store_lock
 from research_service.runs.log import EventLog, StoreMaintenance
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
@@ -141,6 +141,13 @@ async def _open_event_log(settings: Settings, stack: AsyncExitStack) -> EventLog
         # Before anything is read or written: only the owner may end runs left open.
         await asyncio.to_thread(stack.enter_context, store_lock.owning(path))
         store = await sqlite_log.open(path)
+    elif settings.store == "postgres":
+        if not settings.database_url:
+            raise ConfigError(
+                "--store postgres needs a database: set --database-url (RESEARCH_DATABASE_URL "
+                "or DATABASE_URL), e.g. postgresql://postgres@127.0.0.1:5432/research"
+            )
+        store = await postgres_log.open(settings.database_url)
     else:
         store = MemoryEventLog()
     stack.push_async_callback(store.close)
@@ -156,7 +163,7 @@ async def _open_auth(settings: Settings, store: EventLog, stack: AsyncExitStack)
         stack.callback(keys.close)
     elif settings.api_keys_file is None:
         raise ConfigError(
-            "--auth keys needs API keys: with --store memory they come only from "
+            f"--auth keys needs API keys: with --store {settings.store} they come only from "
             "--api-keys-file (RESEARCH_API_KEYS_FILE); give one, or use --store sqlite and "
             "`research-service keys create NAME`"
         )

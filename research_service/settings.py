@@ -57,7 +57,7 @@ DEFAULT_RETENTION_RUNS: Final = 1000
 RETENTION_INTERVAL_S: Final = 600.0
 #: The shortest --secret / RESEARCH_SECRET accepted (it signs every token).
 MIN_SECRET_CHARS: Final = 32
-STORE_CHOICES: Final = ("memory", "sqlite")
+STORE_CHOICES: Final = ("memory", "sqlite", "postgres")
 AUTH_CHOICES: Final = ("off", "keys")
 DEFAULT_STREAM_TOKEN_TTL_S: Final = 3600.0
 DEFAULT_SESSION_TTL_S: Final = 86400.0
@@ -86,15 +86,21 @@ class Settings:
     search: str = field(default="local", metadata=option("search provider", choices=SEARCH_CHOICES))
     store: str = field(
         default="sqlite",
-        metadata=option("where runs are kept (sqlite: across restarts)", choices=STORE_CHOICES),
+        metadata=option("where runs are kept (sqlite, postgres: durable)", choices=STORE_CHOICES),
+    )
+    # Hidden in repr (a URL may hold a password), yet a flag: a variable keeps it off argv.
+    database_url: str | None = field(
+        default=None,
+        repr=False,
+        metadata=option("PostgreSQL URL for --store postgres", kind=str, aliases=("DATABASE_URL",)),
     )
     retention_days: float = field(
         default=DEFAULT_RETENTION_DAYS,
-        metadata=option("finished runs older than this are deleted (sqlite store)"),
+        metadata=option("finished runs older than this are deleted (sqlite, postgres)"),
     )
     retention_runs: int = field(
         default=DEFAULT_RETENTION_RUNS,
-        metadata=option("only this many newest runs are kept (sqlite store)"),
+        metadata=option("only this many newest runs are kept (sqlite, postgres)"),
     )
     corpus: Path | None = field(
         default=None,
