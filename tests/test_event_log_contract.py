@@ -14,27 +14,41 @@ import pytest
 
 from research_service.auth.key_store import SqliteKeys
 from research_service.events import Event
-from research_service.runs import sqlite_log
+from research_service.runs import postgres_log, sqlite_log
 from research_service.runs.log import EventLog, StoreMaintenance
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
 from research_service.runs.waiters import Waiters
+from tests import postgres
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgres"]
 #: The backends whose data outlives the process: they offer StoreMaintenance.
-DURABLE = ["sqlite"]
+DURABLE = ["sqlite", "postgres"]
+# A database for the module, a schema per test: asked for only by the postgres cases.
+postgres_database = postgres.postgres_database
+postgres_url = postgres.postgres_url
 
 #: `await open_store()`: the durable backend's store over the test's data, as after a restart.
 OpenStore: TypeAlias = Callable[[], Awaitable[EventLog]]
 
 
-async def open_backend(name: str, directory: Path) -> EventLog:
-    """A store of backend `name` keeping its data in `directory`."""
+async def open_backend(name: str, place: Path | str) -> EventLog:
+    """A store of backend `name` keeping its data in `place` (a directory, or a database URL)."""
     if name == "memory":
         return MemoryEventLog()
     if name == "sqlite":
-        return await sqlite_log.open(directory / "runs.sqlite3")
+        assert isinstance(place, Path)
+        return await sqlite_log.open(place / "runs.sqlite3")
+    if name == "postgres":
+        return await postgres_log.open(str(place))
     raise AssertionError(name)  # pragma: no cover - each new backend adds its branch here
+
+
+def place_of(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where the test's store of backend `name` keeps its data (a Postgres one: a new schema)."""
+    if name == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return tmp_path
 
 
 @pytest.fixture(params=BACKENDS)
@@ -43,8 +57,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def event_log(backend: str, tmp_path: Path) -> AsyncIterator[EventLog]:
-    log = await open_backend(backend, tmp_path)
+async def event_log(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[EventLog]:
+    log = await open_backend(backend, place_of(backend, request, tmp_path))
     yield log
     await log.close()
 
@@ -53,9 +69,10 @@ async def event_log(backend: str, tmp_path: Path) -> AsyncIterator[EventLog]:
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
     """Opens the backend's store over the same data each time; every one closed at the end."""
     opened: list[EventLog] = []
+    place = place_of(str(request.param), request, tmp_path)
 
     async def open_store() -> EventLog:
-        log = await open_backend(str(request.param), tmp_path)
+        log = await open_backend(str(request.param), place)
         opened.append(log)
         return log
 
