@@ -17,14 +17,17 @@ import pytest
 from research_service.auth.key_store import SqliteKeys
 from research_service.errors import ConfigError
 from research_service.events import Event
-from research_service.runs import migrations, sqlite_db, sqlite_log, sqlite_schema
+from research_service.runs import migrations, postgres_db, sqlite_db, sqlite_log, sqlite_schema
 from research_service.runs.migrations import MIGRATIONS_TABLE
 from research_service.runs.sqlite_db import RUN_STORE_FILE
-from tests import cli_process
+from tests import cli_process, postgres
 from tests.conftest import MakeService
 from tests.sse import listen
 
 #: A real run (shipped with the tests), written into the old file as that release wrote it.
+# The Postgres fixtures, for the `migrate --store postgres` test.
+postgres_database = postgres.postgres_database
+postgres_url = postgres.postgres_url
 
 RECORDING = Path(__file__).parent / "recordings" / "builtin_completed.jsonl"
 
@@ -394,27 +397,21 @@ async def test_migrate_works_while_a_service_serves_the_store(
     assert len(listed.json()["runs"]) == 1
 
 
-def test_the_sqlite_migrations_are_numbered_in_order_named_and_additive() -> None:
+def test_each_stores_migrations_are_numbered_in_order_named_and_additive() -> None:
     migrations.check(sqlite_schema.MIGRATIONS)
+    migrations.check(postgres_db.MIGRATIONS)
     assert len(sqlite_schema.MIGRATIONS) == sqlite_schema.SCHEMA_VERSION
 
 
 def every_migration() -> list[tuple[str, int, str]]:
     """(store, version, statement) of every SQL store's every step."""
-    found = [
-        ("sqlite", step.version, statement)
-        for step in sqlite_schema.MIGRATIONS
+    stores = {"sqlite": sqlite_schema.MIGRATIONS, "postgres": postgres_db.MIGRATIONS}
+    return [
+        (store, step.version, statement)
+        for store, steps in stores.items()
+        for step in steps
         for statement in step.statements
     ]
-    postgres_db = pytest.importorskip("research_service.runs.postgres_db")
-    for step in postgres_db.MIGRATIONS:
-        version, _, statements = (
-            (step.version, step.name, step.statements)
-            if isinstance(step, migrations.Migration)
-            else step
-        )
-        found += [("postgres", version, statement) for statement in statements]
-    return found
 
 
 def test_no_migration_drops_or_deletes_data() -> None:
@@ -472,3 +469,15 @@ def test_the_plan_is_the_steps_not_yet_applied_in_order() -> None:
         migrations.plan(steps, [1, 3], **store)
     with pytest.raises(ConfigError, match="point --where elsewhere"):
         migrations.plan(steps, [1, 2, 3, 4], **store)
+
+
+async def test_migrate_applies_the_postgres_stores_steps_once(postgres_url: str) -> None:
+    flags = ("migrate", "--store", "postgres", "--database-url", postgres_url)
+    first = await cli_process.run(*flags)
+    assert first.returncode == 0, first.stderr
+    store = "the PostgreSQL run store"
+    steps = postgres_db.MIGRATIONS
+    assert first.stdout.splitlines() == [f"{store}: {step.describe()}" for step in steps]
+    second = await cli_process.run(*flags)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == f"{store}: already at schema {len(steps)}, nothing to apply\n"
