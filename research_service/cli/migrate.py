@@ -19,7 +19,7 @@ def add_parser(commands: Any) -> None:
         "migrate",
         help="apply the run store's pending schema migrations",
         description="Bring the run store's schema up to this release, the steps it lacks in "
-        "order, each in its own transaction, and print each step. `serve` does the same at "
+        "order (a step that fails is undone whole), and print each step. `serve` does the same at "
         "start; run this to do it apart (before a deploy, say). Migrations only add: no data "
         "is dropped. A SQLite store may be migrated while a `serve` of it runs.",
     )
