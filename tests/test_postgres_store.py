@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -165,6 +167,50 @@ async def test_the_recording_of_a_stored_run_is_served_after_a_restart(
     assert recording.record().question == "What is recorded?"
     assert [e.event for e in recording.events] == streamed.names
     assert [e.data for e in recording.events] == [json.loads(e.data) for e in streamed.events]
+
+
+async def test_export_reads_a_finished_run_from_the_postgres_store(
+    make_service: MakeService, client: httpx.AsyncClient, postgres_url: str
+) -> None:
+    service = await make_service(store="postgres", database_url=postgres_url)
+    run_id = await service.create(client, "What is exported?")
+    await listen(client, service.url(f"/v1/runs/{run_id}/events"))
+    served = await client.get(service.url(f"/v1/runs/{run_id}/recording"))
+    await service.server.close()
+
+    async def export(*args: str, env: dict[str, str] | None = None) -> tuple[int, bytes, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "research_service",
+            "export",
+            *args,
+            env={k: v for k, v in os.environ.items() if not k.startswith("RESEARCH_")}
+            | (env or {}),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode is not None
+        return process.returncode, out, err.decode()
+
+    code, stdout, stderr = await export(
+        run_id, "--store", "postgres", "--database-url", postgres_url
+    )
+    assert (code, stderr) == (0, "")
+    assert stdout == served.content
+    # The URL may come from the environment; a missing one is named, an unknown run too.
+    code, stdout, _ = await export(
+        run_id, "--store", "postgres", env={"DATABASE_URL": postgres_url}
+    )
+    assert (code, stdout) == (0, served.content)
+    code, _, stderr = await export(run_id, "--store", "postgres")
+    assert code == 2
+    assert "--database-url" in stderr
+    unknown = "0123456789abcdef"
+    code, _, stderr = await export(unknown, "--store", "postgres", "--database-url", postgres_url)
+    assert code == 2
+    assert f"no run {unknown} in the PostgreSQL run store" in stderr
 
 
 async def test_readiness_checks_the_postgres_store(

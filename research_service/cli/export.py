@@ -11,7 +11,12 @@ from typing import Any
 from research_service.cli.api_key import api_key_flag, api_key_of
 from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.errors import ClientError
-from research_service.recordings.export import ExportError, download, from_store
+from research_service.recordings.export import (
+    ExportError,
+    download,
+    from_postgres,
+    from_store,
+)
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from research_service.settings import Settings
 
@@ -35,7 +40,7 @@ def add_parser(commands: Any) -> None:
         help="download from the service at URL (e.g. http://127.0.0.1:8080) instead",
     )
     api_key_flag(export, "the --server's API key, when it runs with --auth keys")
-    settings_flags(export, only={"data_dir"})
+    settings_flags(export, only={"data_dir", "store", "database_url"})
     export.set_defaults(run=run)
 
 
@@ -49,6 +54,13 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.server is not None:
             text = asyncio.run(download(args.server, args.run_id, api_key=api_key_of(args)))
+        elif settings.store == "postgres":
+            if settings.database_url is None:
+                raise ExportError(
+                    "--store postgres needs the database: set --database-url or "
+                    "RESEARCH_DATABASE_URL (or DATABASE_URL)"
+                )
+            text = asyncio.run(from_postgres(settings.database_url, args.run_id))
         else:
             text = asyncio.run(from_store(settings.data_dir / RUN_STORE_FILE, args.run_id))
     except (ExportError, ClientError) as exc:

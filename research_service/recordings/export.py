@@ -10,7 +10,7 @@ from typing import Final
 
 import aiohttp
 
-from research_service.errors import RequestError, ResearchError
+from research_service.errors import ConfigError, RequestError, ResearchError
 from research_service.events import Event, is_run_id
 from research_service.net import describe
 from research_service.problem_json import detail_of
@@ -68,10 +68,32 @@ async def from_store(path: Path, run_id: str) -> str:
         raise ExportError(
             f"cannot read the run store {path} ({exc}); is it a research-service run store?"
         ) from None
+    return _finished(record, events, run_id=run_id, where=f"the run store {path}")
+
+
+async def from_postgres(url: str, run_id: str) -> str:
+    """The recording of run `run_id` from the PostgreSQL run store at `url`."""
+    # Loaded only here: asyncpg is not needed to export from a SQLite store.
+    from research_service.runs import postgres_log  # noqa: PLC0415
+
+    if not is_run_id(run_id):
+        raise ExportError(f"{run_id!r} is not a run id; run ids are 16 lowercase hex characters")
+    try:
+        store = await postgres_log.open(url)
+    except ConfigError as exc:
+        raise ExportError(str(exc)) from None
+    try:
+        record = await store.get_run(run_id)
+        events = [] if record is None else await store.read(run_id, after=0)
+    finally:
+        await store.close()
+    return _finished(record, events, run_id=run_id, where="the PostgreSQL run store")
+
+
+def _finished(record: RunRecord | None, events: Sequence[Event], *, run_id: str, where: str) -> str:
+    """The recording of a run read from a store, or an ExportError saying why not."""
     if record is None:
-        raise ExportError(
-            f"no run {run_id} in the run store {path}; list its runs with GET /v1/runs"
-        )
+        raise ExportError(f"no run {run_id} in {where}; list its runs with GET /v1/runs")
     try:
         return finished_recording(record, events)
     except RunNotFinished as exc:
