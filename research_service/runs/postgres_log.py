@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,7 +22,7 @@ from research_service.runs.postgres_writer import (
     EventWriter,
     Row,
 )
-from research_service.runs.waiters import Waiters
+from research_service.runs.run_memory import RunMemory
 
 __all__ = ["PostgresEventLog", "open"]
 
@@ -52,13 +50,6 @@ _TAILS: Final = (
 def _record(row: asyncpg.Record) -> RunRecord:
     options = RunOptions(**json.loads(row["options"]))
     return RunRecord(row["id"], row["question"], options, row["created_at"], row["owner"])
-
-
-@dataclass(slots=True)
-class _PgRun:
-    record: RunRecord
-    events: list[Row]
-    finished: bool = False
 
 
 # Named like the builtin on purpose, as sqlite_log.open: callers write `postgres_log.open(url)`.
@@ -95,11 +86,7 @@ class PostgresEventLog:
             flush_max_events=flush_max_events,
             max_pending_bytes=max_pending_bytes,
         )
-        self._cache_size = cache_size
-        self._live: dict[str, _PgRun] = {}
-        self._cache: OrderedDict[str, _PgRun] = OrderedDict()
-        self._loading: dict[str, asyncio.Task[_PgRun | None]] = {}
-        self._waiters = Waiters()
+        self._memory = RunMemory(cache_size=cache_size, load=self._select_run)
         self._closed = False
 
     @property
@@ -131,11 +118,11 @@ class PostgresEventLog:
         except ERRORS as exc:
             raise self.writer.failed(exc) from None
         self.writer.succeeded()
-        self._live[record.id] = _PgRun(record, [])
+        self._memory.start(record)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run's record, or None when there is no such run."""
-        memory = self._in_memory(run_id)
+        memory = self._memory.get(run_id)
         if memory is not None:
             return memory.record
         row = await self._query_one(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
@@ -165,7 +152,7 @@ class PostgresEventLog:
         found: dict[str, RunTail] = {}
         stored: list[str] = []
         for run_id in run_ids:
-            run = self._live.get(run_id)
+            run = self._memory.live.get(run_id)
             if run is not None:
                 found[run_id] = tail_of(run.events)
             else:
@@ -183,7 +170,9 @@ class PostgresEventLog:
             f"SELECT {RUN_COLUMNS} FROM runs WHERE coalesce({LAST_EVENT}, '') != 'done' "
             "ORDER BY created_at, id"
         )
-        return [run for run in map(_record, await self._query(sql)) if run.id not in self._live]
+        return [
+            run for run in map(_record, await self._query(sql)) if run.id not in self._memory.live
+        ]
 
     async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
         """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
@@ -197,14 +186,14 @@ class PostgresEventLog:
             "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT $2))"
         )
         rows = await self._query(sql, cutoff, max_runs)
-        doomed = [str(row[0]) for row in rows if row[0] not in self._live]
+        doomed = [str(row[0]) for row in rows if row[0] not in self._memory.live]
         if doomed:
             try:
                 await self.pool.execute("DELETE FROM runs WHERE id = ANY($1::text[])", doomed)
             except ERRORS as exc:
                 raise self.writer.failed(exc) from None
             for run_id in doomed:
-                self._cache.pop(run_id, None)
+                self._memory.forget(run_id)
         return len(doomed)
 
     async def append(self, event: Event) -> None:
@@ -214,15 +203,13 @@ class PostgresEventLog:
         StoreUnavailable if the store closes before it could be written.
         """
         self._check_open()
-        run = self._live.get(event.run_id)
+        run = self._memory.live.get(event.run_id)
         if run is None:
-            run = await self._find(event.run_id)
+            run = await self._memory.find(event.run_id)
             if run is None:
                 raise KeyError(event.run_id)
             self._check_open()
-            # A stored run written to again (an interrupted run being ended): live once more.
-            self._cache.pop(event.run_id, None)
-            self._live[event.run_id] = run
+            self._memory.revive(event.run_id, run)
         if event.seq != len(run.events) + 1:
             raise ValueError(f"event seq {event.seq} does not follow {len(run.events)}")
         row: Row = tuple.__new__(tuple, event)
@@ -231,38 +218,25 @@ class PostgresEventLog:
             await self.writer.durable(urgent=True)
             run.events.append(row)
             run.finished = True
-            if self._live.get(event.run_id) is run:
-                del self._live[event.run_id]
-                self._remember(event.run_id, run)
-            self._waiters.wake(event.run_id)
+            # Batches commit in order: with the done, every event of the run is stored.
+            self._memory.retire(event.run_id, run)
+            self._memory.waiters.wake(event.run_id)
             return
         if self.writer.backlogged:
             # The database is not keeping up (or is down): the run waits, memory stays bounded.
             await self.writer.durable(urgent=True)
             self._check_open()
         run.events.append(row)
-        self._waiters.wake(event.run_id)
+        self._memory.waiters.wake(event.run_id)
         self.writer.queue(row)
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
         """The run's stored events with seq > `after`, in order, at most `limit` of them."""
-        run = self._in_memory(run_id) or await self._find(run_id)
-        if run is None:
-            raise KeyError(run_id)
-        events = run.events
-        stored = events[after:] if limit is None else events[after : after + limit]
-        return [Event._make(row) for row in stored]
+        return await self._memory.read(run_id, after=after, limit=limit)
 
     async def wait(self, run_id: str, *, after: int, timeout: float) -> bool:
         """Wait until the run has an event with seq > `after`; False on timeout."""
-        run = self._in_memory(run_id) or await self._find(run_id)
-        if run is None:
-            raise KeyError(run_id)
-        if len(run.events) > after or self._closed:
-            return len(run.events) > after
-        await self._waiters.wait(run_id, timeout=timeout)
-        current = self._in_memory(run_id) or run
-        return len(current.events) > after
+        return await self._memory.wait(run_id, after=after, timeout=timeout, closed=self._closed)
 
     async def flush(self) -> None:
         """Commit every event appended so far, now."""
@@ -298,7 +272,7 @@ class PostgresEventLog:
                     await self.pool.close()
             except TimeoutError:
                 self.pool.terminate()
-        self._waiters.wake_all()
+        self._memory.waiters.wake_all()
 
     # --- memory and reads -------------------------------------------------------------------
 
@@ -318,33 +292,8 @@ class PostgresEventLog:
         rows = await self._query(sql, *args)
         return rows[0] if rows else None
 
-    def _in_memory(self, run_id: str) -> _PgRun | None:
-        run = self._live.get(run_id)
-        if run is None:
-            run = self._cache.get(run_id)
-            if run is not None:
-                self._cache.move_to_end(run_id)
-        return run
-
-    def _remember(self, run_id: str, run: _PgRun) -> None:
-        self._cache[run_id] = run
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-
-    async def _find(self, run_id: str) -> _PgRun | None:
-        """The run's log from memory, else read back from the database (once for all callers)."""
-        run = self._in_memory(run_id)
-        if run is not None:
-            return run
-        task = self._loading.get(run_id)
-        if task is None:
-            task = asyncio.create_task(self._load(run_id))
-            self._loading[run_id] = task
-            task.add_done_callback(lambda _: self._loading.pop(run_id, None))
-        # Shielded: a reader that gives up must not cancel the load other readers await.
-        return await asyncio.shield(task)
-
-    async def _load(self, run_id: str) -> _PgRun | None:
+    async def _select_run(self, run_id: str) -> tuple[RunRecord, list[Row]] | None:
+        """The run's record and every event, read back from the database."""
         try:
             async with self.pool.acquire() as conn, conn.transaction(readonly=True):
                 row = await conn.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
@@ -355,10 +304,6 @@ class PostgresEventLog:
                 )
         except ERRORS as exc:
             raise unavailable(exc) from None
-        run = self._in_memory(run_id)
-        if run is not None or row is None:
-            return run
-        rows: list[Row] = [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in events]
-        run = _PgRun(_record(row), rows, finished=bool(rows) and rows[-1][2] == "done")
-        self._remember(run_id, run)
-        return run
+        if row is None:
+            return None
+        return _record(row), [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in events]

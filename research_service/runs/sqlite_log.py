@@ -6,15 +6,14 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from research_service.errors import StoreUnavailable
 from research_service.events import Event
 from research_service.runs.models import RunRecord, RunTail, tail_of
+from research_service.runs.run_memory import MemoryRun, RunMemory
 from research_service.runs.sqlite_db import (
     LAST_EVENT,
     RUN_COLUMNS,
@@ -30,7 +29,6 @@ from research_service.runs.sqlite_writer import (
     DEFAULT_MAX_PENDING_BYTES,
     EventWriter,
 )
-from research_service.runs.waiters import Waiters
 
 __all__ = ["RUN_STORE_FILE", "SqliteEventLog", "open"]
 
@@ -39,15 +37,6 @@ DEFAULT_CACHE_SIZE: Final = 32
 CLOSE_TIMEOUT_S: Final = 1.0
 #: How long a successful write proves the store writable to a readiness check.
 PROBE_FRESH_S: Final = 5.0
-
-
-@dataclass(slots=True)
-class _SqliteRun:
-    record: RunRecord
-    events: list[Row]
-    # Events of this run already committed to the file.
-    flushed: int = 0
-    finished: bool = False
 
 
 # Named like the builtin on purpose: callers write `sqlite_log.open(path)`.
@@ -101,13 +90,7 @@ class SqliteEventLog:
             flush_max_events=flush_max_events,
             max_pending_bytes=max_pending_bytes,
         )
-        self._cache_size = cache_size
-        # Runs with events not yet on disk, or not finished: memory is their truth.
-        self._live: dict[str, _SqliteRun] = {}
-        # Finished runs read back (or just written), least recently used first.
-        self._cache: OrderedDict[str, _SqliteRun] = OrderedDict()
-        self._loading: dict[str, asyncio.Task[_SqliteRun | None]] = {}
-        self._waiters = Waiters()
+        self._memory = RunMemory(cache_size=cache_size, load=self._select_run)
         self._last_write_ok = float("-inf")
         self._closed = False
 
@@ -147,11 +130,11 @@ class SqliteEventLog:
         except (sqlite3.Error, OSError) as exc:
             raise self._unwritable(exc) from None
         self._wrote()
-        self._live[record.id] = _SqliteRun(record, [])
+        self._memory.start(record)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run's record, or None when there is no such run."""
-        memory = self._in_memory(run_id)
+        memory = self._memory.get(run_id)
         if memory is not None:
             return memory.record
         rows = await asyncio.to_thread(
@@ -181,7 +164,7 @@ class SqliteEventLog:
         found: dict[str, RunTail] = {}
         on_disk: list[str] = []
         for run_id in run_ids:
-            run = self._live.get(run_id)
+            run = self._memory.live.get(run_id)
             if run is not None:
                 found[run_id] = tail_of(run.events)
             else:
@@ -198,7 +181,7 @@ class SqliteEventLog:
             "ORDER BY created_at, id"
         )
         rows = await asyncio.to_thread(self.db.query, sql, ())
-        return [run for run in map(record, rows) if run.id not in self._live]
+        return [run for run in map(record, rows) if run.id not in self._memory.live]
 
     async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
         """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
@@ -213,14 +196,14 @@ class SqliteEventLog:
             "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT ?))"
         )
         rows = await asyncio.to_thread(self.db.query, sql, (cutoff, keep))
-        doomed = [str(row[0]) for row in rows if row[0] not in self._live]
+        doomed = [str(row[0]) for row in rows if row[0] not in self._memory.live]
         if doomed:
             try:
                 await asyncio.to_thread(self.db.delete_runs, doomed)
             except (sqlite3.Error, OSError) as exc:
                 raise self._unwritable(exc) from None
             for run_id in doomed:
-                self._cache.pop(run_id, None)
+                self._memory.forget(run_id)
         return len(doomed)
 
     async def append(self, event: Event) -> None:
@@ -230,15 +213,13 @@ class SqliteEventLog:
         StoreUnavailable if the store closes before it could be written.
         """
         self._check_open()
-        run = self._live.get(event.run_id)
+        run = self._memory.live.get(event.run_id)
         if run is None:
-            run = await self._find(event.run_id)
+            run = await self._memory.find(event.run_id)
             if run is None:
                 raise KeyError(event.run_id)
             self._check_open()  # the log may have closed while the run was read back
-            # A stored run written to again (an interrupted run being ended): live once more.
-            self._cache.pop(event.run_id, None)
-            self._live[event.run_id] = run
+            self._memory.revive(event.run_id, run)
         if event.seq != len(run.events) + 1:
             raise ValueError(f"event seq {event.seq} does not follow {len(run.events)}")
         row: Row = tuple.__new__(tuple, event)
@@ -249,38 +230,25 @@ class SqliteEventLog:
             await self.writer.room()
             self._check_open()  # the store may have closed while the backlog was full
         run.events.append(row)
-        self._waiters.wake(event.run_id)
+        self._memory.waiters.wake(event.run_id)
         self.writer.queue(row)
 
-    async def _append_done(self, run: _SqliteRun, row: Row) -> None:
+    async def _append_done(self, run: MemoryRun, row: Row) -> None:
         """Write the run's last event, then make it visible."""
         self.writer.queue(row, urgent=True)
         await self.writer.durable(urgent=True)
         run.events.append(row)
         run.finished = True
         self._retire(row[0], run)
-        self._waiters.wake(row[0])
+        self._memory.waiters.wake(row[0])
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
         """The run's stored events with seq > `after`, in order, at most `limit` of them."""
-        run = self._in_memory(run_id) or await self._find(run_id)
-        if run is None:
-            raise KeyError(run_id)
-        events = run.events
-        stored = events[after:] if limit is None else events[after : after + limit]
-        return [Event._make(row) for row in stored]
+        return await self._memory.read(run_id, after=after, limit=limit)
 
     async def wait(self, run_id: str, *, after: int, timeout: float) -> bool:
         """Wait until the run has an event with seq > `after`; False on timeout."""
-        run = self._in_memory(run_id) or await self._find(run_id)
-        if run is None:
-            raise KeyError(run_id)
-        if len(run.events) > after or self._closed:
-            return len(run.events) > after
-        await self._waiters.wait(run_id, timeout=timeout)
-        # Appends go to the run's current in-memory log, which may be a fresh copy by now.
-        current = self._in_memory(run_id) or run
-        return len(current.events) > after
+        return await self._memory.wait(run_id, after=after, timeout=timeout, closed=self._closed)
 
     async def flush(self) -> None:
         """Commit every event appended so far to the file, now."""
@@ -310,7 +278,7 @@ class SqliteEventLog:
         self._closed = True
         await self.writer.close(timeout=CLOSE_TIMEOUT_S)
         await asyncio.to_thread(self.db.close)
-        self._waiters.wake_all()
+        self._memory.waiters.wake_all()
 
     # --- memory ----------------------------------------------------------------------------
 
@@ -332,55 +300,21 @@ class SqliteEventLog:
     def _recently_written(self) -> bool:
         return asyncio.get_running_loop().time() - self._last_write_ok < PROBE_FRESH_S
 
-    def _in_memory(self, run_id: str) -> _SqliteRun | None:
-        run = self._live.get(run_id)
-        if run is None:
-            run = self._cache.get(run_id)
-            if run is not None:
-                self._cache.move_to_end(run_id)
-        return run
-
-    def _remember(self, run_id: str, run: _SqliteRun) -> None:
-        self._cache[run_id] = run
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-
-    def _retire(self, run_id: str, run: _SqliteRun) -> None:
+    def _retire(self, run_id: str, run: MemoryRun) -> None:
         """A finished run whose every event is on disk leaves the live set."""
-        if run.finished and run.flushed == len(run.events) and self._live.get(run_id) is run:
-            del self._live[run_id]
-            self._remember(run_id, run)
+        if run.finished and run.flushed == len(run.events):
+            self._memory.retire(run_id, run)
 
-    async def _find(self, run_id: str) -> _SqliteRun | None:
-        """The run's log from memory, else read back from the file (once for all callers)."""
-        run = self._in_memory(run_id)
-        if run is not None:
-            return run
-        task = self._loading.get(run_id)
-        if task is None:
-            task = asyncio.create_task(self._load(run_id))
-            self._loading[run_id] = task
-            task.add_done_callback(lambda _: self._loading.pop(run_id, None))
-        # Shielded: a reader that gives up must not cancel the load other readers await.
-        return await asyncio.shield(task)
-
-    async def _load(self, run_id: str) -> _SqliteRun | None:
-        stored = await asyncio.to_thread(self.db.select_run, run_id)
-        run = self._in_memory(run_id)
-        if run is not None or stored is None:
-            return run
-        found, events = stored
-        run = _SqliteRun(found, events, flushed=len(events))
-        run.finished = bool(events) and events[-1][2] == "done"
-        self._remember(run_id, run)
-        return run
+    async def _select_run(self, run_id: str) -> tuple[RunRecord, list[Row]] | None:
+        """The run's record and every event, read back from the file."""
+        return await asyncio.to_thread(self.db.select_run, run_id)
 
     def _batch_written(self, batch: list[Row]) -> None:
         """The writer committed `batch`: note what each run has on disk."""
         self._last_write_ok = asyncio.get_running_loop().time()
         last_seq = {run_id: seq for run_id, seq, *_ in batch}
         for run_id, seq in last_seq.items():
-            run = self._live.get(run_id)
+            run = self._memory.live.get(run_id)
             if run is not None:
                 run.flushed = max(run.flushed, seq)
                 self._retire(run_id, run)
