@@ -64,8 +64,8 @@ def snippet_config(*, read_timeout: str | None) -> str:
     return snippet
 
 
-def main_config(folder: Path) -> str:
-    """nginx.conf around the example: foreground, one worker, every path in `folder`."""
+def main_config(folder: Path, *, site: str = SITE) -> str:
+    """nginx.conf around a site: foreground, one worker, every path in `folder`."""
     # Run as root, nginx would hand its workers to `nobody`, who cannot enter pytest's folders.
     user = "user root;\n" if os.geteuid() == 0 else ""
     temp = folder / "temp"
@@ -83,9 +83,29 @@ http {{
     scgi_temp_path {temp / "scgi"};
     # As in Debian's own nginx.conf; the example must keep streams uncompressed regardless.
     gzip on;
-    include {SITE};
+    include {site};
 }}
 """
+
+
+@dataclass
+class Child:
+    """nginx in the foreground as our child, and what it has written to stderr so far."""
+
+    process: asyncio.subprocess.Process
+    log: bytearray = field(default_factory=bytearray)
+    grew: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_log(
+        self, pattern: re.Pattern[bytes], *, count: int = 1, timeout: float = TIMEOUT_S
+    ) -> list[re.Match[bytes]]:
+        """Wait until `pattern` matches the log `count` times; return the matches."""
+        async with asyncio.timeout(timeout):
+            while len(matches := list(pattern.finditer(self.log))) < count:
+                assert self.process.returncode is None, f"nginx exited:\n{self.log.decode()}"
+                self.grew.clear()
+                await self.grew.wait()
+        return matches
 
 
 @dataclass
@@ -104,12 +124,15 @@ class Nginx:
         return f"http://127.0.0.1:{self.root_port}/{path}"
 
 
-async def _drain(stream: asyncio.StreamReader, into: bytearray) -> None:
-    while line := await stream.readline():
-        into += line
+async def _drain(child: Child) -> None:
+    assert child.process.stderr is not None
+    while line := await child.process.stderr.readline():
+        child.log += line
+        child.grew.set()
+    child.grew.set()
 
 
-async def _start(folder: Path, ports: tuple[int, int]) -> Nginx:
+async def _start(folder: Path) -> Child:
     process = await asyncio.create_subprocess_exec(
         str(require_nginx()),
         "-p",
@@ -121,13 +144,29 @@ async def _start(folder: Path, ports: tuple[int, int]) -> Nginx:
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
-    nginx = Nginx(process, *ports)
+    child = Child(process)
     async with asyncio.timeout(TIMEOUT_S):
-        while not READY.search(nginx.log):
+        while not READY.search(child.log):
             line = await process.stderr.readline()
-            assert line, f"nginx did not start:\n{nginx.log.decode()}"
-            nginx.log += line
-    return nginx
+            assert line, f"nginx did not start:\n{child.log.decode()}"
+            child.log += line
+    return child
+
+
+@contextlib.asynccontextmanager
+async def child(folder: Path) -> AsyncIterator[Child]:
+    """nginx with `folder`/nginx.conf (and `folder` as its prefix) until the block ends."""
+    started = await _start(folder)
+    drain = asyncio.create_task(_drain(started))
+    try:
+        yield started
+    finally:
+        if started.process.returncode is None:
+            # SIGTERM: a fast shutdown that does not wait for open streams to end.
+            started.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(TIMEOUT_S):
+            await started.process.wait()
+            await drain
 
 
 @contextlib.asynccontextmanager
@@ -142,15 +181,5 @@ async def running(
     (folder / SITE).write_text(site_config(upstream_port=upstream_port, ports=ports))
     (folder / "snippets" / SNIPPET).write_text(snippet_config(read_timeout=read_timeout))
     (folder / "nginx.conf").write_text(main_config(folder))
-    nginx = await _start(folder, ports)
-    assert nginx.process.stderr is not None
-    drain = asyncio.create_task(_drain(nginx.process.stderr, nginx.log))
-    try:
-        yield nginx
-    finally:
-        if nginx.process.returncode is None:
-            # SIGTERM: a fast shutdown that does not wait for open streams to end.
-            nginx.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(TIMEOUT_S):
-            await nginx.process.wait()
-            await drain
+    async with child(folder) as started:
+        yield Nginx(started.process, *ports, log=started.log)
