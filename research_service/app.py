@@ -15,6 +15,7 @@ from research_service.auth.key_store import SqliteKeys
 from research_service.auth.keyring import Keyring
 from research_service.auth.secret import load_secret
 from research_service.auth.tokens import Signer
+from research_service.cluster.node import ClusterNode, check_cluster_settings, open_node
 from research_service.errors import ConfigError, StoreUnavailable
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.providers.base import LLMProvider, SearchProvider
@@ -31,6 +32,7 @@ from research_service.web.access import AUTH, Auth, access_middleware
 from research_service.web.handlers import setup_routes
 from research_service.web.health import ReadinessProbe
 from research_service.web.keys import (
+    CLUSTER,
     EVENT_LOG,
     LLM,
     MANAGER,
@@ -59,8 +61,11 @@ def create_app(
     search: SearchProvider | None = None,
     event_log: EventLog | None = None,
     reader: Reader | None = None,
+    api: bool = True,
 ) -> web.Application:
     """Build the application; providers and the log may be handed in (tests, embedding).
+
+    `api=False` builds a cluster worker's: the same runs and providers, served to nobody.
 
     Serve it with `web.serving` (as `research-service serve` does): guarded connections,
     `handler_cancellation` so a listener that disconnects is released at once, and a
@@ -82,9 +87,15 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             # The run store first: a store another process owns stops start-up before any work.
-            app[EVENT_LOG] = (
-                event_log if event_log is not None else await _open_event_log(settings, stack)
-            )
+            check_cluster_settings(settings)
+            node: ClusterNode | None = None
+            if settings.redis_url is not None:
+                node = await open_node(settings, stack)
+                app[EVENT_LOG] = node.log
+            else:
+                app[EVENT_LOG] = (
+                    event_log if event_log is not None else await _open_event_log(settings, stack)
+                )
             app[LLM] = (
                 llm if llm is not None else await stack.enter_async_context(llm_provider(settings))
             )
@@ -106,9 +117,12 @@ def create_app(
                 abandon_after_s=settings.abandon_after_s,
                 max_tokens_per_run=settings.max_tokens_per_run,
                 run_deadline_s=settings.run_deadline_s,
+                coordinator=None if node is None else node.coordinator,
             )
             store = app[EVENT_LOG]
-            if settings.auth_mode == "keys":
+            if not api:
+                pass  # a worker: it serves no API, so there is nobody to let in
+            elif settings.auth_mode == "keys":
                 app[AUTH] = await _open_auth(settings, store, stack)
             else:
                 _warn_if_open(settings)
@@ -116,6 +130,9 @@ def create_app(
                 await _end_interrupted(app[MANAGER], store)
                 cleaner = asyncio.create_task(_prune_forever(store, settings))
                 stack.push_async_callback(_stop, cleaner)
+            if node is not None:
+                await node.start(app[MANAGER])
+                app[CLUSTER] = node
             app[READINESS] = ReadinessProbe(
                 local={"store": app[EVENT_LOG]}, remote={"llm": app[LLM], "search": app[SEARCH]}
             )
@@ -123,8 +140,11 @@ def create_app(
             yield
 
     async def finish_runs(app: web.Application) -> None:
-        # Runs end with a proper `done` before listeners are closed.
-        if MANAGER in app:
+        # Runs end with a proper `done` before listeners are closed; a cluster node ends its
+        # streams at once instead (clients resume elsewhere) and lets its runs drain.
+        if CLUSTER in app:
+            await app[CLUSTER].stop(app[MANAGER])
+        elif MANAGER in app:
             await app[MANAGER].shutdown()
 
     app.cleanup_ctx.append(resources)

@@ -164,6 +164,15 @@ class StoreUnavailable(RequestError):
         self.retry_after = retry_after
 
 
+class ClusterUnavailable(StoreUnavailable):
+    """Redis, which hands runs out and carries live events between nodes, does not answer."""
+
+    title = "Cluster unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, slug="cluster-unavailable", retry_after=retry_after)
+
+
 # --- provider and pipeline errors: become `error` events in a run's stream --------------
 
 

@@ -58,6 +58,9 @@ RETENTION_INTERVAL_S: Final = 600.0
 #: The shortest --secret / RESEARCH_SECRET accepted (it signs every token).
 MIN_SECRET_CHARS: Final = 32
 STORE_CHOICES: Final = ("memory", "sqlite", "postgres")
+DEFAULT_REDIS_PREFIX: Final = "research:"
+DEFAULT_LEASE_S: Final = 15.0
+DEFAULT_DRAIN_S: Final = 300.0
 AUTH_CHOICES: Final = ("off", "keys")
 DEFAULT_STREAM_TOKEN_TTL_S: Final = 3600.0
 DEFAULT_SESSION_TTL_S: Final = 86400.0
@@ -93,6 +96,37 @@ class Settings:
         default=None,
         repr=False,
         metadata=option("PostgreSQL URL for --store postgres", kind=str, aliases=("DATABASE_URL",)),
+    )
+    redis_url: str | None = field(
+        default=None,
+        repr=False,
+        metadata=option(
+            "Redis URL: turns on cluster mode (with --store postgres), e.g. "
+            "redis://127.0.0.1:6379/0",
+            kind=str,
+        ),
+    )
+    redis_prefix: str = field(
+        default=DEFAULT_REDIS_PREFIX,
+        metadata=option("prefix of every Redis key of the cluster (one cluster per prefix)"),
+    )
+    execute: bool = field(
+        default=True,
+        metadata=option(
+            "execute runs in this process (cluster mode; --no-execute: an API-only node)"
+        ),
+    )
+    lease_s: float = field(
+        default=DEFAULT_LEASE_S,
+        metadata=option(
+            "seconds a cluster node may stop answering before its runs end as worker_lost"
+        ),
+    )
+    drain_s: float = field(
+        default=DEFAULT_DRAIN_S,
+        metadata=option(
+            "seconds a stopping executor (cluster mode) lets its runs finish before it cancels them"
+        ),
     )
     retention_days: float = field(
         default=DEFAULT_RETENTION_DAYS,

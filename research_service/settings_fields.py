@@ -16,6 +16,8 @@ from research_service.errors import ConfigError
 
 ENV_PREFIX: Final = "RESEARCH_"
 MAX_PORT: Final = 65535
+TRUE_WORDS: Final = ("1", "true", "yes", "on")
+FALSE_WORDS: Final = ("0", "false", "no", "off")
 #: The bound each numeric field keeps, in the order they are checked: (field, relation, bound).
 #: An unset (None) value is not checked: its default is decided elsewhere.
 BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
@@ -47,6 +49,8 @@ BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("fetch_max_redirects", ">=", 0),
     ("context_chars", ">=", 500),
     ("stream_token_ttl_s", ">", 0),
+    ("lease_s", ">=", 1),
+    ("drain_s", ">=", 0),
     ("session_ttl_s", ">", 0),
 )
 
@@ -102,6 +106,14 @@ def field_type(field_: Field[Any]) -> type:
 def parse_value(field_: Field[Any], raw: str) -> Any:
     """Parse a raw string (from the environment or argv) into a settings field's type."""
     kind = field_type(field_)
+    if kind is bool:
+        word = raw.strip().lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+        name = field_.name
+        raise ConfigError(
+            f"{raw!r} is not true or false for {name}; fix {env_name(name)} (true/false)"
+        )
     try:
         return kind(raw)
     except ValueError:

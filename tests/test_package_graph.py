@@ -43,7 +43,7 @@ LAYERS: Final = (
     ("entry points", frozenset({"__main__", "cli"})),
     ("app assembly", frozenset({"app", "replay_app"})),
     ("web", frozenset({"web"})),
-    ("auth, recordings", frozenset({"auth", "recordings"})),
+    ("auth, recordings, cluster", frozenset({"auth", "recordings", "cluster"})),
     ("runs", frozenset({"runs"})),
     ("pipeline", frozenset({"pipeline"})),
     ("providers, reading", frozenset({"providers", "reading"})),

@@ -248,15 +248,48 @@ def test_the_database_url_is_read_from_either_variable_and_hidden_in_repr() -> N
 
 
 async def test_migrate_applies_each_step_once_and_records_it(postgres_url: str) -> None:
-    assert await postgres_db.migrate(postgres_url) == ["schema 0 → 1: runs and events"]
+    assert await postgres_db.migrate(postgres_url) == [
+        "schema 0 → 1: runs and events",
+        "schema 1 → 2: executions (cluster mode)",
+    ]
     assert await postgres_db.migrate(postgres_url) == []
     rows = postgres.query(postgres_url, "SELECT version, name FROM schema_migrations")
-    assert [tuple(row) for row in rows] == [(1, "runs and events")]
+    assert sorted(tuple(row) for row in rows) == [
+        (1, "runs and events"),
+        (2, "executions (cluster mode)"),
+    ]
+
+
+async def test_a_schema_1_database_is_upgraded_and_its_runs_read_back(postgres_url: str) -> None:
+    """A database the previous release made (schema 1) gains cluster mode's table, nothing lost."""
+    first = postgres_db.MIGRATIONS[0]
+    postgres.query(postgres_url, postgres_db._LEDGER)
+    for statement in first.statements:
+        postgres.query(postgres_url, statement)
+    postgres.query(
+        postgres_url,
+        "INSERT INTO schema_migrations (version, name) VALUES (1, 'runs and events')",
+    )
+    record = RunRecord("0123456789abcdef", "from the last release?", owner="alice")
+    postgres.query(
+        postgres_url,
+        "INSERT INTO runs (id, question, options, created_at, owner) "
+        f"VALUES ('{record.id}', '{record.question}', '{{}}', 1.0, 'alice')",
+    )
+    assert await postgres_db.migrate(postgres_url) == ["schema 1 → 2: executions (cluster mode)"]
+    store = await postgres_log.open(postgres_url)
+    try:
+        got = await store.get_run(record.id)
+        assert got is not None
+        assert (got.question, got.owner) == (record.question, "alice")
+    finally:
+        await store.close()
+    assert postgres.query(postgres_url, "SELECT count(*) FROM executions")[0][0] == 0
 
 
 async def test_processes_starting_at_once_migrate_once(postgres_url: str) -> None:
     applied = await asyncio.gather(*(postgres_db.migrate(postgres_url) for _ in range(4)))
-    assert sorted(map(len, applied)) == [0, 0, 0, 1]
+    assert sorted(map(len, applied)) == [0, 0, 0, len(postgres_db.MIGRATIONS)]
 
 
 async def test_events_wait_in_memory_while_writes_fail_and_the_done_lands_after(

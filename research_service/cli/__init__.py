@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from research_service import __version__
-from research_service.cli import ask, export, index, keys, listen, migrate, replay, serve
+from research_service.cli import ask, export, index, keys, listen, migrate, replay, serve, worker
 from research_service.cli.flags import say
 from research_service.errors import ConfigError
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_parser(commands)
     keys.add_parser(commands)
     migrate.add_parser(commands)
+    worker.add_parser(commands)
     return parser
 
 

@@ -54,6 +54,15 @@ def settings_flags(parser: _Arguments, *, only: Collection[str] | None = None) -
         kind = field_type(f)
         shown = _DEFAULT_TEXT.get(f.name, getattr(defaults, f.name))
         read_from = " or ".join(variables(f))
+        if kind is bool:
+            parser.add_argument(
+                f"--{flag_name(f.name)}",
+                dest=f.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=f"{f.metadata['help']} (env {read_from}; default: {shown})",
+            )
+            continue
         parser.add_argument(
             f"--{flag_name(f.name)}",
             dest=f.name,

@@ -44,6 +44,18 @@ class Hub:
         self._subscribers.add(subscriber)
         return True
 
+    @property
+    def followed(self) -> bool:
+        """Whether any listener follows the run through this hub now."""
+        return bool(self._subscribers)
+
+    def close(self) -> None:
+        """No event will come through this hub any more: let every subscriber go."""
+        self.closed = True
+        subscribers, self._subscribers = self._subscribers, set()
+        for subscriber in subscribers:
+            subscriber.release()
+
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Stop following (the listener's task left, or was cancelled)."""
         self._subscribers.discard(subscriber)

@@ -19,7 +19,10 @@ from research_service.errors import (
 from research_service.events import Event, FinalStatus, done_payload
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
+from research_service.runs.coordinator import Coordinator
+from research_service.runs.endings import end_open_runs
 from research_service.runs.hub import Hub
+from research_service.runs.limits import run_within_deadline, token_budget
 from research_service.runs.log import EventLog
 from research_service.runs.models import RunOptions, RunRecord, RunTail, new_run_id
 from research_service.runs.state import RunState
@@ -52,6 +55,8 @@ class LiveRun:
     abandon_timer: asyncio.TimerHandle | None = None
     cancel_reason: tuple[str, str] | None = None
     hub: Hub = field(default_factory=Hub)
+    #: In a cluster, the check of other processes' listeners before abandoning the run.
+    abandon_check: asyncio.Task[None] | None = None
 
 
 class RunManager:
@@ -66,8 +71,11 @@ class RunManager:
         abandon_after_s: float,
         max_tokens_per_run: int | None = None,
         run_deadline_s: float | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.log = log
+        #: The cluster this process is part of; None: every run lives in this process.
+        self.coordinator = coordinator
         self.pipeline = pipeline
         self.max_active_runs = max_active_runs
         self.abandon_after_s = abandon_after_s
@@ -78,6 +86,9 @@ class RunManager:
         # the limit before the first await, so a burst of requests cannot all pass the check.
         self._starting = 0
         self._finished_states: OrderedDict[str, RunState] = OrderedDict()
+        #: Set when this process stops serving streams (a cluster node: clients resume
+        #: elsewhere); each listener then ends its response.
+        self.streams_closed = False
 
     @property
     def active_runs(self) -> int:
@@ -87,7 +98,14 @@ class RunManager:
     async def create(
         self, question: str, options: RunOptions, *, owner: str | None = None
     ) -> RunRecord:
-        """Store a new run of `owner` and start its pipeline in the background."""
+        """Store a new run of `owner` and start its pipeline in the background.
+
+        In a cluster the run is stored and queued; whichever executor takes it runs it.
+        """
+        if self.coordinator is not None:
+            record = RunRecord(new_run_id(), question, options, owner=owner)
+            await self.coordinator.submit(record, limit=self.max_active_runs)
+            return record
         # Check and take the slot with no await in between; give it back on every failure.
         if self.active_runs >= self.max_active_runs:
             raise TooManyRuns(
@@ -101,11 +119,17 @@ class RunManager:
             await self.log.create_run(record)
         finally:
             self._starting -= 1
+        self.start(record)
+        return record
+
+    def start(self, record: RunRecord) -> None:
+        """Execute a stored run (its log empty) in this process, in the background."""
         run = LiveRun(record)
         self._live[record.id] = run
         run.task = asyncio.create_task(self._execute(run), name=f"run-{record.id}")
         self._arm_abandon(run)
-        return record
+        if self.coordinator is not None:
+            self.coordinator.run_started(record.id)
 
     async def get(self, run_id: str) -> RunRecord:
         """The run's record; NotFound when there is none."""
@@ -165,9 +189,12 @@ class RunManager:
         """Stop a run promptly; False when it had already finished."""
         await self.get(run_id)
         run = self._live.get(run_id)
-        if run is None:
+        if run is not None:
+            return self._cancel_live(run, code=code, message=message)
+        if self.coordinator is None:
             return False
-        return self._cancel_live(run, code=code, message=message)
+        message = message or "the run was cancelled on request"
+        return await self.coordinator.cancel(run_id, code=code, message=message)
 
     @staticmethod
     def _cancel_live(run: LiveRun, *, code: str, message: str) -> bool:
@@ -179,9 +206,11 @@ class RunManager:
         return True
 
     def hub(self, run_id: str) -> Hub | None:
-        """The live fan-out of a run executing in this process, or None."""
+        """The live fan-out of a run executing in this process (or followed here), or None."""
         run = self._live.get(run_id)
-        return None if run is None else run.hub
+        if run is not None:
+            return run.hub
+        return None if self.coordinator is None else self.coordinator.hub(run_id)
 
     def listener_joined(self, run_id: str) -> None:
         """Count a listener; a run with listeners is never abandoned."""
@@ -191,6 +220,8 @@ class RunManager:
             if run.abandon_timer is not None:
                 run.abandon_timer.cancel()
                 run.abandon_timer = None
+        elif self.coordinator is not None:
+            self.coordinator.listener_joined(run_id)
 
     def listener_left(self, run_id: str) -> None:
         """Uncount a listener; the last one leaving starts the abandon timer."""
@@ -199,29 +230,31 @@ class RunManager:
             run.listeners -= 1
             if run.listeners == 0:
                 self._arm_abandon(run)
+        elif self.coordinator is not None:
+            self.coordinator.listener_left(run_id)
 
-    async def end_interrupted(self, records: list[RunRecord]) -> None:
-        """End runs a stopped process left without `done`: `error` interrupted, `done` failed."""
-        message = "the service stopped during the run; ask again"
-        for record in records:
-            events = await self.log.read(record.id, after=0)
-            state = RunState.fold(events)
-            now = state.last_t_ms
-            error = {"code": "interrupted", "message": message}
-            done = done_payload(
-                status="failed",
-                answer=state.answer,
-                sources=state.sources,
-                timings_ms=state.timings(now_ms=now),
-                error=error,
-                usage=None,
-                truncated=False,
-            )
-            for name, data in (("error", {**error, "phase": state.phase}), ("done", done)):
-                event = Event.create(record.id, state.event_count + 1, name, data, t_ms=now)
-                state.apply(event, data)
-                await self.log.append(event)
-            log.warning("run %s was interrupted by a restart; marked failed", record.id)
+    async def end_interrupted(
+        self,
+        records: list[RunRecord],
+        *,
+        code: str = "interrupted",
+        message: str = "the service stopped during the run; ask again",
+    ) -> None:
+        """End runs a stopped process left without `done`: `error` `code`, `done` failed."""
+        await end_open_runs(self.log, records, code=code, message=message)
+
+    def close_streams(self) -> None:
+        """End every stream this process serves (their clients resume on another node)."""
+        self.streams_closed = True
+        for run in self._live.values():
+            run.hub.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Let the live runs finish for up to `timeout` s; then cancel the rest (`shutdown`)."""
+        tasks = [run.task for run in self._live.values() if run.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        await self.shutdown()
 
     async def shutdown(self) -> None:
         """Cancel every live run and wait until each has written its `done`."""
@@ -238,9 +271,22 @@ class RunManager:
 
         def abandon() -> None:
             run.abandon_timer = None
-            self._cancel_live(run, code="abandoned", message=message)
+            if self.coordinator is None:
+                self._cancel_live(run, code="abandoned", message=message)
+            else:
+                run.abandon_check = asyncio.create_task(self._abandon_unless_followed(run, message))
 
         run.abandon_timer = asyncio.get_running_loop().call_later(self.abandon_after_s, abandon)
+
+    async def _abandon_unless_followed(self, run: LiveRun, message: str) -> None:
+        """In a cluster, abandon the run only if no other process has a listener either."""
+        assert self.coordinator is not None
+        elsewhere = await self.coordinator.listeners_elsewhere(run.record.id)
+        if run.listeners == 0 and run.abandon_timer is None:
+            if elsewhere:
+                self._arm_abandon(run)
+            else:
+                self._cancel_live(run, code="abandoned", message=message)
 
     def _remember(self, run_id: str, state: RunState) -> None:
         self._finished_states[run_id] = state
@@ -269,14 +315,14 @@ class RunManager:
             question=record.question,
             options=record.options,
             emit=emit,
-            budget=self._budget(record.options.max_tokens),
+            budget=token_budget(record.options.max_tokens, self.max_tokens_per_run),
         )
         run.context = ctx
         status: Ending = "completed"
         error: dict[str, Any] | None = None
         answer: str | None = None
         try:
-            answer = await self._run_pipeline(ctx)
+            answer = await run_within_deadline(self.pipeline, ctx, self.run_deadline_s)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None:
@@ -299,30 +345,6 @@ class RunManager:
             await emit("error", {**error, "phase": ctx.phase})
         finally:
             await self._finish(run, ctx, status=status, error=error, answer=answer)
-
-    def _budget(self, requested: int | None) -> int | None:
-        """The run's token budget: what it asked for, never above the server's ceiling."""
-        ceiling = self.max_tokens_per_run
-        if requested is None or ceiling is None:
-            return requested if ceiling is None else ceiling
-        return min(requested, ceiling)
-
-    async def _run_pipeline(self, ctx: RunContext) -> str:
-        """The pipeline under the whole-run deadline."""
-        deadline = asyncio.timeout(self.run_deadline_s)
-        try:
-            async with deadline:
-                result = await self.pipeline.run(ctx)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise PipelineError(
-                f"the run took longer than its {self.run_deadline_s:g} s deadline; raise "
-                "--run-deadline-s or ask for less (breadth, max_sources)",
-                code="run_deadline",
-                phase=ctx.phase or "planning",
-            ) from None
-        return result.text
 
     async def _finish(
         self,
@@ -361,6 +383,8 @@ class RunManager:
         finally:
             self._live.pop(run.record.id, None)
             self._remember(run.record.id, run.state)
+            if self.coordinator is not None:
+                self.coordinator.run_ended(run.record.id)
             log.info("run %s %s in %d ms", run.record.id, status, now)
 
     def listeners(self, run_id: str) -> int:

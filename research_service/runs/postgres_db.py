@@ -56,6 +56,22 @@ MIGRATIONS: Final = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "executions (cluster mode)",
+        (
+            # One row per run created in cluster mode: queued (no executor), claimed by the
+            # executor that runs it (exactly once), ended when its done is stored.
+            """CREATE TABLE executions (
+                run_id text PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+                executor text,
+                queued_at double precision NOT NULL,
+                claimed_at double precision,
+                ended_at double precision
+            )""",
+            "CREATE INDEX executions_open ON executions (run_id) WHERE ended_at IS NULL",
+        ),
+    ),
 )
 check(MIGRATIONS)
 _LEDGER: Final = f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (

@@ -53,10 +53,15 @@ def _record(row: asyncpg.Record) -> RunRecord:
 
 
 # Named like the builtin on purpose, as sqlite_log.open: callers write `postgres_log.open(url)`.
-async def open(url: str, *, cache_size: int = DEFAULT_CACHE_SIZE) -> PostgresEventLog:
-    """Open a pool on the database at `url` (migrating its schema) and a store on it."""
+async def open(
+    url: str, *, cache_size: int = DEFAULT_CACHE_SIZE, shared: bool = False
+) -> PostgresEventLog:
+    """Open a pool on the database at `url` (migrating its schema) and a store on it.
+
+    `shared`: other processes write runs to the same database (cluster mode).
+    """
     pool = await open_pool(url)
-    return PostgresEventLog(pool, cache_size=cache_size, owns_pool=True)
+    return PostgresEventLog(pool, cache_size=cache_size, owns_pool=True, shared=shared)
 
 
 class PostgresEventLog:
@@ -77,6 +82,7 @@ class PostgresEventLog:
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         cache_size: int = DEFAULT_CACHE_SIZE,
         owns_pool: bool = False,
+        shared: bool = False,
     ) -> None:
         self.pool = pool
         self._owns_pool = owns_pool
@@ -86,7 +92,13 @@ class PostgresEventLog:
             flush_max_events=flush_max_events,
             max_pending_bytes=max_pending_bytes,
         )
-        self._memory = RunMemory(cache_size=cache_size, load=self._select_run)
+        # Shared (cluster mode): other processes write runs too, so a run read back before its
+        # done is not kept, and no run is "interrupted" only because this process is not
+        # writing it.
+        self.shared = shared
+        self._memory = RunMemory(
+            cache_size=cache_size, load=self._select_run, cache_unfinished=not shared
+        )
         self._closed = False
 
     @property
@@ -164,8 +176,40 @@ class PostgresEventLog:
                 found[run_id] = RunTail(seq or 0, end)
         return found
 
+    def writing(self, run_id: str) -> bool:
+        """Whether this process writes the run now (its events are served from memory)."""
+        return run_id in self._memory.live
+
+    async def find(self, run_id: str) -> tuple[list[Row], bool] | None:
+        """The run's events as this process has them or reads them back, and if it finished."""
+        run = await self._memory.find(run_id)
+        return None if run is None else (run.events, run.finished)
+
+    async def resume(self, run_id: str) -> None:
+        """Write to a stored run another process left open: its events read back, live here."""
+        run = await self._memory.find(run_id)
+        if run is None:
+            raise KeyError(run_id)
+        self._check_open()
+        self._memory.revive(run_id, run)
+
+    async def stored_events(self, run_id: str, *, after: int) -> list[Row]:
+        """The run's committed events with seq > `after`, read from the database now."""
+        sql = (
+            "SELECT run_id, seq, name, t_ms, wire FROM events WHERE run_id = $1 AND seq > $2 "
+            "ORDER BY seq"
+        )
+        return [
+            (r[0], r[1], r[2], r[3], bytes(r[4])) for r in await self._query(sql, run_id, after)
+        ]
+
     async def interrupted_runs(self) -> list[RunRecord]:
-        """Stored runs without a `done` that this process is not running, oldest first."""
+        """Stored runs without a `done` that this process is not running, oldest first.
+
+        None in a shared store: there the cluster decides which runs were lost.
+        """
+        if self.shared:
+            return []
         sql = (
             f"SELECT {RUN_COLUMNS} FROM runs WHERE coalesce({LAST_EVENT}, '') != 'done' "
             "ORDER BY created_at, id"

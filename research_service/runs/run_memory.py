@@ -37,9 +37,12 @@ class MemoryRun:
 class RunMemory:
     """The runs a store holds in memory, how they are read back, and their waiting readers."""
 
-    def __init__(self, *, cache_size: int, load: Loader) -> None:
+    def __init__(self, *, cache_size: int, load: Loader, cache_unfinished: bool = True) -> None:
         self._cache_size = cache_size
         self._load_stored = load
+        # False when another process may still be writing a stored run (cluster mode): only
+        # finished runs read back are then kept, as nothing would update an unfinished copy.
+        self._cache_unfinished = cache_unfinished
         # Runs with events not yet stored, or not finished: memory is their truth.
         self.live: dict[str, MemoryRun] = {}
         # Finished runs read back (or just written), least recently used first.
@@ -122,5 +125,6 @@ class RunMemory:
         record, events = stored
         run = MemoryRun(record, events, flushed=len(events))
         run.finished = bool(events) and events[-1][2] == "done"
-        self._remember(run_id, run)
+        if run.finished or self._cache_unfinished:
+            self._remember(run_id, run)
         return run

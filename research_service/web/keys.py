@@ -13,6 +13,7 @@ from research_service.settings import Settings
 
 if TYPE_CHECKING:
     # Typing only: the page reader's modules (trafilatura) load when a reader is opened.
+    from research_service.cluster.node import ClusterNode
     from research_service.reading import Reader
     from research_service.web.health import ReadinessProbe
 
@@ -23,3 +24,5 @@ SEARCH = web.AppKey("search", SearchProvider)
 MANAGER = web.AppKey("manager", RunManager)
 READER: web.AppKey[Reader] = web.AppKey("reader")
 READINESS: web.AppKey[ReadinessProbe] = web.AppKey("readiness")
+#: This process's part in a cluster (with --redis-url only).
+CLUSTER: web.AppKey[ClusterNode] = web.AppKey("cluster")

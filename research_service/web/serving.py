@@ -131,8 +131,15 @@ def make_runner(app: web.Application, settings: Settings, **kwargs: Any) -> Serv
     """The runner that serves `app` as `serve` does (tests use it with their own sites)."""
     guard = ConnectionGuard(settings.max_connections or default_max_connections())
     return ServiceRunner(
-        app, guard=guard, grace_s=settings.shutdown_grace_s, **(server_options(settings) | kwargs)
+        app, guard=guard, grace_s=shutdown_grace(settings), **(server_options(settings) | kwargs)
     )
+
+
+def shutdown_grace(settings: Settings) -> float:
+    """How long stopping may take: a cluster node that executes runs lets them drain first."""
+    if settings.redis_url is not None and settings.execute:
+        return settings.drain_s + settings.shutdown_grace_s
+    return settings.shutdown_grace_s
 
 
 async def serve(app: web.Application, settings: Settings) -> None:

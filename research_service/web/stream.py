@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 #: Events read from the log per step of a listener's catch-up.
 CATCH_UP_EVENTS: Final = 512
 LAST_EVENT_ID_HEADER: Final = "Last-Event-ID"
+#: How long a resume from an event this process has not seen yet waits for it to arrive.
+RESUME_WAIT_S: Final = 2.0
 LAST_EVENT_ID_PARAM: Final = "last_event_id"
 STREAM_HEADERS: Final = {
     "Content-Type": "text/event-stream",
@@ -46,6 +48,11 @@ def split_event_id(raw: str) -> tuple[str, int]:
     return parsed
 
 
+async def _running(log: EventLog, run_id: str) -> bool:
+    tail = (await log.tails([run_id])).get(run_id)
+    return tail is not None and tail.end is None
+
+
 async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tuple[int, bool]:
     """The seq a listener has already seen, and whether that event was the run's `done`."""
     if raw is None:
@@ -59,6 +66,13 @@ async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tup
     if seq == 0:
         return 0, False
     tail = await log.read(run_id, after=seq - 1, limit=1)
+    # In a cluster the event may be on its way to this node still: wait for it a little.
+    if (
+        not tail
+        and await _running(log, run_id)
+        and await log.wait(run_id, after=seq - 1, timeout=RESUME_WAIT_S)
+    ):
+        tail = await log.read(run_id, after=seq - 1, limit=1)
     if not tail:
         raise InvalidEventId(
             f"Last-Event-ID {raw!r} was never issued by run {run_id}",
@@ -86,7 +100,7 @@ async def stream(
         # Also flushes the headers, so the hub's direct writes always come after them.
         if not await listener.write(retry_field(settings.retry_ms)):
             return response
-        while not listener.finished:
+        while not listener.finished and not manager.streams_closed:
             # A page at a time: a long log is never decoded in one go.
             events = await events_log.read(run_id, after=listener.after, limit=CATCH_UP_EVENTS)
             if events:

@@ -1,0 +1,115 @@
+"""`research-service worker`: a cluster node that executes runs and serves no API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from typing import Any, Final
+
+from aiohttp import web
+
+from research_service.cli.flags import configure_logging, settings_flags, settings_from
+from research_service.errors import ConfigError
+from research_service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEALTH_PORT_VARIABLE: Final = "RESEARCH_HEALTH_PORT"
+
+
+def add_parser(commands: Any) -> None:
+    """The `worker` sub-command: the store, provider and pipeline flags of `serve`."""
+    worker = commands.add_parser(
+        "worker",
+        help="execute runs of a cluster (no HTTP API)",
+        description="Execute the runs a cluster's API nodes queue: takes them from Redis, "
+        "writes their events to PostgreSQL and Redis. Needs --redis-url, --store postgres and "
+        "--database-url. SIGTERM drains: no new runs, the running ones get --drain-s to finish. "
+        "Every flag can also be set by its RESEARCH_* environment variable.",
+    )
+    settings_flags(worker)
+    worker.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve GET /healthz on --host at this port: 200 while taking runs, 503 while "
+        f"draining (env {HEALTH_PORT_VARIABLE}; default: none)",
+    )
+    worker.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute runs until SIGTERM or SIGINT, then drain."""
+    settings = settings_from(args)
+    if settings.redis_url is None:
+        raise ConfigError(
+            "a worker executes the runs of a cluster: give --redis-url (RESEARCH_REDIS_URL), "
+            "--store postgres and --database-url"
+        )
+    if not settings.execute:
+        raise ConfigError("a worker executes runs: drop --no-execute (RESEARCH_EXECUTE)")
+    port = args.health_port
+    if port is None and os.environ.get(HEALTH_PORT_VARIABLE):
+        try:
+            port = int(os.environ[HEALTH_PORT_VARIABLE])
+        except ValueError:
+            raise ConfigError(f"{HEALTH_PORT_VARIABLE} must be a port number") from None
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    asyncio.run(work(settings, health_port=port))
+    return 0
+
+
+async def work(settings: Settings, *, health_port: int | None) -> None:
+    """Take runs until a signal; then take no more, let the running ones drain, and stop."""
+    from research_service.app import create_app  # noqa: PLC0415 - as `serve` does
+    from research_service.web.keys import CLUSTER, MANAGER  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    app = create_app(settings, api=False)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()  # starts the app: store, providers, and the node takes runs
+    health: web.AppRunner | None = None
+    try:
+        node = app[CLUSTER]
+        if health_port is not None:
+            health = await _serve_health(settings.host, health_port, app)
+        log.info("worker %s: taking runs", node.coordinator.node_id)
+        await stop.wait()
+        log.info(
+            "worker stopping: no new runs; %d running get up to %g s to finish",
+            app[MANAGER].active_runs,
+            settings.drain_s,
+        )
+    finally:
+        await runner.cleanup()  # drains (the node's shutdown), then closes the store
+        if health is not None:
+            await health.cleanup()
+
+
+async def _serve_health(host: str, port: int, app: web.Application) -> web.AppRunner:
+    """GET /healthz: 200 while the worker takes runs, 503 while it drains."""
+    from research_service.web.keys import CLUSTER, MANAGER  # noqa: PLC0415
+
+    async def healthz(_: web.Request) -> web.Response:
+        node = app[CLUSTER]
+        body = {
+            "status": "draining" if node.draining else "ok",
+            "node": node.coordinator.node_id,
+            "active_runs": app[MANAGER].active_runs,
+        }
+        return web.json_response(body, status=503 if node.draining else 200)
+
+    health = web.Application()
+    health.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(health, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,1 @@
+"""Cluster mode: runs shared by many processes over PostgreSQL (the record) and Redis (live)."""

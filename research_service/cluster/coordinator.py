@@ -1,0 +1,226 @@
+"""A cluster node's side of the run manager: admit, queue, cancel and count across nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from research_service.cluster.cluster_log import ClusterLog
+from research_service.cluster.executions import Executions
+from research_service.cluster.presence import Presence
+from research_service.cluster.redis_link import ERRORS, Keys, unavailable
+from research_service.errors import StoreUnavailable, TooManyRuns
+from research_service.runs.hub import Hub
+from research_service.runs.models import RunRecord
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S: Final = 5
+#: A queued run holds its slot this long unless an executor claims it (and refreshes it).
+QUEUED_SLOT_S: Final = 120.0
+
+# Atomic: drop lapsed slots, refuse past the limit, take one. Redis's clock, not ours.
+_ADMIT: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local active = redis.call('ZCARD', KEYS[1])
+if active >= tonumber(ARGV[1]) then return -active end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+return active + 1
+"""
+_REFRESH: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) end
+return #ARGV - 1
+"""
+
+
+class ClusterCoordinator:
+    """What one node does for the runs of the whole cluster (the manager's Coordinator).
+
+    Every node keeps a heartbeat in Redis while it lives; a node that executes runs keeps
+    their slots in the cluster's active set fresh and records their end in PostgreSQL.
+    """
+
+    def __init__(
+        self,
+        *,
+        redis: aioredis.Redis,
+        keys: Keys,
+        log: ClusterLog,
+        node_id: str,
+        lease_s: float,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.log = log
+        self.node_id = node_id
+        self.lease_s = lease_s
+        self.executions = Executions(log.store.pool)
+        self.presence = Presence(redis, keys, node_id)
+        #: Runs executing in this process.
+        self.local: set[str] = set()
+        #: Runs that ended here whose end is not yet recorded (the database was down).
+        self._unrecorded: set[str] = set()
+        #: Called when a run executing here ends (an executor takes another).
+        self.on_run_ended: Callable[[], None] | None = None
+        self._admit = redis.register_script(_ADMIT)
+        self._refresh = redis.register_script(_REFRESH)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def beat_s(self) -> float:
+        """How often the heartbeat is written: three times per lease."""
+        return self.lease_s / 3
+
+    def start(self) -> None:
+        """Start the heartbeat and the listener counts."""
+        self.log.start()
+        self.presence.start()
+        self._tasks.append(asyncio.create_task(self._beat_forever(), name="heartbeat"))
+
+    async def close(self) -> None:
+        """Stop the background work; the heartbeat goes, so others see this node gone."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.presence.close()
+        await self._record_ends()
+        with contextlib.suppress(*ERRORS):
+            await self.redis.delete(self.keys.node(self.node_id))
+
+    # --- Coordinator ------------------------------------------------------------------------
+
+    async def submit(self, record: RunRecord, *, limit: int) -> None:
+        """Take a slot, store the run, queue it; TooManyRuns when the cluster is full."""
+        try:
+            taken = int(
+                await self._admit(
+                    keys=[self.keys.active], args=[limit, int(QUEUED_SLOT_S * 1000), record.id]
+                )
+            )
+        except ERRORS as exc:
+            raise unavailable(exc) from None
+        if taken <= 0:
+            raise TooManyRuns(
+                f"{-taken} runs are active in the cluster, the limit is {limit}; "
+                f"retry in {RETRY_AFTER_S} s",
+                retry_after=RETRY_AFTER_S,
+            )
+        try:
+            await self.log.create_run(record)
+            await self.redis.xadd(self.keys.queue, {"run": record.id})
+        except ERRORS as exc:
+            # Stored but not queued: the executors' sweep queues it again (see Executor).
+            log.warning("run %s is stored but could not be queued (%s)", record.id, exc)
+        except StoreUnavailable:
+            await self._release(record.id)
+            raise
+
+    async def cancel(self, run_id: str, *, code: str, message: str) -> bool:
+        """Ask the run's executor, wherever it is, to stop it; False if it had finished."""
+        tails = await self.log.tails([run_id])
+        tail = tails.get(run_id)
+        if tail is not None and tail.end is not None:
+            return False
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(self.keys.cancel(run_id), f"{code}\0{message}", ex=3600)
+            pipe.publish(self.keys.cancels, run_id)
+            await pipe.execute()
+        except ERRORS as exc:
+            raise unavailable(exc) from None
+        return True
+
+    def hub(self, run_id: str) -> Hub | None:
+        """The run's hub in this process, while a follower keeps it up to date."""
+        follower = self.log.followers.get(run_id)
+        return None if follower is None or follower.finished else follower.hub
+
+    def listener_joined(self, run_id: str) -> None:
+        """Count a listener of a run executing elsewhere."""
+        self.presence.joined(run_id)
+
+    def listener_left(self, run_id: str) -> None:
+        """Uncount a listener of a run executing elsewhere."""
+        self.presence.left(run_id)
+
+    async def listeners_elsewhere(self, run_id: str) -> int:
+        """Listeners of the run on the other nodes."""
+        return await self.presence.elsewhere(run_id)
+
+    def run_started(self, run_id: str) -> None:
+        """A run began executing here."""
+        self.local.add(run_id)
+
+    def run_ended(self, run_id: str) -> None:
+        """A run executing here ended: record it, give its slot back."""
+        self.local.discard(run_id)
+        self._unrecorded.add(run_id)
+        task = asyncio.create_task(self._record_ends())
+        self._tasks.append(task)
+        task.add_done_callback(self._forget_task)
+        if self.on_run_ended is not None:
+            self.on_run_ended()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def cancel_request(self, run_id: str) -> tuple[str, str] | None:
+        """The run's pending cancel request (code, message), if there is one."""
+        raw = await self.redis.get(self.keys.cancel(run_id))
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        code, _, message = text.partition("\0")
+        return code, message
+
+    async def release(self, run_id: str) -> None:
+        """Give the run's slot back and record its end (a lost run that was ended)."""
+        self._unrecorded.add(run_id)
+        await self._record_ends()
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+
+    async def _release(self, run_id: str) -> None:
+        with contextlib.suppress(*ERRORS):
+            await self.redis.zrem(self.keys.active, run_id)
+
+    async def _record_ends(self) -> None:
+        for run_id in list(self._unrecorded):
+            try:
+                await self.executions.end(run_id)
+            except StoreUnavailable:
+                continue  # the next heartbeat tries again
+            self._unrecorded.discard(run_id)
+            await self._release(run_id)
+
+    async def _beat_forever(self) -> None:
+        life: str | None = None
+        while True:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.set(self.keys.node(self.node_id), "1", px=int(self.lease_s * 1000))
+                pipe.info("server")
+                _, info = await pipe.execute()
+                if self.local:
+                    await self._refresh(
+                        keys=[self.keys.active], args=[int(self.lease_s * 3000), *self.local]
+                    )
+                if life is not None and info["run_id"] != life:
+                    self.presence.rewrite_all()  # Redis restarted: it forgot our counts
+                life = info["run_id"]
+            except ERRORS as exc:
+                log.warning("cannot write this node's heartbeat to Redis (%s)", exc)
+            if self._unrecorded:
+                await self._record_ends()
+            await asyncio.sleep(self.beat_s)

@@ -1,0 +1,181 @@
+"""Takes runs from the cluster's queue and executes them, and stops them when asked to.
+
+Hand-off is at least once (a Redis Stream with a consumer group: an entry read by a process
+that died is claimed again after a lease); execution is exactly once, because a run is only
+started by whoever claims it in PostgreSQL, where exactly one claim can succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+from redis.exceptions import ResponseError
+
+from research_service.cluster.coordinator import ClusterCoordinator
+from research_service.cluster.redis_link import ERRORS, GROUP
+from research_service.errors import StoreUnavailable
+from research_service.runs.manager import RunManager
+
+log = logging.getLogger(__name__)
+
+#: How long one blocking read of the queue waits (a draining executor stops within it).
+BLOCK_MS: Final = 1000
+RETRY_S: Final = 0.5
+
+
+class Executor:
+    """Executes queued runs in this process, up to `capacity` at once."""
+
+    def __init__(self, manager: RunManager, coordinator: ClusterCoordinator, capacity: int):
+        self.manager = manager
+        self.cluster = coordinator
+        self.capacity = capacity
+        self.draining = False
+        self._room = asyncio.Event()
+        self._room.set()
+        coordinator.on_run_ended = self._room.set
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def node_id(self) -> str:
+        """The name of this executor in the cluster."""
+        return self.cluster.node_id
+
+    async def start(self) -> None:
+        """Join the executors' group and start taking runs (and sweeping for lost ones)."""
+        await self._join_group()
+        self._tasks = [
+            asyncio.create_task(self._take_forever(), name="executor"),
+            asyncio.create_task(self._sweep_forever(), name="executor-sweep"),
+        ]
+
+    async def drain(self, timeout: float) -> None:
+        """Take no more runs; let those running finish for `timeout` s, cancel the rest."""
+        self.draining = True
+        self._room.set()
+        taking = self._tasks[:1]
+        if taking:
+            # The read in progress ends within BLOCK_MS; an entry it took is claimed by it,
+            # or left pending for another executor to claim after a lease.
+            await asyncio.wait(taking, timeout=BLOCK_MS / 1000 + 1)
+        log.info("draining: %d runs may finish within %g s", self.manager.active_runs, timeout)
+        await self.manager.drain(timeout)
+
+    async def close(self) -> None:
+        """Stop every task of the executor."""
+        self.draining = True
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- taking runs --------------------------------------------------------------------
+
+    async def _join_group(self) -> None:
+        try:
+            await self.cluster.redis.xgroup_create(
+                self.cluster.keys.queue, GROUP, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _take_forever(self) -> None:
+        redis, queue = self.cluster.redis, self.cluster.keys.queue
+        while not self.draining:
+            if self.manager.active_runs >= self.capacity:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                reply: Any = await redis.xreadgroup(
+                    GROUP, self.node_id, {queue: ">"}, count=1, block=BLOCK_MS
+                )
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # Redis restarted without the queue
+                    with contextlib.suppress(*ERRORS):
+                        await self._join_group()
+                    continue
+                raise
+            except ERRORS as exc:
+                log.warning("cannot read the run queue (%s); retrying", exc)
+                await asyncio.sleep(RETRY_S)
+                continue
+            for _, entries in reply or ():
+                for key, fields in entries:
+                    await self._take(key, fields)
+
+    async def _take(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        run_id = fields.get(b"run", b"").decode()
+        try:
+            claimed = await self.cluster.executions.claim(run_id, self.node_id)
+        except StoreUnavailable as exc:
+            log.warning("cannot claim run %s (%s); another executor will", run_id, exc)
+            return  # left pending: claimed again after a lease
+        with contextlib.suppress(*ERRORS):
+            await self.cluster.redis.xack(self.cluster.keys.queue, GROUP, entry_id)
+        if not claimed:
+            return
+        record = await self.cluster.log.get_run(run_id)
+        if record is None:
+            return
+        self.manager.start(record)
+        log.info("run %s: executing here (%s)", run_id, self.node_id)
+        with contextlib.suppress(*ERRORS):
+            cancel = await self.cluster.cancel_request(run_id)
+            if cancel is not None:
+                await self.manager.cancel(run_id, code=cancel[0], message=cancel[1])
+
+    # --- cancel requests, lost entries and lost runs ------------------------------------
+
+    async def listen_for_cancels(self) -> None:
+        """Cancel the runs executing here that any node asks to stop (pub/sub)."""
+        while True:
+            try:
+                async with self.cluster.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.cluster.keys.cancels)
+                    # A request made while we were not subscribed is still in its key.
+                    for run_id in list(self.cluster.local):
+                        await self._cancel_if_asked(run_id)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self._cancel_if_asked(message["data"].decode())
+            except ERRORS as exc:
+                log.warning("cancel requests: lost Redis (%s); resubscribing", exc)
+                await asyncio.sleep(RETRY_S)
+
+    async def _cancel_if_asked(self, run_id: str) -> None:
+        if run_id not in self.cluster.local:
+            return
+        cancel = await self.cluster.cancel_request(run_id)
+        if cancel is not None:
+            await self.manager.cancel(run_id, code=cancel[0], message=cancel[1])
+
+    async def _sweep_forever(self) -> None:
+        listener = asyncio.create_task(self.listen_for_cancels(), name="cancel-requests")
+        try:
+            while True:
+                await asyncio.sleep(self.cluster.beat_s)
+                try:
+                    await self.sweep()
+                except (*ERRORS, StoreUnavailable) as exc:
+                    log.warning("sweep of the run queue failed (%s); will try again", exc)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def sweep(self) -> None:
+        """Claim the queue entries a dead executor had read but not claimed."""
+        cluster = self.cluster
+        lease_ms = int(cluster.lease_s * 1000)
+        if not self.draining and self.manager.active_runs < self.capacity:
+            reply: Any = await cluster.redis.xautoclaim(
+                cluster.keys.queue, GROUP, self.node_id, lease_ms, count=10
+            )
+            for key, fields in reply[1]:
+                if fields:
+                    await self._take(key, fields)

@@ -1,0 +1,181 @@
+"""Follows runs that execute in another process: history from PostgreSQL, live tail from Redis.
+
+One follower per run per process, however many listeners: it holds the run's events in
+memory, wakes readers and hands each new event to the run's hub, as a local run does. The
+seam between the two sources is exact: a follower only ever appends the event after its
+last one, reading PostgreSQL whenever the Redis window does not have it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+
+from research_service.cluster.publisher import entry_id, row_of
+from research_service.cluster.redis_link import ERRORS, Keys
+from research_service.errors import StoreUnavailable
+from research_service.events import Event
+from research_service.runs.hub import Hub
+from research_service.runs.run_memory import Row
+from research_service.runs.waiters import Waiters
+
+log = logging.getLogger(__name__)
+
+#: How long one blocking read of the live window waits; between two, the follower checks
+#: PostgreSQL too (a window lost with a Redis restart never stalls a follower for longer).
+BLOCK_MS: Final = 1000
+#: Entries read per round trip.
+READ_COUNT: Final = 1000
+#: While Redis does not answer, PostgreSQL is read this often instead.
+POLL_S: Final = 0.25
+#: A follower nobody reads from for this long stops (its events stay in PostgreSQL).
+IDLE_S: Final = 30.0
+#: Reads PostgreSQL: the run's committed events with seq > `after`.
+StoredEvents = Callable[[str, int], Awaitable[list[Row]]]
+
+
+class Follower:
+    """One run executing elsewhere, as far as this process has its events."""
+
+    def __init__(self, run_id: str, events: list[Row], *, waiters: Waiters) -> None:
+        self.run_id = run_id
+        self.events = events
+        self.hub = Hub()
+        self.hub.last_seq = len(events)
+        self.finished = bool(events) and events[-1][2] == "done"
+        self.hub.closed = self.finished
+        self.waiters = waiters
+        self.task: asyncio.Task[None] | None = None
+        self.last_read = asyncio.get_running_loop().time()
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last event this process has."""
+        return len(self.events)
+
+    def extend(self, rows: list[Row]) -> None:
+        """Append the rows that continue the log (others are skipped), waking readers."""
+        added = False
+        for row in rows:
+            if self.finished or row[1] != len(self.events) + 1:
+                continue
+            self.events.append(row)
+            added = True
+            event = Event._make(row)
+            self.finished = event.is_final
+            self.hub.publish(event)
+        if added:
+            self.waiters.wake(self.run_id)
+
+    def read(self, *, after: int, limit: int | None) -> list[Event]:
+        """The events with seq > `after`, at most `limit`."""
+        self.last_read = asyncio.get_running_loop().time()
+        rows = self.events[after:] if limit is None else self.events[after : after + limit]
+        return [Event._make(row) for row in rows]
+
+
+class Followers:
+    """The runs this process follows, each kept up to date by a task of its own."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, stored: StoredEvents) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._stored = stored
+        self._by_run: dict[str, Follower] = {}
+        self.waiters = Waiters()
+        self._closed = False
+
+    def get(self, run_id: str) -> Follower | None:
+        """The run's follower, if this process follows it."""
+        return self._by_run.get(run_id)
+
+    async def follow(self, run_id: str, events: list[Row]) -> Follower:
+        """Follow a run from the events read from the store, and what its live window adds.
+
+        A follower that exists already is kept.
+        """
+        follower = self._by_run.get(run_id)
+        if follower is not None:
+            follower.extend(events[follower.last_seq :])
+            return follower
+        try:
+            window: Any = await self._redis.xrange(
+                self._keys.events(run_id), min=entry_id(len(events) + 1), count=READ_COUNT
+            )
+        except ERRORS:
+            window = []
+        follower = self._by_run.get(run_id)
+        if follower is not None:  # another reader started one meanwhile
+            follower.extend(events[follower.last_seq :])
+            return follower
+        follower = Follower(run_id, list(events), waiters=self.waiters)
+        follower.extend([row_of(run_id, entry) for entry in window])
+        self._by_run[run_id] = follower
+        if not follower.finished and not self._closed:
+            follower.task = asyncio.create_task(self._keep_up(follower), name=f"follow-{run_id}")
+        return follower
+
+    async def wait(self, follower: Follower, *, after: int, timeout: float) -> bool:
+        """Wait until the followed run has an event with seq > `after`; False on timeout."""
+        follower.last_read = asyncio.get_running_loop().time()
+        if follower.last_seq > after or follower.finished or self._closed:
+            return follower.last_seq > after
+        await self.waiters.wait(follower.run_id, timeout=timeout)
+        return follower.last_seq > after
+
+    async def close(self) -> None:
+        """Stop following every run and wake every reader."""
+        self._closed = True
+        tasks = [f.task for f in self._by_run.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for follower in list(self._by_run.values()):
+            follower.hub.close()
+        self.waiters.wake_all()
+
+    async def _keep_up(self, follower: Follower) -> None:
+        loop = asyncio.get_running_loop()
+        key = self._keys.events(follower.run_id)
+        try:
+            while not follower.finished:
+                if loop.time() - follower.last_read > IDLE_S and not follower.hub.followed:
+                    break
+                try:
+                    reply: Any = await self._redis.xread(
+                        {key: entry_id(follower.last_seq)}, count=READ_COUNT, block=BLOCK_MS
+                    )
+                except ERRORS as exc:
+                    log.debug("live window of run %s unreadable (%s)", follower.run_id, exc)
+                    await self._catch_up(follower)
+                    await asyncio.sleep(POLL_S)
+                    continue
+                rows = [row_of(follower.run_id, e) for _, entries in reply for e in entries]
+                if not rows or rows[0][1] != follower.last_seq + 1:
+                    # Nothing new for a while, or the window does not reach back to our last
+                    # event (PostgreSQL had not committed it yet, or Redis lost it): the
+                    # database has every event up to the window's first.
+                    await self._catch_up(follower)
+                follower.extend(rows)
+        except StoreUnavailable as exc:
+            log.warning("following run %s: the run store failed (%s)", follower.run_id, exc)
+        finally:
+            if self._by_run.get(follower.run_id) is follower:
+                del self._by_run[follower.run_id]
+            # Readers fall back to the store (and start another follower if need be).
+            follower.hub.close()
+            self.waiters.wake(follower.run_id)
+
+    async def _catch_up(self, follower: Follower) -> None:
+        try:
+            rows = await self._stored(follower.run_id, follower.last_seq)
+        except StoreUnavailable:
+            return
+        follower.extend(rows)

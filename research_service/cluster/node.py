@@ -1,0 +1,110 @@
+"""One process of a cluster: its Redis link, event log, coordinator and (maybe) executor."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from research_service.cluster.cluster_log import ClusterLog
+from research_service.cluster.coordinator import ClusterCoordinator
+from research_service.cluster.executor import Executor
+from research_service.cluster.redis_link import Keys, connect, node_id
+from research_service.cluster.sweeper import Sweeper
+from research_service.errors import ConfigError
+from research_service.runs import postgres_log
+from research_service.runs.manager import RunManager
+from research_service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def check_cluster_settings(settings: Settings) -> None:
+    """Refuse settings cluster mode cannot run on, saying what to change."""
+    if settings.redis_url is None:
+        if not settings.execute:
+            raise ConfigError(
+                "--no-execute makes an API-only node of a cluster; it needs --redis-url "
+                "(RESEARCH_REDIS_URL) and --store postgres"
+            )
+        return
+    if settings.store != "postgres":
+        raise ConfigError(
+            f"--redis-url turns on cluster mode, which keeps runs in PostgreSQL: add --store "
+            f"postgres and --database-url (it is --store {settings.store} now), or drop "
+            "--redis-url for a single process"
+        )
+    if not settings.database_url:
+        raise ConfigError(
+            "cluster mode (--redis-url) needs --database-url (RESEARCH_DATABASE_URL or "
+            "DATABASE_URL), e.g. postgresql://postgres@127.0.0.1:5432/research"
+        )
+
+
+@dataclass(slots=True)
+class ClusterNode:
+    """The part of this process in the cluster, started once its run manager exists."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    log: ClusterLog
+    coordinator: ClusterCoordinator
+    executor: Executor | None = field(default=None)
+    sweeper: Sweeper | None = field(default=None)
+
+    async def start(self, manager: RunManager) -> None:
+        """Heartbeat, listener counts, and (unless --no-execute) take runs from the queue."""
+        self.coordinator.start()
+        self.sweeper = Sweeper(self.coordinator)
+        self.sweeper.start()
+        if self.settings.execute:
+            self.executor = Executor(manager, self.coordinator, self.settings.max_active_runs)
+            await self.executor.start()
+        role = "executes runs and serves" if self.settings.execute else "serves only"
+        log.info(
+            "cluster node %s %s (lease %g s)", self.coordinator.node_id, role, self.settings.lease_s
+        )
+
+    @property
+    def draining(self) -> bool:
+        """Whether this node has stopped taking runs."""
+        return self.executor is not None and self.executor.draining
+
+    async def stop(self, manager: RunManager) -> None:
+        """Stopping: streams here end (clients resume on another node), runs here drain."""
+        manager.close_streams()
+        await self.log.followers.close()
+        if self.executor is not None:
+            await self.executor.drain(self.settings.drain_s)
+            await self.executor.close()
+        else:
+            await manager.shutdown()
+
+    async def close(self) -> None:
+        """Leave the cluster: no heartbeat, nothing queued to publish, the store closed."""
+        if self.sweeper is not None:
+            await self.sweeper.close()
+        if self.executor is not None:
+            await self.executor.close()
+        await self.coordinator.close()
+        await self.log.close()
+
+
+async def open_node(settings: Settings, stack: AsyncExitStack) -> ClusterNode:
+    """Connect to the cluster's Redis and PostgreSQL; closed when `stack` unwinds."""
+    check_cluster_settings(settings)
+    assert settings.redis_url is not None
+    assert settings.database_url is not None
+    redis = await connect(settings.redis_url)
+    stack.push_async_callback(redis.aclose)
+    store = await postgres_log.open(settings.database_url, shared=True)
+    keys = Keys(settings.redis_prefix)
+    cluster_log = ClusterLog(store, redis, keys)
+    coordinator = ClusterCoordinator(
+        redis=redis, keys=keys, log=cluster_log, node_id=node_id(), lease_s=settings.lease_s
+    )
+    node = ClusterNode(settings, redis, cluster_log, coordinator)
+    stack.push_async_callback(node.close)
+    return node

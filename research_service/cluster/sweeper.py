@@ -1,0 +1,109 @@
+"""Every node watches for runs nobody executes any more, and ends or re-queues them.
+
+A run whose executor's heartbeat is gone is ended `worker_lost`, after the events that
+executor published but had not yet committed; a queued run whose queue entry Redis may have
+forgotten is queued again. Ending is claimed in PostgreSQL, so exactly one node does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from research_service.cluster.coordinator import ClusterCoordinator
+from research_service.cluster.publisher import entry_id, row_of
+from research_service.cluster.redis_link import ERRORS, server_life
+from research_service.errors import StoreUnavailable
+from research_service.events import Event
+from research_service.runs.endings import end_open_runs
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    """Finds lost runs every third of a lease."""
+
+    def __init__(self, coordinator: ClusterCoordinator) -> None:
+        self.cluster = coordinator
+        #: Runs queued again, by the Redis life (server run id) that may have forgotten them.
+        self._requeued: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Sweep every third of a lease."""
+        self._task = asyncio.create_task(self._sweep_forever(), name="sweeper")
+
+    async def close(self) -> None:
+        """Stop sweeping."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.cluster.beat_s)
+            try:
+                await self.sweep()
+            except (*ERRORS, StoreUnavailable) as exc:
+                log.warning("sweep for lost runs failed (%s); will try again", exc)
+
+    async def sweep(self) -> None:
+        """End the runs whose executor died; queue again the runs Redis may have lost."""
+        cluster = self.cluster
+        life, uptime = await server_life(cluster.redis)
+        now = time.time()
+        for execution in await cluster.executions.open():
+            run_id, executor = execution.run_id, execution.executor
+            if executor is None:
+                # Queued a while ago and still unclaimed: its entry may be gone (Redis
+                # restarted, or queueing failed); queue it again once per Redis life.
+                waited = now - execution.queued_at
+                if waited > cluster.lease_s and self._requeued.get(run_id) != life:
+                    self._requeued[run_id] = life
+                    await cluster.redis.xadd(cluster.keys.queue, {"run": run_id})
+                continue
+            if run_id in cluster.local or uptime < cluster.lease_s:
+                continue  # ours; or Redis is too young to know who is alive
+            if await cluster.redis.exists(cluster.keys.node(executor)):
+                continue
+            if await cluster.executions.take_over(run_id, executor, cluster.node_id):
+                await self._end_lost(run_id, executor)
+        self._requeued = {run_id: seen for run_id, seen in self._requeued.items() if seen == life}
+
+    async def _end_lost(self, run_id: str, executor: str) -> None:
+        """End a run whose executor died, for every listener on every node.
+
+        What reached its live window is kept, then come `error` worker_lost and `done` failed.
+        """
+        cluster, store = self.cluster, self.cluster.log.store
+        record = await cluster.log.get_run(run_id)
+        if record is None:
+            return
+        stored = await store.stored_events(run_id, after=0)
+        if not stored or stored[-1][2] != "done":
+            await store.resume(run_id)
+            events = [Event._make(row) for row in stored]
+            with contextlib.suppress(*ERRORS):
+                # What the executor published but had not yet committed.
+                window: Any = await cluster.redis.xrange(
+                    cluster.keys.events(run_id), min=entry_id(len(events) + 1)
+                )
+                for entry in window:
+                    row = row_of(run_id, entry)
+                    if row[1] != len(events) + 1:
+                        break
+                    event = Event._make(row)
+                    await store.append(event)
+                    events.append(event)
+            if not events or not events[-1].is_final:
+                message = (
+                    f"the process executing the run ({executor}) stopped answering for "
+                    f"{cluster.lease_s:g} s; ask again"
+                )
+                await end_open_runs(cluster.log, [record], code="worker_lost", message=message)
+        await cluster.release(run_id)
+        log.warning("run %s: its executor %s was lost; the run was ended", run_id, executor)

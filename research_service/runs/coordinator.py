@@ -1,0 +1,49 @@
+"""What the run manager asks of a cluster: runs shared by many processes (cluster mode)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from research_service.runs.hub import Hub
+from research_service.runs.models import RunRecord
+
+
+class Coordinator(Protocol):
+    """The cluster behind a RunManager; without one, every run lives in its own process.
+
+    Runs created through it are stored and queued for whichever executor takes them (maybe
+    this process), so the manager only executes the runs the cluster hands it; everything it
+    does not execute (cancel, live events, listener counts) goes through the coordinator.
+    """
+
+    async def submit(self, record: RunRecord, *, limit: int) -> None:
+        """Store and queue a new run; TooManyRuns if `limit` runs are active cluster-wide."""
+        ...
+
+    async def cancel(self, run_id: str, *, code: str, message: str) -> bool:
+        """Stop a run executing anywhere (within 1 s); False when it had already finished."""
+        ...
+
+    def hub(self, run_id: str) -> Hub | None:
+        """The live fan-out in this process of a run executing elsewhere, if it is followed."""
+        ...
+
+    def listener_joined(self, run_id: str) -> None:
+        """A listener of a run executing elsewhere joined here (counted cluster-wide)."""
+        ...
+
+    def listener_left(self, run_id: str) -> None:
+        """A listener of a run executing elsewhere left here."""
+        ...
+
+    async def listeners_elsewhere(self, run_id: str) -> int:
+        """How many listeners other processes count for the run (the abandon rule's count)."""
+        ...
+
+    def run_started(self, run_id: str) -> None:
+        """The run began executing in this process."""
+        ...
+
+    def run_ended(self, run_id: str) -> None:
+        """The run executing in this process has ended (its done is stored, or never will be)."""
+        ...

@@ -1,0 +1,184 @@
+"""Cluster mode with real processes: API nodes and workers on a real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import cli_process, postgres
+from tests.cluster import Cluster, cluster_on, follow, post_run, seqs
+from tests.sse import after_event, listen
+
+postgres_database = postgres.postgres_database
+postgres_url = postgres.postgres_url
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+async def cluster(postgres_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="25") as running:
+        yield running
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        yield http
+
+
+def assert_gap_free(ids: list[str], run_id: str) -> None:
+    assert all(event_id.startswith(f"{run_id}:") for event_id in ids)
+    assert seqs(ids) == list(range(1, len(ids) + 1)), seqs(ids)
+
+
+async def test_cluster_mode_refuses_a_store_other_than_postgres(tmp_path: Path) -> None:
+    done = await cli_process.run(
+        "serve",
+        "--port",
+        "0",
+        "--redis-url",
+        "redis://127.0.0.1:6379/0",
+        "--store",
+        "sqlite",
+        "--data-dir",
+        str(tmp_path),
+    )
+    assert done.returncode == 2
+    assert "--redis-url turns on cluster mode" in done.stderr
+    assert "add --store postgres" in done.stderr
+
+
+async def test_a_worker_needs_a_cluster_and_no_execute_needs_one_too(tmp_path: Path) -> None:
+    worker = await cli_process.run("worker", "--data-dir", str(tmp_path))
+    assert worker.returncode == 2
+    assert "a worker executes the runs of a cluster: give --redis-url" in worker.stderr
+    api = await cli_process.run("serve", "--no-execute", "--data-dir", str(tmp_path))
+    assert api.returncode == 2
+    assert "--no-execute makes an API-only node of a cluster" in api.stderr
+
+
+async def test_a_run_made_on_one_node_streams_whole_from_another_and_resumes_on_either(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    first, second = await asyncio.gather(cluster.api(), cluster.api())
+    worker = await cluster.worker()
+    run_id = await post_run(client, first.base, "How does photosynthesis work?")
+    # Halfway through on the second node, then the rest from the first.
+    head = await listen(
+        client, f"{second.base}/v1/runs/{run_id}/events", stop=after_event("token", 5), timeout=30
+    )
+    tail = await listen(
+        client, f"{first.base}/v1/runs/{run_id}/events", last_event_id=head.ids[-1], timeout=30
+    )
+    whole = await listen(client, f"{second.base}/v1/runs/{run_id}/events", timeout=30)
+    assert_gap_free(whole.ids, run_id)
+    assert head.ids + tail.ids == whole.ids
+    assert [e.data for e in head.events + tail.events] == [e.data for e in whole.events]
+    assert whole.last[0] == "done"
+    assert whole.last[1]["status"] == "completed"
+    # Executed by the worker, exactly once.
+    assert worker.log.count(f"run {run_id}: executing here".encode()) == 1
+    # Resuming after the done: 204 on either node, so a browser stops reconnecting.
+    for node in (first, second):
+        ended = await client.get(
+            f"{node.base}/v1/runs/{run_id}/events", headers={"Last-Event-ID": whole.ids[-1]}
+        )
+        assert ended.status_code == 204
+    # Snapshots and recordings agree on every node.
+    snapshots = [(await client.get(f"{n.base}/v1/runs/{run_id}")).json() for n in (first, second)]
+    assert snapshots[0] == snapshots[1]
+    assert snapshots[0]["event_count"] == len(whole.ids)
+    recordings = [
+        (await client.get(f"{n.base}/v1/runs/{run_id}/recording")).content for n in (first, second)
+    ]
+    assert recordings[0] == recordings[1]
+    # A header line, then one line per event.
+    assert len(recordings[0].splitlines()) == 1 + len(whole.ids)
+
+
+async def test_a_cancel_on_any_node_stops_the_run_within_a_second(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    cluster.env["RESEARCH_TOKEN_DELAY_MS"] = "200"
+    first, second = await asyncio.gather(cluster.api(), cluster.api())
+    await cluster.worker()
+    run_id = await post_run(client, first.base, "How does photosynthesis work?")
+    url = f"{second.base}/v1/runs/{run_id}/events"
+    started = await listen(client, url, stop=after_event("token"), timeout=30)
+    asked = time.monotonic()
+    response = await client.post(f"{second.base}/v1/runs/{run_id}/cancel")
+    assert response.status_code == 202
+    assert response.json()["cancelling"] is True
+    rest = await listen(client, url, last_event_id=started.ids[-1], timeout=30)
+    took = time.monotonic() - asked
+    assert rest.last[0] == "done"
+    assert rest.last[1]["status"] == "cancelled"
+    assert rest.last[1]["error"]["code"] == "cancelled"
+    assert took < 1.0, f"the run stopped {took:.2f} s after the cancel"
+    assert_gap_free(started.ids + rest.ids, run_id)
+    # A finished run: nothing to cancel, from any node.
+    again = await client.post(f"{first.base}/v1/runs/{run_id}/cancel")
+    assert again.json()["cancelling"] is False
+
+
+async def test_max_active_runs_holds_for_the_whole_cluster(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    cluster.env.update(RESEARCH_MAX_ACTIVE_RUNS="2", RESEARCH_TOKEN_DELAY_MS="200")
+    first, second = await asyncio.gather(cluster.api(), cluster.api())
+    await asyncio.gather(cluster.worker(), cluster.worker())
+    runs = [
+        await post_run(client, node.base, "How does photosynthesis work?")
+        for node in (first, second)
+    ]
+    refused = await client.post(f"{second.base}/v1/runs", json={"question": "A third one?"})
+    assert refused.status_code == 429
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    assert "2 runs are active in the cluster, the limit is 2" in refused.json()["detail"]
+    assert int(refused.headers["Retry-After"]) > 0
+    # Once one ends, there is room again.
+    await client.post(f"{first.base}/v1/runs/{runs[0]}/cancel")
+    ended = await follow(client, [first.base], runs[0], timeout=30)
+    assert ended.last.event == "done"
+    async with asyncio.timeout(10):
+        while (
+            await client.post(f"{first.base}/v1/runs", json={"question": "Now?"})
+        ).status_code != 201:
+            await asyncio.sleep(0.1)
+
+
+async def test_two_workers_execute_each_of_many_runs_exactly_once(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    cluster.env["RESEARCH_TOKEN_DELAY_MS"] = "0"
+    api = await cluster.api()
+    workers = await asyncio.gather(cluster.worker(), cluster.worker())
+    runs = await asyncio.gather(
+        *(post_run(client, api.base, f"How does photosynthesis work, {i}?") for i in range(12))
+    )
+    results = await asyncio.gather(*(follow(client, [api.base], run_id) for run_id in runs))
+    for run_id, result in zip(runs, results, strict=True):
+        assert_gap_free(result.ids, run_id)
+        assert result.last.event == "done"
+        assert json.loads(result.last.data)["status"] == "completed"
+        planning = [
+            e
+            for e in result.events
+            if e.event == "phase" and '"planning","status":"started"' in e.data
+        ]
+        assert len(planning) == 1
+        executed = sum(w.log.count(f"run {run_id}: executing here".encode()) for w in workers)
+        assert executed == 1
+    claims = postgres.query(
+        cluster.database_url, "SELECT executor, ended_at FROM executions ORDER BY run_id"
+    )
+    assert len(claims) == len(runs)
+    assert all(row["ended_at"] is not None for row in claims)
+    assert {row["executor"] for row in claims} <= {w.name for w in workers}
