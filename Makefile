@@ -30,6 +30,7 @@ bench:
 	$(PY) bench/relay_bench.py
 	$(PY) bench/search_bench.py
 	$(PY) bench/amplification_bench.py
+	$(PY) bench/cluster_bench.py
 
 serve:
 	$(VENV)/bin/research-service serve $(ARGS)
