@@ -87,7 +87,7 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             # The run store first: a store another process owns stops start-up before any work.
-            check_cluster_settings(settings)
+            check_cluster_settings(settings, api=api)
             node: ClusterNode | None = None
             if settings.redis_url is not None:
                 node = await open_node(settings, stack)

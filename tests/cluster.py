@@ -240,7 +240,8 @@ class RedisServer:
 
     async def _drain(self) -> None:
         process = self.process
-        assert process is not None and process.stdout is not None
+        assert process is not None
+        assert process.stdout is not None
         while await process.stdout.readline():
             pass
 
@@ -273,6 +274,14 @@ class Followed:
     events: list[Any] = field(default_factory=list)
     connections: list[str] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    grew: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def reach(self, count: int, timeout: float = 30) -> None:
+        """Wait until `count` events have arrived."""
+        async with asyncio.timeout(timeout):
+            while len(self.events) < count:
+                self.grew.clear()
+                await self.grew.wait()
 
     @property
     def ids(self) -> list[str]:
@@ -291,9 +300,12 @@ async def follow(
     timeout: float = 60,
     followed: Followed | None = None,
 ) -> Followed:
-    """Listen to the run until its `done`, as EventSource does: on a cut, reconnect with
-    Last-Event-ID, here to the next node in `bases` (a node that is down is skipped)."""
-    from tests.sse import listen  # noqa: PLC0415
+    """Listen to the run until its `done`, as EventSource does.
+
+    On a cut it reconnects with Last-Event-ID, here to the next node in `bases` (a node that
+    is down is skipped). Events are added to `followed` as they arrive.
+    """
+    from tests.sse import listen
 
     got = followed if followed is not None else Followed()
     turn = 0
@@ -303,15 +315,24 @@ async def follow(
             turn += 1
             last = got.last.id if got.events else None
             got.connections.append(base)
+
+            def keep(event: Any) -> bool:
+                got.events.append(event)  # as it arrives: a test can watch the progress
+                got.grew.set()
+                return False
+
             try:
                 received = await listen(
-                    client, f"{base}/v1/runs/{run_id}/events", last_event_id=last, timeout=timeout
+                    client,
+                    f"{base}/v1/runs/{run_id}/events",
+                    last_event_id=last,
+                    stop=keep,
+                    timeout=timeout,
                 )
             except (httpx.TransportError, httpx.RemoteProtocolError):
                 await asyncio.sleep(0.05)  # EventSource's reconnect delay, shortened
                 continue
             got.statuses.append(received.status)
-            got.events += received.events
             if received.status == 204 or (got.events and got.last.event == "done"):
                 return got
             await asyncio.sleep(0.05)

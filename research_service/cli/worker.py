@@ -83,6 +83,7 @@ async def work(settings: Settings, *, health_port: int | None) -> None:
             health = await _serve_health(settings.host, health_port, app)
         log.info("worker %s: taking runs", node.coordinator.node_id)
         await stop.wait()
+        node.stop_taking()
         log.info(
             "worker stopping: no new runs; %d running get up to %g s to finish",
             app[MANAGER].active_runs,

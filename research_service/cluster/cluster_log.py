@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -32,6 +32,8 @@ class ClusterLog:
 
     def __init__(self, store: PostgresEventLog, redis: aioredis.Redis, keys: Keys) -> None:
         self.store = store
+        #: Awaited once a run's done is stored, before it is published.
+        self.on_final: Callable[[str], Awaitable[None]] | None = None
         self.publisher = LivePublisher(redis, keys)
         self.followers = Followers(redis, keys, self._stored)
 
@@ -103,6 +105,10 @@ class ClusterLog:
     async def append(self, event: Event) -> None:
         """Append `event` to the store, then publish it to the run's live window."""
         await self.store.append(event)
+        if event.is_final and self.on_final is not None:
+            # Recorded before anyone can see the done: a client that got it may start
+            # another run at once, in the slot this one held.
+            await self.on_final(event.run_id)
         self.publisher.publish(tuple.__new__(tuple, event))
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:

@@ -14,6 +14,7 @@ from research_service.cluster.cluster_log import ClusterLog
 from research_service.cluster.executions import Executions
 from research_service.cluster.presence import Presence
 from research_service.cluster.redis_link import ERRORS, Keys, unavailable
+from research_service.cluster.tasks import stop
 from research_service.errors import StoreUnavailable, TooManyRuns
 from research_service.runs.hub import Hub
 from research_service.runs.models import RunRecord
@@ -74,6 +75,7 @@ class ClusterCoordinator:
         self._admit = redis.register_script(_ADMIT)
         self._refresh = redis.register_script(_REFRESH)
         self._tasks: list[asyncio.Task[None]] = []
+        log.on_final = self.record_end
 
     @property
     def beat_s(self) -> float:
@@ -88,10 +90,7 @@ class ClusterCoordinator:
 
     async def close(self) -> None:
         """Stop the background work; the heartbeat goes, so others see this node gone."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(*self._tasks)
         await self.presence.close()
         await self._record_ends()
         with contextlib.suppress(*ERRORS):
@@ -162,14 +161,18 @@ class ClusterCoordinator:
         self.local.add(run_id)
 
     def run_ended(self, run_id: str) -> None:
-        """A run executing here ended: record it, give its slot back."""
+        """A run executing here ended (its end is recorded with its done, or by a sweep)."""
         self.local.discard(run_id)
-        self._unrecorded.add(run_id)
-        task = asyncio.create_task(self._record_ends())
-        self._tasks.append(task)
-        task.add_done_callback(self._forget_task)
         if self.on_run_ended is not None:
             self.on_run_ended()
+
+    async def record_end(self, run_id: str) -> None:
+        """A run's done is stored: record its end and give its slot back (retried if need be)."""
+        try:
+            await self.executions.end(run_id)
+        except StoreUnavailable:
+            self._unrecorded.add(run_id)  # the next heartbeat tries again
+        await self._release(run_id)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -181,15 +184,6 @@ class ClusterCoordinator:
         text = raw.decode() if isinstance(raw, bytes) else raw
         code, _, message = text.partition("\0")
         return code, message
-
-    async def release(self, run_id: str) -> None:
-        """Give the run's slot back and record its end (a lost run that was ended)."""
-        self._unrecorded.add(run_id)
-        await self._record_ends()
-
-    def _forget_task(self, task: asyncio.Task[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._tasks.remove(task)
 
     async def _release(self, run_id: str) -> None:
         with contextlib.suppress(*ERRORS):

@@ -8,7 +8,9 @@ from typing import Any
 
 import asyncpg
 
+from research_service.runs.models import RunRecord
 from research_service.runs.postgres_db import ERRORS, unavailable
+from research_service.runs.postgres_log import RUN_COLUMNS, record_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +28,19 @@ class Executions:
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
 
-    async def claim(self, run_id: str, executor: str) -> bool:
-        """Take a queued run for `executor`; False if another took it (or it is gone)."""
+    async def claim(self, run_id: str, executor: str) -> RunRecord | None:
+        """Take a queued run for `executor`: its record; None if another took it (or it is gone)."""
+        columns = ", ".join(f"r.{name.strip()}" for name in RUN_COLUMNS.split(","))
         sql = (
-            "UPDATE executions SET executor = $2, claimed_at = $3 "
-            "WHERE run_id = $1 AND executor IS NULL AND ended_at IS NULL RETURNING run_id"
+            "UPDATE executions e SET executor = $2, claimed_at = $3 FROM runs r "
+            "WHERE e.run_id = $1 AND r.id = e.run_id AND e.executor IS NULL "
+            f"AND e.ended_at IS NULL RETURNING {columns}"
         )
-        return await self._fetchval(sql, run_id, executor, time.time()) is not None
+        try:
+            row = await self._pool.fetchrow(sql, run_id, executor, time.time())
+        except ERRORS as exc:
+            raise unavailable(exc) from None
+        return None if row is None else record_of(row)
 
     async def take_over(self, run_id: str, lost: str, executor: str) -> bool:
         """Take a run from an executor found lost; False if someone else did first."""

@@ -16,6 +16,7 @@ from redis.exceptions import ResponseError
 
 from research_service.cluster.coordinator import ClusterCoordinator
 from research_service.cluster.redis_link import ERRORS, GROUP
+from research_service.cluster.tasks import stop
 from research_service.errors import StoreUnavailable
 from research_service.runs.manager import RunManager
 
@@ -54,8 +55,7 @@ class Executor:
 
     async def drain(self, timeout: float) -> None:
         """Take no more runs; let those running finish for `timeout` s, cancel the rest."""
-        self.draining = True
-        self._room.set()
+        self.stop_taking()
         taking = self._tasks[:1]
         if taking:
             # The read in progress ends within BLOCK_MS; an entry it took is claimed by it,
@@ -67,10 +67,7 @@ class Executor:
     async def close(self) -> None:
         """Stop every task of the executor."""
         self.draining = True
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(*self._tasks)
 
     # --- taking runs --------------------------------------------------------------------
 
@@ -90,9 +87,10 @@ class Executor:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            room = self.capacity - self.manager.active_runs
             try:
                 reply: Any = await redis.xreadgroup(
-                    GROUP, self.node_id, {queue: ">"}, count=1, block=BLOCK_MS
+                    GROUP, self.node_id, {queue: ">"}, count=room, block=BLOCK_MS
                 )
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis restarted without the queue
@@ -104,30 +102,41 @@ class Executor:
                 log.warning("cannot read the run queue (%s); retrying", exc)
                 await asyncio.sleep(RETRY_S)
                 continue
-            for _, entries in reply or ():
-                for key, fields in entries:
-                    await self._take(key, fields)
+            # Claimed side by side: a burst of runs starts in one round trip, not one each.
+            entries = [entry for _, batch in reply or () for entry in batch]
+            await asyncio.gather(*(self._take(key, fields) for key, fields in entries))
+
+    def stop_taking(self) -> None:
+        """Take no more runs from now on (the read in progress hands back what it gets)."""
+        self.draining = True
+        self._room.set()
 
     async def _take(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         run_id = fields.get(b"run", b"").decode()
+        redis, queue = self.cluster.redis, self.cluster.keys.queue
+        if self.draining:
+            # Read just as draining began: back in the queue for another executor, now.
+            with contextlib.suppress(*ERRORS):
+                await redis.xadd(queue, {"run": run_id})
+                await redis.xack(queue, GROUP, entry_id)
+            return
         try:
-            claimed = await self.cluster.executions.claim(run_id, self.node_id)
+            record = await self.cluster.executions.claim(run_id, self.node_id)
         except StoreUnavailable as exc:
             log.warning("cannot claim run %s (%s); another executor will", run_id, exc)
             return  # left pending: claimed again after a lease
+        if record is not None:
+            self.manager.start(record)
+            log.info("run %s: executing here (%s)", run_id, self.node_id)
         with contextlib.suppress(*ERRORS):
-            await self.cluster.redis.xack(self.cluster.keys.queue, GROUP, entry_id)
-        if not claimed:
-            return
-        record = await self.cluster.log.get_run(run_id)
-        if record is None:
-            return
-        self.manager.start(record)
-        log.info("run %s: executing here (%s)", run_id, self.node_id)
-        with contextlib.suppress(*ERRORS):
-            cancel = await self.cluster.cancel_request(run_id)
-            if cancel is not None:
-                await self.manager.cancel(run_id, code=cancel[0], message=cancel[1])
+            pipe = redis.pipeline(transaction=False)
+            pipe.xack(queue, GROUP, entry_id)
+            pipe.get(self.cluster.keys.cancel(run_id))
+            _, cancel = await pipe.execute()
+            if record is not None and cancel is not None:
+                # Cancelled while it waited in the queue.
+                code, _, message = cancel.decode().partition("\0")
+                await self.manager.cancel(run_id, code=code, message=message)
 
     # --- cancel requests, lost entries and lost runs ------------------------------------
 
@@ -164,9 +173,7 @@ class Executor:
                 except (*ERRORS, StoreUnavailable) as exc:
                     log.warning("sweep of the run queue failed (%s); will try again", exc)
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await stop(listener)
 
     async def sweep(self) -> None:
         """Claim the queue entries a dead executor had read but not claimed."""

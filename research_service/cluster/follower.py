@@ -9,7 +9,6 @@ last one, reading PostgreSQL whenever the Redis window does not have it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -18,6 +17,7 @@ import redis.asyncio as aioredis
 
 from research_service.cluster.publisher import entry_id, row_of
 from research_service.cluster.redis_link import ERRORS, Keys
+from research_service.cluster.tasks import stop
 from research_service.errors import StoreUnavailable
 from research_service.events import Event
 from research_service.runs.hub import Hub
@@ -131,12 +131,7 @@ class Followers:
     async def close(self) -> None:
         """Stop following every run and wake every reader."""
         self._closed = True
-        tasks = [f.task for f in self._by_run.values() if f.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(*(f.task for f in self._by_run.values()))
         for follower in list(self._by_run.values()):
             follower.hub.close()
         self.waiters.wake_all()

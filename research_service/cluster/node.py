@@ -21,7 +21,7 @@ from research_service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def check_cluster_settings(settings: Settings) -> None:
+def check_cluster_settings(settings: Settings, *, api: bool = True) -> None:
     """Refuse settings cluster mode cannot run on, saying what to change."""
     if settings.redis_url is None:
         if not settings.execute:
@@ -35,6 +35,12 @@ def check_cluster_settings(settings: Settings) -> None:
             f"--redis-url turns on cluster mode, which keeps runs in PostgreSQL: add --store "
             f"postgres and --database-url (it is --store {settings.store} now), or drop "
             "--redis-url for a single process"
+        )
+    if api and settings.auth_mode == "keys" and not settings.secret:
+        raise ConfigError(
+            "cluster mode with --auth keys needs the same RESEARCH_SECRET on every node (a "
+            "stream token or session made by one node must open on the others); set it, e.g. "
+            "RESEARCH_SECRET=$(openssl rand -hex 32)"
         )
     if not settings.database_url:
         raise ConfigError(
@@ -71,6 +77,11 @@ class ClusterNode:
     def draining(self) -> bool:
         """Whether this node has stopped taking runs."""
         return self.executor is not None and self.executor.draining
+
+    def stop_taking(self) -> None:
+        """Take no more runs (a stopping worker, at once, before it drains)."""
+        if self.executor is not None:
+            self.executor.stop_taking()
 
     async def stop(self, manager: RunManager) -> None:
         """Stopping: streams here end (clients resume on another node), runs here drain."""

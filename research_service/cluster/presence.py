@@ -10,6 +10,7 @@ from typing import Final
 import redis.asyncio as aioredis
 
 from research_service.cluster.redis_link import ERRORS, Keys
+from research_service.cluster.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,7 @@ class Presence:
 
     async def close(self) -> None:
         """Stop writing; this node's counts go (its listeners are gone)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
         if self._counts:
             with contextlib.suppress(*ERRORS):
                 pipe = self._redis.pipeline(transaction=False)

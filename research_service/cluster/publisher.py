@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import Final
@@ -11,6 +10,7 @@ from typing import Final
 import redis.asyncio as aioredis
 
 from research_service.cluster.redis_link import ERRORS, Keys
+from research_service.cluster.tasks import stop
 from research_service.runs.run_memory import Row
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,7 @@ class LivePublisher:
     async def close(self, timeout: float = 2.0) -> None:
         """Send what is pending (trying for `timeout` s), then stop."""
         await self.flushed(timeout)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
 
     async def _send_forever(self) -> None:
         while True:

@@ -16,6 +16,7 @@ from typing import Any
 from research_service.cluster.coordinator import ClusterCoordinator
 from research_service.cluster.publisher import entry_id, row_of
 from research_service.cluster.redis_link import ERRORS, server_life
+from research_service.cluster.tasks import stop
 from research_service.errors import StoreUnavailable
 from research_service.events import Event
 from research_service.runs.endings import end_open_runs
@@ -38,10 +39,7 @@ class Sweeper:
 
     async def close(self) -> None:
         """Stop sweeping."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -105,5 +103,5 @@ class Sweeper:
                     f"{cluster.lease_s:g} s; ask again"
                 )
                 await end_open_runs(cluster.log, [record], code="worker_lost", message=message)
-        await cluster.release(run_id)
+        await cluster.record_end(run_id)
         log.warning("run %s: its executor %s was lost; the run was ended", run_id, executor)

@@ -47,7 +47,8 @@ _TAILS: Final = (
 )
 
 
-def _record(row: asyncpg.Record) -> RunRecord:
+def record_of(row: asyncpg.Record) -> RunRecord:
+    """The run record of a `runs` row (its RUN_COLUMNS)."""
     options = RunOptions(**json.loads(row["options"]))
     return RunRecord(row["id"], row["question"], options, row["created_at"], row["owner"])
 
@@ -138,7 +139,7 @@ class PostgresEventLog:
         if memory is not None:
             return memory.record
         row = await self._query_one(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
-        return None if row is None else _record(row)
+        return None if row is None else record_of(row)
 
     async def list_runs(
         self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None
@@ -157,7 +158,7 @@ class PostgresEventLog:
             f"SELECT {RUN_COLUMNS} FROM runs {where} "
             f"ORDER BY created_at DESC, id DESC LIMIT ${len(params) + 1}"
         )
-        return [_record(row) for row in await self._query(sql, *params, limit)]
+        return [record_of(row) for row in await self._query(sql, *params, limit)]
 
     async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:
         """Each known run's event count and ending: from memory, else summed up by the server."""
@@ -215,7 +216,7 @@ class PostgresEventLog:
             "ORDER BY created_at, id"
         )
         return [
-            run for run in map(_record, await self._query(sql)) if run.id not in self._memory.live
+            run for run in map(record_of, await self._query(sql)) if run.id not in self._memory.live
         ]
 
     async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
@@ -350,4 +351,4 @@ class PostgresEventLog:
             raise unavailable(exc) from None
         if row is None:
             return None
-        return _record(row), [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in events]
+        return record_of(row), [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in events]

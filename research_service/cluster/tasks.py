@@ -1,0 +1,32 @@
+"""Stopping a node's background tasks, even when a client library swallows a cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+log = logging.getLogger(__name__)
+
+#: How long a cancelled task gets to end, each time it is cancelled.
+STOP_TIMEOUT_S: Final = 2.0
+#: How often a task that ignored its cancel is cancelled again.
+ATTEMPTS: Final = 3
+
+
+async def stop(*tasks: asyncio.Task[None] | None) -> None:
+    """Cancel the tasks and wait until they end.
+
+    A cancel that arrives while redis-py waits on a reply can be swallowed by it; the task
+    then goes on to its next wait. So a task still running is cancelled again (never waited
+    for without bound: stopping a node must not hang on one of its tasks).
+    """
+    pending = {task for task in tasks if task is not None and not task.done()}
+    for _ in range(ATTEMPTS):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
+    for task in pending:
+        log.warning("task %s did not stop when cancelled; leaving it", task.get_name())

@@ -1,0 +1,250 @@
+"""Cluster mode under real faults: SIGKILL, SIGTERM, a restarted API node, a restarted Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import postgres
+from tests.cluster import RedisServer, cluster_on, follow, post_run, seqs
+from tests.loopback import free_port
+from tests.sse import after_event, listen
+
+postgres_database = postgres.postgres_database
+postgres_url = postgres.postgres_url
+
+pytestmark = pytest.mark.timeout(240)
+QUESTION = "How does photosynthesis work?"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        yield http
+
+
+def assert_gap_free(ids: list[str], run_id: str) -> None:
+    assert all(event_id.startswith(f"{run_id}:") for event_id in ids)
+    assert seqs(ids) == list(range(1, len(ids) + 1)), seqs(ids)
+
+
+def done_of(events: list[object]) -> dict[str, object]:
+    last = events[-1]
+    assert last.event == "done", last.event
+    data: dict[str, object] = json.loads(last.data)
+    return data
+
+
+async def test_a_killed_executor_s_run_ends_worker_lost_for_every_listener_on_every_node(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="150") as cluster:
+        first, second = await asyncio.gather(cluster.api(), cluster.api())
+        doomed = await cluster.worker()
+        run_id = await post_run(client, first.base, QUESTION)
+        # Listeners on both nodes see the answer begin; then the executor dies at once.
+        heads = await asyncio.gather(
+            *(
+                listen(client, f"{n.base}/v1/runs/{run_id}/events", stop=after_event("token", 3))
+                for n in (first, second)
+            )
+        )
+        doomed.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        await doomed.wait()
+        rests = await asyncio.gather(
+            *(
+                listen(
+                    client, f"{n.base}/v1/runs/{run_id}/events", last_event_id=h.ids[-1], timeout=30
+                )
+                for n, h in zip((first, second), heads, strict=True)
+            )
+        )
+        noticed = time.monotonic() - killed
+        for head, rest in zip(heads, rests, strict=True):
+            events = head.events + rest.events
+            assert_gap_free([e.id for e in events], run_id)
+            assert [e.event for e in events[-2:]] == ["error", "done"]
+            assert json.loads(events[-2].data)["code"] == "worker_lost"
+            done = done_of(events)
+            assert done["status"] == "failed"
+            assert done["error"]["code"] == "worker_lost"  # type: ignore[index]
+        assert [e.data for e in rests[0].events[-2:]] == [e.data for e in rests[1].events[-2:]]
+        # Lease 2 s: noticed within about a lease (the sweep runs every third of one).
+        assert noticed < 2 * 2 + 2, f"noticed {noticed:.1f} s after the kill"
+        snapshot = (await client.get(f"{second.base}/v1/runs/{run_id}")).json()
+        assert snapshot["status"] == "failed"
+        rows = postgres.query(cluster.database_url, "SELECT ended_at FROM executions")
+        assert [row["ended_at"] is not None for row in rows] == [True]
+
+
+async def test_sigterm_drains_a_worker_its_runs_finish_and_it_takes_no_new_ones(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="60") as cluster:
+        api = await cluster.api()
+        health_port = free_port()
+        draining = await cluster.worker("--health-port", str(health_port))
+        health = f"http://127.0.0.1:{health_port}/healthz"
+        assert (await client.get(health)).status_code == 200
+        run_id = await post_run(client, api.base, QUESTION)
+        head = await listen(
+            client, f"{api.base}/v1/runs/{run_id}/events", stop=after_event("token")
+        )
+        since = len(draining.log)
+        draining.signal(signal.SIGTERM)
+        await draining.wait_log(rb"worker stopping: no new runs", since=since)
+        assert (await client.get(health)).status_code == 503
+        assert (await client.get(health)).json()["status"] == "draining"
+        # A run asked for while it drains waits for another executor.
+        later = await post_run(client, api.base, QUESTION)
+        rest = await listen(
+            client, f"{api.base}/v1/runs/{run_id}/events", last_event_id=head.ids[-1], timeout=60
+        )
+        assert done_of(rest.events)["status"] == "completed"
+        assert_gap_free(head.ids + rest.ids, run_id)
+        assert await draining.wait() == 0
+        assert b"executing here" in draining.log
+        assert f"run {later}".encode() not in draining.log
+        successor = await cluster.worker()
+        taken = await follow(client, [api.base], later)
+        assert json.loads(taken.last.data)["status"] == "completed"
+        assert f"run {later}: executing here".encode() in successor.log
+
+
+async def test_a_drain_longer_than_drain_s_cancels_the_rest_as_shutdown(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="300") as cluster:
+        api = await cluster.api()
+        worker = await cluster.worker("--drain-s", "1")
+        run_id = await post_run(client, api.base, QUESTION)
+        head = await listen(
+            client, f"{api.base}/v1/runs/{run_id}/events", stop=after_event("token")
+        )
+        worker.signal(signal.SIGTERM)
+        rest = await listen(
+            client, f"{api.base}/v1/runs/{run_id}/events", last_event_id=head.ids[-1], timeout=30
+        )
+        done = done_of(rest.events)
+        assert done["status"] == "cancelled"
+        assert done["error"]["code"] == "shutdown"  # type: ignore[index]
+        assert await worker.wait() == 0
+
+
+async def test_an_api_node_restarted_under_20_listeners_loses_none_of_them(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="80") as cluster:
+        port = free_port()
+        restarting, steady = await asyncio.gather(cluster.api(port=port), cluster.api())
+        await cluster.worker()
+        run_id = await post_run(client, steady.base, QUESTION)
+        from tests.cluster import Followed
+
+        results = [Followed() for _ in range(20)]
+        listeners = [
+            asyncio.create_task(
+                follow(client, [restarting.base, steady.base], run_id, followed=result)
+            )
+            for result in results
+        ]
+        # Everyone is streaming through the node that restarts...
+        await asyncio.gather(*(result.reach(3) for result in results))
+        assert all(r.connections == [restarting.base] for r in results)
+        restarting.signal(signal.SIGTERM)
+        assert await restarting.wait() == 0
+        again = await cluster.restart(restarting)
+        assert again.base == restarting.base
+        for result in await asyncio.gather(*listeners):
+            assert_gap_free(result.ids, run_id)
+            assert json.loads(result.last.data)["status"] == "completed"
+            assert len(result.connections) >= 2  # it reconnected
+            assert all(status == 200 for status in result.statuses)
+        # The restarted node serves the whole run too.
+        whole = await listen(client, f"{again.base}/v1/runs/{run_id}/events")
+        assert whole.ids == results[0].ids
+
+
+async def test_runs_and_listeners_survive_a_redis_restart(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    redis = RedisServer(free_port(), tmp_path)
+    await redis.start()
+    try:
+        async with cluster_on(
+            postgres_url, tmp_path, redis_url=redis.url, RESEARCH_TOKEN_DELAY_MS="80"
+        ) as cluster:
+            first, second = await asyncio.gather(cluster.api(), cluster.api())
+            worker = await cluster.worker()
+            run_id = await post_run(client, first.base, QUESTION)
+            head = await listen(
+                client, f"{second.base}/v1/runs/{run_id}/events", stop=after_event("token", 2)
+            )
+            await redis.stop()
+            # While Redis is down: snapshots still answer (PostgreSQL); a new run is a 503
+            # problem that says why, not a 500.
+            snapshot = await client.get(f"{first.base}/v1/runs/{run_id}")
+            assert snapshot.status_code == 200
+            refused = await client.post(f"{first.base}/v1/runs", json={"question": QUESTION})
+            assert refused.status_code == 503
+            assert refused.headers["Content-Type"].startswith("application/problem+json")
+            assert "Redis" in refused.json()["detail"]
+            # The listener goes on (from PostgreSQL while Redis is away).
+            middle = await listen(
+                client,
+                f"{second.base}/v1/runs/{run_id}/events",
+                last_event_id=head.ids[-1],
+                stop=after_event("token", 3),
+                timeout=30,
+            )
+            await redis.start()
+            rest = await listen(
+                client,
+                f"{second.base}/v1/runs/{run_id}/events",
+                last_event_id=middle.ids[-1],
+                timeout=60,
+            )
+            events = head.events + middle.events + rest.events
+            assert_gap_free([e.id for e in events], run_id)
+            assert done_of(events)["status"] == "completed"
+            assert worker.process.returncode is None
+            # And the cluster takes new runs again (a client's connection to the old Redis
+            # may fail one request first).
+            for _ in range(3):
+                response = await client.post(f"{first.base}/v1/runs", json={"question": QUESTION})
+                if response.status_code != 503:
+                    break
+            assert response.status_code == 201, response.text
+            fresh = await follow(client, [second.base], response.json()["id"])
+            assert json.loads(fresh.last.data)["status"] == "completed"
+    finally:
+        await redis.stop()
+
+
+async def test_listeners_on_other_nodes_keep_a_run_from_being_abandoned(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    async with cluster_on(
+        postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="60", RESEARCH_ABANDON_AFTER_S="1"
+    ) as cluster:
+        api = await cluster.api()
+        worker = await cluster.worker()
+        # Followed on the API node only (the worker has none): it runs to its end (~4 s).
+        followed = await post_run(client, api.base, QUESTION)
+        result = await follow(client, [api.base], followed)
+        assert json.loads(result.last.data)["status"] == "completed"
+        assert result.events[-1].id.endswith(f":{len(result.events)}")
+        # Nobody listening anywhere: abandoned after the second.
+        lonely = await post_run(client, api.base, QUESTION)
+        await worker.wait_log(f"run {lonely} cancelled in".encode())
+        snapshot = (await client.get(f"{api.base}/v1/runs/{lonely}")).json()
+        assert snapshot["status"] == "cancelled"
+        assert snapshot["error"]["code"] == "abandoned"
