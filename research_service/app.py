@@ -17,6 +17,7 @@ from research_service.auth.secret import load_secret
 from research_service.auth.tokens import Signer
 from research_service.cluster.node import ClusterNode, check_cluster_settings, open_node
 from research_service.errors import ConfigError, StoreUnavailable
+from research_service.net import is_loopback
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.providers.base import LLMProvider, SearchProvider
 from research_service.providers.registry import llm_provider, search_provider
@@ -27,7 +28,7 @@ from research_service.runs.log import EventLog, StoreMaintenance
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.sqlite_log import RUN_STORE_FILE
-from research_service.settings import RETENTION_INTERVAL_S, Settings, is_loopback
+from research_service.settings import RETENTION_INTERVAL_S, Settings
 from research_service.web.access import AUTH, Auth, access_middleware
 from research_service.web.handlers import setup_routes
 from research_service.web.health import ReadinessProbe

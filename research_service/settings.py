@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -12,6 +11,7 @@ from typing import Any, Final
 import platformdirs
 
 from research_service.errors import ConfigError
+from research_service.net import is_loopback
 from research_service.settings_fields import (
     ENV_PREFIX,
     check_choice,
@@ -58,9 +58,6 @@ RETENTION_INTERVAL_S: Final = 600.0
 #: The shortest --secret / RESEARCH_SECRET accepted (it signs every token).
 MIN_SECRET_CHARS: Final = 32
 STORE_CHOICES: Final = ("memory", "sqlite", "postgres")
-DEFAULT_REDIS_PREFIX: Final = "research:"
-DEFAULT_LEASE_S: Final = 15.0
-DEFAULT_DRAIN_S: Final = 300.0
 AUTH_CHOICES: Final = ("off", "keys")
 DEFAULT_STREAM_TOKEN_TTL_S: Final = 3600.0
 DEFAULT_SESSION_TTL_S: Final = 86400.0
@@ -97,36 +94,17 @@ class Settings:
         repr=False,
         metadata=option("PostgreSQL URL for --store postgres", kind=str, aliases=("DATABASE_URL",)),
     )
+    # Cluster mode (docs/cluster.md); the URL hidden in repr, as the database's.
     redis_url: str | None = field(
-        default=None,
-        repr=False,
-        metadata=option(
-            "Redis URL: turns on cluster mode (with --store postgres), e.g. "
-            "redis://127.0.0.1:6379/0",
-            kind=str,
-        ),
+        default=None, repr=False, metadata=option("Redis URL: cluster mode", kind=str)
     )
-    redis_prefix: str = field(
-        default=DEFAULT_REDIS_PREFIX,
-        metadata=option("prefix of every Redis key of the cluster (one cluster per prefix)"),
-    )
-    execute: bool = field(
-        default=True,
-        metadata=option(
-            "execute runs in this process (cluster mode; --no-execute: an API-only node)"
-        ),
-    )
+    redis_prefix: str = field(default="research:", metadata=option("prefix of its Redis keys"))
+    execute: bool = field(default=True, metadata=option("execute runs here (cluster mode)"))
     lease_s: float = field(
-        default=DEFAULT_LEASE_S,
-        metadata=option(
-            "seconds a cluster node may stop answering before its runs end as worker_lost"
-        ),
+        default=15.0, metadata=option("seconds a silent node's runs wait to end as worker_lost")
     )
     drain_s: float = field(
-        default=DEFAULT_DRAIN_S,
-        metadata=option(
-            "seconds a stopping executor (cluster mode) lets its runs finish before it cancels them"
-        ),
+        default=300.0, metadata=option("seconds a stopping executor lets its runs finish")
     )
     retention_days: float = field(
         default=DEFAULT_RETENTION_DAYS,
@@ -409,17 +387,6 @@ class Settings:
     def with_changes(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
         return replace(self, **changes)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (a --host value) is reachable from this machine only."""
-    name = host.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def source_of(name: str, environ: Mapping[str, str] | None = None) -> str:

@@ -336,3 +336,9 @@ async def follow(
             if received.status == 204 or (got.events and got.last.event == "done"):
                 return got
             await asyncio.sleep(0.05)
+
+
+def assert_gap_free(ids: list[str], run_id: str) -> None:
+    """The ids are the run's, from seq 1 up, none missing, none twice."""
+    assert all(event_id.startswith(f"{run_id}:") for event_id in ids)
+    assert seqs(ids) == list(range(1, len(ids) + 1)), seqs(ids)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests import cli_process, postgres
-from tests.cluster import Cluster, cluster_on, follow, post_run, seqs
+from tests.cluster import Cluster, assert_gap_free, cluster_on, follow, post_run
 from tests.sse import after_event, listen
 
 postgres_database = postgres.postgres_database
@@ -25,17 +25,6 @@ pytestmark = pytest.mark.timeout(180)
 async def cluster(postgres_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
     async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="25") as running:
         yield running
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        yield http
-
-
-def assert_gap_free(ids: list[str], run_id: str) -> None:
-    assert all(event_id.startswith(f"{run_id}:") for event_id in ids)
-    assert seqs(ids) == list(range(1, len(ids) + 1)), seqs(ids)
 
 
 async def test_cluster_mode_refuses_a_store_other_than_postgres(tmp_path: Path) -> None:
@@ -53,6 +42,27 @@ async def test_cluster_mode_refuses_a_store_other_than_postgres(tmp_path: Path) 
     assert done.returncode == 2
     assert "--redis-url turns on cluster mode" in done.stderr
     assert "add --store postgres" in done.stderr
+
+
+async def test_cluster_mode_with_api_keys_needs_one_secret_for_every_node(tmp_path: Path) -> None:
+    done = await cli_process.run(
+        "serve",
+        "--port",
+        "0",
+        "--auth",
+        "keys",
+        "--redis-url",
+        "redis://127.0.0.1:6379/0",
+        "--store",
+        "postgres",
+        "--database-url",
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "--data-dir",
+        str(tmp_path),
+    )
+    assert done.returncode == 2
+    assert "needs the same RESEARCH_SECRET on every node" in done.stderr
+    assert not (tmp_path / "secret.key").exists()
 
 
 async def test_a_worker_needs_a_cluster_and_no_execute_needs_one_too(tmp_path: Path) -> None:

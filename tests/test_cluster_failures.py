@@ -6,14 +6,13 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests import postgres
-from tests.cluster import RedisServer, cluster_on, follow, post_run, seqs
+from tests.cluster import Followed, RedisServer, assert_gap_free, cluster_on, follow, post_run
 from tests.loopback import free_port
 from tests.sse import after_event, listen
 
@@ -22,17 +21,6 @@ postgres_url = postgres.postgres_url
 
 pytestmark = pytest.mark.timeout(240)
 QUESTION = "How does photosynthesis work?"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        yield http
-
-
-def assert_gap_free(ids: list[str], run_id: str) -> None:
-    assert all(event_id.startswith(f"{run_id}:") for event_id in ids)
-    assert seqs(ids) == list(range(1, len(ids) + 1)), seqs(ids)
 
 
 def done_of(events: list[object]) -> dict[str, object]:
@@ -147,8 +135,6 @@ async def test_an_api_node_restarted_under_20_listeners_loses_none_of_them(
         restarting, steady = await asyncio.gather(cluster.api(port=port), cluster.api())
         await cluster.worker()
         run_id = await post_run(client, steady.base, QUESTION)
-        from tests.cluster import Followed
-
         results = [Followed() for _ in range(20)]
         listeners = [
             asyncio.create_task(

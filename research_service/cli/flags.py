@@ -28,6 +28,9 @@ _DEFAULT_TEXT = {
     "api_keys_file": "none",
     "allowed_hosts": "localhost, 127.0.0.1, ::1 and --host",
     "cors_origins": "none",
+    "database_url": "none",
+    "redis_url": "none: one process, no cluster",
+    "execute": "yes",
 }
 
 

@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from research_service.cluster.coordinator import ClusterCoordinator
 from research_service.cluster.redis_link import ERRORS, GROUP
-from research_service.cluster.tasks import stop
+from research_service.cluster.tasks import every, stop
 from research_service.errors import StoreUnavailable
 from research_service.runs.manager import RunManager
 
@@ -97,14 +97,22 @@ class Executor:
                     with contextlib.suppress(*ERRORS):
                         await self._join_group()
                     continue
-                raise
+                log.warning("cannot read the run queue (%s); retrying", exc)
+                await asyncio.sleep(RETRY_S)
+                continue
             except ERRORS as exc:
                 log.warning("cannot read the run queue (%s); retrying", exc)
                 await asyncio.sleep(RETRY_S)
                 continue
             # Claimed side by side: a burst of runs starts in one round trip, not one each.
             entries = [entry for _, batch in reply or () for entry in batch]
-            await asyncio.gather(*(self._take(key, fields) for key, fields in entries))
+            results = await asyncio.gather(
+                *(self._take(key, fields) for key, fields in entries), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, Exception):
+                    # Its entry stays pending: another executor claims it after a lease.
+                    log.error("taking a run failed unexpectedly", exc_info=result)
 
     def stop_taking(self) -> None:
         """Take no more runs from now on (the read in progress hands back what it gets)."""
@@ -166,12 +174,7 @@ class Executor:
     async def _sweep_forever(self) -> None:
         listener = asyncio.create_task(self.listen_for_cancels(), name="cancel-requests")
         try:
-            while True:
-                await asyncio.sleep(self.cluster.beat_s)
-                try:
-                    await self.sweep()
-                except (*ERRORS, StoreUnavailable) as exc:
-                    log.warning("sweep of the run queue failed (%s); will try again", exc)
+            await every(self.cluster.beat_s, self.sweep, what="the sweep of the run queue")
         finally:
             await stop(listener)
 

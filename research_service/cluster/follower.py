@@ -161,6 +161,9 @@ class Followers:
                 follower.extend(rows)
         except StoreUnavailable as exc:
             log.warning("following run %s: the run store failed (%s)", follower.run_id, exc)
+        except Exception:
+            # Its readers start another follower; this one must not die unheard.
+            log.exception("following run %s failed unexpectedly", follower.run_id)
         finally:
             if self._by_run.get(follower.run_id) is follower:
                 del self._by_run[follower.run_id]

@@ -8,13 +8,13 @@ import secrets
 import socket
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from research_service.errors import ClusterUnavailable, ConfigError
+from research_service.net import redact_url as redact
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +72,6 @@ GROUP: Final = "executors"
 def node_id() -> str:
     """A name for this process, unique in the cluster: host, pid and a random part."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def redact(url: str) -> str:
-    """The Redis URL with any password replaced."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def client(url: str, **options: Any) -> aioredis.Redis:

@@ -16,8 +16,7 @@ from typing import Any
 from research_service.cluster.coordinator import ClusterCoordinator
 from research_service.cluster.publisher import entry_id, row_of
 from research_service.cluster.redis_link import ERRORS, server_life
-from research_service.cluster.tasks import stop
-from research_service.errors import StoreUnavailable
+from research_service.cluster.tasks import every, stop
 from research_service.events import Event
 from research_service.runs.endings import end_open_runs
 
@@ -35,19 +34,13 @@ class Sweeper:
 
     def start(self) -> None:
         """Sweep every third of a lease."""
-        self._task = asyncio.create_task(self._sweep_forever(), name="sweeper")
+        self._task = asyncio.create_task(
+            every(self.cluster.beat_s, self.sweep, what="the sweep for lost runs"), name="sweeper"
+        )
 
     async def close(self) -> None:
         """Stop sweeping."""
         await stop(self._task)
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.cluster.beat_s)
-            try:
-                await self.sweep()
-            except (*ERRORS, StoreUnavailable) as exc:
-                log.warning("sweep for lost runs failed (%s); will try again", exc)
 
     async def sweep(self) -> None:
         """End the runs whose executor died; queue again the runs Redis may have lost."""

@@ -1,10 +1,14 @@
-"""Stopping a node's background tasks, even when a client library swallows a cancel."""
+"""A node's background tasks: repeating work, and stopping even when a cancel is swallowed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Final
+
+from research_service.cluster.redis_link import ERRORS
+from research_service.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +34,15 @@ async def stop(*tasks: asyncio.Task[None] | None) -> None:
         _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
     for task in pending:
         log.warning("task %s did not stop when cancelled; leaving it", task.get_name())
+
+
+async def every(interval_s: float, work: Callable[[], Awaitable[None]], *, what: str) -> None:
+    """Do `work` every `interval_s` seconds, forever; a failure is logged and tried again."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await work()
+        except (*ERRORS, StoreUnavailable) as exc:
+            log.warning("%s failed (%s); will try again", what, exc)
+        except Exception:
+            log.exception("%s failed unexpectedly; will try again", what)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Final, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from research_service.errors import ConfigError, StoreUnavailable
+from research_service.net import redact_url as redact
 from research_service.runs.migrations import MIGRATIONS_TABLE, Migration, check, plan
 
 log = logging.getLogger(__name__)
@@ -79,15 +79,6 @@ _LEDGER: Final = f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
     name text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 )"""
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced, fit for a log line or an error message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def unreachable(url: str, exc: BaseException) -> ConfigError:
