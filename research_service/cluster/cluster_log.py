@@ -70,21 +70,21 @@ class ClusterLog:
     async def create_run(self, record: RunRecord) -> None:
         """Store a new run and its place in the queue, in one transaction."""
         options = record.options.to_dict()
+        # One statement (atomic, one round trip): the run, then its queue entry.
+        sql = (
+            f"WITH run AS (INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
+            "RETURNING id) INSERT INTO executions (run_id, queued_at) SELECT id, $6 FROM run"
+        )
         try:
-            async with self.store.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
-                    record.id,
-                    record.question,
-                    json.dumps(options),
-                    record.created_at,
-                    record.owner,
-                )
-                await conn.execute(
-                    "INSERT INTO executions (run_id, queued_at) VALUES ($1, $2)",
-                    record.id,
-                    time.time(),
-                )
+            await self.store.pool.execute(
+                sql,
+                record.id,
+                record.question,
+                json.dumps(options),
+                record.created_at,
+                record.owner,
+                time.time(),
+            )
         except ERRORS as exc:
             raise self.store.writer.failed(exc) from None
 

@@ -134,6 +134,7 @@ class Executor:
             log.warning("cannot claim run %s (%s); another executor will", run_id, exc)
             return  # left pending: claimed again after a lease
         if record is not None:
+            self.cluster.log.store.adopt(record)  # its log is empty: nothing to read back
             self.manager.start(record)
             log.info("run %s: executing here (%s)", run_id, self.node_id)
         with contextlib.suppress(*ERRORS):

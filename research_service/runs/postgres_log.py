@@ -186,6 +186,11 @@ class PostgresEventLog:
         run = await self._memory.find(run_id)
         return None if run is None else (run.events, run.finished)
 
+    def adopt(self, record: RunRecord) -> None:
+        """Write a stored run whose log is empty (a cluster run claimed here): live in memory."""
+        self._check_open()
+        self._memory.start(record)
+
     async def resume(self, run_id: str) -> None:
         """Write to a stored run another process left open: its events read back, live here."""
         run = await self._memory.find(run_id)
@@ -339,8 +344,10 @@ class PostgresEventLog:
 
     async def _select_run(self, run_id: str) -> tuple[RunRecord, list[Row]] | None:
         """The run's record and every event, read back from the database."""
+        # No transaction: a record never changes and events are only appended, so the events
+        # read after the record are its log as of then (two round trips instead of four).
         try:
-            async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            async with self.pool.acquire() as conn:
                 row = await conn.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
                 events = await conn.fetch(
                     "SELECT run_id, seq, name, t_ms, wire FROM events WHERE run_id = $1 "
