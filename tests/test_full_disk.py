@@ -217,7 +217,7 @@ async def test_pending_writes_are_bounded_and_drain_when_space_returns(disk: Pat
         appending = asyncio.create_task(append_all())
         async with asyncio.timeout(10):
             # The writer exposes no event for these; poll them.
-            while store.writer.health.failure is None or store.unflushed * 8192 < bound:  # noqa: ASYNC110
+            while store.writer.failure is None or store.unflushed * 8192 < bound:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         assert not appending.done()  # held at the bound: 40 events are 320 KiB
         assert store.unflushed * 8192 <= bound + 8192

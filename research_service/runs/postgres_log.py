@@ -274,7 +274,7 @@ class PostgresEventLog:
             return
         if self.writer.backlogged:
             # The database is not keeping up (or is down): the run waits, memory stays bounded.
-            await self.writer.durable(urgent=True)
+            await self.writer.room()
             self._check_open()
         run.events.append(row)
         self._memory.waiters.wake(event.run_id)

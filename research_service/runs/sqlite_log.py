@@ -97,7 +97,7 @@ class SqliteEventLog:
     @property
     def write_failure(self) -> StoreUnavailable | None:
         """Why the file takes no writes now, or None while it does."""
-        return self.writer.health.failure
+        return self.writer.failure
 
     @property
     def keys_path(self) -> Path:
@@ -260,7 +260,7 @@ class SqliteEventLog:
 
     async def check(self) -> None:
         """Raise StoreUnavailable unless the file takes writes (a real write, if not recent)."""
-        failure = self.writer.health.failure
+        failure = self.writer.failure
         if failure is not None:
             raise failure
         if self._recently_written():
@@ -290,12 +290,12 @@ class SqliteEventLog:
 
     def _unwritable(self, exc: sqlite3.Error | OSError) -> StoreUnavailable:
         """A write outside the writer failed: the store's health says so (once)."""
-        return self.writer.health.failed(exc, waiting=self.writer.unwritten)
+        return self.writer.failed(exc)
 
     def _wrote(self) -> None:
         self._last_write_ok = asyncio.get_running_loop().time()
         # Events still waiting for the disk mean the store is not back yet.
-        self.writer.health.succeeded(backlog=self.writer.unwritten)
+        self.writer.succeeded()
 
     def _recently_written(self) -> bool:
         return asyncio.get_running_loop().time() - self._last_write_ok < PROBE_FRESH_S

@@ -1,71 +1,34 @@
-"""The SQLite store's write-behind queue: batches, durability waits, bounded backlog, health."""
+"""The SQLite store's write-behind queue: each batch one transaction, in a worker thread."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import operator
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any
 
 from research_service.errors import StoreUnavailable
-from research_service.runs.sqlite_db import Database, Row, failure, unavailable
+from research_service.runs.batch_writer import (
+    DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_FLUSH_MAX_EVENTS,
+    DEFAULT_MAX_PENDING_BYTES,
+    BatchWriter,
+)
+from research_service.runs.sqlite_db import Database, Row, unavailable
 
-log = logging.getLogger(__name__)
-
-DEFAULT_FLUSH_INTERVAL_S: Final = 0.05
-DEFAULT_FLUSH_MAX_EVENTS: Final = 500
-#: Events waiting for the disk beyond this many bytes make appends wait (the runs, never
-#: the event loop): a store that cannot write holds a bounded backlog in memory.
-DEFAULT_MAX_PENDING_BYTES: Final = 32 * 1024 * 1024
-RETRY_DELAY_S: Final = 1.0
-_WIRE: Final = operator.itemgetter(4)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+__all__ = [
+    "DEFAULT_FLUSH_INTERVAL_S",
+    "DEFAULT_FLUSH_MAX_EVENTS",
+    "DEFAULT_MAX_PENDING_BYTES",
+    "EventWriter",
+]
 
 
-class Health:
-    """Whether the store can write; each change is logged once, in one line."""
+class EventWriter(BatchWriter):
+    """Commits queued events to the store file from a worker thread (the loop never waits)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.failure: StoreUnavailable | None = None
-
-    def failed(self, exc: sqlite3.Error | OSError, *, waiting: int) -> StoreUnavailable:
-        """A write failed; the first failure of a spell is logged."""
-        error = unavailable(self.path, exc)
-        if self.failure is None:
-            _, message = failure(self.path, exc)
-            log.warning(
-                "%s: the run store stopped taking writes; %d events wait in memory, new runs "
-                "are refused (503) until it recovers",
-                message,
-                waiting,
-            )
-        self.failure = error
-        return error
-
-    def succeeded(self, *, backlog: int = 0) -> None:
-        """A write succeeded: with no `backlog` left unwritten, a failing spell is over."""
-        if self.failure is not None and backlog == 0:
-            self.failure = None
-            log.warning("the run store %s takes writes again", self.path)
-
-
-class EventWriter:
-    """Queues appended events and commits them in batches from a worker thread.
-
-    A batch is written every `flush_interval_s`, at `flush_max_events` queued events, or at
-    once when `urgent`. A failed batch stays queued and is retried every RETRY_DELAY_S;
-    `durable()` waits through such failures until the events are written (or the writer
-    closes), so what it promises is on disk.
-    """
+    errors = (sqlite3.Error, OSError)
 
     def __init__(
         self,
@@ -73,138 +36,15 @@ class EventWriter:
         *,
         path: Path,
         on_written: Callable[[list[Row]], None],
-        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
-        flush_max_events: int = DEFAULT_FLUSH_MAX_EVENTS,
-        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        **options: Any,
     ) -> None:
+        super().__init__(name=str(path), on_written=on_written, **options)
         self._db = db
         self.path = path
-        self.health = Health(path)
-        self._on_written = on_written
-        self._flush_interval_s = flush_interval_s
-        self._flush_max_events = flush_max_events
-        self._max_pending_bytes = max_pending_bytes
-        self._pending: list[Row] = []
-        self._pending_bytes = 0
-        self.queued_total = 0
-        self.written_total = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._room: asyncio.Future[None] | None = None
-        self._queued = asyncio.Event()
-        self._urgent = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
-    @property
-    def backlogged(self) -> bool:
-        """True while the events waiting for the disk are over their bound."""
-        return self._pending_bytes > self._max_pending_bytes
+    async def _write(self, batch: list[Row]) -> None:
+        await asyncio.to_thread(self._db.insert_events, batch)
 
-    @property
-    def unwritten(self) -> int:
-        """How many queued events are not yet committed."""
-        return self.queued_total - self.written_total
-
-    def queue(self, row: Row, *, urgent: bool = False) -> None:
-        """Queue one event for the next batch."""
-        self._pending.append(row)
-        self._pending_bytes += len(row[4])
-        self.queued_total += 1
-        self._queued.set()
-        if urgent or len(self._pending) >= self._flush_max_events:
-            self._urgent.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._loop(), name=f"sqlite-writer {self.path}")
-
-    async def room(self) -> None:
-        """Wait while the backlog is over its bound (the disk is not keeping up)."""
-        while self._pending_bytes > self._max_pending_bytes and not self._closed:
-            if self._room is None or self._room.done():
-                self._room = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._room)
-
-    async def durable(self, *, urgent: bool) -> None:
-        """Wait until every event queued so far is committed; StoreUnavailable if it never is.
-
-        `urgent` writes the queue now; otherwise the writer keeps its own pace.
-        """
-        target = self.queued_total
-        if self.written_total >= target:
-            return
-        if self._closed:
-            raise self._lost()
-        if urgent:
-            self._urgent.set()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, future))
-        await future
-
-    async def close(self, *, timeout: float) -> None:
-        """Write what is queued, trying for at most `timeout` s, then stop the writer."""
-        with contextlib.suppress(TimeoutError, StoreUnavailable):
-            async with asyncio.timeout(timeout):
-                await self.durable(urgent=True)
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self.unwritten:
-            log.warning(
-                "%d events could not be written to %s before it closed; runs without their "
-                "done end as interrupted at the next start",
-                self.unwritten,
-                self.path,
-            )
-        error = self._lost()
-        for _, future in self._waiters:
-            if not future.done():
-                future.set_exception(error)
-        self._waiters = []
-        if self._room is not None:
-            _resolve(self._room)
-
-    def _lost(self) -> StoreUnavailable:
-        return StoreUnavailable(
-            f"the run store {self.path} closed before its events were written",
-            slug="store-closed",
-            retry_after=1,
-        )
-
-    async def _loop(self) -> None:
-        while True:
-            await self._queued.wait()
-            if not self._urgent.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._flush_interval_s):
-                        await self._urgent.wait()
-            # A copy: the queue stays the truth (and grows) while the thread writes the batch.
-            batch = self._pending[:]
-            self._queued.clear()
-            self._urgent.clear()
-            try:
-                await asyncio.to_thread(self._db.insert_events, batch)
-            except (sqlite3.Error, OSError) as exc:
-                # Expected when the disk is full: one line when it starts, then quiet retries.
-                self.health.failed(exc, waiting=len(self._pending))
-                self._queued.set()
-                await asyncio.sleep(RETRY_DELAY_S)
-                continue
-            self._committed(batch)
-
-    def _committed(self, batch: list[Row]) -> None:
-        # Events queued while the batch was written follow it in the same list.
-        del self._pending[: len(batch)]
-        self._pending_bytes -= sum(map(len, map(_WIRE, batch)))
-        self.written_total += len(batch)
-        self.health.succeeded()
-        self._on_written(batch)
-        still_waiting = []
-        for target, future in self._waiters:
-            if target <= self.written_total:
-                _resolve(future)
-            elif not future.done():
-                still_waiting.append((target, future))
-        self._waiters = still_waiting
-        if self._room is not None and self._pending_bytes <= self._max_pending_bytes:
-            _resolve(self._room)
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        assert isinstance(exc, sqlite3.Error | OSError)
+        return unavailable(self.path, exc)
