@@ -13,16 +13,15 @@ import asyncpg
 
 from research_service.errors import StoreUnavailable
 from research_service.events import Event
-from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail, tail_of
-from research_service.runs.postgres_db import ERRORS, open_pool, unavailable
-from research_service.runs.postgres_writer import (
+from research_service.runs.batch_writer import (
     DEFAULT_FLUSH_INTERVAL_S,
     DEFAULT_FLUSH_MAX_EVENTS,
     DEFAULT_MAX_PENDING_BYTES,
-    EventWriter,
-    Row,
 )
-from research_service.runs.run_memory import RunMemory
+from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail, tail_of
+from research_service.runs.postgres_db import ERRORS, open_pool, unavailable
+from research_service.runs.postgres_writer import EventWriter
+from research_service.runs.run_memory import Row, RunMemory
 
 __all__ = ["PostgresEventLog", "open"]
 

@@ -7,22 +7,9 @@ from typing import Any, Final
 import asyncpg
 
 from research_service.errors import StoreUnavailable
-from research_service.runs.batch_writer import (
-    DEFAULT_FLUSH_INTERVAL_S,
-    DEFAULT_FLUSH_MAX_EVENTS,
-    DEFAULT_MAX_PENDING_BYTES,
-    BatchWriter,
-)
+from research_service.runs.batch_writer import BatchWriter
 from research_service.runs.postgres_db import ERRORS, unavailable
 from research_service.runs.run_memory import Row
-
-__all__ = [
-    "DEFAULT_FLUSH_INTERVAL_S",
-    "DEFAULT_FLUSH_MAX_EVENTS",
-    "DEFAULT_MAX_PENDING_BYTES",
-    "EventWriter",
-    "Row",
-]
 
 _INSERT: Final = (
     "INSERT INTO events (run_id, seq, name, t_ms, wire) VALUES ($1, $2, $3, $4, $5) "

@@ -12,6 +12,11 @@ from typing import Any, Final
 
 from research_service.errors import StoreUnavailable
 from research_service.events import Event
+from research_service.runs.batch_writer import (
+    DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_FLUSH_MAX_EVENTS,
+    DEFAULT_MAX_PENDING_BYTES,
+)
 from research_service.runs.models import RunRecord, RunTail, tail_of
 from research_service.runs.run_memory import MemoryRun, RunMemory
 from research_service.runs.sqlite_db import (
@@ -23,12 +28,7 @@ from research_service.runs.sqlite_db import (
     connect,
     record,
 )
-from research_service.runs.sqlite_writer import (
-    DEFAULT_FLUSH_INTERVAL_S,
-    DEFAULT_FLUSH_MAX_EVENTS,
-    DEFAULT_MAX_PENDING_BYTES,
-    EventWriter,
-)
+from research_service.runs.sqlite_writer import EventWriter
 
 __all__ = ["RUN_STORE_FILE", "SqliteEventLog", "open"]
 

@@ -9,20 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from research_service.errors import StoreUnavailable
-from research_service.runs.batch_writer import (
-    DEFAULT_FLUSH_INTERVAL_S,
-    DEFAULT_FLUSH_MAX_EVENTS,
-    DEFAULT_MAX_PENDING_BYTES,
-    BatchWriter,
-)
+from research_service.runs.batch_writer import BatchWriter
 from research_service.runs.sqlite_db import Database, Row, unavailable
-
-__all__ = [
-    "DEFAULT_FLUSH_INTERVAL_S",
-    "DEFAULT_FLUSH_MAX_EVENTS",
-    "DEFAULT_MAX_PENDING_BYTES",
-    "EventWriter",
-]
 
 
 class EventWriter(BatchWriter):
