@@ -189,3 +189,27 @@ async def test_two_workers_execute_each_of_many_runs_exactly_once(
     assert len(claims) == len(runs)
     assert all(row["ended_at"] is not None for row in claims)
     assert {row["executor"] for row in claims} <= {w.name for w in workers}
+
+
+async def test_the_one_shot_research_stream_runs_in_the_cluster_and_resumes_on_another_node(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    first, second = await asyncio.gather(cluster.api(), cluster.api())
+    await cluster.worker()
+    query = "q=How+does+photosynthesis+work%3F"
+    head = await listen(
+        client,
+        f"{first.base}/v1/research?{query}",
+        stop=after_event("token", 3),
+        timeout=30,
+    )
+    run_id = head.ids[0].split(":")[0]
+    rest = await listen(
+        client,
+        f"{second.base}/v1/research?{query}",
+        last_event_id=head.ids[-1],
+        timeout=30,
+    )
+    assert_gap_free(head.ids + rest.ids, run_id)
+    assert rest.last[0] == "done"
+    assert rest.last[1]["status"] == "completed"
