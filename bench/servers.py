@@ -25,6 +25,7 @@ from aiohttp_sse import sse_response
 from workload import Ask, WireEvent, split_stream, token_pieces
 
 from research_service.app import create_app
+from research_service.defaults import DEFAULT_RETRY_MS
 from research_service.events import retry_field
 from research_service.providers.base import (
     AnswerRequest,
@@ -33,7 +34,7 @@ from research_service.providers.base import (
     PlanRequest,
     SearchHit,
 )
-from research_service.settings import DEFAULT_RETRY_MS, Settings
+from research_service.settings import Settings
 from research_service.web.keys import SETTINGS
 from research_service.web.serving import freeze_startup_objects, make_runner
 from research_service.web.stream import STREAM_HEADERS

@@ -16,6 +16,7 @@ from research_service.auth.keyring import Keyring
 from research_service.auth.secret import load_secret
 from research_service.auth.tokens import Signer
 from research_service.cluster.node import ClusterNode, check_cluster_settings, open_node
+from research_service.defaults import RETENTION_INTERVAL_S
 from research_service.errors import ConfigError, StoreUnavailable
 from research_service.net import is_loopback
 from research_service.pipeline.orchestrator import Pipeline
@@ -28,7 +29,7 @@ from research_service.runs.log import EventLog, StoreMaintenance
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.sqlite_log import RUN_STORE_FILE
-from research_service.settings import RETENTION_INTERVAL_S, Settings
+from research_service.settings import Settings
 from research_service.web.access import AUTH, Auth, access_middleware
 from research_service.web.handlers import setup_routes
 from research_service.web.health import ReadinessProbe
@@ -118,6 +119,7 @@ def create_app(
                 abandon_after_s=settings.abandon_after_s,
                 max_tokens_per_run=settings.max_tokens_per_run,
                 run_deadline_s=settings.run_deadline_s,
+                review_timeout_s=settings.review_timeout_s,
                 coordinator=None if node is None else node.coordinator,
             )
             store = app[EVENT_LOG]

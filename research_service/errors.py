@@ -64,6 +64,14 @@ class NotFound(RequestError):
     title = "Not found"
 
 
+class ReviewConflict(RequestError):
+    """A plan decision the run does not take now (not waiting, decided already, no re-plans)."""
+
+    status = 409
+    slug = "not-awaiting-review"
+    title = "The run does not await this decision"
+
+
 class MethodNotAllowed(RequestError):
     """The route exists but not with this HTTP method."""
 

@@ -31,10 +31,12 @@ class RunOptions:
     depth: int = DEFAULT_DEPTH
     # Tokens the run's model calls may generate; the server's ceiling applies when unset.
     max_tokens: int | None = None
+    # Wait after planning until a person approves, edits or redirects the plan.
+    review_plan: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form (an unset max_tokens is left out)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """Plain JSON-able form (an unset max_tokens and a false review_plan are left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
 
 
 def iso_time(timestamp: float) -> str:

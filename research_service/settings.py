@@ -6,10 +6,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import platformdirs
 
+from research_service import defaults
 from research_service.errors import ConfigError
 from research_service.net import is_loopback
 from research_service.settings_fields import (
@@ -20,49 +21,6 @@ from research_service.settings_fields import (
     parse_value,
     variables,
 )
-
-DEFAULT_PORT: Final = 8080
-DEFAULT_HEARTBEAT_S: Final = 15.0
-DEFAULT_RETRY_MS: Final = 3000
-DEFAULT_WRITE_TIMEOUT_S: Final = 30.0
-DEFAULT_ABANDON_AFTER_S: Final = 300.0
-DEFAULT_MAX_ACTIVE_RUNS: Final = 32
-DEFAULT_HEADER_TIMEOUT_S: Final = 10.0
-DEFAULT_BODY_TIMEOUT_S: Final = 30.0
-DEFAULT_SHUTDOWN_GRACE_S: Final = 5.0
-DEFAULT_SEARCH_CONCURRENCY: Final = 4
-DEFAULT_SEARCH_TIMEOUT_S: Final = 10.0
-DEFAULT_TOKEN_DELAY_MS: Final = 15.0
-LLM_CHOICES: Final = ("builtin", "openai", "replay")
-DEFAULT_MODEL: Final = "gpt-4o-mini"
-DEFAULT_LLM_MAX_ATTEMPTS: Final = 4
-DEFAULT_LLM_MAX_WAIT_S: Final = 20.0
-DEFAULT_LLM_CONNECT_TIMEOUT_S: Final = 10.0
-DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S: Final = 60.0
-DEFAULT_LLM_TOKEN_TIMEOUT_S: Final = 30.0
-DEFAULT_RUN_DEADLINE_S: Final = 600.0
-DEFAULT_MAX_TOKENS_PER_RUN: Final = 16_000
-SEARCH_CHOICES: Final = ("local", "searxng", "replay")
-TIME_RANGES: Final = ("", "day", "week", "month", "year")
-DEFAULT_SEARXNG_URL: Final = "http://127.0.0.1:8888"
-DEFAULT_SEARCH_ATTEMPTS: Final = 3
-DEFAULT_FETCH_TIMEOUT_S: Final = 10.0
-DEFAULT_FETCH_MAX_BYTES: Final = 2 * 1024 * 1024
-DEFAULT_FETCH_MAX_REDIRECTS: Final = 5
-DEFAULT_PAGES_PER_RUN: Final = 8
-DEFAULT_CONTEXT_CHARS: Final = 12_000
-DEFAULT_RETENTION_DAYS: Final = 30.0
-DEFAULT_RETENTION_RUNS: Final = 1000
-#: How often finished runs past the retention limits are deleted (s).
-RETENTION_INTERVAL_S: Final = 600.0
-#: The shortest --secret / RESEARCH_SECRET accepted (it signs every token).
-MIN_SECRET_CHARS: Final = 32
-STORE_CHOICES: Final = ("memory", "sqlite", "postgres")
-AUTH_CHOICES: Final = ("off", "keys")
-DEFAULT_STREAM_TOKEN_TTL_S: Final = 3600.0
-DEFAULT_SESSION_TTL_S: Final = 86400.0
-#: Host names that always reach this machine itself (plus the bound --host).
-LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
 
 
 def default_data_dir() -> Path:
@@ -75,18 +33,22 @@ class Settings:
     """Every setting of the service; each field is a `--flag` and a `RESEARCH_*` variable."""
 
     host: str = field(default="127.0.0.1", metadata=option("interface to listen on"))
-    port: int = field(default=DEFAULT_PORT, metadata=option("TCP port to listen on"))
+    port: int = field(default=defaults.DEFAULT_PORT, metadata=option("TCP port to listen on"))
     data_dir: Path = field(
         default_factory=default_data_dir,
         metadata=option("folder for everything the service writes (corpus index, run store)"),
     )
     llm: str = field(
-        default="builtin", metadata=option("language model provider", choices=LLM_CHOICES)
+        default="builtin", metadata=option("language model provider", choices=defaults.LLM_CHOICES)
     )
-    search: str = field(default="local", metadata=option("search provider", choices=SEARCH_CHOICES))
+    search: str = field(
+        default="local", metadata=option("search provider", choices=defaults.SEARCH_CHOICES)
+    )
     store: str = field(
         default="sqlite",
-        metadata=option("where runs are kept (sqlite, postgres: durable)", choices=STORE_CHOICES),
+        metadata=option(
+            "where runs are kept (sqlite, postgres: durable)", choices=defaults.STORE_CHOICES
+        ),
     )
     # Hidden in repr (a URL may hold a password), yet a flag: a variable keeps it off argv.
     database_url: str | None = field(
@@ -107,11 +69,11 @@ class Settings:
         default=300.0, metadata=option("seconds a stopping executor lets its runs finish")
     )
     retention_days: float = field(
-        default=DEFAULT_RETENTION_DAYS,
+        default=defaults.DEFAULT_RETENTION_DAYS,
         metadata=option("finished runs older than this are deleted (sqlite, postgres)"),
     )
     retention_runs: int = field(
-        default=DEFAULT_RETENTION_RUNS,
+        default=defaults.DEFAULT_RETENTION_RUNS,
         metadata=option("only this many newest runs are kept (sqlite, postgres)"),
     )
     corpus: Path | None = field(
@@ -131,7 +93,7 @@ class Settings:
         ),
     )
     searxng_url: str = field(
-        default=DEFAULT_SEARXNG_URL,
+        default=defaults.DEFAULT_SEARXNG_URL,
         metadata=option("SearXNG instance for --search searxng", aliases=("SEARXNG_URL",)),
     )
     searxng_engines: str = field(
@@ -142,23 +104,28 @@ class Settings:
     )
     searxng_time_range: str = field(
         default="",
-        metadata=option("only results from the last day/week/month/year", choices=TIME_RANGES),
+        metadata=option(
+            "only results from the last day/week/month/year", choices=defaults.TIME_RANGES
+        ),
     )
     search_attempts: int = field(
-        default=DEFAULT_SEARCH_ATTEMPTS, metadata=option("attempts per search query (retries + 1)")
+        default=defaults.DEFAULT_SEARCH_ATTEMPTS,
+        metadata=option("attempts per search query (retries + 1)"),
     )
     pages_per_run: int = field(
-        default=DEFAULT_PAGES_PER_RUN,
+        default=defaults.DEFAULT_PAGES_PER_RUN,
         metadata=option("web pages a run reads for its passages (0: snippets only)"),
     )
     fetch_timeout_s: float = field(
-        default=DEFAULT_FETCH_TIMEOUT_S, metadata=option("timeout for reading one web page (s)")
+        default=defaults.DEFAULT_FETCH_TIMEOUT_S,
+        metadata=option("timeout for reading one web page (s)"),
     )
     fetch_max_bytes: int = field(
-        default=DEFAULT_FETCH_MAX_BYTES, metadata=option("largest web page read (bytes)")
+        default=defaults.DEFAULT_FETCH_MAX_BYTES, metadata=option("largest web page read (bytes)")
     )
     fetch_max_redirects: int = field(
-        default=DEFAULT_FETCH_MAX_REDIRECTS, metadata=option("redirects followed per web page")
+        default=defaults.DEFAULT_FETCH_MAX_REDIRECTS,
+        metadata=option("redirects followed per web page"),
     )
     fetch_allow: str = field(
         default="",
@@ -168,26 +135,27 @@ class Settings:
         ),
     )
     context_chars: int = field(
-        default=DEFAULT_CONTEXT_CHARS,
+        default=defaults.DEFAULT_CONTEXT_CHARS,
         metadata=option("characters of source passages handed to the answer"),
     )
     heartbeat_s: float = field(
-        default=DEFAULT_HEARTBEAT_S,
+        default=defaults.DEFAULT_HEARTBEAT_S,
         metadata=option("seconds of silence before a `: ping` comment is sent"),
     )
     retry_ms: int = field(
-        default=DEFAULT_RETRY_MS, metadata=option("reconnect delay advertised to clients (ms)")
+        default=defaults.DEFAULT_RETRY_MS,
+        metadata=option("reconnect delay advertised to clients (ms)"),
     )
     write_timeout_s: float = field(
-        default=DEFAULT_WRITE_TIMEOUT_S,
+        default=defaults.DEFAULT_WRITE_TIMEOUT_S,
         metadata=option("seconds a listener's socket may take no data before it is cut"),
     )
     abandon_after_s: float = field(
-        default=DEFAULT_ABANDON_AFTER_S,
+        default=defaults.DEFAULT_ABANDON_AFTER_S,
         metadata=option("seconds a run may have no listener before it is cancelled"),
     )
     max_active_runs: int = field(
-        default=DEFAULT_MAX_ACTIVE_RUNS,
+        default=defaults.DEFAULT_MAX_ACTIVE_RUNS,
         metadata=option("runs allowed at once; more get 429 Too Many Requests"),
     )
     max_connections: int | None = field(
@@ -199,31 +167,33 @@ class Settings:
         ),
     )
     header_timeout_s: float = field(
-        default=DEFAULT_HEADER_TIMEOUT_S,
+        default=defaults.DEFAULT_HEADER_TIMEOUT_S,
         metadata=option(
             "seconds a connection may take to send a request's headers (also how long an "
             "idle keep-alive connection stays open)"
         ),
     )
     body_timeout_s: float = field(
-        default=DEFAULT_BODY_TIMEOUT_S,
+        default=defaults.DEFAULT_BODY_TIMEOUT_S,
         metadata=option("seconds a client may take to send a request body"),
     )
     shutdown_grace_s: float = field(
-        default=DEFAULT_SHUTDOWN_GRACE_S,
+        default=defaults.DEFAULT_SHUTDOWN_GRACE_S,
         metadata=option(
             "seconds a stopping service gives runs and listeners to finish before it closes "
             "every connection"
         ),
     )
     search_concurrency: int = field(
-        default=DEFAULT_SEARCH_CONCURRENCY, metadata=option("search queries run at once per run")
+        default=defaults.DEFAULT_SEARCH_CONCURRENCY,
+        metadata=option("search queries run at once per run"),
     )
     search_timeout_s: float = field(
-        default=DEFAULT_SEARCH_TIMEOUT_S, metadata=option("timeout of one search query (s)")
+        default=defaults.DEFAULT_SEARCH_TIMEOUT_S,
+        metadata=option("timeout of one search query (s)"),
     )
     token_delay_ms: float = field(
-        default=DEFAULT_TOKEN_DELAY_MS,
+        default=defaults.DEFAULT_TOKEN_DELAY_MS,
         metadata=option("pause between the builtin model's words, so answers stream visibly"),
     )
     openai_base_url: str | None = field(
@@ -252,27 +222,37 @@ class Settings:
         default=None, metadata=option("model that writes the answer", kind=str)
     )
     llm_max_attempts: int = field(
-        default=DEFAULT_LLM_MAX_ATTEMPTS, metadata=option("attempts per model call (retries + 1)")
+        default=defaults.DEFAULT_LLM_MAX_ATTEMPTS,
+        metadata=option("attempts per model call (retries + 1)"),
     )
     llm_max_wait_s: float = field(
-        default=DEFAULT_LLM_MAX_WAIT_S, metadata=option("longest wait between two attempts (s)")
+        default=defaults.DEFAULT_LLM_MAX_WAIT_S,
+        metadata=option("longest wait between two attempts (s)"),
     )
     llm_connect_timeout_s: float = field(
-        default=DEFAULT_LLM_CONNECT_TIMEOUT_S, metadata=option("model server connect timeout (s)")
+        default=defaults.DEFAULT_LLM_CONNECT_TIMEOUT_S,
+        metadata=option("model server connect timeout (s)"),
     )
     llm_first_token_timeout_s: float = field(
-        default=DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S,
+        default=defaults.DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S,
         metadata=option("longest wait for the answer's first token (s)"),
     )
     llm_token_timeout_s: float = field(
-        default=DEFAULT_LLM_TOKEN_TIMEOUT_S,
+        default=defaults.DEFAULT_LLM_TOKEN_TIMEOUT_S,
         metadata=option("longest pause between two tokens of the answer (s)"),
     )
     run_deadline_s: float = field(
-        default=DEFAULT_RUN_DEADLINE_S, metadata=option("longest a whole run may take (s)")
+        default=defaults.DEFAULT_RUN_DEADLINE_S, metadata=option("longest a whole run may take (s)")
+    )
+    review_timeout_s: float = field(
+        default=defaults.DEFAULT_REVIEW_TIMEOUT_S,
+        metadata=option(
+            "seconds a run with review_plan waits for a decision on its plan before it goes on "
+            "with the plan as proposed (not counted against --run-deadline-s)"
+        ),
     )
     max_tokens_per_run: int = field(
-        default=DEFAULT_MAX_TOKENS_PER_RUN,
+        default=defaults.DEFAULT_MAX_TOKENS_PER_RUN,
         metadata=option("ceiling on the tokens a run's model calls may generate"),
     )
     auth: str | None = field(
@@ -280,7 +260,7 @@ class Settings:
         metadata=option(
             "who may use the API: off (anyone who reaches the port) or keys (Authorization: "
             "Bearer with a key from `research-service keys`)",
-            choices=AUTH_CHOICES,
+            choices=defaults.AUTH_CHOICES,
             kind=str,
         ),
     )
@@ -303,11 +283,11 @@ class Settings:
         ),
     )
     stream_token_ttl_s: float = field(
-        default=DEFAULT_STREAM_TOKEN_TTL_S,
+        default=defaults.DEFAULT_STREAM_TOKEN_TTL_S,
         metadata=option("seconds a run's stream token (events_url ?token=) stays valid"),
     )
     session_ttl_s: float = field(
-        default=DEFAULT_SESSION_TTL_S,
+        default=defaults.DEFAULT_SESSION_TTL_S,
         metadata=option("seconds a web panel sign-in (session cookie) stays valid"),
     )
     allowed_hosts: str = field(
@@ -330,8 +310,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         message = out_of_bounds({f.name: getattr(self, f.name) for f in fields(self)})
-        if not message and self.secret is not None and len(self.secret) < MIN_SECRET_CHARS:
-            message = f"secret must be at least {MIN_SECRET_CHARS} characters"
+        if not message and self.secret is not None and len(self.secret) < defaults.MIN_SECRET_CHARS:
+            message = f"secret must be at least {defaults.MIN_SECRET_CHARS} characters"
         if message:
             raise ConfigError(f"{message}; fix the flag or its {ENV_PREFIX}* variable")
         for f in fields(self):
@@ -354,12 +334,12 @@ class Settings:
     @property
     def planner(self) -> str:
         """The model that plans."""
-        return self.planner_model or self.model or DEFAULT_MODEL
+        return self.planner_model or self.model or defaults.DEFAULT_MODEL
 
     @property
     def synthesizer(self) -> str:
         """The model that writes the answer."""
-        return self.synth_model or self.model or DEFAULT_MODEL
+        return self.synth_model or self.model or defaults.DEFAULT_MODEL
 
     @property
     def auth_mode(self) -> str:
@@ -376,8 +356,10 @@ class Settings:
         if named:
             return named
         bound = self.host.strip("[]").lower()
-        extra = () if bound in ("", "0.0.0.0", "::") or bound in LOOPBACK_HOSTS else (bound,)
-        return (*LOOPBACK_HOSTS, *extra)
+        extra = (
+            () if bound in ("", "0.0.0.0", "::") or bound in defaults.LOOPBACK_HOSTS else (bound,)
+        )
+        return (*defaults.LOOPBACK_HOSTS, *extra)
 
     @property
     def origins(self) -> tuple[str, ...]:

@@ -39,6 +39,7 @@ BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("llm_first_token_timeout_s", ">", 0),
     ("llm_token_timeout_s", ">", 0),
     ("run_deadline_s", ">", 0),
+    ("review_timeout_s", ">", 0),
     ("max_tokens_per_run", ">=", 1),
     ("search_attempts", ">=", 1),
     ("retention_days", ">", 0),

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import research_service
+from research_service.defaults import LLM_CHOICES, SEARCH_CHOICES
 from research_service.errors import ProviderError
 from research_service.events import PHASES
 from research_service.reading.errors import PageError
-from research_service.settings import LLM_CHOICES, SEARCH_CHOICES
 from research_service.web.validation import research_query
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,6 +27,7 @@ CORE: Final = frozenset(
         PACKAGE,  # __version__
         "settings",
         "settings_fields",
+        "defaults",
         "errors",
         "events",
         "net",

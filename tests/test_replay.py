@@ -19,12 +19,13 @@ from aiohttp.test_utils import TestServer
 
 from research_service import __version__
 from research_service.cli import main
+from research_service.defaults import DEFAULT_RETRY_MS
 from research_service.errors import LLMError, SearchError
 from research_service.events import Event, encode, retry_field
 from research_service.providers.base import AnswerRequest, PlanRequest
 from research_service.recordings.stand_ins import NoModel, NoSearch
 from research_service.replay_app import INSTANT, ReplayPlayer, load_recordings, replay_app
-from research_service.settings import DEFAULT_RETRY_MS, Settings
+from research_service.settings import Settings
 from research_service.web.keys import LLM, SEARCH
 from tests.conftest import Service
 from tests.fakes import RecordingReporter

@@ -21,8 +21,8 @@ from research_service.client.live import LiveDisplay
 from research_service.client.plain import JsonLines, PlainText
 from research_service.client.session import EXIT_INTERRUPTED, EXIT_USAGE, Output
 from research_service.client.text import Display
+from research_service.defaults import DEFAULT_PORT
 from research_service.errors import ClientError
-from research_service.settings import DEFAULT_PORT
 
 #: The service `listen` (and `ask --server` without a URL) talks to unless told otherwise.
 SERVER_ENV: Final = "RESEARCH_SERVER"

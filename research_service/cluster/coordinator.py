@@ -16,8 +16,15 @@ from research_service.cluster.presence import Presence
 from research_service.cluster.redis_link import ERRORS, Keys, unavailable
 from research_service.cluster.tasks import stop
 from research_service.errors import StoreUnavailable, TooManyRuns
+from research_service.pipeline.review import (
+    Decision,
+    ReviewRefused,
+    decision_from_json,
+    decision_json,
+)
 from research_service.runs.hub import Hub
 from research_service.runs.models import RunRecord
+from research_service.runs.state import RunState
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +145,35 @@ class ClusterCoordinator:
         except ERRORS as exc:
             raise unavailable(exc) from None
         return True
+
+    async def decide_plan(self, run_id: str, decision: Decision) -> int:
+        """Take the decision for the run's current review round if it is the first one.
+
+        The first to set the round's key wins, on whichever node; the executor reads the key
+        when it hears the run's id on the reviews channel.
+        """
+        state = RunState.fold(await self.log.read(run_id, after=0))
+        review = state.review
+        if state.awaiting is None or review is None:
+            raise ReviewRefused("the run is not waiting for a review of its plan")
+        if decision.feedback is not None and not review.get("feedback_allowed", True):
+            raise ReviewRefused("the plan was re-planned the most times a run allows; approve it")
+        round_number = int(review["round"])
+        try:
+            taken = await self.redis.set(
+                self.keys.review(run_id, round_number), decision_json(decision), nx=True, ex=3600
+            )
+            if not taken:
+                raise ReviewRefused("another decision on this plan was taken first")
+            await self.redis.publish(self.keys.reviews, run_id)
+        except ERRORS as exc:
+            raise unavailable(exc) from None
+        return round_number
+
+    async def review_decision(self, run_id: str, round_number: int) -> Decision | None:
+        """The decision taken on a run's plan in a round, if any."""
+        raw = await self.redis.get(self.keys.review(run_id, round_number))
+        return None if raw is None else decision_from_json(raw)
 
     def hub(self, run_id: str) -> Hub | None:
         """The run's hub in this process, while a follower keeps it up to date."""

@@ -18,6 +18,7 @@ from research_service.cluster.coordinator import ClusterCoordinator
 from research_service.cluster.redis_link import ERRORS, GROUP
 from research_service.cluster.tasks import every, stop
 from research_service.errors import StoreUnavailable
+from research_service.pipeline.review import ReviewRefused
 from research_service.runs.manager import RunManager
 
 log = logging.getLogger(__name__)
@@ -150,20 +151,36 @@ class Executor:
     # --- cancel requests, lost entries and lost runs ------------------------------------
 
     async def listen_for_cancels(self) -> None:
-        """Cancel the runs executing here that any node asks to stop (pub/sub)."""
+        """Cancel, or hand plan decisions to, the runs executing here (pub/sub, any node)."""
+        keys = self.cluster.keys
         while True:
             try:
                 async with self.cluster.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.cluster.keys.cancels)
+                    await pubsub.subscribe(keys.cancels, keys.reviews)
                     # A request made while we were not subscribed is still in its key.
                     for run_id in list(self.cluster.local):
                         await self._cancel_if_asked(run_id)
+                        await self._decide_if_asked(run_id)
                     async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            await self._cancel_if_asked(message["data"].decode())
+                        if message.get("type") != "message":
+                            continue
+                        run_id = message["data"].decode()
+                        if message["channel"].decode() == keys.reviews:
+                            await self._decide_if_asked(run_id)
+                        else:
+                            await self._cancel_if_asked(run_id)
             except ERRORS as exc:
-                log.warning("cancel requests: lost Redis (%s); resubscribing", exc)
+                log.warning("cancel and review requests: lost Redis (%s); resubscribing", exc)
                 await asyncio.sleep(RETRY_S)
+
+    async def _decide_if_asked(self, run_id: str) -> None:
+        gate = self.manager.review_gate(run_id)
+        if gate is None or not gate.waiting:
+            return
+        decision = await self.cluster.review_decision(run_id, gate.round)
+        if decision is not None:
+            with contextlib.suppress(ReviewRefused):
+                gate.decide(decision)
 
     async def _cancel_if_asked(self, run_id: str) -> None:
         if run_id not in self.cluster.local:

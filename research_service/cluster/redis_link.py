@@ -56,6 +56,15 @@ class Keys:
         """Hash: node id → `count expiry_ms`, the run's listeners on each other node."""
         return f"{self.prefix}run:{run_id}:listeners"
 
+    @property
+    def reviews(self) -> str:
+        """Pub/sub channel of plan review decisions."""
+        return f"{self.prefix}reviews"
+
+    def review(self, run_id: str, round_number: int) -> str:
+        """The decision taken on a run's plan in a round (set once: the first one wins)."""
+        return f"{self.prefix}run:{run_id}:review:{round_number}"
+
     def cancel(self, run_id: str) -> str:
         """A run's cancel request, kept until its executor sees it (`code` NUL `message`)."""
         return f"{self.prefix}run:{run_id}:cancel"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from research_service.defaults import DEFAULT_REVIEW_TIMEOUT_S
 from research_service.events import Phase
 from research_service.pipeline.accounting import StageReporter, TokenAccount
+from research_service.pipeline.review import ReviewGate
 from research_service.pipeline.watchdog import StreamWatchdog
 from research_service.providers.base import Source
 from research_service.records import RunOptions
@@ -19,7 +22,14 @@ class RunContext:
     """The run as a pipeline sees it: it reads the question and only emits events."""
 
     def __init__(
-        self, *, question: str, options: RunOptions, emit: EmitFn, budget: int | None = None
+        self,
+        *,
+        question: str,
+        options: RunOptions,
+        emit: EmitFn,
+        budget: int | None = None,
+        review_timeout_s: float = DEFAULT_REVIEW_TIMEOUT_S,
+        review_url: str = "",
     ) -> None:
         self.question = question
         self.options = options
@@ -33,6 +43,13 @@ class RunContext:
         self.truncated = False
         # The synthesis stream's timeouts, while it runs (retries restart its clock).
         self.watchdog: StreamWatchdog | None = None
+        # Plan review (options.review_plan): where the decision arrives, how long it may take.
+        self.review = ReviewGate()
+        self.review_timeout_s = review_timeout_s
+        self.review_url = review_url
+        #: The whole-run deadline, while the pipeline runs under one (waits for a review
+        #: move it out: they do not count against it).
+        self.deadline: asyncio.Timeout | None = None
 
     def elapsed_ms(self) -> int:
         """Milliseconds since the run started."""

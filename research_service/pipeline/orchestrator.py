@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from research_service.defaults import (
+    DEFAULT_CONTEXT_CHARS,
+    DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S,
+    DEFAULT_LLM_TOKEN_TIMEOUT_S,
+    DEFAULT_PAGES_PER_RUN,
+)
 from research_service.errors import ProviderError
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.pages import read_pages
@@ -12,12 +18,6 @@ from research_service.pipeline.searcher import search_all
 from research_service.pipeline.synthesizer import synthesize
 from research_service.providers.base import FollowUpRequest, LLMProvider, SearchProvider, Source
 from research_service.reading import Reader
-from research_service.settings import (
-    DEFAULT_CONTEXT_CHARS,
-    DEFAULT_LLM_FIRST_TOKEN_TIMEOUT_S,
-    DEFAULT_LLM_TOKEN_TIMEOUT_S,
-    DEFAULT_PAGES_PER_RUN,
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from research_service.pipeline.context import RunContext
+from research_service.pipeline.review import MAX_REVIEW_ROUNDS, Decision
 from research_service.providers.base import LLMProvider, PlanRequest
 
 
@@ -19,13 +22,67 @@ def clean_queries(queries: list[str], *, breadth: int, fallback: str) -> list[st
 
 
 async def plan(ctx: RunContext, llm: LLMProvider) -> list[str]:
-    """Run the planning phase and return the queries to search."""
+    """Run the planning phase (with its review, if the run asked for one); the queries."""
     await ctx.phase_event("planning", "started")
+    queries, extra = await _plan_once(ctx, llm)
+    if ctx.options.review_plan:
+        queries, review = await _review(ctx, llm, queries)
+        extra["review"] = review
+    await ctx.phase_event("planning", "completed", queries=queries, **extra)
+    return queries
+
+
+async def _plan_once(
+    ctx: RunContext, llm: LLMProvider, *, previous: list[str] | None = None, feedback: str = ""
+) -> tuple[list[str], dict[str, Any]]:
     request = PlanRequest(
-        question=ctx.question, breadth=ctx.options.breadth, report=ctx.reporter("planning")
+        question=ctx.question,
+        breadth=ctx.options.breadth,
+        report=ctx.reporter("planning"),
+        previous=tuple(previous or ()),
+        feedback=feedback or None,
     )
     planned = await llm.plan(request)
     queries = clean_queries(planned.queries, breadth=ctx.options.breadth, fallback=ctx.question)
-    extra = {} if planned.fallback is None else {"fallback": planned.fallback}
-    await ctx.phase_event("planning", "completed", queries=queries, **extra)
-    return queries
+    return queries, ({} if planned.fallback is None else {"fallback": planned.fallback})
+
+
+async def _review(ctx: RunContext, llm: LLMProvider, queries: list[str]) -> tuple[list[str], str]:
+    """Show the plan and wait for its review, round after round; the queries and the outcome."""
+    timeout = ctx.review_timeout_s
+    round_number = 1
+    while True:
+        ctx.review.open(round_number)
+        await ctx.phase_event(
+            "planning",
+            "review",
+            queries=queries,
+            round=round_number,
+            review_url=ctx.review_url,
+            expires_in_s=int(timeout) if float(timeout).is_integer() else timeout,
+            feedback_allowed=round_number < MAX_REVIEW_ROUNDS,
+        )
+        decision = await _wait_for_decision(ctx, round_number, timeout)
+        if decision is None:
+            return queries, "timed_out"
+        await ctx.phase_event("planning", "reviewed", **decision.event_data(round_number))
+        if decision.feedback is None:
+            return (queries if decision.queries is None else list(decision.queries)), decision.kind
+        queries, _ = await _plan_once(ctx, llm, previous=queries, feedback=decision.feedback)
+        round_number += 1
+
+
+async def _wait_for_decision(ctx: RunContext, round_number: int, timeout: float) -> Decision | None:
+    """The round's decision, or None at the timeout.
+
+    The wait is not counted against the run's deadline: it is moved out for the longest wait
+    first, then back by what the wait did not use.
+    """
+    deadline = ctx.deadline
+    when = None if deadline is None else deadline.when()
+    if deadline is not None and when is not None:
+        deadline.reschedule(when + timeout)
+    decision, waited = await ctx.review.wait(timeout=timeout)
+    if deadline is not None and when is not None:
+        deadline.reschedule(when + waited)
+    return decision

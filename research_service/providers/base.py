@@ -104,6 +104,9 @@ class PlanRequest:
     question: str
     breadth: int
     report: Reporter
+    #: A re-plan after review: the plan the reviewer saw, and what they asked for instead.
+    previous: Sequence[str] = ()
+    feedback: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -74,7 +74,10 @@ class BuiltinLLM:
 
     async def plan(self, request: PlanRequest) -> Plan:
         """Return 1..`breadth` search queries built from the question's key terms."""
-        queries = plan_queries(request.question, breadth=request.breadth)
+        if request.feedback is None:
+            queries = plan_queries(request.question, breadth=request.breadth)
+        else:
+            queries = replan_queries(request, breadth=request.breadth)
         request.report.usage(
             Usage(estimate_tokens(request.question), estimate_tokens(" ".join(queries))),
             estimated=True,
@@ -154,6 +157,56 @@ def follow_up_queries(
             searched.add(key)
             queries.append(query)
     return queries[:breadth]
+
+
+#: Words of a reviewer's feedback that steer the plan rather than name what to search.
+_STEERING: Final = frozenset(
+    [
+        "focus",
+        "more",
+        "less",
+        "instead",
+        "please",
+        "also",
+        "add",
+        "include",
+        "drop",
+        "remove",
+        "search",
+        "look",
+        "only",
+        "rather",
+        "not",
+        "avoid",
+        "prefer",
+        "about",
+        "on",
+        "at",
+        "in",
+        "the",
+        "a",
+        "an",
+        "and",
+        "or",
+        "of",
+        "to",
+        "for",
+        "with",
+    ]
+)
+
+
+def replan_queries(request: PlanRequest, *, breadth: int) -> list[str]:
+    """A plan that follows a reviewer's feedback: its terms first, then the question's.
+
+    Queries the reviewer already saw go last, so the new plan differs where it can.
+    """
+    assert request.feedback is not None
+    asked = [w for w in request.feedback.split() if w.casefold().strip(".,;:!?") not in _STEERING]
+    queries = plan_queries(f"{' '.join(asked)} {request.question}", breadth=breadth * 2)
+    seen = {" ".join(q.split()).casefold() for q in request.previous}
+    fresh = [q for q in queries if q.casefold() not in seen]
+    return (fresh + [q for q in queries if q.casefold() in seen])[:breadth]
 
 
 def plan_queries(question: str, *, breadth: int) -> list[str]:

@@ -58,7 +58,10 @@ def exchange_request(request: LLMRequest) -> tuple[str, dict[str, Any]]:
     """The kind and the request object of a model call as a cassette line holds them."""
     match request:
         case PlanRequest():
-            return "plan", {"question": request.question, "breadth": request.breadth}
+            asked: dict[str, Any] = {"question": request.question, "breadth": request.breadth}
+            if request.feedback is not None:  # a re-plan after review: its own exchange
+                asked |= {"previous": list(request.previous), "feedback": request.feedback}
+            return "plan", asked
         case FollowUpRequest():
             return "follow_up", {
                 "question": request.question,

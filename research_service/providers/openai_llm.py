@@ -167,7 +167,9 @@ class OpenAILLM:
     async def plan(self, request: PlanRequest) -> Plan:
         """Ask the model for 1..`breadth` queries; retry an unusable plan once, then fall back."""
         question, breadth, report = request.question, request.breadth, request.report
-        messages = plan_messages(question, breadth=breadth)
+        messages = plan_messages(
+            question, breadth=breadth, previous=request.previous, feedback=request.feedback
+        )
         reply = await self._complete_plan(messages, report=report)
         try:
             return Plan(parse_plan(reply, breadth=breadth))

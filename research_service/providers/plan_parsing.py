@@ -88,12 +88,23 @@ def plan_response_format(fmt: PlanFormat) -> ResponseFormat | None:
     }
 
 
-def plan_messages(question: str, *, breadth: int) -> list[ChatCompletionMessageParam]:
-    """The chat messages that ask for a plan of 1..`breadth` queries for `question`."""
-    return [
+def plan_messages(
+    question: str, *, breadth: int, previous: Sequence[str] = (), feedback: str | None = None
+) -> list[ChatCompletionMessageParam]:
+    """The chat messages that ask for a plan of 1..`breadth` queries for `question`.
+
+    A re-plan after review shows the model the plan the reviewer saw, then their feedback.
+    """
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": PLAN_SYSTEM_PROMPT.format(breadth=breadth)},
         {"role": "user", "content": question},
     ]
+    if feedback is not None:
+        messages += [
+            {"role": "assistant", "content": json.dumps({"queries": list(previous)})},
+            {"role": "user", "content": REPLAN_PROMPT.format(feedback=feedback, breadth=breadth)},
+        ]
+    return messages
 
 
 def follow_up_messages(
@@ -110,6 +121,14 @@ def follow_up_messages(
             f"Found so far:\n{found or '(nothing)'}",
         },
     ]
+
+
+#: A reviewer's feedback on the plan: plan again, taking it into account.
+REPLAN_PROMPT: Final = (
+    "A person reviewed this plan before any search ran, and asks for changes:\n\n{feedback}\n\n"
+    "Plan again, taking their feedback into account: reply with JSON "
+    '{{"queries": [...]}}, 1 to {breadth} search queries.'
+)
 
 
 def retry_plan_messages(

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from research_service import __version__
+from research_service.defaults import DEFAULT_SEARCH_ATTEMPTS
 from research_service.errors import ConfigError, SearchError
 from research_service.net import describe
 from research_service.providers.base import SearchHit
@@ -21,7 +22,7 @@ from research_service.providers.search_retry import (
     with_retries,
 )
 from research_service.providers.urls import canonical_url
-from research_service.settings import DEFAULT_SEARCH_ATTEMPTS, Settings
+from research_service.settings import Settings
 from research_service.settings_fields import env_name
 
 log = logging.getLogger(__name__)

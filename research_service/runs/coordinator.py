@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from research_service.pipeline.review import Decision
 from research_service.runs.hub import Hub
 from research_service.runs.models import RunRecord
 
@@ -22,6 +23,13 @@ class Coordinator(Protocol):
 
     async def cancel(self, run_id: str, *, code: str, message: str) -> bool:
         """Stop a run executing anywhere (within 1 s); False when it had already finished."""
+        ...
+
+    async def decide_plan(self, run_id: str, decision: Decision) -> int:
+        """Deliver a plan review's decision to the run's executor; the round it decided.
+
+        ReviewRefused when the run waits for no such decision (the first decision wins).
+        """
         ...
 
     def hub(self, run_id: str) -> Hub | None:

@@ -21,6 +21,7 @@ async def run_within_deadline(pipeline: Pipeline, ctx: RunContext, deadline_s: f
     deadline = asyncio.timeout(deadline_s)
     try:
         async with deadline:
+            ctx.deadline = deadline
             result = await pipeline.run(ctx)
     except TimeoutError:
         if not deadline.expired():

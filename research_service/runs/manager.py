@@ -6,9 +6,9 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
+from research_service.defaults import DEFAULT_REVIEW_TIMEOUT_S
 from research_service.errors import (
     NotFound,
     PipelineError,
@@ -19,10 +19,12 @@ from research_service.errors import (
 from research_service.events import Event, FinalStatus, done_payload
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
+from research_service.pipeline.review import Decision, ReviewGate, ReviewRefused
 from research_service.runs.coordinator import Coordinator
 from research_service.runs.endings import end_open_runs
 from research_service.runs.hub import Hub
 from research_service.runs.limits import run_within_deadline, token_budget
+from research_service.runs.live_run import LiveRun
 from research_service.runs.log import EventLog
 from research_service.runs.models import RunOptions, RunRecord, RunTail, new_run_id
 from research_service.runs.state import RunState
@@ -43,22 +45,6 @@ def unknown_run(run_id: str) -> NotFound:
     return NotFound(f"no run with id {run_id!r}; list runs with GET /v1/runs")
 
 
-@dataclass(slots=True)
-class LiveRun:
-    """A run executing in this process."""
-
-    record: RunRecord
-    state: RunState = field(default_factory=RunState)
-    task: asyncio.Task[None] | None = None
-    context: RunContext | None = None
-    listeners: int = 0
-    abandon_timer: asyncio.TimerHandle | None = None
-    cancel_reason: tuple[str, str] | None = None
-    hub: Hub = field(default_factory=Hub)
-    #: In a cluster, the check of other processes' listeners before abandoning the run.
-    abandon_check: asyncio.Task[None] | None = None
-
-
 class RunManager:
     """Owns the runs of this process; a run's events go to the event log, nothing else."""
 
@@ -72,6 +58,7 @@ class RunManager:
         max_tokens_per_run: int | None = None,
         run_deadline_s: float | None = None,
         coordinator: Coordinator | None = None,
+        review_timeout_s: float = DEFAULT_REVIEW_TIMEOUT_S,
     ) -> None:
         self.log = log
         #: The cluster this process is part of; None: every run lives in this process.
@@ -81,6 +68,7 @@ class RunManager:
         self.abandon_after_s = abandon_after_s
         self.max_tokens_per_run = max_tokens_per_run
         self.run_deadline_s = run_deadline_s
+        self.review_timeout_s = review_timeout_s
         self._live: dict[str, LiveRun] = {}
         # Slots taken by runs being created (their record is being stored): counted against
         # the limit before the first await, so a burst of requests cannot all pass the check.
@@ -205,6 +193,23 @@ class RunManager:
             run.task.cancel()
         return True
 
+    async def decide_plan(self, run_id: str, decision: Decision) -> int:
+        """Hand a plan review's decision to the run, wherever it executes; the round decided.
+
+        ReviewRefused when the run waits for no such decision (the first decision wins).
+        """
+        if self.coordinator is not None:  # the cluster decides who was first
+            return await self.coordinator.decide_plan(run_id, decision)
+        gate = self.review_gate(run_id)
+        if gate is None:
+            raise ReviewRefused("the run is not waiting for a review of its plan")
+        return gate.decide(decision)
+
+    def review_gate(self, run_id: str) -> ReviewGate | None:
+        """Where the decision on the plan of a run executing here is handed over."""
+        run = self._live.get(run_id)
+        return None if run is None or run.context is None else run.context.review
+
     def hub(self, run_id: str) -> Hub | None:
         """The live fan-out of a run executing in this process (or followed here), or None."""
         run = self._live.get(run_id)
@@ -316,6 +321,8 @@ class RunManager:
             options=record.options,
             emit=emit,
             budget=token_budget(record.options.max_tokens, self.max_tokens_per_run),
+            review_timeout_s=self.review_timeout_s,
+            review_url=f"/v1/runs/{record.id}/plan",
         )
         run.context = ctx
         status: Ending = "completed"

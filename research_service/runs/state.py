@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from research_service.events import PHASES, Event
+from research_service.pipeline.review import AWAITING_PLAN_REVIEW
 from research_service.runs.models import RunRecord
 
 
@@ -31,6 +32,9 @@ class RunState:
     truncated: bool = False
     last_t_ms: int = 0
     event_count: int = 0
+    #: What the run waits for now ("plan_review"), and the review it waits on.
+    awaiting: str | None = None
+    review: dict[str, Any] | None = None
 
     @classmethod
     def fold(cls, events: Sequence[Event]) -> RunState:
@@ -89,6 +93,17 @@ class RunState:
             self.started_ms.setdefault(phase, elapsed)
         elif status == "completed":
             self.completed_ms[phase] = elapsed
+        if phase == "planning" and status == "review":
+            self.plan = [str(q) for q in data.get("queries", [])]
+            self.awaiting = AWAITING_PLAN_REVIEW
+            self.review = {
+                key: data[key]
+                for key in ("round", "queries", "review_url", "expires_in_s", "feedback_allowed")
+                if key in data
+            }
+            self.review["since_ms"] = elapsed
+        elif phase == "planning" and status in ("reviewed", "completed"):
+            self.awaiting = self.review = None
         if phase == "planning" and status == "completed":
             self.plan = [str(q) for q in data.get("queries", [])]
             self.searches_total = len(self.plan)
@@ -134,4 +149,16 @@ class RunState:
             "truncated": self.truncated,
             "event_count": self.event_count,
             "events_url": f"/v1/runs/{record.id}/events",
+            "awaiting": self.awaiting,
+            "review": self._review_now(clock),
         }
+
+    def _review_now(self, now_ms: int) -> dict[str, Any] | None:
+        """The review the run waits on, with the seconds left to decide as of `now_ms`."""
+        if self.review is None:
+            return None
+        shown = {k: v for k, v in self.review.items() if k != "since_ms"}
+        if "expires_in_s" in shown:
+            waited_s = (now_ms - int(self.review["since_ms"])) / 1000
+            shown["expires_in_s"] = max(0, round(float(shown["expires_in_s"]) - waited_s))
+        return shown

@@ -7,8 +7,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from research_service.errors import BodyTimeout, InvalidEventId, NotFound
+from research_service.errors import BodyTimeout, InvalidEventId, NotFound, ReviewConflict
 from research_service.events import dumps, is_run_id
+from research_service.pipeline.review import ReviewRefused
 from research_service.recording import header_line, recording_chunks
 from research_service.recordings import RunNotFinished
 from research_service.runs.manager import unknown_run
@@ -142,6 +143,30 @@ async def cancel_run(request: web.Request) -> web.Response:
     )
 
 
+async def decide_plan(request: web.Request) -> web.Response:
+    """`POST /v1/runs/{id}/plan`: approve, edit or re-plan a plan that waits for review."""
+    validation.known_params(request.query)
+    body = await validation.json_object(request, required=False)
+    decision = validation.plan_decision(body)
+    manager = request.app[MANAGER]
+    record = await _visible_run(request)
+    try:
+        round_number = await manager.decide_plan(record.id, decision)
+    except ReviewRefused as exc:
+        raise ReviewConflict(
+            f"{exc}; the run's snapshot (GET /v1/runs/{record.id}) says what it awaits"
+        ) from None
+    snapshot = await manager.snapshot(record)
+    body = {
+        "id": record.id,
+        "status": snapshot["status"],
+        "decision": decision.kind,
+        "round": round_number,
+        "events_url": _events_url(request, record.id),
+    }
+    return _json(body, status=202)
+
+
 async def run_events(request: web.Request) -> web.StreamResponse:
     """`GET /v1/runs/{id}/events`: the run's event stream, from the start or a Last-Event-ID."""
     validation.known_params(request.query, LAST_EVENT_ID_PARAM, TOKEN_PARAM)
@@ -218,6 +243,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/runs/{run_id}", get_run, allow_head=False, name="run")
     app.router.add_get("/v1/runs/{run_id}/events", run_events, allow_head=False, name="run-events")
     app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run, name="run-cancel")
+    app.router.add_post("/v1/runs/{run_id}/plan", decide_plan, name="run-plan")
     app.router.add_get(
         "/v1/runs/{run_id}/recording", get_recording, allow_head=False, name="run-recording"
     )

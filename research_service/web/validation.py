@@ -19,6 +19,7 @@ from research_service.errors import (
     UnsupportedMediaType,
 )
 from research_service.events import is_run_id
+from research_service.pipeline.review import Decision
 from research_service.runs.models import (
     BREADTH_RANGE,
     DEPTH_RANGE,
@@ -37,6 +38,13 @@ _OPTION_RANGES: Final = {
     "max_tokens": MAX_TOKENS_RANGE,
     "depth": DEPTH_RANGE,
 }
+#: Boolean options: JSON true/false in a body, true/false (or 1/0) in a query string.
+_OPTION_FLAGS: Final = ("review_plan",)
+_FLAG_WORDS: Final = {"true": True, "1": True, "false": False, "0": False}
+#: A reviewed plan's queries: how many, and how long each may be.
+PLAN_QUERIES_RANGE: Final = (1, 8)
+MAX_PLAN_QUERY_CHARS: Final = 200
+MAX_FEEDBACK_CHARS: Final = 2000
 # A query-string integer as people write it: ASCII digits, perhaps a minus. int() would also
 # take "5_0", " 5", "+5" and other scripts' digits, which no client means to send.
 _INT_PARAM: Final = re.compile(r"-?[0-9]+")
@@ -87,17 +95,23 @@ def options(value: Any) -> RunOptions:
         return RunOptions()
     if not isinstance(value, dict):
         raise InvalidInput("options must be a JSON object", field="options")
-    unknown = sorted(set(value) - set(_OPTION_RANGES))
+    unknown = sorted(set(value) - set(_OPTION_RANGES) - set(_OPTION_FLAGS))
     if unknown:
+        allowed = ", ".join((*_OPTION_RANGES, *_OPTION_FLAGS))
         raise InvalidInput(
-            f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(_OPTION_RANGES)}",
+            f"unknown option(s) {', '.join(unknown)}; allowed: {allowed}",
             field=f"options.{unknown[0]}",
         )
-    checked = {
+    checked: dict[str, Any] = {
         key: _bounded_int(value[key], field=f"options.{key}", bounds=bounds)
         for key, bounds in _OPTION_RANGES.items()
         if key in value
     }
+    for flag in _OPTION_FLAGS:
+        if flag in value:
+            if not isinstance(value[flag], bool):
+                raise InvalidInput(f"options.{flag} must be true or false", field=f"options.{flag}")
+            checked[flag] = value[flag]
     return RunOptions(**checked)
 
 
@@ -174,15 +188,75 @@ def known_params(query: Mapping[str, str], *allowed: str) -> None:
 
 def research_query(query: Mapping[str, str]) -> tuple[str, RunOptions]:
     """The question and options of a `GET /v1/research` query string."""
-    known_params(query, "q", "last_event_id", *_OPTION_RANGES)
+    known_params(query, "q", "last_event_id", *_OPTION_RANGES, *_OPTION_FLAGS)
     if "q" not in query:
         raise InvalidInput("q (the question) is required", field="q")
-    checked = {
+    checked: dict[str, Any] = {
         key: _int_param(query[key], field=key, bounds=bounds)
         for key, bounds in _OPTION_RANGES.items()
         if key in query
     }
+    for flag in _OPTION_FLAGS:
+        if flag in query:
+            if query[flag] not in _FLAG_WORDS:
+                raise InvalidInput(f"{flag} must be true or false, got {query[flag]!r}", field=flag)
+            checked[flag] = _FLAG_WORDS[query[flag]]
     return question(query["q"], field="q"), RunOptions(**checked)
+
+
+def plan_decision(body: Mapping[str, Any] | None) -> Decision:
+    """The decision of a `POST /v1/runs/{id}/plan` body: approve, edit (queries) or feedback."""
+    body = body or {}
+    unknown = sorted(set(body) - {"queries", "feedback"})
+    if unknown:
+        raise InvalidInput(
+            f"unknown field(s) {', '.join(unknown)}; allowed: queries, feedback", field=unknown[0]
+        )
+    queries, feedback = body.get("queries"), body.get("feedback")
+    if queries is not None and feedback is not None:
+        raise InvalidInput(
+            "send queries (run these) or feedback (plan again), not both", field="feedback"
+        )
+    if feedback is not None:
+        return Decision(feedback=_feedback(feedback))
+    if queries is not None:
+        return Decision(queries=_plan_queries(queries))
+    return Decision()
+
+
+def _plan_queries(value: Any) -> tuple[str, ...]:
+    low, high = PLAN_QUERIES_RANGE
+    if not isinstance(value, list) or not low <= len(value) <= high:
+        raise InvalidInput(
+            f"queries must be a list of {low} to {high} search queries", field="queries"
+        )
+    kept: dict[str, str] = {}
+    for index, query in enumerate(value):
+        field = f"queries[{index}]"
+        if not isinstance(query, str):
+            raise InvalidInput(f"{field} must be a string", field=field)
+        text = " ".join(query.split())
+        if not text:
+            raise InvalidInput(f"{field} is blank", field=field)
+        if len(text) > MAX_PLAN_QUERY_CHARS:
+            raise InvalidInput(
+                f"{field} is {len(text)} characters; the limit is {MAX_PLAN_QUERY_CHARS}",
+                field=field,
+            )
+        kept.setdefault(text.casefold(), text)  # duplicates (in any case) once
+    return tuple(kept.values())
+
+
+def _feedback(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput("feedback must be a non-blank string", field="feedback")
+    text = value.strip()
+    if len(text) > MAX_FEEDBACK_CHARS:
+        raise InvalidInput(
+            f"feedback is {len(text)} characters; the limit is {MAX_FEEDBACK_CHARS}",
+            field="feedback",
+        )
+    return text
 
 
 def list_params(query: Mapping[str, str]) -> tuple[int, tuple[float, str] | None]:
