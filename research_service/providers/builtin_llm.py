@@ -160,40 +160,11 @@ def follow_up_queries(
 
 
 #: Words of a reviewer's feedback that steer the plan rather than name what to search.
-_STEERING: Final = frozenset(
-    [
-        "focus",
-        "more",
-        "less",
-        "instead",
-        "please",
-        "also",
-        "add",
-        "include",
-        "drop",
-        "remove",
-        "search",
-        "look",
-        "only",
-        "rather",
-        "not",
-        "avoid",
-        "prefer",
-        "about",
-        "on",
-        "at",
-        "in",
-        "the",
-        "a",
-        "an",
-        "and",
-        "or",
-        "of",
-        "to",
-        "for",
-        "with",
-    ]
+_STEERING_WORDS: Final = (
+    "focus more less instead please also add include drop remove search look only rather not "
+    "avoid prefer about on at in the a an and or of to for with"
 )
+_STEERING: Final = frozenset(_STEERING_WORDS.split())
 
 
 def replan_queries(request: PlanRequest, *, breadth: int) -> list[str]:
