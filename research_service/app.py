@@ -25,6 +25,7 @@ from research_service.providers.registry import llm_provider, search_provider
 from research_service.providers.search_retry import DEFAULT_MAX_WAIT_S as SEARCH_MAX_WAIT_S
 from research_service.reading import Reader, open_reader
 from research_service.runs import postgres_log, sqlite_log, store_lock
+from research_service.runs.endings import end_open_runs
 from research_service.runs.log import EventLog, StoreMaintenance
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
@@ -244,7 +245,9 @@ async def _end_interrupted(manager: RunManager, store: StoreMaintenance) -> None
     """End the runs a stopped process left open, so their streams finish; or fail start-up."""
     try:
         async with asyncio.timeout(START_WRITE_TIMEOUT_S):
-            await manager.end_interrupted(await store.interrupted_runs())
+            records = await store.interrupted_runs()
+            message = "the service stopped during the run; ask again"
+            await end_open_runs(manager.log, records, code="interrupted", message=message)
     except (TimeoutError, StoreUnavailable):
         failure = store.write_failure
         reason = failure.detail if failure is not None else "it did not take writes"

@@ -43,10 +43,15 @@ class ScriptedLLM:
     closed: bool = False
     follow_ups: list[list[str]] = field(default_factory=list)  # queries per later round
     follow_up_calls: list[tuple[list[str], list[str]]] = field(default_factory=list)
+    plan_requests: list[PlanRequest] = field(default_factory=list)
+    replans: list[list[str]] = field(default_factory=list)  # plans after review feedback
 
     async def plan(self, request: PlanRequest) -> Plan:
+        self.plan_requests.append(request)
         if self.plan_usage is not None:
             request.report.usage(self.plan_usage)
+        if request.feedback is not None and self.replans:
+            return Plan(self.replans.pop(0)[: request.breadth])
         return Plan(self.queries[: request.breadth], fallback=self.fallback)
 
     async def follow_up(self, request: FollowUpRequest) -> list[str]:

@@ -120,3 +120,60 @@ async def test_a_missing_cassette_folder_is_a_config_error_at_start_up(tmp_path:
     with pytest.raises(ConfigError, match="record one with --record-providers"):
         await server.start_server()
     await server.close()
+
+
+async def _reviewed(settings: Settings, question: str, feedback: str) -> Received:
+    """One run with review_plan: re-planned once with `feedback`, then approved."""
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            body = {"question": question, "options": {"review_plan": True}}
+            created = (await http.post(str(server.make_url("/v1/runs")), json=body)).json()
+            url = str(server.make_url(created["events_url"]))
+            plan = str(server.make_url(f"/v1/runs/{created['id']}/plan"))
+
+            def at_round(number: int) -> Callable[[Any], bool]:
+                return lambda sse: (
+                    sse.event == "phase"
+                    and (
+                        '"status":"review","elapsed_ms"' in sse.data
+                        and f'"round":{number}' in sse.data
+                    )
+                )
+
+            head = await listen(http, url, stop=at_round(1))
+            assert (await http.post(plan, json={"feedback": feedback})).status_code == 202
+            middle = await listen(http, url, last_event_id=head.ids[-1], stop=at_round(2))
+            assert (await http.post(plan, json={})).status_code == 202
+            rest = await listen(http, url, last_event_id=middle.ids[-1])
+            return Received(200, rest.headers, head.events + middle.events + rest.events)
+    finally:
+        await server.close()
+
+
+async def test_a_reviewed_run_plays_back_the_same_with_the_same_decisions(
+    tmp_path: Path, corpus: Path
+) -> None:
+    cassettes = tmp_path / "cassettes"
+    feedback = "water temperature for green tea"
+    taped = await _reviewed(_taping(tmp_path, corpus, cassettes), QUESTION, feedback)
+    lines = [json.loads(line) for line in (cassettes / CASSETTE_FILE).read_text().splitlines()]
+    replans = [line for line in lines if line["kind"] == "plan" and "feedback" in line["request"]]
+    assert len(replans) == 1
+    assert replans[0]["request"]["feedback"] == feedback
+    played = await _reviewed(_playing_back(tmp_path, cassettes), QUESTION, feedback)
+
+    def without_clock(received: Received) -> list[tuple[str, Any]]:
+        shown = []
+        for event in received.events:
+            data = json.loads(event.data)
+            if isinstance(data, dict):
+                # The clock, the run's id, and page reading (a replay reads no web pages).
+                for varies in ("elapsed_ms", "timings_ms", "review_url", "pages"):
+                    data.pop(varies, None)
+            shown.append((event.event, data))
+        return shown
+
+    assert without_clock(played) == without_clock(taped)
+    assert _done(played)["status"] == "completed"

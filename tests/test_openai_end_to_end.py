@@ -349,3 +349,50 @@ async def test_depth_two_asks_the_model_for_follow_ups(fake: FakeOpenAI, tmp_pat
     assert "capital of france" in asked  # the searches already made
     assert "capital of france result 1" in asked  # and what they found
     assert got.last[1]["status"] == "completed"
+
+
+async def test_a_reviewed_plan_is_re_planned_by_the_model_with_the_feedback(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """The re-plan prompt shows the model the plan the reviewer saw, then their feedback."""
+    fake.script.add(Reply.json(PLAN, when=wants_json, usage=Usage(40, 12)))
+    fake.script.add(
+        Reply.json({"queries": ["paris founding"]}, when=wants_json, usage=Usage(60, 8))
+    )
+    fake.script.reply(ANSWER, usage=Usage(300, 25))
+    server = await serve(fake, tmp_path)
+    feedback = "Only the founding of the city, please."
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            body = {"question": "What is the capital of France?", "options": {"review_plan": True}}
+            created = (await client.post(str(server.make_url("/v1/runs")), json=body)).json()
+            url = str(server.make_url(created["events_url"]))
+            plan_url = str(server.make_url(f"/v1/runs/{created['id']}/plan"))
+
+            def review_round(number: int) -> Any:
+                def at(sse: Any) -> bool:
+                    data = json.loads(sse.data) if sse.event == "phase" else {}
+                    return data.get("status") == "review" and data.get("round") == number
+
+                return at
+
+            first = await listen(client, url, stop=review_round(1))
+            decided = await client.post(plan_url, json={"feedback": feedback})
+            assert decided.status_code == 202, decided.text
+            second = await listen(client, url, last_event_id=first.ids[-1], stop=review_round(2))
+            assert json.loads(second.events[-1].data)["queries"] == ["paris founding"]
+            assert (await client.post(plan_url, json={})).status_code == 202
+            rest = await listen(client, url, last_event_id=second.ids[-1])
+    finally:
+        await server.close()
+    assert rest.last[1]["status"] == "completed"
+    _, replan, _ = fake.chat_requests
+    said = [m for m in replan.messages if m["role"] in ("assistant", "user")]
+    assert said[0]["content"] == "What is the capital of France?"
+    assert json.loads(said[1]["content"]) == PLAN  # the plan the reviewer saw
+    assert feedback in said[2]["content"]
+    assert replan.last_user_message == said[2]["content"]
+    assert rest.last[1]["usage"]["by_stage"]["planning"] == {
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+    }

@@ -21,7 +21,6 @@ from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.pipeline.review import Decision, ReviewGate, ReviewRefused
 from research_service.runs.coordinator import Coordinator
-from research_service.runs.endings import end_open_runs
 from research_service.runs.hub import Hub
 from research_service.runs.limits import run_within_deadline, token_budget
 from research_service.runs.live_run import LiveRun
@@ -237,16 +236,6 @@ class RunManager:
                 self._arm_abandon(run)
         elif self.coordinator is not None:
             self.coordinator.listener_left(run_id)
-
-    async def end_interrupted(
-        self,
-        records: list[RunRecord],
-        *,
-        code: str = "interrupted",
-        message: str = "the service stopped during the run; ask again",
-    ) -> None:
-        """End runs a stopped process left without `done`: `error` `code`, `done` failed."""
-        await end_open_runs(self.log, records, code=code, message=message)
 
     def close_streams(self) -> None:
         """End every stream this process serves (their clients resume on another node)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from research_service.events import Event
 from research_service.records import (
@@ -63,11 +63,19 @@ class RunTail:
 
     event_count: int
     end: RunEnd | None = None
+    #: What the run waits for ("plan_review"), when its last event asks for something.
+    awaiting: str | None = None
+
+
+#: The bytes that mark a `planning` `review` event (the run then waits for its review).
+REVIEW_MARK: Final = b'"status":"review"'
 
 
 def tail_of(events: Sequence[tuple[str, int, str, int, bytes]]) -> RunTail:
     """The tail of a run whose events (stored rows, in order) are at hand."""
     if not events or events[-1][2] != "done":
-        return RunTail(len(events))
+        last = events[-1] if events else None
+        waiting = last is not None and last[2] == "phase" and REVIEW_MARK in last[4]
+        return RunTail(len(events), awaiting="plan_review" if waiting else None)
     done = Event._make(events[-1])
     return RunTail(len(events), RunEnd.from_done(done.data, t_ms=done.t_ms))

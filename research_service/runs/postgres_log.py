@@ -39,7 +39,10 @@ _DONE: Final = (
 _TAILS: Final = (
     "SELECT r.id, e.seq, e.t_ms, d.j ->> 'status', d.j -> 'error' ->> 'code', "
     "CASE WHEN jsonb_typeof(d.j -> 'sources') = 'array' THEN jsonb_array_length(d.j -> 'sources') "
-    "ELSE 0 END FROM runs r LEFT JOIN LATERAL (SELECT * FROM events WHERE run_id = r.id "
+    "ELSE 0 END, "
+    # Waiting for a plan review: its last event is a `review` (docs/protocol.md).
+    "e.name = 'phase' AND position(convert_to('\"status\":\"review\"', 'UTF8') IN e.wire) > 0 "
+    "FROM runs r LEFT JOIN LATERAL (SELECT * FROM events WHERE run_id = r.id "
     "ORDER BY seq DESC LIMIT 1) e ON true "
     f"LEFT JOIN LATERAL (SELECT CASE WHEN e.name = 'done' THEN {_DONE} END AS j) d ON true "
     "WHERE r.id = ANY($1::text[])"
@@ -171,9 +174,11 @@ class PostgresEventLog:
                 stored.append(run_id)
         if stored:
             # The server reads the done's JSON, so no answer is decoded here, however large.
-            for run_id, seq, t_ms, status, code, sources in await self._query(_TAILS, stored):
+            for run_id, seq, t_ms, status, code, sources, waits in await self._query(
+                _TAILS, stored
+            ):
                 end = None if status is None else RunEnd(status, code, sources, t_ms)
-                found[run_id] = RunTail(seq or 0, end)
+                found[run_id] = RunTail(seq or 0, end, "plan_review" if waits else None)
         return found
 
     def writing(self, run_id: str) -> bool:

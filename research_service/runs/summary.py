@@ -11,7 +11,7 @@ from research_service.runs.state import RunState
 def tail_of_state(state: RunState) -> RunTail:
     """The tail of a run whose state is folded (a live or recently finished run)."""
     if not state.finished:
-        return RunTail(state.event_count)
+        return RunTail(state.event_count, awaiting=state.awaiting)
     code = state.error.get("code") if state.error else None
     # The done's own time, as the store's tails have it.
     end = RunEnd(state.status, code, len(state.sources), state.last_t_ms)
@@ -37,6 +37,7 @@ def summary(
         "error_code": None if end is None else end.error_code,
         "event_count": tail.event_count,
         "source_count": sources_so_far if end is None else end.source_count,
+        "awaiting": tail.awaiting,
         "url": f"/v1/runs/{record.id}",
         "events_url": f"/v1/runs/{record.id}/events",
     }

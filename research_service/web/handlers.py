@@ -12,6 +12,7 @@ from research_service.events import dumps, is_run_id
 from research_service.pipeline.review import ReviewRefused
 from research_service.recording import header_line, recording_chunks
 from research_service.recordings import RunNotFinished
+from research_service.runs.listing import awaiting_page
 from research_service.runs.manager import unknown_run
 from research_service.runs.models import RunOptions, RunRecord
 from research_service.web import validation
@@ -119,10 +120,16 @@ async def get_run(request: web.Request) -> web.Response:
 
 async def list_runs(request: web.Request) -> web.Response:
     """`GET /v1/runs`: run summaries, newest first, with a cursor to the next page."""
-    limit, before = validation.list_params(request.query)
+    limit, before, awaiting = validation.list_params(request.query)
     manager = request.app[MANAGER]
-    # One extra record tells whether another page exists without a second query.
     owner = request[ACCESS].listed_owner
+    if awaiting is not None:
+        entries, reached = await awaiting_page(
+            manager, awaiting=awaiting, limit=limit, before=before, owner=owner
+        )
+        cursor = None if reached is None else validation.encode_cursor(reached)
+        return _json({"runs": entries, "next": cursor})
+    # One extra record tells whether another page exists without a second query.
     records = await manager.log.list_runs(limit=limit + 1, before=before, owner=owner)
     page = records[:limit]
     next_cursor = validation.encode_cursor(page[-1].sort_key) if len(records) > limit else None

@@ -19,7 +19,7 @@ from research_service.errors import (
     UnsupportedMediaType,
 )
 from research_service.events import is_run_id
-from research_service.pipeline.review import Decision
+from research_service.pipeline.review import AWAITING_PLAN_REVIEW, Decision
 from research_service.runs.models import (
     BREADTH_RANGE,
     DEPTH_RANGE,
@@ -259,14 +259,21 @@ def _feedback(value: Any) -> str:
     return text
 
 
-def list_params(query: Mapping[str, str]) -> tuple[int, tuple[float, str] | None]:
-    """`limit` and the decoded `before` cursor of `GET /v1/runs`."""
-    known_params(query, "limit", "before")
+def list_params(query: Mapping[str, str]) -> tuple[int, tuple[float, str] | None, str | None]:
+    """`limit`, the decoded `before` cursor and the `awaiting` filter of `GET /v1/runs`."""
+    known_params(query, "limit", "before", "awaiting")
     limit = DEFAULT_LIST_LIMIT
     if "limit" in query:
         limit = _int_param(query["limit"], field="limit", bounds=LIST_LIMIT_RANGE)
     before = decode_cursor(query["before"]) if "before" in query else None
-    return limit, before
+    awaiting = query.get("awaiting")
+    if awaiting is not None and awaiting != AWAITING_PLAN_REVIEW:
+        raise InvalidInput(
+            f"awaiting must be {AWAITING_PLAN_REVIEW} (runs waiting for their plan's review), "
+            f"got {awaiting!r}",
+            field="awaiting",
+        )
+    return limit, before, awaiting
 
 
 def encode_cursor(key: tuple[float, str]) -> str:

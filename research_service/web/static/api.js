@@ -1,7 +1,8 @@
 // @ts-check
 /**
- * The JSON endpoints the panel calls: create, look up and cancel a run, and the session that
- * signs the browser in when the service asks for API keys (docs/api.md, docs/panel.md).
+ * The JSON endpoints the panel calls: create, look up and cancel a run, decide on its plan, and
+ * the session that signs the browser in when the service asks for API keys (docs/api.md,
+ * docs/panel.md).
  * @module api
  */
 
@@ -12,11 +13,13 @@ export class ApiError extends Error {
   /**
    * @param {number} status
    * @param {string} detail
+   * @param {string} [type] the problem's `type` URI, when the service sent one
    */
-  constructor(status, detail) {
+  constructor(status, detail, type = "") {
     super(detail);
     this.status = status;
     this.detail = detail;
+    this.type = type;
   }
 }
 
@@ -27,13 +30,15 @@ export class ApiError extends Error {
  */
 async function failure(response) {
   let detail = `the service answered ${response.status} ${response.statusText}`.trim();
+  let type = "";
   try {
     const body = await response.json();
     if (body && typeof body.detail === "string" && body.detail) detail = body.detail;
+    if (body && typeof body.type === "string") type = body.type;
   } catch {
     // Not JSON (a proxy's error page): keep the status line.
   }
-  return new ApiError(response.status, detail);
+  return new ApiError(response.status, detail, type);
 }
 
 /**
@@ -84,7 +89,7 @@ async function call(path, init) {
 /**
  * `POST /v1/runs`: start a run; resolves to the created run (its `id` among others).
  * @param {string} question
- * @param {Record<string, number>} options
+ * @param {Record<string, number | boolean>} options
  */
 export function createRun(question, options) {
   const body = Object.keys(options).length ? { question, options } : { question };
@@ -109,6 +114,21 @@ export function getRun(runId) {
  */
 export function cancelRun(runId) {
   return call(apiPath(`v1/runs/${encodeURIComponent(runId)}/cancel`), { method: "POST" });
+}
+
+/**
+ * `POST /v1/runs/{id}/plan`: the decision on a plan that waits for review: `{}` approves it,
+ * `{queries}` runs those instead, `{feedback}` has the model plan again. A run that waits for
+ * no decision (another reviewer was first, the wait timed out, the run ended) answers 409.
+ * @param {string} runId
+ * @param {{queries?: string[], feedback?: string}} decision
+ */
+export function decidePlan(runId, decision) {
+  return call(apiPath(`v1/runs/${encodeURIComponent(runId)}/plan`), {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(decision),
+  });
 }
 
 /**
