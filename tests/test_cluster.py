@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -212,4 +213,43 @@ async def test_the_one_shot_research_stream_runs_in_the_cluster_and_resumes_on_a
     )
     assert_gap_free(head.ids + rest.ids, run_id)
     assert rest.last[0] == "done"
+    assert rest.last[1]["status"] == "completed"
+
+
+async def test_a_plan_review_is_decided_on_any_node_and_only_once(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    first, second = await asyncio.gather(cluster.api(), cluster.api())
+    await cluster.worker()
+    body = {"question": "How does photosynthesis work?", "options": {"review_plan": True}}
+    created = await client.post(f"{first.base}/v1/runs", json=body)
+    run_id = created.json()["id"]
+
+    def at_review(sse: Any) -> bool:
+        return sse.event == "phase" and '"status":"review"' in sse.data
+
+    head = await listen(
+        client, f"{second.base}/v1/runs/{run_id}/events", stop=at_review, timeout=30
+    )
+    snapshot = (await client.get(f"{first.base}/v1/runs/{run_id}")).json()
+    assert snapshot["awaiting"] == "plan_review"
+    listed = (await client.get(f"{second.base}/v1/runs?awaiting=plan_review")).json()
+    assert [r["id"] for r in listed["runs"]] == [run_id]
+    # Both nodes at once: exactly one decision is taken.
+    answers = await asyncio.gather(
+        client.post(f"{first.base}/v1/runs/{run_id}/plan", json={"queries": ["chlorophyll"]}),
+        client.post(f"{second.base}/v1/runs/{run_id}/plan", json={"queries": ["leaves"]}),
+    )
+    assert sorted(a.status_code for a in answers) == [202, 409]
+    winner = next(a for a in answers if a.status_code == 202)
+    expected = ["chlorophyll"] if winner is answers[0] else ["leaves"]
+    rest = await listen(
+        client, f"{first.base}/v1/runs/{run_id}/events", last_event_id=head.ids[-1], timeout=30
+    )
+    assert_gap_free(head.ids + rest.ids, run_id)
+    completed = next(
+        json.loads(e.data) for e in rest.events if e.event == "phase" and '"completed"' in e.data
+    )
+    assert completed["queries"] == expected
+    assert completed["review"] == "edited"
     assert rest.last[1]["status"] == "completed"

@@ -333,3 +333,28 @@ async def test_events_wait_in_memory_while_writes_fail_and_the_done_lands_after(
         assert [row["name"] for row in rows] == ["token", "done"]
     finally:
         await store.close()
+
+
+async def test_another_process_s_tails_say_which_runs_await_a_plan_review(
+    postgres_url: str,
+) -> None:
+    """The server reads the last event: a run waiting for its review says so in listings."""
+    writer = await postgres_log.open(postgres_url)
+    reader = await postgres_log.open(postgres_url, shared=True)
+    try:
+        waiting = RunRecord("0123456789abcdef", "review me?")
+        running = RunRecord("fedcba9876543210", "just go?")
+        for record in (waiting, running):
+            await writer.create_run(record)
+            started = {"phase": "planning", "status": "started", "elapsed_ms": 0}
+            await writer.append(Event.create(record.id, 1, "phase", started, t_ms=0))
+        review = {"phase": "planning", "status": "review", "queries": ["a"], "round": 1}
+        await writer.append(Event.create(waiting.id, 2, "phase", review, t_ms=1))
+        await writer.flush()
+        tails = await reader.tails([waiting.id, running.id])
+        assert tails[waiting.id].awaiting == "plan_review"
+        assert tails[waiting.id].event_count == 2
+        assert tails[running.id].awaiting is None
+    finally:
+        await reader.close()
+        await writer.close()

@@ -15,7 +15,7 @@ from research_service.cluster.publisher import LivePublisher
 from research_service.cluster.redis_link import Keys
 from research_service.errors import StoreUnavailable
 from research_service.events import Event
-from research_service.runs.models import RunRecord, RunTail
+from research_service.runs.models import RunRecord, RunTail, tail_of
 from research_service.runs.postgres_db import ERRORS
 from research_service.runs.postgres_log import RUN_COLUMNS, PostgresEventLog
 
@@ -99,8 +99,15 @@ class ClusterLog:
         return await self.store.list_runs(limit=limit, before=before, owner=owner)
 
     async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:
-        """Each known run's event count and ending."""
-        return await self.store.tails(run_ids)
+        """Each known run's event count and ending (a followed run's as this node has it)."""
+        followed = {run_id: self.followers.get(run_id) for run_id in run_ids}
+        found = {
+            run_id: tail_of(follower.events)
+            for run_id, follower in followed.items()
+            if follower is not None
+        }
+        rest = [run_id for run_id in run_ids if run_id not in found]
+        return found | await self.store.tails(rest) if rest else found
 
     async def append(self, event: Event) -> None:
         """Append `event` to the store, then publish it to the run's live window."""
