@@ -9,7 +9,17 @@ from typing import Final
 
 import aiohttp
 
-from tests.samples import api, auth, cassettes, model_failures, models, protocol, recordings, search
+from tests.samples import (
+    api,
+    auth,
+    cassettes,
+    model_failures,
+    models,
+    protocol,
+    recordings,
+    review,
+    search,
+)
 from tests.samples.blocks import blocks, normalise, replace
 from tests.samples.format import Ids
 from tests.samples.service import Env
@@ -23,13 +33,17 @@ async def _models(env: Env) -> dict[str, str]:
     return await models.capture(env, ids) | await model_failures.capture(env, ids)
 
 
+async def _protocol(env: Env) -> dict[str, str]:
+    return await protocol.capture(env) | await review.capture_protocol(env)
+
+
 async def _api(env: Env) -> dict[str, str]:
-    return await api.capture(env) | await auth.capture(env)
+    return await api.capture(env) | await auth.capture(env) | await review.capture_api(env)
 
 
 #: Each document with samples, and the scenarios that capture them.
 DOCUMENTS: Final[dict[str, Capture]] = {
-    protocol.DOC: protocol.capture,
+    protocol.DOC: _protocol,
     api.DOC: _api,
     models.DOC: _models,
     search.DOC: search.capture,
