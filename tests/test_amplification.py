@@ -25,6 +25,7 @@ LISTING_ENTRY_KEYS = {
     "error_code",
     "event_count",
     "source_count",
+    "awaiting",
     "url",
     "events_url",
 }
