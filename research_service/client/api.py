@@ -116,7 +116,7 @@ class ServiceClient:
         """An absolute URL for a path the service returned (`/v1/runs/…`)."""
         return urljoin(self.base_url, path.lstrip("/"))
 
-    async def create(self, question: str, options: dict[str, int]) -> dict[str, Any]:
+    async def create(self, question: str, options: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/runs`: the created run's body."""
         body: dict[str, Any] = {"question": question}
         if options:
@@ -133,6 +133,10 @@ class ServiceClient:
         # `{}` as JSON: a bodiless POST goes out as application/octet-stream, which the service
         # refuses (415) since a cross-site form could send that.
         return await self._json("POST", f"v1/runs/{run_id}/cancel", body={})
+
+    async def decide(self, run_id: str, decision: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/runs/{id}/plan`: approve (`{}`), edit (`queries`) or re-plan (`feedback`)."""
+        return await self._json("POST", f"v1/runs/{run_id}/plan", body=decision)
 
     async def _json(self, method: str, path: str, *, body: Any = None) -> dict[str, Any]:
         url = self.url(path)

@@ -27,6 +27,11 @@ class LineReader:
         self._pollable = not stat.S_ISREG(os.fstat(fd).st_mode)
 
     @property
+    def is_terminal(self) -> bool:
+        """Whether a person types the lines (a terminal echoes them itself)."""
+        return os.isatty(self.fd)
+
+    @property
     def at_eof(self) -> bool:
         """Whether the input has ended and nothing is left in the buffer."""
         return self._eof and not self._buffer
@@ -47,8 +52,13 @@ class LineReader:
     async def _read(self) -> bytes:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
         try:
-            loop.add_reader(self.fd, lambda: ready.done() or ready.set_result(None))
+            loop.add_reader(self.fd, wake)
         except PermissionError:  # /dev/null and the like cannot be polled: never waits
             self._pollable = False
             return os.read(self.fd, READ_SIZE)

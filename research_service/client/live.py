@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -39,10 +40,26 @@ class LiveDisplay:
         self._timer: asyncio.TimerHandle | None = None
         self._anchor = (0, time.monotonic())  # (run elapsed ms, when it was seen)
         self._drawn = 0.0
+        self._paused = False
 
     def start(self, *, run_id: str, question: str) -> None:
         """Open the live region and start the frame timer."""
         self.run_id, self.question = run_id, question
+        self._open()
+
+    def pause(self) -> None:
+        """Take the live region off the screen while someone types (a plan review)."""
+        if self._live is not None:
+            self._close()
+            self._paused = True
+
+    def resume(self) -> None:
+        """Draw the live region again after `pause`."""
+        if self._paused:
+            self._paused = False
+            self._open()
+
+    def _open(self) -> None:
         self._live = Live(
             console=self.console,
             get_renderable=self.frame,
@@ -65,13 +82,17 @@ class LiveDisplay:
 
     def finish(self) -> None:
         """Close the live region and print the whole report once."""
+        self._close()
+        self._paused = False
+        self.console.print(self.report())
+
+    def _close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._live is not None:
             self._live.stop()
             self._live = None
-        self.console.print(self.report())
 
     def _tick(self) -> None:
         self._refresh()
@@ -95,7 +116,9 @@ class LiveDisplay:
         now = self._now_ms()
         parts: list[RenderableType] = [self._heading(), self._stepper(now)]
         writing = self.view.phases["synthesizing"].state != "pending"
-        if not writing:
+        if self.view.review is not None:
+            parts += self._review(self.view.review)
+        elif not writing:
             parts += self._searching()
         if self.view.retrying:
             retry = self.view.retrying
@@ -139,10 +162,13 @@ class LiveDisplay:
 
     def _phase_detail(self, phase: PhaseView) -> RenderableType:
         view = self.view
+        if phase.name == "planning" and view.review is not None:
+            return Text(f"waiting for review, round {view.review.get('round')}", style="yellow")
         if phase.name == "planning" and phase.state != "pending":
-            return Text(
-                plural(len([q for q in view.queries if q.round == 1]), "query"), style="dim"
-            )
+            planned = plural(len([q for q in view.queries if q.round == 1]), "query")
+            if view.decisions:
+                planned += f", {view.decisions[-1].get('decision')}"
+            return Text(planned, style="dim")
         if phase.name == "searching" and phase.state == "active" and view.round_total:
             bar = Table.grid(padding=(0, 1))
             bar.add_row(
@@ -155,6 +181,24 @@ class LiveDisplay:
         if phase.name == "synthesizing" and phase.state != "pending":
             return Text(f"{len(view.answer)} characters", style="dim")
         return Text("")
+
+    def _review(self, review: dict[str, Any]) -> list[RenderableType]:
+        """The plan that waits for a decision, numbered, and how to give one."""
+        parts: list[RenderableType] = [
+            Text(f"Plan for review, round {review.get('round')}", style="bold")
+        ]
+        for number, query in enumerate(review.get("queries") or [], 1):
+            line = Text(f"  {number}. {query}")
+            line.truncate(self.console.width, overflow="ellipsis")
+            parts.append(line)
+        parts.append(
+            Text(
+                f"waiting for a decision: research-service plan {self.run_id} --approve | "
+                "--query Q … | --feedback TEXT",
+                style="yellow",
+            )
+        )
+        return parts
 
     def _searching(self) -> list[RenderableType]:
         parts: list[RenderableType] = []

@@ -6,7 +6,14 @@ import json
 from typing import Any, TextIO
 
 from research_service.client.events import RunEvent
-from research_service.client.text import done_line, duration, plural, query_result
+from research_service.client.text import (
+    done_line,
+    duration,
+    plural,
+    query_result,
+    review_outcome,
+    reviewed_line,
+)
 from research_service.client.view import RunView
 
 
@@ -27,6 +34,12 @@ class JsonLines:
 
     def finish(self) -> None:
         """Nothing left to write."""
+
+    def pause(self) -> None:
+        """Nothing: each line is written whole."""
+
+    def resume(self) -> None:
+        """Nothing: each line is written whole."""
 
 
 class PlainText:
@@ -72,6 +85,12 @@ class PlainText:
         self._line(f"\ndone: {done_line(done)}")
         self.out.flush()
 
+    def pause(self) -> None:
+        """Nothing: each line is written whole."""
+
+    def resume(self) -> None:
+        """Nothing: each line is written whole."""
+
     def _end_answer(self) -> None:
         if self._in_answer:
             self.out.write("\n\n" if self.view.answer else "\n")
@@ -94,6 +113,13 @@ class PlainText:
                 self._line(f"{tag} started")
         elif status == "completed":
             self._completed(tag, data)
+        elif status == "review":
+            self._line(
+                f"{tag} plan for review, round {data.get('round')}: "
+                + " | ".join(f"{n}. {q}" for n, q in enumerate(data.get("queries") or [], 1))
+            )
+        elif status == "reviewed":
+            self._line(f"{tag} {reviewed_line(data)}")
         elif "retrying" in data:
             retry = data["retrying"]
             self._line(
@@ -123,6 +149,8 @@ class PlainText:
         if name == "planning":
             queries = data.get("queries") or []
             self._line(f"{tag} {plural(len(queries), 'query')}: " + " | ".join(queries))
+            if data.get("review"):
+                self._line(f"{tag} {review_outcome(data['review'])}")
             if data.get("fallback"):
                 self._line(f"{tag} fell back to searching the question: {data['fallback']}")
         elif name == "searching":

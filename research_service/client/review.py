@@ -102,7 +102,6 @@ class Reviewer:
         self.display, self.notify = display, notify
         self._task: asyncio.Task[None] | None = None
         self._sending = False  # our decision is on its way: its answer says how it went
-        self._told = False
 
     def event(self, event: RunEvent) -> None:
         """Start a prompt for a `review`; drop it when its round ends without it."""
@@ -157,9 +156,6 @@ class Reviewer:
 
     def _elsewhere(self, proposal: Proposal) -> None:
         """No one can answer here: say how to decide from another shell."""
-        if self._told and proposal.round > 1:
-            return
-        self._told = True
         signed = " (with the run's API key)" if self.api.api_key else ""
         self.notify(
             f"run {self.run_id} waits for a review of its plan (round {proposal.round}), and "
@@ -190,7 +186,7 @@ class Reviewer:
         """The body of the decision typed, or None when the input ended without one."""
         while True:
             self._write("decision [a/e/f]: " if proposal.feedback_allowed else "decision [a/e]: ")
-            line = await lines.readline()
+            line = await self._readline(lines)
             if line is None:
                 return None
             kind, rest = parse_choice(line)
@@ -204,7 +200,7 @@ class Reviewer:
             elif kind == "feedback" and proposal.feedback_allowed:
                 if not rest:
                     self._write("feedback (one line): ")
-                    rest = (await lines.readline() or "").strip()
+                    rest = (await self._readline(lines) or "").strip()
                 if rest:
                     return {"feedback": rest}
                 self._write("no feedback given\n")
@@ -216,10 +212,17 @@ class Reviewer:
                     f"or e q1 {QUERY_SEPARATOR} q2 to edit on one line\n"
                 )
 
+    async def _readline(self, lines: LineReader) -> str | None:
+        """The next answer; one piped in is echoed, so the prompts read as a dialogue."""
+        line = await lines.readline()
+        if line is not None and not lines.is_terminal:
+            self._write(line + "\n")
+        return line
+
     async def _read_queries(self, lines: LineReader) -> list[str]:
         self._write("the queries to run, one per line; an empty line ends:\n")
         queries: list[str] = []
-        while (line := await lines.readline()) is not None and line.strip():
+        while (line := await self._readline(lines)) is not None and line.strip():
             queries.append(line.strip())
         return queries
 
@@ -231,7 +234,7 @@ class Reviewer:
         except RunRefused as exc:
             self._sending = False
             if exc.status == 409:
-                self._write(f"not sent: {exc}; following on\n")
+                self._write(f"not sent (decided elsewhere first, or over): {exc}; following on\n")
                 return True
             self._write(f"not sent: {exc}\n")  # a 400 names the field: ask again
             return False

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 from research_service.client.api import ServiceClient
 from research_service.client.follow import DEFAULT_GIVE_UP_S, Follower
 from research_service.client.recorder import Recorder
+from research_service.client.review import Reviewer, ReviewInput
 from research_service.client.text import Display
 from research_service.errors import ClientError
 from research_service.events import is_run_id
@@ -45,6 +46,7 @@ class Output:
     cancel_on_exit: bool = False
     give_up_after_s: float = DEFAULT_GIVE_UP_S
     in_process: bool = False  # the service lives in this process: its runs end with it
+    review: ReviewInput | None = None  # `ask --review`: where decisions on the plan come from
 
 
 def parse_target(target: str, server: str) -> tuple[str, str]:
@@ -66,7 +68,7 @@ def parse_target(target: str, server: str) -> tuple[str, str]:
     )
 
 
-async def ask(api: ServiceClient, question: str, options: dict[str, int], out: Output) -> int:
+async def ask(api: ServiceClient, question: str, options: dict[str, Any], out: Output) -> int:
     """Start a run of `question` and follow it; the exit code says how it ended."""
     recorder = Recorder(out.record) if out.record is not None else None
     try:
@@ -104,6 +106,13 @@ async def follow(
         give_up_after_s=out.give_up_after_s,
     )
     status: str | None = None
+    reviewer = (
+        Reviewer(
+            api=api, run_id=run["id"], review=out.review, display=out.display, notify=out.notify
+        )
+        if out.review is not None
+        else None
+    )
     out.display.start(run_id=run["id"], question=run["question"])
     try:
         async with contextlib.aclosing(follower.events()) as events:
@@ -111,12 +120,18 @@ async def follow(
                 if recorder is not None:
                     recorder.event(event)
                 out.display.event(event)
+                if reviewer is not None:
+                    reviewer.event(event)
                 if event.is_final:
                     status = str(event.data.get("status"))
     except asyncio.CancelledError:
+        if reviewer is not None:
+            await reviewer.close()
         await _stop_listening(api, run["id"], out)
         raise
     finally:
+        if reviewer is not None:
+            await reviewer.close()
         out.display.finish()
         if recorder is not None:
             recorder.close()

@@ -23,6 +23,12 @@ class Display(Protocol):
     def finish(self) -> None:
         """No more events will come (after `done`, or when the listener stops)."""
 
+    def pause(self) -> None:
+        """Stop drawing for a while: someone types on the terminal (a plan review)."""
+
+    def resume(self) -> None:
+        """Draw again after `pause`."""
+
 
 def plural(count: int, word: str) -> str:
     """`1 query`, `3 queries`, `2 sources`."""
@@ -78,3 +84,22 @@ def query_result(data: dict[str, Any]) -> str:
     if "error" in data:
         return f"failed: {data['error']}"
     return "+" + plural(len(data.get("sources") or []), "source")
+
+
+def reviewed_line(data: dict[str, Any]) -> str:
+    """A review decision: `round 1 reviewed: approved`, `round 2 reviewed: edited: a | b`."""
+    line = f"round {data.get('round')} reviewed: {data.get('decision')}"
+    if data.get("queries"):
+        line += ": " + " | ".join(str(q) for q in data["queries"])
+    if data.get("feedback"):
+        line += f": {data['feedback']}"
+    return line
+
+
+def review_outcome(review: str) -> str:
+    """How a reviewed plan was settled, from `planning` `completed`'s `review`."""
+    return {
+        "approved": "the plan was approved",
+        "edited": "the plan was edited by its reviewer",
+        "timed_out": "no review decision in time: the plan runs as proposed",
+    }.get(review, f"review: {review}")

@@ -67,6 +67,8 @@ class RunView:
     retrying: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     pages_read: int = 0
+    review: dict[str, Any] | None = None  # the plan that waits for a decision now
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # each `reviewed`
     error: dict[str, Any] | None = None
     done: dict[str, Any] | None = None
     elapsed_ms: int = 0
@@ -106,9 +108,14 @@ class RunView:
             phase.state, phase.started_ms = "active", elapsed
             if phase.name == "searching":
                 self._new_round(int(data.get("round", 1)), int(data.get("total", 0)))
+        elif status == "review":
+            self.review = data
+        elif status == "reviewed":
+            self.review = None
+            self.decisions.append(data)
         elif status == "completed":
             phase.state, phase.ended_ms = "completed", elapsed
-            self.retrying = None
+            self.retrying = self.review = None
             if phase.name == "planning":
                 self.queries = [QueryView(str(q), 1) for q in data.get("queries", [])]
                 if data.get("fallback"):
@@ -162,7 +169,7 @@ class RunView:
 
     def _done(self, data: dict[str, Any]) -> None:
         self.done = data
-        self.retrying = None
+        self.retrying = self.review = None
         status = data.get("status")
         timings = data.get("timings_ms") or {}
         self.elapsed_ms = max(self.elapsed_ms, int(timings.get("total", self.elapsed_ms)))
