@@ -6,7 +6,18 @@ import argparse
 from collections.abc import Sequence
 
 from research_service import __version__
-from research_service.cli import ask, export, index, keys, listen, migrate, replay, serve, worker
+from research_service.cli import (
+    ask,
+    export,
+    index,
+    keys,
+    listen,
+    migrate,
+    plan,
+    replay,
+    serve,
+    worker,
+)
 from research_service.cli.flags import say
 from research_service.errors import ConfigError
 
@@ -27,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     ask.add_parser(commands)
     listen.add_parser(commands)
+    plan.add_parser(commands)
     index.add_parser(commands)
     export.add_parser(commands)
     replay.add_parser(commands)

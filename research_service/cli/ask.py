@@ -22,6 +22,8 @@ from research_service.cli.following import (
     usage,
 )
 from research_service.client.api import ServiceClient
+from research_service.client.lines import LineReader
+from research_service.client.review import ReviewInput
 from research_service.client.session import ask
 from research_service.errors import ClientError
 
@@ -37,6 +39,7 @@ IN_PROCESS_FLAGS: Final = frozenset(
         "searxng_url",
         "token_delay_ms",
         "max_tokens_per_run",
+        "review_timeout_s",
     }
 )
 
@@ -69,6 +72,13 @@ def add_parser(commands: Any) -> None:
         ("max-tokens", "cap on the run's generated tokens"),
     ):
         ask_parser.add_argument(f"--{name}", type=int, metavar="N", help=text)
+    ask_parser.add_argument(
+        "--review",
+        action="store_true",
+        help="review the plan before the searches: the proposed queries are shown, and Enter "
+        "(or a) approves them, e edits them, f gives feedback to plan again; answers are read "
+        "from the terminal or stdin, or given from another shell with `research-service plan`",
+    )
     output_flags(ask_parser)
     in_process = ask_parser.add_argument_group(
         "in-process service (without --server; as `serve`'s flags of the same name)"
@@ -80,13 +90,16 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """`research-service ask`."""
     question = " ".join(args.question)
-    if question == "-":
+    from_stdin = question == "-"
+    if from_stdin:
         question = sys.stdin.read()
-    options = {
+    options: dict[str, Any] = {
         name: value
         for name in ("breadth", "max_sources", "depth", "max_tokens")
         if (value := getattr(args, name)) is not None
     }
+    if args.review:
+        options["review_plan"] = True
     given = sorted(f"--{n.replace('_', '-')}" for n in IN_PROCESS_FLAGS if getattr(args, n))
     if args.server and given:
         return usage(f"{', '.join(given)} set up the in-process service; drop them with --server")
@@ -99,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with _service(args) as (api, in_process):
-            return await ask(api, question, options, output(args, in_process=in_process))
+            out = output(args, in_process=in_process)
+            if args.review:
+                out.review = ReviewInput(_answers(stdin_used=from_stdin), sys.stderr)
+            return await ask(api, question, options, out)
 
     return run_command(main())
 
@@ -119,3 +135,17 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClien
         say("starting an in-process service (the first start indexes its corpus)")
         async with local_service(settings) as url:
             yield ServiceClient(session, url, notify=say), True
+
+
+def _answers(*, stdin_used: bool) -> LineReader | None:
+    """Where review decisions are read: stdin, else the terminal when stdin held the question."""
+    if not stdin_used:
+        try:
+            return LineReader(sys.stdin.fileno())
+        except (OSError, ValueError):  # stdin is closed
+            pass
+    try:
+        terminal = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:  # no controlling terminal: decisions come from another shell
+        return None
+    return LineReader(terminal)

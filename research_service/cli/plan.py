@@ -1,0 +1,131 @@
+"""`research-service plan`: decide a run's plan review from another shell or a script."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Final
+
+from research_service.cli.api_key import api_key_flag, api_key_of
+from research_service.cli.flags import say
+from research_service.cli.following import (
+    DEFAULT_SERVER,
+    SERVER_ENV,
+    http_session,
+    run_command,
+    usage,
+)
+from research_service.client.api import ServiceClient
+from research_service.client.review import plan_command
+from research_service.client.session import parse_target
+from research_service.errors import ClientError, RunRefused
+
+#: Exit status when the run does not await this decision (409: decided already, finished, or
+#: never asked for a review); `ask` and `listen` use 3 for a cancelled run: nothing happened.
+EXIT_NOT_AWAITING: Final = 3
+EXIT_CODES: Final = (
+    "Exit status: 0 decided (or, without a decision, the run awaits one), 2 usage error or the "
+    "service refused the request (a bad query or feedback, an unknown run, a missing or "
+    "refused API key), 3 the run does not await a decision (decided already, by anyone; "
+    "finished; or started without review), 4 the service could not be reached."
+)
+
+
+def add_parser(commands: Any) -> None:
+    """The `plan` sub-command."""
+    parser = commands.add_parser(
+        "plan",
+        help="approve, edit or re-plan the plan of a run that waits for review",
+        description="Decide the plan of a run started with review (`ask --review`, or "
+        'options {"review_plan": true}): approve it, run other queries, or send feedback so '
+        "the model plans again. The first decision of a round wins. Without a decision, "
+        "show the plan that waits. " + EXIT_CODES,
+    )
+    parser.add_argument(
+        "target",
+        metavar="RUN_ID|URL",
+        help="a run id (on --server), a run's URL, or a panel link http://host:8080/?run=ID",
+    )
+    decision = parser.add_mutually_exclusive_group()
+    decision.add_argument("--approve", action="store_true", help="run the plan as proposed")
+    decision.add_argument(
+        "--query",
+        action="append",
+        metavar="Q",
+        help="run this query instead of the plan; repeat for each (1 to 8, up to 200 "
+        "characters each)",
+    )
+    decision.add_argument(
+        "--feedback", metavar="TEXT", help="what to change; the model plans again (a new round)"
+    )
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
+        help=f"the service that has the run (env {SERVER_ENV}; default: {DEFAULT_SERVER})",
+    )
+    api_key_flag(parser, "the service's API key (the one that started the run)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the service's answer as one JSON object (without a decision: the review "
+        "that waits, or null)",
+    )
+    parser.set_defaults(run=run)
+
+
+def _decision(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.approve:
+        return {}
+    if args.query is not None:
+        return {"queries": args.query}
+    if args.feedback is not None:
+        return {"feedback": args.feedback}
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """`research-service plan`."""
+    try:
+        server, run_id = parse_target(args.target, args.server)
+        api_key = api_key_of(args)
+    except ClientError as exc:
+        return usage(str(exc))
+    decision = _decision(args)
+
+    async def main() -> int:
+        async with http_session() as session:
+            api = ServiceClient(session, server, notify=say, api_key=api_key)
+            if decision is None:
+                return _show(await api.snapshot(run_id), as_json=args.json, server=server)
+            try:
+                answer = await api.decide(run_id, decision)
+            except RunRefused as exc:
+                if exc.status != 409:
+                    raise
+                say(f"run {run_id}: {exc}")
+                return EXIT_NOT_AWAITING
+        if args.json:
+            print(json.dumps(answer, ensure_ascii=False), flush=True)
+        else:
+            print(f"run {run_id}: round {answer.get('round')} {answer.get('decision')}", flush=True)
+        return 0
+
+    return run_command(main())
+
+
+def _show(snapshot: dict[str, Any], *, as_json: bool, server: str) -> int:
+    """The plan that waits for review (exit 0), or why there is none (EXIT_NOT_AWAITING)."""
+    review = snapshot.get("review") if snapshot.get("awaiting") == "plan_review" else None
+    run_id = snapshot["id"]
+    if as_json:
+        print(json.dumps(review, ensure_ascii=False), flush=True)
+    elif review is not None:
+        print(f"run {run_id} waits for a review of its plan, round {review.get('round')}:")
+        for number, query in enumerate(review.get("queries") or [], 1):
+            print(f"  {number}. {query}")
+        print(f"decide with: {plan_command(run_id, server.rstrip('/'))}", flush=True)
+    else:
+        say(f"run {run_id} does not wait for a review of its plan (it is {snapshot.get('status')})")
+    return 0 if review is not None else EXIT_NOT_AWAITING
