@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,10 @@ from rich.console import Console
 from research_service.client.api import BUSY_ATTEMPTS, ServiceClient
 from research_service.client.events import RunEvent
 from research_service.client.follow import Follower
+from research_service.client.lines import LineReader
 from research_service.client.live import LiveDisplay
+from research_service.client.plain import PlainText
+from research_service.client.review import Reviewer, ReviewInput, parse_choice, split_queries
 from research_service.client.session import parse_target
 from research_service.client.sse import Message, SSEParser
 from research_service.errors import ClientError, NotAnEventStream, RunRefused, ServiceUnreachable
@@ -345,3 +349,160 @@ async def test_live_display_draws_the_run_and_prints_a_linked_report() -> None:
         assert f"[{source['id']}] {source['title']}" in report
         assert source["url"] in text
     assert "\x1b]8;id=" in text  # terminal hyperlinks
+
+
+# --- plan review -------------------------------------------------------------------------------
+
+REVIEW = {
+    "phase": "planning",
+    "status": "review",
+    "elapsed_ms": 5,
+    "queries": ["alpha", "beta"],
+    "round": 1,
+    "review_url": "/v1/runs/0123456789abcdef/plan",
+    "expires_in_s": 900,
+    "feedback_allowed": True,
+}
+
+
+def review_events(*datas: dict[str, object]) -> list[RunEvent]:
+    run = "0123456789abcdef"
+    return [RunEvent(f"{run}:{n}", run, n, "phase", dict(d)) for n, d in enumerate(datas, 1)]
+
+
+def test_review_answers_parse_as_approve_edit_or_feedback() -> None:
+    assert parse_choice("") == ("approve", "")
+    assert parse_choice(" A ") == ("approve", "")
+    assert parse_choice("e one | two ") == ("edit", "one | two")
+    assert parse_choice("feedback more on 1991") == ("feedback", "more on 1991")
+    assert parse_choice("perhaps") == (None, "perhaps")
+    assert split_queries(" one |  | two|") == ["one", "two"]
+
+
+def test_plain_transcript_shows_each_review_round_and_decision() -> None:
+    out = io.StringIO()
+    display = PlainText(out)
+    display.start(run_id="0123456789abcdef", question="Q?")
+    for event in review_events(
+        {"phase": "planning", "status": "started", "elapsed_ms": 0},
+        REVIEW,
+        {
+            "phase": "planning",
+            "status": "reviewed",
+            "round": 1,
+            "decision": "feedback",
+            "feedback": "more on 1991",
+            "elapsed_ms": 9,
+        },
+        REVIEW | {"round": 2, "queries": ["gamma"]},
+        {
+            "phase": "planning",
+            "status": "reviewed",
+            "round": 2,
+            "decision": "edited",
+            "queries": ["delta", "epsilon"],
+            "elapsed_ms": 12,
+        },
+        {
+            "phase": "planning",
+            "status": "completed",
+            "elapsed_ms": 12,
+            "queries": ["delta", "epsilon"],
+            "review": "edited",
+        },
+    ):
+        display.event(event)
+    assert out.getvalue().splitlines()[1:] == [
+        "[planning] started",
+        "[planning] plan for review, round 1: 1. alpha | 2. beta",
+        "[planning] round 1 reviewed: feedback: more on 1991",
+        "[planning] plan for review, round 2: 1. gamma",
+        "[planning] round 2 reviewed: edited: delta | epsilon",
+        "[planning] 2 queries: delta | epsilon",
+        "[planning] the plan was edited by its reviewer",
+    ]
+
+
+async def test_live_display_shows_the_plan_that_waits_and_pauses_for_typing() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, height=30)
+    display = LiveDisplay(console)
+    display.start(run_id="0123456789abcdef", question="Q?")
+    for event in review_events({"phase": "planning", "status": "started", "elapsed_ms": 0}, REVIEW):
+        display.event(event)
+    frame_console = Console(width=100, height=30, record=True, file=io.StringIO())
+    frame_console.print(display.frame())
+    frame = frame_console.export_text()
+    assert "waiting for review, round 1" in frame
+    assert "  1. alpha\n  2. beta\n" in frame
+    assert "research-service plan 0123456789abcdef --approve" in frame
+    display.pause()
+    written = len(out.getvalue())
+    await asyncio.sleep(0.15)  # a frame's time: nothing is drawn while paused
+    assert len(out.getvalue()) == written
+    display.resume()
+    display.finish()
+    assert "stopped listening before the run ended" in out.getvalue()
+
+
+class PlanStandIn:
+    """`POST /v1/runs/{id}/plan` answering each request with the next scripted status."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.bodies: list[object] = []
+
+    async def decide(self, request: web.Request) -> web.Response:
+        self.bodies.append(await request.json())
+        status = self.statuses.pop(0)
+        if status == 202:
+            return web.json_response({"decision": "approved", "round": 1}, status=202)
+        detail = {400: "queries[0] is blank", 409: "the run is not waiting for a review"}[status]
+        return web.json_response(
+            {"status": status, "detail": detail},
+            status=status,
+            content_type="application/problem+json",
+        )
+
+
+async def review_with(stand_in: PlanStandIn, typed: bytes) -> str:
+    """Type `typed` into a Reviewer facing `stand_in`; what it wrote to its person."""
+    app = web.Application()
+    app.router.add_post("/v1/runs/{run_id}/plan", stand_in.decide)
+    server = TestServer(app)
+    await server.start_server()
+    read_end, write_end = os.pipe()
+    os.write(write_end, typed)
+    os.close(write_end)
+    out = io.StringIO()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = ServiceClient(session, str(server.make_url("/")))
+            reviewer = Reviewer(
+                api=api,
+                run_id="0123456789abcdef",
+                review=ReviewInput(LineReader(read_end), out),
+                display=PlainText(io.StringIO()),
+                notify=lambda message: out.write(f"notice: {message}\n"),
+            )
+            reviewer.event(review_events(REVIEW)[0])
+            assert reviewer._task is not None
+            await asyncio.wait_for(reviewer._task, 10)
+    finally:
+        os.close(read_end)
+        await server.close()
+    return out.getvalue()
+
+
+async def test_reviewer_asks_again_after_a_400_and_stops_at_a_409() -> None:
+    stand_in = PlanStandIn(400, 409)
+    said = await review_with(stand_in, b"e   x  \nf more on 1991\na\n")
+    assert stand_in.bodies == [{"queries": ["x"]}, {"feedback": "more on 1991"}]
+    assert "not sent: queries[0] is blank\n" in said
+    assert "not sent (decided elsewhere first, or over): the run is not waiting" in said
+    assert "sent: " not in said.replace("not sent", "")
+
+
+async def test_reviewer_without_answers_says_how_to_decide_elsewhere() -> None:
+    said = await review_with(PlanStandIn(), b"")
+    assert "no answer can be read here; decide from another shell: research-service plan " in said
