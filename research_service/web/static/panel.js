@@ -22,6 +22,7 @@ const formError = byId("form-error");
 const optionInputs = [...form.querySelectorAll("input[type=number]")].map(
   (input) => /** @type {HTMLInputElement} */ (input),
 );
+const reviewPlan = byId("review-plan", HTMLInputElement);
 const view = new RunView();
 
 /** @type {RunStream | null} */
@@ -86,15 +87,17 @@ function follow(runId, text) {
 }
 
 /**
- * The options the user changed from their defaults (unchanged ones are left to the server).
- * @returns {Record<string, number>}
+ * The options the user changed from their defaults (unchanged ones are left to the server),
+ * and `review_plan` when the plan is to be reviewed before the search.
+ * @returns {Record<string, number | boolean>}
  */
 function changedOptions() {
-  /** @type {Record<string, number>} */
+  /** @type {Record<string, number | boolean>} */
   const options = {};
   for (const input of optionInputs) {
     if (input.value !== input.defaultValue) options[input.name] = Number(input.value);
   }
+  if (reviewPlan.checked) options.review_plan = true;
   return options;
 }
 

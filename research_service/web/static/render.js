@@ -9,6 +9,7 @@ import { AnswerWriter } from "./answer.js";
 import { byId, formatMs, num, obj, plural, str } from "./dom.js";
 import { runLink } from "./paths.js";
 import { isPhase, QueryList, Stepper } from "./progress.js";
+import { PlanReview, reviewOutcome } from "./review.js";
 import { SourceList } from "./sources.js";
 import { Summary } from "./summary.js";
 
@@ -29,6 +30,7 @@ export class RunView {
     this.sources = new SourceList();
     this.summary = new Summary();
     this.answer = new AnswerWriter(this.answerBox, (id) => this.sources.title(id));
+    this.review = new PlanReview({ announce: (text) => this.announce(text) });
     this.round = 1;
   }
 
@@ -49,6 +51,7 @@ export class RunView {
     this.queries.reset();
     this.sources.reset();
     this.summary.reset();
+    this.review.reset(runId);
     this.answer.clear();
     this.answerBox.setAttribute("aria-busy", "false");
     this.answerBox.dataset.placeholder = "The answer appears here once the sources are in.";
@@ -136,6 +139,7 @@ export class RunView {
   done(data) {
     const status = str(data, "status");
     this.answer.finish();
+    this.review.ended();
     this.answerBox.setAttribute("aria-busy", "false");
     this.sources.add(data.sources);
     this.steps.ended(status, obj(data.timings_ms));
@@ -185,17 +189,43 @@ export class RunView {
       this.announce("Planning the search…");
       return;
     }
+    if (status === "review" || status === "reviewed") {
+      this.planReview(status, data);
+      return;
+    }
     if (status !== "completed") return;
     const queries = Array.isArray(data.queries) ? data.queries : [];
     this.queries.plan(1, queries);
     const fallback = str(data, "fallback");
+    const reviewed = reviewOutcome(str(data, "review"), queries.length);
+    this.review.completed(str(data, "review"));
     this.steps.detail(
       "planning",
-      fallback
-        ? `Searching the question itself (${fallback})`
-        : `${plural(queries.length, "query")} planned`,
+      reviewed ||
+        (fallback
+          ? `Searching the question itself (${fallback})`
+          : `${plural(queries.length, "query")} planned`),
     );
-    this.announce(`Planned ${plural(queries.length, "search query")}.`);
+    this.announce(reviewed ? `${reviewed}.` : `Planned ${plural(queries.length, "search query")}.`);
+  }
+
+  /**
+   * The plan waits for a decision (`review`), or one was taken (`reviewed`).
+   * @param {"review" | "reviewed"} status
+   * @param {Record<string, unknown>} data
+   */
+  planReview(status, data) {
+    const round = num(data, "round") ?? 1;
+    if (status === "review") {
+      this.review.show(data);
+      const what = round > 1 ? `the new plan (round ${round})` : "the plan";
+      this.steps.detail("planning", `Waiting for a review of ${what}`);
+      return;
+    }
+    this.review.reviewed(data);
+    if (str(data, "decision") === "feedback") {
+      this.steps.detail("planning", "Planning again with the reviewer's feedback");
+    }
   }
 
   /**
