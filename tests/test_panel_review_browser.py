@@ -4,6 +4,7 @@ local search over tests/data/corpus): approve, edit, re-plan, two viewers, the k
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,5 +375,29 @@ async def test_the_last_round_takes_no_more_feedback(
     )
     assert (await snapshot(page, service, run_id))["review"]["feedback_allowed"] is False
     await page.get_by_role("button", name="Approve").click()
+    await expect(page.locator("#review-outcome")).to_have_text("You approved the plan.")
+    await expect_completed(page)
+
+
+async def test_a_signed_in_panel_decides_with_its_session_cookie(
+    panel: Panel, start_service: StartService, tmp_path: Path
+) -> None:
+    """With --auth keys the plan endpoint takes the panel's session, as cancel does."""
+    key = secrets.token_urlsafe(32)
+    keys = tmp_path / "api-keys.txt"
+    keys.write_text(f"alice:{key}\n", encoding="utf-8")
+    service = await start_service(auth="keys", api_keys_file=keys)
+    page = panel.page
+    await page.goto(service.url("/"))
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#account")).to_contain_text("Signed in as alice")
+    await page.locator("#question").fill(QUESTION)
+    await page.get_by_label("Review the plan before searching").check()
+    await page.get_by_role("button", name="Research").click()
+    await expect_review(page, ["photosynthesis"])
+    async with page.expect_response(lambda r: r.url.endswith("/plan")) as answered:
+        await page.get_by_role("button", name="Approve").click()
+    assert (await answered.value).status == 202
     await expect(page.locator("#review-outcome")).to_have_text("You approved the plan.")
     await expect_completed(page)
