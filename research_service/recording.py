@@ -39,6 +39,8 @@ HEADER_FIELDS: Final = (
     "created_at",
     "service_version",
 )
+#: Options that are true or false (the rest are bounded integers).
+_OPTION_FLAGS: Final = frozenset({"review_plan"})
 _OPTION_RANGES: Final = {
     "breadth": BREADTH_RANGE,
     "max_sources": MAX_SOURCES_RANGE,
@@ -313,6 +315,10 @@ def _options(options: dict[str, Any], *, source: str) -> None:
     for key, value in options.items():
         if key not in known:
             _fail(source, 1, f"field 'options' has unknown option {key!r}; known: {sorted(known)}")
+        if key in _OPTION_FLAGS:
+            if type(value) is not bool:
+                _fail(source, 1, f"field 'options.{key}' must be true or false")
+            continue
         low, high = _OPTION_RANGES[key]
         if type(value) is not int or not low <= value <= high:
             _fail(source, 1, f"field 'options.{key}' must be an integer from {low} to {high}")

@@ -142,8 +142,8 @@ async def refuse_new_runs(request: web.Request, handler: Handler) -> web.StreamR
     creates = route is handlers.create_run or (
         route is handlers.research and requested_position(request) is None
     )
-    if creates or route is handlers.cancel_run:
-        verb = "start" if creates else "cancel"
+    if creates or route in (handlers.cancel_run, handlers.decide_plan):
+        verb = "start" if creates else "cancel" if route is handlers.cancel_run else "steer"
         raise ReplayOnly(
             f"this is a replay server: it only serves the recordings it was started with and "
             f"cannot {verb} runs; list them with GET /v1/runs, or use `research-service serve` "

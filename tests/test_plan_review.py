@@ -216,7 +216,8 @@ async def test_a_run_waiting_for_review_can_be_cancelled(
     rest = await rest_of(service, client, run_id, head.ids[-1])
     assert rest.last[1]["status"] == "cancelled"
     assert service.search.calls == []
-    assert_problem(await decide(service, client, run_id, {}), 409, "not-awaiting-review")
+    late = assert_problem(await decide(service, client, run_id, {}), 409, "not-awaiting-review")
+    assert late == f"run {run_id} has ended (cancelled); it takes no decision"
 
 
 async def test_racing_decisions_exactly_one_wins(
@@ -228,7 +229,8 @@ async def test_racing_decisions_exactly_one_wins(
     assert sorted(a.status_code for a in answers) == [202, 409, 409, 409, 409]
     for answer in answers:
         if answer.status_code == 409:
-            assert_problem(answer, 409, "not-awaiting-review")
+            detail = assert_problem(answer, 409, "not-awaiting-review")
+            assert "only the first decision is taken" in detail
     rest = await rest_of(service, client, run_id, head.ids[-1])
     assert len(planning(rest.events, "reviewed")) == 1
 
@@ -300,7 +302,7 @@ async def test_bad_decisions_are_400_naming_the_field_and_lose_nothing(
 async def test_what_is_not_a_decision_to_take(service: Service, client: httpx.AsyncClient) -> None:
     plain = await service.create(client, QUESTION)
     detail = assert_problem(await decide(service, client, plain, {}), 409, "not-awaiting-review")
-    assert "not waiting for a review" in detail
+    assert detail == f"run {plain} did not ask for a review of its plan (options.review_plan)"
     assert_problem(await decide(service, client, "0123456789abcdef", {}), 404, "not-found")
     run_id, _ = await reviewed_run(service, client)
     form = await client.post(
@@ -370,3 +372,16 @@ async def test_only_the_owner_or_an_admin_decides(
         assert_problem(again, 409, "not-awaiting-review")
     finally:
         keys.close()
+
+
+async def test_a_fallback_plan_says_so_in_review_and_not_once_replaced(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    service.llm.fallback = "the model's plan was unusable; searching the question itself"
+    run_id, head = await reviewed_run(service, client)
+    assert planning(head.events, "review")[0]["fallback"] == service.llm.fallback
+    assert (await decide(service, client, run_id, {"queries": ["mine"]})).status_code == 202
+    rest = await rest_of(service, client, run_id, head.ids[-1])
+    completed = planning(rest.events, "completed")[0]
+    assert "fallback" not in completed
+    assert completed["review"] == "edited"

@@ -22,18 +22,10 @@ from tests.recordings.regenerate import CASES, Case, create, review
 from tests.sse import Received, listen
 
 HERE = Path(__file__).parent / "recordings"
-#: research_service.recording does not read `options.review_plan` yet (a KeyError in its
-#: options check), so a reviewed run's recording does not load; strict: remove when it does.
-_UNREADABLE_OPTION = pytest.mark.xfail(
-    raises=KeyError, reason="the recording reader does not know options.review_plan", strict=True
-)
 
 
 def _params(cases: list[Case]) -> list[Any]:
-    return [
-        pytest.param(case, id=case.name, marks=_UNREADABLE_OPTION if case.decisions else ())
-        for case in cases
-    ]
+    return [pytest.param(case, id=case.name) for case in cases]
 
 
 ALL = _params(list(CASES))

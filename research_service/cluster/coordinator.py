@@ -17,6 +17,8 @@ from research_service.cluster.redis_link import ERRORS, Keys, unavailable
 from research_service.cluster.tasks import stop
 from research_service.errors import StoreUnavailable, TooManyRuns
 from research_service.pipeline.review import (
+    NO_MORE_REPLANS,
+    NOT_WAITING,
     Decision,
     ReviewRefused,
     decision_from_json,
@@ -155,16 +157,16 @@ class ClusterCoordinator:
         state = RunState.fold(await self.log.read(run_id, after=0))
         review = state.review
         if state.awaiting is None or review is None:
-            raise ReviewRefused("the run is not waiting for a review of its plan")
+            raise ReviewRefused(NOT_WAITING)
         if decision.feedback is not None and not review.get("feedback_allowed", True):
-            raise ReviewRefused("the plan was re-planned the most times a run allows; approve it")
+            raise ReviewRefused(NO_MORE_REPLANS)
         round_number = int(review["round"])
         try:
             taken = await self.redis.set(
                 self.keys.review(run_id, round_number), decision_json(decision), nx=True, ex=3600
             )
             if not taken:
-                raise ReviewRefused("another decision on this plan was taken first")
+                raise ReviewRefused(NOT_WAITING)
             await self.redis.publish(self.keys.reviews, run_id)
         except ERRORS as exc:
             raise unavailable(exc) from None

@@ -26,8 +26,7 @@ async def plan(ctx: RunContext, llm: LLMProvider) -> list[str]:
     await ctx.phase_event("planning", "started")
     queries, extra = await _plan_once(ctx, llm)
     if ctx.options.review_plan:
-        queries, review = await _review(ctx, llm, queries)
-        extra["review"] = review
+        queries, extra = await _review(ctx, llm, queries, extra)
     await ctx.phase_event("planning", "completed", queries=queries, **extra)
     return queries
 
@@ -47,8 +46,14 @@ async def _plan_once(
     return queries, ({} if planned.fallback is None else {"fallback": planned.fallback})
 
 
-async def _review(ctx: RunContext, llm: LLMProvider, queries: list[str]) -> tuple[list[str], str]:
-    """Show the plan and wait for its review, round after round; the queries and the outcome."""
+async def _review(
+    ctx: RunContext, llm: LLMProvider, queries: list[str], extra: dict[str, Any]
+) -> tuple[list[str], dict[str, Any]]:
+    """Show the plan and wait for its review, round after round.
+
+    The queries to search, and what `planning` `completed` adds: the review's outcome and
+    the `fallback` of the plan that is searched, if it is one.
+    """
     timeout = ctx.review_timeout_s
     round_number = 1
     while True:
@@ -61,14 +66,17 @@ async def _review(ctx: RunContext, llm: LLMProvider, queries: list[str]) -> tupl
             review_url=ctx.review_url,
             expires_in_s=int(timeout) if float(timeout).is_integer() else timeout,
             feedback_allowed=round_number < MAX_REVIEW_ROUNDS,
+            **extra,
         )
         decision = await _wait_for_decision(ctx, round_number, timeout)
         if decision is None:
-            return queries, "timed_out"
+            return queries, {**extra, "review": "timed_out"}
         await ctx.phase_event("planning", "reviewed", **decision.event_data(round_number))
+        if decision.queries is not None:  # the reviewer's own queries: no fallback
+            return list(decision.queries), {"review": decision.kind}
         if decision.feedback is None:
-            return (queries if decision.queries is None else list(decision.queries)), decision.kind
-        queries, _ = await _plan_once(ctx, llm, previous=queries, feedback=decision.feedback)
+            return queries, {**extra, "review": decision.kind}
+        queries, extra = await _plan_once(ctx, llm, previous=queries, feedback=decision.feedback)
         round_number += 1
 
 

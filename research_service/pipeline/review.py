@@ -59,6 +59,17 @@ def decision_from_json(raw: str | bytes) -> Decision:
     )
 
 
+#: Why a decision is refused (409), in words a client can act on.
+NOT_WAITING: Final = (
+    "no review of the plan is open: it was decided already (only the first decision is taken) "
+    "or its review timed out"
+)
+NO_MORE_REPLANS: Final = (
+    f"the plan was re-planned {MAX_REVIEW_ROUNDS - 1} times, the most a run allows; "
+    "approve it or send the queries to run"
+)
+
+
 class ReviewRefused(Exception):
     """The run takes no such decision now (it waits for none, or no more re-plans)."""
 
@@ -83,12 +94,9 @@ class ReviewGate:
     def decide(self, decision: Decision) -> int:
         """Hand `decision` to the waiting run; its round. ReviewRefused if it is not taken."""
         if not self.waiting:
-            raise ReviewRefused("the run is not waiting for a review of its plan")
+            raise ReviewRefused(NOT_WAITING)
         if decision.feedback is not None and not self.feedback_allowed:
-            raise ReviewRefused(
-                f"the plan was re-planned {MAX_REVIEW_ROUNDS - 1} times, the most a run allows; "
-                "approve it or send the queries to run"
-            )
+            raise ReviewRefused(NO_MORE_REPLANS)
         assert self._waiting is not None
         self._waiting.set_result(decision)
         return self.round
@@ -112,7 +120,9 @@ class ReviewGate:
             async with asyncio.timeout(timeout):
                 decision: Decision | None = await asyncio.shield(waiting)
         except TimeoutError:
-            decision = None
+            # A decision that arrived as the time ran out was answered 202: it is taken.
+            late = waiting.done() and not waiting.cancelled()
+            decision = waiting.result() if late else None
         finally:
             if not waiting.done():
                 waiting.cancel()

@@ -162,7 +162,8 @@ def follow_up_queries(
 #: Words of a reviewer's feedback that steer the plan rather than name what to search.
 _STEERING_WORDS: Final = (
     "focus more less instead please also add include drop remove search look only rather not "
-    "avoid prefer about on at in the a an and or of to for with"
+    "avoid prefer about on at in the a an and or of to for with i mean meant want need like it "
+    "is be should use just"
 )
 _STEERING: Final = frozenset(_STEERING_WORDS.split())
 
@@ -173,7 +174,8 @@ def replan_queries(request: PlanRequest, *, breadth: int) -> list[str]:
     Queries the reviewer already saw go last, so the new plan differs where it can.
     """
     assert request.feedback is not None
-    asked = [w for w in request.feedback.split() if w.casefold().strip(".,;:!?") not in _STEERING]
+    words = [w.strip(".,;:!?…\"'()") for w in request.feedback.split()]
+    asked = [w for w in words if w and not w.isdigit() and w.casefold() not in _STEERING]
     queries = plan_queries(f"{' '.join(asked)} {request.question}", breadth=breadth * 2)
     seen = {" ".join(q.split()).casefold() for q in request.previous}
     fresh = [q for q in queries if q.casefold() not in seen]

@@ -19,7 +19,7 @@ from research_service.errors import (
 from research_service.events import Event, FinalStatus, done_payload
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
-from research_service.pipeline.review import Decision, ReviewGate, ReviewRefused
+from research_service.pipeline.review import NOT_WAITING, Decision, ReviewGate, ReviewRefused
 from research_service.runs.coordinator import Coordinator
 from research_service.runs.hub import Hub
 from research_service.runs.limits import run_within_deadline, token_budget
@@ -201,7 +201,7 @@ class RunManager:
             return await self.coordinator.decide_plan(run_id, decision)
         gate = self.review_gate(run_id)
         if gate is None:
-            raise ReviewRefused("the run is not waiting for a review of its plan")
+            raise ReviewRefused(NOT_WAITING)
         return gate.decide(decision)
 
     def review_gate(self, run_id: str) -> ReviewGate | None:

@@ -160,9 +160,7 @@ async def decide_plan(request: web.Request) -> web.Response:
     try:
         round_number = await manager.decide_plan(record.id, decision)
     except ReviewRefused as exc:
-        raise ReviewConflict(
-            f"{exc}; the run's snapshot (GET /v1/runs/{record.id}) says what it awaits"
-        ) from None
+        raise ReviewConflict(await _why_not(request, record, str(exc))) from None
     snapshot = await manager.snapshot(record)
     body = {
         "id": record.id,
@@ -172,6 +170,16 @@ async def decide_plan(request: web.Request) -> web.Response:
         "events_url": _events_url(request, record.id),
     }
     return _json(body, status=202)
+
+
+async def _why_not(request: web.Request, record: RunRecord, reason: str) -> str:
+    """Why a run takes no decision on its plan now, most telling first."""
+    if not record.options.review_plan:
+        return f"run {record.id} did not ask for a review of its plan (options.review_plan)"
+    status = (await request.app[MANAGER].snapshot(record))["status"]
+    if status in ("completed", "failed", "cancelled"):
+        return f"run {record.id} has ended ({status}); it takes no decision"
+    return f"{reason}; GET /v1/runs/{record.id} says what the run awaits"
 
 
 async def run_events(request: web.Request) -> web.StreamResponse:
