@@ -3,6 +3,7 @@ local search over tests/data/corpus): approve, edit, re-plan, two viewers, the k
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -401,3 +402,30 @@ async def test_a_signed_in_panel_decides_with_its_session_cookie(
     assert (await answered.value).status == 202
     await expect(page.locator("#review-outcome")).to_have_text("You approved the plan.")
     await expect_completed(page)
+
+
+async def test_another_conflict_shows_the_services_words_and_keeps_the_card(
+    panel: Panel, start_service: StartService
+) -> None:
+    """Only a 409 `not-awaiting-review` is news; any other refusal (a replay server's) is shown."""
+    service = await start_service()
+    page = panel.page
+    detail = "this is a replay server: it only serves the recordings it was started with"
+    problem = {"type": "https://research-service.dev/problems/replay-only", "status": 409}
+    await page.route(
+        re.compile(r"/plan$"),
+        lambda route: route.fulfill(
+            status=409,
+            content_type="application/problem+json",
+            body=json.dumps({**problem, "title": "Replay only", "detail": detail}),
+        ),
+    )
+    await ask_with_review(page, service)
+    await expect_review(page, ["photosynthesis"])
+    await page.get_by_role("button", name="Approve").click()
+    await expect(page.locator("#review-error")).to_have_text(
+        f"Could not send the decision: {detail}"
+    )
+    await expect(page.locator("#review")).to_be_visible()
+    await expect(page.get_by_role("button", name="Approve")).to_be_enabled()
+    await expect(page.locator("#review-outcome")).to_be_hidden()

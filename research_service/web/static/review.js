@@ -11,6 +11,9 @@ import { byId, el, num, obj, plural, str } from "./dom.js";
 /** The service takes 1 to 8 queries of at most 200 characters each (docs/api.md). */
 const MAX_QUERIES = 8;
 const MAX_QUERY_CHARS = 200;
+/** The end of the problem type of a decision the run does not wait for (a replay server's
+ * refusal is a 409 too, and is shown as it is). */
+const NOT_AWAITING = "/not-awaiting-review";
 /** How often the countdown is redrawn: often enough that it never shows a second twice. */
 const TICK_MS = 250;
 
@@ -344,7 +347,7 @@ export class PlanReview {
     } catch (error) {
       if (moved()) return;
       this.sending = null;
-      if (error instanceof ApiError && error.status === 409) {
+      if (error instanceof ApiError && error.status === 409 && error.type.endsWith(NOT_AWAITING)) {
         const first = this.lastReviewed?.round === round ? this.lastReviewed : null;
         this.settle(
           round,
