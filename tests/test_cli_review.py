@@ -238,7 +238,7 @@ async def test_plan_approves_from_another_shell_and_refuses_a_second_decision(
 
     again = await cli_process.run("plan", run_id, "--approve", "--server", served.base)
     assert again.returncode == 3
-    assert "not waiting for a review of its plan" in again.stderr
+    assert again.stderr.startswith(f"research-service: run {run_id}")  # and the service's why
     assert again.stdout == ""
 
 
@@ -326,7 +326,8 @@ async def test_plan_of_a_run_that_never_asked_exits_3(served: Served) -> None:
     assert (shown.returncode, shown.stdout) == (3, "null\n")
     result = await cli_process.run("plan", run_id, "--approve", "--server", served.base)
     assert result.returncode == 3
-    assert "not waiting for a review" in result.stderr
+    assert result.stderr.startswith(f"research-service: run {run_id}")
+    assert "review" in result.stderr
 
 
 async def test_plan_of_an_unreachable_service_exits_4() -> None:

@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
             except RunRefused as exc:
                 if exc.status != 409:
                     raise
-                say(f"run {run_id}: {exc}")
+                detail = str(exc)  # the service's own words: decided already, ended, never asked
+                say(detail if run_id in detail else f"run {run_id}: {detail}")
                 return EXIT_NOT_AWAITING
         if args.json:
             print(json.dumps(answer, ensure_ascii=False), flush=True)
