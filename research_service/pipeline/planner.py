@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.review import MAX_REVIEW_ROUNDS, Decision
 from research_service.providers.base import LLMProvider, PlanRequest
+from research_service.records import iso_time
 
 
 def clean_queries(queries: list[str], *, breadth: int, fallback: str) -> list[str]:
@@ -65,6 +67,8 @@ async def _review(
             round=round_number,
             review_url=ctx.review_url,
             expires_in_s=int(timeout) if float(timeout).is_integer() else timeout,
+            # Absolute too: a listener who joins later, or a replay, can still count down.
+            expires_at=iso_time(time.time() + timeout),
             feedback_allowed=round_number < MAX_REVIEW_ROUNDS,
             **extra,
         )

@@ -98,7 +98,14 @@ class RunState:
             self.awaiting = AWAITING_PLAN_REVIEW
             self.review = {
                 key: data[key]
-                for key in ("round", "queries", "review_url", "expires_in_s", "feedback_allowed")
+                for key in (
+                    "round",
+                    "queries",
+                    "review_url",
+                    "expires_in_s",
+                    "expires_at",
+                    "feedback_allowed",
+                )
                 if key in data
             }
             self.review["since_ms"] = elapsed
