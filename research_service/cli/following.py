@@ -115,3 +115,19 @@ def usage(message: str) -> int:
     """Say what was wrong with the command line; the usage exit status."""
     say(message)
     return EXIT_USAGE
+
+
+def run_target_flags(parser: argparse.ArgumentParser) -> None:
+    """The run a command is about (`RUN_ID|URL`) and `--server`, for `listen` and `plan`."""
+    parser.add_argument(
+        "target",
+        metavar="RUN_ID|URL",
+        help="a run id (on --server), a run's URL such as http://host:8080/v1/runs/ID/events, "
+        "or a panel link http://host:8080/?run=ID",
+    )
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
+        help=f"the service that has the run (env {SERVER_ENV}; default: {DEFAULT_SERVER})",
+    )

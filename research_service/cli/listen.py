@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from research_service.cli.api_key import api_key_flag, api_key_of
 from research_service.cli.flags import say
 from research_service.cli.following import (
-    DEFAULT_SERVER,
     EXIT_CODES_HELP,
-    SERVER_ENV,
     http_session,
     output,
     output_flags,
     run_command,
+    run_target_flags,
     usage,
 )
 from research_service.client.api import ServiceClient
@@ -31,18 +29,7 @@ def add_parser(commands: Any) -> None:
         description="Follow a run from its first event to its end: live while it runs, or "
         "the whole of it at once when it has finished. " + EXIT_CODES_HELP,
     )
-    listen_parser.add_argument(
-        "target",
-        metavar="RUN_ID|URL",
-        help="a run id (on --server), a run's URL such as http://host:8080/v1/runs/ID/events, "
-        "or a panel link http://host:8080/?run=ID",
-    )
-    listen_parser.add_argument(
-        "--server",
-        metavar="URL",
-        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
-        help=f"the service that has the run (env {SERVER_ENV}; default: {DEFAULT_SERVER})",
-    )
+    run_target_flags(listen_parser)
     api_key_flag(listen_parser, "the service's API key (the one that started the run)")
     output_flags(listen_parser)
     listen_parser.set_defaults(run=run)

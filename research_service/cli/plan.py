@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any, Final
 
 from research_service.cli.api_key import api_key_flag, api_key_of
 from research_service.cli.flags import say
 from research_service.cli.following import (
-    DEFAULT_SERVER,
-    SERVER_ENV,
     http_session,
     run_command,
+    run_target_flags,
     usage,
 )
 from research_service.client.api import ServiceClient
@@ -42,11 +40,7 @@ def add_parser(commands: Any) -> None:
         "the model plans again. The first decision of a round wins. Without a decision, "
         "show the plan that waits. " + EXIT_CODES,
     )
-    parser.add_argument(
-        "target",
-        metavar="RUN_ID|URL",
-        help="a run id (on --server), a run's URL, or a panel link http://host:8080/?run=ID",
-    )
+    run_target_flags(parser)
     decision = parser.add_mutually_exclusive_group()
     decision.add_argument("--approve", action="store_true", help="run the plan as proposed")
     decision.add_argument(
@@ -58,12 +52,6 @@ def add_parser(commands: Any) -> None:
     )
     decision.add_argument(
         "--feedback", metavar="TEXT", help="what to change; the model plans again (a new round)"
-    )
-    parser.add_argument(
-        "--server",
-        metavar="URL",
-        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
-        help=f"the service that has the run (env {SERVER_ENV}; default: {DEFAULT_SERVER})",
     )
     api_key_flag(parser, "the service's API key (the one that started the run)")
     parser.add_argument(
