@@ -135,6 +135,8 @@ export class PlanReview {
    */
   show(data) {
     const round = num(data, "round") ?? 1;
+    // The same round again (a reconnect replays its event): keep the card as the user left it.
+    if (round === this.round && !this.card.hidden) return;
     const queries = (Array.isArray(data.queries) ? data.queries : []).filter(
       (query) => typeof query === "string",
     );
