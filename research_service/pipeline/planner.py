@@ -72,7 +72,7 @@ async def _review(
             feedback_allowed=round_number < MAX_REVIEW_ROUNDS,
             **extra,
         )
-        decision = await _wait_for_decision(ctx, round_number, timeout)
+        decision = await _wait_for_decision(ctx, timeout)
         if decision is None:
             return queries, {**extra, "review": "timed_out"}
         await ctx.phase_event("planning", "reviewed", **decision.event_data(round_number))
@@ -84,8 +84,8 @@ async def _review(
         round_number += 1
 
 
-async def _wait_for_decision(ctx: RunContext, round_number: int, timeout: float) -> Decision | None:
-    """The round's decision, or None at the timeout.
+async def _wait_for_decision(ctx: RunContext, timeout: float) -> Decision | None:
+    """The open round's decision, or None at the timeout.
 
     The wait is not counted against the run's deadline: it is moved out for the longest wait
     first, then back by what the wait did not use.
