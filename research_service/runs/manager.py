@@ -17,6 +17,7 @@ from research_service.errors import (
     TooManyRuns,
 )
 from research_service.events import Event, FinalStatus, done_payload
+from research_service.logs import run_context
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.pipeline.review import NOT_WAITING, Decision, ReviewGate, ReviewRefused
@@ -28,6 +29,7 @@ from research_service.runs.log import EventLog
 from research_service.runs.models import RunOptions, RunRecord, RunTail, new_run_id
 from research_service.runs.state import RunState
 from research_service.runs.summary import summary, tail_of_state
+from research_service.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class RunManager:
         self.max_tokens_per_run = max_tokens_per_run
         self.run_deadline_s = run_deadline_s
         self.review_timeout_s = review_timeout_s
+        self.stats = Stats()  # what GET /metrics reports
         self._live: dict[str, LiveRun] = {}
         # Slots taken by runs being created (their record is being stored): counted against
         # the limit before the first await, so a burst of requests cannot all pass the check.
@@ -92,6 +95,7 @@ class RunManager:
         if self.coordinator is not None:
             record = RunRecord(new_run_id(), question, options, owner=owner)
             await self.coordinator.submit(record, limit=self.max_active_runs)
+            self.stats.runs_created += 1
             return record
         # Check and take the slot with no await in between; give it back on every failure.
         if self.active_runs >= self.max_active_runs:
@@ -107,13 +111,16 @@ class RunManager:
         finally:
             self._starting -= 1
         self.start(record)
+        self.stats.runs_created += 1
         return record
 
     def start(self, record: RunRecord) -> None:
         """Execute a stored run (its log empty) in this process, in the background."""
         run = LiveRun(record)
         self._live[record.id] = run
-        run.task = asyncio.create_task(self._execute(run), name=f"run-{record.id}")
+        run.task = asyncio.create_task(
+            self._execute(run), name=f"run-{record.id}", context=run_context(record.id)
+        )
         self._arm_abandon(run)
         if self.coordinator is not None:
             self.coordinator.run_started(record.id)
@@ -303,6 +310,10 @@ class RunManager:
                 # State first: a snapshot taken right after append must include the event.
                 run.state.apply(event, data)
                 await self.log.append(event)
+                if name == "phase" and data["status"] == "completed":
+                    started = run.state.started_ms.get(data["phase"], event.t_ms)
+                    self.stats.phase_done(data["phase"], (event.t_ms - started) / 1000)
+            self.stats.events_appended += 1
             run.hub.publish(event)
 
         ctx = RunContext(
@@ -379,6 +390,7 @@ class RunManager:
         finally:
             self._live.pop(run.record.id, None)
             self._remember(run.record.id, run.state)
+            self.stats.runs_finished[(status, (error or {}).get("code") or "")] += 1
             if self.coordinator is not None:
                 self.coordinator.run_ended(run.record.id)
             log.info("run %s %s in %d ms", run.record.id, status, now)

@@ -19,6 +19,7 @@ from research_service.web import validation
 from research_service.web.access import ACCESS, AUTH, TOKEN_PARAM
 from research_service.web.health import healthz, readyz
 from research_service.web.keys import MANAGER, SETTINGS
+from research_service.web.metrics import setup_metrics
 from research_service.web.panel import setup_panel
 from research_service.web.session import setup_session
 from research_service.web.stream import (
@@ -264,6 +265,7 @@ def setup_routes(app: web.Application) -> None:
     )
     app.router.add_get("/v1/research", research, allow_head=False, name="research")
     setup_session(app)
+    setup_metrics(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_panel(app)

@@ -12,6 +12,7 @@ from aiohttp import hdrs, web
 from research_service.events import Event
 from research_service.runs.hub import Hub
 from research_service.settings import Settings
+from research_service.stats import Stats
 from research_service.web.connections import reset
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,20 @@ class Listener:
     asks the hub to let it go when the socket is backed up.
     """
 
-    def __init__(self, request: web.Request, response: web.StreamResponse, settings: Settings):
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        settings: Settings,
+        stats: Stats | None = None,
+    ):
         self.response = response
         self.write_timeout = settings.write_timeout_s
         self.heartbeat = settings.heartbeat_s
         self.loop = asyncio.get_running_loop()
         self.transport = request.transport
         self.direct = DirectWriter(request, response)  # the hub's writes, which never wait
+        self.stats = Stats() if stats is None else stats
         self.after = 0
         self.finished = False
         self.last_write = self.loop.time()
@@ -102,6 +110,7 @@ class Listener:
                 await self.response.write(data)
         except TimeoutError:
             log.info("cut a listener that took no data for %g s", self.write_timeout)
+            self.stats.listeners_cut += 1
             self._abort()
             return False
         except (ConnectionError, RuntimeError):
@@ -160,6 +169,7 @@ class Listener:
         ):
             return False
         self.finished = event.is_final
+        self.stats.events_delivered += 1
         if self._pending is not None:
             self._pending.append(data)
             self._pending_bytes += len(data)

@@ -93,8 +93,12 @@ async def stream(
         return web.Response(status=204)
     response = web.StreamResponse(status=200, headers=STREAM_HEADERS)
     await response.prepare(request)
-    listener = Listener(request, response, settings)
+    stats = manager.stats
+    listener = Listener(request, response, settings, stats)
     listener.after = after
+    stats.open_streams += 1
+    if after:
+        stats.resumes += 1
     manager.listener_joined(run_id)
     try:
         # Also flushes the headers, so the hub's direct writes always come after them.
@@ -110,6 +114,7 @@ async def stream(
                 for batch in batches(events):
                     if not await listener.write(b"".join(e.wire for e in batch)):
                         return response
+                    stats.events_delivered += len(batch)
                 listener.after = events[-1].seq
                 listener.finished = events[-1].is_final
                 continue
@@ -123,6 +128,7 @@ async def stream(
             elif not await listener.write(PING):
                 return response
     finally:
+        stats.open_streams -= 1
         manager.listener_left(run_id)
     await listener.close()
     return response

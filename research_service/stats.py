@@ -1,0 +1,70 @@
+"""What the service counts as it works: plain numbers, cheap on the hot paths.
+
+Incremented where things happen (the run manager, the stream handler, the listeners) and read
+only when `GET /metrics` is scraped, which turns them into Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final
+
+#: Upper bounds (s) of the phase duration histogram's buckets.
+PHASE_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+#: Upper bounds (s) of the event-loop lag histogram's buckets.
+LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass(slots=True)
+class Buckets:
+    """A histogram's counts: observations per bucket (the last one: above every bound)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        """Count one observation."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound, observations at or below it), `+Inf` last, as Prometheus wants."""
+        running, result = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            result.append((bound, running))
+        return result
+
+
+@dataclass(slots=True)
+class Stats:
+    """The counts of one process since it started."""
+
+    runs_created: int = 0
+    #: (status, error code or "") → runs that ended so.
+    runs_finished: Counter[tuple[str, str]] = field(default_factory=Counter)
+    events_appended: int = 0
+    events_delivered: int = 0
+    open_streams: int = 0
+    resumes: int = 0
+    #: Listeners cut because their socket took no data for the write timeout.
+    listeners_cut: int = 0
+    #: HTTP status (429, 503) → answers refused so.
+    refusals: Counter[int] = field(default_factory=Counter)
+    #: Phase → how long completed phases took.
+    phases: dict[str, Buckets] = field(default_factory=dict)
+    #: How late a timer fires on the event loop: the loop's own lag.
+    loop_lag: Buckets = field(default_factory=lambda: Buckets(LAG_BUCKETS))
+
+    def phase_done(self, phase: str, seconds: float) -> None:
+        """A phase completed after `seconds`."""
+        buckets = self.phases.get(phase)
+        if buckets is None:
+            buckets = self.phases[phase] = Buckets(PHASE_BUCKETS)
+        buckets.observe(seconds)
