@@ -47,6 +47,7 @@ from research_service.web.keys import (
 from research_service.web.origin import cors_headers, origin_middleware
 from research_service.web.problems import problem_middleware
 from research_service.web.protocol import connection_middleware, name_the_server
+from research_service.web.request_id import request_id_middleware, send_request_id
 from research_service.web.validation import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def create_app(
     """
     app = web.Application(
         middlewares=[
+            request_id_middleware,
             connection_middleware,
             origin_middleware,
             problem_middleware,
@@ -84,6 +86,7 @@ def create_app(
         client_max_size=MAX_BODY_BYTES,
     )
     app.on_response_prepare.append(name_the_server)
+    app.on_response_prepare.append(send_request_id)
     app.on_response_prepare.append(cors_headers)
     app[SETTINGS] = settings
 

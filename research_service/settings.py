@@ -307,6 +307,9 @@ class Settings:
         default="INFO",
         metadata=option("logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     )
+    log_format: str = field(
+        default="text", metadata=option("log line format", choices=("text", "json"))
+    )
 
     def __post_init__(self) -> None:
         message = out_of_bounds({f.name: getattr(self, f.name) for f in fields(self)})

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from research_service.cli.api_key import api_key_flag, api_key_of
-from research_service.cli.flags import configure_logging, say, settings_flags, settings_from
+from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.cli.following import (
     DEFAULT_SERVER,
     EXIT_CODES_HELP,
@@ -26,6 +26,7 @@ from research_service.client.lines import LineReader
 from research_service.client.review import ReviewInput
 from research_service.client.session import ask
 from research_service.errors import ClientError
+from research_service.logs import configure_logging
 
 #: Settings of the in-process service `ask` starts when no --server is given.
 IN_PROCESS_FLAGS: Final = frozenset(
@@ -131,7 +132,7 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClien
         from research_service.cli.local import local_service  # noqa: PLC0415
 
         settings = settings_from(args)
-        configure_logging("WARNING")
+        configure_logging("WARNING", settings.log_format)
         say("starting an in-process service (the first start indexes its corpus)")
         async with local_service(settings) as url:
             yield ServiceClient(session, url, notify=say), True

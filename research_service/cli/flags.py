@@ -1,10 +1,9 @@
-"""What every sub-command shares: settings as flags, argument parsers, logging, messages."""
+"""What every sub-command shares: settings as flags, argument parsers, messages."""
 
 from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import math
 import sys
 from collections.abc import Collection
@@ -88,13 +87,6 @@ def positive_number(raw: str, *, what: str, example: str) -> float:
             f"{raw!r} is not {what}; pass a number > 0, e.g. {example}"
         )
     return value
-
-
-def configure_logging(level: str) -> None:
-    """Log lines to stderr at `level`."""
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from research_service.cli.flags import (
-    configure_logging,
     positive_number,
     say,
     settings_flags,
     settings_from,
 )
 from research_service.cli.serve import run_app
+from research_service.logs import configure_logging
 from research_service.recording import RecordingError
 from research_service.replay_app import DEFAULT_SPEED, INSTANT, load_recordings, replay_app
 from research_service.settings import Settings
@@ -57,6 +57,7 @@ def add_parser(commands: Any) -> None:
             "retry_ms",
             "write_timeout_s",
             "log_level",
+            "log_format",
         },
     )
     replay.set_defaults(run=run)
@@ -74,7 +75,7 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     except RecordingError as exc:
         say(str(exc))
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = replay_app(settings, recordings, speed=INSTANT if args.instant else args.speed)
     run_app(app, settings)
     return 0

@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from research_service.cli.flags import configure_logging, settings_flags, settings_from
+from research_service.cli.flags import settings_flags, settings_from
+from research_service.logs import configure_logging
 from research_service.settings import Settings
 
 
@@ -34,7 +35,7 @@ def serve(settings: Settings) -> None:
     """Serve the API on `settings` until interrupted."""
     from research_service.app import create_app  # noqa: PLC0415 - keeps `listen` quick to start
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     app = create_app(settings)
     run_app(app, settings)

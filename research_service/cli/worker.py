@@ -11,8 +11,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from research_service.cli.flags import configure_logging, settings_flags, settings_from
+from research_service.cli.flags import settings_flags, settings_from
 from research_service.errors import ConfigError
+from research_service.logs import configure_logging
 from research_service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             port = int(os.environ[HEALTH_PORT_VARIABLE])
         except ValueError:
             raise ConfigError(f"{HEALTH_PORT_VARIABLE} must be a port number") from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     asyncio.run(work(settings, health_port=port))
     return 0

@@ -17,7 +17,7 @@ from research_service.errors import (
     TooManyRuns,
 )
 from research_service.events import Event, FinalStatus, done_payload
-from research_service.logs import run_context
+from research_service.logs import run_task
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.pipeline.review import NOT_WAITING, Decision, ReviewGate, ReviewRefused
@@ -118,9 +118,7 @@ class RunManager:
         """Execute a stored run (its log empty) in this process, in the background."""
         run = LiveRun(record)
         self._live[record.id] = run
-        run.task = asyncio.create_task(
-            self._execute(run), name=f"run-{record.id}", context=run_context(record.id)
-        )
+        run.task = run_task(self._execute(run), record.id)
         self._arm_abandon(run)
         if self.coordinator is not None:
             self.coordinator.run_started(record.id)

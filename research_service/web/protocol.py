@@ -15,9 +15,11 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from research_service.events import dumps
+from research_service.logs import ACCESS_FIELDS
 from research_service.problem_json import PROBLEM_TYPE_BASE
 from research_service.web.connections import ConnectionGuard
 from research_service.web.problems import problem
+from research_service.web.request_id import REQUEST_ID_HEADER, request_id_of
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +130,8 @@ class GuardedRequestHandler(RequestHandler):
                 status, slug, title = 400, "malformed-request", "Malformed request"
             log.info("refused a malformed request from %s: %s", request.remote, detail)
         request[_PROTOCOL_ERROR] = True
-        response = problem(
-            status, slug=slug, title=title, detail=detail, headers={"Server": SERVER_NAME}
-        )
+        headers = {"Server": SERVER_NAME, REQUEST_ID_HEADER: request_id_of(request)}
+        response = problem(status, slug=slug, title=title, detail=detail, headers=headers)
         response.force_close()
         return response
 
@@ -138,7 +139,8 @@ class GuardedRequestHandler(RequestHandler):
 class QuietAccessLogger(AccessLogger):
     """aiohttp's access log, without protocol errors (logged already) and stream tokens.
 
-    A token in a log would be a key to its run: its value is replaced.
+    A token in a log would be a key to its run: its value is replaced. Each line also carries
+    its fields (request id, method, path, status, duration, remote) for the JSON log format.
     """
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
@@ -153,7 +155,23 @@ class QuietAccessLogger(AccessLogger):
                 # Only a request whose body was read cannot be cloned: better no line than
                 # a token in the log.
                 return
-        super().log(request, response, time)
+        try:
+            values = self._format_line(request, response, time)
+            line = self._log_format % tuple(value for _, value in values)
+            fields = {
+                "request_id": request_id_of(request),
+                "method": request.method,
+                "path": request.path_qs,
+                "status": response.status,
+                "duration_ms": round(time * 1000, 3),
+                "remote": request.remote,
+            }
+            run_id = request.match_info.get("run_id") if isinstance(request, web.Request) else None
+            if run_id is not None:
+                fields["run_id"] = run_id
+            self.logger.info(line, extra={ACCESS_FIELDS: fields})
+        except Exception:
+            self.logger.exception("Error in logging")
 
 
 class GuardedServer(web.Server):
