@@ -18,6 +18,7 @@ from research_service.runs.batch_writer import (
     DEFAULT_FLUSH_MAX_EVENTS,
     DEFAULT_MAX_PENDING_BYTES,
 )
+from research_service.runs.buffered_append import append_event
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail, tail_of
 from research_service.runs.postgres_db import ERRORS, open_pool, unavailable
 from research_service.runs.postgres_writer import EventWriter
@@ -256,33 +257,13 @@ class PostgresEventLog:
         A `done` returns only once it is committed, and only then do readers see it;
         StoreUnavailable if the store closes before it could be written.
         """
-        self._check_open()
-        run = self._memory.live.get(event.run_id)
-        if run is None:
-            run = await self._memory.find(event.run_id)
-            if run is None:
-                raise KeyError(event.run_id)
-            self._check_open()
-            self._memory.revive(event.run_id, run)
-        if event.seq != len(run.events) + 1:
-            raise ValueError(f"event seq {event.seq} does not follow {len(run.events)}")
-        row: Row = tuple.__new__(tuple, event)
-        if event.name == "done":
-            self.writer.queue(row, urgent=True)
-            await self.writer.durable(urgent=True)
-            run.events.append(row)
-            run.finished = True
-            # Batches commit in order: with the done, every event of the run is stored.
-            self._memory.retire(event.run_id, run)
-            self._memory.waiters.wake(event.run_id)
-            return
-        if self.writer.backlogged:
-            # The database is not keeping up (or is down): the run waits, memory stays bounded.
-            await self.writer.room()
-            self._check_open()
-        run.events.append(row)
-        self._memory.waiters.wake(event.run_id)
-        self.writer.queue(row)
+        await append_event(
+            self._memory,
+            self.writer,
+            event,
+            check_open=self._check_open,
+            retire=self._memory.retire,
+        )
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
         """The run's stored events with seq > `after`, in order, at most `limit` of them."""

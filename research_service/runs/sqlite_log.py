@@ -17,6 +17,7 @@ from research_service.runs.batch_writer import (
     DEFAULT_FLUSH_MAX_EVENTS,
     DEFAULT_MAX_PENDING_BYTES,
 )
+from research_service.runs.buffered_append import append_event
 from research_service.runs.models import RunRecord, RunTail, tail_of
 from research_service.runs.run_memory import MemoryRun, RunMemory
 from research_service.runs.sqlite_db import (
@@ -212,35 +213,9 @@ class SqliteEventLog:
         A `done` returns only once it is on disk, and only then do readers see it;
         StoreUnavailable if the store closes before it could be written.
         """
-        self._check_open()
-        run = self._memory.live.get(event.run_id)
-        if run is None:
-            run = await self._memory.find(event.run_id)
-            if run is None:
-                raise KeyError(event.run_id)
-            self._check_open()  # the log may have closed while the run was read back
-            self._memory.revive(event.run_id, run)
-        if event.seq != len(run.events) + 1:
-            raise ValueError(f"event seq {event.seq} does not follow {len(run.events)}")
-        row: Row = tuple.__new__(tuple, event)
-        if event.name == "done":
-            await self._append_done(run, row)
-            return
-        if self.writer.backlogged:
-            await self.writer.room()
-            self._check_open()  # the store may have closed while the backlog was full
-        run.events.append(row)
-        self._memory.waiters.wake(event.run_id)
-        self.writer.queue(row)
-
-    async def _append_done(self, run: MemoryRun, row: Row) -> None:
-        """Write the run's last event, then make it visible."""
-        self.writer.queue(row, urgent=True)
-        await self.writer.durable(urgent=True)
-        run.events.append(row)
-        run.finished = True
-        self._retire(row[0], run)
-        self._memory.waiters.wake(row[0])
+        await append_event(
+            self._memory, self.writer, event, check_open=self._check_open, retire=self._retire
+        )
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
         """The run's stored events with seq > `after`, in order, at most `limit` of them."""
