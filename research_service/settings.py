@@ -303,6 +303,20 @@ class Settings:
             "origins (e.g. https://app.example.com) whose pages may call the API, comma-separated"
         ),
     )
+    metrics_token: str | None = field(
+        default=None,
+        repr=False,
+        metadata=option("bearer token that may read GET /metrics", kind=str, secret=True),
+    )
+    webhook_url: str | None = field(
+        default=None, metadata=option("URL told of every run's end (Standard Webhooks)", kind=str)
+    )
+    webhook_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata=option("whsec_ secret that signs every webhook", kind=str, secret=True),
+    )
+    webhook_retry_s: float = field(default=5.0, metadata=option("first webhook retry after (s)"))
     log_level: str = field(
         default="INFO",
         metadata=option("logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
