@@ -43,12 +43,14 @@ from research_service.web.keys import (
     READINESS,
     SEARCH,
     SETTINGS,
+    WEBHOOKS,
 )
 from research_service.web.origin import cors_headers, origin_middleware
 from research_service.web.problems import problem_middleware
 from research_service.web.protocol import connection_middleware, name_the_server
 from research_service.web.request_id import request_id_middleware, send_request_id
 from research_service.web.validation import MAX_BODY_BYTES
+from research_service.webhooks.service import open_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,7 @@ def create_app(
                 coordinator=None if node is None else node.coordinator,
             )
             store = app[EVENT_LOG]
+            app[WEBHOOKS] = await open_webhooks(settings, store, stack)
             if not api:
                 pass  # a worker: it serves no API, so there is nobody to let in
             elif settings.auth_mode == "keys":

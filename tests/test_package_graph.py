@@ -46,7 +46,10 @@ LAYERS: Final = (
     ("entry points", frozenset({"__main__", "cli"})),
     ("app assembly", frozenset({"app", "replay_app"})),
     ("web", frozenset({"web"})),
-    ("auth, recordings, cluster", frozenset({"auth", "recordings", "cluster"})),
+    (
+        "auth, recordings, cluster, webhooks",
+        frozenset({"auth", "recordings", "cluster", "webhooks"}),
+    ),
     ("runs", frozenset({"runs"})),
     ("pipeline", frozenset({"pipeline"})),
     ("providers, reading", frozenset({"providers", "reading"})),

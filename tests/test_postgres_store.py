@@ -251,12 +251,14 @@ async def test_migrate_applies_each_step_once_and_records_it(postgres_url: str) 
     assert await postgres_db.migrate(postgres_url) == [
         "schema 0 → 1: runs and events",
         "schema 1 → 2: executions (cluster mode)",
+        "schema 2 → 3: webhook deliveries",
     ]
     assert await postgres_db.migrate(postgres_url) == []
     rows = postgres.query(postgres_url, "SELECT version, name FROM schema_migrations")
     assert sorted(tuple(row) for row in rows) == [
         (1, "runs and events"),
         (2, "executions (cluster mode)"),
+        (3, "webhook deliveries"),
     ]
 
 
@@ -276,7 +278,10 @@ async def test_a_schema_1_database_is_upgraded_and_its_runs_read_back(postgres_u
         "INSERT INTO runs (id, question, options, created_at, owner) "
         f"VALUES ('{record.id}', '{record.question}', '{{}}', 1.0, 'alice')",
     )
-    assert await postgres_db.migrate(postgres_url) == ["schema 1 → 2: executions (cluster mode)"]
+    assert await postgres_db.migrate(postgres_url) == [
+        "schema 1 → 2: executions (cluster mode)",
+        "schema 2 → 3: webhook deliveries",
+    ]
     store = await postgres_log.open(postgres_url)
     try:
         got = await store.get_run(record.id)
@@ -285,6 +290,7 @@ async def test_a_schema_1_database_is_upgraded_and_its_runs_read_back(postgres_u
     finally:
         await store.close()
     assert postgres.query(postgres_url, "SELECT count(*) FROM executions")[0][0] == 0
+    assert postgres.query(postgres_url, "SELECT count(*) FROM webhook_deliveries")[0][0] == 0
 
 
 async def test_processes_starting_at_once_migrate_once(postgres_url: str) -> None:

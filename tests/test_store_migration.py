@@ -132,8 +132,8 @@ async def test_a_version_1_store_opens_with_its_runs_and_events_and_becomes_vers
         await log.close()
 
     version, tables, columns = inspect(path)
-    assert version == 2
-    assert {"runs", "events", "api_keys"} <= tables
+    assert version == sqlite_schema.SCHEMA_VERSION
+    assert {"runs", "events", "api_keys", "webhook_deliveries"} <= tables
     assert columns == ["id", "question", "options", "created_at", "owner"]
 
     # Opened again, a migrated file is left as it is.
@@ -142,7 +142,7 @@ async def test_a_version_1_store_opens_with_its_runs_and_events_and_becomes_vers
         assert await again.read(header["run_id"], after=0) == events
     finally:
         await again.close()
-    assert inspect(path)[0] == 2
+    assert inspect(path)[0] == sqlite_schema.SCHEMA_VERSION
 
 
 async def test_a_store_from_a_newer_release_is_refused_and_left_untouched(
@@ -266,11 +266,15 @@ async def test_the_schema_2_store_upgrades_with_its_runs_events_owners_and_keys(
         assert [(k.name, k.admin, k.revoked_at) for k in keys.listing()] == [("alice", False, None)]
     finally:
         keys.close()
-    # Adopted: the steps the earlier release applied are recorded, with no time.
-    assert recorded_steps(path) == [
-        (step.version, step.name, None) for step in sqlite_schema.MIGRATIONS
+    # Adopted: the steps the earlier release applied are recorded, with no time; the
+    # newer steps with the time they were applied.
+    steps = recorded_steps(path)
+    assert steps[:2] == [(step.version, step.name, None) for step in sqlite_schema.MIGRATIONS[:2]]
+    assert [(v, n) for v, n, _ in steps[2:]] == [
+        (step.version, step.name) for step in sqlite_schema.MIGRATIONS[2:]
     ]
-    assert inspect(path)[0] == 2
+    assert all(isinstance(when, float) for _, _, when in steps[2:])
+    assert inspect(path)[0] == sqlite_schema.SCHEMA_VERSION
 
 
 async def test_the_migrations_table_records_each_step_applied_with_its_name_and_time(
@@ -285,26 +289,28 @@ async def test_the_migrations_table_records_each_step_applied_with_its_name_and_
     old = tmp_path / "old" / RUN_STORE_FILE
     write_v1_store(old)
     outcome = sqlite_db.upgrade(old)
-    assert (outcome.before, outcome.after, outcome.adopted) == (1, 2, (1,))
-    assert [step.version for step in outcome.applied] == [2]
-    (first, second) = recorded_steps(old)
+    assert (outcome.before, outcome.after, outcome.adopted) == (1, 3, (1,))
+    assert [step.version for step in outcome.applied] == [2, 3]
+    (first, second, third) = recorded_steps(old)
     assert first == (1, "runs and their events", None)
     assert second[:2] == (2, "run owners and API keys")
     assert second[2] is not None
+    assert third[:2] == (3, "webhook deliveries")
+    assert third[2] is not None
 
     # Nothing left to do the second time; the first record stays as it was.
     again = sqlite_db.upgrade(old)
-    assert (again.before, again.after, again.applied, again.adopted) == (2, 2, (), ())
-    assert recorded_steps(old) == [first, second]
+    assert (again.before, again.after, again.applied, again.adopted) == (3, 3, (), ())
+    assert recorded_steps(old) == [first, second, third]
 
 
 def newer_store(data_dir: Path) -> Path:
-    """A copy of the schema 2 store as a release with a schema 3 left it."""
+    """A copy of the schema 2 store as a release with a schema 4 left it."""
     path = copy_of_schema_2(data_dir)
     sqlite_db.upgrade(path)
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-        db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (3, 'from the future', 1.0)")
-        db.execute("PRAGMA user_version = 3")
+        db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (4, 'from the future', 1.0)")
+        db.execute("PRAGMA user_version = 4")
     return path
 
 
@@ -321,13 +327,13 @@ async def test_a_store_migrated_by_a_newer_release_is_refused_and_left_untouched
     with pytest.raises(ConfigError) as refused:
         await sqlite_log.open(path)
     message = str(refused.value)
-    assert f"{path} has schema version 3, newer than this release's 2" in message
+    assert f"{path} has schema version 4, newer than this release's 3" in message
     assert "upgrade research-service" in message
     assert (digest(path), recorded_steps(path)) == before
 
     finished = await cli_process.run("migrate", "--data-dir", str(tmp_path))
     assert finished.returncode == 2
-    assert "newer than this release's 2; upgrade research-service" in finished.stderr
+    assert "newer than this release's 3; upgrade research-service" in finished.stderr
     assert (digest(path), recorded_steps(path)) == before
 
 
@@ -339,12 +345,12 @@ async def test_a_serving_store_migrated_by_a_newer_release_keeps_the_newer_versi
     log = await sqlite_log.open(path)
     try:
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-            db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (3, 'from the future', 1.0)")
-            db.execute("PRAGMA user_version = 3")
+            db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (4, 'from the future', 1.0)")
+            db.execute("PRAGMA user_version = 4")
         await log.check()
     finally:
         await log.close()
-    assert inspect(path)[0] == 3
+    assert inspect(path)[0] == 4
 
 
 async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
@@ -358,10 +364,11 @@ async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
     assert first.stdout.splitlines() == [
         f"{store}: recorded schema 1 (applied by an earlier release)",
         f"{store}: schema 1 → 2: run owners and API keys",
+        f"{store}: schema 2 → 3: webhook deliveries",
     ]
     second = await cli_process.run("migrate", "--data-dir", str(old))
     assert second.returncode == 0, second.stderr
-    assert second.stdout.splitlines() == [f"{store}: already at schema 2, nothing to apply"]
+    assert second.stdout.splitlines() == [f"{store}: already at schema 3, nothing to apply"]
 
     shipped = tmp_path / "shipped"
     copy_of_schema_2(shipped)
@@ -370,7 +377,7 @@ async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
     store = f"the run store {shipped / RUN_STORE_FILE}"
     assert adopted.stdout.splitlines() == [
         f"{store}: recorded schema 1, 2 (applied by an earlier release)",
-        f"{store}: already at schema 2, nothing to apply",
+        f"{store}: schema 2 → 3: webhook deliveries",
     ]
 
 
@@ -391,7 +398,7 @@ async def test_migrate_works_while_a_service_serves_the_store(
     service = await make_service(store="sqlite", auth="off")
     finished = await cli_process.run("migrate", "--data-dir", str(data))
     assert finished.returncode == 0, finished.stderr
-    assert finished.stdout.endswith("already at schema 2, nothing to apply\n")
+    assert finished.stdout.endswith("already at schema 3, nothing to apply\n")
     listed = await client.get(service.url("/v1/runs"))
     assert listed.status_code == 200
     assert len(listed.json()["runs"]) == 1

@@ -16,6 +16,7 @@ from research_service.cli import (
     plan,
     replay,
     serve,
+    webhook_secret,
     worker,
 )
 from research_service.cli.flags import say
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(commands)
     migrate.add_parser(commands)
     worker.add_parser(commands)
+    webhook_secret.add_parser(commands)
     return parser
 
 

@@ -8,9 +8,11 @@ from typing import Any
 
 from research_service.auth.key_store import KeyListing, SqliteKeys
 from research_service.auth.keys import NAME_RULE, check_name
+from research_service.auth.secret import load_secret
 from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.errors import ConfigError
 from research_service.runs.sqlite_db import RUN_STORE_FILE
+from research_service.webhooks.signing import derived_secret, key_scope
 
 #: Exit status when `revoke` names no usable key.
 EXIT_NO_SUCH_KEY = 1
@@ -54,13 +56,19 @@ def _create(args: argparse.Namespace) -> int:
         check_name(args.name)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    settings = settings_from(args)
     keys = _open(args)
     try:
         info, key = keys.create(args.name, admin=args.admin)
     finally:
         keys.close()
     role = "admin key" if info.admin else "key"
-    say(f"made {role} {info.name!r}; it is shown once, below: keep it secret")
+    webhook = derived_secret(load_secret(settings.secret, settings.data_dir), key_scope(info.name))
+    say(
+        f"made {role} {info.name!r}; it is shown once, below: keep it secret. The webhooks of "
+        "its runs are signed with the secret on the line before it (webhook-secret)"
+    )
+    print(f"webhook-secret {webhook}", flush=True)
     print(key, flush=True)
     return 0
 

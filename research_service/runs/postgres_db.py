@@ -72,6 +72,30 @@ MIGRATIONS: Final = (
             "CREATE INDEX executions_open ON executions (run_id) WHERE ended_at IS NULL",
         ),
     ),
+    Migration(
+        3,
+        "webhook deliveries",
+        (
+            # research_service/webhooks/outbox.py: one row per notification a run's end owes.
+            """CREATE TABLE webhook_deliveries (
+                id text PRIMARY KEY,
+                run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                url text NOT NULL,
+                scope text NOT NULL,
+                base_url text NOT NULL,
+                created_at double precision NOT NULL,
+                state text NOT NULL,
+                attempts integer NOT NULL,
+                next_at double precision NOT NULL,
+                first_tried_at double precision,
+                last_error text,
+                held_until double precision
+            )""",
+            "CREATE INDEX webhook_deliveries_of_run ON webhook_deliveries (run_id)",
+            "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) "
+            "WHERE state = 'pending'",
+        ),
+    ),
 )
 check(MIGRATIONS)
 _LEDGER: Final = f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (

@@ -57,6 +57,30 @@ MIGRATIONS: Final = (
             "CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL",
         ),
     ),
+    Migration(
+        3,
+        "webhook deliveries",
+        (
+            # research_service/webhooks/outbox.py: one row per notification a run's end owes.
+            """CREATE TABLE webhook_deliveries (
+                id TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                url TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                base_url TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                next_at REAL NOT NULL,
+                first_tried_at REAL,
+                last_error TEXT,
+                held_until REAL
+            )""",
+            "CREATE INDEX webhook_deliveries_of_run ON webhook_deliveries (run_id)",
+            "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) "
+            "WHERE state = 'pending'",
+        ),
+    ),
 )
 
 #: The newest schema this release reads and writes (the last migration's number).

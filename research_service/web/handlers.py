@@ -30,6 +30,7 @@ from research_service.web.stream import (
     split_event_id,
     stream,
 )
+from research_service.web.webhooks import add_webhooks, check_webhook, webhook_states
 
 #: A recording download reads this many events at a time and writes chunks of this size:
 #: bounded memory and loop time per download, however large the run (or its done).
@@ -88,7 +89,7 @@ def _created(request: web.Request, record: RunRecord) -> dict[str, Any]:
     }
 
 
-async def _read_create_body(request: web.Request) -> tuple[str, RunOptions]:
+async def _read_create_body(request: web.Request) -> tuple[str, RunOptions, str | None]:
     """The body of `POST /v1/runs`, which must arrive within --body-timeout-s."""
     limit = request.app[SETTINGS].body_timeout_s
     try:
@@ -103,10 +104,14 @@ async def _read_create_body(request: web.Request) -> tuple[str, RunOptions]:
 async def create_run(request: web.Request) -> web.Response:
     """`POST /v1/runs`: start a run in the background."""
     validation.known_params(request.query)
-    question, options = await _read_create_body(request)
+    question, options, webhook = await _read_create_body(request)
+    await check_webhook(request, webhook)
     record = await request.app[MANAGER].create(question, options, owner=request[ACCESS].owner)
+    await add_webhooks(request, record, webhook)
     body = _created(request, record)
     body["options"] = options.to_dict()
+    if webhook is not None:
+        body["options"]["webhook"] = {"url": webhook}
     return _json(body, status=201, headers={"Location": f"/v1/runs/{record.id}"})
 
 
@@ -116,6 +121,8 @@ async def get_run(request: web.Request) -> web.Response:
     record = await _visible_run(request)
     snapshot = await request.app[MANAGER].snapshot(record)
     snapshot["events_url"] = _events_url(request, record.id)
+    if deliveries := await webhook_states(request, record):
+        snapshot["webhooks"] = deliveries
     return _json(snapshot)
 
 
@@ -202,6 +209,7 @@ async def research(request: web.Request) -> web.StreamResponse:
     access = request[ACCESS]
     if raw is None:
         record = await manager.create(question, options, owner=access.owner)
+        await add_webhooks(request, record, None)
         return await stream(request, run_id=record.id, after=0, ended=False)
     run_id, _ = split_event_id(raw)
     resumed = await manager.log.get_run(run_id)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from research_service.cluster.node import ClusterNode
     from research_service.reading import Reader
     from research_service.web.health import ReadinessProbe
+    from research_service.webhooks.service import Webhooks
 
 SETTINGS = web.AppKey("settings", Settings)
 EVENT_LOG = web.AppKey("event_log", EventLog)
@@ -26,3 +27,5 @@ READER: web.AppKey[Reader] = web.AppKey("reader")
 READINESS: web.AppKey[ReadinessProbe] = web.AppKey("readiness")
 #: This process's part in a cluster (with --redis-url only).
 CLUSTER: web.AppKey[ClusterNode] = web.AppKey("cluster")
+#: Completion webhooks: deliveries made with runs and sent when they end.
+WEBHOOKS: web.AppKey[Webhooks] = web.AppKey("webhooks")

@@ -27,6 +27,7 @@ from research_service.runs.models import (
     MAX_TOKENS_RANGE,
     RunOptions,
 )
+from research_service.webhooks.target import webhook_url
 
 MAX_BODY_BYTES: Final = 64 * 1024
 MAX_QUESTION_CHARS: Final = 2000
@@ -89,15 +90,15 @@ def _int_param(raw: str, *, field: str, bounds: tuple[int, int]) -> int:
     return _bounded_int(int(raw), field=field, bounds=bounds)
 
 
-def options(value: Any) -> RunOptions:
-    """Validated run options; unknown keys are rejected."""
+def options(value: Any, *, beside: tuple[str, ...] = ()) -> RunOptions:
+    """Validated run options; unknown keys are rejected (those `beside` are read elsewhere)."""
     if value is None:
         return RunOptions()
     if not isinstance(value, dict):
         raise InvalidInput("options must be a JSON object", field="options")
-    unknown = sorted(set(value) - set(_OPTION_RANGES) - set(_OPTION_FLAGS))
+    unknown = sorted(set(value) - set(_OPTION_RANGES) - set(_OPTION_FLAGS) - set(beside))
     if unknown:
-        allowed = ", ".join((*_OPTION_RANGES, *_OPTION_FLAGS))
+        allowed = ", ".join((*_OPTION_RANGES, *_OPTION_FLAGS, *beside))
         raise InvalidInput(
             f"unknown option(s) {', '.join(unknown)}; allowed: {allowed}",
             field=f"options.{unknown[0]}",
@@ -161,8 +162,8 @@ def no_fields(body: Mapping[str, Any] | None, *, what: str) -> None:
         raise InvalidInput(f"{what} takes no fields; send no body or {{}}", field=sorted(body)[0])
 
 
-async def create_body(request: web.Request) -> tuple[str, RunOptions]:
-    """The question and options of a `POST /v1/runs` body."""
+async def create_body(request: web.Request) -> tuple[str, RunOptions, str | None]:
+    """The question, options and webhook URL (`options.webhook`) of a `POST /v1/runs` body."""
     body = await json_object(request, shape="a JSON object with a question field")
     assert body is not None
     unknown = sorted(set(body) - {"question", "options"})
@@ -173,7 +174,9 @@ async def create_body(request: web.Request) -> tuple[str, RunOptions]:
         )
     if "question" not in body:
         raise InvalidInput("question is required", field="question")
-    return question(body["question"]), options(body.get("options"))
+    given = body.get("options")
+    hook = webhook_url(given.get("webhook")) if isinstance(given, dict) else None
+    return question(body["question"]), options(given, beside=("webhook",)), hook
 
 
 def known_params(query: Mapping[str, str], *allowed: str) -> None:

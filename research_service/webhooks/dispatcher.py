@@ -1,0 +1,240 @@
+"""Sends the outbox's deliveries once their runs have ended, retrying with tenacity for a day.
+
+One loop per process looks at the outbox every POLL_S: a due delivery whose run has ended is
+claimed (held for HOLD_S, so no other process sends it meanwhile) and sent. A failure (an
+answer other than 2xx, a timeout, a refused connection) is retried with capped exponential
+backoff (--webhook-retry-s, doubling, at most MAX_WAIT_S apart) until a day after the first
+attempt. Each attempt's outcome is written to the outbox before the wait, so a process that
+stops mid-retry leaves the delivery for the next one: delivered at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from typing import Final
+
+import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from yarl import URL
+
+from research_service import __version__
+from research_service.events import dumps
+from research_service.reading.addresses import AllowList
+from research_service.reading.errors import PageRefused
+from research_service.reading.ssrf import GuardedResolver, UrlGuard
+from research_service.runs.log import EventLog
+from research_service.webhooks.notification import notification
+from research_service.webhooks.outbox import Delivery, Outbox
+from research_service.webhooks.signing import Signer
+
+log = logging.getLogger(__name__)
+
+POLL_S: Final = 1.0
+#: How long a claim holds a delivery beyond its next attempt (longer than an attempt).
+HOLD_S: Final = 60.0
+#: Retries stop this long after the first attempt.
+RETRY_FOR_S: Final = 24 * 3600.0
+MAX_WAIT_S: Final = 3600.0
+ATTEMPT_TIMEOUT_S: Final = 10.0
+#: Deliveries sent at once by one process.
+MAX_IN_FLIGHT: Final = 32
+USER_AGENT: Final = f"research-service/{__version__} (webhooks)"
+
+
+class DeliveryFailed(Exception):
+    """An attempt the receiver did not take: retried."""
+
+
+def backoff(first_s: float, attempt: int) -> float:
+    """The wait after the `attempt`-th failed attempt (1, 2, …): doubling, capped."""
+    return float(min(MAX_WAIT_S, first_s * 2.0 ** (attempt - 1)))
+
+
+class Dispatcher:
+    """The process's sender of webhooks (start, then close)."""
+
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        runs: EventLog,
+        signer: Signer,
+        allow: AllowList,
+        retry_s: float,
+        poll_s: float = POLL_S,
+    ) -> None:
+        self.outbox = outbox
+        self.runs = runs
+        self.signer = signer
+        self.allow = allow
+        self.retry_s = retry_s
+        self.poll_s = poll_s
+        self._sending: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._wake = asyncio.Event()
+
+    async def start(self, *, sole_sender: bool) -> None:
+        """Start looking at the outbox; a sole sender first drops holds a stopped one left."""
+        if sole_sender:
+            await self.outbox.release()
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.allow), limit=MAX_IN_FLIGHT)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S),
+            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
+        )
+        self._loop_task = asyncio.create_task(self._watch(), name="webhooks")
+
+    def nudge(self) -> None:
+        """Look at the outbox now (a run has just ended here)."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop sending; deliveries under way are left to the next process."""
+        tasks = [t for t in (self._loop_task, *self._sending.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self._send_due()
+            except Exception:
+                log.exception("webhooks: looking at the outbox failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _send_due(self) -> None:
+        now = time.time()
+        due = [d for d in await self.outbox.due(now=now) if d.id not in self._sending]
+        if not due:
+            return
+        tails = await self.runs.tails(sorted({d.run_id for d in due}))
+        for delivery in due:
+            if len(self._sending) >= MAX_IN_FLIGHT:
+                return
+            tail = tails.get(delivery.run_id)
+            if tail is not None and tail.end is None:
+                continue  # the run goes on: nothing to say yet
+            if not await self.outbox.claim(delivery.id, now=now, until=now + HOLD_S):
+                continue  # another process sends it
+            task = asyncio.create_task(self._send(delivery), name=f"webhook-{delivery.id}")
+            self._sending[delivery.id] = task
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        key = task.get_name().removeprefix("webhook-")
+        self._sending.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhooks: sending failed", exc_info=task.exception())
+
+    async def _send(self, delivery: Delivery) -> None:
+        body = await self._body(delivery)
+        if body is None:
+            await self._end(delivery, "failed", "the run is gone (deleted by retention)")
+            return
+        first = delivery.first_tried_at or time.time()
+        delivery = replace(delivery, first_tried_at=first)
+        deadline = first + RETRY_FOR_S
+        done_before = delivery.attempts
+
+        def wait(state: RetryCallState) -> float:
+            pause = backoff(self.retry_s, done_before + state.attempt_number)
+            return max(0.0, min(pause, deadline - time.time()))
+
+        def stop(state: RetryCallState) -> bool:
+            return time.time() >= deadline
+
+        async def before_sleep(state: RetryCallState) -> None:
+            nonlocal delivery
+            pause = state.upcoming_sleep
+            error = state.outcome.exception() if state.outcome is not None else None
+            delivery = replace(
+                delivery,
+                attempts=done_before + state.attempt_number,
+                next_at=time.time() + pause,
+                last_error=str(error),
+            )
+            await self.outbox.save(delivery, hold_until=delivery.next_at + HOLD_S)
+            log.info(
+                "webhook %s of run %s: attempt %d failed (%s); again in %.1f s",
+                delivery.id,
+                delivery.run_id,
+                delivery.attempts,
+                error,
+                pause,
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(DeliveryFailed),
+            wait=wait,
+            stop=stop,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._attempt(delivery, body)
+        except DeliveryFailed as exc:
+            tries = done_before + (retrying.statistics.get("attempt_number") or 1)
+            await self._end(replace(delivery, attempts=tries), "failed", str(exc))
+        except PageRefused as exc:
+            await self._end(replace(delivery, attempts=done_before + 1), "failed", str(exc))
+        else:
+            tries = done_before + (retrying.statistics.get("attempt_number") or 1)
+            await self._end(replace(delivery, attempts=tries), "delivered", None)
+
+    async def _body(self, delivery: Delivery) -> str | None:
+        record = await self.runs.get_run(delivery.run_id)
+        tails = await self.runs.tails([delivery.run_id])
+        tail = tails.get(delivery.run_id)
+        if record is None or tail is None or tail.end is None:
+            return None
+        events = await self.runs.read(record.id, after=tail.event_count - 1)
+        if not events or events[-1].name != "done":
+            return None
+        return dumps(notification(delivery, record, events[-1]))
+
+    async def _attempt(self, delivery: Delivery, body: str) -> None:
+        assert self._session is not None
+        await UrlGuard(self.allow).check(URL(delivery.url))
+        headers = self.signer.headers(
+            msg_id=delivery.id, body=body, scope=delivery.scope, now=time.time()
+        )
+        try:
+            async with self._session.post(
+                delivery.url, data=body.encode(), headers=headers, allow_redirects=False
+            ) as response:
+                if not 200 <= response.status < 300:
+                    raise DeliveryFailed(f"the receiver answered HTTP {response.status}")
+        except PageRefused:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+
+    async def _end(self, delivery: Delivery, state: str, error: str | None) -> None:
+        ended = replace(delivery, state=state, last_error=error)  # type: ignore[arg-type]
+        await self.outbox.save(ended)
+        level = logging.INFO if state == "delivered" else logging.WARNING
+        log.log(
+            level,
+            "webhook %s of run %s %s after %d attempt(s)%s",
+            ended.id,
+            ended.run_id,
+            state,
+            ended.attempts,
+            "" if error is None else f": {error}",
+        )

@@ -1,0 +1,156 @@
+"""The outbox in the run store's own database: SQLite (one file) or PostgreSQL (a cluster's).
+
+Both keep the `webhook_deliveries` table (schema 3 of each store). A hold (`held_until`) lets
+one process send a delivery while the others leave it alone; a process that dies lets go when
+its hold runs out, and any process then sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+
+from research_service.runs.postgres_db import ERRORS as PG_ERRORS
+from research_service.runs.postgres_db import unavailable
+from research_service.runs.sqlite_db import connect
+from research_service.webhooks.outbox import BATCH, Delivery
+
+_COLUMNS: Final = (
+    "id, run_id, url, scope, base_url, created_at, state, attempts, next_at, first_tried_at, "
+    "last_error"
+)
+_SQLITE_ADD: Final = f"INSERT INTO webhook_deliveries ({_COLUMNS}) VALUES ({', '.join('?' * 11)})"
+_SQLITE_DUE: Final = (
+    f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? "
+    "AND (held_until IS NULL OR held_until <= ?) ORDER BY next_at, created_at LIMIT ?"
+)
+_SQLITE_CLAIM: Final = (
+    "UPDATE webhook_deliveries SET held_until = ? WHERE id = ? "
+    "AND (held_until IS NULL OR held_until <= ?)"
+)
+_SQLITE_SAVE: Final = (
+    "UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, first_tried_at = ?, "
+    "last_error = ?, held_until = ? WHERE id = ?"
+)
+
+
+def _row(values: Sequence[Any]) -> Delivery:
+    return Delivery(*values)
+
+
+def _values(d: Delivery) -> tuple[Any, ...]:
+    return (
+        d.id,
+        d.run_id,
+        d.url,
+        d.scope,
+        d.base_url,
+        d.created_at,
+        d.state,
+        d.attempts,
+        d.next_at,
+        d.first_tried_at,
+        d.last_error,
+    )
+
+
+class SqliteOutbox:
+    """The deliveries in the SQLite run store, through a connection of its own (WAL)."""
+
+    def __init__(self, path: Path) -> None:
+        self._db: sqlite3.Connection = connect(path)
+        self._lock = threading.Lock()
+
+    def _run(self, sql: str, *params: Any, many: Sequence[Sequence[Any]] = ()) -> int:
+        with self._lock, self._db:
+            if many:
+                return self._db.executemany(sql, many).rowcount
+            return self._db.execute(sql, params).rowcount
+
+    def _select(self, sql: str, *params: Any) -> list[Delivery]:
+        with self._lock:
+            return [_row(row) for row in self._db.execute(sql, params).fetchall()]
+
+    async def add(self, deliveries: Sequence[Delivery]) -> None:
+        """Keep new deliveries."""
+        await asyncio.to_thread(self._run, _SQLITE_ADD, many=[_values(d) for d in deliveries])
+
+    async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
+        """Pending, due and not held, oldest first."""
+        return await asyncio.to_thread(self._select, _SQLITE_DUE, now, now, limit)
+
+    async def claim(self, delivery_id: str, *, now: float, until: float) -> bool:
+        """Hold it unless another process does."""
+        return await asyncio.to_thread(self._run, _SQLITE_CLAIM, until, delivery_id, now) == 1
+
+    async def save(self, delivery: Delivery, *, hold_until: float | None = None) -> None:
+        """Record an attempt's outcome."""
+        d = delivery
+        params = (d.state, d.attempts, d.next_at, d.first_tried_at, d.last_error, hold_until, d.id)
+        await asyncio.to_thread(self._run, _SQLITE_SAVE, *params)
+
+    async def release(self) -> None:
+        """Drop every hold: this process is the store's only one."""
+        await asyncio.to_thread(self._run, "UPDATE webhook_deliveries SET held_until = NULL")
+
+    async def of_run(self, run_id: str) -> list[Delivery]:
+        """The run's deliveries."""
+        sql = f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE run_id = ? ORDER BY created_at"
+        return await asyncio.to_thread(self._select, sql, run_id)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await asyncio.to_thread(self._db.close)
+
+
+def _pg(sql: str) -> str:
+    """The SQLite statement with PostgreSQL's numbered placeholders."""
+    parts = sql.split("?")
+    return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)) + parts[-1]
+
+
+class PostgresOutbox:
+    """The deliveries in the PostgreSQL run store, on the store's pool."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+
+    async def add(self, deliveries: Sequence[Delivery]) -> None:
+        """Keep new deliveries."""
+        try:
+            await self._pool.executemany(_pg(_SQLITE_ADD), [_values(d) for d in deliveries])
+        except PG_ERRORS as exc:
+            raise unavailable(exc) from exc
+
+    async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
+        """Pending, due and not held, oldest first."""
+        rows = await self._pool.fetch(_pg(_SQLITE_DUE), now, now, limit)
+        return [_row(tuple(row)) for row in rows]
+
+    async def claim(self, delivery_id: str, *, now: float, until: float) -> bool:
+        """Hold it unless another node does (one UPDATE: exactly one node wins)."""
+        status = await self._pool.execute(_pg(_SQLITE_CLAIM), until, delivery_id, now)
+        return status == "UPDATE 1"
+
+    async def save(self, delivery: Delivery, *, hold_until: float | None = None) -> None:
+        """Record an attempt's outcome."""
+        d = delivery
+        params = (d.state, d.attempts, d.next_at, d.first_tried_at, d.last_error, hold_until, d.id)
+        await self._pool.execute(_pg(_SQLITE_SAVE), *params)
+
+    async def release(self) -> None:
+        """Nothing: other nodes may hold deliveries; a dead node's holds run out."""
+
+    async def of_run(self, run_id: str) -> list[Delivery]:
+        """The run's deliveries."""
+        sql = f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE run_id = $1 ORDER BY created_at"
+        return [_row(tuple(row)) for row in await self._pool.fetch(sql, run_id)]
+
+    async def close(self) -> None:
+        """Nothing: the pool is the store's."""

@@ -1,0 +1,292 @@
+"""Completion webhooks: a real receiver on loopback verifies them with `standardwebhooks`.
+
+The service POSTs when a run ends, signed per Standard Webhooks; the receiver here answers
+500 when told to, so retries, the day-long backoff's persistence and a restart mid-retry are
+seen from the receiving end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from research_service.auth.key_store import SqliteKeys
+from research_service.runs.sqlite_db import RUN_STORE_FILE
+from research_service.webhooks.dispatcher import MAX_WAIT_S, backoff
+from tests import cli_process
+from tests.conftest import MakeService, Service
+from tests.served import start, stop
+from tests.webhook_receiver import Receiver
+
+SECRET = "webhook-tests-signing-secret-0123456789abcdef"
+CONFIGURED = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver() as server:
+        yield server
+
+
+async def hooked(make_service: MakeService, **overrides: Any) -> Service:
+    """A service that may send webhooks to loopback, retrying fast."""
+    settings: dict[str, Any] = {
+        "store": "sqlite",
+        "fetch_allow": "127.0.0.1",
+        "webhook_retry_s": 0.05,
+        "secret": SECRET,
+    }
+    return await make_service(**{**settings, **overrides})
+
+
+async def create(
+    client: httpx.AsyncClient, service: Service, url: str | None, **headers: str
+) -> httpx.Response:
+    options: dict[str, Any] = {} if url is None else {"webhook": {"url": url}}
+    return await client.post(
+        service.url("/v1/runs"), json={"question": "Why hook?", "options": options}, headers=headers
+    )
+
+
+async def server_secret(data_dir: Path, signing_secret: str) -> str:
+    """The server-wide secret as an operator gets it: `research-service webhook-secret`."""
+    shown = await cli_process.run(
+        "webhook-secret", "--data-dir", str(data_dir), RESEARCH_SECRET=signing_secret
+    )
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout.strip()
+
+
+async def deliveries(client: httpx.AsyncClient, service: Service, run_id: str) -> list[Any]:
+    snapshot = await client.get(service.url(f"/v1/runs/{run_id}"))
+    assert snapshot.status_code == 200
+    found: list[Any] = snapshot.json().get("webhooks", [])
+    return found
+
+
+async def settled(
+    client: httpx.AsyncClient, service: Service, run_id: str, timeout: float = 10
+) -> list[Any]:
+    """The run's deliveries once none is pending (the outbox has no event to wait on)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            found = await deliveries(client, service, run_id)
+            if found and all(d["state"] != "pending" for d in found):
+                return found
+            await asyncio.sleep(0.02)
+
+
+async def test_a_finished_run_is_posted_once_signed_with_links_and_no_answer(
+    make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver, tmp_path: Path
+) -> None:
+    service = await hooked(make_service)
+    created = await create(client, service, receiver.url())
+    assert created.status_code == 201, created.text
+    assert created.json()["options"]["webhook"] == {"url": receiver.url()}
+    run_id = created.json()["id"]
+
+    (got,) = await receiver.wait_for(1)
+    payload = got.verify(await server_secret(tmp_path / "data", SECRET))
+    assert payload["type"] == "run.completed"
+    data = payload["data"]
+    assert data["run_id"] == run_id
+    assert data["status"] == "completed"
+    assert data["error"] is None
+    assert data["question"] == "Why hook?"
+    assert data["answer_chars"] > 0
+    assert "answer" not in data
+    assert data["timings_ms"]["total"] >= 0
+    assert data["links"] == {
+        "snapshot": service.url(f"/v1/runs/{run_id}"),
+        "events": service.url(f"/v1/runs/{run_id}/events"),
+        "recording": service.url(f"/v1/runs/{run_id}/recording"),
+    }
+    assert got.headers["webhook-id"].startswith("msg_")
+    assert got.headers["Content-Type"] == "application/json"
+    assert got.headers["User-Agent"].startswith("research-service/")
+    # Another secret does not verify it.
+    with pytest.raises(WebhookVerificationError):
+        got.verify(CONFIGURED)
+    # The links lead to the run.
+    recording = await client.get(data["links"]["recording"])
+    assert recording.status_code == 200
+
+    (delivery,) = await settled(client, service, run_id)
+    assert delivery == {
+        "url": receiver.url(),
+        "state": "delivered",
+        "attempts": 1,
+        "last_error": None,
+    }
+    assert len(receiver.received) == 1
+
+
+async def test_a_cancelled_run_is_posted_as_cancelled(
+    make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    service = await hooked(make_service)
+    service.llm.hold_after = 1
+    run_id = (await create(client, service, receiver.url())).json()["id"]
+    await service.until_held()
+    cancelled = await client.post(service.url(f"/v1/runs/{run_id}/cancel"))
+    assert cancelled.status_code == 202
+    (got,) = await receiver.wait_for(1)
+    assert got.json["type"] == "run.cancelled"
+    assert got.json["data"]["error"]["code"] == "cancelled"
+
+
+async def test_failures_are_retried_with_the_same_id_until_taken(
+    make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    receiver.failures = 3
+    service = await hooked(make_service, webhook_secret=CONFIGURED)
+    run_id = (await create(client, service, receiver.url())).json()["id"]
+
+    attempts = await receiver.wait_for(4)
+    assert len({got.headers["webhook-id"] for got in attempts}) == 1
+    # Each attempt is signed anew, and each verifies.
+    assert all(got.verify(CONFIGURED)["data"]["run_id"] == run_id for got in attempts)
+    (delivery,) = await settled(client, service, run_id)
+    assert (delivery["state"], delivery["attempts"]) == ("delivered", 4)
+
+
+async def test_the_wait_between_attempts_doubles_up_to_an_hour() -> None:
+    assert [backoff(5.0, n) for n in (1, 2, 3, 4)] == [5.0, 10.0, 20.0, 40.0]
+    assert backoff(5.0, 30) == MAX_WAIT_S
+
+
+async def test_an_unanswered_delivery_is_sent_after_a_restart(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """A process killed mid-retry leaves the delivery in the run store; the next one sends it."""
+    receiver.failures = -1
+    data = tmp_path / "data"
+    env = {"RESEARCH_DATA_DIR": str(data), "RESEARCH_SECRET": SECRET}
+    # The next attempt is due 2 s after the first: after the restart, on the schedule kept.
+    args = ("--port", "0", "--fetch-allow", "127.0.0.1", "--webhook-retry-s", "2")
+    first = await start(*args, env=env)
+    async with httpx.AsyncClient(base_url=first.base, timeout=10) as client:
+        created = await client.post(
+            "/v1/runs",
+            json={"question": "Who waits?", "options": {"webhook": {"url": receiver.url()}}},
+        )
+        assert created.status_code == 201, created.text
+        run_id = created.json()["id"]
+        (refused,) = await receiver.wait_for(1)
+        # The attempt is recorded before the wait: then the process dies.
+        await first.wait_log(rb"attempt 1 failed")
+    first.process.send_signal(signal.SIGKILL)
+    await first.process.wait()
+
+    receiver.failures = 0
+    second = await start(*args, env=env)
+    try:
+        delivered = (await receiver.wait_for(2))[1]
+        assert delivered.headers["webhook-id"] == refused.headers["webhook-id"]
+        payload = delivered.verify(await server_secret(data, SECRET))
+        assert payload["data"]["run_id"] == run_id
+    finally:
+        await stop(second)
+
+
+async def test_the_server_wide_url_hears_of_every_run_with_the_configured_secret(
+    make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver, tmp_path: Path
+) -> None:
+    service = await hooked(
+        make_service, webhook_url=receiver.url("/all"), webhook_secret=CONFIGURED
+    )
+    run_id = (await create(client, service, None)).json()["id"]
+    (got,) = await receiver.wait_for(1)
+    assert got.verify(CONFIGURED)["data"]["run_id"] == run_id
+    # A one-shot GET /v1/research is heard of too.
+    async with client.stream("GET", service.url("/v1/research"), params={"q": "one shot"}) as s:
+        async for _ in s.aiter_bytes():
+            pass
+    second = (await receiver.wait_for(2))[1]
+    assert second.verify(CONFIGURED)["data"]["question"] == "one shot"
+    shown = await cli_process.run(
+        "webhook-secret", "--data-dir", str(tmp_path), RESEARCH_WEBHOOK_SECRET=CONFIGURED
+    )
+    assert shown.stdout == ""
+    assert "RESEARCH_WEBHOOK_SECRET is set" in shown.stderr
+
+
+async def test_a_key_s_runs_are_signed_with_the_secret_keys_create_showed(
+    make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    made = await cli_process.run("keys", "create", "alice", "--data-dir", str(data))
+    assert made.returncode == 0, made.stderr
+    shown, key = made.stdout.splitlines()[-2:]
+    assert shown.startswith("webhook-secret whsec_")
+    alice_secret = shown.split()[1]
+    keys = SqliteKeys(data / RUN_STORE_FILE)
+    try:
+        _, bob = keys.create("bob", admin=False)
+    finally:
+        keys.close()
+    # keys create made the signing secret in --data-dir; the service uses the same one.
+    service = await hooked(make_service, auth="keys", secret=None)
+    created = await create(client, service, receiver.url(), Authorization=f"Bearer {key}")
+    assert created.status_code == 201, created.text
+    (got,) = await receiver.wait_for(1)
+    assert got.verify(alice_secret)["data"]["run_id"] == created.json()["id"]
+    again = await cli_process.run("webhook-secret", "--key", "alice", "--data-dir", str(data))
+    assert again.stdout.strip() == alice_secret
+    bob_secret = await cli_process.run("webhook-secret", "--key", "bob", "--data-dir", str(data))
+    with pytest.raises(WebhookVerificationError):
+        got.verify(bob_secret.stdout.strip())
+    # Bob does not see alice's run, nor its deliveries.
+    hidden = await client.get(
+        service.url(f"/v1/runs/{created.json()['id']}"), headers={"Authorization": f"Bearer {bob}"}
+    )
+    assert hidden.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("webhook", "says"),
+    [
+        ("https://example.com/hook", "options.webhook must be an object with one field, url"),
+        ({"url": "https://example.com/hook", "x": 1}, "one field, url"),
+        ({"url": 5}, "must be a non-empty string"),
+        ({"url": " "}, "must be a non-empty string"),
+        ({"url": "ftp://example.com/hook"}, "absolute http or https URL"),
+        ({"url": "/relative"}, "absolute http or https URL"),
+        ({"url": "https://user:pw@example.com/"}, "user name or password"),
+        ({"url": "https://example.com/" + "a" * 2100}, "longer than 2048"),
+        ({"url": "http://127.0.0.1:9/hook"}, "127.0.0.1 is a loopback address"),
+        ({"url": "http://10.1.2.3/hook"}, "private"),
+        ({"url": "http://[::1]/hook"}, "loopback"),
+        ({"url": "http://169.254.169.254/latest/meta-data"}, "link-local"),
+        ({"url": "http://localhost:9/hook"}, "loopback"),
+    ],
+)
+async def test_a_bad_or_refused_url_is_a_400_and_makes_no_run(
+    make_service: MakeService, client: httpx.AsyncClient, webhook: Any, says: str
+) -> None:
+    service = await make_service(store="sqlite")
+    response = await client.post(
+        service.url("/v1/runs"), json={"question": "q?", "options": {"webhook": webhook}}
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["field"].startswith("options.webhook")
+    assert says in problem["detail"]
+    assert (await client.get(service.url("/v1/runs"))).json()["runs"] == []
+
+
+async def test_a_server_wide_url_the_guard_refuses_stops_start_up(tmp_path: Path) -> None:
+    finished = await cli_process.run(
+        "serve", "--data-dir", str(tmp_path), "--webhook-url", "http://127.0.0.1:9/hook"
+    )
+    assert finished.returncode == 2
+    assert "127.0.0.1 is a loopback address" in finished.stderr
