@@ -290,3 +290,14 @@ async def test_a_server_wide_url_the_guard_refuses_stops_start_up(tmp_path: Path
     )
     assert finished.returncode == 2
     assert "127.0.0.1 is a loopback address" in finished.stderr
+
+
+async def test_the_memory_store_sends_them_too(
+    make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    service = await hooked(make_service, store="memory", webhook_secret=CONFIGURED)
+    run_id = (await create(client, service, receiver.url())).json()["id"]
+    (got,) = await receiver.wait_for(1)
+    assert got.verify(CONFIGURED)["data"]["run_id"] == run_id
+    (delivery,) = await settled(client, service, run_id)
+    assert delivery["state"] == "delivered"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, Protocol, TypeAlias
@@ -16,6 +17,8 @@ from typing import Final, Literal, Protocol, TypeAlias
 State: TypeAlias = Literal["pending", "delivered", "failed"]
 #: How many deliveries one look at the outbox hands out.
 BATCH: Final = 200
+#: Ended deliveries the memory outbox remembers (for snapshots), the oldest forgotten first.
+MEMORY_ENDED_KEPT: Final = 10_000
 
 
 def new_delivery_id() -> str:
@@ -87,6 +90,7 @@ class MemoryOutbox:
     def __init__(self) -> None:
         self._deliveries: dict[str, Delivery] = {}
         self._held: dict[str, float] = {}
+        self._ended: deque[str] = deque()
 
     async def add(self, deliveries: Sequence[Delivery]) -> None:
         """Keep new deliveries."""
@@ -110,12 +114,16 @@ class MemoryOutbox:
         return True
 
     async def save(self, delivery: Delivery, *, hold_until: float | None = None) -> None:
-        """Record the outcome."""
+        """Record the outcome; beyond MEMORY_ENDED_KEPT ended ones, forget the oldest."""
         self._deliveries[delivery.id] = replace(delivery)
         if hold_until is None:
             self._held.pop(delivery.id, None)
         else:
             self._held[delivery.id] = hold_until
+        if delivery.state != "pending":
+            self._ended.append(delivery.id)
+            while len(self._ended) > MEMORY_ENDED_KEPT:
+                self._deliveries.pop(self._ended.popleft(), None)
 
     async def release(self) -> None:
         """Drop every hold."""
