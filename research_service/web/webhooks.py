@@ -6,11 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from research_service.errors import InvalidInput
+from research_service.errors import InvalidInput, StoreUnavailable
 from research_service.records import RunRecord
 from research_service.web.access import ACCESS
-from research_service.web.keys import WEBHOOKS
+from research_service.web.keys import MANAGER, WEBHOOKS
 
+_UNTOLD = "its webhook could not be stored (the run store is unavailable); create it again"
 #: The forwarded schemes believed (a proxy in front says how the client came in).
 _SCHEMES = frozenset({"http", "https"})
 
@@ -44,7 +45,12 @@ async def add_webhooks(request: web.Request, record: RunRecord, url: str | None)
     webhooks = request.app.get(WEBHOOKS)
     if webhooks is None:
         return
-    await webhooks.add(record, url=url, owner=request[ACCESS].owner, base_url=base_url(request))
+    try:
+        await webhooks.add(record, url=url, owner=request[ACCESS].owner, base_url=base_url(request))
+    except StoreUnavailable:
+        # The run would end untold: stop it, and the client may create it again later.
+        await request.app[MANAGER].cancel(record.id, code="cancelled", message=_UNTOLD)
+        raise
 
 
 async def webhook_states(request: web.Request, record: RunRecord) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from yarl import URL
 
 from research_service import __version__
+from research_service.errors import StoreUnavailable
 from research_service.events import dumps
 from research_service.reading.addresses import AllowList
 from research_service.reading.errors import PageRefused
@@ -109,6 +110,8 @@ class Dispatcher:
         while True:
             try:
                 await self._send_due()
+            except StoreUnavailable as exc:
+                log.warning("webhooks: cannot look at the outbox (%s); trying again", exc)
             except Exception:
                 log.exception("webhooks: looking at the outbox failed; trying again")
             with contextlib.suppress(TimeoutError):
@@ -137,8 +140,12 @@ class Dispatcher:
     def _sent(self, task: asyncio.Task[None]) -> None:
         key = task.get_name().removeprefix("webhook-")
         self._sending.pop(key, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhooks: sending failed", exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, StoreUnavailable):
+            # The delivery stays held until its hold runs out, then is tried again.
+            log.warning("webhooks: %s could not be recorded (%s)", key, error)
+        elif error is not None:
+            log.error("webhooks: sending %s failed", key, exc_info=error)
 
     async def _send(self, delivery: Delivery) -> None:
         body = await self._body(delivery)

@@ -19,6 +19,7 @@ import asyncpg
 from research_service.runs.postgres_db import ERRORS as PG_ERRORS
 from research_service.runs.postgres_db import unavailable
 from research_service.runs.sqlite_db import connect
+from research_service.runs.sqlite_db import unavailable as sqlite_unavailable
 from research_service.webhooks.outbox import BATCH, Delivery
 
 _COLUMNS: Final = (
@@ -64,18 +65,25 @@ class SqliteOutbox:
     """The deliveries in the SQLite run store, through a connection of its own (WAL)."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._db: sqlite3.Connection = connect(path)
         self._lock = threading.Lock()
 
     def _run(self, sql: str, *params: Any, many: Sequence[Sequence[Any]] = ()) -> int:
-        with self._lock, self._db:
-            if many:
-                return self._db.executemany(sql, many).rowcount
-            return self._db.execute(sql, params).rowcount
+        try:
+            with self._lock, self._db:
+                if many:
+                    return self._db.executemany(sql, many).rowcount
+                return self._db.execute(sql, params).rowcount
+        except (sqlite3.Error, OSError) as exc:
+            raise sqlite_unavailable(self.path, exc) from None
 
     def _select(self, sql: str, *params: Any) -> list[Delivery]:
-        with self._lock:
-            return [_row(row) for row in self._db.execute(sql, params).fetchall()]
+        try:
+            with self._lock:
+                return [_row(row) for row in self._db.execute(sql, params).fetchall()]
+        except (sqlite3.Error, OSError) as exc:
+            raise sqlite_unavailable(self.path, exc) from None
 
     async def add(self, deliveries: Sequence[Delivery]) -> None:
         """Keep new deliveries."""
@@ -130,19 +138,28 @@ class PostgresOutbox:
 
     async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
         """Pending, due and not held, oldest first."""
-        rows = await self._pool.fetch(_pg(_SQLITE_DUE), now, now, limit)
+        try:
+            rows = await self._pool.fetch(_pg(_SQLITE_DUE), now, now, limit)
+        except PG_ERRORS as exc:
+            raise unavailable(exc) from exc
         return [_row(tuple(row)) for row in rows]
 
     async def claim(self, delivery_id: str, *, now: float, until: float) -> bool:
         """Hold it unless another node does (one UPDATE: exactly one node wins)."""
-        status = await self._pool.execute(_pg(_SQLITE_CLAIM), until, delivery_id, now)
+        try:
+            status = await self._pool.execute(_pg(_SQLITE_CLAIM), until, delivery_id, now)
+        except PG_ERRORS as exc:
+            raise unavailable(exc) from exc
         return status == "UPDATE 1"
 
     async def save(self, delivery: Delivery, *, hold_until: float | None = None) -> None:
         """Record an attempt's outcome."""
         d = delivery
         params = (d.state, d.attempts, d.next_at, d.first_tried_at, d.last_error, hold_until, d.id)
-        await self._pool.execute(_pg(_SQLITE_SAVE), *params)
+        try:
+            await self._pool.execute(_pg(_SQLITE_SAVE), *params)
+        except PG_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def release(self) -> None:
         """Nothing: other nodes may hold deliveries; a dead node's holds run out."""
@@ -150,7 +167,10 @@ class PostgresOutbox:
     async def of_run(self, run_id: str) -> list[Delivery]:
         """The run's deliveries."""
         sql = f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE run_id = $1 ORDER BY created_at"
-        return [_row(tuple(row)) for row in await self._pool.fetch(sql, run_id)]
+        try:
+            return [_row(tuple(row)) for row in await self._pool.fetch(sql, run_id)]
+        except PG_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def close(self) -> None:
         """Nothing: the pool is the store's."""
