@@ -21,6 +21,7 @@ from research_service.errors import ConfigError, StoreUnavailable
 from research_service.net import is_loopback
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.providers.base import LLMProvider, SearchProvider
+from research_service.providers.instrumented import CountedLLM, CountedSearch
 from research_service.providers.registry import llm_provider, search_provider
 from research_service.providers.search_retry import DEFAULT_MAX_WAIT_S as SEARCH_MAX_WAIT_S
 from research_service.reading import Reader, open_reader
@@ -31,6 +32,7 @@ from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from research_service.settings import Settings
+from research_service.stats import Stats
 from research_service.web.access import AUTH, Auth, access_middleware
 from research_service.web.handlers import setup_routes
 from research_service.web.health import ReadinessProbe
@@ -118,15 +120,17 @@ def create_app(
                 page_reader = await stack.enter_async_context(open_reader(settings))
             if page_reader is not None:
                 app[READER] = page_reader
+            stats = Stats()  # what GET /metrics reports; the providers count their calls in it
             app[MANAGER] = RunManager(
                 log=app[EVENT_LOG],
-                pipeline=_pipeline(settings, app[LLM], app[SEARCH], page_reader),
+                pipeline=_pipeline(settings, app[LLM], app[SEARCH], page_reader, stats=stats),
                 max_active_runs=settings.max_active_runs,
                 abandon_after_s=settings.abandon_after_s,
                 max_tokens_per_run=settings.max_tokens_per_run,
                 run_deadline_s=settings.run_deadline_s,
                 review_timeout_s=settings.review_timeout_s,
                 coordinator=None if node is None else node.coordinator,
+                stats=stats,
             )
             store = app[EVENT_LOG]
             app[WEBHOOKS] = await open_webhooks(settings, store, stack)
@@ -229,12 +233,17 @@ def _warn_if_open(settings: Settings) -> None:
 
 
 def _pipeline(
-    settings: Settings, llm: LLMProvider, search: SearchProvider, reader: Reader | None
+    settings: Settings,
+    llm: LLMProvider,
+    search: SearchProvider,
+    reader: Reader | None,
+    *,
+    stats: Stats,
 ) -> Pipeline:
-    """The pipeline every run of this app executes."""
+    """The pipeline every run of this app executes, its provider calls counted in `stats`."""
     return Pipeline(
-        llm=llm,
-        search=search,
+        llm=CountedLLM(llm, stats),
+        search=CountedSearch(search, stats),
         search_concurrency=settings.search_concurrency,
         # --search-timeout-s bounds one attempt; a query may take all its attempts.
         search_timeout_s=settings.search_timeout_s * settings.search_attempts

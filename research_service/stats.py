@@ -1,7 +1,8 @@
 """What the service counts as it works: plain numbers, cheap on the hot paths.
 
-Incremented where things happen (the run manager, the stream handler, the listeners) and read
-only when `GET /metrics` is scraped, which turns them into Prometheus metrics.
+Incremented where things happen (the run manager, the stream handler, the listeners, the
+counted providers) and read only when `GET /metrics` is scraped, which turns them into
+Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from typing import Final
 PHASE_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 #: Upper bounds (s) of the event-loop lag histogram's buckets.
 LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+#: Upper bounds (s) of the provider call histograms: a local search takes milliseconds, a
+#: long answer from a remote model minutes.
+CALL_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: Upper bounds (s) of the event delivery lag histogram: a listener that keeps pace is
+#: written to within the coalescing millisecond; a backed-up one falls behind by seconds.
+DELIVERY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
 @dataclass(slots=True)
@@ -43,6 +50,21 @@ class Buckets:
 
 
 @dataclass(slots=True)
+class CallStats:
+    """One provider's calls of one kind: how many, retried and failed, and how long they took."""
+
+    calls: int = 0
+    #: Attempts sent again after a transient failure (each wait before one counts once).
+    retries: int = 0
+    #: Calls that ended with an error (after their retries).
+    errors: int = 0
+    #: Whole calls that ended (returned or failed): from the request to the last byte.
+    seconds: Buckets = field(default_factory=lambda: Buckets(CALL_BUCKETS))
+    #: Streamed calls only: from the request to the first piece of the answer.
+    first_token: Buckets | None = None
+
+
+@dataclass(slots=True)
 class Stats:
     """The counts of one process since it started."""
 
@@ -55,12 +77,21 @@ class Stats:
     resumes: int = 0
     #: Listeners cut because their socket took no data for the write timeout.
     listeners_cut: int = 0
+    #: Streams whose connection closed before their run's `done` (the client went away).
+    listeners_dropped: int = 0
     #: HTTP status (429, 503) → answers refused so.
     refusals: Counter[int] = field(default_factory=Counter)
     #: Phase → how long completed phases took.
     phases: dict[str, Buckets] = field(default_factory=dict)
     #: How late a timer fires on the event loop: the loop's own lag.
     loop_lag: Buckets = field(default_factory=lambda: Buckets(LAG_BUCKETS))
+    #: (provider name, stage) → its calls.
+    provider_calls: dict[tuple[str, str], CallStats] = field(default_factory=dict)
+    #: From an event reaching the run's hub to its bytes written to a live listener's socket.
+    delivery_lag: Buckets = field(default_factory=lambda: Buckets(DELIVERY_BUCKETS))
+    #: The cluster's queue by state (unread, unacknowledged), as last sampled; None outside
+    #: a cluster, or before the first sample.
+    queued: dict[str, int] | None = None
 
     def phase_done(self, phase: str, seconds: float) -> None:
         """A phase completed after `seconds`."""
@@ -68,3 +99,12 @@ class Stats:
         if buckets is None:
             buckets = self.phases[phase] = Buckets(PHASE_BUCKETS)
         buckets.observe(seconds)
+
+    def calls(self, provider: str, stage: str, *, streamed: bool = False) -> CallStats:
+        """The counts of `provider`'s `stage` calls (`streamed`: timed to the first token too)."""
+        counts = self.provider_calls.get((provider, stage))
+        if counts is None:
+            counts = self.provider_calls[(provider, stage)] = CallStats()
+        if streamed and counts.first_token is None:
+            counts.first_token = Buckets(CALL_BUCKETS)
+        return counts

@@ -11,6 +11,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from research_service.net import describe, retry_after_s
 from research_service.providers.backoff import wait_s
+from research_service.providers.instrumented import note_retry
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ async def with_retries(
             total,
             state.upcoming_sleep,
         )
+        note_retry()  # counted for GET /metrics when the pipeline made the call
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(total),

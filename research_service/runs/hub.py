@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from array import array
 from typing import Protocol
 
 from research_service.events import Event
@@ -12,8 +14,8 @@ class Subscriber(Protocol):
 
     after: int
 
-    def deliver(self, event: Event) -> bool:
-        """Take `event` now, without waiting; False if it cannot (slow or closed socket)."""
+    def deliver(self, event: Event, published: float) -> bool:
+        """Take `event` (here since `published`) now, without waiting; False if it cannot."""
         ...
 
     def release(self) -> None:
@@ -30,12 +32,20 @@ class Hub:
     up from the event log at its own pace: the run never waits on a listener.
     """
 
-    __slots__ = ("_subscribers", "closed", "last_seq")
+    __slots__ = ("_subscribers", "closed", "last_seq", "published")
 
     def __init__(self) -> None:
         self._subscribers: set[Subscriber] = set()
         self.last_seq = 0
         self.closed = False
+        #: When each event reached the hub (time.monotonic(), the event loop's clock), in seq
+        #: order up to `last_seq`: where delivery lag is measured from. 8 bytes an event.
+        self.published = array("d")
+
+    def published_at(self, seq: int) -> float | None:
+        """When event `seq` reached this hub; None if it came before the hub saw any."""
+        index = seq - self.last_seq + len(self.published) - 1
+        return self.published[index] if 0 <= index < len(self.published) else None
 
     def subscribe(self, subscriber: Subscriber) -> bool:
         """Follow the run live from `subscriber.after`; False if it must read the log first."""
@@ -64,11 +74,13 @@ class Hub:
         """Hand `event` to every subscriber; release those that cannot take it or are done."""
         seq = self.last_seq = event.seq
         final = self.closed = event.is_final
+        now = time.monotonic()
+        self.published.append(now)
         if not self._subscribers:
             return
         leaving: list[Subscriber] = []
         for subscriber in self._subscribers:
-            if subscriber.after == seq - 1 and subscriber.deliver(event):
+            if subscriber.after == seq - 1 and subscriber.deliver(event, now):
                 subscriber.after = seq
                 if final:
                     leaving.append(subscriber)

@@ -25,3 +25,12 @@ class LiveRun:
     hub: Hub = field(default_factory=Hub)
     #: In a cluster, the check of other processes' listeners before abandoning the run.
     abandon_check: asyncio.Task[None] | None = None
+
+    def cancel(self, *, code: str, message: str) -> bool:
+        """Stop the run's task promptly, for `code`; False when it had already finished."""
+        if self.task is None or self.task.done():
+            return False
+        if self.cancel_reason is None:
+            self.cancel_reason = (code, message or "the run was cancelled on request")
+            self.task.cancel()
+        return True

@@ -60,6 +60,7 @@ class RunManager:
         run_deadline_s: float | None = None,
         coordinator: Coordinator | None = None,
         review_timeout_s: float = DEFAULT_REVIEW_TIMEOUT_S,
+        stats: Stats | None = None,
     ) -> None:
         self.log = log
         #: The cluster this process is part of; None: every run lives in this process.
@@ -70,7 +71,7 @@ class RunManager:
         self.max_tokens_per_run = max_tokens_per_run
         self.run_deadline_s = run_deadline_s
         self.review_timeout_s = review_timeout_s
-        self.stats = Stats()  # what GET /metrics reports
+        self.stats = Stats() if stats is None else stats  # what GET /metrics reports
         self._live: dict[str, LiveRun] = {}
         # Slots taken by runs being created (their record is being stored): counted against
         # the limit before the first await, so a burst of requests cannot all pass the check.
@@ -182,20 +183,11 @@ class RunManager:
         await self.get(run_id)
         run = self._live.get(run_id)
         if run is not None:
-            return self._cancel_live(run, code=code, message=message)
+            return run.cancel(code=code, message=message)
         if self.coordinator is None:
             return False
         message = message or "the run was cancelled on request"
         return await self.coordinator.cancel(run_id, code=code, message=message)
-
-    @staticmethod
-    def _cancel_live(run: LiveRun, *, code: str, message: str) -> bool:
-        if run.task is None or run.task.done():
-            return False
-        if run.cancel_reason is None:
-            run.cancel_reason = (code, message or "the run was cancelled on request")
-            run.task.cancel()
-        return True
 
     async def decide_plan(self, run_id: str, decision: Decision) -> int:
         """Hand a plan review's decision to the run, wherever it executes; the round decided.
@@ -259,7 +251,7 @@ class RunManager:
         """Cancel every live run and wait until each has written its `done`."""
         tasks = [run.task for run in self._live.values() if run.task is not None]
         for run in list(self._live.values()):
-            self._cancel_live(run, code="shutdown", message="the service shut down during the run")
+            run.cancel(code="shutdown", message="the service shut down during the run")
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -271,7 +263,7 @@ class RunManager:
         def abandon() -> None:
             run.abandon_timer = None
             if self.coordinator is None:
-                self._cancel_live(run, code="abandoned", message=message)
+                run.cancel(code="abandoned", message=message)
             else:
                 run.abandon_check = asyncio.create_task(self._abandon_unless_followed(run, message))
 
@@ -285,7 +277,7 @@ class RunManager:
             if elsewhere:
                 self._arm_abandon(run)
             else:
-                self._cancel_live(run, code="abandoned", message=message)
+                run.cancel(code="abandoned", message=message)
 
     def _remember(self, run_id: str, state: RunState) -> None:
         self._finished_states[run_id] = state

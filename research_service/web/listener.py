@@ -96,9 +96,14 @@ class Listener:
         self.stats = Stats() if stats is None else stats
         self.after = 0
         self.finished = False
-        self.last_write = self.loop.time()
+        #: The client went away before the run's `done` reached it (not cut: gone).
+        self.gone = False
+        self.last_write = self.opened = self.loop.time()
+        #: The run's live fan-out, once seen: when each event reached it (delivery lag).
+        self.hub: Hub | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._pending: list[bytes] | None = None  # live events waiting for the coalesce flush
+        self._pending_at: list[float] = []  # when each of them reached the hub
         self._pending_bytes = 0
         self._flush_timer: asyncio.TimerHandle | None = None
         self._unyielded = 0  # bytes written since this listener last gave the loop a turn
@@ -116,6 +121,7 @@ class Listener:
         except (ConnectionError, RuntimeError):
             # The peer went away (aiohttp raises ClientConnectionResetError or, after EOF,
             # RuntimeError); nothing to clean up beyond leaving.
+            self.gone = True
             return False
         self.last_write = self.loop.time()
         self._unyielded += len(data)
@@ -140,8 +146,28 @@ class Listener:
         """Seconds since the last byte was written to this client."""
         return self.loop.time() - self.last_write
 
+    def written(self, events: list[Event]) -> None:
+        """Count the delivery lag of the live events among `events`, just written from the log.
+
+        Live: they reached the run's hub after this listener opened its stream (a listener
+        released by the hub catches up from the log); older events are catch-up, not lag.
+        """
+        hub = self.hub
+        if hub is None:
+            return
+        last = hub.published_at(events[-1].seq)
+        if last is None or last < self.opened:
+            return
+        now = self.loop.time()
+        lag = self.stats.delivery_lag
+        for event in events:
+            published = hub.published_at(event.seq)
+            if published is not None and published >= self.opened:
+                lag.observe(now - published)
+
     async def follow(self, hub: Hub) -> None:
         """Take live events from the hub until it lets go or a heartbeat is due."""
+        self.hub = hub
         if not hub.subscribe(self):
             return
         self._wakeup = self.loop.create_future()
@@ -156,8 +182,8 @@ class Listener:
 
     # --- called by the hub, from the run's task: must never wait --------------------------
 
-    def deliver(self, event: Event) -> bool:
-        """Take `event` for the socket now; False if the socket is backed up or closed."""
+    def deliver(self, event: Event, published: float) -> bool:
+        """Take `event` (at the hub since `published`) now; False if the socket is backed up."""
         transport = self.transport
         data = event.wire
         # Never hold more than one bounded write's worth behind the client's back: past
@@ -172,13 +198,16 @@ class Listener:
         self.stats.events_delivered += 1
         if self._pending is not None:
             self._pending.append(data)
+            self._pending_at.append(published)
             self._pending_bytes += len(data)
         elif self.loop.time() - self.last_write < COALESCE_S and not self.finished:
             self._pending = [data]
+            self._pending_at = [published]
             self._pending_bytes = len(data)
             self._flush_timer = self.loop.call_at(self.last_write + COALESCE_S, self._flush)
         elif self.direct.send(data):
-            self.last_write = self.loop.time()
+            now = self.last_write = self.loop.time()
+            self.stats.delivery_lag.observe(now - published)
         if self.finished:
             self._flush()
         return True
@@ -195,7 +224,10 @@ class Listener:
         if self._pending is not None:
             pending, self._pending, self._pending_bytes = self._pending, None, 0
             if self.direct.send(pending[0] if len(pending) == 1 else b"".join(pending)):
-                self.last_write = self.loop.time()
+                now = self.last_write = self.loop.time()
+                lag = self.stats.delivery_lag
+                for published in self._pending_at:
+                    lag.observe(now - published)
 
     def _abort(self) -> None:
         # A reset, so the client sees the cut and the kernel frees the backed-up buffers.

@@ -2,13 +2,16 @@
 
 The counts live in plain numbers (research_service.stats), bumped where things happen; a
 collector turns them into metric families only when Prometheus scrapes. Each app has its own
-registry, so every process (every node of a cluster) is scraped on its own.
+registry, so every process (every node of a cluster) is scraped on its own. What only Redis
+knows (the cluster's queue) is read by the handler just before the collector runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
@@ -22,16 +25,24 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from research_service.cluster.queue_depth import queue_depth
+from research_service.cluster.redis_link import ERRORS as REDIS_ERRORS
 from research_service.errors import Forbidden
-from research_service.stats import Buckets
+from research_service.stats import Buckets, Stats
 from research_service.web.access import AUTH
-from research_service.web.keys import MANAGER
+from research_service.web.keys import CLUSTER, MANAGER, SETTINGS
+
+log = logging.getLogger(__name__)
 
 #: How often the event loop's lag is sampled (s).
 LAG_SAMPLE_S: Final = 1.0
+#: How long a scrape waits for Redis to tell the queue's depth before it goes on without it.
+QUEUE_SAMPLE_TIMEOUT_S: Final = 1.0
 #: Answers counted as refusals (too many runs, unavailable).
 REFUSALS: Final = (429, 503)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry")
+#: Every metric's name starts so.
+PREFIX: Final = "research"
 
 
 class ServiceCollector(Collector):
@@ -44,12 +55,11 @@ class ServiceCollector(Collector):
         """The metric families, from the counts as they are now."""
         manager = self.app[MANAGER]
         stats = manager.stats
-        prefix = "research"
         yield _counter(
-            f"{prefix}_runs_created", "runs created through this process", stats.runs_created
+            f"{PREFIX}_runs_created", "runs created through this process", stats.runs_created
         )
         finished = CounterMetricFamily(
-            f"{prefix}_runs_finished",
+            f"{PREFIX}_runs_finished",
             "runs that ended here, by status and error code",
             labels=["status", "code"],
         )
@@ -57,40 +67,95 @@ class ServiceCollector(Collector):
             finished.add_metric([status, code], count)
         yield finished
         yield _gauge(
-            f"{prefix}_active_runs", "runs executing here or being created", manager.active_runs
+            f"{PREFIX}_active_runs", "runs executing here or being created", manager.active_runs
         )
-        yield _gauge(f"{prefix}_open_streams", "event streams open now", stats.open_streams)
-        yield _counter(
-            f"{prefix}_events_appended", "events runs appended here", stats.events_appended
-        )
-        yield _counter(
-            f"{prefix}_events_delivered",
-            "events written to listeners' sockets",
-            stats.events_delivered,
-        )
-        yield _counter(f"{prefix}_resumes", "streams resumed with a Last-Event-ID", stats.resumes)
-        yield _counter(
-            f"{prefix}_listeners_cut",
-            "listeners cut because their socket took no data for --write-timeout-s",
-            stats.listeners_cut,
-        )
+        yield _queued(stats)
         refused = CounterMetricFamily(
-            f"{prefix}_refusals", "requests answered 429 or 503", labels=["status"]
+            f"{PREFIX}_refusals", "requests answered 429 or 503", labels=["status"]
         )
         for refusal in REFUSALS:
             refused.add_metric([str(refusal)], stats.refusals[refusal])
         yield refused
         phases = HistogramMetricFamily(
-            f"{prefix}_phase_seconds", "how long completed phases took", labels=["phase"]
+            f"{PREFIX}_phase_seconds", "how long completed phases took", labels=["phase"]
         )
         for phase, buckets in sorted(stats.phases.items()):
             phases.add_metric([phase], buckets.cumulative(), sum_value=buckets.total)
         yield phases
+        yield from _streams(stats)
+        yield from _providers(stats)
         yield _histogram(
-            f"{prefix}_event_loop_lag_seconds",
+            f"{PREFIX}_event_loop_lag_seconds",
             "how late a timer fires on the event loop (sampled every second)",
             stats.loop_lag,
         )
+
+
+def _streams(stats: Stats) -> Iterator[Metric]:
+    """The event streams: open, events written, resumes, listeners cut or gone, lag."""
+    yield _gauge(f"{PREFIX}_open_streams", "event streams open now", stats.open_streams)
+    yield _counter(f"{PREFIX}_events_appended", "events runs appended here", stats.events_appended)
+    yield _counter(
+        f"{PREFIX}_events_delivered", "events written to listeners' sockets", stats.events_delivered
+    )
+    yield _counter(f"{PREFIX}_resumes", "streams resumed with a Last-Event-ID", stats.resumes)
+    yield _counter(
+        f"{PREFIX}_listeners_cut",
+        "listeners cut because their socket took no data for --write-timeout-s",
+        stats.listeners_cut,
+    )
+    yield _counter(
+        f"{PREFIX}_listeners_dropped",
+        "streams whose client went away before the run's done",
+        stats.listeners_dropped,
+    )
+    yield _histogram(
+        f"{PREFIX}_event_delivery_lag_seconds",
+        "from a live event reaching the run's hub to its write to a listener's socket",
+        stats.delivery_lag,
+    )
+
+
+def _providers(stats: Stats) -> Iterator[Metric]:
+    """The model's and the search provider's calls, by provider and stage."""
+    labels = ["provider", "stage"]
+    calls = CounterMetricFamily(f"{PREFIX}_provider_calls", "provider calls", labels=labels)
+    retries = CounterMetricFamily(
+        f"{PREFIX}_provider_retries", "provider call attempts sent again", labels=labels
+    )
+    errors = CounterMetricFamily(
+        f"{PREFIX}_provider_errors", "provider calls that failed (after retries)", labels=labels
+    )
+    seconds = HistogramMetricFamily(
+        f"{PREFIX}_provider_call_seconds", "whole provider calls that ended", labels=labels
+    )
+    first = HistogramMetricFamily(
+        f"{PREFIX}_provider_first_token_seconds",
+        "streamed answers: from the request to the first piece",
+        labels=labels,
+    )
+    for (provider, stage), counts in sorted(stats.provider_calls.items()):
+        key = [provider, stage]
+        calls.add_metric(key, counts.calls)
+        retries.add_metric(key, counts.retries)
+        errors.add_metric(key, counts.errors)
+        seconds.add_metric(key, counts.seconds.cumulative(), sum_value=counts.seconds.total)
+        if counts.first_token is not None:
+            buckets = counts.first_token
+            first.add_metric(key, buckets.cumulative(), sum_value=buckets.total)
+    yield from (calls, retries, errors, seconds, first)
+
+
+def _queued(stats: Stats) -> GaugeMetricFamily:
+    """The cluster's queue as sampled for this scrape; described, with no sample, elsewhere."""
+    family = GaugeMetricFamily(
+        f"{PREFIX}_queued_runs",
+        "runs waiting in the cluster's queue: unread by any executor, or read but unacknowledged",
+        labels=["state"],
+    )
+    for state, count in sorted((stats.queued or {}).items()):
+        family.add_metric([state], count)
+    return family
 
 
 def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:
@@ -108,16 +173,44 @@ def _histogram(name: str, documentation: str, buckets: Buckets) -> HistogramMetr
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """`GET /metrics`: open with auth off; with auth on, for admin keys only."""
+    """`GET /metrics`: open with auth off; with auth on, for admin keys and the metrics token."""
     auth = request.app.get(AUTH)
-    if auth is not None:
+    if auth is not None and not _has_metrics_token(request):
         access = await auth.access(request)
         if not access.admin:
             raise Forbidden(
-                "metrics are for admin keys; create one with `keys create NAME --admin`"
+                "metrics are for admin keys and the metrics token (RESEARCH_METRICS_TOKEN); "
+                "create an admin key with `keys create NAME --admin`"
             )
+    await _sample_queue(request.app)
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _has_metrics_token(request: web.Request) -> bool:
+    """Whether the request carries `Authorization: Bearer <--metrics-token>`."""
+    token = request.app[SETTINGS].metrics_token
+    if not token:
+        return False
+    scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+    # In constant time: how much of a guess matched must not show in the answer's timing.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    )
+
+
+async def _sample_queue(app: web.Application) -> None:
+    """Read the cluster's queue depth for this scrape (the collector cannot wait for Redis)."""
+    node = app.get(CLUSTER)
+    if node is None or MANAGER not in app:
+        return
+    stats = app[MANAGER].stats
+    try:
+        async with asyncio.timeout(QUEUE_SAMPLE_TIMEOUT_S):
+            stats.queued = await queue_depth(node.redis, node.coordinator.keys)
+    except REDIS_ERRORS as exc:
+        log.debug("the queue's depth is unknown for this scrape: %s", exc)
+        stats.queued = None
 
 
 async def count_refusals(request: web.Request, response: web.StreamResponse) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Final
 
@@ -96,6 +97,7 @@ async def stream(
     stats = manager.stats
     listener = Listener(request, response, settings, stats)
     listener.after = after
+    listener.hub = manager.hub(run_id)  # what is appended from now on is live, not catch-up
     stats.open_streams += 1
     if after:
         stats.resumes += 1
@@ -115,6 +117,7 @@ async def stream(
                     if not await listener.write(b"".join(e.wire for e in batch)):
                         return response
                     stats.events_delivered += len(batch)
+                    listener.written(batch)
                 listener.after = events[-1].seq
                 listener.finished = events[-1].is_final
                 continue
@@ -127,8 +130,13 @@ async def stream(
                     await events_log.wait(run_id, after=listener.after, timeout=due)
             elif not await listener.write(PING):
                 return response
+    except asyncio.CancelledError:
+        listener.gone = True  # aiohttp cancels the handler when its client disconnects
+        raise
     finally:
         stats.open_streams -= 1
+        if listener.gone and not listener.finished:
+            stats.listeners_dropped += 1
         manager.listener_left(run_id)
     await listener.close()
     return response
