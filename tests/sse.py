@@ -1,4 +1,7 @@
-"""Listening helpers built on httpx + httpx-sse, an SSE client independent of the service."""
+"""Listening helpers built on httpx + httpx-sse, an SSE client independent of the service.
+
+Every event `listen` receives is validated against its JSON Schema (docs/schemas/).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from typing import Any
 
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
+
+from tests.openapi_check import check_event
 
 
 @dataclass
@@ -64,6 +69,8 @@ async def listen(
             if sse.data == "":
                 continue
             received.events.append(sse)
+            # Every event any test reads is checked against docs/schemas (a violation fails it).
+            check_event(sse.event, json.loads(sse.data))
             if stop is not None and stop(sse):
                 return received
         received.ended = True
