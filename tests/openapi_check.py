@@ -266,6 +266,33 @@ def check_response(
         _fail_unless_valid(validator, body.decode(), label)
 
 
+def check_webhook(
+    document: Mapping[str, Any], *, name: str, headers: Mapping[str, str], body: bytes
+) -> None:
+    """Fail unless a request the service sent is what the document's webhook `name` says."""
+    operation = _resolved(document, document["webhooks"][name]["post"])
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] != "header":
+            continue
+        value = lowered.get(parameter["name"].lower())
+        if value is None:
+            assert not parameter.get("required"), f"webhook {name}: {parameter['name']} missing"
+            continue
+        _fail_unless_valid(
+            Draft202012Validator(parameter["schema"], format_checker=_FORMATS),
+            value,
+            f"webhook {name}: header {parameter['name']}",
+        )
+    content = operation["requestBody"]["content"]
+    key = _media_type(content, lowered.get("content-type", ""))
+    assert key is not None, f"webhook {name}: content type {lowered.get('content-type')!r}"
+    pointer = "/".join(("", "webhooks", name, "post", "requestBody", "content", _escape(key)))
+    _fail_unless_valid(
+        _schema_validator(document, f"{pointer}/schema"), json.loads(body), f"webhook {name}"
+    )
+
+
 def _events(body: bytes) -> Iterator[dict[str, Any]]:
     """A stream's events as OpenAPI 3.1 tools read them: `event`, `id`, `data` (a string)."""
     for message in SSEParser().feed(body):

@@ -20,6 +20,7 @@ from research_service.web.access import ACCESS, AUTH, TOKEN_PARAM
 from research_service.web.health import healthz, readyz
 from research_service.web.keys import MANAGER, SETTINGS
 from research_service.web.metrics import setup_metrics
+from research_service.web.openapi import setup_openapi
 from research_service.web.panel import setup_panel
 from research_service.web.session import setup_session
 from research_service.web.stream import (
@@ -277,3 +278,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_panel(app)
+    setup_openapi(app)

@@ -62,17 +62,18 @@ async def create_session(request: web.Request) -> web.Response:
         raise InvalidInput(
             f"unknown field(s) {', '.join(unknown)}; allowed: {KEY_FIELD}", field=unknown[0]
         )
+    key = body.get(KEY_FIELD)
+    # Checked with auth off too: a body is refused for what it is, whatever the mode.
+    if KEY_FIELD in body and (not isinstance(key, str) or not key.strip()):
+        raise InvalidInput(f"{KEY_FIELD} must be a non-empty string", field=KEY_FIELD)
     auth = request.app.get(AUTH)
     if auth is None:
         return _json({"auth": "off"})
-    key = body.get(KEY_FIELD)
     if key is None:
         header = request.headers.get("Authorization")
         if header is None:
             raise InvalidInput(f"send the API key as {KEY_FIELD}", field=KEY_FIELD)
         info = await auth.bearer(header)
-    elif not isinstance(key, str) or not key.strip():
-        raise InvalidInput(f"{KEY_FIELD} must be a non-empty string", field=KEY_FIELD)
     else:
         info = await auth.bearer(f"Bearer {key.strip()}")
     ttl = auth.settings.session_ttl_s
