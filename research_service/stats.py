@@ -89,8 +89,8 @@ class Stats:
     provider_calls: dict[tuple[str, str], CallStats] = field(default_factory=dict)
     #: From an event reaching the run's hub to its bytes written to a live listener's socket.
     delivery_lag: Buckets = field(default_factory=lambda: Buckets(DELIVERY_BUCKETS))
-    #: The cluster's queue by state (unread, unacknowledged), as last sampled; None outside
-    #: a cluster, or before the first sample.
+    #: The cluster's queue by state (unread, unacknowledged), as sampled for the last scrape;
+    #: None outside a cluster, or when Redis did not answer it.
     queued: dict[str, int] | None = None
 
     def phase_done(self, phase: str, seconds: float) -> None:
