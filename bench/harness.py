@@ -18,10 +18,15 @@ CLIENT_CPU: Final = 1
 
 
 def parse_flags(
-    doc: str | None, argv: list[str] | None, *, pinning: bool, store: bool = False
+    doc: str | None,
+    argv: list[str] | None,
+    *,
+    pinning: bool,
+    store: bool = False,
+    store_default: str = "memory",
 ) -> argparse.Namespace:
     """`--quick` and `--json FILE`; `--no-pin` for benches that pin processes to cores, and
-    `--store` for those that run research-service."""
+    `--store` (default `store_default`) for those that run research-service."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also save results as JSON")
@@ -31,7 +36,7 @@ def parse_flags(
         parser.add_argument(
             "--store",
             choices=("memory", "sqlite"),
-            default="memory",
+            default=store_default,
             help="research-service's run store (memory: the stream's own cost)",
         )
     return parser.parse_args(argv)

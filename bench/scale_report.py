@@ -1,0 +1,353 @@
+"""The scale bench's figures from what each step collected, the table, and the targets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+from report import markdown_table
+from scale_client import (
+    DELIVERY_HISTOGRAM,
+    LAG_GAUGE,
+    LAG_HISTOGRAM,
+    Posted,
+    Received,
+    Recording,
+    Scrape,
+    histogram_delta,
+)
+
+SERVICE: Final = "research-service"
+BASELINE: Final = "bare aiohttp"
+#: Issue 16's targets at 300 runs.
+TARGET_RUNS: Final = 300
+SEARCH_GROWTH_MAX: Final = 2.0
+POST_P99_MAX_MS: Final = 100.0
+LAG_P99_MAX_MS: Final = 50.0
+LAG_MAX_MAX_MS: Final = 100.0
+STALL_MAX_MS: Final = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepData:
+    """What one server's window collected for one N."""
+
+    server: str
+    runs: int
+    posted: list[Posted]
+    streams: list[list[Received]]
+    heads: list[float]  # when each listener's response began (monotonic s)
+    recordings: list[Recording | None]  # None: the run had not ended when asked
+    wall_s: float
+    cpu_s: float
+    cpu_ticks_s: float  # the same from /proc/PID/stat, a cross-check
+    rss_kib: int
+    peak_rss_kib: int
+    wall_offset: float  # time.time() - time.monotonic()
+    client_stall_s: float
+    client_cpu_s: float
+    #: Cores the machine's other processes kept busy (not this step's server or client).
+    other_cores: float
+    scrapes: tuple[Scrape, Scrape] | None
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank on the sorted values); NaN for none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+def bucket_pct(deltas: list[tuple[float, float]], p: float) -> float:
+    """The upper bound of the bucket that holds a histogram's p-th percentile."""
+    total = sum(count for _, count in deltas)
+    running = 0.0
+    for bound, count in deltas:
+        running += count
+        if total and running >= p / 100 * total:
+            return bound
+    return math.nan
+
+
+def loop_stall(scrapes: tuple[Scrape, Scrape] | None) -> dict[str, Any]:
+    """The service's longest loop stall in the window, from its metrics, and how it was read."""
+    if scrapes is None:
+        return {"stall_ms": math.nan, "stall_source": "none"}
+    before, after = scrapes
+    if LAG_GAUGE in after.gauges:
+        return {
+            "stall_ms": after.gauges[LAG_GAUGE] * 1000,
+            "stall_source": LAG_GAUGE,
+            "stall_gauge_before_ms": before.gauges.get(LAG_GAUGE, math.nan) * 1000,
+        }
+    deltas = histogram_delta(before, after, LAG_HISTOGRAM)
+    if deltas is None:
+        return {"stall_ms": math.nan, "stall_source": "none"}
+    seen = [bound for bound, count in deltas if count > 0]
+    finite = [bound for bound, _ in deltas if bound != math.inf]
+    top = max(seen, default=0.0)
+    return {
+        # A bucket's upper bound: the stall was at most this (above the last bound: more).
+        "stall_ms": (top if top != math.inf else finite[-1]) * 1000,
+        "stall_above_last_bucket": top == math.inf,
+        "stall_source": f"{LAG_HISTOGRAM} (highest non-empty bucket)",
+        "stall_samples": sum(count for _, count in deltas),
+    }
+
+
+def delivery(step: StepData) -> dict[str, Any]:
+    """Each live event's receive time against its `t_ms` on the run's own clock.
+
+    A run's clock starts when its pipeline starts, which the client cannot see. Every event is
+    received after it was emitted, so the start is at most min(receive - t_ms) over the run's
+    events: the bench takes that (the run's best-delivered event has lag 0), which understates
+    every lag of the run by that event's own lag, and t_ms's whole milliseconds add up to 1 ms.
+    The start is also after `created_at`; lags anchored there are upper bounds (`*_upper_*`),
+    high by the run's start delay. Events emitted before the listener's response began (the
+    catch-up of a listener that attached late) are counted apart.
+    """
+    live: list[float] = []
+    by_name: dict[str, list[float]] = {}
+    upper: list[float] = []
+    start_delay: list[float] = []
+    catch_up = 0
+    runs = zip(step.posted, step.heads, step.streams, step.recordings, strict=True)
+    for posted, head, stream, recording in runs:
+        if recording is None:
+            continue
+        # receive - t_ms: when the run started, were the event delivered at once (monotonic s).
+        starts = [(event, event.at - recording.t_ms[event.seq] / 1000) for event in stream]
+        if not starts:
+            continue
+        origin = min(start for _, start in starts)
+        created = posted.created_at - step.wall_offset
+        start_delay.append((origin - created) * 1000)
+        for event, start in starts:
+            if event.first_read or origin + recording.t_ms[event.seq] / 1000 <= head:
+                catch_up += 1
+                continue
+            live.append((start - origin) * 1000)
+            by_name.setdefault(event.name, []).append(live[-1])
+            upper.append((start - created) * 1000)
+    return {
+        "lag_p50_ms": pct(live, 50),
+        "lag_p99_ms": pct(live, 99),
+        "lag_max_ms": max(live, default=math.nan),
+        "lag_events": len(live),
+        "catch_up_events": catch_up,
+        "lag_upper_p50_ms": pct(upper, 50),
+        "lag_upper_p99_ms": pct(upper, 99),
+        "lag_upper_max_ms": max(upper, default=math.nan),
+        "start_delay_p50_ms": pct(start_delay, 50),
+        "start_delay_max_ms": max(start_delay, default=math.nan),
+        "lag_by_event": {
+            name: {
+                "count": len(lags),
+                "p50_ms": pct(lags, 50),
+                "p99_ms": pct(lags, 99),
+                "max_ms": max(lags),
+            }
+            for name, lags in sorted(by_name.items())
+        },
+    }
+
+
+def step_figures(step: StepData) -> dict[str, Any]:
+    """One server's figures for one N."""
+    post_ms = [(p.answered - p.sent) * 1000 for p in step.posted]
+    ended = [r for r in step.recordings if r is not None]
+    searching = [float(r.timings_ms.get("searching", 0)) for r in ended]
+    synthesizing = [float(r.timings_ms.get("synthesizing", 0)) for r in ended]
+    events = sum(len(stream) for stream in step.streams)
+    done = [next((e.status for e in s if e.name == "done"), None) for s in step.streams]
+    found: dict[str, Any] = {
+        "runs": step.runs,
+        "searching_p50_ms": pct(searching, 50),
+        "searching_max_ms": max(searching, default=math.nan),
+        "synthesizing_p50_ms": pct(synthesizing, 50),
+        "post_p50_ms": pct(post_ms, 50),
+        "post_p99_ms": pct(post_ms, 99),
+        "post_max_ms": max(post_ms),
+        **delivery(step),
+        **loop_stall(step.scrapes),
+        "cpu_us_per_event": step.cpu_s / events * 1e6 if events else math.nan,
+        "cpu_s": step.cpu_s,
+        "cpu_ticks_s": step.cpu_ticks_s,
+        "events_delivered": events,
+        "wall_s": step.wall_s,
+        "rss_mib": step.rss_kib / 1024,
+        "peak_rss_mib": step.peak_rss_kib / 1024,
+        "completed": sum(status == "completed" for status in done),
+        "done_statuses": {str(s): done.count(s) for s in set(done)},
+        "client_stall_ms": step.client_stall_s * 1000,
+        "client_cpu_us_per_event": step.client_cpu_s / events * 1e6 if events else math.nan,
+        "other_cores": step.other_cores,
+    }
+    if step.scrapes is not None:
+        deltas = histogram_delta(*step.scrapes, DELIVERY_HISTOGRAM)
+        if deltas is not None:
+            found["service_delivery_lag_buckets"] = [[b, c] for b, c in deltas if c]
+            found["service_lag_p99_ms"] = bucket_pct(deltas, 99) * 1000
+    return found
+
+
+def figures(steps: list[StepData]) -> dict[str, Any]:
+    """Every step's figures, keyed by N then server."""
+    results: dict[str, Any] = {}
+    for step in steps:
+        results.setdefault(str(step.runs), {})[step.server] = step_figures(step)
+    return results
+
+
+def _f(value: float, fmt: str = ",.0f") -> str:
+    return "-" if math.isnan(value) else format(value, fmt)
+
+
+def _stall(f: dict[str, Any]) -> str:
+    if f["stall_source"] == LAG_GAUGE:
+        return _f(f["stall_ms"], ".1f")
+    if f["stall_source"] == "none":
+        return "n/a"
+    if not f["stall_samples"]:
+        return "no sample"
+    # The histogram gives a bucket, from a sample a second: a bound, and how many samples.
+    bound = ">" if f.get("stall_above_last_bucket") else "<="
+    return f"{bound} {_f(f['stall_ms'], '.1f')} ({f['stall_samples']:.0f} samples)"
+
+
+def render(results: dict[str, Any], *, steps: tuple[int, ...]) -> str:
+    """The per-N table, the conditions of each window, then the targets with verdicts."""
+    main: list[tuple[str, ...]] = [
+        (
+            "runs",
+            "server",
+            "searching p50 / max ms",
+            "synthesizing p50 ms",
+            "POST p50 / p99 / max ms",
+            "delivery lag p50 / p99 / max ms",
+            "loop stall ms",
+            "CPU µs / event",
+            "RSS MiB (peak)",
+            "completed",
+        )
+    ]
+    conditions: list[tuple[str, ...]] = [
+        (
+            "runs",
+            "server",
+            "window s",
+            "events delivered (catch-up)",
+            "run start after created_at p50 / max ms",
+            "lag from created_at p99 / max ms",
+            "service-side lag p99 ms",
+            "client loop stall ms",
+            "client CPU µs / event",
+            "other processes, cores",
+        )
+    ]
+    for runs in steps:
+        for server in (SERVICE, BASELINE):
+            f = results[str(runs)][server]
+            ours = server == SERVICE
+            main.append(
+                (
+                    str(runs),
+                    server,
+                    f"{_f(f['searching_p50_ms'])} / {_f(f['searching_max_ms'])}" if ours else "-",
+                    _f(f["synthesizing_p50_ms"]) if ours else "-",
+                    f"{_f(f['post_p50_ms'], '.1f')} / {_f(f['post_p99_ms'], '.1f')} / "
+                    f"{_f(f['post_max_ms'], '.1f')}",
+                    f"{_f(f['lag_p50_ms'], '.1f')} / {_f(f['lag_p99_ms'], '.1f')} / "
+                    f"{_f(f['lag_max_ms'], '.1f')}",
+                    _stall(f) if ours else "-",
+                    _f(f["cpu_us_per_event"], ".1f"),
+                    f"{f['rss_mib']:.0f} ({f['peak_rss_mib']:.0f})",
+                    f"{f['completed']} of {f['runs']}",
+                )
+            )
+            side = f.get("service_lag_p99_ms", math.nan)
+            conditions.append(
+                (
+                    str(runs),
+                    server,
+                    f"{f['wall_s']:.1f}",
+                    f"{f['events_delivered']:,} ({f['catch_up_events']:,})",
+                    f"{_f(f['start_delay_p50_ms'], '.1f')} / {_f(f['start_delay_max_ms'], '.1f')}",
+                    f"{_f(f['lag_upper_p99_ms'], '.1f')} / {_f(f['lag_upper_max_ms'], '.1f')}",
+                    f"<= {_f(side, '.1f')}" if ours else "-",
+                    _f(f["client_stall_ms"], ".1f"),
+                    _f(f["client_cpu_us_per_event"], ".1f"),
+                    f"{f['other_cores']:.2f}",
+                )
+            )
+    return "\n\n".join(
+        [
+            markdown_table(main),
+            "Conditions of each window",
+            markdown_table(conditions),
+            render_targets(results, steps=steps),
+        ]
+    )
+
+
+def render_targets(results: dict[str, Any], *, steps: tuple[int, ...]) -> str:
+    """Issue 16's targets at 300 runs (or the largest step, when 300 was not measured)."""
+    at = TARGET_RUNS if TARGET_RUNS in steps else max(steps)
+    f = results[str(at)][SERVICE]
+    base = results[str(at)][BASELINE]
+    first = results[str(min(steps))][SERVICE]
+    growth = (
+        f["searching_p50_ms"] / first["searching_p50_ms"] if first["searching_p50_ms"] else math.nan
+    )
+    rows: list[tuple[str, ...]] = [("target", "value", "limit", "bare aiohttp", "verdict")]
+
+    def add(label: str, value: float, limit: float, shown: str, floor: str = "-") -> None:
+        rows.append((label, shown, f"< {limit:g}", floor, "met" if value < limit else "MISSED"))
+
+    rows.append(
+        (
+            f"searching p50 ÷ its {min(steps)}-run figure",
+            f"{growth:.2f}",
+            f"<= {SEARCH_GROWTH_MAX:g}",
+            "-",
+            "met" if growth <= SEARCH_GROWTH_MAX else "MISSED",
+        )
+    )
+    add(
+        "POST p99 ms",
+        f["post_p99_ms"],
+        POST_P99_MAX_MS,
+        _f(f["post_p99_ms"], ".1f"),
+        _f(base["post_p99_ms"], ".1f"),
+    )
+    add(
+        "delivery lag p99 ms",
+        f["lag_p99_ms"],
+        LAG_P99_MAX_MS,
+        _f(f["lag_p99_ms"], ".1f"),
+        _f(base["lag_p99_ms"], ".1f"),
+    )
+    add(
+        "delivery lag max ms",
+        f["lag_max_ms"],
+        LAG_MAX_MAX_MS,
+        _f(f["lag_max_ms"], ".1f"),
+        _f(base["lag_max_ms"], ".1f"),
+    )
+    stall = f["stall_ms"]
+    if f.get("stall_above_last_bucket"):
+        stall = math.inf
+    add("longest loop stall ms", stall, STALL_MAX_MS, _f(f["stall_ms"], ".1f"))
+    rows.append(
+        (
+            "runs completed",
+            f"{f['completed']} of {f['runs']}",
+            "all",
+            f"{base['completed']} of {base['runs']}",
+            "met" if f["completed"] == f["runs"] else "MISSED",
+        )
+    )
+    title = f"Targets at {at} runs" + ("" if at == TARGET_RUNS else " (300 not measured)")
+    return title + "\n\n" + markdown_table(rows)
