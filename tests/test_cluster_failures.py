@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import postgres
 from tests.cluster import Followed, RedisServer, assert_gap_free, cluster_on, follow, post_run
@@ -18,6 +19,8 @@ from tests.sse import after_event, listen
 
 postgres_database = postgres.postgres_database
 postgres_url = postgres.postgres_url
+
+METRICS_TOKEN = "worker-metrics-token-0123456789"
 
 pytestmark = pytest.mark.timeout(240)
 QUESTION = "How does photosynthesis work?"
@@ -79,13 +82,27 @@ async def test_sigterm_drains_a_worker_its_runs_finish_and_it_takes_no_new_ones(
     async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="60") as cluster:
         api = await cluster.api()
         health_port = free_port()
-        draining = await cluster.worker("--health-port", str(health_port))
+        draining = await cluster.worker(
+            "--health-port", str(health_port), RESEARCH_METRICS_TOKEN=METRICS_TOKEN
+        )
         health = f"http://127.0.0.1:{health_port}/healthz"
         assert (await client.get(health)).status_code == 200
         run_id = await post_run(client, api.base, QUESTION)
         head = await listen(
             client, f"{api.base}/v1/runs/{run_id}/events", stop=after_event("token")
         )
+        # The worker's own metrics, on its health port, for the metrics token only.
+        scraped = f"http://127.0.0.1:{health_port}/metrics"
+        assert (await client.get(scraped)).status_code == 401
+        answer = await client.get(scraped, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert answer.status_code == 200
+        samples = {
+            s.name: s.value
+            for family in text_string_to_metric_families(answer.text)
+            for s in family.samples
+        }
+        assert samples["research_active_runs"] == 1
+        assert samples["research_events_appended_total"] >= len(head.ids)
         since = len(draining.log)
         draining.signal(signal.SIGTERM)
         await draining.wait_log(rb"worker stopping: no new runs", since=since)

@@ -38,7 +38,8 @@ def add_parser(commands: Any) -> None:
         default=None,
         metavar="PORT",
         help="serve GET /healthz on --host at this port: 200 while taking runs, 503 while "
-        f"draining (env {HEALTH_PORT_VARIABLE}; default: none)",
+        "draining; and GET /metrics (with RESEARCH_METRICS_TOKEN set, only for it) "
+        f"(env {HEALTH_PORT_VARIABLE}; default: none)",
     )
     worker.set_defaults(run=run)
 
@@ -97,8 +98,9 @@ async def work(settings: Settings, *, health_port: int | None) -> None:
 
 
 async def _serve_health(host: str, port: int, app: web.Application) -> web.AppRunner:
-    """GET /healthz: 200 while the worker takes runs, 503 while it drains."""
+    """GET /healthz: 200 while the worker takes runs, 503 while it drains; GET /metrics."""
     from research_service.web.keys import CLUSTER, MANAGER  # noqa: PLC0415
+    from research_service.web.metrics import worker_metrics  # noqa: PLC0415
 
     async def healthz(_: web.Request) -> web.Response:
         node = app[CLUSTER]
@@ -111,6 +113,7 @@ async def _serve_health(host: str, port: int, app: web.Application) -> web.AppRu
 
     health = web.Application()
     health.router.add_get("/healthz", healthz)
+    health.router.add_get("/metrics", worker_metrics(app), allow_head=False)
     runner = web.AppRunner(health, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

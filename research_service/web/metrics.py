@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Final
 
 from aiohttp import web
@@ -41,6 +41,7 @@ QUEUE_SAMPLE_TIMEOUT_S: Final = 1.0
 #: Answers counted as refusals (too many runs, unavailable).
 REFUSALS: Final = (429, 503)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry")
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 #: Every metric's name starts so.
 PREFIX: Final = "research"
 
@@ -182,14 +183,32 @@ async def metrics(request: web.Request) -> web.Response:
                 "metrics are for admin keys and the metrics token (RESEARCH_METRICS_TOKEN); "
                 "create an admin key with `keys create NAME --admin`"
             )
-    await _sample_queue(request.app)
-    body = generate_latest(request.app[REGISTRY])
+    return await scrape(request.app)
+
+
+async def scrape(app: web.Application) -> web.Response:
+    """The metrics of `app`, as Prometheus reads them."""
+    await _sample_queue(app)
+    body = generate_latest(app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _has_metrics_token(request: web.Request) -> bool:
+def worker_metrics(app: web.Application) -> Handler:
+    """A worker's `GET /metrics` (on its --health-port): the metrics token when one is set."""
+
+    async def handle(request: web.Request) -> web.Response:
+        if app[SETTINGS].metrics_token and not _has_metrics_token(request, app):
+            return web.json_response(
+                {"detail": "give Authorization: Bearer <RESEARCH_METRICS_TOKEN>"}, status=401
+            )
+        return await scrape(app)
+
+    return handle
+
+
+def _has_metrics_token(request: web.Request, app: web.Application | None = None) -> bool:
     """Whether the request carries `Authorization: Bearer <--metrics-token>`."""
-    token = request.app[SETTINGS].metrics_token
+    token = (app or request.app)[SETTINGS].metrics_token
     if not token:
         return False
     scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
