@@ -133,7 +133,7 @@ def create_app(
                 stats=stats,
             )
             store = app[EVENT_LOG]
-            app[WEBHOOKS] = await open_webhooks(settings, store, stack)
+            app[WEBHOOKS] = await open_webhooks(settings, store, stack, stats=stats)
             if not api:
                 pass  # a worker: it serves no API, so there is nobody to let in
             elif settings.auth_mode == "keys":

@@ -92,6 +92,10 @@ class Stats:
     #: The cluster's queue by state (unread, unacknowledged), as sampled for the last scrape;
     #: None outside a cluster, or when Redis did not answer it.
     queued: dict[str, int] | None = None
+    #: Completion webhooks: attempt outcome (ok, failed) → attempts made here.
+    webhook_attempts: Counter[str] = field(default_factory=Counter)
+    #: Completion webhooks: final state (delivered, failed) → deliveries that ended here.
+    webhooks_ended: Counter[str] = field(default_factory=Counter)
 
     def phase_done(self, phase: str, seconds: float) -> None:
         """A phase completed after `seconds`."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from research_service.auth.key_store import SqliteKeys
@@ -156,6 +157,16 @@ async def test_failures_are_retried_with_the_same_id_until_taken(
     assert all(got.verify(CONFIGURED)["data"]["run_id"] == run_id for got in attempts)
     (delivery,) = await settled(client, service, run_id)
     assert (delivery["state"], delivery["attempts"]) == ("delivered", 4)
+    scraped = (await client.get(service.url("/metrics"))).text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+    }
+    assert samples[("research_webhook_attempts_total", (("outcome", "failed"),))] == 3
+    assert samples[("research_webhook_attempts_total", (("outcome", "ok"),))] == 1
+    assert samples[("research_webhooks_total", (("state", "delivered"),))] == 1
+    assert samples[("research_webhooks_total", (("state", "failed"),))] == 0
 
 
 async def test_the_wait_between_attempts_doubles_up_to_an_hour() -> None:

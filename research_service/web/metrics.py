@@ -85,6 +85,7 @@ class ServiceCollector(Collector):
         yield phases
         yield from _streams(stats)
         yield from _providers(stats)
+        yield from _webhooks(stats)
         yield _histogram(
             f"{PREFIX}_event_loop_lag_seconds",
             "how late a timer fires on the event loop (sampled every second)",
@@ -115,6 +116,22 @@ def _streams(stats: Stats) -> Iterator[Metric]:
         "from a live event reaching the run's hub to its write to a listener's socket",
         stats.delivery_lag,
     )
+
+
+def _webhooks(stats: Stats) -> Iterator[Metric]:
+    """Completion webhooks: attempts by outcome, deliveries by how they ended."""
+    attempts = CounterMetricFamily(
+        f"{PREFIX}_webhook_attempts", "webhook POSTs made, by outcome", labels=["outcome"]
+    )
+    for outcome in ("ok", "failed"):
+        attempts.add_metric([outcome], stats.webhook_attempts[outcome])
+    yield attempts
+    ended = CounterMetricFamily(
+        f"{PREFIX}_webhooks", "webhook deliveries that ended, by state", labels=["state"]
+    )
+    for state in ("delivered", "failed"):
+        ended.add_metric([state], stats.webhooks_ended[state])
+    yield ended
 
 
 def _providers(stats: Stats) -> Iterator[Metric]:

@@ -28,6 +28,7 @@ from research_service.reading.addresses import AllowList
 from research_service.reading.errors import PageRefused
 from research_service.reading.ssrf import GuardedResolver, UrlGuard
 from research_service.runs.log import EventLog
+from research_service.stats import Stats
 from research_service.webhooks.notification import notification
 from research_service.webhooks.outbox import Delivery, Outbox
 from research_service.webhooks.signing import Signer
@@ -66,6 +67,7 @@ class Dispatcher:
         signer: Signer,
         allow: AllowList,
         retry_s: float,
+        stats: Stats,
         poll_s: float = POLL_S,
     ) -> None:
         self.outbox = outbox
@@ -73,6 +75,7 @@ class Dispatcher:
         self.signer = signer
         self.allow = allow
         self.retry_s = retry_s
+        self.stats = stats
         self.poll_s = poll_s
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
@@ -228,13 +231,20 @@ class Dispatcher:
                 if not 200 <= response.status < 300:
                     raise DeliveryFailed(f"the receiver answered HTTP {response.status}")
         except PageRefused:
+            self.stats.webhook_attempts["failed"] += 1
+            raise
+        except DeliveryFailed:
+            self.stats.webhook_attempts["failed"] += 1
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.stats.webhook_attempts["failed"] += 1
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+        self.stats.webhook_attempts["ok"] += 1
 
     async def _end(self, delivery: Delivery, state: str, error: str | None) -> None:
         ended = replace(delivery, state=state, last_error=error)  # type: ignore[arg-type]
         await self.outbox.save(ended)
+        self.stats.webhooks_ended[state] += 1
         level = logging.INFO if state == "delivered" else logging.WARNING
         log.log(
             level,

@@ -14,6 +14,7 @@ from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.postgres_log import PostgresEventLog
 from research_service.runs.sqlite_log import SqliteEventLog
 from research_service.settings import Settings
+from research_service.stats import Stats
 from research_service.webhooks.dispatcher import Dispatcher
 from research_service.webhooks.outbox import Delivery, MemoryOutbox, Outbox, new_delivery_id
 from research_service.webhooks.signing import SERVER_SCOPE, Signer, key_scope
@@ -78,7 +79,9 @@ def outbox_for(store: EventLog) -> tuple[Outbox, bool]:
     return MemoryOutbox(), True
 
 
-async def open_webhooks(settings: Settings, store: EventLog, stack: AsyncExitStack) -> Webhooks:
+async def open_webhooks(
+    settings: Settings, store: EventLog, stack: AsyncExitStack, *, stats: Stats
+) -> Webhooks:
     """The app's webhooks, sending until the stack closes."""
     if settings.webhook_url is not None:
         await _check_server_url(settings)
@@ -93,6 +96,7 @@ async def open_webhooks(settings: Settings, store: EventLog, stack: AsyncExitSta
         signer=signer,
         allow=AllowList.parse(settings.fetch_allow),
         retry_s=settings.webhook_retry_s,
+        stats=stats,
     )
     close = getattr(outbox, "close", None)
     if close is not None:
