@@ -15,7 +15,7 @@ from typing import Final
 #: Upper bounds (s) of the phase duration histogram's buckets.
 PHASE_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 #: Upper bounds (s) of the event-loop lag histogram's buckets.
-LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 #: Upper bounds (s) of the provider call histograms: a local search takes milliseconds, a
 #: long answer from a remote model minutes.
 CALL_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -85,6 +85,8 @@ class Stats:
     phases: dict[str, Buckets] = field(default_factory=dict)
     #: How late a timer fires on the event loop: the loop's own lag.
     loop_lag: Buckets = field(default_factory=lambda: Buckets(LAG_BUCKETS))
+    #: The longest of those since the process started: the worst stall seen.
+    loop_lag_max: float = 0.0
     #: (provider name, stage) → its calls.
     provider_calls: dict[tuple[str, str], CallStats] = field(default_factory=dict)
     #: From an event reaching the run's hub to its bytes written to a live listener's socket.

@@ -8,6 +8,7 @@ import json
 import logging
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,26 @@ async def test_the_counts_follow_real_runs(
     assert after['research_phase_seconds_count{phase="planning"}'] == 2
     assert after['research_phase_seconds_count{phase="synthesizing"}'] == 1
     assert after["research_open_streams"] == 0
-    assert after['research_event_loop_lag_seconds_bucket{le="+Inf"}'] >= 0
+
+
+async def test_a_blocked_event_loop_shows_as_lag(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """The service shares this test's loop: blocking it here is a real 80 ms stall."""
+    every = 'research_event_loop_lag_seconds_bucket{le="+Inf"}'
+    under_50ms = 'research_event_loop_lag_seconds_bucket{le="0.05"}'
+
+    def over_50ms(samples: dict[str, float]) -> float:
+        return samples[every] - samples[under_50ms]
+
+    before = await scrape(service, client)
+    time.sleep(0.08)  # noqa: ASYNC251 - the stall itself, not a wait
+    async with asyncio.timeout(5):
+        while over_50ms(after := await scrape(service, client)) == over_50ms(before):
+            pass  # each scrape gives the loop a turn; the sampler fires within 10 ms
+    # The stall is one sample above 50 ms (the sampler's timer fired once, late).
+    assert over_50ms(after) == over_50ms(before) + 1
+    assert after["research_event_loop_lag_max_seconds"] >= 0.07
 
 
 async def test_open_streams_are_counted_while_they_are_open(

@@ -34,8 +34,9 @@ from research_service.web.keys import CLUSTER, MANAGER, SETTINGS
 
 log = logging.getLogger(__name__)
 
-#: How often the event loop's lag is sampled (s).
-LAG_SAMPLE_S: Final = 1.0
+#: How often the event loop's lag is sampled (s): a stall of S seconds shows as a lag between
+#: S - 10 ms and S, and 100 wake-ups a second cost about 0.2 % of a core.
+LAG_SAMPLE_S: Final = 0.01
 #: How long a scrape waits for Redis to tell the queue's depth before it goes on without it.
 QUEUE_SAMPLE_TIMEOUT_S: Final = 1.0
 #: Answers counted as refusals (too many runs, unavailable).
@@ -88,8 +89,13 @@ class ServiceCollector(Collector):
         yield from _webhooks(stats)
         yield _histogram(
             f"{PREFIX}_event_loop_lag_seconds",
-            "how late a timer fires on the event loop (sampled every second)",
+            "how late a timer fires on the event loop (sampled every 10 ms)",
             stats.loop_lag,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_event_loop_lag_max_seconds",
+            "the longest the event loop was late since the process started",
+            value=stats.loop_lag_max,
         )
 
 
@@ -264,7 +270,10 @@ async def sample_loop_lag(app: web.Application) -> AsyncIterator[None]:
             expected = loop.time() + LAG_SAMPLE_S
             await asyncio.sleep(LAG_SAMPLE_S)
             if MANAGER in app:
-                app[MANAGER].stats.loop_lag.observe(max(0.0, loop.time() - expected))
+                stats = app[MANAGER].stats
+                late = max(0.0, loop.time() - expected)
+                stats.loop_lag.observe(late)
+                stats.loop_lag_max = max(stats.loop_lag_max, late)
 
     task = asyncio.create_task(sample(), name="loop-lag")
     yield
