@@ -32,12 +32,12 @@ from scale_client import (
     Poster,
     Recorder,
     connect_posters,
+    connect_recorders,
     fetch_recordings,
-    listen,
     scrape,
     wall_offset,
 )
-from scale_report import StepData, figures, render
+from scale_report import StepData, figures, render, targets
 from scale_workload import run_body
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
@@ -109,26 +109,30 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return found["VmRSS"], found["VmHWM"]
 
 
-async def burst(
-    proc: Proc, posters: list[Poster], *, first: int = 0
-) -> list[tuple[Posted, Recorder]]:
-    """Send every POST at once (questions `first`, `first` + 1 …); open each run's listener
-    the moment its POST is answered."""
+Client = tuple[Poster, Recorder]
 
-    async def attach(poster: Poster) -> tuple[Posted, Recorder]:
-        posted = await poster.answer
-        return posted, await listen(proc.port, posted.events_url)
 
-    for number, poster in enumerate(posters):
+async def connect(proc: Proc, runs: int) -> list[Client]:
+    """Per run, a connection for its POST and one for its stream, both open before it is sent."""
+    posters = await connect_posters(proc.port, runs)
+    recorders = await connect_recorders(proc.port, runs)
+    return list(zip(posters, recorders, strict=True))
+
+
+async def burst(clients: list[Client], *, first: int = 0) -> list[Posted]:
+    """Send every POST at once (questions `first`, `first` + 1 …); each run's stream is asked
+    for the moment its POST is answered."""
+    for number, (poster, recorder) in enumerate(clients):
+        poster.on_answer = lambda posted, recorder=recorder: recorder.get(posted.events_url)
         poster.send(run_body(first + number))
-    return await asyncio.gather(*(attach(poster) for poster in posters))
+    return await asyncio.gather(*(poster.answer for poster, _ in clients))
 
 
 async def warm_up(proc: Proc) -> None:
     """A few runs to their end, not measured."""
-    posters = await connect_posters(proc.port, WARMUP_RUNS)
-    pairs = await burst(proc, posters, first=WARMUP_FIRST_QUESTION)
-    await asyncio.gather(*(recorder.closed for _, recorder in pairs))
+    clients = await connect(proc, WARMUP_RUNS)
+    await burst(clients, first=WARMUP_FIRST_QUESTION)
+    await asyncio.gather(*(recorder.closed for _, recorder in clients))
 
 
 def cpu_since(pid: int, before: CpuSample) -> tuple[float, float]:
@@ -146,28 +150,32 @@ async def window(
 ) -> StepData:
     """`runs` runs posted at once, one listener each, until every stream has ended."""
     base = f"http://{HOST}:{proc.port}"
-    posters = await connect_posters(proc.port, runs)
+    clients = await connect(proc, runs)
     before = await scrape(session, base) if metrics else None
     probe = LoopProbe()
     probe.start()
+    # No collection of the client's own garbage may hold its loop (and its stamps) meanwhile.
+    gc.disable()
     busy_0, own_0 = system_busy_s(), time.process_time()
     cpu_0, began = cpu_sample(proc.pid), time.monotonic()
-    async with asyncio.timeout(WINDOW_TIMEOUT_S):
-        pairs = await burst(proc, posters)
-        await asyncio.gather(*(recorder.closed for _, recorder in pairs))
+    try:
+        async with asyncio.timeout(WINDOW_TIMEOUT_S):
+            posted = await burst(clients)
+            await asyncio.gather(*(recorder.closed for _, recorder in clients))
+    finally:
+        gc.enable()
     wall, (cpu, cpu_ticks) = time.monotonic() - began, cpu_since(proc.pid, cpu_0)
     own, busy = time.process_time() - own_0, system_busy_s() - busy_0
     rss, peak = memory_kib(proc.pid)
     client_stall = await probe.stop()
     after = await scrape(session, base) if metrics else None
-    posted = [p for p, _ in pairs]
     recordings = await fetch_recordings(session, base, [p.run_id for p in posted])
     return StepData(
         server=server,
         runs=runs,
         posted=posted,
-        streams=[recorder.events() for _, recorder in pairs],
-        heads=[recorder.head_at for _, recorder in pairs],
+        streams=[recorder.events() for _, recorder in clients],
+        heads=[recorder.head_at for _, recorder in clients],
         recordings=recordings,
         wall_s=wall,
         cpu_s=cpu,
@@ -252,7 +260,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     print(f"scale bench: {time.perf_counter() - began:.1f} s", file=sys.stderr)
     results = figures(steps)
     print(render(results, steps=params.steps))
-    save_json(args.json, {"machine": info, "params": asdict(params), "results": results})
+    document = {
+        "machine": info,
+        "params": asdict(params),
+        "results": results,
+        "targets": targets(results, steps=params.steps),
+    }
+    save_json(args.json, document)
     return 0
 
 

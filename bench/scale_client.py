@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -63,6 +64,8 @@ class Poster(asyncio.Protocol):
 
     def __init__(self, port: int) -> None:
         self.port = port
+        #: Called with the answer the moment it is read (the bench opens the run's stream).
+        self.on_answer: Callable[[Posted], None] | None = None
         self.transport: asyncio.Transport | None = None
         self.sent = 0.0
         self.buffer = bytearray()
@@ -104,15 +107,16 @@ class Poster(asyncio.Protocol):
             self.answer.set_exception(RuntimeError(f"POST /v1/runs: {status} {body[:200]!r}"))
             return
         answer = json.loads(body)
-        self.answer.set_result(
-            Posted(
-                str(answer["id"]),
-                str(answer["events_url"]),
-                parse_iso(answer["created_at"]),
-                self.sent,
-                at,
-            )
+        posted = Posted(
+            str(answer["id"]),
+            str(answer["events_url"]),
+            parse_iso(answer["created_at"]),
+            self.sent,
+            at,
         )
+        if self.on_answer is not None:
+            self.on_answer(posted)
+        self.answer.set_result(posted)
 
 
 def _content_length(head: bytes) -> int | None:
@@ -146,21 +150,27 @@ class Received:
 class Recorder(asyncio.Protocol):
     """One SSE response on a raw HTTP/1.1 connection; every read kept with its arrival time.
 
-    The reads are only stamped and kept; they are parsed once the stream has ended, so the
-    client spends as little as it can while the servers are measured.
+    Connected ahead, like a `Poster`: `get` only writes the request. The reads are only stamped
+    and kept; they are parsed once the stream has ended, so the client spends as little as it
+    can while the servers are measured.
     """
 
-    def __init__(self, path: str) -> None:
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nAccept: text/event-stream\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
         self.reads: list[tuple[float, bytes]] = []
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.write(self.request)
+        self.transport = transport
+
+    def get(self, path: str) -> None:
+        """Ask for the stream at `path` now."""
+        assert self.transport is not None
+        self.transport.write(
+            f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nAccept: text/event-stream\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
 
     def data_received(self, data: bytes) -> None:
         self.reads.append((time.monotonic(), data))
@@ -242,11 +252,13 @@ def _event(block: bytes) -> tuple[int, str, str | None] | None:
     return seq, name, status
 
 
-async def listen(port: int, path: str) -> Recorder:
-    """Open one recorder on `path`; the request goes out as soon as it is connected."""
+async def connect_recorders(port: int, count: int) -> list[Recorder]:
+    """`count` connections, each ready to ask for one stream."""
     loop = asyncio.get_running_loop()
-    _, recorder = await loop.create_connection(lambda: Recorder(path), HOST, port)
-    return recorder
+    opened = await asyncio.gather(
+        *(loop.create_connection(Recorder, HOST, port) for _ in range(count))
+    )
+    return [recorder for _, recorder in opened]
 
 
 @dataclass(frozen=True, slots=True)
