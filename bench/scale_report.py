@@ -72,16 +72,19 @@ def bucket_pct(deltas: list[tuple[float, float]], p: float) -> float:
 
 
 def loop_stall(scrapes: tuple[Scrape, Scrape] | None) -> dict[str, Any]:
-    """The service's longest loop stall in the window, from its metrics, and how it was read."""
+    """The service's longest loop stall in the window, from its metrics, and how it was read.
+
+    The gauge keeps the worst stall so far (since the process started, or since a reset): when
+    it rose during the window, its new value is the window's worst, exactly. Otherwise the
+    histogram's observations between the two scrapes give the bucket the worst one fell in.
+    """
     if scrapes is None:
         return {"stall_ms": math.nan, "stall_source": "none"}
     before, after = scrapes
-    if LAG_GAUGE in after.gauges:
-        return {
-            "stall_ms": after.gauges[LAG_GAUGE] * 1000,
-            "stall_source": LAG_GAUGE,
-            "stall_gauge_before_ms": before.gauges.get(LAG_GAUGE, math.nan) * 1000,
-        }
+    gauge_before = before.gauges.get(LAG_GAUGE, math.nan) * 1000
+    gauge_after = after.gauges.get(LAG_GAUGE, math.nan) * 1000
+    if gauge_after > gauge_before or (math.isnan(gauge_before) and gauge_after >= 0):
+        return {"stall_ms": gauge_after, "stall_source": LAG_GAUGE}
     deltas = histogram_delta(before, after, LAG_HISTOGRAM)
     if deltas is None:
         return {"stall_ms": math.nan, "stall_source": "none"}
@@ -96,6 +99,8 @@ def loop_stall(scrapes: tuple[Scrape, Scrape] | None) -> dict[str, Any]:
         "stall_above_last_bucket": top == len(bounds) - 1,
         "stall_source": f"{LAG_HISTOGRAM} (highest non-empty bucket)",
         "stall_samples": sum(count for _, count in deltas),
+        # The gauge did not rise: the window's worst is at most the worst before it.
+        "stall_gauge_ms": gauge_after,
     }
 
 
@@ -214,7 +219,7 @@ def _stall(f: dict[str, Any]) -> str:
         return "n/a"
     if not f["stall_samples"]:
         return "no sample"
-    # The histogram gives a bucket, from a sample a second: its range, and how many samples.
+    # The histogram gives a bucket: its range, and how many samples fell in the window.
     if f.get("stall_above_last_bucket"):
         shown = f"> {f['stall_ms']:g}"
     else:
@@ -363,7 +368,7 @@ def targets(results: dict[str, Any], *, steps: tuple[int, ...]) -> dict[str, Any
     rows.append(
         {
             "target": "longest loop stall ms"
-            + ("" if f["stall_source"] == LAG_GAUGE else " (histogram, sampled once a second)"),
+            + ("" if f["stall_source"] == LAG_GAUGE else " (a histogram bucket)"),
             "value": f["stall_ms"],
             # From the histogram: the stall's bucket, (floor, value]; above the last: > value.
             "floor": f.get("stall_floor_ms"),

@@ -83,15 +83,32 @@ def test_loop_stall_is_the_highest_bucket_filled_in_the_window(
     assert not stall["stall_above_last_bucket"]
 
 
-def test_loop_stall_gauge_wins_over_the_histogram(monkeypatch: pytest.MonkeyPatch) -> None:
+def gauge(seconds: float) -> str:
+    return scrape_text(
+        "# TYPE research_event_loop_lag_max_seconds gauge",
+        f"research_event_loop_lag_max_seconds {seconds}",
+    )
+
+
+def test_loop_stall_is_the_gauge_when_it_rose_in_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     report = bench_module("scale_report", monkeypatch)
     client = bench_module("scale_client", monkeypatch)
-    gauge = scrape_text(
-        "# TYPE research_event_loop_lag_max_seconds gauge",
-        "research_event_loop_lag_max_seconds 0.0375",
-    )
-    before = client.parse_scrape(HISTOGRAM_BEFORE + gauge)
-    after = client.parse_scrape(HISTOGRAM_AFTER + gauge)
+    before = client.parse_scrape(HISTOGRAM_BEFORE + gauge(0.0125))
+    after = client.parse_scrape(HISTOGRAM_AFTER + gauge(0.0375))
     stall = report.loop_stall((before, after))
     assert stall["stall_ms"] == pytest.approx(37.5)
     assert stall["stall_source"] == "research_event_loop_lag_max_seconds"
+
+
+def test_loop_stall_is_the_bucket_when_the_gauge_kept_an_older_worst(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = bench_module("scale_report", monkeypatch)
+    client = bench_module("scale_client", monkeypatch)
+    before = client.parse_scrape(HISTOGRAM_BEFORE + gauge(0.5))
+    after = client.parse_scrape(HISTOGRAM_AFTER + gauge(0.5))
+    stall = report.loop_stall((before, after))
+    assert (stall["stall_floor_ms"], stall["stall_ms"]) == pytest.approx((25.0, 100.0))
+    assert stall["stall_source"].startswith("research_event_loop_lag_seconds")
