@@ -195,6 +195,7 @@ class Recorder(asyncio.Protocol):
             total += len(data)
             read_ends.append(total)
         body, segments = _dechunk(raw)
+        starts = [body_offset for body_offset, _ in segments]
         found: list[Received] = []
         first_read: int | None = None
         start = 0
@@ -205,7 +206,7 @@ class Recorder(asyncio.Protocol):
             if event is None:
                 continue
             # The read that holds the event's last byte is when the whole event had arrived.
-            last_byte = _raw_offset(segments, end + 1)
+            last_byte = _raw_offset(segments, starts, end + 1)
             read = min(bisect.bisect_right(read_ends, last_byte), len(read_ends) - 1)
             if first_read is None:
                 first_read = read
@@ -230,8 +231,9 @@ def _dechunk(raw: bytes) -> tuple[bytearray, list[tuple[int, int]]]:
     return body, segments
 
 
-def _raw_offset(segments: list[tuple[int, int]], body_offset: int) -> int:
-    index = bisect.bisect_right([s[0] for s in segments], body_offset) - 1
+def _raw_offset(segments: list[tuple[int, int]], starts: list[int], body_offset: int) -> int:
+    """Where a body offset is in the raw bytes (`starts`: each chunk's body offset)."""
+    index = bisect.bisect_right(starts, body_offset) - 1
     chunk_body, chunk_raw = segments[max(index, 0)]
     return chunk_raw + body_offset - chunk_body
 
