@@ -191,6 +191,11 @@ def _schema_validator(document: Mapping[str, Any], pointer: str) -> Draft202012V
     )
 
 
+def assert_valid(document: Mapping[str, Any], pointer: str, instance: Any) -> None:
+    """Fail unless `instance` is valid by the schema at `pointer` (`/components/...`)."""
+    _fail_unless_valid(_schema_validator(document, pointer), instance, f"an answer ({pointer})")
+
+
 def _escape(part: str) -> str:
     return part.replace("~", "~0").replace("/", "~1")
 

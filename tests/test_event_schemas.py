@@ -197,6 +197,7 @@ def test_every_kind_of_phase_event_is_accepted(data: dict[str, Any]) -> None:
         ("phase", {**PHASES[8], "error": "x"}, "a finished query with sources and an error"),
         ("phase", {**PHASES[7], "round": 2}, "searching starts with round 1"),
         ("phase", {**PHASES[17], "retrying": {"attempt": 2}}, "retrying without wait_ms"),
+        ("phase", {**PHASES[17], "retrying": {"attempt": 0, "wait_ms": 1, "reason": "x"}}, "no 0"),
         ("phase", {**PHASES[19], "truncated": False}, "truncated is only ever true"),
         ("token", {"text": ""}, "an empty piece"),
         ("token", {"text": "a", "seq": 1}, "an unknown field"),
@@ -207,6 +208,11 @@ def test_every_kind_of_phase_event_is_accepted(data: dict[str, Any]) -> None:
         ("done", {**DONE, **FAILED, "usage": {}}, "usage neither null nor whole"),
         ("done", {k: v for k, v in DONE.items() if k != "truncated"}, "truncated missing"),
         ("done", {**DONE, "sources": [{"id": 1, "title": "t", "url": "u"}]}, "no snippet"),
+        (
+            "done",
+            {**DONE, **FAILED, "sources": [{"id": 1, "title": "t", "url": "u"}]},
+            "no snippet, though this process ended the run",
+        ),
         ("done", {**DONE, "status": "running"}, "not a final status"),
         ("ping", {}, "not an event of the stream"),
     ],
@@ -223,6 +229,10 @@ def test_done_of_each_ending_is_accepted() -> None:
     check_event("done", {**DONE, **FAILED})
     cancelled = {"code": "cancelled", "message": "the run was cancelled on request"}
     check_event("done", {**DONE, "status": "cancelled", "error": cancelled, "truncated": True})
+    # Another process ended it: the snippets went with the process that stopped.
+    interrupted = {"code": "interrupted", "message": "the service stopped during the run"}
+    brief = [{"id": 1, "title": "json", "url": "https://x.org/"}]
+    check_event("done", {**DONE, **FAILED, "error": interrupted, "sources": brief})
     check_event("error", {"code": "interrupted", "message": "stopped", "phase": "searching"})
     check_event("error", {"code": "internal", "message": "a bug", "phase": None})
 

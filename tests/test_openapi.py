@@ -9,6 +9,7 @@ body is valid by the schema, an event stream event by event.
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,7 @@ from research_service.settings import Settings
 from tests.conftest import MakeService, Service
 from tests.openapi_check import (
     DOCUMENT,
+    assert_valid,
     check_response,
     check_webhook,
     embedded_components,
@@ -445,3 +447,55 @@ async def test_a_run_with_a_webhook_and_its_notification_match(
         assert sent.json["data"]["run_id"] == created.json()["id"]
     snapshot = await checked("GET", "/v1/runs/{run_id}", f"/v1/runs/{created.json()['id']}")
     assert [hook["url"] for hook in snapshot.json()["webhooks"]] == [receiver.url()]
+
+
+def _concrete(path: str) -> str:
+    """A path template with real-looking values in its parameters."""
+    return path.replace("{run_id}", "0123456789abcdef").replace("{name}", "panel.js")
+
+
+async def test_a_method_no_path_takes_is_405_allowing_just_the_documented_ones(
+    checked: Checked, document: dict[str, Any]
+) -> None:
+    for path, item in document["paths"].items():
+        response = await checked.client.request("PATCH", checked.service.url(_concrete(path)))
+        assert response.status_code == 405, path
+        allowed = set(response.headers["Allow"].split(", ")) - {"HEAD"}
+        assert allowed == {method.upper() for method in item if method in METHODS}, path
+        body = response.json()
+        assert body["type"] == PROBLEM_TYPE_BASE + "method-not-allowed"
+        assert_valid(document, "/components/schemas/Problem", body)
+
+
+async def test_protocol_errors_are_the_documented_problems(checked: Checked) -> None:
+    too_long = await checked("GET", "/v1/runs", params={"x": "y" * 9000})
+    assert too_long.status_code == 414
+    too_large = await checked("GET", "/v1/runs", headers={"X-Big": "y" * 9000})
+    assert too_large.status_code == 431
+
+
+async def test_a_slow_body_is_the_documented_408(
+    make_service: MakeService, document: dict[str, Any]
+) -> None:
+    service = await make_service(body_timeout_s=0.2)
+    port = service.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    status = int(status_line.split()[1])
+    assert status == 408
+    check_response(
+        document, method="POST", path="/v1/runs", status=status, headers=headers, body=body
+    )
