@@ -237,7 +237,15 @@ async def run(params: Params) -> list[StepData]:
                 service = await service_step(session, tmp, seed, runs, params)
                 baseline = await baseline_step(session, tmp, service, params)
                 steps += [service, baseline]
-                print(f"{runs} runs: {time.perf_counter() - began:.1f} s", file=sys.stderr)
+                other = max(service.other_cores, baseline.other_cores)
+                print(
+                    f"{runs} runs: {time.perf_counter() - began:.1f} s; other processes used up "
+                    f"to {other:.2f} cores meanwhile"
+                    + (
+                        " (the figures are noisy: compare with bare aiohttp)" if other > 0.1 else ""
+                    ),
+                    file=sys.stderr,
+                )
     return steps
 
 
