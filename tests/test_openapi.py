@@ -499,3 +499,17 @@ async def test_a_slow_body_is_the_documented_408(
     check_response(
         document, method="POST", path="/v1/runs", status=status, headers=headers, body=body
     )
+
+
+def test_every_component_is_used(document: dict[str, Any]) -> None:
+    """No schema, response or header is left behind by an edit."""
+    text = json.dumps(document)
+    unused = [
+        f"{kind}/{name}"
+        for kind in ("schemas", "responses", "headers")
+        for name in document["components"][kind]
+        # Referenced whole, or by a pointer into it (`DoneEvent/properties/usage`).
+        if f'"#/components/{kind}/{name}"' not in text
+        and f"#/components/{kind}/{name}/" not in text
+    ]
+    assert unused == []
