@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -17,9 +18,13 @@ from research_service.web.request_id import REQUEST_ID_HEADER
 from tests.loopback import free_port
 from tests.served import CORPUS, start, stop
 from tests.sse import listen
+from tests.webhook_receiver import Receiver
 
 API_KEY = "alice-log-test-key-" + "k" * 32
 SECRET = "log-test-secret-" + "s" * 32
+METRICS_TOKEN = "log-test-metrics-token-" + "t" * 24
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"w" * 32).decode()
+HOOK_KEY = "hook-query-secret-" + "h" * 20
 REQUIRED = ("time", "level", "logger", "message")
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
@@ -67,8 +72,16 @@ def test_a_traceback_stays_on_one_line() -> None:
 
 
 async def test_json_logs_carry_request_ids_and_never_a_key_secret_or_token(tmp_path: Path) -> None:
+    async with Receiver() as receiver:
+        await _json_logs_carry_request_ids_and_never_a_secret(tmp_path, receiver)
+
+
+async def _json_logs_carry_request_ids_and_never_a_secret(
+    tmp_path: Path, receiver: Receiver
+) -> None:
     keys = tmp_path / "keys.txt"
     keys.write_text(f"alice:{API_KEY}\n")
+    hook = receiver.url(f"/hook?key={HOOK_KEY}")
     served = await start(
         "--log-format",
         "json",
@@ -86,7 +99,13 @@ async def test_json_logs_carry_request_ids_and_never_a_key_secret_or_token(tmp_p
         str(free_port()),
         "--data-dir",
         str(tmp_path / "data"),
-        env={"RESEARCH_SECRET": SECRET},
+        "--fetch-allow",
+        "127.0.0.1",
+        env={
+            "RESEARCH_SECRET": SECRET,
+            "RESEARCH_METRICS_TOKEN": METRICS_TOKEN,
+            "RESEARCH_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        },
     )
     base = served.base.rstrip("/")
     bearer = {"Authorization": f"Bearer {API_KEY}"}
@@ -94,7 +113,10 @@ async def test_json_logs_carry_request_ids_and_never_a_key_secret_or_token(tmp_p
         async with httpx.AsyncClient(timeout=30) as client:
             created = await client.post(
                 f"{base}/v1/runs",
-                json={"question": "How does photosynthesis work?"},
+                json={
+                    "question": "How does photosynthesis work?",
+                    "options": {"webhook": {"url": hook}},
+                },
                 headers={**bearer, REQUEST_ID_HEADER: "client-42.a:b_c"},
             )
             assert created.status_code == 201, created.text
@@ -116,11 +138,19 @@ async def test_json_logs_carry_request_ids_and_never_a_key_secret_or_token(tmp_p
             long_id = "x" * 129
             health = await client.get(f"{base}/healthz", headers={REQUEST_ID_HEADER: long_id})
             assert health.headers[REQUEST_ID_HEADER] != long_id
+            scraped = await client.get(
+                f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+            )
+            assert scraped.status_code == 200
+            (delivered,) = await receiver.wait_for(1)
+            assert delivered.verify(WEBHOOK_SECRET)["data"]["run_id"] == run_id
             await served.wait_log(rb'"status": 401')
+            await served.wait_log(rb"delivered after 1 attempt")
     finally:
         assert await stop(served) == 0
     log = served.log.decode()
-    for secret in (API_KEY, SECRET, token, token.rsplit(".", 1)[1], cookie, bad_key):
+    secrets = (API_KEY, SECRET, token, token.rsplit(".", 1)[1], cookie, bad_key, METRICS_TOKEN)
+    for secret in (*secrets, WEBHOOK_SECRET, WEBHOOK_SECRET[6:], HOOK_KEY):
         assert secret not in log
     lines = [json.loads(line) for line in log.splitlines()]
     for line in lines:
