@@ -332,3 +332,20 @@ async def test_a_second_connection_in_the_process_keeps_the_firsts_view_fresh(
         assert keys.find(key_id) is None
         await log.create_run(record("b" * 16, 2.0))
         assert await log.get_run("b" * 16) is not None
+
+
+@pytest.mark.parametrize("count", [1, 5, 341, 1000])
+async def test_a_batch_of_any_size_is_stored_whole_and_in_order(
+    open_log: OpenLog, path: Path, count: int
+) -> None:
+    """A batch is inserted a few statements of many rows each (256, 64, 16, 4, 1)."""
+    log = await open_log(flush_interval_s=NEVER_S, flush_max_events=count)
+    await log.create_run(record("0123456789abcdef", 1.0))
+    appended = [event("0123456789abcdef", seq) for seq in range(1, count + 1)]
+    for each in appended:
+        await log.append(each)
+    await until_written(log)
+    assert events_on_disk(path) == count
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        stored = db.execute("SELECT run_id, seq, name, t_ms, wire FROM events ORDER BY seq")
+        assert [tuple(row) for row in stored] == [tuple(each) for each in appended]

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
@@ -28,11 +29,19 @@ RUN_COLUMNS: Final = "id, question, options, created_at, owner"
 LAST_EVENT: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
 
 # Exact tuples (run_id, seq, name, t_ms, wire): the column order of `events`, so a queued
-# row goes to executemany as it is, and untracked by the cyclic collector (see memory_log).
+# row goes into the INSERT as it is, and untracked by the cyclic collector (see memory_log).
 Row: TypeAlias = tuple[str, int, str, int, bytes]
 
 #: SQLite binds at most 32766 parameters per statement; tails are asked in chunks.
 _MAX_IDS: Final = 500
+#: Rows per INSERT of events, largest first. One statement is one sqlite3_step, and the worker
+#: thread gives up the GIL around each step: executemany (a step a row) would hand the GIL to
+#: the event loop and back once per event, which costs both threads more than the insert.
+_INSERT_CHUNKS: Final = (256, 64, 16, 4, 1)
+_INSERTS: Final = {
+    size: "INSERT INTO events VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * size)
+    for size in _INSERT_CHUNKS
+}
 # The done payload as text: the wire after its `\ndata: ` prefix (JSON ignores the final
 # blank line). Every run has a row, with seq 0 and no end when it has no events yet.
 _DONE_JSON: Final = "CAST(substr(e.wire, instr(e.wire, X'0a646174613a20') + 7) AS TEXT)"
@@ -144,6 +153,14 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, Outcome]:
     return db, outcome
 
 
+def _insert_events(db: sqlite3.Connection, batch: list[Row]) -> None:
+    start = 0
+    for size in _INSERT_CHUNKS:
+        while len(batch) - start >= size:
+            db.execute(_INSERTS[size], list(chain.from_iterable(batch[start : start + size])))
+            start += size
+
+
 def _rewrite_version(db: sqlite3.Connection) -> None:
     """Write the file's schema version again, unchanged: a write that changes nothing."""
     # Not this release's number: a newer release may have migrated the file meanwhile
@@ -214,11 +231,9 @@ class Database:
         return None if row is None else (record(row), events)
 
     def insert_events(self, batch: list[Row]) -> None:
-        """Commit a batch of events in one transaction."""
+        """Commit a batch of events in one transaction, a few statements of many rows each."""
         with self._lock:
-            self._write(
-                lambda db: db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", batch)
-            )
+            self._write(lambda db: _insert_events(db, batch))
 
     def probe(self) -> None:
         """A real write that changes nothing: raises when the file cannot be written."""
