@@ -156,6 +156,13 @@ class Control:
             body = await response.json()
         return str(body["events_url"])
 
+    async def healthz(self) -> None:
+        """`GET /healthz`, read whole; RuntimeError unless it answers 200."""
+        async with self.session.get(f"{self.base}/healthz") as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"GET /healthz answered {response.status}")
+
     async def stats(self, *, gc: bool = False, reset_lag: bool = False) -> Stats:
         """The server's CPU time, RSS (after a full collection with `gc`), tasks, held streams,
         and its longest loop stall (then forgotten, with `reset_lag`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from clients import Control, Listener, finish, listen, listen_many
 from workload import Ask
 
 WARMUP_LISTENERS: Final = 20
+#: The idle step's `GET /healthz` probes: one every 20 ms.
+PROBE_EVERY_S: Final = 0.02
 SHORT_RUN_TOKENS: Final = 3
 
 
@@ -94,17 +97,37 @@ async def latency(ctl: Control, into: Latencies, *, runs: int) -> None:
         into.to_byte.append((listener.first_byte - listener.started) * 1e3)
 
 
-async def idle_memory(ctl: Control, *, listeners: int) -> dict[str, float]:
-    """RSS and tasks each listener adds while held idle on one paused run (after a warm-up)."""
+async def idle_memory(ctl: Control, *, listeners: int, probe_s: float) -> dict[str, float]:
+    """RSS and tasks each listener adds while held idle on one paused run (after a warm-up),
+    and how fast `GET /healthz` answers meanwhile: probed for `probe_s`, every PROBE_EVERY_S
+    (longer than the heartbeat interval, so every listener's ping falls in the window)."""
     warm = await ctl.create_run(Ask(tokens=SHORT_RUN_TOKENS))
     await finish(await listen_many(ctl.port, warm, WARMUP_LISTENERS, ready=False))
     path = await ctl.create_run(Ask(tokens=SHORT_RUN_TOKENS, hold=True))
     before = await ctl.stats(gc=True)
     opened = await listen_many(ctl.port, path, listeners, ready=True)
     after = await ctl.stats(gc=True)
+    await ctl.stats(reset_lag=True)
+    probes = await probe_health(ctl, seconds=probe_s)
+    lag = await ctl.stats()
     await ctl.start()
     await finish(opened)
     return {
         "idle_kib": (after.rss_kib - before.rss_kib) / listeners,
         "idle_tasks": (after.tasks - before.tasks) / listeners,
+        "idle_healthz_p50_ms": percentile(probes, 50),
+        "idle_healthz_p99_ms": percentile(probes, 99),
+        "idle_lag_max_ms": lag.lag_max_ms,
     }
+
+
+async def probe_health(ctl: Control, *, seconds: float) -> list[float]:
+    """Milliseconds per `GET /healthz`, one every PROBE_EVERY_S for `seconds`."""
+    took: list[float] = []
+    ends = time.perf_counter() + seconds
+    while time.perf_counter() < ends:
+        began = time.perf_counter()
+        await ctl.healthz()
+        took.append((time.perf_counter() - began) * 1e3)
+        await asyncio.sleep(max(0.0, PROBE_EVERY_S - (time.perf_counter() - began)))
+    return took

@@ -56,6 +56,9 @@ ROWS: Final = (
     Row("first_byte_p99_ms", "GET events -> first byte, p99 ms", ".2f"),
     Row("idle_kib", "KiB per idle listener ({idle} open)", ".1f", "<= 16 KiB", 16.0),
     Row("idle_tasks", "tasks per idle listener", ".2f"),
+    Row("idle_healthz_p50_ms", "GET /healthz with them open, p50 ms", ".2f"),
+    Row("idle_healthz_p99_ms", "GET /healthz with them open, p99 ms", ".2f", "< 20 ms", 20.0),
+    Row("idle_lag_max_ms", "longest loop stall with them open, ms", ".1f"),
 )
 
 

@@ -236,10 +236,15 @@ def baseline_app(kind: str, script: Script) -> web.Application:
                 await response.send(event.data, id=event.id, event=event.event)
         return response
 
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
     app = web.Application()
     app.router.add_post("/v1/runs", create_run)
     handler: Handler = raw_events if kind == "raw" else sse_events
     app.router.add_get("/bench/events", handler)
+    # As research-service's: the probe the idle-listener step times.
+    app.router.add_get("/healthz", healthz)
     add_bench_routes(app, gate)
     return app
 
