@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -15,15 +16,17 @@ from pypdf.generic import ContentStream, DictionaryObject, NameObject
 
 from research_service.corpus.docstrings import module_title
 from research_service.corpus.documents import Document, DocumentRef
+from research_service.corpus.facts import stored_snippet
 from research_service.corpus.files import folder_documents, html_text
 from research_service.corpus.index import CorpusIndex, SyncReport, fts_query
 from research_service.corpus.links import LinkBase, base_url, folder_prefix
 from research_service.corpus.pdf import page_paragraphs
 from research_service.corpus.ranking import name_factor, passage_fit
+from research_service.corpus.search import SNIPPET_CHARS
 from research_service.corpus.stdlib import PUBLIC_NAMES, stdlib_documents
 from research_service.errors import ConfigError
 from research_service.providers.local_search import STDLIB_INDEX
-from research_service.text import passages, stems
+from research_service.text import key_terms, passages, snippet, stems, words
 from tests.corpus_fixtures import FIXTURE_CORPUS, copy_corpus, stdlib_data_dir
 
 FIXTURE_FILES = 5
@@ -152,6 +155,51 @@ def test_progress_is_reported_up_to_the_total(index: CorpusIndex, corpus: Path) 
     seen: list[tuple[int, int]] = []
     index.sync(folder_documents(corpus), progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (FIXTURE_FILES, FIXTURE_FILES)
+
+
+def passage_ids(path: Path) -> tuple[list[int], list[int]]:
+    """The rowids in `passages` and the ids in `passage_facts`, each sorted."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        passages = [rowid for (rowid,) in db.execute("SELECT rowid FROM passages ORDER BY 1")]
+        facts = [id_ for (id_,) in db.execute("SELECT id FROM passage_facts ORDER BY 1")]
+    return passages, facts
+
+
+def test_every_passage_keeps_its_facts_through_changes(index: CorpusIndex, corpus: Path) -> None:
+    index.sync(folder_documents(corpus))
+    touch(corpus / "http_status_codes.txt", "418 I'm a Teapot.\n\nAn April Fools' joke.")
+    (corpus / "git_basics.rst").unlink()
+    index.sync(folder_documents(corpus))
+    passages, facts = passage_ids(index.path)
+    assert passages
+    assert facts == passages
+
+
+def test_an_index_of_the_previous_schema_is_rebuilt_with_progress(
+    tmp_path: Path, corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Schema 2 (before the passage facts) is dropped on open; the next sync reads everything."""
+    path = tmp_path / "index.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("INSERT INTO meta VALUES ('schema', '2')")
+        db.execute("CREATE TABLE documents (id INTEGER PRIMARY KEY, key TEXT, name TEXT, "
+                   "title TEXT, url TEXT, fingerprint TEXT, passages INTEGER)")  # fmt: skip
+        db.execute("CREATE VIRTUAL TABLE passages USING fts5(name, title, body)")
+        db.execute("INSERT INTO documents VALUES (1, 'old.md', '', 'Old', 'u:old', 'f', 1)")
+        db.execute(
+            "INSERT INTO passages (rowid, name, title, body) VALUES (1 << 20, '', 'Old', 'x')"
+        )
+        db.commit()
+    seen: list[tuple[int, int]] = []
+    with caplog.at_level(logging.INFO), CorpusIndex.open(path) as index:
+        report = index.sync(folder_documents(corpus), progress=lambda d, t: seen.append((d, t)))
+        assert report == SyncReport(added=FIXTURE_FILES)
+        assert seen[-1] == (FIXTURE_FILES, FIXTURE_FILES)
+        assert urls(index, "chlorophyll light energy")
+    assert any("has schema 2; rebuilding it" in r.message for r in caplog.records)
+    passages, facts = passage_ids(path)
+    assert facts == passages
 
 
 # --- files ------------------------------------------------------------------------------
@@ -644,3 +692,21 @@ def test_a_corrupt_schema_is_rebuilt(tmp_path: Path, corpus: Path) -> None:
     with CorpusIndex.open(path) as index:
         assert index.stats().documents == 0
         assert index.sync(folder_documents(corpus)) == SyncReport(added=FIXTURE_FILES)
+
+
+def test_stored_facts_match_the_text_of_every_stdlib_passage(stdlib_index: CorpusIndex) -> None:
+    """A search reads stems and sentences noted at index time: they are what
+    research_service.text makes of the passage's text, snippets included."""
+    with contextlib.closing(sqlite3.connect(stdlib_index.path)) as db:
+        rows = db.execute(
+            "SELECT p.body, f.stems, f.sentences "
+            "FROM passages AS p JOIN passage_facts AS f ON f.id = p.rowid"
+        ).fetchall()
+    assert len(rows) == stdlib_index.stats().passages
+    queries = [key_terms(q) for q in ("How do I parse JSON in Python?", "gather tasks timeout")]
+    for body, noted, sentences in rows:
+        assert noted.split() == sorted(stems(set(words(body))))
+        for terms in queries:
+            wanted = frozenset(stems(terms))
+            expected = snippet(body, terms, limit=SNIPPET_CHARS)
+            assert stored_snippet(sentences, wanted, limit=SNIPPET_CHARS) == expected

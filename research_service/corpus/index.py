@@ -13,20 +13,17 @@ from types import TracebackType
 from typing import Final, Self
 
 from research_service.corpus.documents import Document, DocumentRef
+from research_service.corpus.facts import passage_facts
 from research_service.corpus.links import LinkBase
-from research_service.corpus.ranking import EXACT_NAME, name_factor, passage_fit
-from research_service.corpus.schema import MAX_PASSAGES, ROWID_BITS, SCHEMA, SCHEMA_VERSION, SEARCH
+from research_service.corpus.ranking import Query
+from research_service.corpus.schema import MAX_PASSAGES, ROWID_BITS, SCHEMA, SCHEMA_VERSION, TABLES
+from research_service.corpus.search import find, hits
 from research_service.hits import SearchHit
-from research_service.text import STOPWORDS, key_terms, passages, snippet, stems
+from research_service.text import STOPWORDS, key_terms, passages
 
 log = logging.getLogger(__name__)
 
 MAX_QUERY_TERMS: Final = 32
-# Documents fetched per wanted hit, so that a named document ranked lower by bm25 alone
-# can still be lifted into the results.
-OVERFETCH: Final = 3
-MIN_FETCH: Final = 20
-SNIPPET_CHARS: Final = 400
 BUSY_TIMEOUT_S: Final = 30.0
 # The `meta` row holding the indexer's `--base-url` (JSON), read by every search.
 LINK_BASE_KEY: Final = "link_base"
@@ -61,17 +58,6 @@ class IndexStats:
     passages: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Found:
-    """A matching document, scored, and its passage that answers the query best."""
-
-    score: float
-    fit: float
-    title: str
-    url: str
-    body: str
-
-
 def fts_query(text: str) -> str:
     """Free text as a safe FTS5 query: each term quoted, terms OR-ed; '' when none is left."""
     phrases: dict[str, None] = {}
@@ -90,8 +76,10 @@ class CorpusIndex:
     """Documents split into passages, searchable by bm25, in one SQLite file.
 
     Thread-safe: one connection (opened with check_same_thread=False) is shared by the
-    worker threads that call `search`, and a lock serializes its use. Queries take
-    milliseconds, so serializing them costs less than a connection per call.
+    threads that call `search`, and a lock serializes its use. A query takes about a
+    millisecond of CPU (bench/README.md), so serializing them costs less than a connection
+    per call. Each passage is written with its facts (research_service/corpus/facts.py), so
+    that a search ranks without re-reading passages.
     """
 
     def __init__(self, connection: sqlite3.Connection, *, path: Path) -> None:
@@ -113,8 +101,8 @@ class CorpusIndex:
             if row is None or row[0] != SCHEMA_VERSION:
                 if row is not None:
                     log.info("search index %s has schema %s; rebuilding it", path, row[0])
-                db.execute("DROP TABLE IF EXISTS documents")
-                db.execute("DROP TABLE IF EXISTS passages")
+                for table in TABLES:
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
                 for statement in SCHEMA:
                     db.execute(statement)
                 db.execute(
@@ -203,50 +191,38 @@ class CorpusIndex:
             "INSERT INTO passages (rowid, name, title, body) VALUES (?, ?, ?, ?)",
             ((base + n, document.name, document.title, chunk) for n, chunk in enumerate(chunks)),
         )
+        facts = (passage_facts(chunk) for chunk in chunks)
+        self._db.executemany(
+            "INSERT INTO passage_facts (id, stems, headings, heading_stems, heading_first, "
+            "sentences) VALUES (?, ?, ?, ?, ?, ?)",
+            ((base + n, f.stems, f.headings, f.heading_stems, f.heading_first, f.sentences)
+             for n, f in enumerate(facts)),
+        )  # fmt: skip
 
     def _delete(self, doc_id: int) -> None:
         self._delete_passages(doc_id)
         self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
 
     def _delete_passages(self, doc_id: int) -> None:
-        base = doc_id << ROWID_BITS
-        self._db.execute(
-            "DELETE FROM passages WHERE rowid BETWEEN ? AND ?", (base, base + MAX_PASSAGES)
-        )
+        span = (doc_id << ROWID_BITS, (doc_id << ROWID_BITS) + MAX_PASSAGES)
+        self._db.execute("DELETE FROM passages WHERE rowid BETWEEN ? AND ?", span)
+        self._db.execute("DELETE FROM passage_facts WHERE id BETWEEN ? AND ?", span)
 
     def search(self, query: str, *, limit: int) -> list[SearchHit]:
         """The `limit` best documents for free-text `query`, each with its best passage."""
         expression = fts_query(query)
         if not expression or limit <= 0:
             return []
-        fetch = max(limit * OVERFETCH, MIN_FETCH)
+        asked = Query.of(query)
         with self._lock:
-            rows = self._db.execute(SEARCH, (expression, fetch)).fetchall()
-            link = self._link_base()
-        terms = key_terms(query)
-        wanted = stems(terms)
-        found: dict[int, _Found] = {}
-        for doc_id, name, title, url, doc_rank, number, body in rows:
-            factor = name_factor(name, terms)
-            # Rows come best first, so a later passage wins only by answering better:
-            # "asyncio.gather" should show gather's definition, not a page that says
-            # "gather" five times about cancelling it.
-            lead = number == 0 and factor == EXACT_NAME
-            fit = passage_fit(body, terms, wanted, opening=lead)
-            if doc_id in found and (found[doc_id].fit, False) >= (fit, lead):
-                continue  # the document's opening wins a tie
-            found[doc_id] = _Found(-doc_rank * factor, fit, title, url, body)
-        # Stable: equal scores keep bm25's order.
-        ranked = sorted(found.values(), key=lambda f: -f.score)[:limit]
-        return [
-            SearchHit(
-                title=f.title,
-                url=f.url if link is None else link.rebase(f.url),
-                snippet=snippet(f.body, terms, limit=SNIPPET_CHARS),
-                score=round(f.score, 4),
-            )
-            for f in ranked
-        ]
+            # One read transaction: a sync in another process cannot land between the reads.
+            self._db.execute("BEGIN")
+            try:
+                shown = find(self._db, expression, asked, limit=limit)
+                link = self._link_base()
+            finally:
+                self._db.execute("COMMIT")
+        return hits(shown, asked, link=link)  # the snippets, with the connection free
 
     def link_base(self) -> LinkBase | None:
         """Where results link to instead of their `file://` URLs; None when nowhere else."""
