@@ -7,7 +7,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,10 +46,22 @@ class ThreadRecordingIndex(CorpusIndex):
     """A real index that also notes which thread ran each search."""
 
     threads: list[int]
+    names: list[str]
 
     def search(self, query: str, *, limit: int) -> list[SearchHit]:
         self.threads.append(threading.get_ident())
+        self.names.append(threading.current_thread().name)
         return super().search(query, limit=limit)
+
+
+@pytest.fixture
+def recording(settings: Settings) -> Iterator[ThreadRecordingIndex]:
+    path = settings.data_dir / "recording.sqlite3"
+    path.parent.mkdir(parents=True)
+    index = ThreadRecordingIndex.open(path)
+    index.threads, index.names = [], []
+    yield index
+    index.close()
 
 
 async def test_provider_satisfies_the_search_protocol(provider: LocalSearch) -> None:
@@ -71,18 +83,52 @@ async def test_each_corpus_gets_its_own_index_file(settings: Settings, corpus: P
     assert corpus_index_path(settings.with_changes(corpus=None)).name == STDLIB_INDEX
 
 
-async def test_search_runs_in_a_worker_thread(settings: Settings) -> None:
-    path = settings.data_dir / "recording.sqlite3"
-    path.parent.mkdir(parents=True)
-    index = ThreadRecordingIndex.open(path)
-    index.threads = []
-    search = LocalSearch(index)
+async def test_search_runs_in_a_worker_thread(recording: ThreadRecordingIndex) -> None:
+    search = LocalSearch(recording)
     try:
         await search.search("anything at all", limit=3)
     finally:
         search.close()
-    assert index.threads
-    assert threading.get_ident() not in index.threads
+    assert recording.threads
+    assert threading.get_ident() not in recording.threads
+
+
+async def test_concurrent_searches_take_turns_on_the_providers_own_thread(
+    recording: ThreadRecordingIndex,
+) -> None:
+    """The index runs one query at a time: more threads would only contend for the GIL."""
+    search = LocalSearch(recording)
+    try:
+        await asyncio.gather(*(search.search(f"query {n}", limit=3) for n in range(20)))
+    finally:
+        search.close()
+    assert len(recording.threads) == 20
+    assert len(set(recording.threads)) == 1
+    assert recording.names[0].startswith("local-search")
+
+
+class GatedIndex(CorpusIndex):
+    """A real index whose searches wait for `gate` before they start."""
+
+    gate: threading.Event
+
+    def search(self, query: str, *, limit: int) -> list[SearchHit]:
+        self.gate.wait()
+        return super().search(query, limit=limit)
+
+
+async def test_searches_still_queued_at_close_end_as_search_errors(settings: Settings) -> None:
+    path = settings.data_dir / "gated.sqlite3"
+    path.parent.mkdir(parents=True)
+    index = GatedIndex.open(path)
+    index.gate = threading.Event()
+    search = LocalSearch(index)
+    pending = [asyncio.ensure_future(search.search("light", limit=2)) for _ in range(5)]
+    await asyncio.sleep(0)  # each search is handed to the provider's thread; the first waits
+    search.close()
+    index.gate.set()
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(o, SearchError) and "closed" in str(o) for o in outcomes), outcomes
 
 
 async def test_concurrent_searches_share_the_index_safely(provider: LocalSearch) -> None:

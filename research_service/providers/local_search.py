@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -24,23 +26,30 @@ FOLDER_HASH_CHARS: Final = 12
 
 
 class LocalSearch:
-    """Searches a `CorpusIndex` it is handed, in a worker thread so the loop never blocks."""
+    """Searches a `CorpusIndex` it is handed, on a thread of its own so the loop never blocks.
+
+    One thread, because the index runs one query at a time anyway: more threads would only
+    queue on its lock and take turns with the event loop for the GIL (bench/README.md, search).
+    SQLite releases the GIL while it works, and the Python part of a query is short.
+    """
 
     name: str = "local"
 
     def __init__(self, index: CorpusIndex) -> None:
         self.index = index
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-search")
 
     async def search(self, query: str, *, limit: int) -> list[SearchHit]:
         """Return at most `limit` hits for `query`, best first; raise SearchError on failure."""
+        call = functools.partial(self.index.search, query, limit=limit)
         try:
-            return await asyncio.to_thread(self.index.search, query, limit=limit)
+            future = asyncio.get_running_loop().run_in_executor(self._thread, call)
+        except RuntimeError as exc:  # "cannot schedule new futures after shutdown": closed
+            raise self._closed() from exc
+        try:
+            return await future
         except sqlite3.ProgrammingError as exc:
-            raise SearchError(
-                "the local search index is closed; the service is shutting down, try again "
-                "once it is back",
-                provider=self.name,
-            ) from exc
+            raise self._closed() from exc
         except sqlite3.Error as exc:
             raise SearchError(
                 f"the local search index {self.index.path} failed ({exc}); "
@@ -49,8 +58,16 @@ class LocalSearch:
             ) from exc
 
     def close(self) -> None:
-        """Close the index this provider was handed."""
+        """Close the index this provider was handed; searches still queued find it closed."""
+        self._thread.shutdown(wait=False)
         self.index.close()
+
+    def _closed(self) -> SearchError:
+        return SearchError(
+            "the local search index is closed; the service is shutting down, try again "
+            "once it is back",
+            provider=self.name,
+        )
 
 
 def corpus_index_path(settings: Settings) -> Path:
