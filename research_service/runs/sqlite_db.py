@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -9,9 +10,10 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 from research_service.errors import ConfigError, StoreUnavailable
 from research_service.runs.migrations import Outcome
@@ -20,6 +22,7 @@ from research_service.runs.sqlite_schema import StepFailed, migrate
 
 #: The SQLite run store's file under --data-dir (with --store sqlite).
 RUN_STORE_FILE: Final = "runs.sqlite3"
+T = TypeVar("T")
 
 BUSY_TIMEOUT_S: Final = 5.0
 #: A request refused because the store cannot write may succeed again after this long.
@@ -170,11 +173,20 @@ def _rewrite_version(db: sqlite3.Connection) -> None:
 
 
 class Database:
-    """One connection, used from worker threads one at a time (the lock)."""
+    """One connection, used from a thread of its own (`call`), one statement at a time.
+
+    Not asyncio's default executor: that one also runs other blocking work (local searches,
+    page extraction), and a run's insert or its durable `done` must never queue behind it.
+    """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-store")
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run `function(*args)` (one of this object's methods) on the store's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def execute(self, sql: str, params: tuple[Any, ...]) -> None:
         """Run one statement in its own transaction."""
@@ -241,9 +253,10 @@ class Database:
             self._write(_rewrite_version)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection; the store's thread ends once idle."""
         with self._lock:
             self._db.close()
+        self._executor.shutdown(wait=False)
 
     def _write(self, write: Callable[[sqlite3.Connection], object]) -> None:
         self._db.execute("BEGIN IMMEDIATE")

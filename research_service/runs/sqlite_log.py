@@ -125,7 +125,7 @@ class SqliteEventLog:
         )
         sql = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
         try:
-            await asyncio.to_thread(self.db.execute, sql, row)
+            await self.db.call(self.db.execute, sql, row)
         except sqlite3.IntegrityError:
             raise ValueError(f"run {record.id} already exists") from None
         except (sqlite3.Error, OSError) as exc:
@@ -138,7 +138,7 @@ class SqliteEventLog:
         memory = self._memory.get(run_id)
         if memory is not None:
             return memory.record
-        rows = await asyncio.to_thread(
+        rows = await self.db.call(
             self.db.query, f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
         )
         return record(rows[0]) if rows else None
@@ -157,7 +157,7 @@ class SqliteEventLog:
             params += before
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?"
-        rows = await asyncio.to_thread(self.db.query, sql, (*params, limit))
+        rows = await self.db.call(self.db.query, sql, (*params, limit))
         return [record(row) for row in rows]
 
     async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:
@@ -171,7 +171,7 @@ class SqliteEventLog:
             else:
                 on_disk.append(run_id)
         if on_disk:
-            rows = await asyncio.to_thread(self.db.tails, on_disk)
+            rows = await self.db.call(self.db.tails, on_disk)
             found.update(rows)
         return found
 
@@ -181,7 +181,7 @@ class SqliteEventLog:
             f"SELECT {RUN_COLUMNS} FROM runs WHERE coalesce({LAST_EVENT}, '') != 'done' "
             "ORDER BY created_at, id"
         )
-        rows = await asyncio.to_thread(self.db.query, sql, ())
+        rows = await self.db.call(self.db.query, sql, ())
         return [run for run in map(record, rows) if run.id not in self._memory.live]
 
     async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
@@ -196,11 +196,11 @@ class SqliteEventLog:
             f"SELECT id FROM runs WHERE {LAST_EVENT} = 'done' AND (created_at < ? OR id NOT IN "
             "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT ?))"
         )
-        rows = await asyncio.to_thread(self.db.query, sql, (cutoff, keep))
+        rows = await self.db.call(self.db.query, sql, (cutoff, keep))
         doomed = [str(row[0]) for row in rows if row[0] not in self._memory.live]
         if doomed:
             try:
-                await asyncio.to_thread(self.db.delete_runs, doomed)
+                await self.db.call(self.db.delete_runs, doomed)
             except (sqlite3.Error, OSError) as exc:
                 raise self._unwritable(exc) from None
             for run_id in doomed:
@@ -241,7 +241,7 @@ class SqliteEventLog:
         if self._recently_written():
             return
         try:
-            await asyncio.to_thread(self.db.probe)
+            await self.db.call(self.db.probe)
         except (sqlite3.Error, OSError) as exc:
             raise self._unwritable(exc) from None
         self._wrote()
@@ -252,7 +252,7 @@ class SqliteEventLog:
             return
         self._closed = True
         await self.writer.close(timeout=CLOSE_TIMEOUT_S)
-        await asyncio.to_thread(self.db.close)
+        await self.db.call(self.db.close)
         self._memory.waiters.wake_all()
 
     # --- memory ----------------------------------------------------------------------------
@@ -282,7 +282,7 @@ class SqliteEventLog:
 
     async def _select_run(self, run_id: str) -> tuple[RunRecord, list[Row]] | None:
         """The run's record and every event, read back from the file."""
-        return await asyncio.to_thread(self.db.select_run, run_id)
+        return await self.db.call(self.db.select_run, run_id)
 
     def _batch_written(self, batch: list[Row]) -> None:
         """The writer committed `batch`: note what each run has on disk."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ class EventWriter(BatchWriter):
         self.path = path
 
     async def _write(self, batch: list[Row]) -> None:
-        await asyncio.to_thread(self._db.insert_events, batch)
+        await self._db.call(self._db.insert_events, batch)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         assert isinstance(exc, sqlite3.Error | OSError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from typing import Final
 
@@ -67,11 +68,11 @@ async def _check_server_url(settings: Settings) -> None:
         raise ConfigError(str(exc).replace("options.webhook.url", SERVER_FIELD)) from None
 
 
-def outbox_for(store: EventLog) -> tuple[Outbox, bool]:
+async def outbox_for(store: EventLog) -> tuple[Outbox, bool]:
     """The outbox beside `store`, and whether this process is its only sender."""
     inner = getattr(store, "store", store)  # a cluster node's log wraps the PostgreSQL one
     if isinstance(inner, SqliteEventLog):
-        return SqliteOutbox(inner.path), True
+        return await asyncio.to_thread(SqliteOutbox, inner.path), True
     if isinstance(inner, PostgresEventLog):
         return PostgresOutbox(inner.pool), inner is store
     if isinstance(inner, MemoryEventLog):
@@ -85,7 +86,7 @@ async def open_webhooks(
     """The app's webhooks, sending until the stack closes."""
     if settings.webhook_url is not None:
         await _check_server_url(settings)
-    outbox, sole = outbox_for(store)
+    outbox, sole = await outbox_for(store)
     signer = Signer(
         signing_secret=lambda: load_secret(settings.secret, settings.data_dir),
         configured=settings.webhook_secret,

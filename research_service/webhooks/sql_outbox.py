@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import asyncpg
 
@@ -22,6 +23,7 @@ from research_service.runs.sqlite_db import connect
 from research_service.runs.sqlite_db import unavailable as sqlite_unavailable
 from research_service.webhooks.outbox import BATCH, Delivery
 
+T = TypeVar("T")
 _COLUMNS: Final = (
     "id, run_id, url, scope, base_url, created_at, state, attempts, next_at, first_tried_at, "
     "last_error"
@@ -68,6 +70,11 @@ class SqliteOutbox:
         self.path = path
         self._db: sqlite3.Connection = connect(path)
         self._lock = threading.Lock()
+        # Its own thread, as the run store has: never queued behind searches or page reads.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-outbox")
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def _run(self, sql: str, *params: Any, many: Sequence[Sequence[Any]] = ()) -> int:
         try:
@@ -87,34 +94,36 @@ class SqliteOutbox:
 
     async def add(self, deliveries: Sequence[Delivery]) -> None:
         """Keep new deliveries."""
-        await asyncio.to_thread(self._run, _SQLITE_ADD, many=[_values(d) for d in deliveries])
+        rows = [_values(d) for d in deliveries]
+        await self._call(lambda: self._run(_SQLITE_ADD, many=rows))
 
     async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
         """Pending, due and not held, oldest first."""
-        return await asyncio.to_thread(self._select, _SQLITE_DUE, now, now, limit)
+        return await self._call(self._select, _SQLITE_DUE, now, now, limit)
 
     async def claim(self, delivery_id: str, *, now: float, until: float) -> bool:
         """Hold it unless another process does."""
-        return await asyncio.to_thread(self._run, _SQLITE_CLAIM, until, delivery_id, now) == 1
+        return await self._call(self._run, _SQLITE_CLAIM, until, delivery_id, now) == 1
 
     async def save(self, delivery: Delivery, *, hold_until: float | None = None) -> None:
         """Record an attempt's outcome."""
         d = delivery
         params = (d.state, d.attempts, d.next_at, d.first_tried_at, d.last_error, hold_until, d.id)
-        await asyncio.to_thread(self._run, _SQLITE_SAVE, *params)
+        await self._call(self._run, _SQLITE_SAVE, *params)
 
     async def release(self) -> None:
         """Drop every hold: this process is the store's only one."""
-        await asyncio.to_thread(self._run, "UPDATE webhook_deliveries SET held_until = NULL")
+        await self._call(self._run, "UPDATE webhook_deliveries SET held_until = NULL")
 
     async def of_run(self, run_id: str) -> list[Delivery]:
         """The run's deliveries."""
         sql = f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE run_id = ? ORDER BY created_at"
-        return await asyncio.to_thread(self._select, sql, run_id)
+        return await self._call(self._select, sql, run_id)
 
     async def close(self) -> None:
         """Close the connection."""
-        await asyncio.to_thread(self._db.close)
+        await self._call(self._db.close)
+        self._executor.shutdown(wait=False)
 
 
 def _pg(sql: str) -> str:
