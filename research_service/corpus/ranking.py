@@ -84,10 +84,12 @@ def opens_with_heading(body: str) -> bool:
     return _HEADING.match(body) is not None
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a corpus repeats the same few thousand words
-def term_stems(term: str) -> frozenset[str]:
+# A corpus repeats the same few thousand words. Tuples of strings, which the garbage collector
+# stops tracking: a cache of sets would make every full collection of the service slower.
+@functools.lru_cache(maxsize=1 << 16)
+def term_stems(term: str) -> tuple[str, ...]:
     """`stems([term])`, cached: `stems` of many terms is the union of theirs."""
-    return frozenset(stems((term,)))
+    return tuple(stems((term,)))
 
 
 def stem_set(terms: Iterable[str]) -> set[str]:
