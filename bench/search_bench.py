@@ -1,11 +1,13 @@
-"""Search benchmark: searching-phase concurrency, index build rate, query latency.
+"""Search benchmark: searching-phase concurrency, index build rate, query cost, loop stalls.
 
 1. The pipeline's searching phase (`search_all`) with N = 1, 4, 8 queries against a fake engine
    that answers each query after 300 ms, at the default concurrency: the wall time must follow
    ceil(N / concurrency) x 300 ms, not N x 300 ms.
 2. Index build rate (files/s) into a fresh SQLite file: the default corpus (the stdlib docs),
    ~1,000 generated Markdown files and 100 generated PDFs; then incremental re-syncs.
-3. Query latency p50/p99 on the default corpus over a few hundred varied queries.
+3. Query cost (CPU p50/p99) on the default corpus over a few hundred varied queries: today's
+   search beside the one before issue 16 and a bare FTS5 bm25() query, in the same run.
+4. The longest event-loop stall while 50 searches at a time run in worker threads, each way.
 
 Everything stays in this process and on the local disk; no network. bench/README.md explains
 every figure. Run `python bench/search_bench.py --help`.
@@ -14,6 +16,7 @@ every figure. Run `python bench/search_bench.py --help`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sqlite3
 import statistics
@@ -24,24 +27,21 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from harness import announce_machine, parse_flags, save_json
 from search_corpus import markdown_folder, pdf_folder, query_mix
 from search_fake import LATENCY_S, searching_phase
-from search_report import Row, build_table, latency_row, latency_table, searching_table
+from search_latency import CONCURRENCY, costs, stalls
+from search_report import Row, build_table, cost_table, searching_table, stall_table
 
 from research_service.corpus.index import CorpusIndex
 from research_service.corpus.indexer import index_folder
 from research_service.corpus.stdlib import stdlib_documents
-from research_service.providers.local_search import LocalSearch
-from research_service.runs.models import DEFAULT_MAX_SOURCES
 from research_service.settings import Settings
 
 QUERY_COUNTS: Final = (1, 4, 8)
 CHANGED_FILES: Final = 10
-ALL: Final = "all queries, CorpusIndex.search"
-ALL_THREADED: Final = "all queries, LocalSearch.search (to_thread)"
 CLI: Final = Path(sys.executable).with_name("research-service")
 CLI_TIMEOUT_S: Final = 300.0
 
@@ -57,10 +57,11 @@ class Params:
     pdf_pages: int
     queries: int
     passes: int  # timed passes over the queries, after one warm-up pass
+    stall_rounds: int  # runs through the queries, CONCURRENCY at a time, per way
 
 
-FULL: Final = Params(5, 3, 1_000, 100, 3, 300, 3)
-QUICK: Final = Params(1, 1, 200, 10, 2, 100, 1)
+FULL: Final = Params(5, 3, 1_000, 100, 3, 300, 3, 3)
+QUICK: Final = Params(1, 1, 200, 10, 2, 100, 1, 1)
 
 
 def say(text: str) -> None:
@@ -174,33 +175,16 @@ def cli_build(folder: Path, db: Path, files: int) -> Row:
             "unchanged_s": unchanged}  # fmt: skip
 
 
-async def latencies(params: Params, db: Path) -> list[Row]:
-    """Each query of the mix `passes` times (after a warm-up pass), directly and as `local`.
-
-    For each query the two ways take turns, so a drift in machine speed hits both alike.
-    """
-    with sqlite3.connect(db) as raw:
+async def latencies(params: Params, db: Path) -> dict[str, Any]:
+    """Query cost three ways, side by side, then the event loop under concurrent searches."""
+    with contextlib.closing(sqlite3.connect(db)) as raw:
         names = sorted(n for (n,) in raw.execute("SELECT name FROM documents") if n)
-    raw.close()
     mix = query_mix(names, count=params.queries)
-    limit = DEFAULT_MAX_SOURCES
-    samples: dict[str, list[tuple[float, int]]] = defaultdict(list)
-    with CorpusIndex.open(db) as index:
-        provider = LocalSearch(index)  # what the pipeline calls: the search in a worker thread
-        for query_pass in range(params.passes + 1):
-            for kind, query in mix:
-                started = time.perf_counter()
-                hits = index.search(query, limit=limit)
-                direct = time.perf_counter() - started
-                started = time.perf_counter()
-                await provider.search(query, limit=limit)
-                threaded = time.perf_counter() - started
-                if query_pass:  # pass 0 warms the page cache and Python's caches
-                    samples[kind].append((direct, len(hits)))
-                    samples[ALL].append((direct, len(hits)))
-                    samples[ALL_THREADED].append((threaded, len(hits)))
-    order = [ALL, *sorted({kind for kind, _ in mix}), ALL_THREADED]
-    return [latency_row(kind, samples[kind]) for kind in order]
+    rows, differ = await costs(db, mix, passes=params.passes)
+    say(f"loop stalls: {CONCURRENCY} searches at a time, {params.stall_rounds} rounds")
+    queries = [query for _, query in mix]
+    stall_rows = await stalls(db, queries, rounds=params.stall_rounds)
+    return {"costs": rows, "answers_differ": differ, "queries": len(mix), "stalls": stall_rows}
 
 
 async def run(params: Params, work: Path) -> dict[str, list[Row]]:
@@ -209,7 +193,7 @@ async def run(params: Params, work: Path) -> dict[str, list[Row]]:
     say("searching phase: N = 1, 4, 8 against a 300 ms engine")
     phase = await searching(params, settings)
     build_rows, stdlib_db = await asyncio.to_thread(builds, params, work)
-    say("query latency on the default corpus")
+    say("query cost on the default corpus: bare bm25, before, after")
     return {"searching": phase, "builds": build_rows, "latency": await latencies(params, stdlib_db)}
 
 
@@ -226,8 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     print(searching_table(results["searching"]))
     print("\nIndex build (fresh SQLite file each time)\n")
     print(build_table(results["builds"]))
-    print("\nQuery latency on the default corpus (limit 8)\n")
-    print(latency_table(results["latency"]))
+    latency = results["latency"]
+    print("\nQuery cost on the default corpus (limit 8), CPU ms of the calling thread\n")
+    print(cost_table(latency["costs"]))
+    print(
+        f"\nbefore and after answered {latency['queries'] - latency['answers_differ']} of "
+        f"{latency['queries']} queries identically (hits, order, snippets, scores)"
+    )
+    print(f"\nEvent loop while {CONCURRENCY} searches at a time run in worker threads\n")
+    print(stall_table(latency["stalls"]))
     save_json(args.json, {"machine": info, "params": asdict(params), "results": results})
     return 0
 

@@ -1,4 +1,4 @@
-"""The search bench's tables: searching-phase wall time, index build rate, query latency."""
+"""The search bench's tables: searching-phase wall time, index build rate, query cost, stalls."""
 
 from __future__ import annotations
 
@@ -58,29 +58,50 @@ def build_table(rows: list[Row]) -> str:
     )  # fmt: skip
 
 
-def latency_table(rows: list[Row]) -> str:
-    """Query latency per kind of query."""
+def cost_table(rows: list[Row]) -> str:
+    """CPU per query, three ways, and today's search as a share of the others."""
     return table(
-        ("queries", "samples", "p50 ms", "p99 ms", "max ms", "hits (mean)"),
+        ("queries", "samples", "bare bm25 p50 / p99", "before p50 / p99", "after p50 / p99",
+         "after ÷ before p50 / p99", "after ÷ bare p50 / p99", "hits (mean)"),
+        [_cost_cells(r) for r in rows],
+    )  # fmt: skip
+
+
+def stall_table(rows: list[Row]) -> str:
+    """The event loop's longest stall while searches run concurrently, per way."""
+    return table(
+        ("way", "queries", "at once", "queries/s", "CPU ms per query", "loop stall p99 ms",
+         "loop stall max ms", "max per round ms"),
         [
-            (r["kind"], str(r["samples"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-             f"{r['max_ms']:.2f}", f"{r['hits']:.1f}")
+            (r["way"], str(r["queries"]), str(r["concurrency"]) if r["queries"] else "-",
+             f"{r['queries_per_s']:.0f}" if r["queries"] else "-",
+             f"{r['cpu_ms_per_query']:.2f}" if r["queries"] else "-", f"{r['stall_p99_ms']:.2f}",
+             f"{r['stall_max_ms']:.1f}",
+             " / ".join(f"{ms:.1f}" for ms in r["stall_max_per_round_ms"]))
             for r in rows
         ],
     )  # fmt: skip
 
 
-def latency_row(kind: str, samples: list[tuple[float, int]]) -> Row:
-    """p50/p99/max of (seconds, hits) samples, in milliseconds."""
-    ms = [seconds * 1e3 for seconds, _ in samples]
-    return {
-        "kind": kind,
-        "samples": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99),
-        "max_ms": max(ms),
-        "hits": statistics.fmean(hits for _, hits in samples),
-    }
+def _cost_cells(r: Row) -> tuple[str, ...]:
+    def pair(way: str) -> str:
+        if f"{way}_p50_ms" not in r:
+            return "-"
+        return f"{r[f'{way}_p50_ms']:.2f} / {r[f'{way}_p99_ms']:.2f}"
+
+    def ratio(other: str) -> str:
+        if f"{other}_p50_ms" not in r:
+            return "-"
+        return " / ".join(
+            f"{r[f'after_p{pct}_ms'] / r[f'{other}_p{pct}_ms']:.2f}"
+            if r[f"{other}_p{pct}_ms"]
+            else "-"
+            for pct in (50, 99)
+        )
+
+    hits = f"{r['hits']:.1f}" if "hits" in r else "-"
+    return (r["kind"], str(r["samples"]), pair("bare"), pair("before"), pair("after"),
+            ratio("before"), ratio("bare"), hits)  # fmt: skip
 
 
 def _seconds(value: float | None) -> str:
