@@ -74,12 +74,12 @@ async def test_server_ceiling_caps_what_a_run_asks_for(
 
 
 async def test_retries_are_shown_to_listeners(service: Service, client: httpx.AsyncClient) -> None:
-    service.llm.retries = [(1, 250, "429 Too Many Requests"), (2, 500, "503 Service Unavailable")]
+    service.llm.retries = [(2, 250, "429 Too Many Requests"), (3, 500, "503 Service Unavailable")]
     got = await run(service, client)
     retrying = [p["retrying"] for p in phases(got, "synthesizing", "progress")]
     assert retrying == [
-        {"attempt": 1, "wait_ms": 250, "reason": "429 Too Many Requests"},
-        {"attempt": 2, "wait_ms": 500, "reason": "503 Service Unavailable"},
+        {"attempt": 2, "wait_ms": 250, "reason": "429 Too Many Requests"},
+        {"attempt": 3, "wait_ms": 500, "reason": "503 Service Unavailable"},
     ]
     assert got.last[1]["status"] == "completed"
 

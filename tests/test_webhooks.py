@@ -266,6 +266,7 @@ async def test_a_key_s_runs_are_signed_with_the_secret_keys_create_showed(
     ("webhook", "says"),
     [
         ("https://example.com/hook", "options.webhook must be an object with one field, url"),
+        (None, "options.webhook must be an object with one field, url"),
         ({"url": "https://example.com/hook", "x": 1}, "one field, url"),
         ({"url": 5}, "must be a non-empty string"),
         ({"url": " "}, "must be a non-empty string"),

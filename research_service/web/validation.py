@@ -175,7 +175,7 @@ async def create_body(request: web.Request) -> tuple[str, RunOptions, str | None
     if "question" not in body:
         raise InvalidInput("question is required", field="question")
     given = body.get("options")
-    hook = webhook_url(given.get("webhook")) if isinstance(given, dict) else None
+    hook = webhook_url(given["webhook"]) if isinstance(given, dict) and "webhook" in given else None
     return question(body["question"]), options(given, beside=("webhook",)), hook
 
 

@@ -62,7 +62,6 @@ async def _check_server_url(settings: Settings) -> None:
     assert settings.webhook_url is not None
     try:
         url = webhook_url({"url": settings.webhook_url})
-        assert url is not None
         await check_reachable(url, allow=AllowList.parse(settings.fetch_allow), field=SERVER_FIELD)
     except InvalidInput as exc:
         raise ConfigError(str(exc).replace("options.webhook.url", SERVER_FIELD)) from None

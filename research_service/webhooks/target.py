@@ -15,10 +15,8 @@ MAX_URL_CHARS: Final = 2048
 FIELD: Final = "options.webhook.url"
 
 
-def webhook_url(value: Any) -> str | None:
+def webhook_url(value: Any) -> str:
     """The URL of an `options.webhook` value (`{"url": "https://…"}`), its form checked."""
-    if value is None:
-        return None
     if not isinstance(value, dict) or set(value) != {"url"}:
         raise InvalidInput(
             'options.webhook must be an object with one field, url: {"url": "https://…"}',
