@@ -21,6 +21,7 @@ from research_service.runs import sqlite_log
 from research_service.runs.models import RunRecord
 from tests.full_disk import fill, free, small_disk
 from tests.loopback import free_port
+from tests.openapi_check import check_event
 from tests.served import CORPUS, Served, start, stop
 
 GRACE_S = 2.0
@@ -53,7 +54,9 @@ class Listener:
         async with aconnect_sse(client, "GET", self.url) as source:
             async for sse in source.aiter_sse():
                 if sse.data:
-                    self.events.append((sse.id, sse.event, json.loads(sse.data)))
+                    data = json.loads(sse.data)
+                    check_event(sse.event, data)  # docs/schemas, as tests.sse.listen does
+                    self.events.append((sse.id, sse.event, data))
                     self.arrived.set()
 
     async def until(self, name: str, **fields: Any) -> None:

@@ -18,6 +18,7 @@ from httpx_sse import aconnect_sse
 
 from tests.fake_openai import FakeOpenAI, Reply, mentions, wants_json
 from tests.loopback import free_port
+from tests.openapi_check import check_event
 from tests.served import CORPUS, Served, start, stop
 
 GRACE_S = 5.0
@@ -60,7 +61,9 @@ class Reader:
         async with aconnect_sse(client, "GET", self.url) as source:
             async for sse in source.aiter_sse():
                 if sse.data:
-                    self.events.append((sse.event, json.loads(sse.data)))
+                    data = json.loads(sse.data)
+                    check_event(sse.event, data)  # docs/schemas, as tests.sse.listen does
+                    self.events.append((sse.event, data))
                 if sse.event == "token":
                     self.streaming.set()
 
