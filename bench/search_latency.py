@@ -44,7 +44,7 @@ BARE: Final = (
 )
 # The loop-lag probe's timer: a stall of S ms shows as a lag between S - 1 ms and S.
 PROBE_S: Final = 0.001
-IDLE_S: Final = 1.0
+IDLE_S: Final = 2.0  # about as long as one round of `after`
 CONCURRENCY: Final = 50
 LIMIT: Final = DEFAULT_MAX_SOURCES
 
