@@ -1,13 +1,15 @@
 """Every benchmark runs: `--quick` mode, once, to prove it works (issue 16's rule).
 
 Benchmarks, not timed tests: no figure is checked here, only that each bench finishes, prints
-its table and writes its JSON. bench/scale_bench.py has its own test (tests/test_scale_bench.py).
+its table and writes its JSON. They run side by side (smoke runs, so sharing the machine only
+changes figures nobody reads here). bench/scale_bench.py has its own test
+(tests/test_scale_bench.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,17 +30,36 @@ QUICK_TIMEOUT_S = 240
 pytestmark = pytest.mark.timeout(QUICK_TIMEOUT_S + 30)
 
 
-@pytest.mark.parametrize("bench", sorted(BENCHES))
-def test_the_bench_runs_quick_and_prints_its_table(bench: str, tmp_path: Path) -> None:
-    out = tmp_path / "figures.json"
-    done = subprocess.run(
-        [sys.executable, str(BENCH / bench), "--quick", *BENCHES[bench], "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=QUICK_TIMEOUT_S,
+async def quick(bench: str, out: Path) -> tuple[int, str, str]:
+    """Run one bench in --quick mode; its exit status, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH / bench),
+        "--quick",
+        *BENCHES[bench],
+        "--json",
+        str(out),
         cwd=BENCH.parent,
-        check=False,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert any(line.startswith("|") for line in done.stdout.splitlines()), done.stdout
-    assert json.loads(out.read_text())
+    try:
+        async with asyncio.timeout(QUICK_TIMEOUT_S):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_every_bench_runs_quick_and_prints_its_table(tmp_path: Path) -> None:
+    names = sorted(BENCHES)
+    outs = [tmp_path / f"{name}.json" for name in names]
+    runs = (quick(name, out) for name, out in zip(names, outs, strict=True))
+    finished = await asyncio.gather(*runs)
+    for name, out, (code, stdout, stderr) in zip(names, outs, finished, strict=True):
+        assert code == 0, f"{name}: {stderr[-3000:]}"
+        assert any(line.startswith("|") for line in stdout.splitlines()), f"{name}: {stdout}"
+        assert json.loads(out.read_text()), name
