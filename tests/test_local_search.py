@@ -205,3 +205,46 @@ async def test_default_corpus_is_the_standard_library(
     finally:
         search.close()
     assert hits[0].url.startswith("https://docs.python.org/3/library/json.html")
+
+
+async def test_runs_asking_the_same_query_share_one_search(
+    recording: ThreadRecordingIndex,
+) -> None:
+    search = LocalSearch(recording)
+    try:
+        together = await asyncio.gather(*(search.search("light", limit=3) for _ in range(10)))
+        later = await search.search("light", limit=3)
+        other_limit = await search.search("light", limit=2)
+    finally:
+        search.close()
+    # Ten at once and one after: one search; another limit is another query.
+    assert len(recording.threads) == 2
+    assert all(hits == together[0] for hits in together)
+    assert later == together[0]
+    assert other_limit == together[0][:2]
+
+
+class FailingOnceIndex(CorpusIndex):
+    """A real index whose first search fails as a broken file would."""
+
+    failed: bool
+
+    def search(self, query: str, *, limit: int) -> list[SearchHit]:
+        if not self.failed:
+            self.failed = True
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return super().search(query, limit=limit)
+
+
+async def test_a_failed_search_is_not_remembered(settings: Settings) -> None:
+    path = settings.data_dir / "failing.sqlite3"
+    path.parent.mkdir(parents=True)
+    index = FailingOnceIndex.open(path)
+    index.failed = False
+    search = LocalSearch(index)
+    try:
+        with pytest.raises(SearchError, match="malformed"):
+            await search.search("light", limit=2)
+        assert await search.search("light", limit=2) == []
+    finally:
+        search.close()

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import sqlite3
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
@@ -22,6 +23,11 @@ from research_service.settings import Settings
 log = logging.getLogger(__name__)
 
 STDLIB_INDEX: Final = "corpus-stdlib.sqlite3"
+#: How many recent queries' hits are kept, and for how long (s): the index changes only when
+#: it is synced (at start, or by `research-service index` beside a running service, which is
+#: then seen within this time).
+CACHE_SIZE: Final = 2048
+CACHE_TTL_S: Final = 60.0
 FOLDER_HASH_CHARS: Final = 12
 
 
@@ -38,9 +44,37 @@ class LocalSearch:
     def __init__(self, index: CorpusIndex) -> None:
         self.index = index
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-search")
+        #: (query, limit) → its hits, or the search under way: many runs asking the same
+        #: query at once (or within CACHE_TTL_S) search once.
+        self._answers: OrderedDict[tuple[str, int], tuple[float, asyncio.Future[list[SearchHit]]]]
+        self._answers = OrderedDict()
 
     async def search(self, query: str, *, limit: int) -> list[SearchHit]:
         """Return at most `limit` hits for `query`, best first; raise SearchError on failure."""
+        key = (query, limit)
+        now = time.monotonic()
+        found = self._answers.get(key)
+        if found is not None and now - found[0] < CACHE_TTL_S:
+            self._answers.move_to_end(key)
+            # Shielded: one asker going away must not cancel the others' search.
+            return list(await asyncio.shield(found[1]))
+        answer = asyncio.ensure_future(self._search(query, limit=limit))
+        self._answers[key] = (now, answer)
+        while len(self._answers) > CACHE_SIZE:
+            self._answers.popitem(last=False)
+        answer.add_done_callback(functools.partial(self._forget_failure, key))
+        return list(await asyncio.shield(answer))
+
+    def _forget_failure(
+        self, key: tuple[str, int], answer: asyncio.Future[list[SearchHit]]
+    ) -> None:
+        """A search that failed (or was cancelled) is not remembered: the next asks again."""
+        if answer.cancelled() or answer.exception() is not None:
+            entry = self._answers.get(key)
+            if entry is not None and entry[1] is answer:
+                del self._answers[key]
+
+    async def _search(self, query: str, *, limit: int) -> list[SearchHit]:
         call = functools.partial(self.index.search, query, limit=limit)
         try:
             future = asyncio.get_running_loop().run_in_executor(self._thread, call)
