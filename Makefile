@@ -31,6 +31,7 @@ bench:
 	$(PY) bench/search_bench.py
 	$(PY) bench/amplification_bench.py
 	$(PY) bench/cluster_bench.py
+	$(PY) bench/scale_bench.py
 
 serve:
 	$(VENV)/bin/research-service serve $(ARGS)
