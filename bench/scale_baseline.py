@@ -20,7 +20,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +30,9 @@ from aiohttp import web
 from research_service.events import Event
 from research_service.records import iso_time
 from research_service.web.stream import STREAM_HEADERS
+
+#: How often the loop-lag probe fires (s), as research-service's (web/metrics.py).
+LAG_SAMPLE_S: Final = 0.01
 
 HOST: Final = "127.0.0.1"
 RETRY: Final = b"retry: 3000\n\n"
@@ -144,7 +147,37 @@ def make_app(scripts: list[Script]) -> web.Application:
     app.router.add_get("/v1/runs/{run_id}/events", events)
     app.router.add_get("/v1/runs/{run_id}/recording", recording)
     app.router.add_get("/healthz", healthz)
+    add_lag_probe(app)
     return app
+
+
+def add_lag_probe(app: web.Application) -> None:
+    """The service's loop-lag probe, the same way (a 10 ms timer, the worst lateness kept) and
+    at the same `GET /metrics` name, so the bench reads the bare server's stalls beside it."""
+    worst = [0.0]
+
+    async def probe(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+
+        async def sample() -> None:
+            while True:
+                due = loop.time() + LAG_SAMPLE_S
+                await asyncio.sleep(LAG_SAMPLE_S)
+                worst[0] = max(worst[0], loop.time() - due)
+
+        task = asyncio.create_task(sample())
+        yield
+        task.cancel()
+
+    async def metrics(request: web.Request) -> web.Response:
+        text = (
+            "# TYPE research_event_loop_lag_max_seconds gauge\n"
+            f"research_event_loop_lag_max_seconds {worst[0]}\n"
+        )
+        return web.Response(text=text, content_type="text/plain")
+
+    app.cleanup_ctx.append(probe)
+    app.router.add_get("/metrics", metrics)
 
 
 class _ParentGone(asyncio.Protocol):

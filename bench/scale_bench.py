@@ -216,7 +216,7 @@ async def baseline_step(
     cpu = SERVER_CPU if params.pin else None
     async with started(args, log=tmp / f"baseline-{service.runs}.log", cpu=cpu) as proc:
         await warm_up(proc)
-        return await window(session, proc, server="bare aiohttp", runs=service.runs, metrics=False)
+        return await window(session, proc, server="bare aiohttp", runs=service.runs, metrics=True)
 
 
 async def run(params: Params) -> list[StepData]:

@@ -374,6 +374,7 @@ def targets(results: dict[str, Any], *, steps: tuple[int, ...]) -> dict[str, Any
             "floor": f.get("stall_floor_ms"),
             "above": above,
             "limit": f"< {STALL_MAX_MS:g}",
+            "bare_aiohttp": base.get("stall_ms", math.nan),
             "verdict": _verdict(
                 math.inf if above else f["stall_ms"], STALL_MAX_MS, floor=f.get("stall_floor_ms")
             ),
