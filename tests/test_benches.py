@@ -1,9 +1,9 @@
 """Every benchmark runs: `--quick` mode, once, to prove it works (issue 16's rule).
 
 Benchmarks, not timed tests: no figure is checked here, only that each bench finishes, prints
-its table and writes its JSON. They run side by side (smoke runs, so sharing the machine only
-changes figures nobody reads here). bench/scale_bench.py has its own test
-(tests/test_scale_bench.py).
+its table and writes its JSON (the scale bench: that every run completed). They run side by
+side (smoke runs, so sharing the machine only changes figures nobody reads here).
+tests/test_scale_bench.py checks how the scale bench reads the service's loop stall.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ BENCHES = {
     "search_bench.py": (),
     "amplification_bench.py": ("--no-pin",),
     "cluster_bench.py": (),
+    "scale_bench.py": (),
 }
 QUICK_TIMEOUT_S = 240
 
@@ -63,3 +64,10 @@ async def test_every_bench_runs_quick_and_prints_its_table(tmp_path: Path) -> No
         assert code == 0, f"{name}: {stderr[-3000:]}"
         assert any(line.startswith("|") for line in stdout.splitlines()), f"{name}: {stdout}"
         assert json.loads(out.read_text()), name
+    scale = json.loads(outs[names.index("scale_bench.py")].read_text())["results"]
+    assert sorted(scale, key=int) == ["5", "20"]
+    for runs, servers in scale.items():
+        assert set(servers) == {"research-service", "bare aiohttp"}
+        for figures in servers.values():
+            assert figures["completed"] == int(runs)
+            assert figures["lag_events"] > 0
