@@ -81,9 +81,12 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
+        #: Whether this process is the only one making and sending deliveries.
+        self._sole = True
 
     async def start(self, *, sole_sender: bool) -> None:
         """Start looking at the outbox; a sole sender first drops holds a stopped one left."""
+        self._sole = sole_sender
         if sole_sender:
             await self.outbox.release()
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.allow), limit=MAX_IN_FLIGHT)
@@ -111,14 +114,18 @@ class Dispatcher:
 
     async def _watch(self) -> None:
         while True:
+            idle = False
             try:
                 await self._send_due()
+                # A sole sender with nothing pending has nothing to look for until this
+                # process makes a delivery (`nudge`): no polling for a service without webhooks.
+                idle = self._sole and not self._sending and not await self.outbox.pending()
             except StoreUnavailable as exc:
                 log.warning("webhooks: cannot look at the outbox (%s); trying again", exc)
             except Exception:
                 log.exception("webhooks: looking at the outbox failed; trying again")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_s):
+                async with asyncio.timeout(None if idle else self.poll_s):
                     await self._wake.wait()
             self._wake.clear()
 

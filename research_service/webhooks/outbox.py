@@ -79,6 +79,10 @@ class Outbox(Protocol):
         """Drop every hold (a single process starting: nobody else sends)."""
         ...
 
+    async def pending(self) -> bool:
+        """Whether any delivery is still pending (its run going on, or between attempts)."""
+        ...
+
     async def of_run(self, run_id: str) -> list[Delivery]:
         """The run's deliveries, in the order they were made."""
         ...
@@ -128,6 +132,10 @@ class MemoryOutbox:
     async def release(self) -> None:
         """Drop every hold."""
         self._held.clear()
+
+    async def pending(self) -> bool:
+        """Whether any delivery is pending."""
+        return any(d.state == "pending" for d in self._deliveries.values())
 
     async def of_run(self, run_id: str) -> list[Delivery]:
         """The run's deliveries."""

@@ -55,6 +55,7 @@ class Webhooks:
             )
         if deliveries:
             await self.outbox.add(deliveries)
+            self.dispatcher.nudge()
         return deliveries
 
 

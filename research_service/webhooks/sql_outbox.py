@@ -37,6 +37,7 @@ _SQLITE_CLAIM: Final = (
     "UPDATE webhook_deliveries SET held_until = ? WHERE id = ? "
     "AND (held_until IS NULL OR held_until <= ?)"
 )
+_PENDING: Final = "SELECT 1 FROM webhook_deliveries WHERE state = 'pending' LIMIT 1"
 _SQLITE_SAVE: Final = (
     "UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, first_tried_at = ?, "
     "last_error = ?, held_until = ? WHERE id = ?"
@@ -111,6 +112,19 @@ class SqliteOutbox:
         params = (d.state, d.attempts, d.next_at, d.first_tried_at, d.last_error, hold_until, d.id)
         await self._call(self._run, _SQLITE_SAVE, *params)
 
+    async def pending(self) -> bool:
+        """Whether any delivery is pending."""
+        found = await self._call(self._select_one, _PENDING)
+        return found is not None
+
+    def _select_one(self, sql: str) -> tuple[Any, ...] | None:
+        try:
+            with self._lock:
+                row: tuple[Any, ...] | None = self._db.execute(sql).fetchone()
+                return row
+        except (sqlite3.Error, OSError) as exc:
+            raise sqlite_unavailable(self.path, exc) from None
+
     async def release(self) -> None:
         """Drop every hold: this process is the store's only one."""
         await self._call(self._run, "UPDATE webhook_deliveries SET held_until = NULL")
@@ -167,6 +181,13 @@ class PostgresOutbox:
         params = (d.state, d.attempts, d.next_at, d.first_tried_at, d.last_error, hold_until, d.id)
         try:
             await self._pool.execute(_pg(_SQLITE_SAVE), *params)
+        except PG_ERRORS as exc:
+            raise unavailable(exc) from exc
+
+    async def pending(self) -> bool:
+        """Whether any delivery is pending."""
+        try:
+            return await self._pool.fetchval(_PENDING) is not None
         except PG_ERRORS as exc:
             raise unavailable(exc) from exc
 
