@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from research_service.events import Event
 from research_service.runs import postgres_db
 from research_service.runs.models import RunRecord
 from research_service.runs.postgres_log import PostgresEventLog
@@ -74,14 +75,20 @@ async def test_every_run_s_webhook_is_sent_once_by_one_node(
 async def test_one_claim_wins_and_a_dead_holder_s_claim_runs_out(postgres_url: str) -> None:
     await postgres_db.migrate(postgres_url)
     pool = await postgres_db.open_pool(postgres_url)
+    log = PostgresEventLog(pool)
     try:
-        log = PostgresEventLog(pool)
         record = RunRecord("00000000000000aa", "q?")
         await log.create_run(record)
         outbox = PostgresOutbox(pool)
         delivery = Delivery(new_delivery_id(), record.id, "http://x.test/", SERVER_SCOPE, "b")
         await outbox.add([delivery])
         now = time.time()
+        # Not due while its run goes on.
+        assert await outbox.due(now=now) == []
+        assert await outbox.pending()
+        await log.append(Event.create(record.id, 1, "phase", {"phase": "planning"}, t_ms=1))
+        assert await outbox.due(now=now) == []
+        await log.append(Event.create(record.id, 2, "done", {"status": "cancelled"}, t_ms=2))
         assert [d.id for d in await outbox.due(now=now)] == [delivery.id]
         claims = await asyncio.gather(
             *(outbox.claim(delivery.id, now=now, until=now + 60) for _ in range(5))
@@ -93,4 +100,5 @@ async def test_one_claim_wins_and_a_dead_holder_s_claim_runs_out(postgres_url: s
         assert await outbox.claim(delivery.id, now=now + 61, until=now + 121)
         assert (await outbox.of_run(record.id))[0].state == "pending"
     finally:
+        await log.close()
         await pool.close()

@@ -64,7 +64,11 @@ class Outbox(Protocol):
         ...
 
     async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
-        """Pending deliveries due by `now` that no process holds, oldest first."""
+        """Pending deliveries due by `now` that no process holds, oldest first.
+
+        The SQL stores hand out only those whose run has ended; the memory store all of them
+        (the dispatcher skips a run that goes on).
+        """
         ...
 
     async def claim(self, delivery_id: str, *, now: float, until: float) -> bool:

@@ -29,9 +29,14 @@ _COLUMNS: Final = (
     "last_error"
 )
 _SQLITE_ADD: Final = f"INSERT INTO webhook_deliveries ({_COLUMNS}) VALUES ({', '.join('?' * 11)})"
+# Only deliveries whose run has its `done` stored (its last event, found by the primary key):
+# however many runs with webhooks are still going, they never crowd out those that ended.
 _SQLITE_DUE: Final = (
     f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? "
-    "AND (held_until IS NULL OR held_until <= ?) ORDER BY next_at, created_at LIMIT ?"
+    "AND (held_until IS NULL OR held_until <= ?) "
+    "AND (SELECT name FROM events WHERE events.run_id = webhook_deliveries.run_id "
+    "ORDER BY seq DESC LIMIT 1) = 'done' "
+    "ORDER BY next_at, created_at LIMIT ?"
 )
 _SQLITE_CLAIM: Final = (
     "UPDATE webhook_deliveries SET held_until = ? WHERE id = ? "
