@@ -105,6 +105,7 @@ export class PlanReview {
     this.busy = false;
     this.expired = false;
     this.focusWasInCard = false;
+    this.leftoverFocus = false;
     this.rows = 0;
     this.deadline = 0;
     /** @type {ReturnType<typeof setInterval> | undefined} */
@@ -140,6 +141,9 @@ export class PlanReview {
     const queries = (Array.isArray(data.queries) ? data.queries : []).filter(
       (query) => typeof query === "string",
     );
+    // Focus still on an earlier round's controls (its answer was still on its way when this
+    // round came: a re-plan can be that quick) belongs to that round: it moves to this card.
+    this.leftoverFocus = this.round > 0 && this.card.contains(document.activeElement);
     this.round = round;
     this.proposed = queries;
     this.sending = null;
@@ -185,7 +189,8 @@ export class PlanReview {
     } else if (known) {
       return; // decided already: the stream's next events say how
     }
-    if (!this.card.contains(document.activeElement)) this.card.focus();
+    if (this.leftoverFocus || !this.card.contains(document.activeElement)) this.card.focus();
+    this.leftoverFocus = false;
   }
 
   /**
