@@ -31,6 +31,7 @@ CORE: Final = frozenset(
         "stats",
         "errors",
         "logs",
+        "own_thread",
         "events",
         "net",
         "hits",

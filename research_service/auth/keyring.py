@@ -6,17 +6,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final
 
 from research_service.auth import key_file
 from research_service.auth.key_store import TOUCH_EVERY_S, SqliteKeys
 from research_service.auth.keys import MAX_KEY_CHARS, KeyInfo, StoredKey, key_id_of
 from research_service.errors import ConfigError
+from research_service.own_thread import OwnThread
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: How often open requests' keys are checked for revocation, and the keys file for edits.
 RECHECK_S: Final = 2.0
@@ -39,12 +38,9 @@ class Keyring:
         self._touched: dict[str, float] = {}
         # A thread of its own, not asyncio's default executor: every request's key lookup
         # must not queue behind local searches or page reads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-keys")
+        self._thread = OwnThread("api-keys")
         if file is not None:
             self._load_file()
-
-    async def _call(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     @property
     def key_count_hint(self) -> str:
@@ -62,7 +58,7 @@ class Keyring:
             return None
         key_id = key_id_of(presented)
         if key_id is not None and self._store is not None:
-            stored = await self._call(self._store.find, key_id)
+            stored = await self._thread.call(self._store.find, key_id)
             if stored is not None and stored.matches(presented):
                 await self._touch(key_id)
                 return stored.info
@@ -82,7 +78,7 @@ class Keyring:
                 return stored.info
         if self._store is None or key_id.startswith("file-"):
             return None
-        stored_key = await self._call(self._store.find, key_id)
+        stored_key = await self._thread.call(self._store.find, key_id)
         if stored_key is None:
             return None
         # A session or stream token in use is its key in use.
@@ -95,7 +91,7 @@ class Keyring:
         if self._store is None or now - self._touched.get(key_id, -TOUCH_EVERY_S) < TOUCH_EVERY_S:
             return
         self._touched[key_id] = now
-        await self._call(self._store.touch, key_id)
+        await self._thread.call(self._store.touch, key_id)
 
     def watch(self, key_id: str, on_revoked: Callable[[], None]) -> Callable[[], None]:
         """Call `on_revoked` once if key `key_id` is revoked; returns the call that stops it."""
@@ -121,14 +117,14 @@ class Keyring:
     async def recheck(self) -> None:
         """Reload an edited keys file; cut what revoked keys still have open."""
         if self._file is not None:
-            await self._call(self._reload_file)
+            await self._thread.call(self._reload_file)
         watched = list(self._watchers)
         if not watched:
             return
         usable = {stored.info.id for stored in self._file_keys.values()}
         in_store = [key_id for key_id in watched if not key_id.startswith("file-")]
         if in_store and self._store is not None:
-            usable |= await self._call(self._store.usable, in_store)
+            usable |= await self._thread.call(self._store.usable, in_store)
         for key_id in watched:
             if key_id not in usable:
                 callbacks = self._watchers.pop(key_id, set())

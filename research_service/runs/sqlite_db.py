@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import json
@@ -10,12 +9,12 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
 from typing import Any, Final, TypeAlias, TypeVar
 
 from research_service.errors import ConfigError, StoreUnavailable
+from research_service.own_thread import OwnThread
 from research_service.runs.migrations import Outcome
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
 from research_service.runs.sqlite_schema import StepFailed, migrate
@@ -182,11 +181,11 @@ class Database:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-store")
+        self._thread = OwnThread("run-store")
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run `function(*args)` (one of this object's methods) on the store's thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        return await self._thread.call(function, *args)
 
     def execute(self, sql: str, params: tuple[Any, ...]) -> None:
         """Run one statement in its own transaction."""
@@ -256,7 +255,7 @@ class Database:
         """Close the connection; the store's thread ends once idle."""
         with self._lock:
             self._db.close()
-        self._executor.shutdown(wait=False)
+        self._thread.close()
 
     def _write(self, write: Callable[[sqlite3.Connection], object]) -> None:
         self._db.execute("BEGIN IMMEDIATE")

@@ -7,23 +7,21 @@ its hold runs out, and any process then sends it.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import asyncpg
 
+from research_service.own_thread import OwnThread
 from research_service.runs.postgres_db import ERRORS as PG_ERRORS
 from research_service.runs.postgres_db import unavailable
 from research_service.runs.sqlite_db import connect
 from research_service.runs.sqlite_db import unavailable as sqlite_unavailable
 from research_service.webhooks.outbox import BATCH, Delivery
 
-T = TypeVar("T")
 _COLUMNS: Final = (
     "id, run_id, url, scope, base_url, created_at, state, attempts, next_at, first_tried_at, "
     "last_error"
@@ -77,10 +75,7 @@ class SqliteOutbox:
         self._db: sqlite3.Connection = connect(path)
         self._lock = threading.Lock()
         # Its own thread, as the run store has: never queued behind searches or page reads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-outbox")
-
-    async def _call(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        self._thread = OwnThread("webhook-outbox")
 
     def _run(self, sql: str, *params: Any, many: Sequence[Sequence[Any]] = ()) -> int:
         try:
@@ -101,25 +96,25 @@ class SqliteOutbox:
     async def add(self, deliveries: Sequence[Delivery]) -> None:
         """Keep new deliveries."""
         rows = [_values(d) for d in deliveries]
-        await self._call(lambda: self._run(_SQLITE_ADD, many=rows))
+        await self._thread.call(lambda: self._run(_SQLITE_ADD, many=rows))
 
     async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
         """Pending, due and not held, oldest first."""
-        return await self._call(self._select, _SQLITE_DUE, now, now, limit)
+        return await self._thread.call(self._select, _SQLITE_DUE, now, now, limit)
 
     async def claim(self, delivery_id: str, *, now: float, until: float) -> bool:
         """Hold it unless another process does."""
-        return await self._call(self._run, _SQLITE_CLAIM, until, delivery_id, now) == 1
+        return await self._thread.call(self._run, _SQLITE_CLAIM, until, delivery_id, now) == 1
 
     async def save(self, delivery: Delivery, *, hold_until: float | None = None) -> None:
         """Record an attempt's outcome."""
         d = delivery
         params = (d.state, d.attempts, d.next_at, d.first_tried_at, d.last_error, hold_until, d.id)
-        await self._call(self._run, _SQLITE_SAVE, *params)
+        await self._thread.call(self._run, _SQLITE_SAVE, *params)
 
     async def pending(self) -> bool:
         """Whether any delivery is pending."""
-        found = await self._call(self._select_one, _PENDING)
+        found = await self._thread.call(self._select_one, _PENDING)
         return found is not None
 
     def _select_one(self, sql: str) -> tuple[Any, ...] | None:
@@ -132,17 +127,17 @@ class SqliteOutbox:
 
     async def release(self) -> None:
         """Drop every hold: this process is the store's only one."""
-        await self._call(self._run, "UPDATE webhook_deliveries SET held_until = NULL")
+        await self._thread.call(self._run, "UPDATE webhook_deliveries SET held_until = NULL")
 
     async def of_run(self, run_id: str) -> list[Delivery]:
         """The run's deliveries."""
         sql = f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE run_id = ? ORDER BY created_at"
-        return await self._call(self._select, sql, run_id)
+        return await self._thread.call(self._select, sql, run_id)
 
     async def close(self) -> None:
         """Close the connection."""
-        await self._call(self._db.close)
-        self._executor.shutdown(wait=False)
+        await self._thread.call(self._db.close)
+        self._thread.close()
 
 
 def _pg(sql: str) -> str:
