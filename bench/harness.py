@@ -24,9 +24,11 @@ def parse_flags(
     pinning: bool,
     store: bool = False,
     store_default: str = "memory",
+    steps: bool = False,
 ) -> argparse.Namespace:
     """`--quick` and `--json FILE`; `--no-pin` for benches that pin processes to cores, and
-    `--store` (default `store_default`) for those that run research-service."""
+    `--store` (default `store_default`) for those that run research-service; `--steps N,N`
+    for those measured at several sizes."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also save results as JSON")
@@ -38,6 +40,13 @@ def parse_flags(
             choices=("memory", "sqlite"),
             default=store_default,
             help="research-service's run store (memory: the stream's own cost)",
+        )
+    if steps:
+        parser.add_argument(
+            "--steps",
+            type=lambda text: tuple(int(part) for part in text.split(",")),
+            metavar="N,N",
+            help="measure only these sizes (default: every size of the full or --quick run)",
         )
     return parser.parse_args(argv)
 

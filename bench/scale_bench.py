@@ -257,8 +257,11 @@ def main(argv: Iterable[str] | None = None) -> int:
         pinning=True,
         store=True,
         store_default="sqlite",
+        steps=True,
     )
     params = QUICK if args.quick else FULL
+    if args.steps:
+        params = Params(steps=args.steps)
     pin = not args.no_pin and can_pin()
     params = Params(steps=params.steps, pin=pin, store=args.store)
     prepare(pin=pin)

@@ -22,7 +22,9 @@ from research_service.errors import ConfigError
 from research_service.events import Event
 from research_service.runs import sqlite_log
 from research_service.runs.models import RunOptions, RunRecord
+from research_service.runs.run_memory import Row
 from research_service.runs.sqlite_log import SqliteEventLog
+from research_service.runs.sqlite_segments import expand
 
 # Long enough that only `done`, a full batch, flush() or close() can trigger a write.
 NEVER_S = 3600.0
@@ -40,13 +42,18 @@ def event(run_id: str, seq: int, name: str = "token") -> Event:
     return Event.create(run_id, seq, name, data, t_ms=seq * 10)
 
 
+def rows_on_disk(path: Path, run_id: str | None = None) -> list[Row]:
+    """The committed events, one row each (segments expanded), read as another process would."""
+    sql = "SELECT run_id, seq, name, t_ms, wire FROM events"
+    sql += " ORDER BY run_id, seq" if run_id is None else " WHERE run_id = ? ORDER BY seq"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute(sql, () if run_id is None else (run_id,)).fetchall()
+    return expand(rows)
+
+
 def events_on_disk(path: Path, run_id: str | None = None) -> int:
     """Count committed events with a connection of its own, as another process would."""
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        if run_id is None:
-            return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
-        sql = "SELECT count(*) FROM events WHERE run_id = ?"
-        return int(db.execute(sql, (run_id,)).fetchone()[0])
+    return len(rows_on_disk(path, run_id))
 
 
 async def until_written(log: SqliteEventLog) -> None:
@@ -345,7 +352,4 @@ async def test_a_batch_of_any_size_is_stored_whole_and_in_order(
     for each in appended:
         await log.append(each)
     await until_written(log)
-    assert events_on_disk(path) == count
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        stored = db.execute("SELECT run_id, seq, name, t_ms, wire FROM events ORDER BY seq")
-        assert [tuple(row) for row in stored] == [tuple(each) for each in appended]
+    assert rows_on_disk(path) == [tuple(each) for each in appended]

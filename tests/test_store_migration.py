@@ -289,28 +289,29 @@ async def test_the_migrations_table_records_each_step_applied_with_its_name_and_
     old = tmp_path / "old" / RUN_STORE_FILE
     write_v1_store(old)
     outcome = sqlite_db.upgrade(old)
-    assert (outcome.before, outcome.after, outcome.adopted) == (1, 3, (1,))
-    assert [step.version for step in outcome.applied] == [2, 3]
-    (first, second, third) = recorded_steps(old)
+    assert (outcome.before, outcome.after, outcome.adopted) == (1, 4, (1,))
+    assert [step.version for step in outcome.applied] == [2, 3, 4]
+    (first, second, third, fourth) = recorded_steps(old)
     assert first == (1, "runs and their events", None)
     assert second[:2] == (2, "run owners and API keys")
     assert second[2] is not None
     assert third[:2] == (3, "webhook deliveries")
     assert third[2] is not None
+    assert fourth[:2] == (4, "token events stored several to a row")
 
     # Nothing left to do the second time; the first record stays as it was.
     again = sqlite_db.upgrade(old)
-    assert (again.before, again.after, again.applied, again.adopted) == (3, 3, (), ())
-    assert recorded_steps(old) == [first, second, third]
+    assert (again.before, again.after, again.applied, again.adopted) == (4, 4, (), ())
+    assert recorded_steps(old) == [first, second, third, fourth]
 
 
 def newer_store(data_dir: Path) -> Path:
-    """A copy of the schema 2 store as a release with a schema 4 left it."""
+    """A copy of the schema 2 store as a release with a schema 5 left it."""
     path = copy_of_schema_2(data_dir)
     sqlite_db.upgrade(path)
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-        db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (4, 'from the future', 1.0)")
-        db.execute("PRAGMA user_version = 4")
+        db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (5, 'from the future', 1.0)")
+        db.execute("PRAGMA user_version = 5")
     return path
 
 
@@ -327,13 +328,13 @@ async def test_a_store_migrated_by_a_newer_release_is_refused_and_left_untouched
     with pytest.raises(ConfigError) as refused:
         await sqlite_log.open(path)
     message = str(refused.value)
-    assert f"{path} has schema version 4, newer than this release's 3" in message
+    assert f"{path} has schema version 5, newer than this release's 4" in message
     assert "upgrade research-service" in message
     assert (digest(path), recorded_steps(path)) == before
 
     finished = await cli_process.run("migrate", "--data-dir", str(tmp_path))
     assert finished.returncode == 2
-    assert "newer than this release's 3; upgrade research-service" in finished.stderr
+    assert "newer than this release's 4; upgrade research-service" in finished.stderr
     assert (digest(path), recorded_steps(path)) == before
 
 
@@ -345,12 +346,12 @@ async def test_a_serving_store_migrated_by_a_newer_release_keeps_the_newer_versi
     log = await sqlite_log.open(path)
     try:
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-            db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (4, 'from the future', 1.0)")
-            db.execute("PRAGMA user_version = 4")
+            db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (5, 'from the future', 1.0)")
+            db.execute("PRAGMA user_version = 5")
         await log.check()
     finally:
         await log.close()
-    assert inspect(path)[0] == 4
+    assert inspect(path)[0] == 5
 
 
 async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
@@ -365,10 +366,11 @@ async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
         f"{store}: recorded schema 1 (applied by an earlier release)",
         f"{store}: schema 1 → 2: run owners and API keys",
         f"{store}: schema 2 → 3: webhook deliveries",
+        f"{store}: schema 3 → 4: token events stored several to a row",
     ]
     second = await cli_process.run("migrate", "--data-dir", str(old))
     assert second.returncode == 0, second.stderr
-    assert second.stdout.splitlines() == [f"{store}: already at schema 3, nothing to apply"]
+    assert second.stdout.splitlines() == [f"{store}: already at schema 4, nothing to apply"]
 
     shipped = tmp_path / "shipped"
     copy_of_schema_2(shipped)
@@ -378,6 +380,7 @@ async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
     assert adopted.stdout.splitlines() == [
         f"{store}: recorded schema 1, 2 (applied by an earlier release)",
         f"{store}: schema 2 → 3: webhook deliveries",
+        f"{store}: schema 3 → 4: token events stored several to a row",
     ]
 
 
@@ -398,7 +401,7 @@ async def test_migrate_works_while_a_service_serves_the_store(
     service = await make_service(store="sqlite", auth="off")
     finished = await cli_process.run("migrate", "--data-dir", str(data))
     assert finished.returncode == 0, finished.stderr
-    assert finished.stdout.endswith("already at schema 3, nothing to apply\n")
+    assert finished.stdout.endswith("already at schema 4, nothing to apply\n")
     listed = await client.get(service.url("/v1/runs"))
     assert listed.status_code == 200
     assert len(listed.json()["runs"]) == 1

@@ -19,7 +19,7 @@ from research_service.runs.run_memory import Row
 log = logging.getLogger(__name__)
 
 DEFAULT_FLUSH_INTERVAL_S: Final = 0.05
-DEFAULT_FLUSH_MAX_EVENTS: Final = 500
+DEFAULT_FLUSH_MAX_EVENTS: Final = 5000
 #: Events waiting for the store beyond this many bytes make appends wait (the runs, never
 #: the event loop): a store that cannot write holds a bounded backlog in memory.
 DEFAULT_MAX_PENDING_BYTES: Final = 32 * 1024 * 1024
@@ -90,11 +90,12 @@ class BatchWriter(ABC):
 
     def queue(self, row: Row, *, urgent: bool = False) -> None:
         """Queue one event for the next batch."""
-        self._pending.append(row)
+        pending = self._pending
+        pending.append(row)
         self._pending_bytes += len(row[4])
         self.queued_total += 1
         self._queued.set()
-        if urgent or len(self._pending) >= self._flush_max_events:
+        if urgent or len(pending) >= self._flush_max_events:
             self._urgent.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._loop(), name=f"writer {self.name}")

@@ -18,7 +18,7 @@ from research_service.runs.batch_writer import (
     DEFAULT_FLUSH_MAX_EVENTS,
     DEFAULT_MAX_PENDING_BYTES,
 )
-from research_service.runs.buffered_append import append_event
+from research_service.runs.buffered_append import BufferedAppend
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail, tail_of
 from research_service.runs.postgres_db import ERRORS, open_pool, unavailable
 from research_service.runs.postgres_writer import EventWriter
@@ -102,6 +102,9 @@ class PostgresEventLog:
         self.shared = shared
         self._memory = RunMemory(
             cache_size=cache_size, load=self._select_run, cache_unfinished=not shared
+        )
+        self._appends = BufferedAppend(
+            self._memory, self.writer, check_open=self._check_open, retire=self._memory.retire
         )
         self._closed = False
 
@@ -257,13 +260,8 @@ class PostgresEventLog:
         A `done` returns only once it is committed, and only then do readers see it;
         StoreUnavailable if the store closes before it could be written.
         """
-        await append_event(
-            self._memory,
-            self.writer,
-            event,
-            check_open=self._check_open,
-            retire=self._memory.retire,
-        )
+        if not self._appends.now(event):
+            await self._appends.later(event)
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
         """The run's stored events with seq > `after`, in order, at most `limit` of them."""

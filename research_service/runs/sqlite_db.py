@@ -18,6 +18,7 @@ from research_service.own_thread import OwnThread
 from research_service.runs.migrations import Outcome
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
 from research_service.runs.sqlite_schema import StepFailed, migrate
+from research_service.runs.sqlite_segments import coalesce, expand
 
 #: The SQLite run store's file under --data-dir (with --store sqlite).
 RUN_STORE_FILE: Final = "runs.sqlite3"
@@ -155,7 +156,8 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, Outcome]:
     return db, outcome
 
 
-def _insert_events(db: sqlite3.Connection, batch: list[Row]) -> None:
+def _insert_events(db: sqlite3.Connection, events: list[Row]) -> None:
+    batch = coalesce(events)
     start = 0
     for size in _INSERT_CHUNKS:
         while len(batch) - start >= size:
@@ -239,7 +241,7 @@ class Database:
                 ).fetchall()
             finally:
                 self._db.execute("COMMIT")
-        return None if row is None else (record(row), events)
+        return None if row is None else (record(row), expand(events))
 
     def insert_events(self, batch: list[Row]) -> None:
         """Commit a batch of events in one transaction, a few statements of many rows each."""

@@ -17,7 +17,7 @@ from research_service.runs.batch_writer import (
     DEFAULT_FLUSH_MAX_EVENTS,
     DEFAULT_MAX_PENDING_BYTES,
 )
-from research_service.runs.buffered_append import append_event
+from research_service.runs.buffered_append import BufferedAppend
 from research_service.runs.models import RunRecord, RunTail, tail_of
 from research_service.runs.run_memory import MemoryRun, RunMemory
 from research_service.runs.sqlite_db import (
@@ -92,6 +92,9 @@ class SqliteEventLog:
             max_pending_bytes=max_pending_bytes,
         )
         self._memory = RunMemory(cache_size=cache_size, load=self._select_run)
+        self._appends = BufferedAppend(
+            self._memory, self.writer, check_open=self._check_open, retire=self._retire
+        )
         self._last_write_ok = float("-inf")
         self._closed = False
 
@@ -213,9 +216,8 @@ class SqliteEventLog:
         A `done` returns only once it is on disk, and only then do readers see it;
         StoreUnavailable if the store closes before it could be written.
         """
-        await append_event(
-            self._memory, self.writer, event, check_open=self._check_open, retire=self._retire
-        )
+        if not self._appends.now(event):
+            await self._appends.later(event)
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
         """The run's stored events with seq > `after`, in order, at most `limit` of them."""

@@ -81,6 +81,16 @@ MIGRATIONS: Final = (
             "WHERE state = 'pending'",
         ),
     ),
+    Migration(
+        4,
+        "token events stored several to a row",
+        (
+            # No table changes: rows named `tokens` now hold several token events
+            # (research_service/runs/sqlite_segments.py). The step is recorded so that a release
+            # that would read such a row as one event refuses the file instead.
+            "SELECT 1",
+        ),
+    ),
 )
 
 #: The newest schema this release reads and writes (the last migration's number).
