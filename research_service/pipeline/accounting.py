@@ -22,10 +22,13 @@ class TokenAccount:
     estimated: bool = False
     # Completion tokens counted from streamed pieces, until the server's own count arrives.
     live_completion: int = 0
+    # The completion tokens of `by_stage`, summed as they are added (read once per token).
+    reported_completion: int = 0
 
     def add(self, stage: str, usage: Usage, *, estimated: bool) -> None:
         """Record a call's usage for a stage."""
         self.by_stage[stage] = self.by_stage.get(stage, Usage()) + usage
+        self.reported_completion += usage.completion_tokens
         self.estimated = self.estimated or estimated
         if stage == "synthesizing":
             self.live_completion = 0  # the reported count replaces the running estimate
@@ -33,7 +36,7 @@ class TokenAccount:
     @property
     def generated(self) -> int:
         """Completion tokens so far, reported or counted live."""
-        return sum(u.completion_tokens for u in self.by_stage.values()) + self.live_completion
+        return self.reported_completion + self.live_completion
 
     def remaining(self) -> int | None:
         """Completion tokens the run may still generate (None: no budget)."""

@@ -291,7 +291,7 @@ class RunManager:
             event = Event.create(
                 record.id, run.state.event_count + 1, name, data, t_ms=ctx.elapsed_ms()
             )
-            if event.is_final:
+            if name == "done":
                 # The store makes a done durable before it returns: only then is the run over
                 # for snapshots and listeners alike.
                 await self.log.append(event)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -59,6 +60,9 @@ async def open(
         max_pending_bytes=max_pending_bytes,
         cache_size=cache_size,
     )
+
+
+_RUN_AND_SEQ: Final = operator.itemgetter(0, 1)
 
 
 class SqliteEventLog:
@@ -289,7 +293,8 @@ class SqliteEventLog:
     def _batch_written(self, batch: list[Row]) -> None:
         """The writer committed `batch`: note what each run has on disk."""
         self._last_write_ok = asyncio.get_running_loop().time()
-        last_seq = {run_id: seq for run_id, seq, *_ in batch}
+        # The last seq per run: later rows of a run overwrite its earlier ones (C-level loop).
+        last_seq: dict[str, int] = dict(map(_RUN_AND_SEQ, batch))
         for run_id, seq in last_seq.items():
             run = self._memory.live.get(run_id)
             if run is not None:
