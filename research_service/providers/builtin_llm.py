@@ -6,8 +6,10 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
+from research_service.own_thread import OwnThread
 from research_service.providers.base import (
     AnswerRequest,
     FollowUpRequest,
@@ -16,6 +18,11 @@ from research_service.providers.base import (
     Source,
     Usage,
     estimate_tokens,
+)
+from research_service.providers.builtin_plan import (
+    follow_up_queries,
+    plan_queries,
+    replan_queries,
 )
 from research_service.providers.questions import GENERIC_WORDS, RELATED_TERMS, VAGUE_WORDS, Question
 from research_service.text import sentences, stem, stems, words
@@ -54,14 +61,18 @@ NOTHING_FOUND: Final = (
 
 _LONG_CALL = re.compile(rf"`([\w.]+)\(([^`]{{{LONG_SIGNATURE_CHARS},}})\)`")
 _BRACKETED_NUMBER = re.compile(r"\[(\d+)\]")
-# A dotted name such as json.loads or asyncio.tasks.gather (not "e.g" or version numbers).
-_DOTTED = re.compile(r"\b[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+\b")
 _PIECE = re.compile(r"\S+\s*|\s+")
 # Prose starts with a capital or a `code` name; docstrings also start with `call(...)`.
 _SENTENCE_START = re.compile(r"(?:class |coroutine )?[`\"'(\[*]?[A-Z0-9`]|[\w.]+\(")
 # "`gzip.compress(data)`: Compress …" or "class `csv.Dialect`: Describe …".
 _DEFINITION = re.compile(r"(?:class |coroutine )?`([\w.]+)[(`]")
 _SUMMARY = re.compile(r"(?:This|The [\w.]+) (?:module|package|library) ")
+
+
+#: The builtin model's work is CPU (reading and scoring the sources' sentences), so it runs on a
+#: thread of its own, one per process, never on the event loop: at 300 runs at once, answers
+#: composed on the loop held it for up to ~200 ms (bench/README.md, scale benchmark).
+_THREAD: Final = OwnThread("builtin-model")
 
 
 class BuiltinLLM:
@@ -75,9 +86,11 @@ class BuiltinLLM:
     async def plan(self, request: PlanRequest) -> Plan:
         """Return 1..`breadth` search queries built from the question's key terms."""
         if request.feedback is None:
-            queries = plan_queries(request.question, breadth=request.breadth)
+            queries = await _THREAD.call(
+                partial(plan_queries, request.question, breadth=request.breadth)
+            )
         else:
-            queries = replan_queries(request, breadth=request.breadth)
+            queries = await _THREAD.call(partial(replan_queries, request, breadth=request.breadth))
         request.report.usage(
             Usage(estimate_tokens(request.question), estimate_tokens(" ".join(queries))),
             estimated=True,
@@ -87,7 +100,11 @@ class BuiltinLLM:
     async def follow_up(self, request: FollowUpRequest) -> list[str]:
         """Queries for question terms no source mentions, then names the sources point to."""
         question, sources = request.question, request.sources
-        queries = follow_up_queries(question, sources, asked=request.asked, breadth=request.breadth)
+        queries = await _THREAD.call(
+            partial(
+                follow_up_queries, question, sources, asked=request.asked, breadth=request.breadth
+            )
+        )
         found = " ".join(s.snippet for s in sources)
         request.report.usage(
             Usage(estimate_tokens(question + found), estimate_tokens(" ".join(queries) or "-")),
@@ -98,7 +115,7 @@ class BuiltinLLM:
     async def synthesize(self, request: AnswerRequest) -> AsyncIterator[str]:
         """Stream an extractive answer word by word, citing sources as `[id]`."""
         delay = self.token_delay_ms / 1000
-        answer = compose_answer(request.question, request.sources)
+        answer = await _THREAD.call(compose_answer, request.question, request.sources)
         prompt = estimate_tokens(request.question + "".join(s.snippet for s in request.sources))
         sent = 0
         try:
@@ -116,95 +133,6 @@ class BuiltinLLM:
 def pieces(answer: str) -> list[str]:
     """`answer` split into words with their trailing whitespace; they join back exactly."""
     return _PIECE.findall(answer)
-
-
-def follow_up_queries(
-    question: str, sources: Sequence[Source], *, asked: Sequence[str], breadth: int
-) -> list[str]:
-    """What a researcher would search next, from what the sources found and did not.
-
-    First the question's terms that no source mentions, each with the topic ("gzip level"
-    when nothing found said "level"); then the dotted names the found snippets use that
-    contain a question term and were not searched yet ("json.loads" found in the json
-    docs), which reads the pages the first round only pointed to. [] when nothing is left.
-    """
-    asked_question = Question.read(question)
-    topic = asked_question.topic
-    if not topic:
-        return []
-    seen_text = " ".join(f"{s.title} {s.snippet}" for s in sources).lower()
-    seen_words = set(words(seen_text))
-    searched = {frozenset(q.lower().split()) for q in asked}
-    candidates = [
-        f"{topic} {term}" if term != topic else term
-        for term in asked_question.useful
-        if term not in seen_words
-    ]
-    # "asyncio.gather" also makes "asyncio" a term, so its siblings (asyncio.wait) follow.
-    terms = {part for term in asked_question.useful for part in term.split(".")}
-    candidates += sorted(
-        {
-            name
-            for name in _DOTTED.findall(seen_text)
-            if any(part in terms for part in name.split("."))
-        },
-        key=seen_text.index,
-    )
-    queries: list[str] = []
-    for query in candidates:
-        key = frozenset(query.split())
-        if key not in searched:
-            searched.add(key)
-            queries.append(query)
-    return queries[:breadth]
-
-
-#: Words of a reviewer's feedback that steer the plan rather than name what to search.
-_STEERING_WORDS: Final = (
-    "focus more less instead please also add include drop remove search look only rather not "
-    "avoid prefer about on at in the a an and or of to for with i mean meant want need like it "
-    "is be should use just"
-)
-_STEERING: Final = frozenset(_STEERING_WORDS.split())
-
-
-def replan_queries(request: PlanRequest, *, breadth: int) -> list[str]:
-    """A plan that follows a reviewer's feedback: its terms first, then the question's.
-
-    Queries the reviewer already saw go last, so the new plan differs where it can.
-    """
-    assert request.feedback is not None
-    words = [w.strip(".,;:!?…\"'()") for w in request.feedback.split()]
-    asked = [w for w in words if w and not w.isdigit() and w.casefold() not in _STEERING]
-    queries = plan_queries(f"{' '.join(asked)} {request.question}", breadth=breadth * 2)
-    seen = {" ".join(q.split()).casefold() for q in request.previous}
-    fresh = [q for q in queries if q.casefold() not in seen]
-    return (fresh + [q for q in queries if q.casefold() in seen])[:breadth]
-
-
-def plan_queries(question: str, *, breadth: int) -> list[str]:
-    """Distinct queries, most telling first, at most `breadth`; never empty.
-
-    Every query keeps the question's topic, so each one's top hits are about it: all the
-    useful terms with what the docs call them ("parse json decode load"), which makes the
-    snippets show the passage defining them; each identifier alone; the topic with each
-    other term ("gzip compress", "gzip file").
-    """
-    asked = Question.read(question)
-    if not asked.terms:
-        return [" ".join(question.split()) or "?"]
-    useful, topic = asked.useful, asked.topic
-    candidates = [" ".join(useful + asked.related)]
-    candidates += [t for t in useful if "." in t]
-    candidates += [f"{topic} {t}" for t in useful if t != topic]
-    queries: list[str] = []
-    seen: set[frozenset[str]] = set()
-    for query in candidates:
-        # Search terms are OR-ed, so "csv read" finds the same as "read csv".
-        if frozenset(query.split()) not in seen:
-            seen.add(frozenset(query.split()))
-            queries.append(query)
-    return queries[: max(1, breadth)]
 
 
 @dataclass(frozen=True, slots=True)
