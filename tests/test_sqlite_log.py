@@ -185,6 +185,48 @@ async def test_runs_are_created_on_disk_before_create_run_returns(
     assert await reader.get_run(rec.id) == rec
 
 
+def count_groups(log: SqliteEventLog) -> list[int]:
+    """The size of each group of runs the store inserts from now on (a spy on the real call)."""
+    groups: list[int] = []
+    insert_runs = log.db.insert_runs
+
+    def counted(rows: list[tuple[Any, ...]]) -> list[BaseException | None]:
+        groups.append(len(rows))
+        return insert_runs(rows)
+
+    log.db.insert_runs = counted  # type: ignore[method-assign]
+    return groups
+
+
+async def test_runs_created_at_once_are_inserted_together(open_log: OpenLog) -> None:
+    """Group commit: a burst of runs takes a few transactions, not one per run."""
+    log = await open_log()
+    groups = count_groups(log)
+    records = [record(f"{n:016x}", float(n)) for n in range(200)]
+    await asyncio.gather(*(log.create_run(each) for each in records))
+    assert sum(groups) == 200
+    assert len(groups) <= 3, groups
+    reader = await open_log()
+    assert {each.id for each in await reader.list_runs(limit=500)} == {r.id for r in records}
+
+
+async def test_a_taken_id_fails_alone_in_its_group(open_log: OpenLog) -> None:
+    log = await open_log()
+    await log.create_run(record("f" * 16, 0.0))
+    groups = count_groups(log)
+    fresh = [record(f"{n:016x}", float(n)) for n in range(1, 50)]
+    outcomes = await asyncio.gather(
+        *(log.create_run(each) for each in [*fresh, record("f" * 16, 9.0)]),
+        return_exceptions=True,
+    )
+    assert outcomes[:-1] == [None] * len(fresh)
+    assert isinstance(outcomes[-1], ValueError)
+    assert "already exists" in str(outcomes[-1])
+    assert max(groups) > 1  # the taken id was in a group with others
+    reader = await open_log()
+    assert len(await reader.list_runs(limit=500)) == 50
+
+
 async def test_a_finished_run_leaves_memory_once_written(open_log: OpenLog, path: Path) -> None:
     """With no cache, a written finished run is read back from the file, not from memory."""
     log = await open_log(cache_size=0)

@@ -165,6 +165,10 @@ def _insert_events(db: sqlite3.Connection, events: list[Row]) -> None:
             start += size
 
 
+def _statement(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], object]:
+    return lambda db: db.execute(sql, params)
+
+
 def _rewrite_version(db: sqlite3.Connection) -> None:
     """Write the file's schema version again, unchanged: a write that changes nothing."""
     # Not this release's number: a newer release may have migrated the file meanwhile
@@ -188,6 +192,29 @@ class Database:
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run `function(*args)` (one of this object's methods) on the store's thread."""
         return await self._thread.call(function, *args)
+
+    def insert_runs(self, rows: list[tuple[Any, ...]]) -> list[BaseException | None]:
+        """Insert run records in one transaction: None for each stored, or its IntegrityError.
+
+        When one row is refused (an id already taken) the rest are inserted one by one, so
+        only that row fails. Other errors (a full disk) raise for all of them.
+        """
+        sql = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+        with self._lock:
+            try:
+                self._write(lambda db: db.executemany(sql, rows))
+                return [None] * len(rows)
+            except sqlite3.IntegrityError:
+                if len(rows) == 1:
+                    raise
+            outcomes: list[BaseException | None] = []
+            for row in rows:
+                try:
+                    self._write(_statement(sql, row))
+                    outcomes.append(None)
+                except sqlite3.IntegrityError as exc:
+                    outcomes.append(exc)
+            return outcomes
 
     def execute(self, sql: str, params: tuple[Any, ...]) -> None:
         """Run one statement in its own transaction."""

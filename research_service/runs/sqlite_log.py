@@ -19,6 +19,7 @@ from research_service.runs.batch_writer import (
     DEFAULT_MAX_PENDING_BYTES,
 )
 from research_service.runs.buffered_append import BufferedAppend
+from research_service.runs.group_commit import GroupCommit
 from research_service.runs.models import RunRecord, RunTail, tail_of
 from research_service.runs.run_memory import MemoryRun, RunMemory
 from research_service.runs.sqlite_db import (
@@ -96,6 +97,10 @@ class SqliteEventLog:
             max_pending_bytes=max_pending_bytes,
         )
         self._memory = RunMemory(cache_size=cache_size, load=self._select_run)
+        # Runs made at once (a burst of POSTs) are inserted together, one transaction.
+        self._run_inserts: GroupCommit[tuple[Any, ...]] = GroupCommit(
+            self._insert_runs, name=f"run inserts {path}"
+        )
         self._appends = BufferedAppend(
             self._memory, self.writer, check_open=self._check_open, retire=self._retire
         )
@@ -130,15 +135,17 @@ class SqliteEventLog:
             record.created_at,
             record.owner,
         )
-        sql = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
         try:
-            await self.db.call(self.db.execute, sql, row)
+            await self._run_inserts.commit(row)
         except sqlite3.IntegrityError:
             raise ValueError(f"run {record.id} already exists") from None
         except (sqlite3.Error, OSError) as exc:
             raise self._unwritable(exc) from None
         self._wrote()
         self._memory.start(record)
+
+    async def _insert_runs(self, rows: list[tuple[Any, ...]]) -> list[BaseException | None]:
+        return await self.db.call(self.db.insert_runs, rows)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run's record, or None when there is no such run."""
