@@ -19,11 +19,13 @@ class OwnThread:
 
     def __init__(self, name: str) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.closed = False
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` on the thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def close(self) -> None:
-        """Take no more work; the thread ends once idle."""
+        """Take no more work (`call` then raises RuntimeError); the thread ends once idle."""
+        self.closed = True
         self._executor.shutdown(wait=False)

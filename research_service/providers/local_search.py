@@ -9,7 +9,6 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -17,6 +16,7 @@ from research_service.corpus.files import folder_documents
 from research_service.corpus.index import CorpusIndex, ProgressCallback, SyncReport
 from research_service.corpus.stdlib import stdlib_documents
 from research_service.errors import ConfigError, SearchError
+from research_service.own_thread import OwnThread
 from research_service.providers.base import SearchHit
 from research_service.settings import Settings
 
@@ -43,7 +43,7 @@ class LocalSearch:
 
     def __init__(self, index: CorpusIndex) -> None:
         self.index = index
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-search")
+        self._thread = OwnThread("local-search")
         #: (query, limit) → its hits, or the search under way: many runs asking the same
         #: query at once (or within CACHE_TTL_S) search once.
         self._answers: OrderedDict[tuple[str, int], tuple[float, asyncio.Future[list[SearchHit]]]]
@@ -75,14 +75,11 @@ class LocalSearch:
                 del self._answers[key]
 
     async def _search(self, query: str, *, limit: int) -> list[SearchHit]:
-        call = functools.partial(self.index.search, query, limit=limit)
+        if self._thread.closed:
+            raise self._closed()
         try:
-            future = asyncio.get_running_loop().run_in_executor(self._thread, call)
-        except RuntimeError as exc:  # "cannot schedule new futures after shutdown": closed
-            raise self._closed() from exc
-        try:
-            return await future
-        except sqlite3.ProgrammingError as exc:
+            return await self._thread.call(functools.partial(self.index.search, query, limit=limit))
+        except sqlite3.ProgrammingError as exc:  # the index closed while the query waited
             raise self._closed() from exc
         except sqlite3.Error as exc:
             raise SearchError(
@@ -93,7 +90,7 @@ class LocalSearch:
 
     def close(self) -> None:
         """Close the index this provider was handed; searches still queued find it closed."""
-        self._thread.shutdown(wait=False)
+        self._thread.close()
         self.index.close()
 
     def _closed(self) -> SearchError:

@@ -7,9 +7,10 @@ its hold runs out, and any process then sends it.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -77,21 +78,24 @@ class SqliteOutbox:
         # Its own thread, as the run store has: never queued behind searches or page reads.
         self._thread = OwnThread("webhook-outbox")
 
-    def _run(self, sql: str, *params: Any, many: Sequence[Sequence[Any]] = ()) -> int:
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection, to one caller at a time; a failure says the store is unavailable."""
         try:
-            with self._lock, self._db:
-                if many:
-                    return self._db.executemany(sql, many).rowcount
-                return self._db.execute(sql, params).rowcount
+            with self._lock:
+                yield self._db
         except (sqlite3.Error, OSError) as exc:
             raise sqlite_unavailable(self.path, exc) from None
 
+    def _run(self, sql: str, *params: Any, many: Sequence[Sequence[Any]] = ()) -> int:
+        with self._connection() as db, db:
+            if many:
+                return db.executemany(sql, many).rowcount
+            return db.execute(sql, params).rowcount
+
     def _select(self, sql: str, *params: Any) -> list[Delivery]:
-        try:
-            with self._lock:
-                return [_row(row) for row in self._db.execute(sql, params).fetchall()]
-        except (sqlite3.Error, OSError) as exc:
-            raise sqlite_unavailable(self.path, exc) from None
+        with self._connection() as db:
+            return [_row(row) for row in db.execute(sql, params).fetchall()]
 
     async def add(self, deliveries: Sequence[Delivery]) -> None:
         """Keep new deliveries."""
@@ -118,12 +122,9 @@ class SqliteOutbox:
         return found is not None
 
     def _select_one(self, sql: str) -> tuple[Any, ...] | None:
-        try:
-            with self._lock:
-                row: tuple[Any, ...] | None = self._db.execute(sql).fetchone()
-                return row
-        except (sqlite3.Error, OSError) as exc:
-            raise sqlite_unavailable(self.path, exc) from None
+        with self._connection() as db:
+            row: tuple[Any, ...] | None = db.execute(sql).fetchone()
+            return row
 
     async def release(self) -> None:
         """Drop every hold: this process is the store's only one."""
