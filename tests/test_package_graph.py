@@ -45,6 +45,8 @@ CORE: Final = frozenset(
 #: cycle test, never one that imports it back).
 LAYERS: Final = (
     ("entry points", frozenset({"__main__", "cli"})),
+    # The MCP server is a client of the service's HTTP API, as the terminal client is.
+    ("MCP server", frozenset({"mcp"})),
     ("app assembly", frozenset({"app", "replay_app"})),
     ("web", frozenset({"web"})),
     (
@@ -197,6 +199,13 @@ def test_the_terminal_client_imports_only_the_core() -> None:
     """The client speaks the public HTTP API; `ask` without --server is the CLI's business."""
     outside = [e for e in package_edges() if e.source == CLIENT and e.target not in CORE]
     assert not outside, f"the client imports server packages:\n{_show(outside)}"
+
+
+def test_the_mcp_server_imports_only_the_client_and_the_core() -> None:
+    """The MCP server uses the public HTTP API, so it serves `serve`, `replay` and clusters."""
+    allowed = CORE | {CLIENT}
+    outside = [e for e in package_edges() if e.source == "mcp" and e.target not in allowed]
+    assert not outside, f"the MCP server imports server packages:\n{_show(outside)}"
 
 
 def test_every_module_is_short_enough_to_read_in_one_sitting() -> None:

@@ -12,6 +12,7 @@ from research_service.cli import (
     index,
     keys,
     listen,
+    mcp,
     migrate,
     plan,
     replay,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_parser(commands)
     worker.add_parser(commands)
     webhook_secret.add_parser(commands)
+    mcp.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,134 @@
+"""`research-service mcp`: the MCP server, over stdio (assistants launch it) or Streamable HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+from research_service.cli.api_key import api_key_flag, api_key_of
+from research_service.cli.ask import IN_PROCESS_FLAGS
+from research_service.cli.flags import say, settings_flags, settings_from
+from research_service.cli.following import (
+    DEFAULT_SERVER,
+    SERVER_ENV,
+    http_session,
+    run_command,
+    usage,
+)
+from research_service.client.api import ServiceClient
+from research_service.errors import ClientError
+from research_service.logs import configure_logging
+
+#: Where `--http` listens unless told otherwise (the path is the SDK's: /mcp).
+DEFAULT_HTTP_PORT: Final = 8090
+
+
+def add_parser(commands: Any) -> None:
+    """The `mcp` sub-command."""
+    parser = commands.add_parser(
+        "mcp",
+        help="serve the research tools to AI assistants (Model Context Protocol)",
+        description="An MCP server whose tools research questions on the service: `research` "
+        "(follows the run, each phase a progress notification), `start_research`, "
+        "`get_research` and `cancel_research`; resources research://runs/{id} and "
+        "research://runs/{id}/answer; the `deep_research` prompt. Over stdio by default (the "
+        "command an assistant launches), or Streamable HTTP with --http. Without --server it "
+        "starts an in-process service on the embedded defaults, as `ask` does. See docs/mcp.md.",
+    )
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        default=os.environ.get(SERVER_ENV),
+        help=f"research on the service at URL, e.g. {DEFAULT_SERVER} (env {SERVER_ENV}; "
+        "default: an in-process service)",
+    )
+    api_key_flag(parser, "the --server's API key")
+    parser.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve MCP over Streamable HTTP at http://HOST:PORT/mcp instead of stdio "
+        f"(e.g. 127.0.0.1:{DEFAULT_HTTP_PORT})",
+    )
+    in_process = parser.add_argument_group(
+        "in-process service (without --server; as `serve`'s flags of the same name)"
+    )
+    settings_flags(in_process, only=IN_PROCESS_FLAGS)
+    parser.set_defaults(run=run)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """--http's HOST:PORT, on loopback only: the MCP endpoint asks its callers for no key."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClientError(f"--http {text!r} is not HOST:PORT; try 127.0.0.1:{DEFAULT_HTTP_PORT}")
+    host = host.strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ClientError(
+            f"--http {text!r}: the MCP endpoint listens on loopback only (127.0.0.1, ::1), as "
+            "it asks its callers for no key and runs research with --api-key's; reach it "
+            "from elsewhere through a proxy that authenticates (docs/mcp.md)"
+        )
+    return host, int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`research-service mcp`."""
+    given = sorted(f"--{n.replace('_', '-')}" for n in IN_PROCESS_FLAGS if getattr(args, n))
+    if args.server and given:
+        return usage(f"{', '.join(given)} set up the in-process service; drop them with --server")
+    if args.api_key is not None and not args.server:
+        return usage("--api-key is for a --server; the in-process service asks for no key")
+    try:
+        args.api_key = api_key_of(args) if args.server else None
+        listen = _host_port(args.http) if args.http else None
+    except ClientError as exc:
+        return usage(str(exc))
+
+    try:
+        # The SDK and its web stack load only for this command (an optional extra).
+        from research_service.mcp.server import build_server  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("mcp"):
+            raise
+        return usage(
+            "the MCP server needs the mcp SDK: pip install 'research-service[mcp]' "
+            "(or the test extra)"
+        )
+
+    async def main() -> int:
+
+        async with _service(args) as api:
+            server = build_server(api)
+            if listen is None:
+                await server.run_stdio_async()
+            else:
+                say(f"MCP over Streamable HTTP at http://{listen[0]}:{listen[1]}/mcp")
+                await server.run_streamable_http_async(host=listen[0], port=listen[1])
+        return 0
+
+    return run_command(main())
+
+
+@asynccontextmanager
+async def _service(args: argparse.Namespace) -> AsyncIterator[ServiceClient]:
+    """A client of --server, or of an in-process service started for this command."""
+    async with http_session() as session:
+        if args.server:
+            yield ServiceClient(session, args.server, notify=say, api_key=args.api_key)
+            return
+        from research_service.cli.local import local_service  # noqa: PLC0415
+
+        settings = settings_from(args)
+        # Logs go to stderr: over stdio, stdout carries the protocol and nothing else.
+        configure_logging("WARNING", settings.log_format)
+        say("starting an in-process service (the first start indexes its corpus)")
+        async with local_service(settings) as url:
+            yield ServiceClient(session, url, notify=say)

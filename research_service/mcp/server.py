@@ -1,0 +1,179 @@
+"""The MCP server's tools, resources and prompt, each a call on the service's public HTTP API.
+
+It is a client of the service (`ServiceClient`, `Follower`), so it works the same against
+`serve`, `replay`, a cluster, or the in-process service `research-service mcp` starts alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any, Final
+
+import aiohttp
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, TextContent
+from pydantic import Field
+
+from research_service import __version__
+from research_service.client.api import ServiceClient
+from research_service.client.follow import Follower
+from research_service.errors import ClientError
+from research_service.mcp.answers import Research, from_done, from_snapshot, markdown
+from research_service.mcp.progress import progress_message
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS: Final = (
+    "Deep research over the service's search and model: `research` answers a question with "
+    "numbered citations and reports each phase as progress; `start_research` and "
+    "`get_research` do the same in steps for clients with short tool timeouts. Ask one "
+    "focused question per call; read the sources it cites before relying on them."
+)
+RUN_ID: Final = r"^[0-9a-f]{16}$"
+
+Breadth = Annotated[int | None, Field(ge=1, le=8, description="search queries to plan (1-8)")]
+MaxSources = Annotated[int | None, Field(ge=1, le=20, description="sources kept (1-20)")]
+Depth = Annotated[int | None, Field(ge=1, le=3, description="search rounds (1-3)")]
+Question = Annotated[str, Field(min_length=1, max_length=2000, description="the question")]
+RunId = Annotated[str, Field(pattern=RUN_ID, description="a run id (16 hex characters)")]
+#: A tool's answer: `Research` as structured content, and as Markdown for a reader.
+Result = Annotated[CallToolResult, Research]
+
+
+def _result(research: Research) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=markdown(research))],
+        structured_content=research.model_dump(mode="json"),
+    )
+
+
+def _options(breadth: int | None, max_sources: int | None, depth: int | None) -> dict[str, Any]:
+    given = {"breadth": breadth, "max_sources": max_sources, "depth": depth}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def build_server(api: ServiceClient) -> MCPServer:
+    """The MCP server whose tools run research on the service `api` talks to."""
+    server: MCPServer = MCPServer(
+        name="research-service", version=__version__, instructions=INSTRUCTIONS
+    )
+
+    async def call(what: str, request: Any) -> Any:
+        try:
+            return await request
+        except ClientError as exc:
+            raise ToolError(f"{what}: {exc}") from None
+        except aiohttp.ClientError as exc:
+            raise ToolError(f"{what}: the service at {api.base_url} failed: {exc}") from None
+
+    @server.tool(structured_output=True)
+    async def research(
+        question: Question,
+        ctx: Context,
+        breadth: Breadth = None,
+        max_sources: MaxSources = None,
+        depth: Depth = None,
+    ) -> Result:
+        """Research a question and return the cited answer with its sources.
+
+        Each phase (planning, every finished search, writing) is reported as progress.
+        Cancelling the call cancels the run.
+        """
+        created = await call(
+            "starting the run", api.create(question, _options(breadth, max_sources, depth))
+        )
+        run_id = str(created["id"])
+        snapshot_url = api.url(f"v1/runs/{run_id}")
+        follower = Follower(
+            api.session, api.url(created["events_url"]), notify=log.info, api_key=api.api_key
+        )
+        steps = 0
+        try:
+            async for event in follower.events():
+                if event.name == "phase":
+                    steps += 1
+                    await ctx.report_progress(steps, None, progress_message(event.data))
+                elif event.name == "done":
+                    return _result(from_done(run_id, event.data, snapshot_url=snapshot_url))
+        except asyncio.CancelledError:
+            # The client cancelled the call (or went away): the run is not wanted any more.
+            await asyncio.shield(_cancel_quietly(api, run_id))
+            raise
+        except ClientError as exc:
+            raise ToolError(f"following run {run_id}: {exc}") from None
+        raise ToolError(f"the stream of run {run_id} ended without its done event")
+
+    @server.tool(structured_output=True)
+    async def start_research(
+        question: Question,
+        breadth: Breadth = None,
+        max_sources: MaxSources = None,
+        depth: Depth = None,
+    ) -> Result:
+        """Start researching a question and return at once with the run id.
+
+        Poll `get_research` with the id (or read research://runs/{run_id}) for its progress
+        and, once it has ended, its cited answer.
+        """
+        created = await call(
+            "starting the run", api.create(question, _options(breadth, max_sources, depth))
+        )
+        run_id = str(created["id"])
+        started = Research(
+            run_id=run_id, status=str(created["status"]), snapshot_url=api.url(f"v1/runs/{run_id}")
+        )
+        return _result(started)
+
+    @server.tool(structured_output=True)
+    async def get_research(run_id: RunId) -> Result:
+        """Where a run stands: its phase and progress, and its cited answer once it ended."""
+        snapshot = await call(f"reading run {run_id}", api.snapshot(run_id))
+        return _result(from_snapshot(snapshot, snapshot_url=api.url(f"v1/runs/{run_id}")))
+
+    @server.tool(structured_output=True)
+    async def cancel_research(run_id: RunId) -> Result:
+        """Cancel a run still going; a run that has ended is left as it was."""
+        await call(f"cancelling run {run_id}", api.cancel(run_id))
+        snapshot = await call(f"reading run {run_id}", api.snapshot(run_id))
+        return _result(from_snapshot(snapshot, snapshot_url=api.url(f"v1/runs/{run_id}")))
+
+    @server.resource(
+        "research://runs/{run_id}",
+        name="run",
+        mime_type="application/json",
+        description="a run's snapshot: status, phase, plan, sources, answer, timings",
+    )
+    async def run_snapshot(run_id: str) -> dict[str, Any]:
+        snapshot: dict[str, Any] = await call(f"reading run {run_id}", api.snapshot(run_id))
+        return snapshot
+
+    @server.resource(
+        "research://runs/{run_id}/answer",
+        name="answer",
+        mime_type="text/markdown",
+        description="a run's answer as Markdown, with its numbered sources",
+    )
+    async def run_answer(run_id: str) -> str:
+        snapshot = await call(f"reading run {run_id}", api.snapshot(run_id))
+        return markdown(from_snapshot(snapshot, snapshot_url=api.url(f"v1/runs/{run_id}")))
+
+    @server.prompt(name="deep_research", description="research a question with cited sources")
+    def deep_research(question: str) -> str:
+        return (
+            f"Research this question with the `research` tool: {question}\n\n"
+            "Ask it as one focused question (split a broad one into several calls). Answer "
+            "from what it returns: keep its numbered citations [n] next to the claims they "
+            "support, list the sources (title and URL) at the end, and say plainly when the "
+            "sources do not answer part of the question instead of filling the gap."
+        )
+
+    return server
+
+
+async def _cancel_quietly(api: ServiceClient, run_id: str) -> None:
+    try:
+        await api.cancel(run_id)
+    except (ClientError, aiohttp.ClientError) as exc:
+        log.warning("could not cancel run %s after its call was cancelled: %s", run_id, exc)

@@ -1,0 +1,259 @@
+"""`research-service mcp` driven by the official SDK's own client, over stdio and Streamable HTTP.
+
+The MCP server runs as a real child process, a client of a real service on loopback (scripted
+model and search, so every answer is known).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp_types import TextContent
+
+from tests import cli_process
+from tests.conftest import Service
+from tests.loopback import free_port
+
+TIMEOUT_S = 60.0
+Progress = list[tuple[float, str | None]]
+
+
+def stdio(*args: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "research_service", "mcp", *args],
+        env=cli_process.child_env(),
+    )
+
+
+@asynccontextmanager
+async def over_stdio(service: Service) -> AsyncIterator[Client]:
+    async with Client(stdio("--server", service.url("/")), read_timeout_seconds=TIMEOUT_S) as c:
+        yield c
+
+
+@asynccontextmanager
+async def http_server(*args: str) -> AsyncIterator[str]:
+    """`mcp --http` as a child process; yields its MCP URL once uvicorn says it listens."""
+    port = free_port()
+    cli = await cli_process.start("mcp", *args, "--http", f"127.0.0.1:{port}")
+    try:
+        assert cli.proc.stderr is not None
+        async with asyncio.timeout(TIMEOUT_S):
+            while b"Uvicorn running on" not in (line := await cli.proc.stderr.readline()):
+                assert line, "mcp --http exited before it listened"
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        cli.proc.terminate()
+        await cli.finish()
+
+
+def text_of(result: Any) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+async def research(client: Client, **arguments: Any) -> tuple[Any, Progress]:
+    progress: Progress = []
+
+    async def heard(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, message))
+
+    result = await client.call_tool("research", arguments, progress_callback=heard)
+    return result, progress
+
+
+async def test_the_tools_are_listed_with_input_and_output_schemas(service: Service) -> None:
+    async with over_stdio(service) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(listed) == {"research", "start_research", "get_research", "cancel_research"}
+    ask = listed["research"].input_schema
+    assert ask["required"] == ["question"]
+    assert set(ask["properties"]) == {"question", "breadth", "max_sources", "depth"}
+    assert ask["properties"]["question"]["maxLength"] == 2000
+    assert listed["get_research"].input_schema["properties"]["run_id"]["pattern"]
+    for tool in listed.values():
+        assert tool.output_schema is not None
+        assert {"run_id", "status", "answer", "sources"} <= set(tool.output_schema["properties"])
+
+
+async def test_research_reports_every_phase_in_order_and_returns_the_cited_answer(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    async with over_stdio(service) as mcp:
+        result, progress = await research(mcp, question="What is up?", breadth=2, max_sources=3)
+    assert not result.is_error
+    found = result.structured_content
+    assert found["status"] == "completed"
+    assert found["answer"] == "The answer [1]."
+    snapshot = (await client.get(service.url(f"/v1/runs/{found['run_id']}"))).json()
+    assert snapshot["answer"] == found["answer"]
+    assert [s["url"] for s in found["sources"]] == [s["url"] for s in snapshot["sources"]]
+    # One notification per phase event, the count only growing, each with a message.
+    values = [value for value, _ in progress]
+    assert values == sorted(set(values))
+    assert len(values) == 8
+    messages = [message for _, message in progress]
+    assert messages[:2] == ["planning started", "planned: alpha, beta"]
+    assert "searching 1/2: alpha" in messages or "searching 1/2: beta" in messages
+    written = f"writing the answer from {len(found['sources'])} sources"
+    assert messages[-2:] == [written, "synthesizing completed"]
+    # The text block is the answer with its numbered sources, in Markdown.
+    assert text_of(result).startswith("The answer [1].\n\nSources:\n\n1. [")
+
+
+async def test_cancelling_the_call_cancels_the_run(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    service.llm.hold_after = 1
+    async with over_stdio(service) as mcp:
+        call = asyncio.ensure_future(research(mcp, question="Hold on"))
+        await service.until_held(timeout=TIMEOUT_S)
+        (run_id,) = list(service.manager._live)  # the one run, held mid-answer
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await service.wait_done(run_id, timeout=TIMEOUT_S)
+    snapshot = (await client.get(service.url(f"/v1/runs/{run_id}"))).json()
+    # Cancelled by the MCP server's cancel request, not abandoned for want of a listener.
+    assert (snapshot["status"], snapshot["error"]["code"]) == ("cancelled", "cancelled")
+
+
+async def test_start_then_get_polls_to_the_answer_and_resources_read_it(service: Service) -> None:
+    service.llm.hold_after = 1
+    async with over_stdio(service) as mcp:
+        started = await mcp.call_tool("start_research", {"question": "What is up?"})
+        run_id = started.structured_content["run_id"]
+        assert started.structured_content["status"] == "queued"
+        assert "its answer is not written yet" in text_of(started)
+        await service.until_held(timeout=TIMEOUT_S)
+        going = (await mcp.call_tool("get_research", {"run_id": run_id})).structured_content
+        assert (going["status"], going["phase"], going["answer"]) == (
+            "running",
+            "synthesizing",
+            None,
+        )
+        service.llm.release.set()
+        await service.wait_done(run_id, timeout=TIMEOUT_S)
+        done = (await mcp.call_tool("get_research", {"run_id": run_id})).structured_content
+        assert (done["status"], done["answer"]) == ("completed", "The answer [1].")
+
+        snapshot = await mcp.read_resource(f"research://runs/{run_id}")
+        assert json.loads(snapshot.contents[0].text)["answer"] == "The answer [1]."
+        answer = await mcp.read_resource(f"research://runs/{run_id}/answer")
+        assert answer.contents[0].text.startswith("The answer [1].\n\nSources:")
+        assert answer.contents[0].mime_type == "text/markdown"
+
+
+async def test_cancel_research_ends_a_run_still_going(service: Service) -> None:
+    service.llm.hold_after = 1
+    async with over_stdio(service) as mcp:
+        started = await mcp.call_tool("start_research", {"question": "What is up?"})
+        run_id = started.structured_content["run_id"]
+        await service.until_held(timeout=TIMEOUT_S)
+        await mcp.call_tool("cancel_research", {"run_id": run_id})
+        await service.wait_done(run_id, timeout=TIMEOUT_S)
+        ended = (await mcp.call_tool("get_research", {"run_id": run_id})).structured_content
+    assert ended["status"] == "cancelled"
+    assert ended["error"].startswith("cancelled: ")
+
+
+async def test_bad_calls_are_mcp_errors_that_say_what_was_wrong(service: Service) -> None:
+    async with over_stdio(service) as mcp:
+        unknown = await mcp.call_tool("get_research", {"run_id": "0" * 16})
+        assert unknown.is_error
+        assert "no run with id '0000000000000000'" in text_of(unknown)
+        malformed = await mcp.call_tool("get_research", {"run_id": "../../etc"})
+        assert malformed.is_error
+        assert "run_id" in text_of(malformed)
+        empty = await mcp.call_tool("research", {"question": ""})
+        assert empty.is_error
+        too_wide = await mcp.call_tool("start_research", {"question": "q", "breadth": 99})
+        assert too_wide.is_error
+        # The server is still there for the next call.
+        assert len((await mcp.list_tools()).tools) == 4
+
+
+async def test_an_unreachable_service_is_an_error_not_a_crash() -> None:
+    port = free_port()  # nothing listens there
+    params = stdio("--server", f"http://127.0.0.1:{port}")
+    async with Client(params, read_timeout_seconds=TIMEOUT_S) as mcp:
+        result = await mcp.call_tool("start_research", {"question": "anyone there?"})
+        assert result.is_error
+        assert f"127.0.0.1:{port}" in text_of(result)
+        assert len((await mcp.list_tools()).tools) == 4
+
+
+async def test_the_deep_research_prompt_asks_for_the_tool_and_citations(service: Service) -> None:
+    async with over_stdio(service) as mcp:
+        prompts = {p.name for p in (await mcp.list_prompts()).prompts}
+        assert "deep_research" in prompts
+        got = await mcp.get_prompt("deep_research", {"question": "How do I parse JSON?"})
+    text = got.messages[0].content.text  # type: ignore[union-attr]
+    assert "How do I parse JSON?" in text
+    assert "`research` tool" in text
+    assert "[n]" in text
+
+
+async def test_research_over_streamable_http_with_progress(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    async with (
+        http_server("--server", service.url("/")) as url,
+        Client(url, read_timeout_seconds=TIMEOUT_S) as mcp,
+    ):
+        result, progress = await research(mcp, question="What is up?", breadth=2)
+    assert result.structured_content["answer"] == "The answer [1]."
+    assert [value for value, _ in progress] == [float(n) for n in range(1, 9)]
+
+
+async def test_mcp_refuses_a_bad_command_line() -> None:
+    bad = await cli_process.run("mcp", "--http", "nowhere")
+    assert bad.returncode == 2
+    assert "is not HOST:PORT" in bad.stderr
+    exposed = await cli_process.run("mcp", "--http", "0.0.0.0:8090")
+    assert exposed.returncode == 2
+    assert "loopback only" in exposed.stderr
+    keyless = await cli_process.run("mcp", "--api-key", "k")
+    assert keyless.returncode == 2
+    assert "--api-key is for a --server" in keyless.stderr
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "curl", "version": "1"},
+    },
+}
+
+
+async def test_the_http_endpoint_refuses_other_hosts_and_cross_site_pages(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """DNS rebinding (a foreign Host) and a page of another site (Origin) get nothing."""
+    headers = {"Accept": "application/json, text/event-stream"}
+    async with http_server("--server", service.url("/")) as url:
+        rebound = await client.post(
+            url, json=INITIALIZE, headers={**headers, "Host": "evil.example"}
+        )
+        assert rebound.status_code == 421
+        cross = await client.post(
+            url, json=INITIALIZE, headers={**headers, "Origin": "https://evil.example"}
+        )
+        assert cross.status_code == 403
+        # The same request, from a local client, is answered.
+        local = await client.post(url, json=INITIALIZE, headers=headers)
+        assert local.status_code == 200
