@@ -11,16 +11,20 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types import TextContent
 
 from tests import cli_process
 from tests.conftest import Service
 from tests.loopback import free_port
+from tests.test_client_auth import QUESTION, keyed_service
 
 TIMEOUT_S = 60.0
 Progress = list[tuple[float, str | None]]
@@ -257,3 +261,42 @@ async def test_the_http_endpoint_refuses_other_hosts_and_cross_site_pages(
         # The same request, from a local client, is answered.
         local = await client.post(url, json=INITIALIZE, headers=headers)
         assert local.status_code == 200
+
+
+@asynccontextmanager
+async def keyed_client(url: str, key: str | None) -> AsyncIterator[Client]:
+    """An SDK client over Streamable HTTP that sends `key` as its bearer token."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=TIMEOUT_S) as http,
+        Client(streamable_http_client(url, http_client=http), read_timeout_seconds=TIMEOUT_S) as c,
+    ):
+        yield c
+
+
+async def test_over_http_each_callers_key_goes_to_the_service_and_its_rules_apply(
+    tmp_path: Path,
+) -> None:
+    """No --api-key: a caller's bearer key is the one the service checks; runs stay theirs."""
+    async with (
+        keyed_service(tmp_path, "--token-delay-ms", "0") as keyed,
+        http_server("--server", keyed.base) as url,
+    ):
+        async with keyed_client(url, keyed.keys["alice"]) as alice:
+            started = await alice.call_tool("start_research", {"question": QUESTION})
+            assert not started.is_error, text_of(started)
+            run_id = started.structured_content["run_id"]
+            own = await alice.call_tool("get_research", {"run_id": run_id})
+            assert not own.is_error
+        async with keyed_client(url, keyed.keys["bob"]) as bob:
+            other = await bob.call_tool("get_research", {"run_id": run_id})
+            assert other.is_error
+            assert f"no run with id '{run_id}'" in text_of(other)
+        async with keyed_client(url, None) as nobody:
+            refused = await nobody.call_tool("start_research", {"question": QUESTION})
+            assert refused.is_error
+            assert "API key" in text_of(refused)
+        async with keyed_client(url, "rsk_wrong") as wrong:
+            refused = await wrong.call_tool("get_research", {"run_id": run_id})
+            assert refused.is_error
+            assert "rsk_wrong" not in text_of(refused)  # a key is never echoed

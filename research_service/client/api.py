@@ -128,6 +128,12 @@ class ServiceClient:
         path = f"v1/runs/{run_id}"
         return _run(await self._json("GET", path), "GET", self.url(path))
 
+    async def runs(self, *, limit: int) -> list[dict[str, Any]]:
+        """`GET /v1/runs`: the newest runs this client may see, at most `limit`."""
+        listing = await self._json("GET", f"v1/runs?limit={limit}")
+        runs = listing.get("runs")
+        return [run for run in runs if isinstance(run, dict)] if isinstance(runs, list) else []
+
     async def cancel(self, run_id: str) -> dict[str, Any]:
         """`POST /v1/runs/{id}/cancel`."""
         # `{}` as JSON: a bodiless POST goes out as application/octet-stream, which the service

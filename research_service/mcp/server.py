@@ -22,6 +22,7 @@ from research_service.client.follow import Follower
 from research_service.errors import ClientError
 from research_service.mcp.answers import Research, from_done, from_snapshot, markdown
 from research_service.mcp.progress import progress_message
+from research_service.mcp.recent import RecentRunsServer
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +55,49 @@ def _options(breadth: int | None, max_sources: int | None, depth: int | None) ->
     return {name: value for name, value in given.items() if value is not None}
 
 
+def _as_caller(api: ServiceClient, ctx: Context | None) -> ServiceClient:
+    """`api` with the caller's own key when the caller sent one (Streamable HTTP).
+
+    The key is not checked here: it goes to the service with every request, and the
+    service's rules decide (which runs the key sees, whether it may research at all).
+    """
+    headers = ctx.headers if ctx is not None else None
+    given = (headers or {}).get("authorization", "")
+    scheme, _, key = given.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return api
+    return ServiceClient(api.session, api.base_url, notify=api.notify, api_key=key.strip())
+
+
+async def call(service: ServiceClient, what: str, request: Any) -> Any:
+    """Await `request` to the service; its failure as a ToolError saying what failed."""
+    try:
+        return await request
+    except ClientError as exc:
+        raise ToolError(f"{what}: {exc}") from None
+    except aiohttp.ClientError as exc:
+        raise ToolError(f"{what}: the service at {service.base_url} failed: {exc}") from None
+
+
+async def create(service: ServiceClient, question: str, options: dict[str, Any]) -> Any:
+    return await call(service, "starting the run", service.create(question, options))
+
+
+async def snapshot_of(service: ServiceClient, run_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = await call(service, f"reading run {run_id}", service.snapshot(run_id))
+    return found
+
+
+def result_of(service: ServiceClient, snapshot: dict[str, Any]) -> CallToolResult:
+    url = service.url(f"v1/runs/{snapshot['id']}")
+    return _result(from_snapshot(snapshot, snapshot_url=url))
+
+
 def build_server(api: ServiceClient) -> MCPServer:
     """The MCP server whose tools run research on the service `api` talks to."""
-    server: MCPServer = MCPServer(
-        name="research-service", version=__version__, instructions=INSTRUCTIONS
+    server: MCPServer = RecentRunsServer(
+        api, name="research-service", version=__version__, instructions=INSTRUCTIONS
     )
-
-    async def call(what: str, request: Any) -> Any:
-        try:
-            return await request
-        except ClientError as exc:
-            raise ToolError(f"{what}: {exc}") from None
-        except aiohttp.ClientError as exc:
-            raise ToolError(f"{what}: the service at {api.base_url} failed: {exc}") from None
 
     @server.tool(structured_output=True)
     async def research(
@@ -81,14 +112,12 @@ def build_server(api: ServiceClient) -> MCPServer:
         Each phase (planning, every finished search, writing) is reported as progress.
         Cancelling the call cancels the run.
         """
-        created = await call(
-            "starting the run", api.create(question, _options(breadth, max_sources, depth))
-        )
+        service = _as_caller(api, ctx)
+        created = await create(service, question, _options(breadth, max_sources, depth))
         run_id = str(created["id"])
-        snapshot_url = api.url(f"v1/runs/{run_id}")
-        follower = Follower(
-            api.session, api.url(created["events_url"]), notify=log.info, api_key=api.api_key
-        )
+        snapshot_url = service.url(f"v1/runs/{run_id}")
+        events_url = service.url(created["events_url"])
+        follower = Follower(service.session, events_url, log.info, api_key=service.api_key)
         steps = 0
         try:
             async for event in follower.events():
@@ -99,7 +128,7 @@ def build_server(api: ServiceClient) -> MCPServer:
                     return _result(from_done(run_id, event.data, snapshot_url=snapshot_url))
         except asyncio.CancelledError:
             # The client cancelled the call (or went away): the run is not wanted any more.
-            await asyncio.shield(_cancel_quietly(api, run_id))
+            await asyncio.shield(_cancel_quietly(service, run_id))
             raise
         except ClientError as exc:
             raise ToolError(f"following run {run_id}: {exc}") from None
@@ -108,6 +137,7 @@ def build_server(api: ServiceClient) -> MCPServer:
     @server.tool(structured_output=True)
     async def start_research(
         question: Question,
+        ctx: Context,
         breadth: Breadth = None,
         max_sources: MaxSources = None,
         depth: Depth = None,
@@ -117,27 +147,32 @@ def build_server(api: ServiceClient) -> MCPServer:
         Poll `get_research` with the id (or read research://runs/{run_id}) for its progress
         and, once it has ended, its cited answer.
         """
-        created = await call(
-            "starting the run", api.create(question, _options(breadth, max_sources, depth))
-        )
+        service = _as_caller(api, ctx)
+        created = await create(service, question, _options(breadth, max_sources, depth))
         run_id = str(created["id"])
-        started = Research(
-            run_id=run_id, status=str(created["status"]), snapshot_url=api.url(f"v1/runs/{run_id}")
-        )
-        return _result(started)
+        url = service.url(f"v1/runs/{run_id}")
+        return _result(Research(run_id=run_id, status=str(created["status"]), snapshot_url=url))
 
     @server.tool(structured_output=True)
-    async def get_research(run_id: RunId) -> Result:
+    async def get_research(run_id: RunId, ctx: Context) -> Result:
         """Where a run stands: its phase and progress, and its cited answer once it ended."""
-        snapshot = await call(f"reading run {run_id}", api.snapshot(run_id))
-        return _result(from_snapshot(snapshot, snapshot_url=api.url(f"v1/runs/{run_id}")))
+        service = _as_caller(api, ctx)
+        return result_of(service, await snapshot_of(service, run_id))
 
     @server.tool(structured_output=True)
-    async def cancel_research(run_id: RunId) -> Result:
+    async def cancel_research(run_id: RunId, ctx: Context) -> Result:
         """Cancel a run still going; a run that has ended is left as it was."""
-        await call(f"cancelling run {run_id}", api.cancel(run_id))
-        snapshot = await call(f"reading run {run_id}", api.snapshot(run_id))
-        return _result(from_snapshot(snapshot, snapshot_url=api.url(f"v1/runs/{run_id}")))
+        service = _as_caller(api, ctx)
+        await call(service, f"cancelling run {run_id}", service.cancel(run_id))
+        return result_of(service, await snapshot_of(service, run_id))
+
+    _add_resources(server, api)
+    _add_prompt(server)
+    return server
+
+
+def _add_resources(server: MCPServer, api: ServiceClient) -> None:
+    """research://runs/{id} (the snapshot) and research://runs/{id}/answer (Markdown)."""
 
     @server.resource(
         "research://runs/{run_id}",
@@ -145,9 +180,8 @@ def build_server(api: ServiceClient) -> MCPServer:
         mime_type="application/json",
         description="a run's snapshot: status, phase, plan, sources, answer, timings",
     )
-    async def run_snapshot(run_id: str) -> dict[str, Any]:
-        snapshot: dict[str, Any] = await call(f"reading run {run_id}", api.snapshot(run_id))
-        return snapshot
+    async def run_snapshot(run_id: str, ctx: Context) -> dict[str, Any]:
+        return await snapshot_of(_as_caller(api, ctx), run_id)
 
     @server.resource(
         "research://runs/{run_id}/answer",
@@ -155,9 +189,15 @@ def build_server(api: ServiceClient) -> MCPServer:
         mime_type="text/markdown",
         description="a run's answer as Markdown, with its numbered sources",
     )
-    async def run_answer(run_id: str) -> str:
-        snapshot = await call(f"reading run {run_id}", api.snapshot(run_id))
-        return markdown(from_snapshot(snapshot, snapshot_url=api.url(f"v1/runs/{run_id}")))
+    async def run_answer(run_id: str, ctx: Context) -> str:
+        service = _as_caller(api, ctx)
+        snapshot = await snapshot_of(service, run_id)
+        url = service.url(f"v1/runs/{run_id}")
+        return markdown(from_snapshot(snapshot, snapshot_url=url))
+
+
+def _add_prompt(server: MCPServer) -> None:
+    """The `deep_research` prompt: how to use the tools well."""
 
     @server.prompt(name="deep_research", description="research a question with cited sources")
     def deep_research(question: str) -> str:
@@ -168,8 +208,6 @@ def build_server(api: ServiceClient) -> MCPServer:
             "support, list the sources (title and URL) at the end, and say plainly when the "
             "sources do not answer part of the question instead of filling the gap."
         )
-
-    return server
 
 
 async def _cancel_quietly(api: ServiceClient, run_id: str) -> None:

@@ -1,0 +1,60 @@
+"""The MCP server's resource list: the two run templates, and the service's recent runs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import aiohttp
+from mcp.server.mcpserver import MCPServer
+from mcp_types import Resource
+
+from research_service.client.api import ServiceClient
+from research_service.errors import ClientError
+
+log = logging.getLogger(__name__)
+
+#: How many of the newest runs `resources/list` names.
+RECENT_RUNS: Final = 20
+
+
+class RecentRunsServer(MCPServer):
+    """An MCPServer whose `resources/list` also names the service's newest runs.
+
+    Each run is listed twice, as research://runs/{id} (its snapshot) and
+    research://runs/{id}/answer (its answer in Markdown). The list is the one the server's own
+    key (--api-key) may see; a service that refuses it lists none, and says why in the log.
+    """
+
+    def __init__(self, api: ServiceClient, **settings: Any) -> None:
+        super().__init__(**settings)
+        self._api = api
+
+    async def list_resources(self) -> list[Resource]:
+        """The static resources (none) and the recent runs'."""
+        listed = await super().list_resources()
+        try:
+            runs = await self._api.runs(limit=RECENT_RUNS)
+        except (ClientError, aiohttp.ClientError) as exc:
+            log.warning("resources/list names no runs: %s", exc)
+            return listed
+        for run in runs:
+            run_id, question = str(run.get("id")), str(run.get("question", ""))
+            status = str(run.get("status", ""))
+            listed += [
+                Resource(
+                    uri=f"research://runs/{run_id}",
+                    name=f"run {run_id}",
+                    title=question[:80],
+                    description=f"{status}: {question}",
+                    mime_type="application/json",
+                ),
+                Resource(
+                    uri=f"research://runs/{run_id}/answer",
+                    name=f"answer {run_id}",
+                    title=f"Answer: {question[:72]}",
+                    description=f"the answer of run {run_id} ({status}), in Markdown",
+                    mime_type="text/markdown",
+                ),
+            ]
+        return listed
