@@ -23,6 +23,7 @@ from mcp_types import TextContent
 
 from tests import cli_process
 from tests.conftest import Service
+from tests.drop_proxy import DropProxy
 from tests.loopback import free_port
 from tests.test_client_auth import QUESTION, keyed_service
 
@@ -44,20 +45,27 @@ async def over_stdio(service: Service) -> AsyncIterator[Client]:
         yield c
 
 
+class McpUrl(str):
+    """The MCP endpoint's URL; `log` holds the server's stderr once it has stopped."""
+
+    log: str = ""
+
+
 @asynccontextmanager
-async def http_server(*args: str) -> AsyncIterator[str]:
+async def http_server(*args: str) -> AsyncIterator[McpUrl]:
     """`mcp --http` as a child process; yields its MCP URL once uvicorn says it listens."""
     port = free_port()
     cli = await cli_process.start("mcp", *args, "--http", f"127.0.0.1:{port}")
+    url = McpUrl(f"http://127.0.0.1:{port}/mcp")
     try:
         assert cli.proc.stderr is not None
         async with asyncio.timeout(TIMEOUT_S):
             while b"Uvicorn running on" not in (line := await cli.proc.stderr.readline()):
                 assert line, "mcp --http exited before it listened"
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield url
     finally:
         cli.proc.terminate()
-        await cli.finish()
+        url.log = (await cli.finish()).stderr
 
 
 def text_of(result: Any) -> str:
@@ -300,3 +308,54 @@ async def test_over_http_each_callers_key_goes_to_the_service_and_its_rules_appl
             refused = await wrong.call_tool("get_research", {"run_id": run_id})
             assert refused.is_error
             assert "rsk_wrong" not in text_of(refused)  # a key is never echoed
+
+
+async def test_a_client_cut_off_mid_run_resumes_and_misses_no_notification(
+    service: Service,
+) -> None:
+    """The connection drops mid-answer; the run ends meanwhile; the client resumes with
+    Last-Event-ID and gets the notification it missed (rebuilt from the run's events) and
+    the result, each once, in order."""
+    service.llm.hold_after = 1
+    progress: Progress = []
+    seven = asyncio.Event()
+
+    async def heard(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, message))
+        if len(progress) == 7:  # synthesizing started: the run holds after its first token
+            seven.set()
+
+    async with http_server("--server", service.url("/")) as url:
+        port = int(url.split(":")[2].split("/")[0])
+        proxy = DropProxy("127.0.0.1", port)
+        await proxy.start()
+        try:
+            # The 2025-11-25 wire (sessions, resumable streams); on 2026-07-28 closing a
+            # response stream is how a client cancels, so there is nothing to resume.
+            legacy = Client(proxy.url("/mcp"), read_timeout_seconds=TIMEOUT_S, mode="legacy")
+            async with legacy as mcp:
+                arguments = {"question": "What is up?", "breadth": 2}
+                call = asyncio.ensure_future(
+                    mcp.call_tool("research", arguments, progress_callback=heard)
+                )
+                async with asyncio.timeout(TIMEOUT_S):
+                    await seven.wait()
+                (run_id,) = list(service.manager._live)
+                cut = await proxy.drop_all()
+                assert cut >= 1
+                accepted = proxy.accepted
+                service.llm.release.set()
+                await service.wait_done(run_id, timeout=TIMEOUT_S)
+                # The run ended while the client was away (it waits `retry:` to resume).
+                assert proxy.accepted == accepted
+                result = await asyncio.wait_for(call, TIMEOUT_S)
+                assert proxy.accepted > accepted  # it came back through the proxy
+        finally:
+            await proxy.close()
+    assert result.structured_content["answer"] == "The answer [1]."
+    assert [value for value, _ in progress] == [float(n) for n in range(1, 9)]
+    assert progress[-1][1] == "synthesizing completed"
+    # What it missed was sent on resuming: the last notification rebuilt from the run's
+    # events, the result from the stream.
+    rebuilt = f"after step 7: 1 notifications rebuilt from run {run_id}, and its result"
+    assert rebuilt in url.log

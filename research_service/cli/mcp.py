@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,8 @@ from research_service.logs import configure_logging
 
 #: Where `--http` listens unless told otherwise (the path is the SDK's: /mcp).
 DEFAULT_HTTP_PORT: Final = 8090
+#: How long a client whose stream dropped waits before it resumes (the SSE `retry:`).
+RETRY_MS: Final = 500
 
 
 def add_parser(commands: Any) -> None:
@@ -94,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         # The SDK and its web stack load only for this command (an optional extra).
+        from research_service.mcp.event_store import RunEventStore  # noqa: PLC0415
         from research_service.mcp.server import build_server  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         if exc.name is None or not exc.name.startswith("mcp"):
@@ -106,12 +110,16 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> int:
 
         async with _service(args) as api:
-            server = build_server(api)
             if listen is None:
-                await server.run_stdio_async()
-            else:
-                say(f"MCP over Streamable HTTP at http://{listen[0]}:{listen[1]}/mcp")
-                await server.run_streamable_http_async(host=listen[0], port=listen[1])
+                await build_server(api).run_stdio_async()
+                return 0
+            # A dropped client resumes with Last-Event-ID; what it missed is rebuilt from
+            # the run's own events (docs/mcp.md).
+            events = RunEventStore()
+            say(f"MCP over Streamable HTTP at http://{listen[0]}:{listen[1]}/mcp")
+            await build_server(api, events=events).run_streamable_http_async(
+                host=listen[0], port=listen[1], event_store=events, retry_interval=RETRY_MS
+            )
         return 0
 
     return run_command(main())
@@ -120,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
 @asynccontextmanager
 async def _service(args: argparse.Namespace) -> AsyncIterator[ServiceClient]:
     """A client of --server, or of an in-process service started for this command."""
+    # Logs go to stderr (over stdio, stdout carries the protocol and nothing else): the MCP
+    # server's own lines (a resumed stream, a run it could not cancel), the rest's warnings.
+    configure_logging("WARNING")
+    logging.getLogger("research_service.mcp").setLevel(logging.INFO)
     async with http_session() as session:
         if args.server:
             yield ServiceClient(session, args.server, notify=say, api_key=args.api_key)
@@ -127,8 +139,6 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[ServiceClient]:
         from research_service.cli.local import local_service  # noqa: PLC0415
 
         settings = settings_from(args)
-        # Logs go to stderr: over stdio, stdout carries the protocol and nothing else.
-        configure_logging("WARNING", settings.log_format)
         say("starting an in-process service (the first start indexes its corpus)")
         async with local_service(settings) as url:
             yield ServiceClient(session, url, notify=say)

@@ -21,6 +21,7 @@ from research_service.client.api import ServiceClient
 from research_service.client.follow import Follower
 from research_service.errors import ClientError
 from research_service.mcp.answers import Research, from_done, from_snapshot, markdown
+from research_service.mcp.event_store import RunEventStore
 from research_service.mcp.progress import progress_message
 from research_service.mcp.recent import RecentRunsServer
 
@@ -93,8 +94,11 @@ def result_of(service: ServiceClient, snapshot: dict[str, Any]) -> CallToolResul
     return _result(from_snapshot(snapshot, snapshot_url=url))
 
 
-def build_server(api: ServiceClient) -> MCPServer:
-    """The MCP server whose tools run research on the service `api` talks to."""
+def build_server(api: ServiceClient, *, events: RunEventStore | None = None) -> MCPServer:
+    """The MCP server whose tools run research on the service `api` talks to.
+
+    `events`: the Streamable HTTP transport's event store, told which run each call follows.
+    """
     server: MCPServer = RecentRunsServer(
         api, name="research-service", version=__version__, instructions=INSTRUCTIONS
     )
@@ -115,6 +119,8 @@ def build_server(api: ServiceClient) -> MCPServer:
         service = _as_caller(api, ctx)
         created = await create(service, question, _options(breadth, max_sources, depth))
         run_id = str(created["id"])
+        if events is not None:
+            events.bind(ctx.request_id, run_id, service)
         snapshot_url = service.url(f"v1/runs/{run_id}")
         events_url = service.url(created["events_url"])
         follower = Follower(service.session, events_url, log.info, api_key=service.api_key)
