@@ -13,6 +13,7 @@ from tests.samples import (
     api,
     auth,
     cassettes,
+    mcp,
     model_failures,
     models,
     protocol,
@@ -49,6 +50,7 @@ DOCUMENTS: Final[dict[str, Capture]] = {
     search.DOC: search.capture,
     recordings.DOC: recordings.capture,
     cassettes.DOC: cassettes.capture,
+    mcp.DOC: mcp.capture,
 }
 COMMAND: Final = "python -m tests.samples"
 
