@@ -6,8 +6,10 @@ model and search, so every answer is known).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,13 +23,16 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import TextContent
 
+from research_service.cli import build_parser
 from tests import cli_process
 from tests.conftest import Service
 from tests.drop_proxy import DropProxy
 from tests.loopback import free_port
+from tests.served import CORPUS
 from tests.test_client_auth import QUESTION, keyed_service
 
 TIMEOUT_S = 60.0
+IN_PROCESS_GROUP = "in-process service (without --server; as `serve`'s flags of the same name)"
 Progress = list[tuple[float, str | None]]
 
 
@@ -359,3 +364,43 @@ async def test_a_client_cut_off_mid_run_resumes_and_misses_no_notification(
     # events, the result from the stream.
     rebuilt = f"after step 7: 1 notifications rebuilt from run {run_id}, and its result"
     assert rebuilt in url.log
+
+
+async def test_without_server_it_researches_on_an_in_process_service(tmp_path: Path) -> None:
+    """As `ask` does: the embedded defaults (builtin model, here a small corpus), no service."""
+    params = stdio("--data-dir", str(tmp_path / "data"), "--corpus", str(CORPUS))
+    async with Client(params, read_timeout_seconds=TIMEOUT_S) as mcp:
+        result, progress = await research(mcp, question=QUESTION)
+        listed = {str(r.uri) for r in (await mcp.list_resources()).resources}
+    assert not result.is_error, text_of(result)
+    assert "1991" in result.structured_content["answer"]
+    assert result.structured_content["sources"]
+    assert progress[0][1] == "planning started"
+    run_id = result.structured_content["run_id"]
+    # The newest runs are listed as resources, snapshot and answer.
+    assert {f"research://runs/{run_id}", f"research://runs/{run_id}/answer"} <= listed
+
+
+def test_the_flag_table_in_docs_mcp_md_is_the_commands_flags() -> None:
+    (mcp_parser,) = (
+        action.choices["mcp"]
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    own = {
+        option
+        for action in mcp_parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and action.container.title != IN_PROCESS_GROUP
+    } - {"--help"}
+    doc = (Path(__file__).parent.parent / "docs" / "mcp.md").read_text(encoding="utf-8")
+    table = set(re.findall(r"^\| `(--[a-z-]+)", doc, flags=re.MULTILINE))
+    assert table == own
+    # The in-process service's flags are named in the prose, every one.
+    in_process = {
+        option
+        for action in mcp_parser._actions
+        for option in action.option_strings
+        if action.container.title == IN_PROCESS_GROUP
+    }
+    assert all(f"`{option}`" in doc for option in in_process), in_process

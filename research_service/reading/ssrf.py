@@ -25,6 +25,9 @@ from research_service.settings_fields import flag_name
 
 log = logging.getLogger(__name__)
 
+#: The longest a host's address lookup may take before the URL is refused as unreachable.
+RESOLVE_TIMEOUT_S: Final = 3.0
+
 ALLOWED_SCHEMES: Final = frozenset({"http", "https"})
 ALLOW_FLAG: Final = f"--{flag_name('fetch_allow')}"
 
@@ -79,10 +82,19 @@ class UrlGuard:
         """Every address `host` resolves to (any family), as the system resolver answers."""
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             raise PageUnreachable(
                 f"{url} could not be read: {host} does not resolve ({exc}); check the address",
+                url=url,
+            ) from None
+        except TimeoutError:
+            # A resolver that drops a query answers only after its own retry (5 s in glibc):
+            # a request checking a webhook URL must not wait for that.
+            raise PageUnreachable(
+                f"{url} could not be read: {host} did not resolve within "
+                f"{RESOLVE_TIMEOUT_S:g} s; check the address and the DNS server",
                 url=url,
             ) from None
         addresses = [parse_ip(str(info[4][0])) for info in infos]
