@@ -151,6 +151,10 @@ async def test_start_then_get_polls_to_the_answer_and_resources_read_it(service:
         started = await mcp.call_tool("start_research", {"question": "What is up?"})
         run_id = started.structured_content["run_id"]
         assert started.structured_content["status"] == "queued"
+        assert started.structured_content["resource"] == f"research://runs/{run_id}"
+        assert started.structured_content["events_url"].startswith(
+            service.url(f"/v1/runs/{run_id}/events")
+        )
         assert "its answer is not written yet" in text_of(started)
         await service.until_held(timeout=TIMEOUT_S)
         going = (await mcp.call_tool("get_research", {"run_id": run_id})).structured_content

@@ -29,6 +29,17 @@ class Research(BaseModel):
     sources: list[Source] = Field(default_factory=list)
     error: str | None = Field(default=None, description="why the run failed, if it did")
     snapshot_url: str | None = Field(default=None, description="the run on the service's API")
+    events_url: str | None = Field(
+        default=None, description="the run's event stream (Server-Sent Events) on the service"
+    )
+    resource: str | None = Field(
+        default=None, description="the run as an MCP resource (its answer: add /answer)"
+    )
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Every result names its run as a resource."""
+        if self.resource is None:
+            self.resource = f"research://runs/{self.run_id}"
 
 
 def from_done(run_id: str, done: dict[str, Any], *, snapshot_url: str) -> Research:

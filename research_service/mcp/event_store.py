@@ -1,13 +1,14 @@
 """Resumable MCP streams whose notifications are rebuilt from the run's own events.
 
-Over Streamable HTTP, each message on a `tools/call` stream gets an event id; a client whose
-connection dropped reconnects with `Last-Event-ID` and is sent what it missed. The SDK's
-example store keeps every message in memory, bounded, and forgets the oldest. Here a progress
-notification is not kept at all: its event id names the run and the count of `phase` events
-it reports (`[stream, run id, n]`), and a replay reads those phase events back from the
-service (the run's own event log, `GET /v1/runs/{id}/events`), so a notification can be
-replayed for as long as the run exists. Only the tool's final response is kept, with its
-stream, until the session ends.
+Over Streamable HTTP (the 2025-11-25 wire), each message on a `tools/call` stream gets an event
+id; a client whose connection dropped reconnects with `Last-Event-ID` and is sent what it
+missed. The SDK's example store keeps every message in memory, bounded, and forgets the
+oldest. Here a progress notification is not kept at all: its event id is
+`<stream>/<run id>:<seq>/<n>`, the run's own event id of the `phase` event it reports and how
+many it has reported, and a replay reads the phase events after that one back from the
+service (`GET /v1/runs/{id}/events` with `Last-Event-ID: <run id>:<seq>`), so a notification
+can be replayed for as long as the run exists. Only the tool's final response is kept, with
+its stream, until the session ends.
 
 The SDK keys streams by the JSON-RPC request id; two sessions calling with the same id at
 once share a stream key (an SDK limitation: `store_event` is not told the session).
@@ -15,8 +16,6 @@ once share a stream key (an SDK limitation: `store_event` is not told the sessio
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -42,27 +41,28 @@ class _Stream:
     service: ServiceClient | None = None
     token: Any = None
     reported: int = 0
+    #: The run's seq of the phase event the next progress notification reports.
+    seq: int = 0
     response: JSONRPCMessage | None = None
-
-
-def _event_id(stream_id: str, run_id: str | None, step: int) -> str:
-    raw = json.dumps([stream_id, run_id, step], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _parse(event_id: str) -> tuple[str, str | None, int] | None:
-    try:
-        raw = base64.urlsafe_b64decode(event_id + "=" * (-len(event_id) % 4))
-        stream_id, run_id, step = json.loads(raw)
-    except (ValueError, TypeError):
-        return None
-    if not isinstance(stream_id, str) or not isinstance(step, int):
-        return None
-    return stream_id, run_id if isinstance(run_id, str) else None, step
 
 
 #: The step of the event that carries a stream's final response.
 _RESPONSE = -1
+
+
+def _event_id(stream_id: str, run_id: str | None, seq: int, step: int) -> str:
+    return f"{stream_id}/{run_id or ''}:{seq}/{step}"
+
+
+def _parse(event_id: str) -> tuple[str, int, int] | None:
+    """(stream id, run seq, step) of an event id this store made; None for any other."""
+    rest, _, step = event_id.rpartition("/")
+    stream_id, _, run_event = rest.rpartition("/")
+    _, _, seq = run_event.rpartition(":")
+    try:
+        return stream_id, int(seq), int(step)
+    except ValueError:
+        return None
 
 
 class RunEventStore(EventStore):
@@ -76,6 +76,10 @@ class RunEventStore(EventStore):
         stream = self._streams.setdefault(stream_id, _Stream())
         stream.run_id, stream.service = run_id, service
 
+    def reporting(self, stream_id: str, seq: int) -> None:
+        """The next progress notification on `stream_id` reports the run's event `seq`."""
+        self._streams.setdefault(stream_id, _Stream()).seq = seq
+
     async def store_event(self, stream_id: str, message: JSONRPCMessage | None) -> str:
         """Note the message (not keep it, but for the final response); return its id."""
         stream = self._streams.setdefault(stream_id, _Stream())
@@ -83,11 +87,11 @@ class RunEventStore(EventStore):
             params = message.params or {}
             stream.token = params.get("progressToken", stream.token)
             stream.reported = int(params.get("progress", stream.reported + 1))
-            return _event_id(stream_id, stream.run_id, stream.reported)
+            return _event_id(stream_id, stream.run_id, stream.seq, stream.reported)
         if message is not None:  # the call's response (or error): its stream's last message
             stream.response = message
-            return _event_id(stream_id, stream.run_id, _RESPONSE)
-        return _event_id(stream_id, stream.run_id, 0)  # the priming event: nothing sent yet
+            return _event_id(stream_id, stream.run_id, stream.seq, _RESPONSE)
+        return _event_id(stream_id, stream.run_id, 0, 0)  # the priming event: nothing sent yet
 
     async def replay_events_after(
         self, last_event_id: str, send_callback: EventCallback
@@ -96,26 +100,25 @@ class RunEventStore(EventStore):
         parsed = _parse(last_event_id)
         if parsed is None:
             return None
-        stream_id, _, seen = parsed
+        stream_id, seq, seen = parsed
         stream = self._streams.get(stream_id)
         if stream is None or seen == _RESPONSE:
             return None if stream is None else stream_id
         missed = stream.reported - seen
         if missed > 0 and stream.run_id is not None and stream.service is not None:
-            phases = await self._phases(stream.service, stream.run_id, count=stream.reported)
-            for step in range(seen + 1, stream.reported + 1):
+            phases = await self._phases(stream.service, stream.run_id, after=seq, count=missed)
+            for step, (phase_seq, data) in enumerate(phases, start=seen + 1):
                 notification = JSONRPCNotification(
                     jsonrpc="2.0",
                     method=PROGRESS,
                     params={
                         "progressToken": stream.token,
                         "progress": step,
-                        "message": progress_message(phases[step - 1]),
+                        "message": progress_message(data),
                     },
                 )
-                await send_callback(
-                    EventMessage(notification, _event_id(stream_id, stream.run_id, step))
-                )
+                event_id = _event_id(stream_id, stream.run_id, phase_seq, step)
+                await send_callback(EventMessage(notification, event_id))
         log.info(
             "resumed a stream after step %d: %d notifications rebuilt from run %s%s",
             seen,
@@ -125,29 +128,33 @@ class RunEventStore(EventStore):
         )
         if stream.response is not None:
             await send_callback(
-                EventMessage(stream.response, _event_id(stream_id, stream.run_id, _RESPONSE))
+                EventMessage(
+                    stream.response, _event_id(stream_id, stream.run_id, stream.seq, _RESPONSE)
+                )
             )
         return stream_id
 
     @staticmethod
-    async def _phases(service: ServiceClient, run_id: str, *, count: int) -> list[dict[str, Any]]:
-        """The run's first `count` phase events' data, read from its stored events."""
+    async def _phases(
+        service: ServiceClient, run_id: str, *, after: int, count: int
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """The run's first `count` phase events after its event `after`: (seq, data) each."""
         follower = Follower(
             service.session,
             service.url(f"v1/runs/{run_id}/events"),
             log.info,
             api_key=service.api_key,
-            last_id=f"{run_id}:0",
+            last_id=f"{run_id}:{after}",
         )
-        phases: list[dict[str, Any]] = []
+        phases: list[tuple[int, dict[str, Any]]] = []
         try:
             async for event in follower.events():
                 if event.name == "phase":
-                    phases.append(event.data)
+                    phases.append((event.seq, event.data))
                     if len(phases) == count:
                         break
         except ClientError as exc:
             log.warning("could not read run %s back for a resumed stream: %s", run_id, exc)
         while len(phases) < count:  # the run is gone: say so rather than send nothing
-            phases.append({"phase": "unknown", "status": "(run no longer readable)"})
+            phases.append((after, {"phase": "unknown", "status": "(run no longer readable)"}))
         return phases

@@ -129,6 +129,8 @@ def build_server(api: ServiceClient, *, events: RunEventStore | None = None) -> 
             async for event in follower.events():
                 if event.name == "phase":
                     steps += 1
+                    if events is not None:
+                        events.reporting(ctx.request_id, event.seq)
                     await ctx.report_progress(steps, None, progress_message(event.data))
                 elif event.name == "done":
                     return _result(from_done(run_id, event.data, snapshot_url=snapshot_url))
@@ -156,8 +158,13 @@ def build_server(api: ServiceClient, *, events: RunEventStore | None = None) -> 
         service = _as_caller(api, ctx)
         created = await create(service, question, _options(breadth, max_sources, depth))
         run_id = str(created["id"])
-        url = service.url(f"v1/runs/{run_id}")
-        return _result(Research(run_id=run_id, status=str(created["status"]), snapshot_url=url))
+        started = Research(
+            run_id=run_id,
+            status=str(created["status"]),
+            snapshot_url=service.url(f"v1/runs/{run_id}"),
+            events_url=service.url(created["events_url"]),
+        )
+        return _result(started)
 
     @server.tool(structured_output=True)
     async def get_research(run_id: RunId, ctx: Context) -> Result:
