@@ -408,3 +408,17 @@ def test_the_flag_table_in_docs_mcp_md_is_the_commands_flags() -> None:
         if action.container.title == IN_PROCESS_GROUP
     }
     assert all(f"`{option}`" in doc for option in in_process), in_process
+
+
+async def test_the_http_endpoint_refuses_malformed_and_oversized_bodies_and_goes_on(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    async with http_server("--server", service.url("/")) as url:
+        garbage = await client.post(url, content=b"{not json", headers=headers)
+        assert 400 <= garbage.status_code < 500
+        huge = await client.post(url, content=b"[" + b"1," * 8_000_000 + b"1]", headers=headers)
+        assert huge.status_code == 413
+        # Everyone else is still served.
+        async with Client(url, read_timeout_seconds=TIMEOUT_S) as mcp:
+            assert len((await mcp.list_tools()).tools) == 4
