@@ -24,6 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import TextContent
 
 from research_service.cli import build_parser
+from research_service.cli.service_choice import IN_PROCESS_GROUP
 from tests import cli_process
 from tests.conftest import Service
 from tests.drop_proxy import DropProxy
@@ -32,7 +33,6 @@ from tests.served import CORPUS
 from tests.test_client_auth import QUESTION, keyed_service
 
 TIMEOUT_S = 60.0
-IN_PROCESS_GROUP = "in-process service (without --server; as `serve`'s flags of the same name)"
 Progress = list[tuple[float, str | None]]
 
 

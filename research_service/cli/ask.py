@@ -5,44 +5,25 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any
 
-from research_service.cli.api_key import api_key_flag, api_key_of
-from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.cli.following import (
-    DEFAULT_SERVER,
     EXIT_CODES_HELP,
-    SERVER_ENV,
-    http_session,
     output,
     output_flags,
     run_command,
     usage,
 )
-from research_service.client.api import ServiceClient
+from research_service.cli.service_choice import (
+    check_service_flags,
+    chosen_service,
+    in_process_flags,
+    server_flag,
+)
 from research_service.client.lines import LineReader
 from research_service.client.review import ReviewInput
 from research_service.client.session import ask
 from research_service.errors import ClientError
-from research_service.logs import configure_logging
-
-#: Settings of the in-process service `ask` starts when no --server is given.
-IN_PROCESS_FLAGS: Final = frozenset(
-    {
-        "data_dir",
-        "corpus",
-        "llm",
-        "search",
-        "model",
-        "openai_base_url",
-        "searxng_url",
-        "token_delay_ms",
-        "max_tokens_per_run",
-        "review_timeout_s",
-    }
-)
 
 
 def add_parser(commands: Any) -> None:
@@ -58,14 +39,7 @@ def add_parser(commands: Any) -> None:
     ask_parser.add_argument(
         "question", nargs="+", help="the question (several words are joined; - reads stdin)"
     )
-    ask_parser.add_argument(
-        "--server",
-        metavar="URL",
-        default=os.environ.get(SERVER_ENV),
-        help=f"start the run on the service at URL, e.g. {DEFAULT_SERVER} (env {SERVER_ENV}; "
-        "default: an in-process service)",
-    )
-    api_key_flag(ask_parser, "the --server's API key")
+    server_flag(ask_parser, "start the run")
     for name, text in (
         ("breadth", "search queries to plan (1-8)"),
         ("max-sources", "sources kept for the answer (1-20)"),
@@ -81,10 +55,7 @@ def add_parser(commands: Any) -> None:
         "from the terminal or stdin, or given from another shell with `research-service plan`",
     )
     output_flags(ask_parser)
-    in_process = ask_parser.add_argument_group(
-        "in-process service (without --server; as `serve`'s flags of the same name)"
-    )
-    settings_flags(in_process, only=IN_PROCESS_FLAGS)
+    in_process_flags(ask_parser)
     ask_parser.set_defaults(run=run)
 
 
@@ -101,41 +72,19 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.review:
         options["review_plan"] = True
-    given = sorted(f"--{n.replace('_', '-')}" for n in IN_PROCESS_FLAGS if getattr(args, n))
-    if args.server and given:
-        return usage(f"{', '.join(given)} set up the in-process service; drop them with --server")
-    if args.api_key is not None and not args.server:
-        return usage("--api-key is for a --server; the in-process service asks for no key")
     try:
-        args.api_key = api_key_of(args) if args.server else None
+        check_service_flags(args)
     except ClientError as exc:
         return usage(str(exc))
 
     async def main() -> int:
-        async with _service(args) as (api, in_process):
+        async with chosen_service(args) as (api, in_process):
             out = output(args, in_process=in_process)
             if args.review:
                 out.review = ReviewInput(_answers(stdin_used=from_stdin), sys.stderr)
             return await ask(api, question, options, out)
 
     return run_command(main())
-
-
-@asynccontextmanager
-async def _service(args: argparse.Namespace) -> AsyncIterator[tuple[ServiceClient, bool]]:
-    """A client of --server, or of an in-process service started for this command."""
-    async with http_session() as session:
-        if args.server:
-            yield ServiceClient(session, args.server, notify=say, api_key=args.api_key), False
-            return
-        # The service's modules (the openai SDK among them) load only when one is started here.
-        from research_service.cli.local import local_service  # noqa: PLC0415
-
-        settings = settings_from(args)
-        configure_logging("WARNING", settings.log_format)
-        say("starting an in-process service (the first start indexes its corpus)")
-        async with local_service(settings) as url:
-            yield ServiceClient(session, url, notify=say), True
 
 
 def _answers(*, stdin_used: bool) -> LineReader | None:

@@ -5,22 +5,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Final
 
-from research_service.cli.api_key import api_key_flag, api_key_of
-from research_service.cli.ask import IN_PROCESS_FLAGS
-from research_service.cli.flags import say, settings_flags, settings_from
-from research_service.cli.following import (
-    DEFAULT_SERVER,
-    SERVER_ENV,
-    http_session,
-    run_command,
-    usage,
+from research_service.cli.flags import say
+from research_service.cli.following import run_command, usage
+from research_service.cli.service_choice import (
+    check_service_flags,
+    chosen_service,
+    in_process_flags,
+    server_flag,
 )
-from research_service.client.api import ServiceClient
 from research_service.errors import ClientError
 from research_service.logs import configure_logging
 
@@ -42,24 +36,14 @@ def add_parser(commands: Any) -> None:
         "command an assistant launches), or Streamable HTTP with --http. Without --server it "
         "starts an in-process service on the embedded defaults, as `ask` does. See docs/mcp.md.",
     )
-    parser.add_argument(
-        "--server",
-        metavar="URL",
-        default=os.environ.get(SERVER_ENV),
-        help=f"research on the service at URL, e.g. {DEFAULT_SERVER} (env {SERVER_ENV}; "
-        "default: an in-process service)",
-    )
-    api_key_flag(parser, "the --server's API key")
+    server_flag(parser, "research")
     parser.add_argument(
         "--http",
         metavar="HOST:PORT",
         help="serve MCP over Streamable HTTP at http://HOST:PORT/mcp instead of stdio "
         f"(e.g. 127.0.0.1:{DEFAULT_HTTP_PORT})",
     )
-    in_process = parser.add_argument_group(
-        "in-process service (without --server; as `serve`'s flags of the same name)"
-    )
-    settings_flags(in_process, only=IN_PROCESS_FLAGS)
+    in_process_flags(parser)
     parser.set_defaults(run=run)
 
 
@@ -84,13 +68,8 @@ def _host_port(text: str) -> tuple[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     """`research-service mcp`."""
-    given = sorted(f"--{n.replace('_', '-')}" for n in IN_PROCESS_FLAGS if getattr(args, n))
-    if args.server and given:
-        return usage(f"{', '.join(given)} set up the in-process service; drop them with --server")
-    if args.api_key is not None and not args.server:
-        return usage("--api-key is for a --server; the in-process service asks for no key")
     try:
-        args.api_key = api_key_of(args) if args.server else None
+        check_service_flags(args)
         listen = _host_port(args.http) if args.http else None
     except ClientError as exc:
         return usage(str(exc))
@@ -109,7 +88,11 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
 
-        async with _service(args) as api:
+        # Logs go to stderr (over stdio, stdout carries the protocol and nothing else): the
+        # MCP server's own lines (a resumed stream, a run it could not cancel), else warnings.
+        configure_logging("WARNING")
+        logging.getLogger("research_service.mcp").setLevel(logging.INFO)
+        async with chosen_service(args) as (api, _):
             if listen is None:
                 await build_server(api).run_stdio_async()
                 return 0
@@ -123,22 +106,3 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     return run_command(main())
-
-
-@asynccontextmanager
-async def _service(args: argparse.Namespace) -> AsyncIterator[ServiceClient]:
-    """A client of --server, or of an in-process service started for this command."""
-    # Logs go to stderr (over stdio, stdout carries the protocol and nothing else): the MCP
-    # server's own lines (a resumed stream, a run it could not cancel), the rest's warnings.
-    configure_logging("WARNING")
-    logging.getLogger("research_service.mcp").setLevel(logging.INFO)
-    async with http_session() as session:
-        if args.server:
-            yield ServiceClient(session, args.server, notify=say, api_key=args.api_key)
-            return
-        from research_service.cli.local import local_service  # noqa: PLC0415
-
-        settings = settings_from(args)
-        say("starting an in-process service (the first start indexes its corpus)")
-        async with local_service(settings) as url:
-            yield ServiceClient(session, url, notify=say)
