@@ -196,6 +196,9 @@ class Settings:
         default=defaults.DEFAULT_TOKEN_DELAY_MS,
         metadata=option("pause between the builtin model's words, so answers stream visibly"),
     )
+    background_nice: int = field(
+        default=19, metadata=option("the search and model threads' nice steps below the event loop")
+    )
     openai_base_url: str | None = field(
         default=None,
         metadata=option(
@@ -389,10 +392,7 @@ class Settings:
 
 
 def source_of(name: str, environ: Mapping[str, str] | None = None) -> str:
-    """The variable `from_env` takes field `name` from: RESEARCH_*, else the first alias set.
-
-    RESEARCH_* when none is set, so a message can always name the variable to fix.
-    """
+    """Where `from_env` takes field `name` from: its first variable set, else RESEARCH_*."""
     env = os.environ if environ is None else environ
     names = variables(next(f for f in fields(Settings) if f.name == name))
     return next((candidate for candidate in names if env.get(candidate)), names[0])

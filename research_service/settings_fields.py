@@ -6,8 +6,9 @@ settings themselves and nothing else.
 
 from __future__ import annotations
 
+import operator
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field
 from pathlib import Path
 from typing import Any, Final
@@ -18,6 +19,11 @@ ENV_PREFIX: Final = "RESEARCH_"
 MAX_PORT: Final = 65535
 TRUE_WORDS: Final = ("1", "true", "yes", "on")
 FALSE_WORDS: Final = ("0", "false", "no", "off")
+RELATIONS: Final[Mapping[str, Callable[[Any, Any], bool]]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<=": operator.le,
+}
 #: The bound each numeric field keeps, in the order they are checked: (field, relation, bound).
 #: An unset (None) value is not checked: its default is decided elsewhere.
 BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
@@ -33,6 +39,8 @@ BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("search_concurrency", ">=", 1),
     ("search_timeout_s", ">", 0),
     ("token_delay_ms", ">=", 0),
+    ("background_nice", ">=", 0),
+    ("background_nice", "<=", 19),
     ("llm_max_attempts", ">=", 1),
     ("llm_max_wait_s", ">=", 0),
     ("llm_connect_timeout_s", ">", 0),
@@ -142,6 +150,6 @@ def out_of_bounds(values: Mapping[str, Any]) -> str | None:
         return f"port must be 0-{MAX_PORT}, got {port}"
     for name, relation, bound in BOUNDS:
         value = values[name]
-        if value is not None and not (value > bound if relation == ">" else value >= bound):
+        if value is not None and not RELATIONS[relation](value, bound):
             return f"{name} must be {relation} {bound}"
     return None

@@ -72,7 +72,7 @@ _SUMMARY = re.compile(r"(?:This|The [\w.]+) (?:module|package|library) ")
 #: The builtin model's work is CPU (reading and scoring the sources' sentences), so it runs on a
 #: thread of its own, one per process, never on the event loop: at 300 runs at once, answers
 #: composed on the loop held it for up to ~200 ms (bench/README.md, scale benchmark).
-_THREAD: Final = OwnThread("builtin-model")
+_THREAD: Final = OwnThread("builtin-model", background=True)
 
 
 class BuiltinLLM:

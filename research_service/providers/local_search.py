@@ -43,7 +43,7 @@ class LocalSearch:
 
     def __init__(self, index: CorpusIndex) -> None:
         self.index = index
-        self._thread = OwnThread("local-search")
+        self._thread = OwnThread("local-search", background=True)
         #: (query, limit) → its hits, or the search under way: many runs asking the same
         #: query at once (or within CACHE_TTL_S) search once.
         self._answers: OrderedDict[tuple[str, int], tuple[float, asyncio.Future[list[SearchHit]]]]

@@ -12,6 +12,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from research_service.errors import ConfigError
+from research_service.own_thread import set_background_nice
 from research_service.settings import Settings
 from research_service.web.connections import (
     ConnectionGuard,
@@ -144,6 +145,8 @@ def shutdown_grace(settings: Settings) -> float:
 
 async def serve(app: web.Application, settings: Settings) -> None:
     """Serve `app` until SIGTERM or SIGINT, then stop within the shutdown grace."""
+    # Before any background thread starts: the loop that writes every stream comes first.
+    set_background_nice(settings.background_nice)
     files = raise_open_files_limit()
     runner = make_runner(app, settings)
     guard = runner.guard

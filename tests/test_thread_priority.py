@@ -1,0 +1,116 @@
+"""Background threads (local search, builtin model) run below the event loop's priority.
+
+Read from the kernel: each thread's nice value in /proc/PID/task/TID/stat, of a real
+`research-service serve` process after a real run, and of this process's own threads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from research_service.errors import ConfigError
+from research_service.own_thread import OwnThread, set_background_nice
+from research_service.settings import Settings
+from tests.loopback import free_port
+from tests.served import CORPUS, start, stop
+from tests.sse import listen
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux", reason="a nice value of one thread is Linux's (elsewhere: a no-op)"
+)
+
+
+def nice_of_threads(pid: int) -> dict[int, int]:
+    """Each thread's id → its nice value, from /proc (Python 3.11 names no OS thread)."""
+    found: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        # Fields after the name, in parentheses, start at field 3 (state); nice is field 19.
+        found[int(task.name)] = int(stat[stat.rindex(")") + 2 :].split()[16])
+    return found
+
+
+@pytest.mark.parametrize(("setting", "increment"), [(None, 19), ("7", 7), ("0", 0)])
+async def test_a_served_run_searches_and_writes_on_threads_below_the_loop(
+    tmp_path: Path, setting: str | None, increment: int
+) -> None:
+    env = {} if setting is None else {"RESEARCH_BACKGROUND_NICE": setting}
+    served = await start(
+        f"--port={free_port()}",
+        f"--data-dir={tmp_path / 'data'}",
+        f"--corpus={CORPUS}",
+        "--token-delay-ms=0",
+        env=env,
+    )
+    try:
+        base = served.base.rstrip("/")
+        async with httpx.AsyncClient(timeout=30) as client:
+            created = await client.post(f"{base}/v1/runs", json={"question": "What is light?"})
+            assert created.status_code == 201, created.text
+            got = await listen(client, base + created.json()["events_url"], timeout=60)
+        assert got.last[0] == "done"
+        assert got.last[1]["status"] == "completed"
+        nice = nice_of_threads(served.process.pid)
+    finally:
+        assert await stop(served) == 0
+    loop = nice.pop(served.process.pid)  # the main thread's: the event loop's
+    lowered = [tid for tid, value in nice.items() if value != loop]
+    # The local search's thread and the builtin model's, at the increment; every other (the
+    # run store's, whose writes a POST's answer and a durable `done` wait on) as the loop.
+    assert len(nice) > 2, nice
+    assert len(lowered) == (2 if increment else 0), nice
+    assert all(nice[tid] == min(19, loop + increment) for tid in lowered), nice
+
+
+@pytest.fixture
+def background_nice() -> Iterator[None]:
+    yield
+    set_background_nice(0)
+
+
+def nice_on(thread: OwnThread) -> int:
+    """The nice value of the thread `thread` runs its work on."""
+    future = thread._executor.submit(
+        lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    )
+    return future.result(timeout=10)
+
+
+@pytest.mark.usefixtures("background_nice")
+def test_only_background_threads_started_after_the_setting_are_lowered() -> None:
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    before = OwnThread("before", background=True)
+    assert nice_on(before) == own  # started before: as it was
+    set_background_nice(5)
+    background, store = OwnThread("background", background=True), OwnThread("store")
+    try:
+        assert nice_on(background) == min(19, own + 5)
+        assert nice_on(store) == own
+        assert nice_on(before) == own
+        # The loop's own thread is never touched.
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
+    finally:
+        for thread in (before, background, store):
+            thread.close()
+
+
+@pytest.mark.usefixtures("background_nice")
+def test_an_increment_outside_0_to_19_is_refused() -> None:
+    with pytest.raises(ValueError, match="0-19, got 20"):
+        set_background_nice(20)
+    with pytest.raises(ValueError, match="0-19, got -1"):
+        set_background_nice(-1)
+    with pytest.raises(ConfigError, match=r"background_nice must be <= 19.*RESEARCH_"):
+        Settings.from_env({"RESEARCH_BACKGROUND_NICE": "20"})
+    with pytest.raises(ConfigError, match=r"background_nice must be >= 0"):
+        Settings(background_nice=-1)
