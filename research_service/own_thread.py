@@ -13,6 +13,7 @@ and such a thread in 4 ms ticks, and every listener's next event waits for them
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import threading
@@ -21,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Final, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: The highest nice value Linux has: the lowest priority short of SCHED_IDLE.
 MAX_NICE: Final = 19
@@ -68,5 +71,8 @@ def _enter_background() -> None:
         return
     # On Linux a nice value is a thread's own, and PRIO_PROCESS with a thread id sets just it.
     native_id = threading.get_native_id()
-    base = os.getpriority(os.PRIO_PROCESS, native_id)
-    os.setpriority(os.PRIO_PROCESS, native_id, min(MAX_NICE, base + increment))
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, native_id)
+        os.setpriority(os.PRIO_PROCESS, native_id, min(MAX_NICE, base + increment))
+    except OSError as error:  # a sandbox that forbids it: the thread still works, level
+        log.warning("could not lower the priority of thread %s: %s", native_id, error)
