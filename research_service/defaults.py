@@ -16,6 +16,8 @@ DEFAULT_SHUTDOWN_GRACE_S: Final = 5.0
 DEFAULT_SEARCH_CONCURRENCY: Final = 4
 DEFAULT_SEARCH_TIMEOUT_S: Final = 10.0
 DEFAULT_TOKEN_DELAY_MS: Final = 15.0
+#: The highest nice value Linux has (the lowest priority short of SCHED_IDLE): --background-nice.
+MAX_NICE: Final = 19
 LLM_CHOICES: Final = ("builtin", "openai", "replay")
 DEFAULT_MODEL: Final = "gpt-4o-mini"
 DEFAULT_LLM_MAX_ATTEMPTS: Final = 4

@@ -19,14 +19,13 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, TypeVar
+
+from research_service.defaults import MAX_NICE
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-#: The highest nice value Linux has: the lowest priority short of SCHED_IDLE.
-MAX_NICE: Final = 19
 
 
 class OwnThread:

@@ -197,7 +197,8 @@ class Settings:
         metadata=option("pause between the builtin model's words, so answers stream visibly"),
     )
     background_nice: int = field(
-        default=19, metadata=option("the search and model threads' nice steps below the event loop")
+        default=defaults.MAX_NICE,
+        metadata=option("the search and model threads' nice steps below the event loop"),
     )
     openai_base_url: str | None = field(
         default=None,

@@ -13,6 +13,7 @@ from dataclasses import MISSING, Field
 from pathlib import Path
 from typing import Any, Final
 
+from research_service.defaults import MAX_NICE
 from research_service.errors import ConfigError
 
 ENV_PREFIX: Final = "RESEARCH_"
@@ -40,7 +41,7 @@ BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("search_timeout_s", ">", 0),
     ("token_delay_ms", ">=", 0),
     ("background_nice", ">=", 0),
-    ("background_nice", "<=", 19),
+    ("background_nice", "<=", MAX_NICE),
     ("llm_max_attempts", ">=", 1),
     ("llm_max_wait_s", ">=", 0),
     ("llm_connect_timeout_s", ">", 0),

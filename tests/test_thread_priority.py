@@ -78,27 +78,29 @@ def background_nice() -> Iterator[None]:
     set_background_nice(0)
 
 
-def nice_on(thread: OwnThread) -> int:
+def own_nice() -> int:
+    """The calling thread's nice value."""
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+async def nice_on(thread: OwnThread) -> int:
     """The nice value of the thread `thread` runs its work on."""
-    future = thread._executor.submit(
-        lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    )
-    return future.result(timeout=10)
+    return await thread.call(own_nice)
 
 
 @pytest.mark.usefixtures("background_nice")
-def test_only_background_threads_started_after_the_setting_are_lowered() -> None:
-    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+async def test_only_background_threads_started_after_the_setting_are_lowered() -> None:
+    own = own_nice()
     before = OwnThread("before", background=True)
-    assert nice_on(before) == own  # started before: as it was
+    assert await nice_on(before) == own  # started before: as it was
     set_background_nice(5)
     background, store = OwnThread("background", background=True), OwnThread("store")
     try:
-        assert nice_on(background) == min(19, own + 5)
-        assert nice_on(store) == own
-        assert nice_on(before) == own
+        assert await nice_on(background) == min(19, own + 5)
+        assert await nice_on(store) == own
+        assert await nice_on(before) == own
         # The loop's own thread is never touched.
-        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
+        assert own_nice() == own
     finally:
         for thread in (before, background, store):
             thread.close()
