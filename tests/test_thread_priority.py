@@ -18,9 +18,14 @@ import pytest
 from research_service.errors import ConfigError
 from research_service.own_thread import OwnThread, set_background_nice
 from research_service.settings import Settings
+from tests import postgres
+from tests.cluster import cluster_on, post_run
 from tests.loopback import free_port
 from tests.served import CORPUS, start, stop
 from tests.sse import listen
+
+postgres_database = postgres.postgres_database
+postgres_url = postgres.postgres_url
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux", reason="a nice value of one thread is Linux's (elsewhere: a no-op)"
@@ -63,17 +68,37 @@ async def test_a_served_run_searches_and_writes_on_threads_below_the_loop(
         nice = nice_of_threads(served.process.pid)
     finally:
         assert await stop(served) == 0
-    loop = nice.pop(served.process.pid)  # the main thread's: the event loop's
+    assert_lowered(nice, served.process.pid, increment)
+
+
+def assert_lowered(nice: dict[int, int], pid: int, increment: int) -> None:
+    """The local search's thread and the builtin model's are `increment` below the main
+    thread's (the event loop's); every other (the run store's, whose writes a POST's answer
+    and a durable `done` wait on) is level with it."""
+    loop = nice.pop(pid)
     lowered = [tid for tid, value in nice.items() if value != loop]
-    # The local search's thread and the builtin model's, at the increment; every other (the
-    # run store's, whose writes a POST's answer and a durable `done` wait on) as the loop.
     assert len(nice) > 2, nice
     assert len(lowered) == (2 if increment else 0), nice
     assert all(nice[tid] == min(19, loop + increment) for tid in lowered), nice
 
 
+async def test_a_cluster_worker_searches_and_writes_on_threads_below_its_loop(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="0") as cluster:
+        api, worker = await cluster.api(), await cluster.worker()
+        run_id = await post_run(client, api.base, "How does photosynthesis work?")
+        got = await listen(client, f"{api.base}/v1/runs/{run_id}/events", timeout=60)
+        assert got.last[0] == "done"
+        assert got.last[1]["status"] == "completed"
+        assert worker.log.count(f"run {run_id}: executing here".encode()) == 1
+        nice = nice_of_threads(worker.process.pid)
+    assert_lowered(nice, worker.process.pid, 19)
+
+
 @pytest.fixture
 def background_nice() -> Iterator[None]:
+    set_background_nice(0)
     yield
     set_background_nice(0)
 

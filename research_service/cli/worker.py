@@ -14,6 +14,7 @@ from aiohttp import web
 from research_service.cli.flags import settings_flags, settings_from
 from research_service.errors import ConfigError
 from research_service.logs import configure_logging
+from research_service.own_thread import set_background_nice
 from research_service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ async def work(settings: Settings, *, health_port: int | None) -> None:
     from research_service.app import create_app  # noqa: PLC0415 - as `serve` does
     from research_service.web.keys import CLUSTER, MANAGER  # noqa: PLC0415
 
+    # As `serve` does: the loop that publishes every run's events comes before the searches.
+    set_background_nice(settings.background_nice)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
