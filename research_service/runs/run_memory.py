@@ -8,6 +8,7 @@ read back are kept, least recently used first. Each store says how a run is read
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -64,8 +65,13 @@ class RunMemory:
         return run
 
     def forget(self, run_id: str) -> None:
-        """Drop a cached run (it was deleted from the store)."""
+        """Drop a run deleted from the store: its cached copy, and any read of it under way.
+
+        What a read found before the delete must not be cached after it: readers would be
+        served the deleted run until the cache let it go.
+        """
         self._cache.pop(run_id, None)
+        self._loading.pop(run_id, None)
 
     def retire(self, run_id: str, run: MemoryRun) -> None:
         """A finished run whose events are all stored leaves the live set for the cache."""
@@ -87,7 +93,7 @@ class RunMemory:
         if task is None:
             task = asyncio.create_task(self._load(run_id))
             self._loading[run_id] = task
-            task.add_done_callback(lambda _: self._loading.pop(run_id, None))
+            task.add_done_callback(functools.partial(self._loaded, run_id))
         # Shielded: a reader that gives up must not cancel the load other readers await.
         return await asyncio.shield(task)
 
@@ -117,8 +123,14 @@ class RunMemory:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
+    def _loaded(self, run_id: str, task: asyncio.Task[MemoryRun | None]) -> None:
+        if self._loading.get(run_id) is task:  # not a newer read begun after a `forget`
+            del self._loading[run_id]
+
     async def _load(self, run_id: str) -> MemoryRun | None:
         stored = await self._load_stored(run_id)
+        if self._loading.get(run_id) is not asyncio.current_task():
+            return None  # deleted while it was being read: `forget` disowned this read
         run = self.get(run_id)
         if run is not None or stored is None:
             return run
