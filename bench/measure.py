@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -79,8 +80,13 @@ class Latencies:
         }
 
 
-def percentile(values: list[float], pct: int) -> float:
-    """The `pct`-th percentile (inclusive method)."""
+def percentile(values: Sequence[float], pct: int) -> float:
+    """The `pct`-th percentile (inclusive method); of a single value, that value.
+
+    (A probe of a short window may take one sample: `statistics.quantiles` wants two.)
+    """
+    if len(values) == 1:
+        return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 

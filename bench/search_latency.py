@@ -28,8 +28,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from measure import percentile
 from search_legacy import LegacySearch
-from search_report import Row, percentile
+from search_report import Row
 
 from research_service.corpus.index import CorpusIndex, fts_query
 from research_service.providers.local_search import LocalSearch

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
 Row = dict[str, Any]
-
-
-def percentile(values: Sequence[float], pct: int) -> float:
-    """The `pct`-th percentile (inclusive method); the value itself for a single sample."""
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
