@@ -272,6 +272,8 @@ class Recording:
     status: str
     timings_ms: dict[str, int]
     text: str  # as downloaded (the baseline plays it)
+    #: The queries the run searched, as its `searching` `progress` events name them.
+    queries: tuple[str, ...] = ()
 
 
 async def fetch_recording(
@@ -294,6 +296,19 @@ async def fetch_recording(
         str(done["data"]["status"]),
         {k: int(v) for k, v in done["data"].get("timings_ms", {}).items()},
         text,
+        searched(events),
+    )
+
+
+def searched(events: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The queries of a recording's events: each `searching` `progress` event that has one."""
+    return tuple(
+        str(data["query"])
+        for data in (event.get("data") for event in events)
+        if isinstance(data, dict)
+        and data.get("phase") == "searching"
+        and data.get("status") == "progress"
+        and "query" in data
     )
 
 

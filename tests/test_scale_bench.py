@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from pathlib import Path
 from types import ModuleType
 
@@ -84,3 +85,31 @@ def test_loop_stall_is_the_bucket_when_the_gauge_kept_an_older_worst(
     stall = report.loop_stall((before, after))
     assert (stall["stall_floor_ms"], stall["stall_ms"]) == pytest.approx((25.0, 100.0))
     assert stall["stall_source"].startswith("research_event_loop_lag_seconds")
+
+
+def test_a_recordings_queries_are_its_searching_progress_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = bench_module("scale_client", monkeypatch)
+    events = [
+        {"event": "phase", "data": {"phase": "planning", "status": "completed"}},
+        {"event": "phase", "data": {"phase": "searching", "status": "started"}},
+        {"event": "phase", "data": {"phase": "searching", "status": "progress", "query": "a b"}},
+        {"event": "phase", "data": {"phase": "searching", "status": "progress", "query": "c"}},
+        # A follow-up round is announced with its queries: not a search of its own.
+        {"event": "phase", "data": {"phase": "searching", "status": "progress", "queries": ["d"]}},
+        {"event": "token", "data": {"text": "query"}},
+        {"event": "done", "data": {"status": "completed"}},
+    ]
+    assert client.searched(events) == ("a b", "c")
+
+
+def test_the_searching_ratio_tends_to_the_ratio_of_distinct_queries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = bench_module("scale_report", monkeypatch)
+    assert report.queue_bound({"distinct_queries": 444}, {"distinct_queries": 30}) == pytest.approx(
+        14.8
+    )
+    assert math.isnan(report.queue_bound({"distinct_queries": 444}, {"distinct_queries": 0}))
+    assert math.isnan(report.queue_bound({}, {"distinct_queries": 30}))
