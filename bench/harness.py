@@ -25,10 +25,11 @@ def parse_flags(
     store: bool = False,
     store_default: str = "memory",
     steps: bool = False,
+    spread: bool = False,
 ) -> argparse.Namespace:
     """`--quick` and `--json FILE`; `--no-pin` for benches that pin processes to cores, and
     `--store` (default `store_default`) for those that run research-service; `--steps N,N`
-    for those measured at several sizes."""
+    for those measured at several sizes; `--spread S` for those that post runs in a burst."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also save results as JSON")
@@ -47,6 +48,14 @@ def parse_flags(
             type=lambda text: tuple(int(part) for part in text.split(",")),
             metavar="N,N",
             help="measure only these sizes (default: every size of the full or --quick run)",
+        )
+    if spread:
+        parser.add_argument(
+            "--spread",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="send each step's POSTs evenly over this long instead of all at once",
         )
     return parser.parse_args(argv)
 

@@ -59,6 +59,8 @@ class Params:
     steps: tuple[int, ...]
     pin: bool = True
     store: str = "sqlite"
+    #: Seconds over which a step's POSTs are sent, evenly; 0: all at once (issue 16's burst).
+    spread_s: float = 0.0
 
 
 FULL: Final = Params(steps=(10, 100, 300, 500))
@@ -119,10 +121,14 @@ async def connect(proc: Proc, runs: int) -> list[Client]:
     return list(zip(posters, recorders, strict=True))
 
 
-async def burst(clients: list[Client], *, first: int = 0) -> list[Posted]:
-    """Send every POST at once (questions `first`, `first` + 1 …); each run's stream is asked
-    for the moment its POST is answered."""
+async def burst(clients: list[Client], *, first: int = 0, spread_s: float = 0.0) -> list[Posted]:
+    """Send every POST at once, or evenly over `spread_s` (questions `first`, `first` + 1 …);
+    each run's stream is asked for the moment its POST is answered."""
+    began = time.monotonic()
     for number, (poster, recorder) in enumerate(clients):
+        if spread_s:
+            due = began + number * spread_s / len(clients)
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
         poster.on_answer = lambda posted, recorder=recorder: recorder.get(posted.events_url)
         poster.send(run_body(first + number))
     return await asyncio.gather(*(poster.answer for poster, _ in clients))
@@ -146,9 +152,16 @@ def cpu_since(pid: int, before: CpuSample) -> tuple[float, float]:
 
 
 async def window(
-    session: aiohttp.ClientSession, proc: Proc, *, server: str, runs: int, metrics: bool
+    session: aiohttp.ClientSession,
+    proc: Proc,
+    *,
+    server: str,
+    runs: int,
+    metrics: bool,
+    spread_s: float = 0.0,
 ) -> StepData:
-    """`runs` runs posted at once, one listener each, until every stream has ended."""
+    """`runs` runs posted at once (or over `spread_s`), one listener each, until every stream
+    has ended."""
     base = f"http://{HOST}:{proc.port}"
     clients = await connect(proc, runs)
     before = await scrape(session, base) if metrics else None
@@ -160,7 +173,7 @@ async def window(
     cpu_0, began = cpu_sample(proc.pid), time.monotonic()
     try:
         async with asyncio.timeout(WINDOW_TIMEOUT_S):
-            posted = await burst(clients)
+            posted = await burst(clients, spread_s=spread_s)
             await asyncio.gather(*(recorder.closed for _, recorder in clients))
     finally:
         gc.enable()
@@ -200,7 +213,14 @@ async def service_step(
     args = serve_args(data_dir, port, params.store)
     async with started(args, log=tmp / f"research-{runs}.log", cpu=cpu, port=port) as proc:
         await warm_up(proc)
-        return await window(session, proc, server="research-service", runs=runs, metrics=True)
+        return await window(
+            session,
+            proc,
+            server="research-service",
+            runs=runs,
+            metrics=True,
+            spread_s=params.spread_s,
+        )
 
 
 async def baseline_step(
@@ -216,7 +236,14 @@ async def baseline_step(
     cpu = SERVER_CPU if params.pin else None
     async with started(args, log=tmp / f"baseline-{service.runs}.log", cpu=cpu) as proc:
         await warm_up(proc)
-        return await window(session, proc, server="bare aiohttp", runs=service.runs, metrics=True)
+        return await window(
+            session,
+            proc,
+            server="bare aiohttp",
+            runs=service.runs,
+            metrics=True,
+            spread_s=params.spread_s,
+        )
 
 
 async def run(params: Params) -> list[StepData]:
@@ -258,19 +285,23 @@ def main(argv: Iterable[str] | None = None) -> int:
         store=True,
         store_default="sqlite",
         steps=True,
+        spread=True,
     )
     params = QUICK if args.quick else FULL
     if args.steps:
         params = Params(steps=args.steps)
     pin = not args.no_pin and can_pin()
-    params = Params(steps=params.steps, pin=pin, store=args.store)
+    if args.spread < 0:
+        print("--spread takes seconds, 0 or more", file=sys.stderr)
+        return 2
+    params = Params(steps=params.steps, pin=pin, store=args.store, spread_s=args.spread)
     prepare(pin=pin)
     info = announce_machine()
     began = time.perf_counter()
     steps = asyncio.run(run(params))
     print(f"scale bench: {time.perf_counter() - began:.1f} s", file=sys.stderr)
     results = figures(steps)
-    print(render(results, steps=params.steps))
+    print(render(results, steps=params.steps, spread_s=params.spread_s))
     document = {
         "machine": info,
         "params": asdict(params),

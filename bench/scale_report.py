@@ -230,7 +230,7 @@ def _stall(f: dict[str, Any]) -> str:
     return f"{shown} ({f['stall_samples']:.0f} samples)"
 
 
-def render(results: dict[str, Any], *, steps: tuple[int, ...]) -> str:
+def render(results: dict[str, Any], *, steps: tuple[int, ...], spread_s: float = 0.0) -> str:
     """The per-N table, the conditions of each window, then the targets with verdicts."""
     main: list[tuple[str, ...]] = [
         (
@@ -302,7 +302,7 @@ def render(results: dict[str, Any], *, steps: tuple[int, ...]) -> str:
             render_by_event(results, steps=steps),
             "Conditions of each window",
             markdown_table(conditions),
-            render_targets(results, steps=steps),
+            render_targets(results, steps=steps, spread_s=spread_s),
         ]
     )
 
@@ -411,7 +411,9 @@ def queue_bound(large: dict[str, Any], small: dict[str, Any]) -> float:
     return float(large["distinct_queries"]) / float(small["distinct_queries"])
 
 
-def render_targets(results: dict[str, Any], *, steps: tuple[int, ...]) -> str:
+def render_targets(
+    results: dict[str, Any], *, steps: tuple[int, ...], spread_s: float = 0.0
+) -> str:
     """The targets as a table, with research-service's value and bare aiohttp's beside it."""
     found = targets(results, steps=steps)
     rows: list[tuple[str, ...]] = [("target", "value", "limit", "bare aiohttp", "verdict")]
@@ -431,10 +433,12 @@ def render_targets(results: dict[str, Any], *, steps: tuple[int, ...]) -> str:
         rows.append((row["target"], value, row["limit"], shown, row["verdict"]))
     at = found["runs"]
     title = f"Targets at {at} runs" + ("" if at == TARGET_RUNS else " (300 not measured)")
+    if spread_s:
+        title += f", each step's POSTs spread over {spread_s:g} s (the issue's come at once)"
     bound = found["rows"][0]["queue_bound"]
     note = (
         ""
-        if math.isnan(bound)
+        if math.isnan(bound) or spread_s
         else f"\n\nSearching queues on one core: {at} runs searched "
         f"{results[str(at)][SERVICE]['distinct_queries']} distinct queries, "
         f"{min(steps)} runs {results[str(min(steps))][SERVICE]['distinct_queries']}; "

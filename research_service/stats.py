@@ -85,8 +85,10 @@ class Stats:
     phases: dict[str, Buckets] = field(default_factory=dict)
     #: How late a timer fires on the event loop: the loop's own lag.
     loop_lag: Buckets = field(default_factory=lambda: Buckets(LAG_BUCKETS))
-    #: The longest of those since the process started: the worst stall seen.
+    #: The longest of those since the service began serving: the worst stall seen.
     loop_lag_max: float = 0.0
+    #: Bumped when serving begins: a sample that spans it measured start-up, not serving.
+    loop_lag_epoch: int = 0
     #: (provider name, stage) → its calls.
     provider_calls: dict[tuple[str, str], CallStats] = field(default_factory=dict)
     #: From an event reaching the run's hub to its bytes written to a live listener's socket.

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import math
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -113,3 +115,43 @@ def test_the_searching_ratio_tends_to_the_ratio_of_distinct_queries(
     )
     assert math.isnan(report.queue_bound({"distinct_queries": 444}, {"distinct_queries": 0}))
     assert math.isnan(report.queue_bound({}, {"distinct_queries": 30}))
+
+
+class _Poster:
+    """Stands in for scale_client.Poster: notes when each body was sent."""
+
+    def __init__(self, sent: list[tuple[float, str]]) -> None:
+        self.sent = sent
+        self.on_answer: object = None
+        self.answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def send(self, body: dict[str, object]) -> None:
+        self.sent.append((time.monotonic(), str(body["question"])))
+        self.answer.set_result("posted")
+
+
+class _Recorder:
+    def get(self, path: str) -> None:
+        raise AssertionError("no POST is answered here")
+
+
+async def test_spread_sends_the_posts_evenly_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = bench_module("scale_bench", monkeypatch)
+    sent: list[tuple[float, str]] = []
+    clients = [(_Poster(sent), _Recorder()) for _ in range(5)]
+    assert await bench.burst(clients, spread_s=0.2) == ["posted"] * 5
+    workload = bench_module("scale_workload", monkeypatch)
+    assert [question for _, question in sent] == [
+        workload.run_body(n)["question"] for n in range(5)
+    ]
+    # The n-th goes no sooner than n/5 of the spread after the first.
+    times = [at for at, _ in sent]
+    for number, at in enumerate(times):
+        assert at - times[0] >= number * 0.2 / 5 - 0.002
+
+    sent.clear()
+    clients = [(_Poster(sent), _Recorder()) for _ in range(5)]
+    burst = asyncio.ensure_future(bench.burst(clients))
+    await asyncio.sleep(0)  # one loop turn: all at once means every POST went out in it
+    assert len(sent) == 5
+    assert await burst == ["posted"] * 5

@@ -71,6 +71,7 @@ async def work(settings: Settings, *, health_port: int | None) -> None:
     """Take runs until a signal; then take no more, let the running ones drain, and stop."""
     from research_service.app import create_app  # noqa: PLC0415 - as `serve` does
     from research_service.web.keys import CLUSTER, MANAGER  # noqa: PLC0415
+    from research_service.web.metrics import forget_startup_stalls  # noqa: PLC0415
 
     # As `serve` does: the loop that publishes every run's events comes before the searches.
     set_background_nice(settings.background_nice)
@@ -81,6 +82,7 @@ async def work(settings: Settings, *, health_port: int | None) -> None:
     app = create_app(settings, api=False)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()  # starts the app: store, providers, and the node takes runs
+    forget_startup_stalls(app)
     health: web.AppRunner | None = None
     try:
         node = app[CLUSTER]

@@ -94,7 +94,7 @@ class ServiceCollector(Collector):
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_event_loop_lag_max_seconds",
-            "the longest the event loop was late since the process started",
+            "the longest the event loop was late since the service began serving",
             value=stats.loop_lag_max,
         )
 
@@ -267,19 +267,34 @@ async def sample_loop_lag(app: web.Application) -> AsyncIterator[None]:
 
     async def sample() -> None:
         while True:
+            epoch = app[MANAGER].stats.loop_lag_epoch if MANAGER in app else -1
             expected = loop.time() + LAG_SAMPLE_S
             await asyncio.sleep(LAG_SAMPLE_S)
             if MANAGER in app:
                 stats = app[MANAGER].stats
                 late = max(0.0, loop.time() - expected)
                 stats.loop_lag.observe(late)
-                stats.loop_lag_max = max(stats.loop_lag_max, late)
+                if stats.loop_lag_epoch == epoch:
+                    stats.loop_lag_max = max(stats.loop_lag_max, late)
 
     task = asyncio.create_task(sample(), name="loop-lag")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def forget_startup_stalls(app: web.Application) -> None:
+    """Start the worst-stall gauge afresh: the service begins serving now.
+
+    Start-up's one-off work (the store's and the index's checks, freezing the start-up heap)
+    holds the loop for tens of ms once; kept, it would hide every stall while serving. The
+    lag histogram keeps every sample; a sample under way now is start-up's, not the gauge's.
+    """
+    if MANAGER in app:
+        stats = app[MANAGER].stats
+        stats.loop_lag_max = 0.0
+        stats.loop_lag_epoch += 1
 
 
 def setup_metrics(app: web.Application) -> None:

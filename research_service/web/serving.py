@@ -19,6 +19,7 @@ from research_service.web.connections import (
     default_max_connections,
     raise_open_files_limit,
 )
+from research_service.web.metrics import forget_startup_stalls
 from research_service.web.protocol import GuardedServer, QuietAccessLogger
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     try:
         await runner.setup()
         freeze_startup_objects()
+        forget_startup_stalls(app)
         host, port = server.sockets[0].getsockname()[:2]
         site = BoundSite(runner, server, f"http://{_url_host(host)}:{port}")
         await site.start()
