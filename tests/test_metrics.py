@@ -139,7 +139,8 @@ async def test_the_worst_stall_counts_from_when_serving_begins(
     forget_startup_stalls(service.app)
     after = await next_long_sample(before)
     assert over_50ms(after) == over_50ms(before) + 1
-    assert after["research_event_loop_lag_max_seconds"] < 0.05
+    # Counted, it would be at least 70 ms (80 ms less the 10 ms the sample meant to sleep).
+    assert after["research_event_loop_lag_max_seconds"] < 0.06
 
     time.sleep(0.08)  # noqa: ASYNC251 - a stall while serving
     serving = await next_long_sample(after)
