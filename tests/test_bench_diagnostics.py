@@ -1,0 +1,109 @@
+"""bench/diagnostics/: the loop and CPU diagnostics behind bench/README.md's issue 16 figures.
+
+Each runs in its own interpreter, as it does beside the bench: a `sitecustomize.py` changes
+asyncio for the whole process it is imported into.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DIAGNOSTICS = Path(__file__).resolve().parent.parent / "bench" / "diagnostics"
+TIMEOUT_S = 60
+
+# Five sockets with a byte each to read. A callback that schedules itself again with
+# call_soon runs once per loop iteration, so it numbers them; each reader notes the iteration
+# it ran in. Prints how many readers ran in each iteration.
+READERS_PER_TURN = """
+import asyncio, collections, socket
+
+async def main():
+    loop = asyncio.get_running_loop()
+    pairs = [socket.socketpair() for _ in range(5)]
+    turn, seen, all_read = 0, [], loop.create_future()
+
+    def tick():
+        nonlocal turn
+        turn += 1
+        if not all_read.done():
+            loop.call_soon(tick)
+
+    def read(sock):
+        sock.recv(1)
+        loop.remove_reader(sock)
+        seen.append(turn)
+        if len(seen) == len(pairs):
+            all_read.set_result(None)
+
+    for ours, theirs in pairs:
+        theirs.send(b"x")
+        loop.add_reader(ours, read, ours)
+    tick()
+    await asyncio.wait_for(all_read, 10)
+    print(sorted(collections.Counter(seen).values()))
+
+asyncio.run(main())
+"""
+
+# A task that burns CPU before SIGUSR1 (forgotten), one after it (kept), then SIGUSR2.
+BUSY_TASKS = """
+import asyncio, os, signal, time
+
+def burn(seconds):
+    began = time.thread_time()
+    while time.thread_time() - began < seconds:
+        pass
+
+async def before():
+    burn(0.03)
+
+async def busy():
+    burn(0.03)
+
+async def main():
+    await asyncio.create_task(before())
+    os.kill(os.getpid(), signal.SIGUSR1)
+    await asyncio.create_task(busy())
+    os.kill(os.getpid(), signal.SIGUSR2)
+
+asyncio.run(main())
+"""
+
+
+def run_as_server(code: str, folder: str, **env: str) -> str:
+    """Run `code` as a process whose arguments name `serve`, with `folder` on PYTHONPATH."""
+    environment = {
+        key: value for key, value in os.environ.items() if key not in {"MAXEVENTS", "LOOP_CPU_OUT"}
+    }
+    environment |= {"PYTHONPATH": str(DIAGNOSTICS / folder), **env}
+    done = subprocess.run(
+        [sys.executable, "-c", code, "serve"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_epoll_cap_hands_the_loop_at_most_maxevents_ready_sockets_a_turn() -> None:
+    capped = json.loads(run_as_server(READERS_PER_TURN, "epoll_cap", MAXEVENTS="2"))
+    assert sum(capped) == 5  # every socket was read, none left waiting
+    assert max(capped) <= 2
+    # Without the cap, asyncio's loop reads all five in one turn.
+    assert json.loads(run_as_server(READERS_PER_TURN, "epoll_cap", MAXEVENTS="0")) == [5]
+
+
+def test_loop_cpu_sums_each_tasks_cpu_from_the_last_reset(tmp_path: Path) -> None:
+    out = tmp_path / "cpu.json"
+    run_as_server(BUSY_TASKS, "loop_cpu", LOOP_CPU_OUT=str(out))
+    sums = json.loads(out.read_text())
+    cpu_s, calls = sums["task:busy"]
+    assert cpu_s >= 0.03
+    assert calls == 1
+    assert "task:before" not in sums  # SIGUSR1 started the sums afresh
