@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from research_service.pipeline.context import RunContext
@@ -125,3 +126,20 @@ def test_sources_are_one_per_canonical_url_but_fragments_stay_distinct() -> None
         ]
     )
     assert [s.title for s in added] == ["a", "c", "d"]
+
+
+def hold_the_loop(seconds: float) -> None:
+    """Keep the event loop's thread busy, as other work on the loop would."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+
+
+async def test_the_run_clock_starts_at_its_first_event_however_late_that_comes() -> None:
+    ctx, emitted = context(RunOptions())
+    hold_the_loop(0.03)  # between the run's start and its first event
+    await ctx.phase_event("planning", "started")
+    assert emitted == [("phase", {"phase": "planning", "status": "started", "elapsed_ms": 0})]
+    hold_the_loop(0.02)
+    await ctx.phase_event("planning", "completed")
+    assert emitted[1][1]["elapsed_ms"] >= 20

@@ -35,7 +35,9 @@ class RunContext:
         self.options = options
         #: Append one event to the run's log (called once per token: kept a plain attribute).
         self.emit = emit
-        self._started = time.monotonic()
+        # The run's clock starts at its first event, whatever came before it (the task's
+        # start, a busy loop): that event always says `elapsed_ms` 0, and `t_ms` 0.
+        self._started: float | None = None
         self.phase: Phase | None = None
         # Sources found so far, so a run cut short can still report them in `done`.
         self.sources: list[Source] = []
@@ -52,8 +54,11 @@ class RunContext:
         self.deadline: asyncio.Timeout | None = None
 
     def elapsed_ms(self) -> int:
-        """Milliseconds since the run started."""
-        return int((time.monotonic() - self._started) * 1000)
+        """Milliseconds since the run's first event; the first call starts the clock."""
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        return int((now - self._started) * 1000)
 
     def reporter(self, stage: Phase) -> StageReporter:
         """The channel a provider reports retries and usage through during `stage`."""
