@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import json
 import logging
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, Final
+
+from research_service import log_writer
+from research_service.log_writer import LineWriter
 
 #: The formats of `--log-format`.
 LOG_FORMATS: Final = ("text", "json")
@@ -52,7 +56,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id, run_id = request_id_var.get(), run_id_var.get()
+        request_id, run_id = _ids(record)
         if request_id is not None:
             line["request_id"] = request_id
         if run_id is not None:
@@ -69,8 +73,52 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str, fmt: str = "text") -> None:
-    """Log lines to stderr at `level`, as text or (`fmt="json"`) one JSON object a line."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level, handlers=[handler])
+class QueuedHandler(logging.Handler):
+    """Hands each record to the log's writer thread (`log_writer`), without waiting.
+
+    What the record refers to is resolved first, on the caller's thread: the message with its
+    arguments, the traceback, and the request and run the caller's context names.
+    """
+
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue a copy of `record` that no longer refers to the caller's objects."""
+        try:
+            queued = copy.copy(record)
+            queued.msg, queued.args = record.getMessage(), None
+            if record.exc_info:
+                queued.exc_text = _TRACEBACKS.formatException(record.exc_info)
+                queued.exc_info = None
+            setattr(queued, _REQUEST_ID, request_id_var.get())
+            setattr(queued, _RUN_ID, run_id_var.get())
+            self.writer.put(queued)
+        except Exception:  # noqa: BLE001 - as logging's own handlers: report, go on
+            self.handleError(record)
+
+
+def configure_logging(level: str, fmt: str = "text", *, nice: int = 0) -> None:
+    """Log lines to stderr at `level`, as text or (`fmt="json"`) one JSON object a line.
+
+    A thread of their own writes them (`nice` steps below the caller's priority), so a stderr
+    that nobody reads never holds up the event loop.
+    """
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    writer = log_writer.start(sys.stderr, formatter, nice=nice)
+    logging.basicConfig(level=level, handlers=[QueuedHandler(writer)])
+
+
+def _ids(record: logging.LogRecord) -> tuple[str | None, str | None]:
+    """The request and run a record is about: as queued, or else from the current context."""
+    fields = record.__dict__
+    if _REQUEST_ID in fields:
+        return fields[_REQUEST_ID], fields.get(_RUN_ID)
+    return request_id_var.get(), run_id_var.get()
+
+
+#: Where a queued record keeps the ids its caller's context named.
+_REQUEST_ID: Final = "_request_id"
+_RUN_ID: Final = "_run_id"
+_TRACEBACKS: Final = logging.Formatter()

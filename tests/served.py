@@ -51,8 +51,13 @@ async def start(
     env: dict[str, str] | None = None,
     timeout: float = 120,
     preexec_fn: Callable[[], None] | None = None,
+    follow: bool = True,
 ) -> Served:
-    """Start the console script and wait for its "Running on" line."""
+    """Start the console script and wait for its "Running on" line.
+
+    Its log is then read on as it grows, unless `follow` is False: then nobody reads it (a
+    stalled log reader) until `follow_log`.
+    """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -74,9 +79,15 @@ async def start(
     log += line
     served = Served(process, match[1].decode(), log)
     served.port = int(served.base.rsplit(":", 1)[1].strip("/"))
-    # Keep reading its log so a chatty service never blocks on a full pipe.
-    served.drain = asyncio.create_task(_drain(process.stderr, served))
+    if follow:
+        follow_log(served)
     return served
+
+
+def follow_log(served: Served) -> None:
+    """Read the service's log on as it grows (a pipe nobody reads fills up after 64 KiB)."""
+    assert served.process.stderr is not None
+    served.drain = asyncio.create_task(_drain(served.process.stderr, served))
 
 
 async def _drain(stream: asyncio.StreamReader, served: Served) -> None:

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from research_service.cluster.queue_depth import queue_depth
 from research_service.cluster.redis_link import ERRORS as REDIS_ERRORS
 from research_service.errors import Forbidden
+from research_service.log_writer import lost_lines
 from research_service.stats import Buckets, Stats
 from research_service.web.access import AUTH
 from research_service.web.keys import CLUSTER, MANAGER, SETTINGS
@@ -96,6 +97,11 @@ class ServiceCollector(Collector):
             f"{PREFIX}_event_loop_lag_max_seconds",
             "the longest the event loop was late since the service began serving",
             value=stats.loop_lag_max,
+        )
+        yield _counter(
+            f"{PREFIX}_log_lines_lost",
+            "log lines dropped (the log's reader fell behind) or not written (its stream failed)",
+            lost_lines(),
         )
 
 
