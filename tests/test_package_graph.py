@@ -31,6 +31,7 @@ CORE: Final = frozenset(
         "stats",
         "errors",
         "logs",
+        "log_writer",
         "own_thread",
         "events",
         "net",

@@ -88,9 +88,12 @@ class CassetteWriter:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / CASSETTE_FILE
+        # Appends finish in the order they were asked for: a taped run's searches then end in
+        # the order the search answered them, as in its playback, not as threads happen to run.
+        self._in_turn = asyncio.Lock()
 
     async def append(self, kind: str, request: dict[str, Any], response: Any) -> None:
-        """Tape one exchange; the file write runs off the event loop."""
+        """Tape one exchange, after those asked for before it; the write runs off the loop."""
         line = json.dumps(
             {
                 "kind": kind,
@@ -100,7 +103,8 @@ class CassetteWriter:
             },
             ensure_ascii=False,
         )
-        await asyncio.to_thread(self._write, line)
+        async with self._in_turn:
+            await asyncio.to_thread(self._write, line)
 
     def _write(self, line: str) -> None:
         with _FILE_LOCK:
