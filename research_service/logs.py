@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import copy
 import json
 import logging
 import sys
@@ -56,7 +55,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id, run_id = _ids(record)
+        request_id, run_id = request_id_var.get(), run_id_var.get()
         if request_id is not None:
             line["request_id"] = request_id
         if run_id is not None:
@@ -74,10 +73,9 @@ class JsonFormatter(logging.Formatter):
 
 
 class QueuedHandler(logging.Handler):
-    """Hands each record to the log's writer thread (`log_writer`), without waiting.
+    """Hands each record, formatted on the caller's thread, to the log's writer thread.
 
-    What the record refers to is resolved first, on the caller's thread: the message with its
-    arguments, the traceback, and the request and run the caller's context names.
+    It never waits: the writer (`log_writer`) writes the lines in batches, or drops them.
     """
 
     def __init__(self, writer: LineWriter) -> None:
@@ -85,40 +83,19 @@ class QueuedHandler(logging.Handler):
         self.writer = writer
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue a copy of `record` that no longer refers to the caller's objects."""
+        """Format `record` (its context's request and run ids with it) and queue the line."""
         try:
-            queued = copy.copy(record)
-            queued.msg, queued.args = record.getMessage(), None
-            if record.exc_info:
-                queued.exc_text = _TRACEBACKS.formatException(record.exc_info)
-                queued.exc_info = None
-            setattr(queued, _REQUEST_ID, request_id_var.get())
-            setattr(queued, _RUN_ID, run_id_var.get())
-            self.writer.put(queued)
+            self.writer.put(self.format(record))
         except Exception:  # noqa: BLE001 - as logging's own handlers: report, go on
             self.handleError(record)
 
 
-def configure_logging(level: str, fmt: str = "text", *, nice: int = 0) -> None:
+def configure_logging(level: str, fmt: str = "text") -> None:
     """Log lines to stderr at `level`, as text or (`fmt="json"`) one JSON object a line.
 
-    A thread of their own writes them (`nice` steps below the caller's priority), so a stderr
-    that nobody reads never holds up the event loop.
+    A thread of their own writes them, so a stderr that nobody reads never holds up the loop.
     """
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
-    writer = log_writer.start(sys.stderr, formatter, nice=nice)
-    logging.basicConfig(level=level, handlers=[QueuedHandler(writer)])
-
-
-def _ids(record: logging.LogRecord) -> tuple[str | None, str | None]:
-    """The request and run a record is about: as queued, or else from the current context."""
-    fields = record.__dict__
-    if _REQUEST_ID in fields:
-        return fields[_REQUEST_ID], fields.get(_RUN_ID)
-    return request_id_var.get(), run_id_var.get()
-
-
-#: Where a queued record keeps the ids its caller's context named.
-_REQUEST_ID: Final = "_request_id"
-_RUN_ID: Final = "_run_id"
-_TRACEBACKS: Final = logging.Formatter()
+    handler = QueuedHandler(log_writer.start(sys.stderr, formatter))
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level, handlers=[handler])

@@ -65,11 +65,7 @@ def set_background_nice(increment: int) -> None:
 
 def _enter_background() -> None:
     """A background thread's first step: lower its own priority as set."""
-    lower_current_thread(OwnThread.background_nice)
-
-
-def lower_current_thread(increment: int) -> None:
-    """Run the calling thread `increment` nice steps lower (Linux; elsewhere a no-op)."""
+    increment = OwnThread.background_nice
     if sys.platform != "linux" or not increment:
         return
     # On Linux a nice value is a thread's own, and PRIO_PROCESS with a thread id sets just it.

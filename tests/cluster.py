@@ -89,6 +89,12 @@ class Node:
                 await self._grew.wait()
         return match
 
+    async def executed(self, run_id: str, *, timeout: float = 30) -> int:
+        """How many times the node's log says it executed `run_id`, once it has said so."""
+        line = f"run {run_id}: executing here".encode()
+        await self.wait_log(re.escape(line), timeout=timeout)
+        return self.log.count(line)
+
     def signal(self, signum: int) -> None:
         """Send `signum` to the process."""
         self.process.send_signal(signum)
@@ -100,6 +106,18 @@ class Node:
             if self._drain is not None:
                 await self._drain
         return code
+
+
+async def executions(nodes: list[Node], run_id: str, *, timeout: float = 30) -> int:
+    """How many times these nodes' logs say they executed `run_id`, once one of them has."""
+    waits = [asyncio.ensure_future(node.executed(run_id, timeout=timeout)) for node in nodes]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    line = f"run {run_id}: executing here".encode()
+    return sum(node.log.count(line) for node in nodes)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests import cli_process, postgres
-from tests.cluster import Cluster, assert_gap_free, cluster_on, follow, post_run
+from tests.cluster import Cluster, assert_gap_free, cluster_on, executions, follow, post_run
 from tests.sse import after_event, listen
 
 postgres_database = postgres.postgres_database
@@ -95,7 +95,7 @@ async def test_a_run_made_on_one_node_streams_whole_from_another_and_resumes_on_
     assert whole.last[0] == "done"
     assert whole.last[1]["status"] == "completed"
     # Executed by the worker, exactly once.
-    assert worker.log.count(f"run {run_id}: executing here".encode()) == 1
+    assert await worker.executed(run_id) == 1
     # Resuming after the done: 204 on either node, so a browser stops reconnecting.
     for node in (first, second):
         ended = await client.get(
@@ -182,8 +182,7 @@ async def test_two_workers_execute_each_of_many_runs_exactly_once(
             if e.event == "phase" and '"planning","status":"started"' in e.data
         ]
         assert len(planning) == 1
-        executed = sum(w.log.count(f"run {run_id}: executing here".encode()) for w in workers)
-        assert executed == 1
+        assert await executions(list(workers), run_id) == 1
     claims = postgres.query(
         cluster.database_url, "SELECT executor, ended_at FROM executions ORDER BY run_id"
     )

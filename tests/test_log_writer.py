@@ -1,15 +1,13 @@
 """Log lines written by a thread of their own: a log nobody reads, a full disk, what is lost.
 
 Real parts: a `serve` process whose stderr pipe is not read, an `os.pipe` that is full, a
-tmpfs that is full, /dev/full. Each test waits on what the writer thread reached (its
-formatter says so), never on time.
+tmpfs that is full, /dev/full. Tests wait for the writer with `flush`, never on time.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import re
 import threading
 from collections.abc import Callable
@@ -29,30 +27,8 @@ from tests.test_metrics import scrape
 WAIT_S = 10
 
 
-class Paced(logging.Formatter):
-    """`%(message)s`, saying which line the writer reached; a line named in `held` waits there
-    until its event is set."""
-
-    def __init__(self) -> None:
-        super().__init__("%(message)s")
-        self.reached: queue.Queue[str] = queue.Queue()
-        self.held: dict[str, threading.Event] = {}
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        self.reached.put(message)
-        if (gate := self.held.get(message)) is not None:
-            assert gate.wait(WAIT_S), f"{message!r} was never let through"
-        return super().format(record)
-
-    def wait_for(self, *messages: str) -> None:
-        """Until the writer reached these lines, in this order."""
-        for message in messages:
-            assert self.reached.get(timeout=WAIT_S) == message
-
-
-def line(message: str) -> logging.LogRecord:
-    return logging.LogRecord("research_service.test", logging.INFO, __file__, 1, message, (), None)
+NOTICES = logging.Formatter("%(message)s")
+DROPPED = re.compile(r"(\d+) log line\(s\) dropped: the log's reader fell behind")
 
 
 def returns_at_once(work: Callable[[], None]) -> None:
@@ -75,37 +51,69 @@ def fill_pipe(fd: int) -> None:
         os.set_blocking(fd, True)
 
 
-def test_a_log_nobody_reads_drops_lines_counts_them_and_says_so_once_it_reads_again() -> None:
-    read_end, write_end = os.pipe()
-    fill_pipe(write_end)
-    formatter = Paced()
-    stream = open(write_end, "w", encoding="utf-8")  # noqa: SIM115 - closed below, once written
-    writer = LineWriter(stream, formatter, capacity=5)
-    writer.put(line("line 0"))
-    formatter.wait_for("line 0")  # taken: its write now waits for a reader
-    returns_at_once(lambda: [writer.put(line(f"line {n}")) for n in range(1, 16)])
-    assert writer.lost == 10  # lines 1-5 wait in the queue; 6-15 found it full
+class Reader(threading.Thread):
+    """Reads a pipe to its end, from the moment it is started."""
 
-    read: list[bytes] = []
-    reader = threading.Thread(target=lambda: read.append(_read_all(read_end)))
+    def __init__(self, fd: int) -> None:
+        super().__init__(daemon=True)
+        self.fd = fd
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        with open(self.fd, "rb") as pipe:
+            self.lines = [text for text in pipe.read().decode().split("\n") if text]
+
+    def until_end(self) -> list[str]:
+        self.join(WAIT_S)
+        assert not self.is_alive(), "the pipe was never closed"
+        return self.lines
+
+
+def put_all(writer: LineWriter, lines: range) -> None:
+    """Hand the writer `line N` for each N, checking that no call waits."""
+
+    def put() -> None:
+        for n in lines:
+            writer.put(f"line {n}")
+
+    returns_at_once(put)
+
+
+def test_lines_past_the_queue_are_dropped_counted_and_reported_after_those_before() -> None:
+    read_end, write_end = os.pipe()
+    reader = Reader(read_end)
     reader.start()
-    formatter.wait_for(*(f"line {n}" for n in range(1, 6)))  # the queue is empty again
-    writer.put(line("after"))
-    writer.close()
-    stream.close()
-    reader.join(WAIT_S)
-    lines = [text for text in read[0].decode().split("\n") if text]
-    assert lines == [
-        *(f"line {n}" for n in range(6)),
+    with open(write_end, "w", encoding="utf-8") as stream:
+        # The writer gathers its first batch for a minute: 5 lines fit, the next 10 do not.
+        writer = LineWriter(stream, NOTICES, capacity=5, linger=60)
+        put_all(writer, range(15))
+        assert writer.lost == 10
+        assert writer.flush(WAIT_S)  # now, not in a minute
+        writer.close()
+    assert reader.until_end() == [
+        *(f"line {n}" for n in range(5)),
         "10 log line(s) dropped: the log's reader fell behind",
-        "after",
     ]
     assert writer.lost == 10
 
 
-def _read_all(fd: int) -> bytes:
-    with open(fd, "rb") as pipe:
-        return pipe.read()
+def test_a_log_nobody_reads_never_holds_up_who_logs() -> None:
+    read_end, write_end = os.pipe()
+    fill_pipe(write_end)
+    with open(write_end, "w", encoding="utf-8") as stream:
+        writer = LineWriter(stream, NOTICES, capacity=5, linger=0)
+        put_all(writer, range(100))  # the writer's first write waits for a reader: none comes
+        lost = writer.lost
+        assert 90 <= lost <= 99, lost  # one batch taken (1-5 lines), 5 more queued
+        reader = Reader(read_end)
+        reader.start()  # the reader is back: what was queued is written, then the warning
+        assert writer.flush(WAIT_S)
+        writer.close()
+    written = [int(text.removeprefix("line ")) for text in reader.until_end() if "line " in text]
+    assert written == sorted(written)
+    reported = [int(m[1]) for text in reader.lines if (m := DROPPED.fullmatch(text))]
+    assert len(written) + lost == 100
+    assert sum(reported) == lost == writer.lost
 
 
 async def test_lines_a_full_disk_refuses_are_counted_and_reported_when_it_has_room(
@@ -114,15 +122,14 @@ async def test_lines_a_full_disk_refuses_are_counted_and_reported_when_it_has_ro
     with small_disk(tmp_path / "disk", "1m") as disk:
         log = (disk / "service.log").open("w", encoding="utf-8")
         await fill(disk)
-        formatter = Paced()
-        formatter.held["d"] = freed = threading.Event()
-        writer = LineWriter(log, formatter)
-        for message in "abcd":
-            writer.put(line(message))
-        formatter.wait_for("a", "b", "c", "d")  # a, b and c were refused; d waits
+        writer = LineWriter(log, NOTICES, linger=0)
+        for line in "abc":
+            writer.put(line)
+        assert writer.flush(WAIT_S)
         assert writer.lost == 3
         await free(disk)
-        freed.set()
+        writer.put("d")
+        assert writer.flush(WAIT_S)
         writer.close()
         log.close()
         assert (disk / "service.log").read_text().splitlines() == [
@@ -136,9 +143,9 @@ async def test_the_metrics_count_the_log_lines_lost(
     make_service: MakeService, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with Path("/dev/full").open("w", encoding="utf-8") as full:  # noqa: ASYNC230 - a device
-        writer = LineWriter(full, logging.Formatter())  # every write to it: ENOSPC
-        writer.put(line("one"))
-        writer.put(line("two"))
+        writer = LineWriter(full, NOTICES)  # every write to it: ENOSPC
+        writer.put("one")
+        writer.put("two")
         writer.close()
     assert writer.lost == 2
     service = await make_service()

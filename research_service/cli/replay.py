@@ -75,7 +75,7 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     except RecordingError as exc:
         say(str(exc))
         return 2
-    configure_logging(settings.log_level, settings.log_format, nice=settings.background_nice)
+    configure_logging(settings.log_level, settings.log_format)
     app = replay_app(settings, recordings, speed=INSTANT if args.instant else args.speed)
     run_app(app, settings)
     return 0

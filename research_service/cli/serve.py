@@ -35,7 +35,7 @@ def serve(settings: Settings) -> None:
     """Serve the API on `settings` until interrupted."""
     from research_service.app import create_app  # noqa: PLC0415 - keeps `listen` quick to start
 
-    configure_logging(settings.log_level, settings.log_format, nice=settings.background_nice)
+    configure_logging(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     app = create_app(settings)
     run_app(app, settings)

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             port = int(os.environ[HEALTH_PORT_VARIABLE])
         except ValueError:
             raise ConfigError(f"{HEALTH_PORT_VARIABLE} must be a port number") from None
-    configure_logging(settings.log_level, settings.log_format, nice=settings.background_nice)
+    configure_logging(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     asyncio.run(work(settings, health_port=port))
     return 0
