@@ -104,7 +104,7 @@ def test_a_log_nobody_reads_never_holds_up_who_logs() -> None:
         writer = LineWriter(stream, NOTICES, capacity=5, linger=0)
         put_all(writer, range(100))  # the writer's first write waits for a reader: none comes
         lost = writer.lost
-        assert 90 <= lost <= 99, lost  # one batch taken (1-5 lines), 5 more queued
+        assert 90 <= lost <= 95, lost  # one batch taken (1-5 lines), 5 more queued
         reader = Reader(read_end)
         reader.start()  # the reader is back: what was queued is written, then the warning
         assert writer.flush(WAIT_S)
