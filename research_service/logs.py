@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from research_service import log_writer
-from research_service.log_writer import LineWriter
 
 #: The formats of `--log-format`.
 LOG_FORMATS: Final = ("text", "json")
@@ -78,7 +77,7 @@ class QueuedHandler(logging.Handler):
     It never waits: the writer (`log_writer`) writes the lines in batches, or drops them.
     """
 
-    def __init__(self, writer: LineWriter) -> None:
+    def __init__(self, writer: log_writer.LineWriter) -> None:
         super().__init__()
         self.writer = writer
 

@@ -91,7 +91,7 @@ class Node:
 
     async def executed(self, run_id: str, *, timeout: float = 30) -> int:
         """How many times the node's log says it executed `run_id`, once it has said so."""
-        line = f"run {run_id}: executing here".encode()
+        line = _executing(run_id)
         await self.wait_log(re.escape(line), timeout=timeout)
         return self.log.count(line)
 
@@ -116,8 +116,12 @@ async def executions(nodes: list[Node], run_id: str, *, timeout: float = 30) -> 
     finally:
         for wait in waits:
             wait.cancel()
-    line = f"run {run_id}: executing here".encode()
-    return sum(node.log.count(line) for node in nodes)
+    return sum(node.log.count(_executing(run_id)) for node in nodes)
+
+
+def _executing(run_id: str) -> bytes:
+    """The line a node logs as it starts executing `run_id`."""
+    return f"run {run_id}: executing here".encode()
 
 
 @dataclass
