@@ -117,6 +117,8 @@ def _is_tracking(name: str) -> bool:
 
 def _normalise_escapes(text: str, *, safe: frozenset[str]) -> str:
     """Decode escaped unreserved characters, uppercase other escapes, encode unsafe ones."""
+    if "%" not in text and safe.issuperset(text):  # most URLs: nothing to change
+        return text
     out: list[str] = []
     index = 0
     while index < len(text):
