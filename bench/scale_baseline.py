@@ -29,6 +29,7 @@ from aiohttp import web
 
 from research_service.events import Event
 from research_service.records import iso_time
+from research_service.stats import LAG_BUCKETS, Buckets
 from research_service.web.stream import STREAM_HEADERS
 
 #: How often the loop-lag probe fires (s), as research-service's (web/metrics.py).
@@ -152,9 +153,11 @@ def make_app(scripts: list[Script]) -> web.Application:
 
 
 def add_lag_probe(app: web.Application) -> None:
-    """The service's loop-lag probe, the same way (a 10 ms timer, the worst lateness kept) and
-    at the same `GET /metrics` name, so the bench reads the bare server's stalls beside it."""
+    """The service's loop-lag probe, the same way (a 10 ms timer, the worst lateness kept, each
+    sample in the same histogram buckets) and at the same `GET /metrics` names, so the bench
+    reads the bare server's stalls beside it."""
     worst = [0.0]
+    lags = Buckets(LAG_BUCKETS)
 
     async def probe(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -163,18 +166,26 @@ def add_lag_probe(app: web.Application) -> None:
             while True:
                 due = loop.time() + LAG_SAMPLE_S
                 await asyncio.sleep(LAG_SAMPLE_S)
-                worst[0] = max(worst[0], loop.time() - due)
+                late = loop.time() - due
+                worst[0] = max(worst[0], late)
+                lags.observe(late)
 
         task = asyncio.create_task(sample())
         yield
         task.cancel()
 
     async def metrics(request: web.Request) -> web.Response:
-        text = (
-            "# TYPE research_event_loop_lag_max_seconds gauge\n"
-            f"research_event_loop_lag_max_seconds {worst[0]}\n"
-        )
-        return web.Response(text=text, content_type="text/plain")
+        lines = [
+            "# TYPE research_event_loop_lag_max_seconds gauge",
+            f"research_event_loop_lag_max_seconds {worst[0]}",
+            "# TYPE research_event_loop_lag_seconds histogram",
+        ]
+        cumulative = lags.cumulative()
+        for bound, count in cumulative:
+            lines.append(f'research_event_loop_lag_seconds_bucket{{le="{bound}"}} {count}')
+        lines.append(f"research_event_loop_lag_seconds_count {cumulative[-1][1]}")
+        lines.append(f"research_event_loop_lag_seconds_sum {lags.total}")
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     app.cleanup_ctx.append(probe)
     app.router.add_get("/metrics", metrics)

@@ -37,7 +37,8 @@ from scale_client import (
     scrape,
     wall_offset,
 )
-from scale_report import StepData, figures, render, targets
+from scale_report import StepData, figures, render
+from scale_targets import targets
 from scale_workload import run_body
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
@@ -174,6 +175,11 @@ async def window(
     try:
         async with asyncio.timeout(WINDOW_TIMEOUT_S):
             posted = await burst(clients, spread_s=spread_s)
+            # Every run has arrived and every listener is attached: from here on, all the
+            # runs execute together, and nothing new comes in.
+            await asyncio.gather(*(recorder.opened for _, recorder in clients))
+            all_open = time.monotonic() - began
+            executing = await scrape(session, base) if metrics else None
             await asyncio.gather(*(recorder.closed for _, recorder in clients))
     finally:
         gc.enable()
@@ -200,6 +206,8 @@ async def window(
         client_cpu_s=own,
         other_cores=max(0.0, busy - cpu - own) / wall,
         scrapes=(before, after) if before is not None and after is not None else None,
+        executing=(executing, after) if executing is not None and after is not None else None,
+        all_open_s=all_open,
     )
 
 

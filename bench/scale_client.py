@@ -158,7 +158,10 @@ class Recorder(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.reads: list[tuple[float, bytes]] = []
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        #: Set by the response's first bytes (or the connection's end): the stream is open.
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -174,10 +177,13 @@ class Recorder(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reads.append((time.monotonic(), data))
+        if not self.opened.done():
+            self.opened.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
+        for future in (self.opened, self.closed):
+            if not future.done():
+                future.set_result(None)
 
     @property
     def head_at(self) -> float:

@@ -1,10 +1,11 @@
-"""The scale bench's figures from what each step collected, the table, and the targets."""
+"""The scale bench's figures from what each step collected, and their tables (the targets' are
+in scale_targets.py)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from report import markdown_table
 from scale_client import (
@@ -17,16 +18,7 @@ from scale_client import (
     Scrape,
     histogram_delta,
 )
-
-SERVICE: Final = "research-service"
-BASELINE: Final = "bare aiohttp"
-#: Issue 16's targets at 300 runs.
-TARGET_RUNS: Final = 300
-SEARCH_GROWTH_MAX: Final = 2.0
-POST_P99_MAX_MS: Final = 100.0
-LAG_P99_MAX_MS: Final = 50.0
-LAG_MAX_MAX_MS: Final = 100.0
-STALL_MAX_MS: Final = 20.0
+from scale_targets import BASELINE, SERVICE, figure, render_targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +42,9 @@ class StepData:
     #: Cores the machine's other processes kept busy (not this step's server or client).
     other_cores: float
     scrapes: tuple[Scrape, Scrape] | None
+    #: The scrapes once every listener was attached, and after the window.
+    executing: tuple[Scrape, Scrape] | None = None
+    all_open_s: float = math.nan  # from the first POST to the last stream's first bytes
 
 
 def pct(values: list[float], p: float) -> float:
@@ -88,19 +83,40 @@ def loop_stall(scrapes: tuple[Scrape, Scrape] | None) -> dict[str, Any]:
     deltas = histogram_delta(before, after, LAG_HISTOGRAM)
     if deltas is None:
         return {"stall_ms": math.nan, "stall_source": "none"}
+    return {
+        **{f"stall_{key}": value for key, value in highest_bucket(deltas).items()},
+        "stall_source": f"{LAG_HISTOGRAM} (highest non-empty bucket)",
+        # The gauge did not rise: the window's worst is at most the worst before it.
+        "stall_gauge_ms": gauge_after,
+    }
+
+
+def executing_stall(executing: tuple[Scrape, Scrape] | None) -> dict[str, Any]:
+    """The longest loop stall once every listener was attached, when no run arrives any more.
+
+    From the loop-lag histogram's observations between a scrape at that moment and one after
+    the window (the gauge keeps the worst since the start, the arrivals' included). A stall
+    under way at that moment counts on whichever side its sample landed.
+    """
+    deltas = None if executing is None else histogram_delta(*executing, LAG_HISTOGRAM)
+    if deltas is None:
+        return {"executing_stall_ms": math.nan}
+    return {f"executing_stall_{key}": value for key, value in highest_bucket(deltas).items()}
+
+
+def highest_bucket(deltas: list[tuple[float, float]]) -> dict[str, Any]:
+    """The highest bucket a histogram's observations filled, (floor, ms], and how many there were.
+
+    Above the last finite bound, `ms` is that bound and `above_last_bucket` is set.
+    """
     bounds = [bound for bound, _ in deltas]
     seen = [index for index, (_, count) in enumerate(deltas) if count > 0]
     top = max(seen, default=-1)
     return {
-        # The bucket (floor, stall]: the stall was at most its bound and more than the one
-        # below (above the last finite bound: more than that).
-        "stall_ms": (bounds[min(top, len(bounds) - 2)] if top >= 0 else 0.0) * 1000,
-        "stall_floor_ms": (bounds[top - 1] if top > 0 else 0.0) * 1000,
-        "stall_above_last_bucket": top == len(bounds) - 1,
-        "stall_source": f"{LAG_HISTOGRAM} (highest non-empty bucket)",
-        "stall_samples": sum(count for _, count in deltas),
-        # The gauge did not rise: the window's worst is at most the worst before it.
-        "stall_gauge_ms": gauge_after,
+        "ms": (bounds[min(top, len(bounds) - 2)] if top >= 0 else 0.0) * 1000,
+        "floor_ms": (bounds[top - 1] if top > 0 else 0.0) * 1000,
+        "above_last_bucket": top == len(bounds) - 1,
+        "samples": sum(count for _, count in deltas),
     }
 
 
@@ -182,6 +198,8 @@ def step_figures(step: StepData) -> dict[str, Any]:
         "post_max_ms": max(post_ms),
         **delivery(step),
         **loop_stall(step.scrapes),
+        **executing_stall(step.executing),
+        "all_open_ms": step.all_open_s * 1000,
         "cpu_us_per_event": step.cpu_s / events * 1e6 if events else math.nan,
         "cpu_s": step.cpu_s,
         "cpu_ticks_s": step.cpu_ticks_s,
@@ -211,23 +229,25 @@ def figures(steps: list[StepData]) -> dict[str, Any]:
     return results
 
 
-def _f(value: float, fmt: str = ",.0f") -> str:
-    return "-" if math.isnan(value) else format(value, fmt)
-
-
-def _stall(f: dict[str, Any]) -> str:
-    if f["stall_source"] == LAG_GAUGE:
-        return _f(f["stall_ms"], ".1f")
-    if f["stall_source"] == "none":
+def _stall(f: dict[str, Any], key: str = "stall") -> str:
+    """A stall as read: the gauge's value, or the histogram bucket's range and its samples."""
+    if f.get(f"{key}_source") == LAG_GAUGE:
+        return figure(f[f"{key}_ms"], ".1f")
+    if f.get(f"{key}_source") == "none" or math.isnan(f[f"{key}_ms"]):
         return "n/a"
-    if not f["stall_samples"]:
+    if not f[f"{key}_samples"]:
         return "no sample"
     # The histogram gives a bucket: its range, and how many samples fell in the window.
-    if f.get("stall_above_last_bucket"):
-        shown = f"> {f['stall_ms']:g}"
+    if f.get(f"{key}_above_last_bucket"):
+        shown = f"> {f[f'{key}_ms']:g}"
     else:
-        shown = f"{f['stall_floor_ms']:g}-{f['stall_ms']:g}"
-    return f"{shown} ({f['stall_samples']:.0f} samples)"
+        shown = f"{f[f'{key}_floor_ms']:g}-{f[f'{key}_ms']:g}"
+    return f"{shown} ({f[f'{key}_samples']:.0f} samples)"
+
+
+def _slashed(f: dict[str, Any], *keys: str, fmt: str = ".1f") -> str:
+    """Several of one server's figures, `a / b / c`."""
+    return " / ".join(figure(f[key], fmt) for key in keys)
 
 
 def render(results: dict[str, Any], *, steps: tuple[int, ...], spread_s: float = 0.0) -> str:
@@ -255,6 +275,8 @@ def render(results: dict[str, Any], *, steps: tuple[int, ...], spread_s: float =
             "run start after created_at p50 / max ms",
             "lag from created_at p99 / max ms",
             "service-side lag p99 ms",
+            "every stream open after ms",
+            "loop stall from then ms",
             "client loop stall ms",
             "client CPU µs / event",
             "other processes, cores",
@@ -268,14 +290,14 @@ def render(results: dict[str, Any], *, steps: tuple[int, ...], spread_s: float =
                 (
                     str(runs),
                     server,
-                    f"{_f(f['searching_p50_ms'])} / {_f(f['searching_max_ms'])}" if ours else "-",
-                    _f(f["synthesizing_p50_ms"]) if ours else "-",
-                    f"{_f(f['post_p50_ms'], '.1f')} / {_f(f['post_p99_ms'], '.1f')} / "
-                    f"{_f(f['post_max_ms'], '.1f')}",
-                    f"{_f(f['lag_p50_ms'], '.1f')} / {_f(f['lag_p99_ms'], '.1f')} / "
-                    f"{_f(f['lag_max_ms'], '.1f')}",
+                    _slashed(f, "searching_p50_ms", "searching_max_ms", fmt=",.0f")
+                    if ours
+                    else "-",
+                    figure(f["synthesizing_p50_ms"]) if ours else "-",
+                    _slashed(f, "post_p50_ms", "post_p99_ms", "post_max_ms"),
+                    _slashed(f, "lag_p50_ms", "lag_p99_ms", "lag_max_ms"),
                     _stall(f) if ours else "-",
-                    _f(f["cpu_us_per_event"], ".1f"),
+                    figure(f["cpu_us_per_event"], ".1f"),
                     f"{f['rss_mib']:.0f} ({f['peak_rss_mib']:.0f})",
                     f"{f['completed']} of {f['runs']}",
                 )
@@ -287,11 +309,13 @@ def render(results: dict[str, Any], *, steps: tuple[int, ...], spread_s: float =
                     server,
                     f"{f['wall_s']:.1f}",
                     f"{f['events_delivered']:,} ({f['catch_up_events']:,})",
-                    f"{_f(f['start_delay_p50_ms'], '.1f')} / {_f(f['start_delay_max_ms'], '.1f')}",
-                    f"{_f(f['lag_upper_p99_ms'], '.1f')} / {_f(f['lag_upper_max_ms'], '.1f')}",
-                    f"<= {_f(side, '.1f')}" if ours else "-",
-                    _f(f["client_stall_ms"], ".1f"),
-                    _f(f["client_cpu_us_per_event"], ".1f"),
+                    _slashed(f, "start_delay_p50_ms", "start_delay_max_ms"),
+                    _slashed(f, "lag_upper_p99_ms", "lag_upper_max_ms"),
+                    f"<= {figure(side, '.1f')}" if ours else "-",
+                    figure(f["all_open_ms"], ".0f"),
+                    _stall(f, "executing_stall"),
+                    figure(f["client_stall_ms"], ".1f"),
+                    figure(f["client_cpu_us_per_event"], ".1f"),
                     f"{f['other_cores']:.2f}",
                 )
             )
@@ -321,127 +345,8 @@ def render_by_event(results: dict[str, Any], *, steps: tuple[int, ...]) -> str:
                 cells.append(
                     "-"
                     if lag is None
-                    else f"{_f(lag['p50_ms'], '.1f')} / {_f(lag['p99_ms'], '.1f')} / "
-                    f"{_f(lag['max_ms'], '.1f')}"
+                    else f"{figure(lag['p50_ms'], '.1f')} / {figure(lag['p99_ms'], '.1f')} / "
+                    f"{figure(lag['max_ms'], '.1f')}"
                 )
             rows.append((str(runs), server, *cells))
     return markdown_table(rows)
-
-
-def _verdict(value: float, limit: float, *, floor: float | None = None) -> str:
-    """met / MISSED for `value < limit`; a histogram bucket (floor, value] may straddle it."""
-    if math.isnan(value):
-        return "n/a"
-    if value < limit:
-        return "met"
-    if floor is not None and floor < limit:
-        return "unclear"
-    return "MISSED"
-
-
-def targets(results: dict[str, Any], *, steps: tuple[int, ...]) -> dict[str, Any]:
-    """Issue 16's targets at 300 runs (or the largest step, when 300 was not measured)."""
-    at = TARGET_RUNS if TARGET_RUNS in steps else max(steps)
-    f, base = results[str(at)][SERVICE], results[str(at)][BASELINE]
-    small = results[str(min(steps))][SERVICE]
-    first = small["searching_p50_ms"]
-    growth = f["searching_p50_ms"] / first if first else math.nan
-    above = bool(f.get("stall_above_last_bucket"))
-    rows = [
-        {
-            "target": f"searching p50 ÷ its {min(steps)}-run figure",
-            "value": growth,
-            "limit": f"<= {SEARCH_GROWTH_MAX:g}",
-            "queue_bound": queue_bound(f, small),
-            "verdict": "met" if growth <= SEARCH_GROWTH_MAX else "MISSED",
-        },
-    ]
-    for label, key, limit in (
-        ("POST p99 ms", "post_p99_ms", POST_P99_MAX_MS),
-        ("delivery lag p99 ms", "lag_p99_ms", LAG_P99_MAX_MS),
-        ("delivery lag max ms", "lag_max_ms", LAG_MAX_MAX_MS),
-    ):
-        rows.append(
-            {
-                "target": label,
-                "value": f[key],
-                "limit": f"< {limit:g}",
-                "bare_aiohttp": base[key],
-                "verdict": _verdict(f[key], limit),
-            }
-        )
-    rows.append(
-        {
-            "target": "longest loop stall ms"
-            + ("" if f["stall_source"] == LAG_GAUGE else " (a histogram bucket)"),
-            "value": f["stall_ms"],
-            # From the histogram: the stall's bucket, (floor, value]; above the last: > value.
-            "floor": f.get("stall_floor_ms"),
-            "above": above,
-            "limit": f"< {STALL_MAX_MS:g}",
-            "bare_aiohttp": base.get("stall_ms", math.nan),
-            "verdict": _verdict(
-                math.inf if above else f["stall_ms"], STALL_MAX_MS, floor=f.get("stall_floor_ms")
-            ),
-        }
-    )
-    rows.append(
-        {
-            "target": "runs completed",
-            "value": f["completed"],
-            "limit": f"all {f['runs']}",
-            "bare_aiohttp": base["completed"],
-            "verdict": "met" if f["completed"] == f["runs"] else "MISSED",
-        }
-    )
-    return {"runs": at, "rows": rows}
-
-
-def queue_bound(large: dict[str, Any], small: dict[str, Any]) -> float:
-    """What the searching ratio tends to when every run's queries queue at once on one core.
-
-    All of a step's runs post at once, so their searches queue together on the one search
-    thread: the median run's search phase ends after about half of its step's distinct
-    queries (a query many runs share is searched once). The ratio of two steps' median
-    search phases then approaches the ratio of their distinct queries, whatever one query
-    costs: a cheaper search shortens both alike.
-    """
-    if not small.get("distinct_queries") or not large.get("distinct_queries"):
-        return math.nan
-    return float(large["distinct_queries"]) / float(small["distinct_queries"])
-
-
-def render_targets(
-    results: dict[str, Any], *, steps: tuple[int, ...], spread_s: float = 0.0
-) -> str:
-    """The targets as a table, with research-service's value and bare aiohttp's beside it."""
-    found = targets(results, steps=steps)
-    rows: list[tuple[str, ...]] = [("target", "value", "limit", "bare aiohttp", "verdict")]
-    for row in found["rows"]:
-        fmt = ".2f" if row["target"].startswith("searching") else ".1f"
-        if row["target"] == "runs completed":
-            fmt = ".0f"
-        value = _f(row["value"], fmt)
-        if row["target"] == "runs completed":
-            value = f"{value} of {found['runs']}"
-        if row.get("above"):
-            value = f"> {value}"
-        elif row.get("floor") is not None:
-            value = f"{_f(row['floor'], fmt)} to {value}"
-        beside = row.get("bare_aiohttp")
-        shown = "-" if beside is None else _f(beside, fmt)
-        rows.append((row["target"], value, row["limit"], shown, row["verdict"]))
-    at = found["runs"]
-    title = f"Targets at {at} runs" + ("" if at == TARGET_RUNS else " (300 not measured)")
-    if spread_s:
-        title += f", each step's POSTs spread over {spread_s:g} s (the issue's come at once)"
-    bound = found["rows"][0]["queue_bound"]
-    note = (
-        ""
-        if math.isnan(bound) or spread_s
-        else f"\n\nSearching queues on one core: {at} runs searched "
-        f"{results[str(at)][SERVICE]['distinct_queries']} distinct queries, "
-        f"{min(steps)} runs {results[str(min(steps))][SERVICE]['distinct_queries']}; "
-        f"the searching ratio approaches {bound:.1f} whatever a query costs."
-    )
-    return title + "\n\n" + markdown_table(rows) + note

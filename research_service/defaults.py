@@ -18,6 +18,8 @@ DEFAULT_SEARCH_TIMEOUT_S: Final = 10.0
 DEFAULT_TOKEN_DELAY_MS: Final = 15.0
 #: The highest nice value Linux has (the lowest priority short of SCHED_IDLE): --background-nice.
 MAX_NICE: Final = 19
+#: How many runs, streams and background results go on per event-loop turn (loop_turns.py).
+WAKE_UPS_PER_TURN: Final = 16
 LLM_CHOICES: Final = ("builtin", "openai", "replay")
 DEFAULT_MODEL: Final = "gpt-4o-mini"
 DEFAULT_LLM_MAX_ATTEMPTS: Final = 4

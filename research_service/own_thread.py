@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
+from research_service import loop_turns
 from research_service.defaults import MAX_NICE
 
 T = TypeVar("T")
@@ -41,10 +42,17 @@ class OwnThread:
             initializer=_enter_background if background else None,
         )
         self.closed = False
+        self._gate = loop_turns.SHARED if background else None
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """`function(*args)` on the thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        """`function(*args)` on the thread.
+
+        A background thread's results wake their callers a few per loop turn (`loop_turns`).
+        """
+        result = await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        if self._gate is not None:
+            await self._gate.turn()
+        return result
 
     def close(self) -> None:
         """Take no more work (`call` then raises RuntimeError); the thread ends once idle."""

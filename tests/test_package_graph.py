@@ -33,6 +33,7 @@ CORE: Final = frozenset(
         "logs",
         "log_writer",
         "own_thread",
+        "loop_turns",
         "events",
         "net",
         "hits",

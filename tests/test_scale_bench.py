@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -109,7 +112,7 @@ def test_a_recordings_queries_are_its_searching_progress_events(
 def test_the_searching_ratio_tends_to_the_ratio_of_distinct_queries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    report = bench_module("scale_report", monkeypatch)
+    report = bench_module("scale_targets", monkeypatch)
     assert report.queue_bound({"distinct_queries": 444}, {"distinct_queries": 30}) == pytest.approx(
         14.8
     )
@@ -155,3 +158,70 @@ async def test_spread_sends_the_posts_evenly_in_order(monkeypatch: pytest.Monkey
     await asyncio.sleep(0)  # one loop turn: all at once means every POST went out in it
     assert len(sent) == 5
     assert await burst == ["posted"] * 5
+
+
+def test_the_stall_once_every_stream_is_open_is_read_from_the_histogram_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = bench_module("scale_report", monkeypatch)
+    client = bench_module("scale_client", monkeypatch)
+    # The gauge rose meanwhile, but it keeps the worst since the start: only the histogram's
+    # observations after the streams opened count.
+    opened = client.parse_scrape(HISTOGRAM_BEFORE + gauge(0.2))
+    after = client.parse_scrape(HISTOGRAM_AFTER + gauge(0.3))
+    stall = report.executing_stall((opened, after))
+    assert (stall["executing_stall_floor_ms"], stall["executing_stall_ms"]) == pytest.approx(
+        (25.0, 100.0)
+    )
+    assert stall["executing_stall_samples"] == 3
+    assert math.isnan(report.executing_stall(None)["executing_stall_ms"])
+
+
+async def test_the_bare_server_reports_its_loop_lag_as_the_service_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    baseline = bench_module("scale_baseline", monkeypatch)
+    client = bench_module("scale_client", monkeypatch)
+    app = web.Application()
+    baseline.add_lag_probe(app)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        base = f"http://{server.host}:{server.port}"
+        first = await client.scrape(session, base)
+        time.sleep(0.035)  # noqa: ASYNC251 - the stall under test: the loop held for 35 ms
+        async with asyncio.timeout(5):
+            while True:  # the probe notes the stall once the loop runs it again
+                after = await client.scrape(session, base)
+                deltas = client.histogram_delta(first, after, client.LAG_HISTOGRAM)
+                if sum(count for bound, count in deltas if bound > 0.02):
+                    break
+    # The gauge kept the stall (35 ms, less up to one 10 ms period the probe was asleep),
+    # and the highest bucket filled is the one that holds it.
+    worst_ms = after.gauges[client.LAG_GAUGE] * 1000
+    assert worst_ms >= 25
+    top = bench_module("scale_report", monkeypatch).highest_bucket(deltas)
+    assert top["floor_ms"] < worst_ms <= top["ms"]
+
+
+async def test_a_recorder_is_open_at_the_first_bytes_or_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = bench_module("scale_client", monkeypatch)
+    answers = [b"HTTP/1.1 200 OK\r\n", b""]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answers.pop(0))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, client.HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        for opened_by in ("bytes", "close"):
+            (recorder,) = await client.connect_recorders(port, 1)
+            assert not recorder.opened.done()
+            recorder.get("/v1/runs/x/events")
+            async with asyncio.timeout(5):
+                await recorder.opened
+                await recorder.closed
+            assert bool(recorder.reads) == (opened_by == "bytes")

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Final, Literal, TypeAlias
 
+from research_service import loop_turns
 from research_service.defaults import DEFAULT_REVIEW_TIMEOUT_S
 from research_service.errors import (
     NotFound,
@@ -285,6 +286,7 @@ class RunManager:
             self._finished_states.popitem(last=False)
 
     async def _execute(self, run: LiveRun) -> None:
+        await loop_turns.SHARED.turn()  # runs started together start a few per loop turn
         record = run.record
 
         async def emit(name: str, data: dict[str, Any]) -> None:
