@@ -10,8 +10,10 @@ import tracemalloc
 from collections.abc import Callable
 
 import httpx
+import pytest
 from aiohttp import ClientSession
 
+from research_service import loop_turns
 from research_service.events import parse_event_id
 from tests.conftest import MakeService, Service
 from tests.sse import after_event, listen
@@ -46,6 +48,38 @@ async def test_cancel_stops_the_run_promptly_with_done_cancelled(
     assert done["error"]["code"] == "cancelled"
     assert done["answer"] == got.text() == "c0 c1 c2 c3 "
     assert got.names.count("done") == 1
+
+
+class HeldGate:
+    """Stands in for the loop's turn gate (loop_turns.SHARED) as a burst's backlog would be:
+    whoever reaches it waits until the test opens it."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    async def turn(self) -> None:
+        self.reached.set()
+        await self.opened.wait()
+
+
+async def test_a_run_cancelled_before_its_turn_to_start_ends_with_done_cancelled(
+    service: Service, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = HeldGate()
+    monkeypatch.setattr(loop_turns, "SHARED", gate)
+    run_id = await service.create(client)
+    async with asyncio.timeout(5):
+        await gate.reached.wait()  # the run waits for its turn to start
+    response = await client.post(service.url(f"/v1/runs/{run_id}/cancel"))
+    assert response.status_code == 202
+    await service.wait_done(run_id)
+    gate.opened.set()  # the listener below passes it too
+    got = await listen(client, service.url(f"/v1/runs/{run_id}/events"))
+    assert got.names == ["done"]
+    _name, done = got.last
+    assert done["status"] == "cancelled"
+    assert done["error"]["code"] == "cancelled"
 
 
 async def test_run_without_listeners_is_abandoned(

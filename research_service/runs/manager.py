@@ -286,7 +286,6 @@ class RunManager:
             self._finished_states.popitem(last=False)
 
     async def _execute(self, run: LiveRun) -> None:
-        await loop_turns.SHARED.turn()  # runs started together start a few per loop turn
         record = run.record
 
         async def emit(name: str, data: dict[str, Any]) -> None:
@@ -321,6 +320,9 @@ class RunManager:
         error: dict[str, Any] | None = None
         answer: str | None = None
         try:
+            # Runs started together start a few per loop turn; one cancelled meanwhile ends
+            # as any cancelled run does.
+            await loop_turns.SHARED.turn()
             answer = await run_within_deadline(self.pipeline, ctx, self.run_deadline_s)
         except asyncio.CancelledError:
             current = asyncio.current_task()
