@@ -175,8 +175,8 @@ async def window(
     try:
         async with asyncio.timeout(WINDOW_TIMEOUT_S):
             posted = await burst(clients, spread_s=spread_s)
-            # Every run has arrived and every listener is attached: from here on, all the
-            # runs execute together, and nothing new comes in.
+            # Every run has arrived and every listener is attached: from here on nothing
+            # new comes in, and the runs only execute.
             await asyncio.gather(*(recorder.opened for _, recorder in clients))
             all_open = time.monotonic() - began
             executing = await scrape(session, base) if metrics else None

@@ -42,7 +42,6 @@ def targets(results: dict[str, Any], *, steps: tuple[int, ...]) -> dict[str, Any
     small = results[str(min(steps))][SERVICE]
     first = small["searching_p50_ms"]
     growth = f["searching_p50_ms"] / first if first else math.nan
-    above = bool(f.get("stall_above_last_bucket"))
     rows = [
         {
             "target": f"searching p50 ÷ its {min(steps)}-run figure",
@@ -67,37 +66,22 @@ def targets(results: dict[str, Any], *, steps: tuple[int, ...]) -> dict[str, Any
             }
         )
     rows.append(
-        {
-            "target": "longest loop stall ms"
+        _stall_row(
+            "longest loop stall ms"
             + ("" if f["stall_source"] == LAG_GAUGE else " (a histogram bucket)"),
-            "value": f["stall_ms"],
-            # From the histogram: the stall's bucket, (floor, value]; above the last: > value.
-            "floor": f.get("stall_floor_ms"),
-            "above": above,
-            "limit": f"< {STALL_MAX_MS:g}",
-            "bare_aiohttp": base.get("stall_ms", math.nan),
-            "verdict": _verdict(
-                math.inf if above else f["stall_ms"], STALL_MAX_MS, floor=f.get("stall_floor_ms")
-            ),
-        }
+            f,
+            base,
+            "stall",
+        )
     )
     # The same target read from when every run had arrived: the runs executing, nothing new.
-    after_arrival = bool(f.get("executing_stall_above_last_bucket"))
     rows.append(
-        {
-            "target": "longest loop stall once every stream is open ms (a histogram bucket)",
-            "value": f["executing_stall_ms"],
-            "floor": f.get("executing_stall_floor_ms"),
-            "above": after_arrival,
-            "limit": f"< {STALL_MAX_MS:g}",
-            "bare_aiohttp": base.get("executing_stall_ms", math.nan),
-            "bare_floor": base.get("executing_stall_floor_ms"),
-            "verdict": _verdict(
-                math.inf if after_arrival else f["executing_stall_ms"],
-                STALL_MAX_MS,
-                floor=f.get("executing_stall_floor_ms"),
-            ),
-        }
+        _stall_row(
+            "longest loop stall once every stream is open ms (a histogram bucket)",
+            f,
+            base,
+            "executing_stall",
+        )
     )
     rows.append(
         {
@@ -109,6 +93,26 @@ def targets(results: dict[str, Any], *, steps: tuple[int, ...]) -> dict[str, Any
         }
     )
     return {"runs": at, "rows": rows}
+
+
+def _stall_row(target: str, f: dict[str, Any], base: dict[str, Any], key: str) -> dict[str, Any]:
+    """The stall target's row for the stall read as `key` (`stall`, `executing_stall`).
+
+    Read from the gauge, a stall is a value; from the histogram, the bucket (floor, value]
+    it fell in, or above the last bucket's bound (`above`). Bare aiohttp's is read alike.
+    """
+    above = bool(f.get(f"{key}_above_last_bucket"))
+    floor = f.get(f"{key}_floor_ms")
+    return {
+        "target": target,
+        "value": f[f"{key}_ms"],
+        "floor": floor,
+        "above": above,
+        "limit": f"< {STALL_MAX_MS:g}",
+        "bare_aiohttp": base.get(f"{key}_ms", math.nan),
+        "bare_floor": base.get(f"{key}_floor_ms"),
+        "verdict": _verdict(math.inf if above else f[f"{key}_ms"], STALL_MAX_MS, floor=floor),
+    }
 
 
 def queue_bound(large: dict[str, Any], small: dict[str, Any]) -> float:
