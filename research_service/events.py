@@ -20,8 +20,8 @@ FINAL_STATUSES: Final[frozenset[str]] = frozenset({"completed", "failed", "cance
 #: The comment line written when a stream has been quiet for the heartbeat interval.
 PING: Final = b": ping\n\n"
 
-_RUN_ID_RE: Final = re.compile(r"^[0-9a-f]{16}$")
-_EVENT_ID_RE: Final = re.compile(r"^(?P<run>[0-9a-f]{16}):(?P<seq>0|[1-9][0-9]{0,17})$")
+_RUN_ID_RE: Final = re.compile(r"^[0-9a-f]{16}\Z")
+_EVENT_ID_RE: Final = re.compile(r"^(?P<run>[0-9a-f]{16}):(?P<seq>0|[1-9][0-9]{0,17})\Z")
 
 
 def done_payload(

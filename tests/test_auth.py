@@ -378,6 +378,20 @@ async def test_keys_from_a_keys_file_work_and_an_edited_file_revokes_them(
     assert (await client.get(service.url("/v1/runs"), headers=bearer(root))).status_code == 200
 
 
+async def test_spaces_around_a_keys_file_lines_fields_are_not_part_of_the_secret(
+    tmp_path: Path, make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    """`frank: SECRET` and `root : SECRET : admin` as written by hand: the keys work."""
+    frank, root = "f" * 40, "r" * 40
+    path = tmp_path / "keys.txt"
+    path.write_text(f"frank: {frank}\nroot : {root} :admin\n")
+    service = await make_service(auth="keys", api_keys_file=path)
+    for key, expected in ((frank, ("frank", False)), (root, ("root", True))):
+        who = await client.get(service.url("/v1/session"), headers=bearer(key))
+        assert who.status_code == 200, who.text
+        assert (who.json()["name"], who.json()["admin"]) == expected
+
+
 async def test_a_keys_file_key_in_the_shape_of_a_store_key_works_beside_the_store(
     keyed: Keyed, tmp_path: Path, make_service: MakeService, client: httpx.AsyncClient
 ) -> None:

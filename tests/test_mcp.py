@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import TextContent
+from mcp_types import INVALID_PARAMS, TextContent
 
 from research_service.cli import build_parser
 from research_service.cli.service_choice import IN_PROCESS_GROUP
@@ -200,6 +200,16 @@ async def test_bad_calls_are_mcp_errors_that_say_what_was_wrong(service: Service
         assert empty.is_error
         too_wide = await mcp.call_tool("start_research", {"question": "q", "breadth": 99})
         assert too_wide.is_error
+        # What the service's API refuses, the tools refuse too: no "3" for 3, no true for 1.
+        for loose in ("3", True, 3.5):
+            refused = await mcp.call_tool("start_research", {"question": "q", "breadth": loose})
+            assert refused.is_error, loose
+            assert "breadth" in text_of(refused)
+        # A resource says what was wrong as well.
+        with pytest.raises(MCPError) as missing:
+            await mcp.read_resource(f"research://runs/{'0' * 16}/answer")
+        assert "no run with id '0000000000000000'" in missing.value.message
+        assert missing.value.code == INVALID_PARAMS
         # The server is still there for the next call.
         assert len((await mcp.list_tools()).tools) == 4
 

@@ -35,9 +35,11 @@ def parse(text: str, *, source: str, id_key: bytes) -> list[StoredKey]:
         if not line or line.startswith("#"):
             continue
         name, _, secret = line.partition(":")
+        # Spaces around a field are not the secret: a key is presented without them.
+        secret = secret.strip()
         admin = secret.endswith(":admin")
         if admin:
-            secret = secret.removesuffix(":admin")
+            secret = secret.removesuffix(":admin").rstrip()
         where = f"{source} line {number}"
         try:
             check_name(name.strip())

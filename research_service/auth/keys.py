@@ -12,9 +12,9 @@ from typing import Final
 #: What every key this service makes starts with (so a leaked one is recognisable).
 KEY_PREFIX: Final = "rsk_"
 #: A key made here: prefix, the id a store finds it by, and the secret part.
-_KEY_SHAPE: Final = re.compile(r"^rsk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_KEY_SHAPE: Final = re.compile(r"^rsk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})\Z")
 #: Key names are owners: short, printable, safe in logs and listings.
-NAME_SHAPE: Final = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+NAME_SHAPE: Final = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 NAME_RULE: Final = "1-64 characters of letters, digits and . _ @ -"
 #: The shortest secret a keys file may give (32 characters: enough entropy if random).
 MIN_FILE_SECRET_CHARS: Final = 32
@@ -70,6 +70,6 @@ def hashed(info: KeyInfo, key: str) -> StoredKey:
 
 def check_name(name: str) -> str:
     """`name` if it is a valid key name; ValueError saying the rule otherwise."""
-    if not NAME_SHAPE.match(name):
+    if not NAME_SHAPE.fullmatch(name):
         raise ValueError(f"key name {name!r} is not valid; use {NAME_RULE}")
     return name

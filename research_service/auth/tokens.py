@@ -12,7 +12,7 @@ from typing import Final
 #: Whatever is longer than this is not a value we signed.
 MAX_SIGNED_CHARS: Final = 256
 # Fields are ids and whole seconds: letters, digits and dashes only, joined by dots.
-_FIELD: Final = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_FIELD: Final = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")
 _SIGNATURE_CHARS: Final = 43
 
 STREAM: Final = "stream"

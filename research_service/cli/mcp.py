@@ -20,8 +20,6 @@ from research_service.logs import configure_logging
 
 #: Where `--http` listens unless told otherwise (the path is the SDK's: /mcp).
 DEFAULT_HTTP_PORT: Final = 8090
-#: How long a client whose stream dropped waits before it resumes (the SSE `retry:`).
-RETRY_MS: Final = 500
 
 
 def add_parser(commands: Any) -> None:
@@ -77,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # The SDK and its web stack load only for this command (an optional extra).
         from research_service.mcp.event_store import RunEventStore  # noqa: PLC0415
+        from research_service.mcp.http import serve_http  # noqa: PLC0415
         from research_service.mcp.server import build_server  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         if exc.name is None or not exc.name.startswith("mcp"):
@@ -100,9 +99,7 @@ def run(args: argparse.Namespace) -> int:
             # the run's own events (docs/mcp.md).
             events = RunEventStore()
             say(f"MCP over Streamable HTTP at http://{listen[0]}:{listen[1]}/mcp")
-            await build_server(api, events=events).run_streamable_http_async(
-                host=listen[0], port=listen[1], event_store=events, retry_interval=RETRY_MS
-            )
+            await serve_http(build_server(api, events=events), events, listen)
         return 0
 
     return run_command(main())

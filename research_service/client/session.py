@@ -33,7 +33,7 @@ EXIT_BY_STATUS: Final = {
 }
 #: Time allowed for the cancel request sent on Ctrl-C with --cancel-on-exit.
 CANCEL_TIMEOUT_S: Final = 5.0
-_RUN_PATH = re.compile(r"^(?P<prefix>.*?)/v1/runs/(?P<id>[0-9a-f]{16})(?:/events|/recording)?/?$")
+_RUN_PATH = re.compile(r"^(?P<prefix>.*?)/v1/runs/(?P<id>[0-9a-f]{16})(?:/events|/recording)?/?\Z")
 
 
 @dataclass

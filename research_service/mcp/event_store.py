@@ -8,17 +8,18 @@ oldest. Here a progress notification is not kept at all: its event id is
 many it has reported, and a replay reads the phase events after that one back from the
 service (`GET /v1/runs/{id}/events` with `Last-Event-ID: <run id>:<seq>`), so a notification
 can be replayed for as long as the run exists. Only the tool's final response is kept, with
-its stream, until the session ends.
+its stream, until the session ends (or, at most, for the newest `MAX_STREAMS` calls).
 
-The SDK keys streams by the JSON-RPC request id; two sessions calling with the same id at
-once share a stream key (an SDK limitation: `store_event` is not told the session).
+The SDK keys a stream by its JSON-RPC request id alone and shares one store between sessions;
+this store keys it by the caller's session as well (`callers.py`), and replays a stream only
+to its own session, presenting the key the call was made with.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp_types import JSONRPCMessage, JSONRPCNotification
@@ -26,11 +27,14 @@ from mcp_types import JSONRPCMessage, JSONRPCNotification
 from research_service.client.api import ServiceClient
 from research_service.client.follow import Follower
 from research_service.errors import ClientError
+from research_service.mcp.callers import CALLER, current_session
 from research_service.mcp.progress import progress_message
 
 log = logging.getLogger(__name__)
 
-PROGRESS: str = "notifications/progress"
+PROGRESS: Final = "notifications/progress"
+#: Calls whose streams are kept at most, over all sessions; the oldest go first.
+MAX_STREAMS: Final = 1000
 
 
 @dataclass
@@ -39,15 +43,21 @@ class _Stream:
 
     run_id: str | None = None
     service: ServiceClient | None = None
+    #: The bearer key the call came with (None: it sent none).
+    key: str | None = None
     token: Any = None
     reported: int = 0
     #: The run's seq of the phase event the next progress notification reports.
     seq: int = 0
     response: JSONRPCMessage | None = None
+    #: A replay re-opened the stream: the priming event that follows is not a new call.
+    resuming: bool = False
 
 
 #: The step of the event that carries a stream's final response.
-_RESPONSE = -1
+_RESPONSE: Final = -1
+
+_Key = tuple[str | None, str]
 
 
 def _event_id(stream_id: str, run_id: str | None, seq: int, step: int) -> str:
@@ -56,54 +66,89 @@ def _event_id(stream_id: str, run_id: str | None, seq: int, step: int) -> str:
 
 def _parse(event_id: str) -> tuple[str, int, int] | None:
     """(stream id, run seq, step) of an event id this store made; None for any other."""
-    rest, _, step = event_id.rpartition("/")
+    rest, _, step_text = event_id.rpartition("/")
     stream_id, _, run_event = rest.rpartition("/")
-    _, _, seq = run_event.rpartition(":")
-    try:
-        return stream_id, int(seq), int(step)
-    except ValueError:
+    _, _, seq_text = run_event.rpartition(":")
+    if not (seq_text.isdigit() and seq_text.isascii()):
         return None
+    if not (step_text == str(_RESPONSE) or (step_text.isdigit() and step_text.isascii())):
+        return None
+    return stream_id, int(seq_text), int(step_text)
 
 
 class RunEventStore(EventStore):
     """The SDK's `EventStore`, backed by the service's event log of each call's run."""
 
-    def __init__(self) -> None:
-        self._streams: dict[str, _Stream] = {}
+    def __init__(self, *, max_streams: int = MAX_STREAMS) -> None:
+        self._streams: dict[_Key, _Stream] = {}
+        self._max_streams = max_streams
 
-    def bind(self, stream_id: str, run_id: str, service: ServiceClient) -> None:
-        """The tool call on `stream_id` follows `run_id` (read back through `service`)."""
-        stream = self._streams.setdefault(stream_id, _Stream())
-        stream.run_id, stream.service = run_id, service
+    def _stream(self, stream_id: str, *, new: bool = False) -> _Stream:
+        """The stream `stream_id` of the current session; a fresh one when `new`."""
+        key = (current_session(), stream_id)
+        stream = None if new else self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = _Stream()
+            while len(self._streams) > self._max_streams:
+                del self._streams[next(iter(self._streams))]
+        return stream
+
+    def bind(self, stream_id: str, run_id: str, service: ServiceClient, key: str | None) -> None:
+        """The tool call on `stream_id` follows `run_id` (read back through `service`).
+
+        The caller sent `key` (None: no key); only a caller with the same key may resume it.
+        """
+        stream = self._stream(stream_id, new=True)  # nothing of an earlier call stays
+        stream.run_id, stream.service, stream.key = run_id, service, key
 
     def reporting(self, stream_id: str, seq: int) -> None:
         """The next progress notification on `stream_id` reports the run's event `seq`."""
-        self._streams.setdefault(stream_id, _Stream()).seq = seq
+        self._stream(stream_id).seq = seq
+
+    def session_ended(self, session: str) -> None:
+        """Forget the streams of a session that has ended."""
+        for key in [key for key in self._streams if key[0] == session]:
+            del self._streams[key]
 
     async def store_event(self, stream_id: str, message: JSONRPCMessage | None) -> str:
         """Note the message (not keep it, but for the final response); return its id."""
-        stream = self._streams.setdefault(stream_id, _Stream())
+        if message is None:  # the priming event, of a new call or of a resumed stream
+            known = self._streams.get((current_session(), stream_id))
+            if known is not None and known.resuming:
+                known.resuming = False
+                return _event_id(stream_id, known.run_id, known.seq, known.reported)
+            caller = CALLER.get()
+            self._stream(stream_id, new=True).key = None if caller is None else caller.key
+            return _event_id(stream_id, None, 0, 0)
+        stream = self._stream(stream_id)
         if isinstance(message, JSONRPCNotification) and message.method == PROGRESS:
             params = message.params or {}
             stream.token = params.get("progressToken", stream.token)
             stream.reported = int(params.get("progress", stream.reported + 1))
             return _event_id(stream_id, stream.run_id, stream.seq, stream.reported)
-        if message is not None:  # the call's response (or error): its stream's last message
-            stream.response = message
-            return _event_id(stream_id, stream.run_id, stream.seq, _RESPONSE)
-        return _event_id(stream_id, stream.run_id, 0, 0)  # the priming event: nothing sent yet
+        stream.response = message  # the call's response (or error): its stream's last message
+        return _event_id(stream_id, stream.run_id, stream.seq, _RESPONSE)
 
     async def replay_events_after(
         self, last_event_id: str, send_callback: EventCallback
     ) -> str | None:
-        """Send what followed `last_event_id` on its stream; the stream id, or None."""
+        """Send what followed `last_event_id` on its stream; the stream id, or None.
+
+        Only the session the stream belongs to, presenting the key its call was made with,
+        is sent anything.
+        """
         parsed = _parse(last_event_id)
         if parsed is None:
             return None
         stream_id, seq, seen = parsed
-        stream = self._streams.get(stream_id)
-        if stream is None or seen == _RESPONSE:
-            return None if stream is None else stream_id
+        caller = CALLER.get()
+        stream = self._streams.get((current_session(), stream_id))
+        if stream is None or caller is None or caller.key != stream.key:
+            log.info("refused to resume stream %r: not a stream of this caller", stream_id[:64])
+            return None
+        stream.resuming = True
+        if seen == _RESPONSE:
+            return stream_id
         missed = stream.reported - seen
         if missed > 0 and stream.run_id is not None and stream.service is not None:
             phases = await self._phases(stream.service, stream.run_id, after=seq, count=missed)

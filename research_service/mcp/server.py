@@ -12,15 +12,16 @@ from typing import Annotated, Any, Final
 
 import aiohttp
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp_types import CallToolResult, TextContent
 from pydantic import Field
 
 from research_service import __version__
 from research_service.client.api import ServiceClient
 from research_service.client.follow import Follower
-from research_service.errors import ClientError
+from research_service.errors import ClientError, RunRefused
 from research_service.mcp.answers import Research, from_done, from_snapshot, markdown
+from research_service.mcp.callers import bearer_key
 from research_service.mcp.event_store import RunEventStore
 from research_service.mcp.progress import progress_message
 from research_service.mcp.recent import RecentRunsServer
@@ -35,9 +36,14 @@ INSTRUCTIONS: Final = (
 )
 RUN_ID: Final = r"^[0-9a-f]{16}$"
 
-Breadth = Annotated[int | None, Field(ge=1, le=8, description="search queries to plan (1-8)")]
-MaxSources = Annotated[int | None, Field(ge=1, le=20, description="sources kept (1-20)")]
-Depth = Annotated[int | None, Field(ge=1, le=3, description="search rounds (1-3)")]
+# Strict: "3" or true is refused, as the service's own API refuses it.
+Breadth = Annotated[
+    int | None, Field(ge=1, le=8, strict=True, description="search queries to plan (1-8)")
+]
+MaxSources = Annotated[
+    int | None, Field(ge=1, le=20, strict=True, description="sources kept (1-20)")
+]
+Depth = Annotated[int | None, Field(ge=1, le=3, strict=True, description="search rounds (1-3)")]
 Question = Annotated[str, Field(min_length=1, max_length=2000, description="the question")]
 RunId = Annotated[str, Field(pattern=RUN_ID, description="a run id (16 hex characters)")]
 #: A tool's answer: `Research` as structured content, and as Markdown for a reader.
@@ -56,18 +62,22 @@ def _options(breadth: int | None, max_sources: int | None, depth: int | None) ->
     return {name: value for name, value in given.items() if value is not None}
 
 
+def _callers_key(ctx: Context | None) -> str | None:
+    """The bearer key the caller sent (Streamable HTTP); None when it sent none."""
+    headers = ctx.headers if ctx is not None else None
+    return bearer_key((headers or {}).get("authorization", ""))
+
+
 def _as_caller(api: ServiceClient, ctx: Context | None) -> ServiceClient:
     """`api` with the caller's own key when the caller sent one (Streamable HTTP).
 
     The key is not checked here: it goes to the service with every request, and the
     service's rules decide (which runs the key sees, whether it may research at all).
     """
-    headers = ctx.headers if ctx is not None else None
-    given = (headers or {}).get("authorization", "")
-    scheme, _, key = given.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = _callers_key(ctx)
+    if key is None:
         return api
-    return ServiceClient(api.session, api.base_url, notify=api.notify, api_key=key.strip())
+    return ServiceClient(api.session, api.base_url, notify=api.notify, api_key=key)
 
 
 async def call(service: ServiceClient, what: str, request: Any) -> Any:
@@ -120,7 +130,7 @@ def build_server(api: ServiceClient, *, events: RunEventStore | None = None) -> 
         created = await create(service, question, _options(breadth, max_sources, depth))
         run_id = str(created["id"])
         if events is not None:
-            events.bind(ctx.request_id, run_id, service)
+            events.bind(ctx.request_id, run_id, service, _callers_key(ctx))
         snapshot_url = service.url(f"v1/runs/{run_id}")
         events_url = service.url(created["events_url"])
         follower = Follower(service.session, events_url, log.info, api_key=service.api_key)
@@ -194,7 +204,7 @@ def _add_resources(server: MCPServer, api: ServiceClient) -> None:
         description="a run's snapshot: status, phase, plan, sources, answer, timings",
     )
     async def run_snapshot(run_id: str, ctx: Context) -> dict[str, Any]:
-        return await snapshot_of(_as_caller(api, ctx), run_id)
+        return await _readable(_as_caller(api, ctx), run_id)
 
     @server.resource(
         "research://runs/{run_id}/answer",
@@ -204,9 +214,24 @@ def _add_resources(server: MCPServer, api: ServiceClient) -> None:
     )
     async def run_answer(run_id: str, ctx: Context) -> str:
         service = _as_caller(api, ctx)
-        snapshot = await snapshot_of(service, run_id)
+        snapshot = await _readable(service, run_id)
         url = service.url(f"v1/runs/{run_id}")
         return markdown(from_snapshot(snapshot, snapshot_url=url))
+
+
+async def _readable(service: ServiceClient, run_id: str) -> dict[str, Any]:
+    """A run's snapshot for a resource; a failure as the resource error that says what."""
+    what = f"reading run {run_id}"
+    try:
+        found: dict[str, Any] = await service.snapshot(run_id)
+    except RunRefused as exc:
+        error = ResourceNotFoundError if exc.status == 404 else ResourceError
+        raise error(f"{what}: {exc}") from None
+    except ClientError as exc:
+        raise ResourceError(f"{what}: {exc}") from None
+    except aiohttp.ClientError as exc:
+        raise ResourceError(f"{what}: the service at {service.base_url} failed: {exc}") from None
+    return found
 
 
 def _add_prompt(server: MCPServer) -> None:

@@ -27,7 +27,7 @@ CORS_HEADERS: Final = "Authorization, Content-Type, Last-Event-ID"
 CORS_EXPOSED: Final = "Location, Retry-After, WWW-Authenticate"
 CORS_MAX_AGE_S: Final = 600
 # A host name or IPv4 address (letters, digits, dots, dashes, underscores), or [IPv6].
-_HOST: Final = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?$")
+_HOST: Final = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?\Z")
 
 
 def host_name(value: str) -> str | None:

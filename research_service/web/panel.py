@@ -24,7 +24,7 @@ CONTENT_TYPES: Final = {
     ".css": "text/css",
     ".svg": "image/svg+xml",
 }
-_ASSET_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*\.[a-z]+$")
+_ASSET_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*\.[a-z]+\Z")
 
 # Scripts and styles come only from this origin and never inline; stream data is inserted as
 # text, so this is a second line of defence, not the first.
