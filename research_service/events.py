@@ -19,6 +19,9 @@ FINAL_STATUSES: Final[frozenset[str]] = frozenset({"completed", "failed", "cance
 
 #: The comment line written when a stream has been quiet for the heartbeat interval.
 PING: Final = b": ping\n\n"
+#: The error codes of a run's ending written by another process after the one running it
+#: stopped: its listeners may have seen events the crash lost, whose seqs the ending took.
+CRASH_ENDINGS: Final = frozenset({"interrupted", "worker_lost"})
 
 _RUN_ID_RE: Final = re.compile(r"^[0-9a-f]{16}\Z")
 _EVENT_ID_RE: Final = re.compile(r"^(?P<run>[0-9a-f]{16}):(?P<seq>0|[1-9][0-9]{0,17})\Z")

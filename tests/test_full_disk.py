@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from research_service.client.events import RunEvent
+from research_service.client.follow import Follower
+from research_service.client.recorder import Recorder
 from research_service.events import Event
+from research_service.recording import load_recording
 from research_service.runs import sqlite_log
 from research_service.runs.models import RunRecord
 from tests.full_disk import fill, free, small_disk
@@ -182,6 +187,72 @@ async def test_sigterm_on_a_full_disk_exits_cleanly_and_a_restart_agrees(disk: P
     # ... and after the restart it has ended, as failed: interrupted, never completed.
     assert after["status"] == "failed"
     assert after["error"]["code"] == "interrupted"
+
+
+async def test_a_listener_that_saw_events_a_crash_lost_is_sent_the_runs_ending(
+    disk: Path,
+) -> None:
+    """The disk fills mid-run, so what the listener sees from then on never reaches the store;
+    the process is killed, the disk freed, the service started again. The listener resumes
+    from the last event it saw, past the stored log whose ending took the lost events' seqs:
+    it is sent that ending, `error` `interrupted` then `done`, not a 400. The terminal
+    client's follower, which drops events it has seen, takes them too."""
+    served = await serve_on(disk)
+    async with httpx.AsyncClient(timeout=30) as client:
+        run_id, listener, reading, _ = await fill_mid_run(client, served, disk)
+        await listener.until("phase", phase="synthesizing", status="completed")
+        assert await stop(served, signal.SIGKILL) == -signal.SIGKILL
+        await asyncio.gather(reading, return_exceptions=True)
+    seen = listener.events[-1][0]
+    await free(disk)
+    restarted = await serve_on(disk)
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            stored = await client.get(f"{restarted.base}/v1/runs/{run_id}/events")
+            snapshot = (await client.get(f"{restarted.base}/v1/runs/{run_id}")).json()
+            resumed = await client.get(
+                f"{restarted.base}/v1/runs/{run_id}/events", headers={"Last-Event-ID": seen}
+            )
+        async with aiohttp.ClientSession() as session:
+            follower = Follower(
+                session, f"{restarted.base}/v1/runs/{run_id}/events", print, last_id=seen
+            )
+            followed = [event async for event in follower.events()]
+    finally:
+        assert await stop(restarted) == 0
+    ending = [event for event in sse_events(stored.text) if event[1] in ("error", "done")]
+    assert resumed.status_code == 200, resumed.text
+    assert sse_events(resumed.text) == ending
+    (error_id, _, error), (_, _, done) = ending
+    assert error["code"] == "interrupted"
+    assert (done["status"], done["error"]["code"]) == ("failed", "interrupted")
+    # The ending's seqs are ones the listener saw, given to events the crash lost.
+    assert int(error_id.split(":")[1]) <= int(seen.split(":")[1])
+    assert [(event.id, event.name) for event in followed] == [(i, n) for i, n, _ in ending]
+    # A recording of what the listener saw numbers the ending on, and replay takes it.
+    recorder = Recorder(disk / "seen.jsonl")
+    recorder.start({**snapshot, "id": run_id})
+    for event_id, name, data in listener.events:
+        recorder.event(RunEvent(event_id, run_id, int(event_id.split(":")[1]), name, data))
+    for event in followed:
+        recorder.event(event)
+    recorder.close()
+    recording = load_recording(disk / "seen.jsonl")
+    seen_seq = int(seen.split(":")[1])
+    assert [(e.seq, e.event) for e in recording.events[-2:]] == [
+        (seen_seq + 1, "error"),
+        (seen_seq + 2, "done"),
+    ]
+
+
+def sse_events(text: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(id, name, data) of each event of an SSE body."""
+    found = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in fields:
+            found.append((fields["id"], fields["event"], json.loads(fields["data"])))
+    return found
 
 
 async def test_starting_on_a_full_disk_says_the_disk_is_full(disk: Path) -> None:

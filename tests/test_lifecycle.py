@@ -5,18 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
+import secrets
 import socket
+import sqlite3
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 
 from research_service import loop_turns
 from research_service.events import parse_event_id
+from research_service.runs.sqlite_log import RUN_STORE_FILE
+from tests import postgres
+from tests.cluster import REDIS_URL, delete_prefix, redis_or_skip
 from tests.conftest import MakeService, Service
 from tests.sse import after_event, listen
+
+postgres_database = postgres.postgres_database
+postgres_url = postgres.postgres_url
 
 #: Long enough for a listener to join a new run first, even on a busy machine.
 ABANDON_AFTER_S = 0.5
@@ -310,3 +322,171 @@ async def test_a_cut_listener_really_loses_its_connection(
                     pass
     finally:
         writer.close()
+
+
+@contextlib.contextmanager
+def store_writes_held(path: Path) -> Iterator[None]:
+    """Another connection holds the run store's write lock: the service's inserts wait for it."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def stored_run_id(service: Service, timeout: float = 5.0) -> str:
+    """The id of the one run in the store, once its record is committed."""
+    try:
+        async with asyncio.timeout(timeout):
+            # A row committed by the store has no event to wait on.
+            while not (records := await service.manager.log.list_runs(limit=2)):  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"no run was stored within {timeout:g} s") from None
+    (record,) = records
+    return record.id
+
+
+async def done_of(service: Service, run_id: str, timeout: float = 5.0) -> Any:
+    """The payload of the run's `done`, once it is in the log; fails if none comes in time."""
+    with contextlib.suppress(TimeoutError):
+        await service.wait_done(run_id, timeout=timeout)
+    events = await service.manager.log.read(run_id, after=0)
+    assert events, f"run {run_id} never started: stored, with an empty log (queued forever)"
+    assert events[-1].is_final, f"run {run_id} has not ended: {events[-1].name} is its last event"
+    return events[-1].data
+
+
+def served_connections(service: Service) -> web.Server:
+    """The aiohttp server behind the test server (its open connections, its request count)."""
+    assert service.server.runner is not None
+    http_server = service.server.runner.server
+    assert http_server is not None
+    return http_server
+
+
+_CREATE_BODY = b'{"question": "How do I read a CSV file?"}'
+REQUESTS_THAT_CREATE_A_RUN = {
+    "POST /v1/runs": (
+        b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(_CREATE_BODY), _CREATE_BODY)
+    ),
+    "GET /v1/research": (
+        b"GET /v1/research?q=How+do+I+read+a+CSV+file%3F HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "raw_request",
+    list(REQUESTS_THAT_CREATE_A_RUN.values()),
+    ids=list(REQUESTS_THAT_CREATE_A_RUN),
+)
+async def test_a_run_stored_after_its_request_went_away_still_runs_to_its_done(
+    make_service: MakeService, tmp_path: Path, raw_request: bytes
+) -> None:
+    """The client closes while its run's record is being stored (committed only afterwards):
+    the run still starts, and, with nobody listening, is abandoned; never queued forever."""
+    service = await make_service(store="sqlite", abandon_after_s=ABANDON_AFTER_S)
+    service.llm.hold_after = 0  # it runs until it is abandoned
+    port = service.server.port
+    assert port is not None
+    http_server = served_connections(service)
+    idle_connections = len(http_server.connections)
+    with store_writes_held(tmp_path / "data" / RUN_STORE_FILE):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(raw_request)
+            # Its record is being stored: the insert waits for the store's write lock.
+            await wait_until(lambda: service.manager.active_runs == 1)
+        # The client is gone, and its handler with it (aiohttp cancels a disconnected one).
+        await wait_until(lambda: len(http_server.connections) == idle_connections)
+    # Only now is the record committed.
+    done = await done_of(service, await stored_run_id(service))
+    assert done["status"] == "cancelled"
+    assert done["error"]["code"] == "abandoned"
+
+
+async def test_a_listener_gone_before_its_stream_began_is_no_error(
+    service: Service, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that asks for a stream and closes at once: no traceback, no 500 logged."""
+    run_id = await service.create(client)
+    await service.wait_done(run_id)
+    port = service.server.port
+    assert port is not None
+    http_server = served_connections(service)
+    idle_connections, requests = len(http_server.connections), http_server.requests_count
+    caplog.set_level(logging.DEBUG)
+    path = f"/v1/runs/{run_id}/events"
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await wait_until(
+        lambda: (
+            http_server.requests_count > requests
+            and len(http_server.connections) == idle_connections
+        )
+    )
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert [r for r in caplog.records if r.exc_info] == []
+    about_it = [r.getMessage() for r in caplog.records if path in r.getMessage()]
+    assert len(about_it) <= 1, about_it  # at most the access line
+    assert not any('" 500 ' in line for line in about_it), about_it
+
+
+async def insert_waits_for(holder: asyncpg.Connection, table: str) -> None:
+    """Wait until another connection's insert into `table` waits for the lock `holder` has."""
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pid != pg_backend_pid() "
+        "AND wait_event_type = 'Lock' AND query LIKE $1"
+    )
+    async with asyncio.timeout(5):
+        # The server tells who waits only when asked.
+        while not await holder.fetchval(sql, f"%INSERT INTO {table} %"):
+            await asyncio.sleep(0.005)
+            # Within a transaction the activity seen is a snapshot: take a new one.
+            await holder.execute("SELECT pg_stat_clear_snapshot()")
+
+
+async def test_a_cluster_run_stored_after_its_request_went_away_still_runs_to_its_done(
+    postgres_url: str, make_service: MakeService
+) -> None:
+    """The same on a cluster node (PostgreSQL and Redis): the run is stored, queued, taken
+    and abandoned. (Cut short, the insert was cancelled, its slot left taken for 2 minutes.)"""
+    redis = await redis_or_skip()
+    prefix = f"test-{secrets.token_hex(4)}:"
+    holder: asyncpg.Connection | None = None
+    node: Service | None = None
+    try:
+        holder = await asyncpg.connect(postgres_url)
+        node = await make_service(
+            store="postgres",
+            database_url=postgres_url,
+            redis_url=REDIS_URL,
+            redis_prefix=prefix,
+            abandon_after_s=ABANDON_AFTER_S,
+        )
+        node.llm.hold_after = 0  # it runs until it is abandoned
+        port = node.server.port
+        assert port is not None
+        http_server = served_connections(node)
+        idle_connections = len(http_server.connections)
+        locked = holder.transaction()
+        await locked.start()
+        await holder.execute("LOCK TABLE runs IN SHARE MODE")  # inserts wait for it
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(REQUESTS_THAT_CREATE_A_RUN["POST /v1/runs"])
+            await insert_waits_for(holder, "runs")
+        await wait_until(lambda: len(http_server.connections) == idle_connections)
+        await locked.rollback()
+        done = await done_of(node, await stored_run_id(node))
+        assert done["status"] == "cancelled"
+        assert done["error"]["code"] == "abandoned"
+    finally:
+        if holder is not None:
+            await holder.close()
+        if node is not None:
+            await node.server.close()  # before its keys go, so it writes none afterwards
+        await delete_prefix(redis, prefix)
+        await redis.aclose()

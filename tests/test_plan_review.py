@@ -12,6 +12,9 @@ import pytest
 from httpx_sse import ServerSentEvent
 
 from research_service.auth.key_store import SqliteKeys
+from research_service.events import Event
+from research_service.records import RunOptions, RunRecord
+from research_service.runs import sqlite_log
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from tests.conftest import MakeService, Service
 from tests.sse import Received, listen
@@ -220,6 +223,70 @@ async def test_a_run_waiting_for_review_can_be_cancelled(
     assert late == f"run {run_id} has ended (cancelled); it takes no decision"
 
 
+async def awaits_nothing(service: Service, client: httpx.AsyncClient, run_id: str) -> Any:
+    """The ended run's snapshot, having checked it and its listing entry await nothing."""
+    snapshot = (await client.get(service.url(f"/v1/runs/{run_id}"))).json()
+    assert snapshot["awaiting"] is None, snapshot
+    assert snapshot["review"] is None
+    (listed,) = (await client.get(service.url("/v1/runs"))).json()["runs"]
+    assert listed["awaiting"] is None
+    assert_problem(await decide(service, client, run_id, {}), 409, "not-awaiting-review")
+    return snapshot
+
+
+async def test_a_run_cancelled_while_its_plan_waits_awaits_nothing_any_more(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    run_id, _ = await reviewed_run(service, client)
+    waiting = (await client.get(service.url(f"/v1/runs/{run_id}"))).json()
+    assert waiting["awaiting"] == "plan_review"
+    assert waiting["review"]["expires_in_s"] > 0
+    assert (await client.post(service.url(f"/v1/runs/{run_id}/cancel"))).status_code == 202
+    await service.wait_done(run_id)
+    snapshot = await awaits_nothing(service, client, run_id)
+    assert snapshot["status"] == "cancelled"
+    assert snapshot["plan"] == ["alpha", "beta"]  # what was proposed is still shown
+
+
+async def test_a_run_stopped_while_its_plan_waits_awaits_nothing_after_a_restart(
+    make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    service = await make_service(store="sqlite")
+    run_id, _ = await reviewed_run(service, client)
+    await service.server.close()  # the run ends with done cancelled, code shutdown
+    restarted = await make_service(store="sqlite")
+    snapshot = await awaits_nothing(restarted, client, run_id)
+    assert snapshot["status"] == "cancelled"
+    assert snapshot["error"]["code"] == "shutdown"
+
+
+async def test_a_run_interrupted_while_its_plan_waits_awaits_nothing_after_the_next_start(
+    tmp_path: Path, make_service: MakeService, client: httpx.AsyncClient
+) -> None:
+    # A process that died while the plan waited left the run with no done at all.
+    store = await sqlite_log.open(tmp_path / "data" / RUN_STORE_FILE)
+    record = RunRecord("0123456789abcdef", QUESTION, RunOptions(review_plan=True))
+    await store.create_run(record)
+    started: dict[str, Any] = {"phase": "planning", "status": "started", "elapsed_ms": 0}
+    review: dict[str, Any] = {
+        "phase": "planning",
+        "status": "review",
+        "elapsed_ms": 3,
+        "round": 1,
+        "queries": ["alpha", "beta"],
+        "review_url": f"/v1/runs/{record.id}/plan",
+        "expires_in_s": 900,
+        "feedback_allowed": True,
+    }
+    for seq, data in enumerate((started, review), start=1):
+        await store.append(Event.create(record.id, seq, "phase", data, t_ms=data["elapsed_ms"]))
+    await store.close()
+    service = await make_service(store="sqlite")
+    snapshot = await awaits_nothing(service, client, record.id)
+    assert snapshot["status"] == "failed"
+    assert snapshot["error"]["code"] == "interrupted"
+
+
 async def test_racing_decisions_exactly_one_wins(
     service: Service, client: httpx.AsyncClient
 ) -> None:
@@ -343,6 +410,8 @@ async def test_a_run_waiting_for_review_with_no_listener_is_abandoned(
     snapshot = (await client.get(service.url(f"/v1/runs/{run_id}"))).json()
     assert snapshot["status"] == "cancelled"
     assert snapshot["error"]["code"] == "abandoned"
+    assert snapshot["awaiting"] is None
+    assert snapshot["review"] is None
 
 
 async def test_only_the_owner_or_an_admin_decides(

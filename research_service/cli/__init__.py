@@ -1,65 +1,38 @@
-"""The `research-service` console script: one module per sub-command."""
+"""The `research-service` console script: one module per sub-command (see `commands`).
+
+This module imports nothing heavy, so a Ctrl-C while the sub-commands load (aiohttp, rich,
+the service) ends the command quietly with 130, as one later does.
+"""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
 
-from research_service import __version__
-from research_service.cli import (
-    ask,
-    export,
-    index,
-    keys,
-    listen,
-    mcp,
-    migrate,
-    plan,
-    replay,
-    serve,
-    webhook_secret,
-    worker,
-)
-from research_service.cli.flags import say
-from research_service.errors import ConfigError
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["build_parser", "main"]
 
-#: Exit status of a usage or configuration error (argparse's own).
-EXIT_USAGE = 2
+#: 128 + SIGINT: interrupted by Ctrl-C.
+EXIT_INTERRUPTED: Final = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(
-        prog="research-service",
-        description="Deep research (plan, search, synthesize) streamed over Server-Sent Events.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve.add_parser(commands)
-    ask.add_parser(commands)
-    listen.add_parser(commands)
-    plan.add_parser(commands)
-    index.add_parser(commands)
-    export.add_parser(commands)
-    replay.add_parser(commands)
-    keys.add_parser(commands)
-    migrate.add_parser(commands)
-    worker.add_parser(commands)
-    webhook_secret.add_parser(commands)
-    mcp.add_parser(commands)
-    return parser
+    from research_service.cli import commands  # noqa: PLC0415 -- loaded when used, see above
+
+    return commands.build_parser()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args))
-    except ConfigError as exc:
-        say(str(exc))
-        return EXIT_USAGE
+        from research_service.cli import commands  # noqa: PLC0415 -- inside the Ctrl-C guard
+
+        return commands.main(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

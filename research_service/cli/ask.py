@@ -9,6 +9,7 @@ from typing import Any
 
 from research_service.cli.following import (
     EXIT_CODES_HELP,
+    fail,
     output,
     output_flags,
     run_command,
@@ -23,6 +24,7 @@ from research_service.cli.service_choice import (
 from research_service.client.lines import LineReader
 from research_service.client.review import ReviewInput
 from research_service.client.session import ask
+from research_service.client.urls import UsageError
 from research_service.errors import ClientError
 
 
@@ -63,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
     """`research-service ask`."""
     question = " ".join(args.question)
     from_stdin = question == "-"
-    if from_stdin:
-        question = sys.stdin.read()
     options: dict[str, Any] = {
         name: value
         for name in ("breadth", "max_sources", "depth", "max_tokens")
@@ -73,27 +73,49 @@ def run(args: argparse.Namespace) -> int:
     if args.review:
         options["review_plan"] = True
     try:
+        if from_stdin:
+            question = _question_from_stdin()
         check_service_flags(args)
     except ClientError as exc:
         return usage(str(exc))
+    try:
+        out = output(args)  # before any service or run: a closed stdout stops it here
+    except ClientError as exc:
+        return fail(exc)
 
     async def main() -> int:
         async with chosen_service(args) as (api, in_process):
-            out = output(args, in_process=in_process)
+            out.in_process = in_process
             if args.review:
                 out.review = ReviewInput(_answers(stdin_used=from_stdin), sys.stderr)
             return await ask(api, question, options, out)
 
-    return run_command(main())
+    return run_command(main(), follows_a_run=True)
+
+
+def _question_from_stdin() -> str:
+    """`ask -`: the question piped in; UsageError when there is none to read."""
+    if sys.stdin is None:
+        raise UsageError("no question on stdin (it is closed); pass the question as arguments")
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError:
+        raise UsageError("the question on stdin is not UTF-8 text") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the question from stdin ({exc})") from None
 
 
 def _answers(*, stdin_used: bool) -> LineReader | None:
-    """Where review decisions are read: stdin, else the terminal when stdin held the question."""
+    """Where review decisions are read: stdin, else the terminal when stdin held the question.
+
+    None when there is nothing to read them from (stdin closed, no terminal): the person is
+    told how to decide from another shell.
+    """
     if not stdin_used:
         try:
-            return LineReader(sys.stdin.fileno())
+            return None if sys.stdin is None else LineReader(sys.stdin.fileno())
         except (OSError, ValueError):  # stdin is closed
-            pass
+            return None
     try:
         terminal = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
     except OSError:  # no controlling terminal: decisions come from another shell

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import sys
@@ -10,6 +11,7 @@ from collections.abc import Collection
 from dataclasses import Field, fields
 from typing import Any, Protocol
 
+from research_service.client.output import printable
 from research_service.errors import ConfigError
 from research_service.settings import Settings
 from research_service.settings_fields import field_type, flag_name, parse_value, variables
@@ -96,5 +98,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def say(message: str) -> None:
-    """A message for the person at the terminal, on stderr, named after the program."""
-    print(f"research-service: {message}", file=sys.stderr, flush=True)
+    """A message for the person at the terminal, on stderr, named after the program.
+
+    It is made `printable` (it may quote the service or a URL); with stderr closed or
+    failing, it is dropped: nothing else could say it.
+    """
+    if sys.stderr is None:
+        return  # print(file=None) would write it to stdout, among the command's output
+    with contextlib.suppress(OSError, ValueError):
+        print(f"research-service: {printable(message)}", file=sys.stderr, flush=True)

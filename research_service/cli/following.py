@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import functools
 import os
+import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -18,6 +19,7 @@ from research_service import __version__
 from research_service.cli.flags import positive_number, say
 from research_service.client.follow import DEFAULT_GIVE_UP_S
 from research_service.client.live import LiveDisplay
+from research_service.client.output import silence, stdout
 from research_service.client.plain import JsonLines, PlainText
 from research_service.client.session import EXIT_INTERRUPTED, EXIT_USAGE, Output
 from research_service.client.text import Display
@@ -29,12 +31,15 @@ SERVER_ENV: Final = "RESEARCH_SERVER"
 DEFAULT_SERVER: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
 #: 128 + SIGPIPE, as a shell reports a writer whose reader went away.
 EXIT_BROKEN_PIPE: Final = 141
+#: 128 + SIGTERM: stopped as by Ctrl-C (detached, or cancelled with --cancel-on-exit).
+EXIT_TERMINATED: Final = 143
 EXIT_CODES_HELP: Final = (
     "A 429 (too many runs) is tried again after its Retry-After, a few times. Exit status: "
     "0 the run completed, 1 it failed, 2 usage error or the service refused the request "
     "(a bad question, an unknown run, a missing or refused API key), "
     "3 it was cancelled, 4 the service could not be reached (or stayed unreachable too long, "
-    "or is not a research-service), 130 interrupted (Ctrl-C), 141 stdout was closed."
+    "or is not a research-service), 130 interrupted (Ctrl-C), 141 stdout was closed, "
+    "143 stopped by SIGTERM (as Ctrl-C)."
 )
 
 
@@ -77,12 +82,16 @@ def http_session() -> aiohttp.ClientSession:
 
 
 def output(args: argparse.Namespace, *, in_process: bool = False) -> Output:
-    """Where and how the events go: a live display, plain text or JSON Lines."""
+    """Where and how the events go: a live display, plain text or JSON Lines.
+
+    OutputFailed when stdout is closed: nothing could be shown, so nothing is started.
+    """
+    out = stdout()
     display: Display
     if args.json:
-        display = JsonLines(sys.stdout)
-    elif args.quiet or args.plain or not sys.stdout.isatty():
-        display = PlainText(sys.stdout, quiet=args.quiet)
+        display = JsonLines(out)
+    elif args.quiet or args.plain or not out.stream.isatty():
+        display = PlainText(out, quiet=args.quiet)
     else:
         display = LiveDisplay(Console(highlight=False))
     return Output(
@@ -95,20 +104,52 @@ def output(args: argparse.Namespace, *, in_process: bool = False) -> Output:
     )
 
 
-def run_command(main: Coroutine[Any, Any, int]) -> int:
-    """Run the command's coroutine; map Ctrl-C, client errors and a closed stdout to exits."""
+def run_command(main: Coroutine[Any, Any, int], *, follows_a_run: bool = False) -> int:
+    """Run the command's coroutine; map Ctrl-C, client errors and stdout to exits.
+
+    A command that `follows_a_run` (`ask`, `listen`) takes SIGTERM as Ctrl-C: its display
+    gives the terminal back and it says how to follow the run again.
+    """
     try:
-        return asyncio.run(main)
+        return asyncio.run(_until_terminated(main) if follows_a_run else main)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except ClientError as exc:
-        say(str(exc))
-        return exc.exit_code
+        return fail(exc)
     except BrokenPipeError:
         # The reader of stdout went away (`| head`): stop quietly, as other tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        if sys.stdout is not None:
+            silence(sys.stdout)
         return EXIT_BROKEN_PIPE
+
+
+async def _until_terminated(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main`; SIGTERM cancels it as Ctrl-C does (the display ends, the run is left)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        return await main
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        return EXIT_TERMINATED
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def fail(exc: ClientError) -> int:
+    """Say why the command cannot go on; its exit status."""
+    say(str(exc))
+    return exc.exit_code
 
 
 def usage(message: str) -> int:

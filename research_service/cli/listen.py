@@ -9,6 +9,7 @@ from research_service.cli.api_key import api_key_flag, api_key_of
 from research_service.cli.flags import say
 from research_service.cli.following import (
     EXIT_CODES_HELP,
+    fail,
     http_session,
     output,
     output_flags,
@@ -42,10 +43,14 @@ def run(args: argparse.Namespace) -> int:
         api_key = api_key_of(args)
     except ClientError as exc:
         return usage(str(exc))
+    try:
+        out = output(args)  # before any request: a closed stdout stops it here
+    except ClientError as exc:
+        return fail(exc)
 
     async def main() -> int:
         async with http_session() as session:
             api = ServiceClient(session, server, notify=say, api_key=api_key)
-            return await listen(api, run_id, output(args))
+            return await listen(api, run_id, out)
 
-    return run_command(main())
+    return run_command(main(), follows_a_run=True)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any, Final
 
 from research_service.cli.api_key import api_key_flag, api_key_of
 from research_service.cli.flags import say
 from research_service.cli.following import (
+    fail,
     http_session,
     run_command,
     run_target_flags,
     usage,
 )
 from research_service.client.api import ServiceClient
+from research_service.client.output import Sink, json_line, printable, stdout
 from research_service.client.review import plan_command
 from research_service.client.session import parse_target
 from research_service.errors import ClientError, RunRefused
@@ -81,12 +82,17 @@ def run(args: argparse.Namespace) -> int:
     except ClientError as exc:
         return usage(str(exc))
     decision = _decision(args)
+    try:
+        out = stdout()  # before any request: a closed stdout stops it here
+    except ClientError as exc:
+        return fail(exc)
 
     async def main() -> int:
         async with http_session() as session:
             api = ServiceClient(session, server, notify=say, api_key=api_key)
             if decision is None:
-                return _show(await api.snapshot(run_id), as_json=args.json, server=server)
+                snapshot = await api.snapshot(run_id)
+                return _show(out, snapshot, as_json=args.json, server=server)
             try:
                 answer = await api.decide(run_id, decision)
             except RunRefused as exc:
@@ -96,25 +102,33 @@ def run(args: argparse.Namespace) -> int:
                 say(detail if run_id in detail else f"run {run_id}: {detail}")
                 return EXIT_NOT_AWAITING
         if args.json:
-            print(json.dumps(answer, ensure_ascii=False), flush=True)
+            _print(out, json_line(answer))
         else:
-            print(f"run {run_id}: round {answer.get('round')} {answer.get('decision')}", flush=True)
+            _print(
+                out,
+                printable(f"run {run_id}: round {answer.get('round')} {answer.get('decision')}"),
+            )
         return 0
 
     return run_command(main())
 
 
-def _show(snapshot: dict[str, Any], *, as_json: bool, server: str) -> int:
+def _print(out: Sink, line: str) -> None:
+    out.write(line + "\n")
+    out.flush()
+
+
+def _show(out: Sink, snapshot: dict[str, Any], *, as_json: bool, server: str) -> int:
     """The plan that waits for review (exit 0), or why there is none (EXIT_NOT_AWAITING)."""
     review = snapshot.get("review") if snapshot.get("awaiting") == "plan_review" else None
     run_id = snapshot["id"]
     if as_json:
-        print(json.dumps(review, ensure_ascii=False), flush=True)
+        _print(out, json_line(review))
     elif review is not None:
-        print(f"run {run_id} waits for a review of its plan, round {review.get('round')}:")
-        for number, query in enumerate(review.get("queries") or [], 1):
-            print(f"  {number}. {query}")
-        print(f"decide with: {plan_command(run_id, server.rstrip('/'))}", flush=True)
+        lines = [f"run {run_id} waits for a review of its plan, round {review.get('round')}:"]
+        lines += [f"  {n}. {query}" for n, query in enumerate(review.get("queries") or [], 1)]
+        lines.append(f"decide with: {plan_command(run_id, server.rstrip('/'))}")
+        _print(out, printable("\n".join(lines)))
     else:
         say(f"run {run_id} does not wait for a review of its plan (it is {snapshot.get('status')})")
     return 0 if review is not None else EXIT_NOT_AWAITING

@@ -12,6 +12,7 @@ from research_service.cli.api_key import api_key_flag, api_key_of
 from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.cli.following import DEFAULT_SERVER, SERVER_ENV, http_session
 from research_service.client.api import ServiceClient
+from research_service.client.urls import check_server
 from research_service.errors import ClientError
 from research_service.logs import configure_logging
 
@@ -53,8 +54,13 @@ def in_process_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def check_service_flags(args: argparse.Namespace) -> None:
-    """ClientError for flags that do not go together; sets `args.api_key` from its env."""
-    given = sorted(f"--{n.replace('_', '-')}" for n in IN_PROCESS_FLAGS if getattr(args, n))
+    """ClientError for flags that do not go together or a bad --server; sets `args.api_key`."""
+    if args.server:
+        check_server(args.server, flag=server_source(args.server))
+    # Given at all, whatever the value: `--token-delay-ms 0` would not apply either.
+    given = sorted(
+        f"--{n.replace('_', '-')}" for n in IN_PROCESS_FLAGS if getattr(args, n) is not None
+    )
     if args.server and given:
         raise ClientError(
             f"{', '.join(given)} set up the in-process service; drop them with --server"
@@ -62,6 +68,11 @@ def check_service_flags(args: argparse.Namespace) -> None:
     if args.api_key is not None and not args.server:
         raise ClientError("--api-key is for a --server; the in-process service asks for no key")
     args.api_key = api_key_of(args) if args.server else None
+
+
+def server_source(server: str) -> str:
+    """Where a --server value came from, for a message: the flag, or its variable."""
+    return SERVER_ENV if os.environ.get(SERVER_ENV) == server else "--server"
 
 
 @asynccontextmanager

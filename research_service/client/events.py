@@ -8,7 +8,7 @@ from typing import Any
 
 from research_service.client.sse import Message
 from research_service.errors import NotAnEventStream
-from research_service.events import EVENT_NAMES, parse_event_id
+from research_service.events import CRASH_ENDINGS, EVENT_NAMES, parse_event_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,14 @@ class RunEvent:
     @property
     def is_final(self) -> bool:
         return self.name == "done"
+
+    @property
+    def ends_after_a_crash(self) -> bool:
+        """The `error` or `done` of an ending written after the process running it stopped."""
+        if self.name == "error":
+            return self.data.get("code") in CRASH_ENDINGS
+        error = self.data.get("error") if self.name == "done" else None
+        return isinstance(error, dict) and error.get("code") in CRASH_ENDINGS
 
     def to_json(self) -> dict[str, Any]:
         """The `--json` line of this event."""

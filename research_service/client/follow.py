@@ -47,7 +47,9 @@ class Follower:
     """Reads the events of one run from `url`, resuming after the last event it saw.
 
     `notify` receives one line per connection problem (for stderr). Every event is
-    delivered once, in order: events at or before the last seen seq are dropped. With
+    delivered once, in order: events at or before the last seen seq are dropped, but for the
+    ending of a run ended after a crash, which may come with seqs of events that the crash
+    lost (docs/protocol.md, "After a crash"). With
     `api_key`, every connection carries `Authorization: Bearer`; a 401 ends the stream.
     """
 
@@ -62,6 +64,8 @@ class Follower:
     _retry_ms: int = DEFAULT_RETRY_MS
     _connect_timeout_s: float = CONNECT_TIMEOUT_S
     _connected: bool = False  # a first connection got its 200
+    #: The names of the crash ending's events delivered (each is delivered once).
+    _crash_ending: set[str] = field(default_factory=set)
 
     @property
     def shown_url(self) -> str:
@@ -149,10 +153,16 @@ class Follower:
                     self._retry_ms = parser.retry
                 for message in messages:
                     event = run_event(message)
-                    if event.seq <= last_seq:
+                    crash_ending = event.ends_after_a_crash
+                    if event.seq <= last_seq and not (
+                        crash_ending and event.name not in self._crash_ending
+                    ):
                         continue  # already delivered: never twice
-                    last_seq = event.seq
-                    self.last_id = event.id
+                    if crash_ending:
+                        self._crash_ending.add(event.name)
+                    if event.seq > last_seq:
+                        last_seq = event.seq
+                        self.last_id = event.id
                     yield event
                     if event.is_final:
                         return

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from research_service.client.events import RunEvent
+from research_service.client.output import printable, printable_event
 from research_service.client.text import CITATION, done_line, duration, plural
 from research_service.client.view import PhaseView, QueryView, RunView
 
@@ -29,7 +30,11 @@ _MARKS = {"completed": ("✓", "green"), "failed": ("✗", "red"), "cancelled": 
 
 
 class LiveDisplay:
-    """Redraws the run's state in place while it runs, then prints the finished report."""
+    """Redraws the run's state in place while it runs, then prints the finished report.
+
+    What the run sends is made `printable` as it arrives: text from documents and pages
+    cannot act on the terminal, nor break out of a source's hyperlink.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -44,7 +49,7 @@ class LiveDisplay:
 
     def start(self, *, run_id: str, question: str) -> None:
         """Open the live region and start the frame timer."""
-        self.run_id, self.question = run_id, question
+        self.run_id, self.question = run_id, printable(question)
         self._open()
 
     def pause(self) -> None:
@@ -74,7 +79,7 @@ class LiveDisplay:
     def event(self, event: RunEvent) -> None:
         """Fold the event in; redraw at most FRAMES_PER_S times a second (and on done)."""
         before = self.view.elapsed_ms
-        self.view.apply(event)
+        self.view.apply(printable_event(event))
         if self.view.elapsed_ms != before:
             self._anchor = (self.view.elapsed_ms, time.monotonic())
         if event.is_final or time.monotonic() - self._drawn >= 1 / FRAMES_PER_S:

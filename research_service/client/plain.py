@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, TextIO
+from typing import Any
 
 from research_service.client.events import RunEvent
+from research_service.client.output import Writer, json_line, printable
 from research_service.client.text import (
     done_line,
     duration,
@@ -20,7 +20,7 @@ from research_service.client.view import RunView
 class JsonLines:
     """One JSON object per event per line (`{"id", "event", "data"}`), nothing else."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: Writer) -> None:
         self.out = out
 
     def start(self, *, run_id: str, question: str) -> None:
@@ -28,8 +28,7 @@ class JsonLines:
 
     def event(self, event: RunEvent) -> None:
         """Write the event's line and flush it, so `jq` sees it at once."""
-        self.out.write(json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":")))
-        self.out.write("\n")
+        self.out.write(json_line(event.to_json()) + "\n")
         self.out.flush()
 
     def finish(self) -> None:
@@ -45,10 +44,11 @@ class JsonLines:
 class PlainText:
     """A transcript: one line per step, the answer streamed as it is written, then sources.
 
-    With `quiet`, only the answer and the sources are written.
+    With `quiet`, only the answer and the sources are written. Everything is written
+    `printable`: text from documents and pages cannot act on the terminal.
     """
 
-    def __init__(self, out: TextIO, *, quiet: bool = False) -> None:
+    def __init__(self, out: Writer, *, quiet: bool = False) -> None:
         self.out = out
         self.quiet = quiet
         self.view = RunView()
@@ -62,7 +62,7 @@ class PlainText:
         """Write what the event changed and flush, so a pipe's reader sees it live."""
         self.view.apply(event)
         if event.name == "token":
-            self.out.write(str(event.data.get("text", "")))
+            self._write(str(event.data.get("text", "")))
         else:
             self._end_answer()
             if event.name == "phase":
@@ -79,9 +79,9 @@ class PlainText:
             self.out.flush()
             return
         if self.view.sources:
-            self.out.write("\nSources:\n")
+            self._write("\nSources:\n")
             for source in self.view.sources:
-                self.out.write(f"  [{source.id}] {source.title}\n      {source.url}\n")
+                self._write(f"  [{source.id}] {source.title}\n      {source.url}\n")
         self._line(f"\ndone: {done_line(done)}")
         self.out.flush()
 
@@ -93,12 +93,15 @@ class PlainText:
 
     def _end_answer(self) -> None:
         if self._in_answer:
-            self.out.write("\n\n" if self.view.answer else "\n")
+            self._write("\n\n" if self.view.answer else "\n")
             self._in_answer = False
+
+    def _write(self, text: str) -> None:
+        self.out.write(printable(text))
 
     def _line(self, text: str) -> None:
         if not self.quiet:
-            self.out.write(text + "\n")
+            self._write(text + "\n")
 
     def _phase(self, data: dict[str, Any]) -> None:
         name, status = data.get("phase"), data.get("status")

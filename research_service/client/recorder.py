@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -21,19 +24,40 @@ class Recorder:
     """
 
     def __init__(self, path: Path) -> None:
-        """Open the file at once, so a path that cannot be written fails before any run starts."""
+        """Open the file at once, so a path that cannot be written fails before any run starts.
+
+        An existing file is opened without truncating it: it is left as it was until the
+        recording begins (`start`), and by `discard` when no run was found or started.
+        """
         self.path = path
         try:
-            self._file: IO[str] = path.open("w", encoding="utf-8", newline="\n")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                self._created = True
+            except FileExistsError:
+                fd = os.open(path, os.O_WRONLY)  # no O_TRUNC: untouched until `start`
+                self._created = False
         except OSError as exc:
-            raise ClientError(f"cannot write the recording {path} ({exc.strerror})") from exc
+            raise self._failed(exc) from None
+        # SIM115: the file stays open while the run is followed; close() or discard() closes it.
+        self._file: IO[str] = open(fd, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
         self._t_ms = 0
+        self._seq = 0
         self._arrived = time.monotonic()
         self.complete = False
 
     def start(self, run: dict[str, Any]) -> None:
-        """Write the header line from the run's snapshot (or `POST /v1/runs` answer)."""
+        """Begin the recording (an existing file is emptied now) with the run's header line.
+
+        The header comes from the run's snapshot (or `POST /v1/runs` answer).
+        """
         self._arrived = time.monotonic()
+        fd = self._file.fileno()
+        if not self._created and stat.S_ISREG(os.fstat(fd).st_mode):
+            try:
+                os.ftruncate(fd, 0)
+            except OSError as exc:
+                raise self._failed(exc) from None
         header = header_fields(
             run_id=run["id"],
             question=run["question"],
@@ -51,18 +75,34 @@ class Recorder:
         if not isinstance(clock, int):  # tokens: the time since the previous event
             clock = self._t_ms + int((now - self._arrived) * 1000)
         self._t_ms, self._arrived = max(self._t_ms, clock), now
-        self._write(event_line(seq=event.seq, name=event.name, data=event.data, t_ms=self._t_ms))
+        # The ending of a run cut short by a crash may come with seqs this listener saw on
+        # events the crash lost (docs/protocol.md, "After a crash"): a recording of what the
+        # listener saw numbers it on from there, as its format requires.
+        seq = max(event.seq, self._seq + 1) if event.ends_after_a_crash else event.seq
+        self._seq = seq
+        self._write(event_line(seq=seq, name=event.name, data=event.data, t_ms=self._t_ms))
         self.complete = event.is_final
 
     def close(self) -> None:
         """Close the file (a recording without `done` is incomplete: replay refuses it)."""
-        self._file.close()
+        with contextlib.suppress(OSError):  # a failed write was said already
+            self._file.close()
 
     def discard(self) -> None:
-        """Close and delete the file: no run was found or started to record."""
-        self._file.close()
-        self.path.unlink(missing_ok=True)
+        """Close the file, and delete it if this recorder made it: no run was found or started.
+
+        A file that was there before is left exactly as it was.
+        """
+        self.close()
+        if self._created:
+            self.path.unlink(missing_ok=True)
 
     def _write(self, line: str) -> None:
-        self._file.write(line)
-        self._file.flush()
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: OSError) -> ClientError:
+        return ClientError(f"cannot write the recording {self.path} ({exc.strerror or exc})")

@@ -11,6 +11,7 @@ from typing import Any, Final, TextIO
 from research_service.client.api import ServiceClient
 from research_service.client.events import RunEvent
 from research_service.client.lines import LineReader
+from research_service.client.output import printable
 from research_service.client.text import Display, duration
 from research_service.errors import ClientError, RunRefused
 
@@ -164,7 +165,7 @@ class Reviewer:
         )
 
     def _write(self, text: str) -> None:
-        self.input.out.write(text)
+        self.input.out.write(printable(text))  # the queries and the service's words included
         self.input.out.flush()
 
     def _show(self, proposal: Proposal) -> None:

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from research_service.client.api import ServiceClient
 from research_service.client.follow import DEFAULT_GIVE_UP_S, Follower
 from research_service.client.recorder import Recorder
 from research_service.client.review import Reviewer, ReviewInput
 from research_service.client.text import Display
+from research_service.client.urls import RUN_URL_HINT, UsageError, check_server, split_url
 from research_service.errors import ClientError
 from research_service.events import is_run_id
 
@@ -50,11 +51,14 @@ class Output:
 
 
 def parse_target(target: str, server: str) -> tuple[str, str]:
-    """`listen`'s argument as (service base URL, run id): a run id, an API URL or a panel link."""
+    """`listen`'s argument as (service base URL, run id): a run id, an API URL or a panel link.
+
+    UsageError when it is neither, or when the URL (or `server`, for a run id) is not one.
+    """
     if is_run_id(target):
-        return server, target
-    parts = urlsplit(target)
-    if parts.scheme in ("http", "https") and parts.netloc:
+        return check_server(server), target
+    if target.lower().startswith(("http://", "https://")):
+        parts = split_url(target, what=repr(target), hint=RUN_URL_HINT)
         origin = f"{parts.scheme}://{parts.netloc}"
         shared = parse_qs(parts.query).get("run", [])
         if shared and is_run_id(shared[0]):
@@ -62,7 +66,7 @@ def parse_target(target: str, server: str) -> tuple[str, str]:
         match = _RUN_PATH.match(parts.path)
         if match:
             return origin + match["prefix"], match["id"]
-    raise ClientError(
+    raise UsageError(
         f"{target!r} is neither a run id (16 hex characters) nor a run's URL, such as "
         "http://127.0.0.1:8080/v1/runs/ID/events or a panel link http://127.0.0.1:8080/?run=ID"
     )

@@ -20,6 +20,9 @@ from research_service.runs.models import RunRecord
 
 DOWNLOAD_CONNECT_TIMEOUT_S: Final = 10.0
 DOWNLOAD_READ_TIMEOUT_S: Final = 60.0
+#: The most of a foreign server's answer quoted in a message.
+FIRST_LINE_CHARS: Final = 200
+CHECK_SERVER: Final = "check --server (the service's base URL, e.g. http://127.0.0.1:8080)"
 
 
 class RunNotFinished(RequestError):
@@ -39,6 +42,14 @@ class ExportError(ResearchError):
     """`research-service export` cannot get the recording; the message says why."""
 
     code = "export"
+    #: The exit status of `research-service export`: the run or the store cannot give it.
+    exit_code = 2
+
+
+class NotAService(ExportError):
+    """The --server cannot be reached, or what answers there is not a research-service."""
+
+    exit_code = 4
 
 
 def finished_recording(record: RunRecord, events: Sequence[Event]) -> str:
@@ -117,20 +128,30 @@ async def download(server: str, run_id: str, *, api_key: str | None = None) -> s
             body = await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ExportError(
+        raise NotAService(
             f"cannot download {url} ({describe(exc)}); is `research-service serve` running at "
             f"{server}?"
         ) from None
     if status != 200:
-        raise ExportError(f"{url} answered {status}: {_detail(body)}")
+        detail = detail_of(body)
+        if detail is None:  # not the service's own problem body: another server answered
+            raise NotAService(
+                f"{url} answered HTTP {status} {_first_line(body)}, which is not a "
+                f"research-service's answer; {CHECK_SERVER}"
+            )
+        error = NotAService if status >= 500 else ExportError
+        raise error(f"{url} answered {status}: {detail}")
     try:
         text = body.decode("utf-8")
         parse_recording(text, source=url)
     except (UnicodeDecodeError, RecordingError) as exc:
-        raise ExportError(f"{url} did not answer with a recording ({exc})") from None
+        raise NotAService(
+            f"{url} did not answer with a recording ({exc}); {CHECK_SERVER}"
+        ) from None
     return text
 
 
-def _detail(body: bytes) -> str:
-    """The `detail` of a problem+json body, else the body itself (shortened)."""
-    return detail_of(body) or body.decode("utf-8", "replace")[:200] or "an empty body"
+def _first_line(body: bytes) -> str:
+    """What a body that is not a problem begins with, on one line (an HTML page's first)."""
+    lines = body.decode("utf-8", "replace").strip().splitlines()
+    return lines[0].strip()[:FIRST_LINE_CHARS] if lines else "with an empty body"

@@ -1,12 +1,25 @@
-"""A run's limits: its token budget and its whole-run deadline."""
+"""A run's limits: the runs active at once, its token budget and its whole-run deadline."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
-from research_service.errors import PipelineError
+from research_service.errors import PipelineError, TooManyRuns
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
+
+#: How long a client refused for too many active runs is told to wait, in seconds.
+RETRY_AFTER_S: Final = 5
+
+
+def check_room(active: int, limit: int) -> None:
+    """Raise TooManyRuns when `active` runs already reach the `limit`."""
+    if active >= limit:
+        raise TooManyRuns(
+            f"{active} runs are active, the limit is {limit}; retry in {RETRY_AFTER_S} s",
+            retry_after=RETRY_AFTER_S,
+        )
 
 
 def token_budget(requested: int | None, ceiling: int | None) -> int | None:

@@ -10,21 +10,16 @@ from typing import Any, Final, Literal, TypeAlias
 
 from research_service import loop_turns
 from research_service.defaults import DEFAULT_REVIEW_TIMEOUT_S
-from research_service.errors import (
-    NotFound,
-    PipelineError,
-    ProviderError,
-    StoreUnavailable,
-    TooManyRuns,
-)
+from research_service.errors import NotFound, PipelineError, ProviderError, StoreUnavailable
 from research_service.events import Event, FinalStatus, done_payload
 from research_service.logs import run_task
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.pipeline.review import NOT_WAITING, Decision, ReviewGate, ReviewRefused
 from research_service.runs.coordinator import Coordinator
+from research_service.runs.creations import Creations
 from research_service.runs.hub import Hub
-from research_service.runs.limits import run_within_deadline, token_budget
+from research_service.runs.limits import check_room, run_within_deadline, token_budget
 from research_service.runs.live_run import LiveRun
 from research_service.runs.log import EventLog
 from research_service.runs.models import RunOptions, RunRecord, RunTail, new_run_id
@@ -34,7 +29,6 @@ from research_service.stats import Stats
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_S: Final = 5
 STATE_CACHE_SIZE: Final = 512
 #: How a run ends (in the log only) when the store could not record its end.
 UNRECORDED: Final = "unrecorded"
@@ -77,6 +71,7 @@ class RunManager:
         # Slots taken by runs being created (their record is being stored): counted against
         # the limit before the first await, so a burst of requests cannot all pass the check.
         self._starting = 0
+        self._creations = Creations()
         self._finished_states: OrderedDict[str, RunState] = OrderedDict()
         #: Set when this process stops serving streams (a cluster node: clients resume
         #: elsewhere); each listener then ends its response.
@@ -93,26 +88,25 @@ class RunManager:
         """Store a new run of `owner` and start its pipeline in the background.
 
         In a cluster the run is stored and queued; whichever executor takes it runs it.
+        Once begun, this goes on if the caller is cancelled: a run that is stored starts.
         """
+        record = RunRecord(new_run_id(), question, options, owner=owner)
+        if self.coordinator is None:
+            # Check and take the slot with no await in between; _store gives it back.
+            check_room(self.active_runs, self.max_active_runs)
+            self._starting += 1
+        return await self._creations.finish(self._store(record))
+
+    async def _store(self, record: RunRecord) -> RunRecord:
+        """Store the run and start it here, or submit it to the cluster (the slot is taken)."""
         if self.coordinator is not None:
-            record = RunRecord(new_run_id(), question, options, owner=owner)
             await self.coordinator.submit(record, limit=self.max_active_runs)
-            self.stats.runs_created += 1
-            return record
-        # Check and take the slot with no await in between; give it back on every failure.
-        if self.active_runs >= self.max_active_runs:
-            raise TooManyRuns(
-                f"{self.active_runs} runs are active, the limit is {self.max_active_runs}; "
-                f"retry in {RETRY_AFTER_S} s",
-                retry_after=RETRY_AFTER_S,
-            )
-        self._starting += 1
-        try:
-            record = RunRecord(new_run_id(), question, options, owner=owner)
-            await self.log.create_run(record)
-        finally:
-            self._starting -= 1
-        self.start(record)
+        else:
+            try:
+                await self.log.create_run(record)
+            finally:
+                self._starting -= 1
+            self.start(record)
         self.stats.runs_created += 1
         return record
 
@@ -249,12 +243,14 @@ class RunManager:
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Cancel every live run and wait until each has written its `done`."""
-        tasks = [run.task for run in self._live.values() if run.task is not None]
-        for run in list(self._live.values()):
-            run.cancel(code="shutdown", message="the service shut down during the run")
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        """Cancel every live run (one being stored, once it starts); wait for each `done`."""
+        creating = True
+        while creating:
+            creating = bool(self._creations.pending)
+            tasks = [run.task for run in self._live.values() if run.task is not None]
+            for run in list(self._live.values()):
+                run.cancel(code="shutdown", message="the service shut down during the run")
+            await asyncio.gather(*tasks, *self._creations.pending, return_exceptions=True)
 
     def _arm_abandon(self, run: LiveRun) -> None:
         if run.abandon_timer is not None:

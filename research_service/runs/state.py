@@ -82,6 +82,8 @@ class RunState:
             self.total_ms = int(data["timings_ms"]["total"])
             self.usage = data.get("usage")
             self.truncated = bool(data.get("truncated", False))
+            # An ended run waits for nothing, however it ended (cancelled mid-review too).
+            self.awaiting = self.review = None
 
     def _apply_phase(self, data: dict[str, Any]) -> None:
         self.status = "running"

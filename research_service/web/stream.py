@@ -9,7 +9,7 @@ from typing import Final
 from aiohttp import web
 
 from research_service.errors import InvalidEventId
-from research_service.events import PING, parse_event_id, retry_field
+from research_service.events import CRASH_ENDINGS, PING, Event, parse_event_id, retry_field
 from research_service.runs.log import EventLog
 from research_service.web.keys import MANAGER, SETTINGS
 from research_service.web.listener import Listener, batches
@@ -54,6 +54,24 @@ async def _running(log: EventLog, run_id: str) -> bool:
     return tail is not None and tail.end is None
 
 
+def _ends_after_a_crash(event: Event) -> bool:
+    return event.name == "error" and event.data.get("code") in CRASH_ENDINGS
+
+
+async def _stored_before_a_crash(log: EventLog, run_id: str) -> int | None:
+    """The last seq stored before the ending of a run ended after a crash; None for others.
+
+    Such an ending (`error` `interrupted` or `worker_lost`, then `done`) is written by another
+    process after the one running the run stopped. Events reach listeners before the store,
+    so a listener may have seen events past the stored ones that the crash lost: the ending
+    took their seqs.
+    """
+    tail = (await log.tails([run_id])).get(run_id)
+    if tail is None or tail.end is None or tail.end.error_code not in CRASH_ENDINGS:
+        return None
+    return tail.event_count - 2
+
+
 async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tuple[int, bool]:
     """The seq a listener has already seen, and whether that event was the run's `done`."""
     if raw is None:
@@ -74,6 +92,14 @@ async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tup
         and await log.wait(run_id, after=seq - 1, timeout=RESUME_WAIT_S)
     ):
         tail = await log.read(run_id, after=seq - 1, limit=1)
+    if not tail or _ends_after_a_crash(tail[0]):
+        # Past the stored log of a run ended after a crash, or at its ending's `error`: the
+        # listener may have seen events lost with the process, numbered as the ending is. It
+        # is sent the ending (docs/protocol.md, "After a crash"). At the ending's `done`, as
+        # for any `done`, it is sent nothing more.
+        stored = await _stored_before_a_crash(log, run_id)
+        if stored is not None and seq > stored:
+            return stored, False
     if not tail:
         raise InvalidEventId(
             f"Last-Event-ID {raw!r} was never issued by run {run_id}",
@@ -93,8 +119,14 @@ async def stream(
         # The listener has everything: 204 makes a browser's EventSource stop reconnecting.
         return web.Response(status=204)
     response = web.StreamResponse(status=200, headers=STREAM_HEADERS)
-    await response.prepare(request)
     stats = manager.stats
+    try:
+        await response.prepare(request)
+    except ConnectionError:
+        # The client went away before its stream began (its transport is closing): expected,
+        # as when it goes mid-stream (see Listener.write), so no error; it just leaves.
+        stats.listeners_dropped += 1
+        return response
     listener = Listener(request, response, settings, stats)
     listener.after = after
     listener.hub = manager.hub(run_id)  # what is appended from now on is live, not catch-up

@@ -81,9 +81,38 @@ function follow(runId, text) {
       view.connectionState(state);
       if (state === "lost") setActive(null);
     },
-    onRefused: () => void session.check(),
+    onRefused: () => {
+      void session.check();
+      void showIfEnded(runId);
+    },
   });
   stream.start();
+}
+
+/** The statuses of a run that has ended. */
+const ENDED = ["completed", "failed", "cancelled"];
+
+/**
+ * A reconnect was refused: if the run has ended meanwhile, show its end from its snapshot.
+ * A stream resumed from an event the store lost in a crash, numbered like the run's stored
+ * `done`, is answered 204 (docs/protocol.md, "After a crash"): nothing more would come.
+ * @param {string} runId
+ */
+async function showIfEnded(runId) {
+  let snapshot;
+  try {
+    snapshot = await getRun(runId);
+  } catch {
+    return; // Unreachable or refused: the stream's own retries and the session say so.
+  }
+  if (stream === null || stream.runId !== runId || stream.finished) return;
+  if (!ENDED.includes(str(snapshot, "status"))) return;
+  stream.close();
+  const error = snapshot.error;
+  if (error !== null && typeof error === "object") view.handle("error", error);
+  view.handle("done", snapshot);
+  view.connectionState("closed");
+  setActive(null);
 }
 
 /**

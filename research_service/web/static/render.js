@@ -138,6 +138,11 @@ export class RunView {
   /** @param {Record<string, unknown>} data */
   done(data) {
     const status = str(data, "status");
+    // The stored answer has the last word: after a crash, text the listener saw may be lost.
+    if (typeof data.answer === "string" && data.answer !== this.answer.text) {
+      this.answer.clear();
+      this.answer.append(data.answer);
+    }
     this.answer.finish();
     this.review.ended();
     this.answerBox.setAttribute("aria-busy", "false");

@@ -37,6 +37,19 @@ export function seqOf(runId, eventId) {
 }
 
 /** Follows `/v1/runs/{id}/events` until `done`, reconnecting after drops and refusals. */
+/** The codes of a run's ending written by another process after a crash. */
+const CRASH_ENDINGS = ["interrupted", "worker_lost"];
+
+/**
+ * Whether an event is the ending of a run another process ended after a crash.
+ * @param {EventName} name
+ * @param {Record<string, unknown>} data
+ */
+export function endsAfterACrash(name, data) {
+  const code = name === "done" ? /** @type {Record<string, unknown> | null} */ (data.error)?.code : data.code;
+  return (name === "done" || name === "error") && typeof code === "string" && CRASH_ENDINGS.includes(code);
+}
+
 export class RunStream {
   /**
    * @param {string} runId
@@ -48,6 +61,8 @@ export class RunStream {
     /** The seq and id of the last event handed on; anything at or before it is a repeat. */
     this.lastSeq = 0;
     this.lastId = "";
+    /** The names of the crash ending's events handed on (each is handed on once). */
+    this.crashEnding = new Set();
     this.finished = false;
     this.attempts = 0;
     /** @type {EventSource | null} */
@@ -108,14 +123,6 @@ export class RunStream {
       return;
     }
     const message = /** @type {MessageEvent<string>} */ (event);
-    const seq = seqOf(this.runId, message.lastEventId);
-    if (seq !== null) {
-      // Resuming never repeats an event, but a repeat must never repeat answer text either.
-      if (seq <= this.lastSeq) return;
-      this.lastSeq = seq;
-      this.lastId = message.lastEventId;
-    }
-    this.setState("open");
     let data;
     try {
       data = JSON.parse(message.data);
@@ -123,6 +130,20 @@ export class RunStream {
       return; // Not the contract's JSON: nothing sensible to show.
     }
     if (data === null || typeof data !== "object") return;
+    const seq = seqOf(this.runId, message.lastEventId);
+    if (seq !== null) {
+      // Resuming never repeats an event, but a repeat must never repeat answer text either.
+      // After a crash the run's ending may come with seqs already seen: events the store
+      // lost had them (docs/protocol.md, "After a crash"). It is never a repeat.
+      const crashEnding = endsAfterACrash(name, data);
+      if (seq <= this.lastSeq && !(crashEnding && !this.crashEnding.has(name))) return;
+      if (crashEnding) this.crashEnding.add(name);
+      if (seq > this.lastSeq) {
+        this.lastSeq = seq;
+        this.lastId = message.lastEventId;
+      }
+    }
+    this.setState("open");
     if (name === "done") this.close();
     this.handlers.onEvent(name, data, seq ?? this.lastSeq);
     if (name === "done") this.setState("closed");
