@@ -254,3 +254,15 @@ class NotAnEventStream(ClientError):
     """A response that is not a research-service event stream (wrong URL or server)."""
 
     exit_code = 4
+
+
+class UsageError(ClientError):
+    """What the command line asks for cannot be done as written: exit status 2."""
+
+    exit_code = 2
+
+
+class OutputFailed(ClientError):
+    """Stdout cannot be written (closed, a full disk): the command ends with this one line."""
+
+    exit_code = 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ from research_service.webhooks.dispatcher import MAX_WAIT_S, backoff
 from tests import cli_process
 from tests.conftest import MakeService, Service
 from tests.served import start, stop
+from tests.test_lifecycle import (
+    REQUESTS_THAT_CREATE_A_RUN,
+    served_connections,
+    store_writes_held,
+    stored_run_id,
+    wait_until,
+)
 from tests.webhook_receiver import Receiver
 
 SECRET = "webhook-tests-signing-secret-0123456789abcdef"
@@ -313,3 +321,30 @@ async def test_the_memory_store_sends_them_too(
     assert got.verify(CONFIGURED)["data"]["run_id"] == run_id
     (delivery,) = await settled(client, service, run_id)
     assert delivery["state"] == "delivered"
+
+
+@pytest.mark.parametrize(
+    "raw_request",
+    list(REQUESTS_THAT_CREATE_A_RUN.values()),
+    ids=list(REQUESTS_THAT_CREATE_A_RUN),
+)
+async def test_a_run_whose_client_left_while_it_was_stored_is_still_heard_of(
+    make_service: MakeService, receiver: Receiver, tmp_path: Path, raw_request: bytes
+) -> None:
+    """The client closes while its run's record is being stored: the run starts, and its
+    webhooks are owed all the same (they are part of the run's creation)."""
+    service = await hooked(
+        make_service, webhook_url=receiver.url("/all"), webhook_secret=CONFIGURED
+    )
+    port = service.server.port
+    assert port is not None
+    http_server = served_connections(service)
+    idle_connections = len(http_server.connections)
+    with store_writes_held(tmp_path / "data" / RUN_STORE_FILE):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(raw_request)
+            await wait_until(lambda: service.manager.active_runs == 1)
+        await wait_until(lambda: len(http_server.connections) == idle_connections)
+    run_id = await stored_run_id(service)
+    (got,) = await receiver.wait_for(1)
+    assert got.verify(CONFIGURED)["data"]["run_id"] == run_id

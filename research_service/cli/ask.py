@@ -24,8 +24,7 @@ from research_service.cli.service_choice import (
 from research_service.client.lines import LineReader
 from research_service.client.review import ReviewInput
 from research_service.client.session import ask
-from research_service.client.urls import UsageError
-from research_service.errors import ClientError
+from research_service.errors import ClientError, UsageError
 
 
 def add_parser(commands: Any) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 from research_service.cli.api_key import api_key_flag, api_key_of
 from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.cli.following import EXIT_BROKEN_PIPE
-from research_service.client.output import OutputFailed, Sink, silence, stdout
+from research_service.client.output import Sink, silence, stdout
 from research_service.client.urls import check_server
-from research_service.errors import ClientError
+from research_service.errors import ClientError, OutputFailed
 from research_service.recordings.export import (
     ExportError,
     download,

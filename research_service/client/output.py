@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any, Final, Protocol, TextIO
 
 from research_service.client.events import RunEvent
-from research_service.errors import ClientError
+from research_service.errors import OutputFailed
 
 #: Control characters a terminal acts on: C0 but \t and \n, DEL, and C1 (0x9b is CSI, as ESC [).
 CONTROLS: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -26,12 +26,6 @@ class Writer(Protocol):
 
     def flush(self) -> object:
         """Hand what was written on."""
-
-
-class OutputFailed(ClientError):
-    """Stdout cannot be written (closed, a full disk): the command ends with this one line."""
-
-    exit_code = 1
 
 
 def printable(text: str) -> str:

@@ -16,8 +16,8 @@ from research_service.client.follow import DEFAULT_GIVE_UP_S, Follower
 from research_service.client.recorder import Recorder
 from research_service.client.review import Reviewer, ReviewInput
 from research_service.client.text import Display
-from research_service.client.urls import RUN_URL_HINT, UsageError, check_server, split_url
-from research_service.errors import ClientError
+from research_service.client.urls import RUN_URL_HINT, check_server, split_url
+from research_service.errors import ClientError, UsageError
 from research_service.events import is_run_id
 
 #: Exit codes of `ask` and `listen`, by how the run ended (docs in README "Terminal").

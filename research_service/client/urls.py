@@ -5,17 +5,11 @@ from __future__ import annotations
 from typing import Final
 from urllib.parse import SplitResult, urlsplit
 
-from research_service.errors import ClientError
+from research_service.errors import UsageError
 
 #: What to pass instead of a URL that is not one, for messages.
 SERVER_HINT: Final = "pass the service's base URL, e.g. http://127.0.0.1:8080"
 RUN_URL_HINT: Final = "pass a run id or a run's URL, e.g. http://127.0.0.1:8080/v1/runs/ID/events"
-
-
-class UsageError(ClientError):
-    """What the command line asks for cannot be done as written: exit status 2."""
-
-    exit_code = 2
 
 
 def split_url(url: str, *, what: str, hint: str = SERVER_HINT) -> SplitResult:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeAlias
 
 from research_service.errors import StoreUnavailable
 from research_service.records import RunRecord
 
 log = logging.getLogger(__name__)
+
+#: What a run's creation also owes once the run is stored (its webhooks): done as part of it.
+AfterCreate: TypeAlias = Callable[[RunRecord], Awaitable[None]]
 
 
 class Creations:

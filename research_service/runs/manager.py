@@ -17,7 +17,7 @@ from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.pipeline.review import NOT_WAITING, Decision, ReviewGate, ReviewRefused
 from research_service.runs.coordinator import Coordinator
-from research_service.runs.creations import Creations
+from research_service.runs.creations import AfterCreate, Creations
 from research_service.runs.hub import Hub
 from research_service.runs.limits import check_room, run_within_deadline, token_budget
 from research_service.runs.live_run import LiveRun
@@ -83,21 +83,26 @@ class RunManager:
         return len(self._live) + self._starting
 
     async def create(
-        self, question: str, options: RunOptions, *, owner: str | None = None
+        self,
+        question: str,
+        options: RunOptions,
+        *,
+        owner: str | None = None,
+        then: AfterCreate | None = None,
     ) -> RunRecord:
         """Store a new run of `owner` and start its pipeline in the background.
 
-        In a cluster the run is stored and queued; whichever executor takes it runs it.
-        Once begun, this goes on if the caller is cancelled: a run that is stored starts.
+        In a cluster it is stored and queued for an executor. Once begun, this goes on if the
+        caller is cancelled: a stored run starts, and `then(record)` (its webhooks) is done.
         """
         record = RunRecord(new_run_id(), question, options, owner=owner)
         if self.coordinator is None:
             # Check and take the slot with no await in between; _store gives it back.
             check_room(self.active_runs, self.max_active_runs)
             self._starting += 1
-        return await self._creations.finish(self._store(record))
+        return await self._creations.finish(self._store(record, then))
 
-    async def _store(self, record: RunRecord) -> RunRecord:
+    async def _store(self, record: RunRecord, then: AfterCreate | None) -> RunRecord:
         """Store the run and start it here, or submit it to the cluster (the slot is taken)."""
         if self.coordinator is not None:
             await self.coordinator.submit(record, limit=self.max_active_runs)
@@ -108,6 +113,8 @@ class RunManager:
                 self._starting -= 1
             self.start(record)
         self.stats.runs_created += 1
+        if then is not None:
+            await then(record)
         return record
 
     def start(self, record: RunRecord) -> None:

@@ -108,8 +108,12 @@ async def create_run(request: web.Request) -> web.Response:
     validation.known_params(request.query)
     question, options, webhook = await _read_create_body(request)
     await check_webhook(request, webhook)
-    record = await request.app[MANAGER].create(question, options, owner=request[ACCESS].owner)
-    await add_webhooks(request, record, webhook)
+    record = await request.app[MANAGER].create(
+        question,
+        options,
+        owner=request[ACCESS].owner,
+        then=lambda record: add_webhooks(request, record, webhook),
+    )
     body = _created(request, record)
     body["options"] = options.to_dict()
     if webhook is not None:
@@ -212,8 +216,12 @@ async def research(request: web.Request) -> web.StreamResponse:
     raw = requested_position(request)
     access = request[ACCESS]
     if raw is None:
-        record = await manager.create(question, options, owner=access.owner)
-        await add_webhooks(request, record, None)
+        record = await manager.create(
+            question,
+            options,
+            owner=access.owner,
+            then=lambda record: add_webhooks(request, record, None),
+        )
         return await stream(request, run_id=record.id, after=0, ended=False)
     run_id, _ = split_event_id(raw)
     resumed = await manager.log.get_run(run_id)
