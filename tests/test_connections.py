@@ -299,3 +299,21 @@ async def test_when_every_connection_is_busy_new_ones_get_503(tmp_path: Path) ->
         for writer in closing:
             writer.close()
         assert await stop(service) == 0
+
+
+async def test_the_descriptor_table_is_sized_for_the_open_files_limit_at_start_up(
+    tmp_path: Path,
+) -> None:
+    # Grown later, by a burst's accept(), each doubling blocked the event loop for 10-15 ms.
+    service = await start(*serve_args(tmp_path), preexec_fn=open_files_limit(256, 4096), timeout=60)
+    try:
+        status = await asyncio.to_thread(Path(f"/proc/{service.process.pid}/status").read_text)
+        (size,) = re.findall(r"^FDSize:\s+(\d+)$", status, re.MULTILINE)
+        assert int(size) >= 4096
+        # The descriptor that grew it is closed again: none sits at the top.
+        fds = await asyncio.to_thread(
+            lambda: list(Path(f"/proc/{service.process.pid}/fd").iterdir())
+        )
+        assert max(int(fd.name) for fd in fds) < 1024
+    finally:
+        assert await stop(service) == 0

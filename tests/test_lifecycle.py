@@ -64,21 +64,42 @@ async def test_cancel_stops_the_run_promptly_with_done_cancelled(
 
 class HeldGate:
     """Stands in for the loop's turn gate (loop_turns.SHARED) as a burst's backlog would be:
-    whoever reaches it waits until the test opens it."""
+    after the first `let_through` callers, whoever reaches it waits until the test opens it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, let_through: int = 0) -> None:
+        self.let_through = let_through
         self.reached = asyncio.Event()
         self.opened = asyncio.Event()
 
     async def turn(self) -> None:
+        if self.let_through > 0:
+            self.let_through -= 1
+            return
         self.reached.set()
         await self.opened.wait()
+
+
+async def test_a_post_in_a_burst_waits_for_its_turn_then_creates_its_run(
+    service: Service, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = HeldGate()
+    monkeypatch.setattr(loop_turns, "SHARED", gate)
+    posting = asyncio.create_task(service.create(client))
+    async with asyncio.timeout(5):
+        await gate.reached.wait()  # the request waits before its body is even read
+    assert not posting.done()
+    assert service.manager.active_runs == 0  # nothing stored, nothing started yet
+    gate.opened.set()
+    async with asyncio.timeout(5):
+        run_id = await posting
+    await service.wait_done(run_id)
+    assert (await service.manager.state(run_id)).finished
 
 
 async def test_a_run_cancelled_before_its_turn_to_start_ends_with_done_cancelled(
     service: Service, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gate = HeldGate()
+    gate = HeldGate(let_through=1)  # the POST goes on; its run waits
     monkeypatch.setattr(loop_turns, "SHARED", gate)
     run_id = await service.create(client)
     async with asyncio.timeout(5):

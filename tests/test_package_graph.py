@@ -34,6 +34,7 @@ CORE: Final = frozenset(
         "log_writer",
         "own_thread",
         "loop_turns",
+        "collector",
         "events",
         "net",
         "hits",

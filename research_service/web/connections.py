@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
+import os
 import resource
 import socket
 import struct
@@ -24,6 +26,9 @@ EXHAUSTION_LOG_INTERVAL_S: Final = 10.0
 REFUSED_LINGER_S: Final = 1.0
 #: ... unless this many refused connections are lingering already: then it is closed at once.
 MAX_LINGERING: Final = 32
+#: The most descriptors the kernel's table is made to hold at start-up: 8 bytes of kernel
+#: memory each (512 KiB), none of the process's own.
+MAX_PRESIZED_FILES: Final = 1 << 16
 #: The asyncio message for a failed accept(); logged here as a count instead of a traceback.
 ACCEPT_FAILED: Final = "socket.accept() out of system resource"
 
@@ -72,6 +77,36 @@ def raise_open_files_limit() -> int:
         else:
             soft = hard
     return soft
+
+
+def presize_file_table(files: int) -> int:
+    """Make the kernel's descriptor table hold `files` descriptors now; return how many it holds.
+
+    Linux grows a process's table by doubling, when a new descriptor does not fit. In a process
+    with more than one thread each growth waits for an RCU grace period (`expand_files` ->
+    `synchronize_rcu`): 10-15 ms during which the `accept()` that needed it blocks the event
+    loop. A burst of 300 new connections met two growths (bench/README.md, "A descriptor
+    table sized at start-up"). The table never shrinks, so one descriptor opened at the top and
+    closed again grows it once, now. At most `MAX_PRESIZED_FILES`, and no more than the
+    open-files limit allows; 0 when it cannot be done.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for bound in (soft, MAX_PRESIZED_FILES):
+        if bound != resource.RLIM_INFINITY and (files == resource.RLIM_INFINITY or files > bound):
+            files = bound
+    if files < 2:
+        return 0
+    probe = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        # The lowest free descriptor at or above the top: no open one is touched.
+        high = fcntl.fcntl(probe, fcntl.F_DUPFD_CLOEXEC, files - 1)
+    except OSError as exc:
+        log.warning("could not size the descriptor table for %d files: %s", files, exc)
+        return 0
+    finally:
+        os.close(probe)
+    os.close(high)
+    return high + 1
 
 
 def default_max_connections() -> int:

@@ -106,6 +106,7 @@ async def _read_create_body(request: web.Request) -> tuple[str, RunOptions, str 
 async def create_run(request: web.Request) -> web.Response:
     """`POST /v1/runs`: start a run in the background."""
     validation.known_params(request.query)
+    await loop_turns.SHARED.turn()  # a burst's POSTs are taken a few per loop turn
     question, options, webhook = await _read_create_body(request)
     await check_webhook(request, webhook)
     record = await request.app[MANAGER].create(

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import logging
 import signal
 from typing import Any, Final
 
 from aiohttp import web
 
+from research_service.collector import (
+    collect_when_quiet,
+    defer_full_collections,
+    freeze_startup_objects,
+)
 from research_service.errors import ConfigError
 from research_service.own_thread import set_background_nice
 from research_service.settings import Settings
 from research_service.web.connections import (
     ConnectionGuard,
     default_max_connections,
+    presize_file_table,
     raise_open_files_limit,
 )
+from research_service.web.keys import MANAGER
 from research_service.web.metrics import forget_startup_stalls
 from research_service.web.protocol import GuardedServer, QuietAccessLogger
 
@@ -149,6 +155,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     # Before any background thread starts: the loop that writes every stream comes first.
     set_background_nice(settings.background_nice)
     files = raise_open_files_limit()
+    presize_file_table(files)  # grown once now, not in the accept() of a burst
     runner = make_runner(app, settings)
     guard = runner.guard
     loop = asyncio.get_running_loop()
@@ -158,10 +165,19 @@ async def serve(app: web.Application, settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     server = await bind(settings, runner)
+    collecting: asyncio.Task[None] | None = None
     try:
         await runner.setup()
         freeze_startup_objects()
         forget_startup_stalls(app)
+        manager = app[MANAGER]
+        collecting = asyncio.create_task(
+            collect_when_quiet(
+                lambda: manager.active_runs == 0 and manager.stats.open_streams == 0,
+                due_after=defer_full_collections(),
+            ),
+            name="collect-when-quiet",
+        )
         host, port = server.sockets[0].getsockname()[:2]
         site = BoundSite(runner, server, f"http://{_url_host(host)}:{port}")
         await site.start()
@@ -174,19 +190,10 @@ async def serve(app: web.Application, settings: Settings) -> None:
         await stop.wait()
         log.info("stopping: live runs end now; %g s grace for their listeners", runner.grace_s)
     finally:
+        if collecting is not None:
+            collecting.cancel()
         server.close()
         await runner.cleanup()
-
-
-def freeze_startup_objects() -> None:
-    """Move what start-up built (imports, the providers) out of the collector's reach.
-
-    Without it every full collection re-scans ~100,000 long-lived objects (the openai,
-    pydantic and HTTP client imports): 85-100 ms pauses in the middle of streams, measured by
-    the relay benchmark.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def _url_host(host: str) -> str:
