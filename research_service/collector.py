@@ -49,10 +49,37 @@ def defer_full_collections() -> int:
     Returns the threshold that was in force: the point at which `collect_when_quiet` takes
     a full collection as due.
     """
-    first, second, usual = gc.get_threshold()
-    if usual < DEFERRED_FULL_THRESHOLD:
+    global _usual_full_threshold  # noqa: PLW0603 - what it was before this process changed it
+    first, second, now = gc.get_threshold()
+    if _usual_full_threshold is None:
+        _usual_full_threshold = now
+    if now < DEFERRED_FULL_THRESHOLD:
         gc.set_threshold(first, second, DEFERRED_FULL_THRESHOLD)
-    return min(usual, DEFERRED_FULL_THRESHOLD)
+    return min(_usual_full_threshold, DEFERRED_FULL_THRESHOLD)
+
+
+_usual_full_threshold: int | None = None
+_quiet_collections = 0
+
+
+def quiet_collections() -> int:
+    """How many full collections `collect_when_quiet` has taken in this process."""
+    return _quiet_collections
+
+
+def full_collections() -> int:
+    """How many full collections this process has made in all (CPython's count)."""
+    return int(gc.get_stats()[2]["collections"])
+
+
+def start_quiet_collections(quiet: Callable[[], bool]) -> asyncio.Task[None]:
+    """Defer CPython's full collections and take them while `quiet()`; cancel to stop.
+
+    Call it after `freeze_startup_objects`, once start-up is done.
+    """
+    return asyncio.create_task(
+        collect_when_quiet(quiet, due_after=defer_full_collections()), name="collect-when-quiet"
+    )
 
 
 async def collect_when_quiet(
@@ -69,6 +96,8 @@ async def collect_when_quiet(
             continue
         began = time.perf_counter()
         found = gc.collect()
+        global _quiet_collections  # noqa: PLW0603 - this process's count, as gc keeps its own
+        _quiet_collections += 1
         log.debug(
             "full collection while quiet: %d unreachable objects in %.1f ms",
             found,

@@ -17,10 +17,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from research_service import collector
 from research_service.collector import (
     DEFERRED_FULL_THRESHOLD,
     collect_when_quiet,
     defer_full_collections,
+    quiet_collections,
 )
 from research_service.web.connections import MAX_PRESIZED_FILES, presize_file_table
 
@@ -83,11 +85,22 @@ class Looks:
             await event.wait()
 
 
-def test_full_collections_are_considered_ten_times_less_often(manual_gc: None) -> None:
+def test_full_collections_are_considered_ten_times_less_often(
+    manual_gc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(collector, "_usual_full_threshold", None)
     gc.set_threshold(700, 10, 10)
     assert defer_full_collections() == 10
     assert gc.get_threshold() == (700, 10, DEFERRED_FULL_THRESHOLD)
-    # Already as deferred (or more): left alone, and due at the deferred threshold.
+    # A second time (a second `serve` in one process): still due at the usual threshold.
+    assert defer_full_collections() == 10
+    assert gc.get_threshold() == (700, 10, DEFERRED_FULL_THRESHOLD)
+
+
+def test_a_threshold_already_higher_is_left_alone(
+    manual_gc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(collector, "_usual_full_threshold", None)
     gc.set_threshold(700, 10, 500)
     assert defer_full_collections() == DEFERRED_FULL_THRESHOLD
     assert gc.get_threshold() == (700, 10, 500)
@@ -102,10 +115,12 @@ async def test_a_due_collection_waits_until_nothing_runs(manual_gc: None) -> Non
     try:
         await looks.until(3)
         assert ref() is not None  # due, but runs were executing: not collected
+        taken = quiet_collections()
         looks.busy = False
         async with asyncio.timeout(10):
             await freed.wait()
         assert ref() is None
+        assert quiet_collections() == taken + 1  # counted for GET /metrics
     finally:
         task.cancel()
 

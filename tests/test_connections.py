@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.loopback import free_port
 from tests.served import CORPUS, Served, open_files_limit, start, stop
@@ -315,5 +316,18 @@ async def test_the_descriptor_table_is_sized_for_the_open_files_limit_at_start_u
             lambda: list(Path(f"/proc/{service.process.pid}/fd").iterdir())
         )
         assert max(int(fd.name) for fd in fds) < 1024
+        # Start-up's heap is out of the collector's reach, its full collections counted.
+        async with httpx.AsyncClient(timeout=READ_TIMEOUT_S) as client:
+            metrics = (await client.get(f"{service.base}/metrics")).text
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+        }
+        assert samples["research_gc_frozen_objects"] > 10_000
+        assert samples["research_gc_full_collections_total"] >= 1  # the freeze's own
+        # The quiet ones are among them; the freeze's own was not one.
+        quiet = samples["research_gc_quiet_collections_total"]
+        assert 0 <= quiet < samples["research_gc_full_collections_total"]
     finally:
         assert await stop(service) == 0

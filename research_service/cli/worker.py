@@ -12,6 +12,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from research_service.cli.flags import settings_flags, settings_from
+from research_service.collector import freeze_startup_objects, start_quiet_collections
 from research_service.errors import ConfigError
 from research_service.logs import configure_logging
 from research_service.own_thread import set_background_nice
@@ -82,7 +83,12 @@ async def work(settings: Settings, *, health_port: int | None) -> None:
     app = create_app(settings, api=False)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()  # starts the app: store, providers, and the node takes runs
+    # As `serve` does: start-up's heap out of the collector's reach, full collections while
+    # no run executes here.
+    freeze_startup_objects()
     forget_startup_stalls(app)
+    manager = app[MANAGER]
+    collecting = start_quiet_collections(lambda: manager.active_runs == 0)
     health: web.AppRunner | None = None
     try:
         node = app[CLUSTER]
@@ -97,6 +103,7 @@ async def work(settings: Settings, *, health_port: int | None) -> None:
             settings.drain_s,
         )
     finally:
+        collecting.cancel()
         await runner.cleanup()  # drains (the node's shutdown), then closes the store
         if health is not None:
             await health.cleanup()

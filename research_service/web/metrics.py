@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -27,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from research_service.cluster.queue_depth import queue_depth
 from research_service.cluster.redis_link import ERRORS as REDIS_ERRORS
+from research_service.collector import full_collections, quiet_collections
 from research_service.errors import Forbidden
 from research_service.log_writer import lost_lines
 from research_service.stats import Buckets, Stats
@@ -98,11 +100,31 @@ class ServiceCollector(Collector):
             "the longest the event loop was late since the service began serving",
             value=stats.loop_lag_max,
         )
+        yield from _collector()
         yield _counter(
             f"{PREFIX}_log_lines_lost",
             "log lines dropped (the log's reader fell behind) or not written (its stream failed)",
             lost_lines(),
         )
+
+
+def _collector() -> Iterator[Metric]:
+    """The garbage collector: start-up's frozen heap, full collections and the quiet ones."""
+    yield _gauge(
+        f"{PREFIX}_gc_frozen_objects",
+        "objects start-up left out of the garbage collector's reach",
+        gc.get_freeze_count(),
+    )
+    yield _counter(
+        f"{PREFIX}_gc_full_collections",
+        "full (generation 2) garbage collections, wherever they fell",
+        full_collections(),
+    )
+    yield _counter(
+        f"{PREFIX}_gc_quiet_collections",
+        "full garbage collections taken while no run executed and no stream was open",
+        quiet_collections(),
+    )
 
 
 def _streams(stats: Stats) -> Iterator[Metric]:

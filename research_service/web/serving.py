@@ -10,11 +10,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from research_service.collector import (
-    collect_when_quiet,
-    defer_full_collections,
-    freeze_startup_objects,
-)
+from research_service.collector import freeze_startup_objects, start_quiet_collections
 from research_service.errors import ConfigError
 from research_service.own_thread import set_background_nice
 from research_service.settings import Settings
@@ -171,12 +167,8 @@ async def serve(app: web.Application, settings: Settings) -> None:
         freeze_startup_objects()
         forget_startup_stalls(app)
         manager = app[MANAGER]
-        collecting = asyncio.create_task(
-            collect_when_quiet(
-                lambda: manager.active_runs == 0 and manager.stats.open_streams == 0,
-                due_after=defer_full_collections(),
-            ),
-            name="collect-when-quiet",
+        collecting = start_quiet_collections(
+            lambda: manager.active_runs == 0 and manager.stats.open_streams == 0
         )
         host, port = server.sockets[0].getsockname()[:2]
         site = BoundSite(runner, server, f"http://{_url_host(host)}:{port}")
