@@ -8,11 +8,12 @@ keep those pauses out of everyone's streams:
   (`freeze_startup_objects`): ~100,000 objects, 85-100 ms a full collection otherwise.
 - A burst of runs makes its own heap (300 runs at once: ~70,000 tasks, coroutines, timers,
   requests) and with it a full collection of 9-14 ms in the middle of the burst, the longest
-  loop turn left (bench/README.md, "Full collections while nothing runs"). So CPython considers
-  a full collection ten times less often than it would (`DEFERRED_FULL_THRESHOLD`; its own
-  rule, that what was promoted since the last one exceed a quarter of what survived it, still
-  holds), and `collect_when_quiet` runs one as soon as the usual threshold has been passed
-  and no run is executing and no stream is open: nobody's next event waits for it.
+  loop turn left (bench/README.md, "A descriptor table sized at start-up; full collections
+  while nothing runs"). So CPython considers a full collection ten times less often than it
+  would (`DEFERRED_FULL_THRESHOLD`; its own rule, that what was promoted since the last one
+  exceed a quarter of what survived it, still holds), and `collect_when_quiet` runs one as
+  soon as the usual threshold has been passed and no run is executing and no stream is open:
+  nobody's next event waits for it.
 """
 
 from __future__ import annotations
