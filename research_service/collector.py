@@ -89,7 +89,8 @@ async def collect_when_quiet(
     """Run a full collection once it is due and nothing runs; until cancelled.
 
     Every `check_s` it looks: due once `due_after` generation-1 collections have passed
-    since the last full one, and `quiet()` says no run is executing and no stream is open.
+    since the last full one, and taken when `quiet()` says nothing is running (`serve`: no
+    run executing and no stream open; `worker`: no run executing).
     """
     while True:
         await asyncio.sleep(check_s)
