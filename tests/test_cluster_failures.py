@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests import postgres
 from tests.cluster import Followed, RedisServer, assert_gap_free, cluster_on, follow, post_run
 from tests.loopback import free_port
+from tests.metrics_text import metric_samples
 from tests.sse import after_event, listen
 
 postgres_database = postgres.postgres_database
@@ -96,15 +96,11 @@ async def test_sigterm_drains_a_worker_its_runs_finish_and_it_takes_no_new_ones(
         assert (await client.get(scraped)).status_code == 401
         answer = await client.get(scraped, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         assert answer.status_code == 200
-        samples = {
-            s.name: s.value
-            for family in text_string_to_metric_families(answer.text)
-            for s in family.samples
-        }
-        assert samples["research_active_runs"] == 1
-        assert samples["research_events_appended_total"] >= len(head.ids)
+        worker_samples = metric_samples(answer.text)
+        assert worker_samples["research_active_runs"] == 1
+        assert worker_samples["research_events_appended_total"] >= len(head.ids)
         # As `serve` does, start-up's heap is out of the collector's reach.
-        assert samples["research_gc_frozen_objects"] > 10_000
+        assert worker_samples["research_gc_frozen_objects"] > 10_000
         since = len(draining.log)
         draining.signal(signal.SIGTERM)
         await draining.wait_log(rb"worker stopping: no new runs", since=since)

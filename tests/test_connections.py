@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.loopback import free_port
+from tests.metrics_text import metric_samples
 from tests.served import CORPUS, Served, open_files_limit, start, stop
 from tests.sse import listen
 
@@ -319,15 +319,11 @@ async def test_the_descriptor_table_is_sized_for_the_open_files_limit_at_start_u
         # Start-up's heap is out of the collector's reach, its full collections counted.
         async with httpx.AsyncClient(timeout=READ_TIMEOUT_S) as client:
             metrics = (await client.get(f"{service.base}/metrics")).text
-        samples = {
-            sample.name: sample.value
-            for family in text_string_to_metric_families(metrics)
-            for sample in family.samples
-        }
-        assert samples["research_gc_frozen_objects"] > 10_000
-        assert samples["research_gc_full_collections_total"] >= 1  # the freeze's own
+        scraped = metric_samples(metrics)
+        assert scraped["research_gc_frozen_objects"] > 10_000
+        assert scraped["research_gc_full_collections_total"] >= 1  # the freeze's own
         # The quiet ones are among them; the freeze's own was not one.
-        quiet = samples["research_gc_quiet_collections_total"]
-        assert 0 <= quiet < samples["research_gc_full_collections_total"]
+        quiet = scraped["research_gc_quiet_collections_total"]
+        assert 0 <= quiet < scraped["research_gc_full_collections_total"]
     finally:
         assert await stop(service) == 0

@@ -30,6 +30,7 @@ from tests.conftest import MakeService, Service, ServiceTestServer
 from tests.fake_openai import FakeOpenAI, HTTPError, Reply, rate_limited, wants_json
 from tests.fake_searxng import FakeSearxng, Result, Status
 from tests.fakes import ScriptedLLM, ScriptedSearch
+from tests.metrics_text import metric_samples
 from tests.sse import Received, listen
 
 postgres_database = postgres.postgres_database
@@ -44,12 +45,7 @@ async def scrape(service: Service, client: httpx.AsyncClient, **headers: str) ->
     response = await client.get(service.url("/metrics"), headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/plain")
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
+    return metric_samples(response.text)
 
 
 async def test_the_counts_follow_real_runs(

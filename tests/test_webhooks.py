@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from research_service.auth.key_store import SqliteKeys
@@ -25,6 +24,7 @@ from research_service.runs.sqlite_db import RUN_STORE_FILE
 from research_service.webhooks.dispatcher import MAX_WAIT_S, backoff
 from tests import cli_process
 from tests.conftest import MakeService, Service
+from tests.metrics_text import metric_samples
 from tests.served import start, stop
 from tests.test_lifecycle import (
     REQUESTS_THAT_CREATE_A_RUN,
@@ -165,16 +165,11 @@ async def test_failures_are_retried_with_the_same_id_until_taken(
     assert all(got.verify(CONFIGURED)["data"]["run_id"] == run_id for got in attempts)
     (delivery,) = await settled(client, service, run_id)
     assert (delivery["state"], delivery["attempts"]) == ("delivered", 4)
-    scraped = (await client.get(service.url("/metrics"))).text
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(scraped)
-        for sample in family.samples
-    }
-    assert samples[("research_webhook_attempts_total", (("outcome", "failed"),))] == 3
-    assert samples[("research_webhook_attempts_total", (("outcome", "ok"),))] == 1
-    assert samples[("research_webhooks_total", (("state", "delivered"),))] == 1
-    assert samples[("research_webhooks_total", (("state", "failed"),))] == 0
+    scraped = metric_samples((await client.get(service.url("/metrics"))).text)
+    assert scraped['research_webhook_attempts_total{outcome="failed"}'] == 3
+    assert scraped['research_webhook_attempts_total{outcome="ok"}'] == 1
+    assert scraped['research_webhooks_total{state="delivered"}'] == 1
+    assert scraped['research_webhooks_total{state="failed"}'] == 0
 
 
 async def test_the_wait_between_attempts_doubles_up_to_an_hour() -> None:
