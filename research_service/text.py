@@ -1,4 +1,4 @@
-"""Plain-text helpers for the corpus index, the page reader and the builtin model."""
+"""Plain-text helpers for the corpus index, the page reader, the builtin model and input checks."""
 
 from __future__ import annotations
 
@@ -88,6 +88,19 @@ def stems(terms: Iterable[str]) -> set[str]:
         if "_" in term and len(parts) == 1:
             out.add(term)
     return out
+
+
+def encodable(text: str) -> bool:
+    r"""Whether `text` can be written out as UTF-8: it holds no lone surrogate.
+
+    JSON's `\ud800` escapes survive `json.loads` as lone surrogates, which no event, record
+    or log line can carry, and which yarl drops from a URL without a word.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def squash(text: str) -> str:

@@ -349,6 +349,12 @@ async def test_the_list_shows_the_runs_that_wait_for_review(
         ({"feedback": ""}, "feedback"),
         ({"feedback": "x" * 2001}, "feedback"),
         ({"feedback": ["no"]}, "feedback"),
+        # Only `queries` may be null (to approve): a null feedback is no feedback to take.
+        ({"feedback": None}, "feedback"),
+        ({"queries": None, "feedback": None}, "feedback"),
+        # Lone surrogates survive json.loads, and no event could carry them.
+        ({"queries": ["ok", "\ud800 csv"]}, "queries[1]"),
+        ({"feedback": "more \udfff"}, "feedback"),
         ({"queries": ["a"], "feedback": "b"}, "feedback"),
         ({"approve": True}, "approve"),
         ([], None),

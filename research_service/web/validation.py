@@ -27,6 +27,7 @@ from research_service.runs.models import (
     MAX_TOKENS_RANGE,
     RunOptions,
 )
+from research_service.text import encodable
 from research_service.webhooks.target import webhook_url
 
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -60,16 +61,19 @@ def question(value: Any, *, field: str = "question") -> str:
         raise InvalidInput(f"{field} must be a string", field=field)
     if not value.strip():
         raise InvalidInput(f"{field} must not be blank", field=field)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate survives json.loads but can never be written back out.
-        raise InvalidInput(f"{field} is not valid Unicode text", field=field) from None
+    unicode_text(value, field=field)
     if len(value) > MAX_QUESTION_CHARS:
         raise InvalidInput(
             f"{field} is {len(value)} characters; the limit is {MAX_QUESTION_CHARS}", field=field
         )
     return value.strip()
+
+
+def unicode_text(value: str, *, field: str) -> str:
+    """`value`, refused when it cannot be written out as UTF-8 (`text.encodable`)."""
+    if not encodable(value):
+        raise InvalidInput(f"{field} is not valid Unicode text", field=field)
+    return value
 
 
 def _bounded_int(value: Any, *, field: str, bounds: tuple[int, int]) -> int:
@@ -215,13 +219,13 @@ def plan_decision(body: Mapping[str, Any] | None) -> Decision:
         raise InvalidInput(
             f"unknown field(s) {', '.join(unknown)}; allowed: queries, feedback", field=unknown[0]
         )
-    queries, feedback = body.get("queries"), body.get("feedback")
-    if queries is not None and feedback is not None:
+    queries = body.get("queries")
+    if queries is not None and "feedback" in body:
         raise InvalidInput(
             "send queries (run these) or feedback (plan again), not both", field="feedback"
         )
-    if feedback is not None:
-        return Decision(feedback=_feedback(feedback))
+    if "feedback" in body:  # null included: only `queries` may be null, to approve
+        return Decision(feedback=_feedback(body["feedback"]))
     if queries is not None:
         return Decision(queries=_plan_queries(queries))
     return Decision()
@@ -238,7 +242,7 @@ def _plan_queries(value: Any) -> tuple[str, ...]:
         field = f"queries[{index}]"
         if not isinstance(query, str):
             raise InvalidInput(f"{field} must be a string", field=field)
-        text = " ".join(query.split())
+        text = " ".join(unicode_text(query, field=field).split())
         if not text:
             raise InvalidInput(f"{field} is blank", field=field)
         if len(text) > MAX_PLAN_QUERY_CHARS:
@@ -253,7 +257,7 @@ def _plan_queries(value: Any) -> tuple[str, ...]:
 def _feedback(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput("feedback must be a non-blank string", field="feedback")
-    text = value.strip()
+    text = unicode_text(value.strip(), field="feedback")
     if len(text) > MAX_FEEDBACK_CHARS:
         raise InvalidInput(
             f"feedback is {len(text)} characters; the limit is {MAX_FEEDBACK_CHARS}",

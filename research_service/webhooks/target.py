@@ -10,6 +10,7 @@ from research_service.errors import InvalidInput
 from research_service.reading.addresses import AllowList
 from research_service.reading.errors import PageRefused, PageUnreachable
 from research_service.reading.ssrf import UrlGuard
+from research_service.text import encodable
 
 MAX_URL_CHARS: Final = 2048
 FIELD: Final = "options.webhook.url"
@@ -27,6 +28,8 @@ def webhook_url(value: Any) -> str:
         raise InvalidInput(f"{FIELD} must be a non-empty string", field=FIELD)
     if len(url) > MAX_URL_CHARS:
         raise InvalidInput(f"{FIELD} is longer than {MAX_URL_CHARS} characters", field=FIELD)
+    if not encodable(url):
+        raise InvalidInput(f"{FIELD} is not valid Unicode text", field=FIELD)
     try:
         parsed = URL(url.strip())
     except ValueError as exc:
