@@ -49,6 +49,14 @@ class MalformedJSON(RequestError):
     title = "Malformed JSON"
 
 
+class MalformedBody(RequestError):
+    """The request body cannot be read as its headers say (its Content-Encoding, its framing)."""
+
+    slug = "malformed-request"
+    title = "Malformed request"
+    close_connection = True
+
+
 class InvalidEventId(RequestError):
     """A Last-Event-ID that this run never issued."""
 

@@ -166,6 +166,54 @@ async def test_malformed_http_gets_a_short_problem_and_one_quiet_log_line(
     assert "Traceback" not in served.log.decode()
 
 
+def with_body(head: str, body: bytes, **headers: str) -> bytes:
+    """A request: `head` (`POST /v1/runs`), `headers`, and `body` with its Content-Length."""
+    lines = [f"{head} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+UNDECODABLE = [
+    pytest.param("POST /v1/runs", "deflate", 400, id="deflate-body-read"),
+    pytest.param("POST /v1/runs", "gzip", 400, id="gzip-body-read"),
+    pytest.param("POST /v1/runs/0123456789abcdef/cancel", "gzip", 400, id="gzip-cancel"),
+    # The handler answers without reading it; aiohttp reads it afterwards, and fails there.
+    pytest.param("GET /healthz", "gzip", 200, id="gzip-body-never-read"),
+]
+
+
+@pytest.mark.parametrize(("head", "encoding", "status"), UNDECODABLE)
+async def test_a_body_its_content_encoding_cannot_decode_is_the_clients_fault(
+    served: Served, head: str, encoding: str, status: int
+) -> None:
+    before = len(served.log)
+    raw = with_body(
+        head,
+        b"S3CRET, not " + encoding.encode(),
+        Content_Type="application/json",
+        Content_Encoding=encoding,
+    )
+    got_status, headers, body = split_response(await exchange(served.port, raw))
+    assert got_status == status
+    if status == 400:
+        assert headers["content-type"] == "application/problem+json"
+        assert headers["connection"] == "close"
+        problem = json.loads(body)
+        assert problem["type"].endswith("/malformed-request")
+        assert problem["detail"] == (
+            f"the request body cannot be read: Can not decode content-encoding: {encoding}"
+        )
+    # One quiet line says why the connection was closed; nothing logged as an error.
+    await served.wait_log(rb"request body cannot be read: [^\n]*\n", since=before)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{served.base}/healthz")).status_code == 200
+    await served.wait_log(rb'"GET /healthz HTTP/1.1" 200[^\n]*\n', since=before)
+    logged = bytes(served.log[before:]).decode()
+    assert " ERROR " not in logged
+    assert "Traceback" not in logged
+    assert "S3CRET" not in logged
+
+
 async def test_no_response_names_the_software_versions(served: Served) -> None:
     async with httpx.AsyncClient() as client:
         responses = [

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 from aiohttp.typedefs import Handler
 from aiohttp.web_log import AccessLogger
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from research_service.events import dumps
@@ -20,6 +20,7 @@ from research_service.problem_json import PROBLEM_TYPE_BASE
 from research_service.web.connections import ConnectionGuard
 from research_service.web.problems import problem
 from research_service.web.request_id import REQUEST_ID_HEADER, request_id_of
+from research_service.web.validation import unreadable_body
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,21 @@ class GuardedRequestHandler(RequestHandler):
             return
         self.guard.left(self)
         super().connection_lost(exc)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """Log a failure of the connection's loop: a body aiohttp could not read is the client's.
+
+        After a handler answered, aiohttp reads what is left of the request body before it
+        takes the next request; a body that cannot be decoded (its Content-Encoding) fails
+        there, as it did in the handler that answered it `400`. Not an error of the service.
+        """
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError):
+            log.info(
+                "closed a connection whose request body cannot be read: %s", unreadable_body(exc)
+            )
+            return
+        super().log_exception(*args, **kw)
 
     def handle_error(
         self,

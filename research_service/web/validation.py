@@ -11,10 +11,13 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from research_service.errors import (
     BodyTooLarge,
     InvalidInput,
+    MalformedBody,
     MalformedJSON,
     UnsupportedMediaType,
 )
@@ -145,7 +148,11 @@ async def json_object(
         raise BodyTooLarge(
             f"the body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}"
         )
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except RequestPayloadError as exc:
+        # aiohttp's message: what could not be decoded (never the body's bytes).
+        raise MalformedBody(f"the request body cannot be read: {unreadable_body(exc)}") from None
     if not raw and not required:
         return None
     if not _is_json(content_type):
@@ -158,6 +165,13 @@ async def json_object(
     if not isinstance(body, dict):
         raise InvalidInput(f"the body must be {shape}")
     return body
+
+
+def unreadable_body(exc: RequestPayloadError) -> str:
+    """What aiohttp says of a body it could not read, on one line."""
+    cause = exc.__cause__
+    message = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+    return " ".join(message.split()) or "its framing is broken"
 
 
 def no_fields(body: Mapping[str, Any] | None, *, what: str) -> None:
