@@ -363,10 +363,15 @@ async def test_not_modified_answers_match(checked: Checked) -> None:
         ("/openapi.json", None),
     ):
         first = await checked("GET", template, path)
-        again = await checked(
-            "GET", template, path, headers={"If-None-Match": first.headers["ETag"]}
-        )
-        assert again.status_code == 304
+        etag = first.headers["ETag"]
+        # The tag itself, weak, in a list, or any tag at all (RFC 9110 13.1.2).
+        for asked in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            again = await checked("GET", template, path, headers={"If-None-Match": asked})
+            assert again.status_code == 304, asked
+            assert again.headers["ETag"] == etag
+        for asked in ('"other"', etag[:-2] + '"', etag[:-1] + 'x"'):
+            changed = await checked("GET", template, path, headers={"If-None-Match": asked})
+            assert changed.status_code == 200, asked
 
 
 async def test_too_many_runs_matches(

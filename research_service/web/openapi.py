@@ -20,17 +20,17 @@ CACHE_CONTROL: Final = "no-cache"
 
 @functools.cache
 def document() -> tuple[bytes, str]:
-    """The document's bytes and their ETag, read once."""
+    """The document's bytes and their entity tag (unquoted), read once."""
     body = resources.files("research_service.web").joinpath(*DOCUMENT_FILE).read_bytes()
-    return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    return body, hashlib.sha256(body).hexdigest()[:20]
 
 
 async def openapi(request: web.Request) -> web.Response:
     """`GET /openapi.json`: the document (open to anyone, like the panel)."""
     validation.known_params(request.query)
     body, etag = document()
-    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag}
-    if etag in request.headers.get("If-None-Match", ""):
+    headers = {"Cache-Control": CACHE_CONTROL, "ETag": f'"{etag}"'}
+    if validation.not_modified(request, etag):
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, content_type="application/json", headers=headers)
 

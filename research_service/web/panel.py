@@ -85,7 +85,7 @@ def load_asset(name: str) -> Asset | None:
 
 def _respond(request: web.Request, asset: Asset) -> web.Response:
     headers = {**SECURITY_HEADERS, "Cache-Control": CACHE_CONTROL, "ETag": f'"{asset.etag}"'}
-    if f'"{asset.etag}"' in request.headers.get("If-None-Match", ""):
+    if validation.not_modified(request, asset.etag):
         return web.Response(status=304, headers=headers)
     return web.Response(
         body=asset.body, content_type=asset.content_type, charset="utf-8", headers=headers

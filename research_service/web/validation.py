@@ -174,6 +174,14 @@ def unreadable_body(exc: RequestPayloadError) -> str:
     return " ".join(message.split()) or "its framing is broken"
 
 
+def not_modified(request: web.Request, etag: str) -> bool:
+    """Whether `If-None-Match` names `etag` (its value, unquoted) or is `*` (RFC 9110 13.1.2).
+
+    A weak tag matches too, as the weak comparison a GET takes.
+    """
+    return any(tag.value in (etag, "*") for tag in request.if_none_match or ())
+
+
 def no_fields(body: Mapping[str, Any] | None, *, what: str) -> None:
     """Refuse any field in a body that takes none (`{}` or no body at all)."""
     if body:
