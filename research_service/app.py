@@ -125,6 +125,7 @@ def create_app(
                 log=app[EVENT_LOG],
                 pipeline=_pipeline(settings, app[LLM], app[SEARCH], page_reader, stats=stats),
                 max_active_runs=settings.max_active_runs,
+                max_active_runs_per_owner=settings.max_active_runs_per_owner,
                 abandon_after_s=settings.abandon_after_s,
                 max_tokens_per_run=settings.max_tokens_per_run,
                 run_deadline_s=settings.run_deadline_s,

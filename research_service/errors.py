@@ -72,6 +72,11 @@ class NotFound(RequestError):
     title = "Not found"
 
 
+def unknown_run(run_id: str) -> NotFound:
+    """The error for a run that does not exist (or that the asker may not see)."""
+    return NotFound(f"no run with id {run_id!r}; list runs with GET /v1/runs")
+
+
 class ReviewConflict(RequestError):
     """A plan decision the run does not take now (not waiting, decided already, no re-plans)."""
 

@@ -158,6 +158,9 @@ class Settings:
         default=defaults.DEFAULT_MAX_ACTIVE_RUNS,
         metadata=option("runs allowed at once; more get 429 Too Many Requests"),
     )
+    max_active_runs_per_owner: int | None = field(
+        default=None, metadata=option("runs one API key name may have at once", kind=int)
+    )
     max_connections: int | None = field(
         default=None,
         metadata=option(
@@ -344,11 +347,9 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            for name in variables(f):
-                raw = env.get(name)
-                if raw is not None and raw != "":
-                    values[f.name] = parse_value(f, raw)
-                    break
+            raw = next((env[name] for name in variables(f) if env.get(name)), None)
+            if raw is not None:  # the first of its variables set and not empty
+                values[f.name] = parse_value(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -377,10 +378,8 @@ class Settings:
         if named:
             return named
         bound = self.host.strip("[]").lower()
-        extra = (
-            () if bound in ("", "0.0.0.0", "::") or bound in defaults.LOOPBACK_HOSTS else (bound,)
-        )
-        return (*defaults.LOOPBACK_HOSTS, *extra)
+        unnamed = bound in ("", "0.0.0.0", "::") or bound in defaults.LOOPBACK_HOSTS
+        return (*defaults.LOOPBACK_HOSTS, *(() if unnamed else (bound,)))
 
     @property
     def origins(self) -> tuple[str, ...]:

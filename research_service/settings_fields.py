@@ -33,6 +33,7 @@ BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("write_timeout_s", ">", 0),
     ("abandon_after_s", ">", 0),
     ("max_active_runs", ">=", 1),
+    ("max_active_runs_per_owner", ">=", 1),
     ("max_connections", ">=", 1),
     ("header_timeout_s", ">", 0),
     ("body_timeout_s", ">", 0),

@@ -42,6 +42,11 @@ def check_cluster_settings(settings: Settings, *, api: bool = True) -> None:
             "stream token or session made by one node must open on the others); set it, e.g. "
             "RESEARCH_SECRET=$(openssl rand -hex 32)"
         )
+    if settings.max_active_runs_per_owner is not None:
+        raise ConfigError(
+            "--max-active-runs-per-owner counts the runs of one process; cluster mode "
+            "(--redis-url) does not take it yet: drop it, or run a single process"
+        )
     if not settings.database_url:
         raise ConfigError(
             "cluster mode (--redis-url) needs --database-url (RESEARCH_DATABASE_URL or "

@@ -8,6 +8,7 @@ from typing import Final
 from research_service.errors import PipelineError, TooManyRuns
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
+from research_service.runs.models import RunRecord
 
 #: How long a client refused for too many active runs is told to wait, in seconds.
 RETRY_AFTER_S: Final = 5
@@ -20,6 +21,42 @@ def check_room(active: int, limit: int) -> None:
             f"{active} runs are active, the limit is {limit}; retry in {RETRY_AFTER_S} s",
             retry_after=RETRY_AFTER_S,
         )
+
+
+class OwnerSlots:
+    """Each owner's runs active or being created here, within --max-active-runs-per-owner.
+
+    An owner is an API key's name (`--auth keys`); runs without one (auth off) and a cap of
+    None are never counted. A run holds its owner's slot from its creation's check (before
+    any await, as the service-wide slot) until it ends.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._held: dict[str, set[str]] = {}
+
+    def take(self, record: RunRecord) -> None:
+        """Count `record` for its owner; TooManyRuns when the owner's runs reach the limit."""
+        owner = record.owner
+        if self.limit is None or owner is None:
+            return
+        held = self._held.setdefault(owner, set())
+        if len(held) >= self.limit:
+            raise TooManyRuns(
+                f"{owner!r} has {len(held)} runs active, the most one API key's owner may "
+                f"have (--max-active-runs-per-owner); let one finish or cancel one "
+                f"(POST /v1/runs/{{id}}/cancel), or retry in {RETRY_AFTER_S} s",
+                retry_after=RETRY_AFTER_S,
+            )
+        held.add(record.id)
+
+    def release(self, record: RunRecord) -> None:
+        """The run ended (or was never stored): its owner's slot is free."""
+        held = self._held.get(record.owner or "")
+        if held is not None:
+            held.discard(record.id)
+            if not held:
+                del self._held[record.owner or ""]
 
 
 def token_budget(requested: int | None, ceiling: int | None) -> int | None:

@@ -10,7 +10,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 from research_service import loop_turns
 from research_service.defaults import DEFAULT_REVIEW_TIMEOUT_S
-from research_service.errors import NotFound, PipelineError, ProviderError, StoreUnavailable
+from research_service.errors import PipelineError, ProviderError, StoreUnavailable, unknown_run
 from research_service.events import Event, FinalStatus, done_payload
 from research_service.logs import run_task
 from research_service.pipeline.context import RunContext
@@ -19,7 +19,7 @@ from research_service.pipeline.review import NOT_WAITING, Decision, ReviewGate, 
 from research_service.runs.coordinator import Coordinator
 from research_service.runs.creations import AfterCreate, Creations
 from research_service.runs.hub import Hub
-from research_service.runs.limits import check_room, run_within_deadline, token_budget
+from research_service.runs.limits import OwnerSlots, check_room, run_within_deadline, token_budget
 from research_service.runs.live_run import LiveRun
 from research_service.runs.log import EventLog
 from research_service.runs.models import RunOptions, RunRecord, RunTail, new_run_id
@@ -36,11 +36,6 @@ UNRECORDED: Final = "unrecorded"
 Ending: TypeAlias = FinalStatus | Literal["unrecorded"]
 
 
-def unknown_run(run_id: str) -> NotFound:
-    """The error for a run that does not exist (or that the asker may not see)."""
-    return NotFound(f"no run with id {run_id!r}; list runs with GET /v1/runs")
-
-
 class RunManager:
     """Owns the runs of this process; a run's events go to the event log, nothing else."""
 
@@ -51,6 +46,7 @@ class RunManager:
         pipeline: Pipeline,
         max_active_runs: int,
         abandon_after_s: float,
+        max_active_runs_per_owner: int | None = None,
         max_tokens_per_run: int | None = None,
         run_deadline_s: float | None = None,
         coordinator: Coordinator | None = None,
@@ -62,14 +58,14 @@ class RunManager:
         self.coordinator = coordinator
         self.pipeline = pipeline
         self.max_active_runs = max_active_runs
+        self.owner_slots = OwnerSlots(max_active_runs_per_owner)
         self.abandon_after_s = abandon_after_s
         self.max_tokens_per_run = max_tokens_per_run
         self.run_deadline_s = run_deadline_s
         self.review_timeout_s = review_timeout_s
         self.stats = Stats() if stats is None else stats  # what GET /metrics reports
         self._live: dict[str, LiveRun] = {}
-        # Slots taken by runs being created (their record is being stored): counted against
-        # the limit before the first await, so a burst of requests cannot all pass the check.
+        # Runs being stored, counted against the limit before the first await (a burst).
         self._starting = 0
         self._creations = Creations()
         self._finished_states: OrderedDict[str, RunState] = OrderedDict()
@@ -97,8 +93,9 @@ class RunManager:
         """
         record = RunRecord(new_run_id(), question, options, owner=owner)
         if self.coordinator is None:
-            # Check and take the slot with no await in between; _store gives it back.
+            # Checked and taken with no await in between; _store gives them back.
             check_room(self.active_runs, self.max_active_runs)
+            self.owner_slots.take(record)
             self._starting += 1
         return await self._creations.finish(self._store(record, then))
 
@@ -109,9 +106,11 @@ class RunManager:
         else:
             try:
                 await self.log.create_run(record)
+                self.start(record)
             finally:
                 self._starting -= 1
-            self.start(record)
+                if record.id not in self._live:  # not stored: its owner's slot is free again
+                    self.owner_slots.release(record)
         self.stats.runs_created += 1
         if then is not None:
             await then(record)
@@ -154,8 +153,7 @@ class RunManager:
         if live is None or live.context is None:
             return state.snapshot(record)
         snapshot = state.snapshot(record, now_ms=live.context.elapsed_ms())
-        # Progress events carry id/title/url only; the live run knows the snippets too, so a
-        # snapshot has the same source shape during and after the run.
+        # Progress events carry no snippets; the live run's sources do, as a finished run's.
         snapshot["sources"] = [source.full() for source in live.context.sources]
         snapshot["usage"] = live.context.tokens.summary()
         snapshot["truncated"] = live.context.truncated
@@ -296,8 +294,7 @@ class RunManager:
                 record.id, run.state.event_count + 1, name, data, t_ms=ctx.elapsed_ms()
             )
             if name == "done":
-                # The store makes a done durable before it returns: only then is the run over
-                # for snapshots and listeners alike.
+                # Durable once stored: only then is the run over for snapshots and listeners.
                 await self.log.append(event)
                 run.state.apply(event, data)
             else:
@@ -386,6 +383,7 @@ class RunManager:
             status = UNRECORDED
         finally:
             self._live.pop(run.record.id, None)
+            self.owner_slots.release(run.record)
             self._remember(run.record.id, run.state)
             self.stats.runs_finished[(status, (error or {}).get("code") or "")] += 1
             if self.coordinator is not None:

@@ -8,13 +8,18 @@ from typing import Any, Final
 from aiohttp import web
 
 from research_service import loop_turns
-from research_service.errors import BodyTimeout, InvalidEventId, NotFound, ReviewConflict
+from research_service.errors import (
+    BodyTimeout,
+    InvalidEventId,
+    NotFound,
+    ReviewConflict,
+    unknown_run,
+)
 from research_service.events import dumps, is_run_id
 from research_service.pipeline.review import ReviewRefused
 from research_service.recording import header_line, recording_chunks
 from research_service.recordings import RunNotFinished
 from research_service.runs.listing import awaiting_page
-from research_service.runs.manager import unknown_run
 from research_service.runs.models import RunOptions, RunRecord
 from research_service.web import validation
 from research_service.web.access import ACCESS, AUTH, TOKEN_PARAM
