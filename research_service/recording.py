@@ -24,6 +24,7 @@ from research_service.records import (
     RunOptions,
     RunRecord,
 )
+from research_service.text import encodable
 
 FORMAT_NAME: Final = "research-service-recording"
 #: The version this release writes.
@@ -243,12 +244,23 @@ def _object(raw: str, *, source: str, line: int) -> dict[str, Any]:
     if not raw.strip():
         _fail(source, line, "blank line; every line is one JSON object")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         _fail(source, line, f"not JSON ({exc.msg} at column {exc.colno})")
+    except RecursionError:
+        _fail(source, line, "nested too deeply to read")
+    except ValueError as exc:  # NaN or Infinity, an integer of over 4300 digits
+        _fail(source, line, f"not JSON a service writes ({exc})")
+    if ("\\ud" in raw or "\\uD" in raw) and not encodable(json.dumps(value, ensure_ascii=False)):
+        _fail(source, line, "a string holds a lone surrogate (\\ud800-\\udfff); no UTF-8 text can")
     if not isinstance(value, dict):
         _fail(source, line, f"a JSON {_kind(value)}, not an object; every line is one object")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    """Refuse NaN and Infinity: JSON has no such numbers, and no service writes them."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _kind(value: Any) -> str:

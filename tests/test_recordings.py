@@ -162,6 +162,13 @@ BROKEN = [
     Broken("no service_version", _set(0, service_version=...), 1, "'service_version'"),
     Broken("event not JSON", _replace(2, '{"seq": 2,\n'), 3, "not JSON"),
     Broken("event a string", _replace(2, '"token"\n'), 3, "a JSON string, not an object"),
+    # JSON that json.loads reads only with errors of its own, or into values no service writes.
+    Broken(
+        "nested deep", _replace(1, "[" * 100_000 + "]" * 100_000 + "\n"), 2, "nested too deeply"
+    ),
+    Broken("huge integer", _replace(1, '{"seq": ' + "9" * 5000 + "}\n"), 2, "4300 digits"),
+    Broken("NaN", _set(1, t_ms=float("nan")), 2, "NaN is not a JSON number"),
+    Broken("lone surrogate", _set(0, question="hi \ud800 there"), 1, "a lone surrogate"),
     Broken("blank line", _replace(2, "\n"), 3, "blank line"),
     Broken("seq gap", _set(2, seq=3), 3, "seq is 3, expected 2; seq counts up from 1"),
     Broken("first seq", _set(1, seq=0), 2, "seq is 0, expected 1"),
@@ -411,3 +418,10 @@ def test_export_errors_exit_2_with_a_message(
     if not store:
         assert f"no run store at {tmp_path / RUN_STORE_FILE}" in err
         assert not (tmp_path / RUN_STORE_FILE).exists()
+
+
+def test_escaped_surrogate_pairs_are_text_and_load() -> None:
+    # json.dumps writes "😀" as the pair \ud83d\ude00: one character, not a lone surrogate.
+    text = "".join(_set(0, question="Why 😀?")(_lines()))
+    assert "\\ud83d\\ude00" in text
+    assert parse_recording(text).header["question"] == "Why 😀?"
