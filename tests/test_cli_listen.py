@@ -105,6 +105,33 @@ async def test_quiet_prints_only_the_answer_and_sources(live: Service) -> None:
     assert "[planning]" not in result.stdout
     assert "run " not in result.stdout
     assert "Sources:\n  [1] alpha result 1" in result.stdout
+    assert "the run ended" not in result.stderr  # a completed run is its answer
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "says"),
+    [
+        ("builtin_failed", 1, "the run ended failed in "),
+        ("builtin_cancelled", 3, "the run ended cancelled in "),
+    ],
+)
+async def test_quiet_says_on_stderr_how_a_run_that_did_not_complete_ended(
+    name: str, status: int, says: str
+) -> None:
+    recording = load_recording(RECORDINGS / f"{name}.jsonl")
+    app = replay_app(Settings(), load_recordings([RECORDINGS / f"{name}.jsonl"]), speed=INSTANT)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        result = await cli_process.run("listen", recording.run_id, "--server", url, "-q")
+    finally:
+        await server.close()
+    assert result.returncode == status, result.stderr
+    error = recording.events[-1].data["error"]
+    assert says in result.stderr
+    assert f"{error['code']}: {error['message']}" in result.stderr
+    assert "the run ended" not in result.stdout  # stdout keeps only the answer and sources
 
 
 async def test_listen_to_a_replayed_recording_gives_its_events(replayed: TestServer) -> None:

@@ -91,7 +91,7 @@ def output(args: argparse.Namespace, *, in_process: bool = False) -> Output:
     if args.json:
         display = JsonLines(out)
     elif args.quiet or args.plain or not out.stream.isatty():
-        display = PlainText(out, quiet=args.quiet)
+        display = PlainText(out, quiet=args.quiet, notify=say)
     else:
         display = LiveDisplay(Console(highlight=False))
     return Output(

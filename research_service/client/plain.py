@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from research_service.client.events import RunEvent
@@ -44,13 +45,17 @@ class JsonLines:
 class PlainText:
     """A transcript: one line per step, the answer streamed as it is written, then sources.
 
-    With `quiet`, only the answer and the sources are written. Everything is written
+    With `quiet`, only the answer and the sources are written, and a run that did not
+    complete is said through `notify` (stderr): its status and error. Everything is written
     `printable`: text from documents and pages cannot act on the terminal.
     """
 
-    def __init__(self, out: Writer, *, quiet: bool = False) -> None:
+    def __init__(
+        self, out: Writer, *, quiet: bool = False, notify: Callable[[str], None] | None = None
+    ) -> None:
         self.out = out
         self.quiet = quiet
+        self.notify = notify
         self.view = RunView()
         self._in_answer = False
 
@@ -84,6 +89,8 @@ class PlainText:
                 self._write(f"  [{source.id}] {source.title}\n      {source.url}\n")
         self._line(f"\ndone: {done_line(done)}")
         self.out.flush()
+        if self.quiet and self.notify is not None and done.get("status") != "completed":
+            self.notify(f"the run ended {done_line(done)}")
 
     def pause(self) -> None:
         """Nothing: each line is written whole."""
