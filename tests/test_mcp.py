@@ -210,6 +210,12 @@ async def test_bad_calls_are_mcp_errors_that_say_what_was_wrong(service: Service
             await mcp.read_resource(f"research://runs/{'0' * 16}/answer")
         assert "no run with id '0000000000000000'" in missing.value.message
         assert missing.value.code == INVALID_PARAMS
+        # A resource's run id never reaches the service as a path of its own.
+        for odd in (f"{'0' * 16}%2Fevents", f"{'0' * 16}%2Frecording", "%3Flimit%3D1", "ABC"):
+            with pytest.raises(MCPError) as refused:
+                await mcp.read_resource(f"research://runs/{odd}")
+            assert "a run id is 16 lowercase hex characters" in refused.value.message, odd
+            assert refused.value.code == INVALID_PARAMS
         # The server is still there for the next call.
         assert len((await mcp.list_tools()).tools) == 4
 
@@ -315,10 +321,16 @@ async def test_over_http_each_callers_key_goes_to_the_service_and_its_rules_appl
             run_id = started.structured_content["run_id"]
             own = await alice.call_tool("get_research", {"run_id": run_id})
             assert not own.is_error
+            # The resource list is the caller's too: her run, and its question.
+            listed = [str(r.uri) for r in (await alice.list_resources()).resources]
+            assert f"research://runs/{run_id}" in listed
         async with keyed_client(url, keyed.keys["bob"]) as bob:
             other = await bob.call_tool("get_research", {"run_id": run_id})
             assert other.is_error
             assert f"no run with id '{run_id}'" in text_of(other)
+            theirs = (await bob.list_resources()).resources
+            assert not [r for r in theirs if run_id in str(r.uri)]
+            assert not [r for r in theirs if QUESTION in (r.description or "")]
         async with keyed_client(url, None) as nobody:
             refused = await nobody.call_tool("start_research", {"question": QUESTION})
             assert refused.is_error

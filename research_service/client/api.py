@@ -112,6 +112,16 @@ class ServiceClient:
         signed = ", with an API key" if self.api_key else ""
         return f"<ServiceClient {self.base_url}{signed}>"  # never the key itself
 
+    def with_key(self, api_key: str) -> ServiceClient:
+        """The same client, its requests carrying `api_key` instead."""
+        return ServiceClient(
+            self.session,
+            self.base_url,
+            notify=self.notify,
+            max_busy_wait_s=self.max_busy_wait_s,
+            api_key=api_key,
+        )
+
     def url(self, path: str) -> str:
         """An absolute URL for a path the service returned (`/v1/runs/…`)."""
         return urljoin(self.base_url, path.lstrip("/"))

@@ -11,6 +11,7 @@ from mcp_types import Resource
 
 from research_service.client.api import ServiceClient
 from research_service.errors import ClientError
+from research_service.mcp.callers import CALLER
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,9 @@ class RecentRunsServer(MCPServer):
     """An MCPServer whose `resources/list` also names the service's newest runs.
 
     Each run is listed twice, as research://runs/{id} (its snapshot) and
-    research://runs/{id}/answer (its answer in Markdown). The list is the one the server's own
-    key (--api-key) may see; a service that refuses it lists none, and says why in the log.
+    research://runs/{id}/answer (its answer in Markdown). The list is the one the caller's
+    key may see (the `Authorization: Bearer` it sent over Streamable HTTP), else the server's
+    own (--api-key); a service that refuses it lists none, and says why in the log.
     """
 
     def __init__(self, api: ServiceClient, **settings: Any) -> None:
@@ -34,7 +36,13 @@ class RecentRunsServer(MCPServer):
         """The static resources (none) and the recent runs'."""
         listed = await super().list_resources()
         try:
-            runs = await self._api.runs(limit=RECENT_RUNS)
+            caller = CALLER.get()
+            api = (
+                self._api
+                if caller is None or caller.key is None
+                else self._api.with_key(caller.key)
+            )
+            runs = await api.runs(limit=RECENT_RUNS)
         except (ClientError, aiohttp.ClientError) as exc:
             log.warning("resources/list names no runs: %s", exc)
             return listed

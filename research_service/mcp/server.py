@@ -20,6 +20,7 @@ from research_service import __version__
 from research_service.client.api import ServiceClient
 from research_service.client.follow import Follower
 from research_service.errors import ClientError, RunRefused
+from research_service.events import is_run_id
 from research_service.mcp.answers import Research, from_done, from_snapshot, markdown
 from research_service.mcp.callers import bearer_key
 from research_service.mcp.event_store import RunEventStore
@@ -77,7 +78,7 @@ def _as_caller(api: ServiceClient, ctx: Context | None) -> ServiceClient:
     key = _callers_key(ctx)
     if key is None:
         return api
-    return ServiceClient(api.session, api.base_url, notify=api.notify, api_key=key)
+    return api.with_key(key)
 
 
 async def call(service: ServiceClient, what: str, request: Any) -> Any:
@@ -222,6 +223,8 @@ def _add_resources(server: MCPServer, api: ServiceClient) -> None:
 async def _readable(service: ServiceClient, run_id: str) -> dict[str, Any]:
     """A run's snapshot for a resource; a failure as the resource error that says what."""
     what = f"reading run {run_id}"
+    if not is_run_id(run_id):  # not a path of the service's either (`abc%2Fevents`)
+        raise ResourceNotFoundError(f"{what}: a run id is 16 lowercase hex characters")
     try:
         found: dict[str, Any] = await service.snapshot(run_id)
     except RunRefused as exc:
