@@ -164,6 +164,17 @@ async def test_a_call_is_replayed_only_to_its_own_session_with_its_own_key(
         assert status == 200
         assert answers(sent) == [answer]
 
+        # Only her key ends her session: Bob's, or none, is told there is no such session.
+        for key in (keyed.keys["bob"], None):
+            stranger = RawSession(http, url, key)
+            stranger.id = alice.id
+            refused = await http.delete(url, headers=stranger.headers())
+            assert refused.status_code == 404
+            assert refused.json()["error"]["message"] == "Session not found"
+        status, sent = await alice.resume(first)
+        assert status == 200
+        assert answers(sent) == [answer]
+
         # Ended by DELETE, her session's calls are forgotten; the session is gone.
         ended = await http.delete(url, headers=alice.headers())
         assert ended.status_code == 200

@@ -10,7 +10,9 @@ wrapper around the SDK's app notes each request's caller in a context variable:
   it. The session's own tasks (its message router, its tool calls) are started while that
   request is served, so they see the same caller, session id included.
 
-A session that ends by `DELETE` is reported, so that what was kept for it can go.
+A session that ends by `DELETE` is reported, so that what was kept for it can go. Only the key
+that opened a session may end it: a `DELETE` with another key (or none) is answered as the SDK
+answers an unknown session, 404.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 SESSION_HEADER: Final = b"mcp-session-id"
+#: Sessions whose opening key is kept, for `DELETE`; past it the oldest is forgotten (and
+#: may then be ended with any key, as before this was kept).
+MAX_KEPT_SESSIONS: Final = 10_000
+_NOT_FOUND: Final = (
+    b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Session not found"}}'
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -69,6 +77,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def knowing_callers(app: Asgi, *, session_ended: Callable[[str], None]) -> Asgi:
     """`app` with each HTTP request's caller in `CALLER`; `session_ended(id)` after a DELETE."""
+    opened_by: dict[str, str | None] = {}  # session id: the key that opened it
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,6 +85,10 @@ def knowing_callers(app: Asgi, *, session_ended: Callable[[str], None]) -> Asgi:
             return
         session = _header(scope, SESSION_HEADER)
         caller = Caller(session, bearer_key(_header(scope, b"authorization") or ""))
+        deleting = scope["method"] == "DELETE"
+        if deleting and session in opened_by and opened_by[session] != caller.key:
+            await _not_found(send)  # another caller's session: not one this caller has
+            return
         ended = False
 
         async def noting(message: Message) -> None:
@@ -84,7 +97,11 @@ def knowing_callers(app: Asgi, *, session_ended: Callable[[str], None]) -> Asgi:
                 status = int(message["status"])
                 if caller.session is None and status < 300:
                     caller.session = _header(message, SESSION_HEADER)
-                ended = scope["method"] == "DELETE" and status < 300
+                    if caller.session is not None:
+                        opened_by[caller.session] = caller.key
+                        if len(opened_by) > MAX_KEPT_SESSIONS:
+                            del opened_by[next(iter(opened_by))]
+                ended = deleting and status < 300
             await send(message)
 
         token = CALLER.set(caller)
@@ -93,6 +110,13 @@ def knowing_callers(app: Asgi, *, session_ended: Callable[[str], None]) -> Asgi:
         finally:
             CALLER.reset(token)
             if ended and session is not None:
+                opened_by.pop(session, None)
                 session_ended(session)
 
     return wrapped
+
+
+async def _not_found(send: Send) -> None:
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": _NOT_FOUND})
