@@ -52,11 +52,12 @@ class OwnerSlots:
 
     def release(self, record: RunRecord) -> None:
         """The run ended (or was never stored): its owner's slot is free."""
-        held = self._held.get(record.owner or "")
-        if held is not None:
+        owner = record.owner
+        held = None if owner is None else self._held.get(owner)
+        if owner is not None and held is not None:
             held.discard(record.id)
             if not held:
-                del self._held[record.owner or ""]
+                del self._held[owner]
 
 
 def token_budget(requested: int | None, ceiling: int | None) -> int | None:
