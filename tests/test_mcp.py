@@ -241,6 +241,26 @@ async def test_the_deep_research_prompt_asks_for_the_tool_and_citations(service:
     assert "[n]" in text
 
 
+async def test_a_prompt_asked_for_wrongly_is_invalid_params_naming_what(service: Service) -> None:
+    async with (
+        http_server("--server", service.url("/")) as url,
+        Client(url, read_timeout_seconds=TIMEOUT_S) as mcp,
+    ):
+        with pytest.raises(MCPError) as missing:
+            await mcp.get_prompt("deep_research", {})
+        assert missing.value.code == INVALID_PARAMS
+        assert missing.value.message == "prompt 'deep_research' needs its argument(s): question"
+        with pytest.raises(MCPError) as unknown:
+            await mcp.get_prompt("zz", {"question": "q"})
+        assert unknown.value.code == INVALID_PARAMS
+        assert unknown.value.message == "no prompt named 'zz'; the prompts: deep_research"
+        got = await mcp.get_prompt("deep_research", {"question": "Still there?"})
+        assert "Still there?" in got.messages[0].content.text  # type: ignore[union-attr]
+    # A client's mistake, not the server's: no error and no traceback in its log.
+    assert "Traceback" not in url.log
+    assert " ERROR " not in url.log
+
+
 async def test_research_over_streamable_http_with_progress(
     service: Service, client: httpx.AsyncClient
 ) -> None:

@@ -1,4 +1,4 @@
-"""The MCP server's resource list: the two run templates, and the service's recent runs."""
+"""The MCP server's lists: its resources with the service's recent runs, and its prompts' checks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any, Final
 
 import aiohttp
 from mcp.server.mcpserver import MCPServer
-from mcp_types import Resource
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, Resource
 
 from research_service.client.api import ServiceClient
 from research_service.errors import ClientError
@@ -26,6 +27,10 @@ class RecentRunsServer(MCPServer):
     research://runs/{id}/answer (its answer in Markdown). The list is the one the caller's
     key may see (the `Authorization: Bearer` it sent over Streamable HTTP), else the server's
     own (--api-key); a service that refuses it lists none, and says why in the log.
+
+    A `prompts/get` of a prompt it does not have, or without a required argument, is refused
+    as invalid params naming what is wrong, before the SDK would fail it with code 0 and an
+    ERROR traceback in the log.
     """
 
     def __init__(self, api: ServiceClient, **settings: Any) -> None:
@@ -66,3 +71,23 @@ class RecentRunsServer(MCPServer):
                 ),
             ]
         return listed
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
+    ) -> Any:
+        """The prompt, once its name and required arguments are known to be there."""
+        prompts = {prompt.name: prompt for prompt in await self.list_prompts()}
+        if name not in prompts:
+            known = ", ".join(sorted(prompts))
+            raise MCPError(INVALID_PARAMS, f"no prompt named {name!r}; the prompts: {known}")
+        given = arguments or {}
+        missing = [
+            argument.name
+            for argument in prompts[name].arguments or []
+            if argument.required and argument.name not in given
+        ]
+        if missing:
+            raise MCPError(
+                INVALID_PARAMS, f"prompt {name!r} needs its argument(s): {', '.join(missing)}"
+            )
+        return await super().get_prompt(name, arguments, context)
