@@ -75,17 +75,6 @@ async def test_a_worker_needs_a_cluster_and_no_execute_needs_one_too(tmp_path: P
     assert "--no-execute makes an API-only node of a cluster" in api.stderr
 
 
-async def test_cluster_mode_refuses_a_per_owner_cap_it_cannot_count(tmp_path: Path) -> None:
-    done = await cli_process.run(
-        "serve",
-        *("--redis-url", "redis://127.0.0.1:6379/0", "--store", "postgres"),
-        *("--database-url", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        *("--max-active-runs-per-owner", "2", "--data-dir", str(tmp_path)),
-    )
-    assert done.returncode == 2
-    assert "--max-active-runs-per-owner counts the runs of one process" in done.stderr
-
-
 async def test_a_run_made_on_one_node_streams_whole_from_another_and_resumes_on_either(
     cluster: Cluster, client: httpx.AsyncClient
 ) -> None:

@@ -25,31 +25,70 @@ from research_service.pipeline.review import (
     decision_json,
 )
 from research_service.runs.hub import Hub
+from research_service.runs.limits import owner_full
 from research_service.runs.models import RunRecord
 from research_service.runs.state import RunState
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S: Final = 5
+#: What the admission script answers when the cluster, or the run's owner, is full.
+_CLUSTER_FULL: Final = -1
+_OWNER_FULL: Final = -2
 #: A queued run holds its slot this long unless an executor claims it (and refreshes it).
 QUEUED_SLOT_S: Final = 120.0
 
-# Atomic: drop lapsed slots, refuse past the limit, take one. Redis's clock, not ours.
-_ADMIT: Final = """
+# Redis's clock, not ours: every node's slots lapse by the same one.
+_NOW: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+# An owner's set lives as long as its latest slot (a node that died leaves nothing behind).
+_KEEP_OWNER_SET: Final = """
+local function keep(key)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[2] then redis.call('PEXPIREAT', key, math.floor(tonumber(last[2]))) end
+end
+"""
+# Atomic: drop lapsed slots, refuse past a limit, take one. KEYS: the active set, then the
+# owner's set when its runs are counted. Returns {1, taken}, or {-1, active} when the cluster
+# is full, or {-2, active} when the owner is.
+_ADMIT: Final = (
+    _NOW
+    + _KEEP_OWNER_SET
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local active = redis.call('ZCARD', KEYS[1])
-if active >= tonumber(ARGV[1]) then return -active end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-return active + 1
+if active >= tonumber(ARGV[1]) then return {-1, active} end
+local lapses = now + tonumber(ARGV[2])
+if KEYS[2] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local mine = redis.call('ZCARD', KEYS[2])
+  if mine >= tonumber(ARGV[4]) then return {-2, mine} end
+  redis.call('ZADD', KEYS[2], lapses, ARGV[3])
+  keep(KEYS[2])
+end
+redis.call('ZADD', KEYS[1], lapses, ARGV[3])
+return {1, active + 1}
 """
-_REFRESH: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) end
+)
+# ARGV: how long from now, then the runs. KEYS: the active set, then the owner's set of
+# each of the first #KEYS - 1 runs.
+_REFRESH: Final = (
+    _NOW
+    + _KEEP_OWNER_SET
+    + """
+local lapses = now + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], lapses, ARGV[i])
+  if KEYS[i] then
+    redis.call('ZADD', KEYS[i], lapses, ARGV[i])
+    keep(KEYS[i])
+  end
+end
 return #ARGV - 1
 """
+)
 
 
 class ClusterCoordinator:
@@ -67,16 +106,21 @@ class ClusterCoordinator:
         log: ClusterLog,
         node_id: str,
         lease_s: float,
+        counts_owners: bool = False,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.log = log
         self.node_id = node_id
         self.lease_s = lease_s
+        #: --max-active-runs-per-owner is set: the runs executed here keep their owners' slots.
+        self.counts_owners = counts_owners
         self.executions = Executions(log.store.pool)
         self.presence = Presence(redis, keys, node_id)
         #: Runs executing in this process.
         self.local: set[str] = set()
+        #: The owner of each run here whose slot its owner's set holds (or may hold).
+        self._owners: dict[str, str] = {}
         #: Runs that ended here whose end is not yet recorded (the database was down).
         self._unrecorded: set[str] = set()
         #: Called when a run executing here ends (an executor takes another).
@@ -107,22 +151,31 @@ class ClusterCoordinator:
 
     # --- Coordinator ------------------------------------------------------------------------
 
-    async def submit(self, record: RunRecord, *, limit: int) -> None:
-        """Take a slot, store the run, queue it; TooManyRuns when the cluster is full."""
+    async def submit(self, record: RunRecord, *, limit: int, owner_limit: int | None) -> None:
+        """Take a slot, store the run, queue it; TooManyRuns when the cluster is full.
+
+        With `owner_limit`, the run's owner (its API key's name) also takes one of its own
+        slots, in the same script: TooManyRuns when it has `owner_limit` active already.
+        """
+        owner = record.owner if owner_limit is not None else None
+        keys = [self.keys.active]
+        if owner is not None:
+            keys.append(self.keys.owner_active(owner))
+        args: list[str | int] = [limit, int(QUEUED_SLOT_S * 1000), record.id, owner_limit or 0]
         try:
-            taken = int(
-                await self._admit(
-                    keys=[self.keys.active], args=[limit, int(QUEUED_SLOT_S * 1000), record.id]
-                )
-            )
+            taken, count = await self._admit(keys=keys, args=args)
         except ERRORS as exc:
             raise unavailable(exc) from None
-        if taken <= 0:
+        if owner is not None and taken == _OWNER_FULL:
+            raise owner_full(owner, int(count), where=" in the cluster")
+        if taken == _CLUSTER_FULL:
             raise TooManyRuns(
-                f"{-taken} runs are active in the cluster, the limit is {limit}; "
+                f"{count} runs are active in the cluster, the limit is {limit}; "
                 f"retry in {RETRY_AFTER_S} s",
                 retry_after=RETRY_AFTER_S,
             )
+        if owner is not None:
+            self._owners[record.id] = owner
         try:
             await self.log.create_run(record)
             await self.redis.xadd(self.keys.queue, {"run": record.id})
@@ -132,6 +185,9 @@ class ClusterCoordinator:
         except StoreUnavailable:
             await self._release(record.id)
             raise
+        finally:
+            if record.id not in self.local:  # its executor, here or elsewhere, refreshes it
+                self._owners.pop(record.id, None)
 
     async def cancel(self, run_id: str, *, code: str, message: str) -> bool:
         """Ask the run's executor, wherever it is, to stop it; False if it had finished."""
@@ -194,18 +250,26 @@ class ClusterCoordinator:
         """Listeners of the run on the other nodes."""
         return await self.presence.elsewhere(run_id)
 
-    def run_started(self, run_id: str) -> None:
+    def run_started(self, record: RunRecord) -> None:
         """A run began executing here."""
-        self.local.add(run_id)
+        self.local.add(record.id)
+        if self.counts_owners and record.owner is not None:
+            self._owners[record.id] = record.owner
 
     def run_ended(self, run_id: str) -> None:
         """A run executing here ended (its end is recorded with its done, or by a sweep)."""
         self.local.discard(run_id)
+        self._owners.pop(run_id, None)  # its done unstored: its slots lapse
         if self.on_run_ended is not None:
             self.on_run_ended()
 
+    def adopt(self, record: RunRecord) -> None:
+        """A lost executor's run, ended here: its owner's slot is given back with it."""
+        if self.counts_owners and record.owner is not None:
+            self._owners[record.id] = record.owner
+
     async def record_end(self, run_id: str) -> None:
-        """A run's done is stored: record its end and give its slot back (retried if need be)."""
+        """A run's done is stored: record its end and give its slots back (retried if need be)."""
         try:
             await self.executions.end(run_id)
         except StoreUnavailable:
@@ -224,8 +288,13 @@ class ClusterCoordinator:
         return code, message
 
     async def _release(self, run_id: str) -> None:
+        owner = self._owners.pop(run_id, None)
         with contextlib.suppress(*ERRORS):
-            await self.redis.zrem(self.keys.active, run_id)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrem(self.keys.active, run_id)
+            if owner is not None:
+                pipe.zrem(self.keys.owner_active(owner), run_id)
+            await pipe.execute()
 
     async def _record_ends(self) -> None:
         for run_id in list(self._unrecorded):
@@ -236,6 +305,13 @@ class ClusterCoordinator:
             self._unrecorded.discard(run_id)
             await self._release(run_id)
 
+    async def _refresh_slots(self) -> None:
+        """Keep the slots of the runs executing here, and their owners', from lapsing."""
+        owned = [run_id for run_id in self.local if run_id in self._owners]
+        runs = owned + [run_id for run_id in self.local if run_id not in self._owners]
+        keys = [self.keys.active] + [self.keys.owner_active(self._owners[r]) for r in owned]
+        await self._refresh(keys=keys, args=[int(self.lease_s * 3000), *runs])
+
     async def _beat_forever(self) -> None:
         life: str | None = None
         while True:
@@ -245,9 +321,7 @@ class ClusterCoordinator:
                 pipe.info("server")
                 _, info = await pipe.execute()
                 if self.local:
-                    await self._refresh(
-                        keys=[self.keys.active], args=[int(self.lease_s * 3000), *self.local]
-                    )
+                    await self._refresh_slots()
                 if life is not None and info["run_id"] != life:
                     self.presence.rewrite_all()  # Redis restarted: it forgot our counts
                 life = info["run_id"]

@@ -42,11 +42,6 @@ def check_cluster_settings(settings: Settings, *, api: bool = True) -> None:
             "stream token or session made by one node must open on the others); set it, e.g. "
             "RESEARCH_SECRET=$(openssl rand -hex 32)"
         )
-    if settings.max_active_runs_per_owner is not None:
-        raise ConfigError(
-            "--max-active-runs-per-owner counts the runs of one process; cluster mode "
-            "(--redis-url) does not take it yet: drop it, or run a single process"
-        )
     if not settings.database_url:
         raise ConfigError(
             "cluster mode (--redis-url) needs --database-url (RESEARCH_DATABASE_URL or "
@@ -119,7 +114,12 @@ async def open_node(settings: Settings, stack: AsyncExitStack) -> ClusterNode:
     keys = Keys(settings.redis_prefix)
     cluster_log = ClusterLog(store, redis, keys)
     coordinator = ClusterCoordinator(
-        redis=redis, keys=keys, log=cluster_log, node_id=node_id(), lease_s=settings.lease_s
+        redis=redis,
+        keys=keys,
+        log=cluster_log,
+        node_id=node_id(),
+        lease_s=settings.lease_s,
+        counts_owners=settings.max_active_runs_per_owner is not None,
     )
     node = ClusterNode(settings, redis, cluster_log, coordinator)
     stack.push_async_callback(node.close)

@@ -43,6 +43,10 @@ class Keys:
         """Sorted set of active runs (score: when the entry lapses unless refreshed)."""
         return f"{self.prefix}active"
 
+    def owner_active(self, owner: str) -> str:
+        """Sorted set of one owner's active runs (--max-active-runs-per-owner), as `active`."""
+        return f"{self.prefix}owner:{owner}:active"
+
     @property
     def cancels(self) -> str:
         """Pub/sub channel of cancel requests."""

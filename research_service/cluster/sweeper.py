@@ -74,6 +74,7 @@ class Sweeper:
         record = await cluster.log.get_run(run_id)
         if record is None:
             return
+        cluster.adopt(record)
         stored = await store.stored_events(run_id, after=0)
         if not stored or stored[-1][2] != "done":
             await store.resume(run_id)

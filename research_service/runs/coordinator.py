@@ -17,8 +17,11 @@ class Coordinator(Protocol):
     does not execute (cancel, live events, listener counts) goes through the coordinator.
     """
 
-    async def submit(self, record: RunRecord, *, limit: int) -> None:
-        """Store and queue a new run; TooManyRuns if `limit` runs are active cluster-wide."""
+    async def submit(self, record: RunRecord, *, limit: int, owner_limit: int | None) -> None:
+        """Store and queue a new run; TooManyRuns if `limit` runs are active cluster-wide.
+
+        Also when its owner has `owner_limit` runs active cluster-wide (None: no such limit).
+        """
         ...
 
     async def cancel(self, run_id: str, *, code: str, message: str) -> bool:
@@ -48,7 +51,7 @@ class Coordinator(Protocol):
         """How many listeners other processes count for the run (the abandon rule's count)."""
         ...
 
-    def run_started(self, run_id: str) -> None:
+    def run_started(self, record: RunRecord) -> None:
         """The run began executing in this process."""
         ...
 

@@ -23,6 +23,16 @@ def check_room(active: int, limit: int) -> None:
         )
 
 
+def owner_full(owner: str, active: int, *, where: str = "") -> TooManyRuns:
+    """The refusal of a run to `owner`, who has `active` runs, the most allowed."""
+    return TooManyRuns(
+        f"{owner!r} has {active} runs active{where}, the most one API key's owner may "
+        f"have (--max-active-runs-per-owner); let one finish or cancel one "
+        f"(POST /v1/runs/{{id}}/cancel), or retry in {RETRY_AFTER_S} s",
+        retry_after=RETRY_AFTER_S,
+    )
+
+
 class OwnerSlots:
     """Each owner's runs active or being created here, within --max-active-runs-per-owner.
 
@@ -42,12 +52,7 @@ class OwnerSlots:
             return
         held = self._held.setdefault(owner, set())
         if len(held) >= self.limit:
-            raise TooManyRuns(
-                f"{owner!r} has {len(held)} runs active, the most one API key's owner may "
-                f"have (--max-active-runs-per-owner); let one finish or cancel one "
-                f"(POST /v1/runs/{{id}}/cancel), or retry in {RETRY_AFTER_S} s",
-                retry_after=RETRY_AFTER_S,
-            )
+            raise owner_full(owner, len(held))
         held.add(record.id)
 
     def release(self, record: RunRecord) -> None:

@@ -102,7 +102,9 @@ class RunManager:
     async def _store(self, record: RunRecord, then: AfterCreate | None) -> RunRecord:
         """Store the run and start it here, or submit it to the cluster (the slot is taken)."""
         if self.coordinator is not None:
-            await self.coordinator.submit(record, limit=self.max_active_runs)
+            await self.coordinator.submit(
+                record, limit=self.max_active_runs, owner_limit=self.owner_slots.limit
+            )
         else:
             try:
                 await self.log.create_run(record)
@@ -123,7 +125,7 @@ class RunManager:
         run.task = run_task(self._execute(run), record.id)
         self._arm_abandon(run)
         if self.coordinator is not None:
-            self.coordinator.run_started(record.id)
+            self.coordinator.run_started(record)
 
     async def get(self, run_id: str) -> RunRecord:
         """The run's record; NotFound when there is none."""
