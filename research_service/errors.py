@@ -157,6 +157,16 @@ class UnsupportedMediaType(RequestError):
     title = "Unsupported media type"
 
 
+class ExpectationFailed(RequestError):
+    """The request's `Expect` header asks for more than `100-continue`."""
+
+    status = 417
+    slug = "expectation-failed"
+    title = "Expectation failed"
+    #: Whether the client sends its body now is unknown: the connection cannot be read on.
+    close_connection = True
+
+
 class TooManyRuns(RequestError):
     """The service is running as many runs as it is allowed to."""
 

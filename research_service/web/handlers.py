@@ -23,6 +23,7 @@ from research_service.runs.listing import awaiting_page
 from research_service.runs.models import RunOptions, RunRecord
 from research_service.web import validation
 from research_service.web.access import ACCESS, AUTH, TOKEN_PARAM
+from research_service.web.expect import close_if_body_held_back, expect_handler
 from research_service.web.health import healthz, readyz
 from research_service.web.keys import MANAGER, SETTINGS
 from research_service.web.metrics import setup_metrics
@@ -278,21 +279,40 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
 
 
 def setup_routes(app: web.Application) -> None:
-    """Register every route of the API and the web panel."""
+    """Register every route of the API and the web panel, each with the `Expect` handler."""
     runs = app.router.add_resource("/v1/runs", name="runs")
-    runs.add_route("POST", create_run)
-    runs.add_route("GET", list_runs)
-    app.router.add_get("/v1/runs/{run_id}", get_run, allow_head=False, name="run")
-    app.router.add_get("/v1/runs/{run_id}/events", run_events, allow_head=False, name="run-events")
-    app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run, name="run-cancel")
-    app.router.add_post("/v1/runs/{run_id}/plan", decide_plan, name="run-plan")
+    runs.add_route("POST", create_run, expect_handler=expect_handler)
+    runs.add_route("GET", list_runs, expect_handler=expect_handler)
     app.router.add_get(
-        "/v1/runs/{run_id}/recording", get_recording, allow_head=False, name="run-recording"
+        "/v1/runs/{run_id}", get_run, allow_head=False, name="run", expect_handler=expect_handler
     )
-    app.router.add_get("/v1/research", research, allow_head=False, name="research")
+    app.router.add_get(
+        "/v1/runs/{run_id}/events",
+        run_events,
+        allow_head=False,
+        name="run-events",
+        expect_handler=expect_handler,
+    )
+    app.router.add_post(
+        "/v1/runs/{run_id}/cancel", cancel_run, name="run-cancel", expect_handler=expect_handler
+    )
+    app.router.add_post(
+        "/v1/runs/{run_id}/plan", decide_plan, name="run-plan", expect_handler=expect_handler
+    )
+    app.router.add_get(
+        "/v1/runs/{run_id}/recording",
+        get_recording,
+        allow_head=False,
+        name="run-recording",
+        expect_handler=expect_handler,
+    )
+    app.router.add_get(
+        "/v1/research", research, allow_head=False, name="research", expect_handler=expect_handler
+    )
     setup_session(app)
     setup_metrics(app)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/healthz", healthz, expect_handler=expect_handler)
+    app.router.add_get("/readyz", readyz, expect_handler=expect_handler)
     setup_panel(app)
     setup_openapi(app)
+    app.on_response_prepare.append(close_if_body_held_back)

@@ -33,6 +33,7 @@ from research_service.errors import Forbidden
 from research_service.log_writer import lost_lines
 from research_service.stats import Buckets, Stats
 from research_service.web.access import AUTH
+from research_service.web.expect import expect_handler
 from research_service.web.keys import CLUSTER, MANAGER, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -330,6 +331,8 @@ def setup_metrics(app: web.Application) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(app))
     app[REGISTRY] = registry
-    app.router.add_get("/metrics", metrics, allow_head=False, name="metrics")
+    app.router.add_get(
+        "/metrics", metrics, allow_head=False, name="metrics", expect_handler=expect_handler
+    )
     app.on_response_prepare.append(count_refusals)
     app.cleanup_ctx.append(sample_loop_lag)

@@ -10,6 +10,7 @@ from typing import Final
 from aiohttp import web
 
 from research_service.web import validation
+from research_service.web.expect import expect_handler
 
 OPENAPI_PATH: Final = "/openapi.json"
 #: Where the document lives in the package (kept in the repository, checked by the tests).
@@ -37,4 +38,6 @@ async def openapi(request: web.Request) -> web.Response:
 
 def setup_openapi(app: web.Application) -> None:
     """Register `GET /openapi.json`."""
-    app.router.add_get(OPENAPI_PATH, openapi, allow_head=False, name="openapi")
+    app.router.add_get(
+        OPENAPI_PATH, openapi, allow_head=False, name="openapi", expect_handler=expect_handler
+    )

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from research_service.errors import NotFound
 from research_service.web import validation
+from research_service.web.expect import expect_handler
 
 #: The query parameter of `/` that attaches the panel to an existing run (the share link).
 RUN_PARAM: Final = "run"
@@ -113,5 +114,5 @@ async def static(request: web.Request) -> web.Response:
 
 def setup_panel(app: web.Application) -> None:
     """Register the panel's two routes."""
-    app.router.add_get("/", index)
-    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/", index, expect_handler=expect_handler)
+    app.router.add_get("/static/{name}", static, expect_handler=expect_handler)

@@ -13,6 +13,7 @@ from research_service.events import dumps
 from research_service.runs.models import iso_time
 from research_service.web import validation
 from research_service.web.access import AUTH, SESSION_COOKIE, Auth
+from research_service.web.expect import expect_handler
 
 #: The body field that carries the key to sign in with.
 KEY_FIELD = "api_key"
@@ -102,6 +103,6 @@ async def delete_session(request: web.Request) -> web.Response:
 def setup_session(app: web.Application) -> None:
     """Register `/v1/session` (one resource, three methods)."""
     resource = app.router.add_resource("/v1/session", name="session")
-    resource.add_route("GET", get_session)
-    resource.add_route("POST", create_session)
-    resource.add_route("DELETE", delete_session)
+    resource.add_route("GET", get_session, expect_handler=expect_handler)
+    resource.add_route("POST", create_session, expect_handler=expect_handler)
+    resource.add_route("DELETE", delete_session, expect_handler=expect_handler)

@@ -34,6 +34,9 @@ from research_service.text import encodable
 from research_service.webhooks.target import webhook_url
 
 MAX_BODY_BYTES: Final = 64 * 1024
+#: Set by the expect handler (web/expect.py): the client holds its body back for `100 Continue`.
+CONTINUE_OWED: Final = web.RequestKey("continue_owed", bool)
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_QUESTION_CHARS: Final = 2000
 LIST_LIMIT_RANGE: Final = (1, 100)
 DEFAULT_LIST_LIMIT: Final = 20
@@ -148,6 +151,7 @@ async def json_object(
         raise BodyTooLarge(
             f"the body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}"
         )
+    await send_continue(request)
     try:
         raw = await request.read()
     except RequestPayloadError as exc:
@@ -165,6 +169,18 @@ async def json_object(
     if not isinstance(body, dict):
         raise InvalidInput(f"the body must be {shape}")
     return body
+
+
+async def send_continue(request: web.Request) -> None:
+    """Ask for the body a client holds back (`Expect: 100-continue`), once, as it is read.
+
+    Only here: every check of the request's headers has passed, so the body will be read.
+    """
+    if request.pop(CONTINUE_OWED, False) and request.can_read_body:
+        await request.writer.write(_CONTINUE)
+        # An interim answer: the response proper has not started (as aiohttp's own does).
+        request.writer.output_size = 0
+        await request.writer.drain()
 
 
 def unreadable_body(exc: RequestPayloadError) -> str:
