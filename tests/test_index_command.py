@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from research_service.cli import main
+from research_service.corpus.files import folder_documents
 from research_service.corpus.index import CorpusIndex
 from research_service.corpus.progress import ProgressLine
 from research_service.providers.local_search import corpus_index_path, open_local_search
 from research_service.settings import Settings
+from tests import cli_process
 from tests.test_corpus_index import PLANTS, touch, write_pdf
 
 
@@ -236,3 +239,22 @@ def test_a_warning_erases_the_terminal_line_first() -> None:
         "\r\x1b[Kindexing docs: 1/2 files (50%)\r\x1b[KWARNING: skipping a.pdf\n"
         "\r\x1b[Kindexing docs: 2/2 files (100%)"
     )
+
+
+async def test_fifos_and_devices_are_skipped_never_read(folder: Path, data: Path) -> None:
+    # Opening a FIFO blocks until someone writes to it; /dev/zero never ends.
+    os.mkfifo(folder / "pipe.md")
+    (folder / "zero.txt").symlink_to("/dev/zero")
+    done = await cli_process.run("index", str(folder), "--data-dir", str(data), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert counts(done.stdout).startswith("3 added, 0 updated, 0 removed, 0 unchanged, 2 skipped")
+    for name in ("pipe.md", "zero.txt"):
+        assert f"skipping {folder / name}: not a regular file" in done.stderr
+
+
+def test_a_file_swapped_for_a_fifo_after_listing_is_skipped(folder: Path) -> None:
+    refs = {ref.key: ref for ref in folder_documents(folder)}
+    (folder / "tides.md").unlink()
+    os.mkfifo(folder / "tides.md")  # listed as a file, a FIFO by the time it is read
+    assert refs["tides.md"].load() is None
+    assert refs["guides/knots.txt"].load() is not None

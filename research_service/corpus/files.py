@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import re
+import stat as stat_mode
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Final
@@ -55,8 +56,17 @@ def folder_documents(root: Path) -> list[DocumentRef]:
             fingerprint = f"{EXTRACTOR_VERSION}:{stat.st_mtime_ns}:{stat.st_size}"
             key = path.relative_to(root).as_posix()
             load = functools.partial(load_file, path, key=key, fingerprint=fingerprint)
+            if not stat_mode.S_ISREG(stat.st_mode):
+                # Never opened: a FIFO would block the sync, a link to /dev/zero fill memory.
+                load = functools.partial(_not_regular, path)
             refs.append(DocumentRef(key=key, fingerprint=fingerprint, load=load))
     return refs
+
+
+def _not_regular(path: Path) -> Document | None:
+    """The load of a FIFO, socket or device: skipped, and said so."""
+    log.warning("skipping %s: not a regular file (a FIFO, socket or device)", path)
+    return None
 
 
 def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
@@ -64,12 +74,13 @@ def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
     suffix = path.suffix.lower()
     limit = MAX_PDF_BYTES if suffix == ".pdf" else MAX_FILE_BYTES
     try:
-        if path.stat().st_size > limit:
+        data = read_regular(path, limit)
+        if data is None:
             log.warning("skipping %s: larger than %d bytes", path, limit)
             return None
         if suffix == ".pdf":
-            return _document(path, pdf_text(path), key=key, fingerprint=fingerprint)
-        source = path.read_bytes().decode("utf-8-sig")
+            return _document(path, pdf_text(path, data), key=key, fingerprint=fingerprint)
+        source = data.decode("utf-8-sig")
     except OSError as exc:
         log.warning("skipping %s: %s", path, exc)
         return None
@@ -85,6 +96,20 @@ def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
     else:
         title, text = "", source.strip()
     return _document(path, (title, text), key=key, fingerprint=fingerprint)
+
+
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """The bytes of the regular file at `path`, or None when it holds more than `limit`.
+
+    Opened without blocking and checked once open: a file swapped since it was listed for a
+    FIFO or a device is refused (OSError), and never read past `limit`.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        if not stat_mode.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        data = file.read(limit + 1)
+    return None if len(data) > limit else data
 
 
 def _document(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from pathlib import Path
@@ -25,13 +26,13 @@ _SENTENCE_END = re.compile(r"[.!?:;)\"\u201d\u2019]$")
 _HYPHENATED = re.compile(r"(\w)-\n(?=[a-z])")
 
 
-def pdf_text(path: Path) -> tuple[str, str] | None:
-    """The title and the text of a PDF, or None (and a logged reason) when it has none."""
+def pdf_text(path: Path, data: bytes) -> tuple[str, str] | None:
+    """The title and text of the PDF `data` (from `path`); None, with the reason logged, if none."""
     # Imported here: it takes ~80 ms, and most corpora (the stdlib docs) have no PDF.
     from pypdf import PdfReader  # noqa: PLC0415 - see above
 
     try:
-        reader = PdfReader(path)
+        reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             log.warning("skipping %s: the PDF is password-protected", path)
             return None
