@@ -30,8 +30,11 @@ def _assert_hardened(response: httpx.Response) -> None:
     assert "'unsafe-inline'" not in response.headers["Content-Security-Policy"]
     assert csp["frame-ancestors"] == "'none'"
     assert csp["object-src"] == "'none'"
+    assert csp["require-trusted-types-for"] == "'script'", "HTML sinks must refuse strings"
+    assert csp["trusted-types"] == "'none'"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
     assert response.headers["Cache-Control"] == "no-cache"
 
 

@@ -40,6 +40,10 @@ CONTENT_SECURITY_POLICY: Final = "; ".join(
         "base-uri 'none'",
         "form-action 'self'",
         "frame-ancestors 'none'",
+        # The scripts build the page from text nodes only; a string handed to an HTML sink
+        # (innerHTML and the like) throws instead of becoming markup.
+        "require-trusted-types-for 'script'",
+        "trusted-types 'none'",
     )
 )
 SECURITY_HEADERS: Final = {
@@ -48,6 +52,9 @@ SECURITY_HEADERS: Final = {
     # A run's URL is its share link; leaving for a source must not hand it to that site.
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
+    # A page of another site that opened the panel keeps no handle on it (it could later
+    # send the panel's tab elsewhere), and the panel none on that page.
+    "Cross-Origin-Opener-Policy": "same-origin",
 }
 # The files have no content hash in their names, so browsers revalidate (cheaply, by ETag)
 # instead of keeping a stale panel after an upgrade.

@@ -83,7 +83,28 @@ async function call(path, init) {
     if (error.status === 401) unauthorized?.(error);
     throw error;
   }
-  return response.json();
+  return jsonOf(response);
+}
+
+/**
+ * The JSON object a successful answer carries. Anything else (a proxy's or a network's sign-in
+ * page answered 200) is an ApiError that says so, not the parser's message quoting that page.
+ * @param {Response} response
+ * @returns {Promise<Record<string, unknown>>}
+ */
+async function jsonOf(response) {
+  let parsed;
+  try {
+    parsed = await response.json();
+  } catch {
+    parsed = null;
+  }
+  if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)) return parsed;
+  const type = response.headers.get("Content-Type")?.split(";")[0].trim() || "no type";
+  throw new ApiError(
+    response.status,
+    `the service answered ${response.status} with ${type}, not its JSON: is a proxy or a sign-in page in the way?`,
+  );
 }
 
 /**
@@ -141,7 +162,7 @@ export async function getSession() {
   if (response.status === 401) return null;
   if (response.status === 404) return { auth: "off" };
   if (!response.ok) throw await failure(response);
-  return response.json();
+  return jsonOf(response);
 }
 
 /**
@@ -157,7 +178,7 @@ export async function signIn(apiKey) {
     body: JSON.stringify({ api_key: apiKey }),
   });
   if (!response.ok) throw await failure(response);
-  return response.json();
+  return jsonOf(response);
 }
 
 /** `DELETE /v1/session`: the service clears the session cookie (204). */

@@ -34,6 +34,32 @@ export function el(tag, className, text) {
 }
 
 /**
+ * Words of the panel's own with text from the run set inside them (a query, a provider's
+ * message), each such piece a Node from `isolated`; or plain text.
+ * @typedef {string | (string | Node)[]} Sentence
+ */
+
+/**
+ * Text from the run set apart inside a sentence of the panel's own: a `<bdi>`, so that
+ * right-to-left text or a stray bidi override in it cannot reorder the words after it.
+ * @param {string} text
+ * @returns {HTMLElement}
+ */
+export function isolated(text) {
+  return el("bdi", "", text);
+}
+
+/**
+ * Replace what a node shows with a sentence (strings become text nodes, never markup).
+ * @param {HTMLElement} node
+ * @param {Sentence} sentence
+ */
+export function setSentence(node, sentence) {
+  if (typeof sentence === "string") node.textContent = sentence;
+  else node.replaceChildren(...sentence);
+}
+
+/**
  * The URL as a link target if its scheme is http or https, else null (no `javascript:` links).
  * @param {unknown} url
  * @returns {string | null}

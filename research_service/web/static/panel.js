@@ -180,7 +180,10 @@ async function onCancel() {
  */
 async function attach(runId) {
   if (!RUN_ID.test(runId)) {
-    showFormError(`“${runId}” is not a run id (16 hex characters). Check the link, or ask a new question.`);
+    // Not repeated: a link could put any words (and bidi overrides) in the page's own alert.
+    showFormError(
+      "The run in the link is not a run id (16 hex characters). Check the link, or ask a new question.",
+    );
     question.focus();
     return;
   }

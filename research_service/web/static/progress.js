@@ -5,7 +5,7 @@
  * @module progress
  */
 
-import { byId, el, formatMs, plural } from "./dom.js";
+import { byId, el, formatMs, plural, setSentence } from "./dom.js";
 
 export const PHASES = /** @type {const} */ (["planning", "searching", "synthesizing"]);
 
@@ -109,19 +109,19 @@ export class Stepper {
 
   /**
    * @param {Phase} phase
-   * @param {string} text
+   * @param {import("./dom.js").Sentence} text
    */
   detail(phase, text) {
-    this.steps[phase].detail.textContent = text;
+    setSentence(this.steps[phase].detail, text);
   }
 
   /**
    * A passing remark on a phase (a retry), cleared by its next progress.
    * @param {Phase} phase
-   * @param {string} text
+   * @param {import("./dom.js").Sentence} text
    */
   note(phase, text) {
-    this.steps[phase].note.textContent = text;
+    setSentence(this.steps[phase].note, text);
   }
 
   /** @param {Phase} phase */

@@ -6,7 +6,7 @@
  */
 
 import { AnswerWriter } from "./answer.js";
-import { byId, formatMs, num, obj, plural, str } from "./dom.js";
+import { byId, formatMs, isolated, num, obj, plural, setSentence, str } from "./dom.js";
 import { runLink } from "./paths.js";
 import { isPhase, QueryList, Stepper } from "./progress.js";
 import { PlanReview, reviewOutcome } from "./review.js";
@@ -14,6 +14,7 @@ import { SourceList } from "./sources.js";
 import { Summary } from "./summary.js";
 
 /** @typedef {import("./stream.js").ConnectionState} ConnectionState */
+/** @typedef {import("./dom.js").Sentence} Sentence */
 
 /** Everything the panel shows about one run. */
 export class RunView {
@@ -76,10 +77,10 @@ export class RunView {
 
   /**
    * Polite, visible progress text; screen readers read it when it changes.
-   * @param {string} text
+   * @param {Sentence} text
    */
   announce(text) {
-    this.statusLine.textContent = text;
+    setSentence(this.statusLine, text);
   }
 
   /**
@@ -171,8 +172,8 @@ export class RunView {
     if (data.retrying !== undefined) {
       const wait = formatMs(num(retrying, "wait_ms"));
       const attempt = num(retrying, "attempt") ?? 2;
-      const text = `${str(retrying, "reason") || "Model call failed"}: attempt ${attempt} in ${wait}`;
-      this.steps.note(phase, text);
+      const reason = isolated(str(retrying, "reason") || "Model call failed");
+      this.steps.note(phase, [reason, `: attempt ${attempt} in ${wait}`]);
       this.announce(`Retrying the model (attempt ${attempt}) in ${wait}.`);
       return;
     }
@@ -208,7 +209,7 @@ export class RunView {
       "planning",
       reviewed ||
         (fallback
-          ? `Searching the question itself (${fallback})`
+          ? ["Searching the question itself (", isolated(fallback), ")"]
           : `${plural(queries.length, "query")} planned`),
     );
     this.announce(reviewed ? `${reviewed}.` : `Planned ${plural(queries.length, "search query")}.`);
@@ -266,7 +267,7 @@ export class RunView {
     } else if (data.error !== undefined) {
       const message = str(data, "error") || "follow-up planning failed";
       this.queries.roundNote(round, `None planned: ${message}`);
-      this.announce(`No follow-up round: ${message}.`);
+      this.announce(["No follow-up round: ", isolated(message), "."]);
     }
   }
 
@@ -285,10 +286,11 @@ export class RunView {
     const total = num(data, "total") ?? 0;
     const prefix = round > 1 ? `Round ${round}: ` : "";
     this.steps.detail("searching", `${prefix}${completed} of ${plural(total, "query")} done`);
+    // The query is the model's text: isolated, it cannot turn the rest of the line around.
     this.announce(
       error
-        ? `Query ${completed} of ${total} failed: “${query}”.`
-        : `Query ${completed} of ${total} done: “${query}”, ${plural(added, "new source")}.`,
+        ? [`Query ${completed} of ${total} failed: “`, isolated(query), "”."]
+        : [`Query ${completed} of ${total} done: “`, isolated(query), `”, ${plural(added, "new source")}.`],
     );
   }
 

@@ -6,7 +6,7 @@
  */
 
 import { ApiError, decidePlan, getRun } from "./api.js";
-import { byId, el, num, obj, plural, str } from "./dom.js";
+import { byId, el, isolated, num, obj, plural, setSentence, str } from "./dom.js";
 
 /** The service takes 1 to 8 queries of at most 200 characters each (docs/api.md). */
 const MAX_QUERIES = 8;
@@ -19,17 +19,27 @@ const TICK_MS = 250;
 
 /** @typedef {"approved" | "edited" | "feedback"} DecisionKind */
 /** @typedef {{round: number, kind: DecisionKind, feedback: string}} Reviewed */
+/** @typedef {import("./dom.js").Sentence} Sentence */
 
 /**
  * What a decision did, said to a viewer who did not make it.
  * @param {DecisionKind} kind
  * @param {string} feedback
- * @returns {string}
+ * @returns {(string | Node)[]}
  */
 function byReviewer(kind, feedback) {
-  if (kind === "approved") return "Plan approved by a reviewer.";
-  if (kind === "edited") return "Plan edited by a reviewer.";
-  return `Plan sent back by a reviewer, re-planning with their feedback: “${feedback}”`;
+  if (kind === "approved") return ["Plan approved by a reviewer."];
+  if (kind === "edited") return ["Plan edited by a reviewer."];
+  return ["Plan sent back by a reviewer, re-planning with their feedback: “", isolated(feedback), "”"];
+}
+
+/**
+ * A sentence whose nodes can go elsewhere while the original stays where it is.
+ * @param {Sentence} text
+ * @returns {Sentence}
+ */
+function copyOf(text) {
+  return typeof text === "string" ? text : text.map((part) => (typeof part === "string" ? part : part.cloneNode(true)));
 }
 
 /**
@@ -76,7 +86,7 @@ function clock(seconds) {
 
 /** The review card of the run on show, and the line that says how its review ended. */
 export class PlanReview {
-  /** @param {{announce: (text: string) => void}} hooks */
+  /** @param {{announce: (text: Sentence) => void}} hooks */
   constructor(hooks) {
     this.hooks = hooks;
     this.card = byId("review");
@@ -236,16 +246,17 @@ export class PlanReview {
   /**
    * Close the round's card and say how the review went; focus follows if it was on the card.
    * @param {number} round
-   * @param {string} text
+   * @param {Sentence} text
    * @param {boolean} [announce]
    */
   settle(round, text, announce = true) {
     const hadFocus = this.focusWasInCard || this.card.contains(document.activeElement);
     this.focusWasInCard = false;
     if (round === this.round) this.hide();
-    this.outcome.textContent = text;
+    // The status line gets its own copy of the sentence's nodes: a node lives in one place.
+    if (announce) this.hooks.announce(copyOf(text));
+    setSentence(this.outcome, text);
     this.outcome.hidden = false;
-    if (announce) this.hooks.announce(text);
     if (hadFocus) this.outcome.focus();
   }
 
@@ -359,7 +370,7 @@ export class PlanReview {
         this.settle(
           round,
           first
-            ? `Another reviewer decided first. ${byReviewer(first.kind, first.feedback)}`
+            ? ["Another reviewer decided first. ", ...byReviewer(first.kind, first.feedback)]
             : "The plan no longer waits for a review: another reviewer decided first, or the time to decide ran out. The run's progress shows what it does now.",
         );
         return;
