@@ -103,6 +103,17 @@ def encodable(text: str) -> bool:
     return True
 
 
+def well_formed(text: str) -> str:
+    """`text` with surrogate pairs joined and lone surrogates replaced by U+FFFD.
+
+    For text from servers the service does not control (search results, pages, a model's
+    replies): one lone surrogate in a title or a token would make the run's events unsendable.
+    """
+    if encodable(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def squash(text: str) -> str:
     """`text` with every run of whitespace turned into one space."""
     return _SPACE.sub(" ", text).strip()

@@ -119,7 +119,7 @@ def test_answer_stream_ignores_reasoning_fields_but_counts_them() -> None:
     assert state.take(chunk({"reasoning_content": "hidden"})) == ""
     assert state.take(chunk({"reasoning": "also hidden"})) == ""
     assert state.take(chunk({"content": "<think>x</think>Shown"})) == "Shown"
-    assert state.received == ["hidden", "also hidden", "<think>x</think>Shown"]
+    assert state.received_chars == len("hidden" + "also hidden" + "<think>x</think>Shown")
 
 
 def test_answer_stream_keeps_finish_reason_and_usage() -> None:

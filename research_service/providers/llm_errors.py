@@ -10,6 +10,7 @@ from typing import Final
 import openai
 
 from research_service.errors import ConfigError, LLMError
+from research_service.text import well_formed
 
 SERVER_MESSAGE_CHARS: Final = 300
 
@@ -71,6 +72,15 @@ class LLMStreamBroken(LLMError):
     code = "llm_stream_broken"
 
 
+class MalformedReply(ValueError):
+    """A reply or chunk that is not shaped as the Chat Completions API shapes it."""
+
+
+#: What reading a reply may raise besides the SDK's errors (RecursionError: JSON nested deeper
+#: than Python decodes, as a hostile server may send).
+BAD_REPLY_ERRORS: Final = (json.JSONDecodeError, MalformedReply, RecursionError)
+
+
 @dataclass(frozen=True, slots=True)
 class LLMCall:
     """What an error message needs to say which call failed and what to change."""
@@ -91,7 +101,7 @@ def describe_failure(exc: BaseException) -> str:
         return "connection error"
     if isinstance(exc, openai.APIStatusError):
         return status_text(exc.status_code)
-    if isinstance(exc, json.JSONDecodeError):
+    if isinstance(exc, json.JSONDecodeError | MalformedReply | RecursionError):
         return "malformed response"
     return type(exc).__name__
 
@@ -110,7 +120,7 @@ def server_message(exc: openai.APIError) -> str:
     text: object = body.get("message") if isinstance(body, dict) else body
     if not isinstance(text, str) or not text.strip():
         text = exc.message
-    flat = " ".join(str(text).split())
+    flat = well_formed(" ".join(str(text).split()))
     return flat if len(flat) <= SERVER_MESSAGE_CHARS else flat[:SERVER_MESSAGE_CHARS] + "…"
 
 
@@ -153,6 +163,13 @@ def as_llm_error(
     if isinstance(exc, json.JSONDecodeError):
         return LLMBadResponse(
             f"{where} sent a reply that is not valid JSON ({exc}); "
+            "check that OPENAI_BASE_URL points at an OpenAI-compatible API (usually ending in /v1)",
+            provider=provider,
+        )
+    if isinstance(exc, MalformedReply | RecursionError):
+        what = exc if isinstance(exc, MalformedReply) else "JSON nested too deep to read"
+        return LLMBadResponse(
+            f"{where} sent a reply that is not a chat completion ({what}); "
             "check that OPENAI_BASE_URL points at an OpenAI-compatible API (usually ending in /v1)",
             provider=provider,
         )

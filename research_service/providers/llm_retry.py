@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
@@ -14,7 +13,12 @@ from research_service.errors import LLMError
 from research_service.net import retry_after_s
 from research_service.providers.backoff import wait_s
 from research_service.providers.base import Reporter
-from research_service.providers.llm_errors import LLMCall, as_llm_error, describe_failure
+from research_service.providers.llm_errors import (
+    BAD_REPLY_ERRORS,
+    LLMCall,
+    as_llm_error,
+    describe_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +124,7 @@ async def call_with_retries(
         return await retrying(counted)
     except LLMError:
         raise
-    except (openai.OpenAIError, json.JSONDecodeError) as exc:
+    except (openai.OpenAIError, *BAD_REPLY_ERRORS) as exc:
         raise as_llm_error(
             exc, call=call, attempts=attempts, retry_after=server_wait_s(exc)
         ) from exc

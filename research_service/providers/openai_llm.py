@@ -11,7 +11,6 @@ from typing import Final
 import openai
 from openai import AsyncStream, omit
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
-from openai.types.completion_usage import CompletionUsage
 
 from research_service.errors import ConfigError
 from research_service.providers.base import (
@@ -24,9 +23,13 @@ from research_service.providers.base import (
     Usage,
     estimate_tokens,
 )
+from research_service.providers.chat_replies import completion_message, reported_usage
 from research_service.providers.llm_errors import (
+    BAD_REPLY_ERRORS,
     LLMCall,
     LLMStreamBroken,
+    MalformedReply,
+    as_llm_error,
     check_failure,
     describe_failure,
     server_message,
@@ -47,6 +50,7 @@ from research_service.providers.plan_parsing import (
     retry_plan_messages,
 )
 from research_service.providers.reasoning import AnswerStream
+from research_service.text import well_formed
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +84,6 @@ def synthesis_messages(
 def prompt_text(messages: Sequence[ChatCompletionMessageParam]) -> str:
     """All the text of `messages`, for estimating prompt tokens."""
     return "\n".join(str(message.get("content") or "") for message in messages)
-
-
-def reported_usage(usage: CompletionUsage | None) -> Usage | None:
-    """The server's usage report as a Usage, if it sent one."""
-    if usage is None:
-        return None
-    return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
 
 
 @dataclass(slots=True)
@@ -229,8 +226,11 @@ class OpenAILLM:
             max_attempts=self.max_attempts,
             max_wait_s=self.max_wait_s,
         )
-        message = completion.choices[0].message if completion.choices else None
-        text = message.content if message is not None else None
+        try:
+            message = completion_message(completion)
+        except MalformedReply as exc:
+            raise as_llm_error(exc, call=self._plan_call, attempts=1) from exc
+        text = well_formed(message.content) if message and message.content else None
         usage = reported_usage(completion.usage)
         if usage is not None:
             report.usage(usage)
@@ -238,7 +238,7 @@ class OpenAILLM:
             estimate = Usage(estimate_tokens(prompt_text(messages)), estimate_tokens(text or ""))
             report.usage(estimate, estimated=True)
         if message is not None and not text and message.refusal:
-            return f"(refused: {message.refusal})"
+            return f"(refused: {well_formed(message.refusal)})"
         return text
 
     def _lower_plan_format(self, rejected: PlanFormat, exc: openai.APIStatusError) -> None:
@@ -281,7 +281,7 @@ class OpenAILLM:
             if tail := state.think.flush():
                 sent += len(tail)
                 yield tail
-        except (openai.OpenAIError, json.JSONDecodeError) as exc:
+        except (openai.OpenAIError, *BAD_REPLY_ERRORS) as exc:
             raise self._broken(describe_failure(exc), sent=sent) from exc
         finally:
             await opened.stream.close()
@@ -316,6 +316,7 @@ class OpenAILLM:
                     chunk = await anext(stream)
                 except StopAsyncIteration:
                     if state.finish_reason is None:
+                        _check_event_stream(stream)
                         # Cut off before the answer began: as good as a dropped connection.
                         raise openai.APIConnectionError(
                             message="the stream ended before the answer began",
@@ -358,8 +359,18 @@ class OpenAILLM:
         if usage is not None:
             report.usage(usage)
             return
-        received = "".join(state.received)
+        chars = state.received_chars
         estimate = Usage(
-            estimate_tokens(prompt_text(messages)), estimate_tokens(received) if received else 0
+            estimate_tokens(prompt_text(messages)), estimate_tokens("x" * chars) if chars else 0
         )
         report.usage(estimate, estimated=True)
+
+
+def _check_event_stream(stream: AsyncStream[ChatCompletionChunk]) -> None:
+    """Raise MalformedReply if an answer that ended without a chunk was not an event stream.
+
+    The SDK reads any body as a stream: a proxy's HTML page is a stream of no events.
+    """
+    content_type = stream.response.headers.get("content-type", "")
+    if "text/event-stream" not in content_type.lower():
+        raise MalformedReply(f"a {content_type or 'untyped'} body, not an event stream")

@@ -7,6 +7,7 @@ commas, a bare list, a single string.
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ from openai.types.chat.completion_create_params import ResponseFormat
 
 from research_service.providers.base import Source
 from research_service.providers.reasoning import strip_think
+from research_service.text import well_formed
 
 PLAN_KEY: Final = "queries"
 # Words in a 400/422 that mean the server does not support the response format we asked for.
@@ -26,6 +28,11 @@ FORMAT_REJECTION_WORDS: Final = ("response_format", "json_schema", "json_object"
 PLAN_KEY_ALIASES: Final = ("queries", "search_queries", "searches", "query", "search_query")
 QUERY_ITEM_KEYS: Final = ("query", "q", "text", "search")
 MAX_QUERY_CHARS: Final = 300
+# A plan is a few hundred characters; past this a reply is read no further (parsing runs on
+# the event loop, and no plan needs more).
+MAX_REPLY_CHARS: Final = 16_000
+# Brackets tried as the start of the plan's JSON; each failed try may have read to the end.
+MAX_DECODE_TRIES: Final = 100
 EXCERPT_CHARS: Final = 80
 
 PLAN_SYSTEM_PROMPT: Final = (
@@ -45,9 +52,11 @@ PLAN_RETRY_PROMPT: Final = (
     'form {{"queries": ["..."]}} holding 1 to {breadth} search queries.'
 )
 
-_FENCE = re.compile(r"```[ \t]*(?:json5?|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
+# Each written so that no two parts can match the same characters: a reply of blanks
+# cannot make them backtrack (a model that pads its reply must not stall the event loop).
+_FENCE = re.compile(r"```(?:[ \t]*(?:json5?|JSON))?(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.+?)\s*$")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(\S.*)$")
 _QUOTES = "\"'`“”‘’"  # noqa: RUF001 - models quote queries with typographic quotes too
 
 
@@ -153,7 +162,7 @@ def parse_plan(text: str | None, *, breadth: int) -> list[str]:
     """Return the reply's search queries (1..`breadth`, cleaned); raise PlanParseError if none."""
     if text is None or not text.strip():
         raise PlanParseError("the reply was empty")
-    visible = strip_think(text).strip()
+    visible = strip_think(text).strip()[:MAX_REPLY_CHARS]
     if not visible:
         raise PlanParseError("the reply held only reasoning, no plan")
     value = _find_json(visible)
@@ -174,7 +183,8 @@ def clean_queries(queries: list[str]) -> list[str]:
     seen: set[str] = set()
     result: list[str] = []
     for query in queries:
-        text = " ".join(query.split()).strip(_QUOTES).strip()[:MAX_QUERY_CHARS]
+        # The reply's JSON may hold lone surrogates ("\ud800"), which no event can carry.
+        text = well_formed(" ".join(query.split()).strip(_QUOTES).strip()[:MAX_QUERY_CHARS])
         if text and text.casefold() not in seen:
             seen.add(text.casefold())
             result.append(text)
@@ -204,13 +214,16 @@ def _candidates(text: str) -> Iterator[str]:
 def _decode_first(text: str) -> object:
     """Decode the first `{…}` or `[…]` value in `text`, skipping prose before it."""
     decoder = json.JSONDecoder()
-    for index, char in enumerate(text):
-        if char not in "{[":
-            continue
+    starts = (index for index, char in enumerate(text) if char in "{[")
+    for index in itertools.islice(starts, MAX_DECODE_TRIES):
         try:
             value, _ = decoder.raw_decode(text, index)
         except ValueError:
             continue
+        except RecursionError:
+            # Nested deeper than Python decodes: no plan, and trying from every bracket
+            # inside it would take seconds.
+            return _NOTHING
         if isinstance(value, dict) or (isinstance(value, list) and _looks_like_queries(value)):
             return value
     return _NOTHING
@@ -252,7 +265,9 @@ def _queries_from(value: object) -> list[str]:
 
 def _list_lines(text: str) -> list[str]:
     """Queries written as a bulleted or numbered list, when the model ignored the JSON request."""
-    return [match.group(1) for line in text.splitlines() if (match := _LIST_ITEM.match(line))]
+    return [
+        match.group(1).strip() for line in text.splitlines() if (match := _LIST_ITEM.match(line))
+    ]
 
 
 def _kind(value: object) -> str:

@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from openai.types.chat import ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from openai.types.completion_usage import CompletionUsage
+
+from research_service.providers.llm_errors import MalformedReply
+from research_service.text import well_formed
 
 THINK_OPEN: Final = "<think>"
 THINK_CLOSE: Final = "</think>"
@@ -92,21 +96,36 @@ class AnswerStream:
     think: ThinkFilter = field(default_factory=ThinkFilter)
     usage: CompletionUsage | None = None
     finish_reason: str | None = None
-    received: list[str] = field(default_factory=list)  # every generated text, for estimates
+    # How much text was generated, reasoning included, for estimates: counted, not kept, so
+    # a server that streams reasoning until the timeout costs no memory for it.
+    received_chars: int = 0
 
     def take(self, chunk: ChatCompletionChunk) -> str:
-        """Fold in one chunk; return the answer text it makes visible."""
-        if chunk.usage is not None:
+        """Fold in one chunk; return the answer text it makes visible.
+
+        Raises MalformedReply for a chunk the SDK passed on unchecked (it does not validate).
+        """
+        if isinstance(chunk.usage, CompletionUsage):
             self.usage = chunk.usage
+        choices = chunk.choices
+        if choices is not None and not isinstance(choices, list):
+            raise MalformedReply(f"a chunk's choices are {type(choices).__name__}, not a list")
         visible: list[str] = []
-        for choice in chunk.choices or ():
+        for choice in choices or ():
+            if not isinstance(choice, Choice) or not isinstance(choice.index, int | None):
+                raise MalformedReply("a chunk's choice is not an object with an index")
             if choice.index or choice.delta is None:
                 continue
-            extra = choice.delta.model_extra or {}
-            self.received.extend(t for k in REASONING_FIELDS if isinstance(t := extra.get(k), str))
-            if choice.finish_reason:
+            delta = choice.delta
+            if not isinstance(delta, ChoiceDelta) or not isinstance(delta.content, str | None):
+                raise MalformedReply("a chunk's delta is not an object with text content")
+            extra = delta.model_extra or {}
+            self.received_chars += sum(
+                len(t) for k in REASONING_FIELDS if isinstance(t := extra.get(k), str)
+            )
+            if isinstance(choice.finish_reason, str) and choice.finish_reason:
                 self.finish_reason = choice.finish_reason
-            if choice.delta.content:
-                self.received.append(choice.delta.content)
-                visible.append(self.think.feed(choice.delta.content))
+            if delta.content:
+                self.received_chars += len(delta.content)
+                visible.append(self.think.feed(well_formed(delta.content)))
         return "".join(visible)

@@ -24,6 +24,7 @@ from research_service.providers.search_retry import (
 from research_service.providers.urls import canonical_url
 from research_service.settings import Settings
 from research_service.settings_fields import env_name
+from research_service.text import shorten, well_formed
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ CONNECT_TIMEOUT_S: Final = 5.0
 # A page of SearXNG results is tens of kilobytes; anything this big is not one.
 MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 READ_CHUNK_BYTES: Final = 64 * 1024
+# SearXNG's titles and snippets are a line or two; longer ones are cut (they fill the prompt).
+TITLE_CHARS: Final = 300
+SNIPPET_CHARS: Final = 1000
 WEB_SCHEMES: Final = ("http", "https")
 REQUEST_HEADERS: Final = {
     "Accept": "application/json",
@@ -182,10 +186,28 @@ class SearxngSearch:
         return payload
 
     def _hits(self, payload: dict[str, Any], *, query: str, limit: int) -> list[SearchHit]:
-        """SearXNG's results as hits: best score first, one per canonical URL, at most `limit`."""
-        candidates = [hit for item in payload["results"] if (hit := _hit(item)) is not None]
+        """SearXNG's results as hits: best score first, one per canonical URL, at most `limit`.
+
+        Only the results needed are turned into hits: a reply of many thousands costs a sort
+        of their scores, not a parse of every URL on the event loop.
+        """
+        results: list[Any] = payload["results"]
+        # Stable: SearXNG's order breaks ties.
+        order = sorted(range(len(results)), key=lambda i: -_score(_get(results[i], "score")))
+        hits: list[SearchHit] = []
+        seen: set[str] = set()
+        for index in order:
+            hit = _hit(results[index])
+            if hit is None:
+                continue
+            key = canonical_url(hit.url)
+            if key not in seen:
+                seen.add(key)
+                hits.append(hit)
+                if len(hits) >= limit:
+                    break
         silent = _unresponsive(payload.get("unresponsive_engines"))
-        if not candidates and silent:
+        if not hits and silent:
             raise SearchError(
                 f"no SearXNG engine answered the search for {query!r} ({silent}); check the "
                 f"instance's engines or choose others with {env_name('searxng_engines')}",
@@ -194,15 +216,7 @@ class SearxngSearch:
             )
         if silent:
             log.info("SearXNG engines that did not answer %r: %s", query, silent)
-        candidates.sort(key=lambda hit: -hit.score)  # stable: SearXNG's order breaks ties
-        hits: list[SearchHit] = []
-        seen: set[str] = set()
-        for hit in candidates:
-            key = canonical_url(hit.url)
-            if key not in seen:
-                seen.add(key)
-                hits.append(hit)
-        return hits[:limit]
+        return hits
 
     def _error(self, exc: BaseException, *, attempts: int) -> SearchError:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
@@ -264,10 +278,21 @@ def _hit(item: object) -> SearchHit | None:
     if not isinstance(url, str) or urlsplit(url.strip()).scheme.lower() not in WEB_SCHEMES:
         return None
     url = url.strip()
-    title, content = item.get("title"), item.get("content")
-    title = " ".join(title.split()) if isinstance(title, str) else ""
-    content = " ".join(content.split()) if isinstance(content, str) else ""
+    if well_formed(url) != url:
+        return None  # a lone surrogate: no page has this address
+    title = shorten(_text(item.get("title")), TITLE_CHARS)
+    content = shorten(_text(item.get("content")), SNIPPET_CHARS)
     return SearchHit(title=title or url, url=url, snippet=content, score=_score(item.get("score")))
+
+
+def _text(value: object) -> str:
+    """A result's title or content on one line, valid Unicode; "" if it is not a string."""
+    return well_formed(" ".join(value.split())) if isinstance(value, str) else ""
+
+
+def _get(item: object, key: str) -> object:
+    """`item[key]` if `item` is an object, else None."""
+    return item.get(key) if isinstance(item, dict) else None
 
 
 def _score(value: object) -> float:
@@ -286,7 +311,7 @@ def _unresponsive(engines: object) -> str:
         if isinstance(entry, list | tuple) and entry:
             reason = f" ({entry[1]})" if len(entry) > 1 and entry[1] else ""
             named.append(f"{entry[0]}{reason}")
-    return ", ".join(named)
+    return well_formed(", ".join(named))
 
 
 def _json_or_none(body: bytes) -> Any:
@@ -300,5 +325,5 @@ def _error_detail(body: bytes) -> str:
     """The `error` SearXNG puts in a JSON error body (e.g. "No query"), if there is one."""
     payload = _json_or_none(body)
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-        return str(payload["error"])
+        return well_formed(str(payload["error"]))
     return ""

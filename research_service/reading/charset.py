@@ -8,6 +8,8 @@ from typing import Final
 
 from charset_normalizer import from_bytes
 
+from research_service.text import well_formed
+
 # Browsers look for <meta charset> in the first 1024 bytes only (WHATWG "prescan").
 META_PRESCAN_BYTES: Final = 1024
 # Detection reads a head and a tail; whole multi-megabyte pages would be slow to classify.
@@ -72,14 +74,21 @@ def detect(body: bytes) -> str | None:
 
 
 def decode(body: bytes, *, declared: str | None, html: bool) -> str:
-    """`body` as text, in the first charset that applies; undecodable bytes become U+FFFD."""
+    """`body` as text, in the first charset that applies; undecodable bytes become U+FFFD.
+
+    A declared codec that is not a text encoding (base64, rot13, idna …) counts as none.
+    """
     for bom, name in BOMS:
         if body.startswith(bom):
             return body[len(bom) :].decode(name, errors="replace")
     charset = known_codec(declared) or (meta_charset(body) if html else None)
-    if charset is None:
+    if charset is not None:
         try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError:
-            charset = detect(body) or FALLBACK_CHARSET
-    return body.decode(charset, errors="replace")
+            # Some decode to lone surrogates (utf-7, unicode_escape), which no event can carry.
+            return well_formed(body.decode(charset, errors="replace"))
+        except (LookupError, UnicodeError):
+            pass  # "is not a text encoding", or a codec without errors="replace"
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode(detect(body) or FALLBACK_CHARSET, errors="replace")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from research_service.errors import ResearchError
 from research_service.settings_fields import flag_name
+from research_service.text import well_formed
 
 
 def _flag(name: str) -> str:
@@ -17,7 +18,8 @@ class PageError(ResearchError):
     code = "page_error"
 
     def __init__(self, message: str, *, url: str) -> None:
-        super().__init__(message)
+        # A reason phrase or Location with bytes that are not UTF-8 reaches us as surrogates.
+        super().__init__(well_formed(message))
         self.url = url
 
 

@@ -1,0 +1,40 @@
+"""Reading a Chat Completions reply the SDK hands over unchecked: its message, its usage."""
+
+from __future__ import annotations
+
+from openai.types.chat import ChatCompletion, ChatCompletionMessage
+from openai.types.completion_usage import CompletionUsage
+
+from research_service.providers.base import Usage
+from research_service.providers.llm_errors import MalformedReply
+
+
+def reported_usage(usage: object) -> Usage | None:
+    """The server's usage report as a Usage, if it sent one that holds counts."""
+    if not isinstance(usage, CompletionUsage):
+        return None
+    counts = (usage.prompt_tokens or 0, usage.completion_tokens or 0)
+    if not all(type(count) is int and count >= 0 for count in counts):
+        return None  # the SDK does not check: "many" or -3 would break the run's accounting
+    return Usage(*counts)
+
+
+def completion_message(completion: object) -> ChatCompletionMessage | None:
+    """The first choice's message of a completion; raise MalformedReply if it has no such shape.
+
+    The SDK does not validate replies: a 200 that is not JSON comes back as a `str`, and a
+    JSON object of another shape as a ChatCompletion whose fields hold anything.
+    """
+    if not isinstance(completion, ChatCompletion):
+        raise MalformedReply("a body that is not JSON")
+    choices = completion.choices
+    if choices is not None and not isinstance(choices, list):
+        raise MalformedReply("its choices are not a list")
+    if not choices:
+        return None
+    message = getattr(choices[0], "message", None)
+    if not isinstance(message, ChatCompletionMessage):
+        raise MalformedReply("its first choice has no message")
+    if not isinstance(message.content, str | None) or not isinstance(message.refusal, str | None):
+        raise MalformedReply("its message's content is not text")
+    return message
