@@ -49,7 +49,7 @@ from research_service.web.keys import (
 )
 from research_service.web.origin import cors_headers, origin_middleware
 from research_service.web.problems import problem_middleware
-from research_service.web.protocol import connection_middleware, name_the_server
+from research_service.web.protocol import common_headers, connection_middleware
 from research_service.web.request_id import request_id_middleware, send_request_id
 from research_service.web.validation import MAX_BODY_BYTES
 from research_service.webhooks.service import open_webhooks
@@ -89,7 +89,7 @@ def create_app(
         ],
         client_max_size=MAX_BODY_BYTES,
     )
-    app.on_response_prepare.append(name_the_server)
+    app.on_response_prepare.append(common_headers)
     app.on_response_prepare.append(send_request_id)
     app.on_response_prepare.append(cors_headers)
     app[SETTINGS] = settings

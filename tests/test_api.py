@@ -263,6 +263,8 @@ def assert_problem(
     """The response is an RFC 9457 problem with this status, field and detail."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
     problem: dict[str, Any] = response.json()
     assert problem["status"] == status
     for key in ("type", "title", "detail"):
@@ -313,6 +315,33 @@ async def test_create_returns_201_with_location_and_run_fields(
     assert created.utcoffset() == timedelta(0)
     assert abs(datetime.now(UTC) - created) < timedelta(minutes=1)
     await service.wait_done(run_id)
+
+
+async def test_no_answer_is_kept_by_a_cache_or_sniffed(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """A run's snapshot, listing and recording are one owner's: no browser or proxy keeps them."""
+    created = await client.post(service.url("/v1/runs"), json={"question": "What is up?"})
+    run_id = created.json()["id"]
+    await service.wait_done(run_id)
+    answers = [created] + [
+        await client.get(service.url(path))
+        for path in (
+            f"/v1/runs/{run_id}",
+            "/v1/runs",
+            f"/v1/runs/{run_id}/recording",
+            "/v1/session",
+            "/healthz",
+        )
+    ]
+    for response in answers:
+        assert response.status_code in (200, 201), response.request.url
+        assert response.headers["cache-control"] == "no-store", response.request.url
+        assert response.headers["x-content-type-options"] == "nosniff", response.request.url
+    # What may be kept says how: the panel's files are revalidated by their ETag.
+    panel = await client.get(service.url("/"))
+    assert panel.headers["cache-control"] == "no-cache"
+    assert panel.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_custom_options_are_kept_and_used(

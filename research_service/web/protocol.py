@@ -215,6 +215,13 @@ async def connection_middleware(request: web.Request, handler: Handler) -> web.S
         protocol.guard.busy(protocol, False)
 
 
-async def name_the_server(request: web.Request, response: web.StreamResponse) -> None:
-    """`on_response_prepare`: `Server` names the service, not aiohttp's and Python's versions."""
+async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: what every answer says of itself.
+
+    `Server` names the service, not aiohttp's and Python's versions. No answer is sniffed for
+    another type than it says, and none is kept by a cache unless it says how (the panel's
+    files and the OpenAPI document, by ETag): runs, listings and sessions are one owner's.
+    """
     response.headers["Server"] = SERVER_NAME
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.setdefault("Cache-Control", "no-store")
