@@ -275,7 +275,7 @@ async def test_a_busy_service_is_asked_again_then_refused_saying_so(
     assert caught.value.status == 429
     assert caught.value.exit_code == 2
     assert notes == [
-        "the service is busy (1 runs are active, the limit is 1; retry in 5 s); trying again "
+        "the service is busy (1 run is active, the limit is 1; retry in 5 s); trying again "
         f"in 0.01 s (attempt {n} of {BUSY_ATTEMPTS})"
         for n in range(2, BUSY_ATTEMPTS + 1)
     ]

@@ -25,7 +25,7 @@ from research_service.pipeline.review import (
     decision_json,
 )
 from research_service.runs.hub import Hub
-from research_service.runs.limits import owner_full
+from research_service.runs.limits import are_active, owner_full
 from research_service.runs.models import RunRecord
 from research_service.runs.state import RunState
 
@@ -170,7 +170,7 @@ class ClusterCoordinator:
             raise owner_full(owner, int(count), where=" in the cluster")
         if taken == _CLUSTER_FULL:
             raise TooManyRuns(
-                f"{count} runs are active in the cluster, the limit is {limit}; "
+                f"{are_active(count)} in the cluster, the limit is {limit}; "
                 f"retry in {RETRY_AFTER_S} s",
                 retry_after=RETRY_AFTER_S,
             )

@@ -14,11 +14,21 @@ from research_service.runs.models import RunRecord
 RETRY_AFTER_S: Final = 5
 
 
+def runs(count: int) -> str:
+    """`count` runs, in words: "1 run", "2 runs"."""
+    return f"{count} run" if count == 1 else f"{count} runs"
+
+
+def are_active(count: int) -> str:
+    """ "1 run is active", "2 runs are active"."""
+    return f"{runs(count)} {'is' if count == 1 else 'are'} active"
+
+
 def check_room(active: int, limit: int) -> None:
     """Raise TooManyRuns when `active` runs already reach the `limit`."""
     if active >= limit:
         raise TooManyRuns(
-            f"{active} runs are active, the limit is {limit}; retry in {RETRY_AFTER_S} s",
+            f"{are_active(active)}, the limit is {limit}; retry in {RETRY_AFTER_S} s",
             retry_after=RETRY_AFTER_S,
         )
 
@@ -26,7 +36,7 @@ def check_room(active: int, limit: int) -> None:
 def owner_full(owner: str, active: int, *, where: str = "") -> TooManyRuns:
     """The refusal of a run to `owner`, who has `active` runs, the most allowed."""
     return TooManyRuns(
-        f"{owner!r} has {active} runs active{where}, the most one API key's owner may "
+        f"{owner!r} has {runs(active)} active{where}, the most one API key's owner may "
         f"have (--max-active-runs-per-owner); let one finish or cancel one "
         f"(POST /v1/runs/{{id}}/cancel), or retry in {RETRY_AFTER_S} s",
         retry_after=RETRY_AFTER_S,
