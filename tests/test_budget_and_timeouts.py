@@ -6,6 +6,7 @@ import json
 
 import httpx
 
+from research_service.pipeline.synthesizer import MAX_PIECE_CHARS
 from research_service.providers.base import Usage
 from tests.conftest import MakeService, Service
 from tests.sse import Received, listen
@@ -137,3 +138,20 @@ async def test_cancel_during_synthesis_closes_the_model_stream(
     await client.post(service.url(f"/v1/runs/{run_id}/cancel"))
     await service.wait_done(run_id)
     assert service.llm.closed
+
+
+async def test_a_megabyte_in_one_piece_is_cut_into_events_and_stopped_by_the_budget(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    # A model server may send anything in one delta: no event grows with it.
+    service.llm.pieces = ["Start. ", "x" * 1_000_000, "never sent"]
+    got = await run(service, client, max_tokens=3000)
+    _, done = got.last
+    assert done["status"] == "completed"
+    assert done["truncated"] is True
+    texts = [json.loads(e.data)["text"] for e in got.events if e.event == "token"]
+    assert max(len(text) for text in texts) == MAX_PIECE_CHARS
+    # Stopped within one event of the budget (about four characters a token).
+    assert MAX_PIECE_CHARS < len(got.text()) <= 3000 * 4 + MAX_PIECE_CHARS
+    assert done["answer"] == got.text() == "".join(texts)
+    assert "never sent" not in got.text()

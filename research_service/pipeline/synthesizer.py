@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Final
 
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.watchdog import StreamWatchdog
 from research_service.providers.base import AnswerRequest, LLMProvider, Source, estimate_tokens
+
+#: The most text one `token` event carries. A model server that sends a megabyte in one piece
+#: has it cut into events of this size, and the budget stops it within one of them: no event,
+#: stored copy or listener's buffer grows with what one piece of the stream holds.
+MAX_PIECE_CHARS: Final = 4096
 
 
 async def synthesize(
@@ -36,17 +42,21 @@ async def synthesize(
     watchdog = ctx.watchdog = StreamWatchdog(first_s=first_token_s, between_s=between_tokens_s)
     tokens = ctx.tokens
     try:
+        spent = False
         async for piece in stream:
             watchdog.tick()
-            if not piece:
-                continue
-            parts.append(piece)
-            await ctx.emit("token", {"text": piece})
-            if tokens.budget is not None:
-                tokens.live_completion += estimate_tokens(piece)
-                if tokens.generated >= tokens.budget:
-                    ctx.truncated = True
-                    break
+            for start in range(0, len(piece), MAX_PIECE_CHARS):
+                text = piece[start : start + MAX_PIECE_CHARS]
+                parts.append(text)
+                await ctx.emit("token", {"text": text})
+                if tokens.budget is not None:
+                    tokens.live_completion += estimate_tokens(text)
+                    spent = tokens.generated >= tokens.budget
+                    if spent:
+                        ctx.truncated = True
+                        break
+            if spent:
+                break
     except asyncio.CancelledError:
         current = asyncio.current_task()
         # Only the watchdog cancelled us: a timeout, not a cancelled run.
