@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from research_service.app import create_app
 from research_service.auth.key_store import SqliteKeys
 from research_service.cluster.redis_link import GROUP
+from research_service.pipeline.synthesizer import MAX_PIECE_CHARS
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from research_service.settings import Settings
 from research_service.web.metrics import forget_startup_stalls
@@ -442,7 +443,8 @@ async def test_a_backed_up_listener_catches_up_from_the_log_and_its_lag_is_count
 ) -> None:
     """Live events the hub could not hand over (a full socket) count when the log sends them."""
     service = await make_service(max_tokens_per_run=10_000_000)
-    service.llm.pieces = ["x" * 16 * 1024] * 256  # 4 MiB: far more than the socket holds
+    # 4 MiB, far more than the socket holds, in the largest pieces a token event carries.
+    service.llm.pieces = ["x" * MAX_PIECE_CHARS] * 1024
     service.llm.hold_after = 1
     run_id = await service.create(client)
     await service.until_held()

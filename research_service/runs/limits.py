@@ -20,7 +20,7 @@ def runs(count: int) -> str:
 
 
 def are_active(count: int) -> str:
-    """ "1 run is active", "2 runs are active"."""
+    """`count` runs and whether they are active, in words: "1 run is active"."""
     return f"{runs(count)} {'is' if count == 1 else 'are'} active"
 
 
