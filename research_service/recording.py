@@ -15,6 +15,7 @@ from typing import Any, Final, NoReturn
 
 from research_service import __version__
 from research_service.errors import ResearchError
+from research_service.event_shapes import payload_problem
 from research_service.events import EVENT_NAMES, FINAL_STATUSES, Event, dumps, is_run_id
 from research_service.records import (
     BREADTH_RANGE,
@@ -362,4 +363,7 @@ def _event(
     if name == "done" and data.get("status") not in FINAL_STATUSES:
         statuses = ", ".join(sorted(FINAL_STATUSES))
         _fail(source, line, f"field 'data.status' of done must be one of {statuses}")
+    problem = payload_problem(name, data)
+    if problem is not None:
+        _fail(source, line, f"field {problem.field!r} of {name} {problem.complaint}")
     return RecordedEvent(seq, name, data, t_ms)

@@ -36,6 +36,7 @@ CORE: Final = frozenset(
         "loop_turns",
         "collector",
         "events",
+        "event_shapes",
         "net",
         "hits",
         "records",

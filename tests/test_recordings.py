@@ -136,6 +136,18 @@ def _set(index: int, **fields: Any) -> Callable[[list[str]], list[str]]:
     return change
 
 
+def _data(index: int, **fields: Any) -> Callable[[list[str]], list[str]]:
+    """Change fields of the data of line `index` (0-based), an event line."""
+
+    def change(lines: list[str]) -> list[str]:
+        obj = json.loads(lines[index])
+        obj["data"].update(fields)
+        lines[index] = json.dumps(obj) + "\n"
+        return lines
+
+    return change
+
+
 def _replace(index: int, text: str) -> Callable[[list[str]], list[str]]:
     def change(lines: list[str]) -> list[str]:
         lines[index] = text
@@ -179,6 +191,15 @@ BROKEN = [
     Broken("negative t_ms", _set(1, t_ms=-1), 2, "t_ms is -1"),
     Broken("t_ms back", _set(3, t_ms=5), 4, "t_ms goes back from 12 to 5"),
     Broken("done status", _set(4, data={}), 5, "'data.status' of done must be one of"),
+    # Data its event's JSON Schema refuses (more, through the replay command: test_replay.py).
+    Broken("text a number", _data(2, text=7), 3, "'data.text' of token must be a string, not a"),
+    Broken("unknown phase", _data(1, phase="idle"), 2, "'data.phase' of phase must be one of"),
+    Broken(
+        "source id a string",
+        _data(4, sources=[{"id": "1", "title": "Sky", "url": "https://example.org/sky"}]),
+        5,
+        "field 'data.sources[0].id' of done must be an integer, not a string",
+    ),
     Broken("no done", lambda lines: lines[:4], 4, "ends at line 4 without a done event"),
     Broken("header only", lambda lines: lines[:1], 1, "without a done event"),
     Broken(

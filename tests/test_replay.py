@@ -343,21 +343,236 @@ def test_bad_recording_exits_2_naming_the_file_and_line(
         assert capsys.readouterr().err.startswith(f"research-service: {bad}, line {line}: ")
 
 
-def test_bad_recording_from_the_shell_exits_2_without_a_traceback(
-    recorded: Recorded, tmp_path: Path
-) -> None:
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(recorded.path.read_text(encoding="utf-8").replace("{", "[", 2), "utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "research_service", "replay", str(bad), "--port", "0"],
+def replay_from_the_shell(path: Path) -> subprocess.CompletedProcess[str]:
+    """`research-service replay PATH --port 0` as a shell runs it (a bad file: it exits)."""
+    return subprocess.run(
+        [sys.executable, "-m", "research_service", "replay", str(path), "--port", "0"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_bad_recording_from_the_shell_exits_2_without_a_traceback(
+    recorded: Recorded, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(recorded.path.read_text(encoding="utf-8").replace("{", "[", 2), "utf-8")
+    result = replay_from_the_shell(bad)
     assert result.returncode == 2
     assert result.stderr.startswith(f"research-service: {bad}, line 1: "), result.stderr
     assert "Traceback" not in result.stderr
+
+
+SHIPPED = Path(__file__).resolve().parent / "recordings"
+Line = dict[str, Any]  # one event line of a recording, parsed
+
+
+def _phase(phase: str, status: str) -> Callable[[Line], bool]:
+    return lambda line: (
+        line["event"] == "phase"
+        and line["data"]["phase"] == phase
+        and line["data"]["status"] == status
+    )
+
+
+def _named(name: str) -> Callable[[Line], bool]:
+    return lambda line: line["event"] == name
+
+
+def _put(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """Set fields of the data (a value of ... removes the field)."""
+
+    def change(data: dict[str, Any]) -> None:
+        for key, value in fields.items():
+            if value is ...:
+                del data[key]
+            else:
+                data[key] = value
+
+    return change
+
+
+def _first_source(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda data: data["sources"][0].update(fields)
+
+
+@dataclass(frozen=True)
+class WrongData:
+    """A shipped recording whose first event matching `where` has its data changed."""
+
+    name: str
+    where: Callable[[Line], bool]
+    change: Callable[[dict[str, Any]], None]
+    says: str  # the reason `replay` gives after "<file>, line <n>: "
+    file: str = "builtin_completed.jsonl"
+
+
+WRONG_DATA = [
+    WrongData(
+        "token text a number",
+        _named("token"),
+        _put(text=7),
+        "field 'data.text' of token must be a string, not a number",
+    ),
+    WrongData(
+        "token without text",
+        _named("token"),
+        _put(text=...),
+        "field 'data.text' of token is missing",
+    ),
+    WrongData(
+        "unknown phase",
+        _phase("planning", "started"),
+        _put(phase="reviewing"),
+        "field 'data.phase' of phase must be one of planning, searching, synthesizing, not "
+        "'reviewing'",
+    ),
+    WrongData(
+        "a status that phase does not have",
+        _phase("synthesizing", "started"),
+        _put(status="review"),
+        "field 'data.status' of phase must be one of started, progress, completed, not 'review'",
+    ),
+    WrongData(
+        "plan queries an object",
+        _phase("planning", "completed"),
+        _put(queries={"q": "json"}),
+        "field 'data.queries' of phase must be an array, not an object",
+    ),
+    WrongData(
+        "progress sources a string",
+        _phase("searching", "progress"),
+        _put(sources="none"),
+        "field 'data.sources' of phase must be an array, not a string",
+    ),
+    WrongData(
+        "progress count a string",
+        _phase("searching", "progress"),
+        _put(completed="1"),
+        "field 'data.completed' of phase must be an integer, not a string",
+    ),
+    WrongData(
+        "a field of another kind of phase",
+        _phase("planning", "started"),
+        _put(queries=["json"]),
+        "field 'data.queries' of phase has no place in 'planning started'",
+    ),
+    WrongData(
+        "done sources not source objects",
+        _named("done"),
+        _put(sources=["https://docs.python.org/3/"]),
+        "field 'data.sources[0]' of done must be an object, not a string",
+    ),
+    WrongData(
+        "done source id a string",
+        _named("done"),
+        _first_source(id="1"),
+        "field 'data.sources[0].id' of done must be an integer, not a string",
+    ),
+    WrongData(
+        "done answer a number",
+        _named("done"),
+        _put(answer=42),
+        "field 'data.answer' of done must be a string, not a number",
+    ),
+    WrongData(
+        "done error a string",
+        _named("done"),
+        _put(error="boom"),
+        "field 'data.error' of done must be null or an object, not a string",
+    ),
+    WrongData(
+        "done error for a completed run",
+        _named("done"),
+        _put(error={"code": "internal", "message": "a completed run has no error"}),
+        "field 'data.error' of done must be null, not an object",
+    ),
+    WrongData(
+        "done without timings",
+        _named("done"),
+        _put(timings_ms=...),
+        "field 'data.timings_ms' of done is missing",
+    ),
+    WrongData(
+        "error code a list",
+        _named("error"),
+        _put(code=["no_sources"]),
+        "field 'data.code' of error must be a string, not an array",
+        file="builtin_failed.jsonl",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", WRONG_DATA, ids=[case.name for case in WRONG_DATA])
+def test_event_data_of_the_wrong_shape_exits_2_naming_the_line_and_the_field(
+    case: WrongData, tmp_path: Path
+) -> None:
+    """A hand-edited recording is refused at load, not served to fail on a snapshot later."""
+    lines = (SHIPPED / case.file).read_text(encoding="utf-8").split("\n")
+    index = next(i for i, line in enumerate(lines[1:], 1) if line and case.where(json.loads(line)))
+    event = json.loads(lines[index])
+    case.change(event["data"])
+    lines[index] = json.dumps(event, ensure_ascii=False)
+    bad = tmp_path / "hand-edited.jsonl"
+    bad.write_text("\n".join(lines), encoding="utf-8")
+    result = replay_from_the_shell(bad)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"research-service: {bad}, line {index + 1}: {case.says}\n",
+    )
+
+
+async def test_data_fields_a_later_release_may_add_are_kept_and_replayed_byte_for_byte(
+    make_replay: MakeReplay, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Fields the schemas do not name, in data or in a source, load and go out as recorded."""
+    lines = (SHIPPED / "builtin_completed.jsonl").read_text(encoding="utf-8").split("\n")[:-1]
+    events = [json.loads(line) for line in lines[1:]]
+    for event in events:
+        event["data"]["trace"] = {"span": event["seq"], "tags": ["a", None]}
+    events[-1]["data"]["sources"][0]["score"] = 0.75
+    path = tmp_path / "newer.jsonl"
+    path.write_text(
+        "\n".join([lines[0], *(json.dumps(e, ensure_ascii=False) for e in events)]) + "\n",
+        encoding="utf-8",
+    )
+    (recording,) = load_recordings([path])
+    assert [e.data for e in recording.events] == [e["data"] for e in events]
+
+    server = await make_replay(path)
+    status, body = await raw_stream(
+        client, str(server.make_url(f"/v1/runs/{recording.run_id}/events"))
+    )
+    assert status == 200
+    assert body == retry_field(DEFAULT_RETRY_MS) + b"".join(recording_wire(path))
+    assert body.count(b'"trace":{"span":') == len(events)
+    snapshot = await client.get(str(server.make_url(f"/v1/runs/{recording.run_id}")))
+    assert snapshot.status_code == 200
+    assert snapshot.json()["sources"][0]["score"] == 0.75
+
+
+async def test_a_done_without_its_total_time_is_snapshotted_with_the_event_s_time(
+    make_replay: MakeReplay, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The schemas do not say which timings a done holds: a snapshot must not need `total`."""
+    lines = (SHIPPED / "builtin_completed.jsonl").read_text(encoding="utf-8").split("\n")[:-1]
+    done = json.loads(lines[-1])
+    done["data"]["timings_ms"] = {"planning": 1}
+    path = tmp_path / "no-total.jsonl"
+    path.write_text("\n".join([*lines[:-1], json.dumps(done)]) + "\n", encoding="utf-8")
+    (recording,) = load_recordings([path])
+    server = await make_replay(path)
+    # The whole stream, to its done: the run has ended.
+    status, _ = await raw_stream(
+        client, str(server.make_url(f"/v1/runs/{recording.run_id}/events"))
+    )
+    assert status == 200
+    snapshot = await client.get(str(server.make_url(f"/v1/runs/{recording.run_id}")))
+    assert snapshot.status_code == 200, snapshot.text
+    assert snapshot.json()["status"] == "completed"
+    assert snapshot.json()["timings_ms"]["total"] == done["t_ms"]
 
 
 def test_one_bad_file_among_good_ones_stops_the_command(

@@ -79,7 +79,7 @@ class RunState:
             self.answer_parts = []
             self.sources = list(data.get("sources", self.sources))
             self.error = data.get("error")
-            self.total_ms = int(data["timings_ms"]["total"])
+            self.total_ms = int(data["timings_ms"].get("total", event.t_ms))
             self.usage = data.get("usage")
             self.truncated = bool(data.get("truncated", False))
             # An ended run waits for nothing, however it ended (cancelled mid-review too).
