@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, get_args
 
+from research_service.text import well_formed
+
 EventName: TypeAlias = Literal["phase", "token", "done", "error"]
 Phase: TypeAlias = Literal["planning", "searching", "synthesizing"]
 PhaseStatus: TypeAlias = Literal["started", "progress", "completed"]
@@ -59,6 +61,12 @@ _encode_string: Final[Callable[[str], str]] = json.encoder.encode_basestring
 def dumps(data: Any) -> str:
     """Compact JSON, the one serialisation used on the wire."""
     return _ENCODER.encode(data)
+
+
+def writable(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with every lone surrogate made U+FFFD: what an event can carry (see `encode`)."""
+    cleaned: dict[str, Any] = json.loads(well_formed(dumps(data)))
+    return cleaned
 
 
 def encode(run_id: str, seq: int, name: str, data: Any) -> bytes:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from research_service.events import dumps, encode, retry_field
+from research_service.providers.base import SearchHit
 from tests.conftest import MakeService, Service
 from tests.sse import after_event, listen
 
@@ -319,3 +320,23 @@ async def test_stored_events_leave_the_garbage_collector_alone(
     assert not any(gc.is_tracked(row) for row in stored)
     events = await service.manager.log.read(run_id, after=0)
     assert events[1].data["queries"] == ["alpha", "beta"]
+
+
+async def test_text_no_event_can_carry_becomes_u_fffd_and_the_run_still_ends(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """A lone surrogate (JSON's "\\ud800") that slipped past a provider, in a source's title and
+    in the answer: no UTF-8 encoder writes it, and the run used to end with no `done`."""
+    service.search.results["alpha"] = [
+        SearchHit(title="Sker\ud800ryvore", url="https://a.example/", snippet="x\udc00y")
+    ]
+    service.llm.pieces = ["One ", "bad \ud800 piece", " end."]
+    run_id = await service.create(client)
+    got = await listen(client, service.url(f"/v1/runs/{run_id}/events"), timeout=10)
+    name, done = got.last
+    assert (name, done["status"]) == ("done", "completed")
+    assert done["answer"] == got.text() == "One bad \ufffd piece end."
+    assert done["sources"][0]["title"] == "Sker\ufffdryvore"
+    assert done["sources"][0]["snippet"] == "x\ufffdy"
+    snapshot = await client.get(service.url(f"/v1/runs/{run_id}"))
+    assert snapshot.json()["answer"] == "One bad \ufffd piece end."

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
+from typing import Any
 
+from research_service.events import Event, writable
 from research_service.pipeline.context import RunContext
 from research_service.runs.hub import Hub
 from research_service.runs.models import RunRecord
 from research_service.runs.state import RunState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -25,6 +30,22 @@ class LiveRun:
     hub: Hub = field(default_factory=Hub)
     #: In a cluster, the check of other processes' listeners before abandoning the run.
     abandon_check: asyncio.Task[None] | None = None
+
+    def next_event(
+        self, name: str, data: dict[str, Any], *, t_ms: int
+    ) -> tuple[Event, dict[str, Any]]:
+        """The run's next event, and the data it carries.
+
+        Text no event can carry (a lone surrogate, from a model or a page, that slipped past
+        its provider) becomes U+FFFD: the run must still end with a `done` listeners can read.
+        """
+        seq = self.state.event_count + 1
+        try:
+            return Event.create(self.record.id, seq, name, data, t_ms=t_ms), data
+        except UnicodeEncodeError:
+            log.warning("run %s: its %s event held text that is not Unicode", self.record.id, name)
+            data = writable(data)
+            return Event.create(self.record.id, seq, name, data, t_ms=t_ms), data
 
     def cancel(self, *, code: str, message: str) -> bool:
         """Stop the run's task promptly, for `code`; False when it had already finished."""

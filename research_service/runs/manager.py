@@ -11,7 +11,7 @@ from typing import Any, Final, Literal, TypeAlias
 from research_service import loop_turns
 from research_service.defaults import DEFAULT_REVIEW_TIMEOUT_S
 from research_service.errors import PipelineError, ProviderError, StoreUnavailable, unknown_run
-from research_service.events import Event, FinalStatus, done_payload
+from research_service.events import FinalStatus, done_payload
 from research_service.logs import run_task
 from research_service.pipeline.context import RunContext
 from research_service.pipeline.orchestrator import Pipeline
@@ -292,9 +292,7 @@ class RunManager:
         record = run.record
 
         async def emit(name: str, data: dict[str, Any]) -> None:
-            event = Event.create(
-                record.id, run.state.event_count + 1, name, data, t_ms=ctx.elapsed_ms()
-            )
+            event, data = run.next_event(name, data, t_ms=ctx.elapsed_ms())
             if name == "done":
                 # Durable once stored: only then is the run over for snapshots and listeners.
                 await self.log.append(event)
