@@ -74,7 +74,12 @@ class Usage:
 
 def estimate_tokens(text: str) -> int:
     """A rough token count for `text` (about four characters a token), at least 1."""
-    return max(1, (len(text) + 3) // 4)
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(chars: int) -> int:
+    """A rough token count for a text of `chars` characters, at least 1."""
+    return max(1, (chars + 3) // 4)
 
 
 @dataclass(frozen=True, slots=True)

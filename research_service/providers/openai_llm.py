@@ -22,6 +22,7 @@ from research_service.providers.base import (
     Source,
     Usage,
     estimate_tokens,
+    tokens_for_chars,
 )
 from research_service.providers.chat_replies import completion_message, reported_usage
 from research_service.providers.llm_errors import (
@@ -361,7 +362,7 @@ class OpenAILLM:
             return
         chars = state.received_chars
         estimate = Usage(
-            estimate_tokens(prompt_text(messages)), estimate_tokens("x" * chars) if chars else 0
+            estimate_tokens(prompt_text(messages)), tokens_for_chars(chars) if chars else 0
         )
         report.usage(estimate, estimated=True)
 
