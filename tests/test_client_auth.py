@@ -393,7 +393,9 @@ async def test_a_malformed_key_is_refused_before_any_request_without_echoing_it(
 
 
 async def test_revoking_the_key_ends_a_listen_that_follows_the_run(tmp_path: Path) -> None:
-    async with keyed_service(tmp_path, "--token-delay-ms", "250") as keyed:
+    # A token a second: the run outlasts the revoke command's start-up and the ~2 s until
+    # the service sees it, however loaded the machine (the test ends when the stream does).
+    async with keyed_service(tmp_path, "--token-delay-ms", "1000") as keyed:
         key = keyed.keys["alice"]
         async with httpx.AsyncClient(timeout=30) as client:
             created = await client.post(
