@@ -6,12 +6,13 @@ import io
 import logging
 import os
 import re
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from research_service.cli import main
-from research_service.corpus.files import folder_documents
+from research_service.corpus.files import MAX_FILE_BYTES, folder_documents
 from research_service.corpus.index import CorpusIndex
 from research_service.corpus.progress import ProgressLine
 from research_service.providers.local_search import corpus_index_path, open_local_search
@@ -258,3 +259,17 @@ def test_a_file_swapped_for_a_fifo_after_listing_is_skipped(folder: Path) -> Non
     os.mkfifo(folder / "tides.md")  # listed as a file, a FIFO by the time it is read
     assert refs["tides.md"].load() is None
     assert refs["guides/knots.txt"].load() is not None
+
+
+def test_a_file_over_the_limit_is_skipped_without_being_read(folder: Path) -> None:
+    big = folder / "dump.txt"
+    with big.open("wb") as file:
+        file.truncate(MAX_FILE_BYTES * 2)  # sparse: no disk used
+    (ref,) = [ref for ref in folder_documents(folder) if ref.key == "dump.txt"]
+    tracemalloc.start()
+    try:
+        assert ref.load() is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"{peak} bytes held to skip it"

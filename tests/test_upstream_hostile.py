@@ -118,6 +118,28 @@ async def test_a_result_title_with_a_lone_surrogate_does_not_stop_the_run_from_e
     assert (source["title"], source["snippet"]) == ("Sker\ufffdryvore", "A \ufffd")
 
 
+async def test_a_reply_of_one_page_again_and_again_is_read_only_so_far(
+    service_factory: Callable[..., Awaitable[TestServer]],
+) -> None:
+    """Thousands of results that are all one page: 20 looked at per source wanted, no more."""
+    results = [{"url": "https://same.example/", "title": "t", "score": 9}] * 9_000
+    results.append({"url": "https://other.example/", "title": "late", "score": 1})
+    body = json.dumps({"results": results}).encode()
+
+    async def search(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    async with Upstream({"/search": search}) as searx:
+        server = await service_factory(
+            model=ScriptedLLM(queries=["skerryvore"]),
+            search="searxng",
+            searxng_url=searx.url,
+            pages_per_run=0,
+        )
+        got, _ = await research(server)
+    assert [s["url"] for s in got.last[1]["sources"]] == ["https://same.example/"]
+
+
 async def test_a_huge_searxng_reply_does_not_stall_the_event_loop(
     service_factory: Callable[..., Awaitable[TestServer]],
 ) -> None:
@@ -265,6 +287,9 @@ def plan_or_stream(plan: PlanReply | None, frames: list[bytes] | PlanReply) -> H
             [chunk({"content": "The"}), b"data: " + b"[" * 100_000 + b"\n\n"],
             "llm_stream_broken",
         ),
+        (None, [b"data: [1, 2]\n\n"], "llm_bad_response"),
+        (None, [b"data: null\n\n"], "llm_bad_response"),
+        (None, [chunk({"content": "The"}), b'data: "x"\n\n'], "llm_stream_broken"),
     ],
     ids=[
         "html-plan",
@@ -273,6 +298,9 @@ def plan_or_stream(plan: PlanReply | None, frames: list[bytes] | PlanReply) -> H
         "content-a-number",
         "delta-a-string",
         "nested",
+        "chunk-a-list",
+        "chunk-null",
+        "chunk-a-string-after-text",
     ],
 )
 async def test_replies_of_the_wrong_shape_end_the_run_with_a_model_error_code(

@@ -270,6 +270,8 @@ class ClusterCoordinator:
 
     async def record_end(self, run_id: str) -> None:
         """A run's done is stored: record its end and give its slots back (retried if need be)."""
+        # Ended: a heartbeat from now on must not refresh the slots released below.
+        self.local.discard(run_id)
         try:
             await self.executions.end(run_id)
         except StoreUnavailable:

@@ -106,9 +106,12 @@ def read_regular(path: Path, limit: int) -> bytes | None:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as file:
-        if not stat_mode.S_ISREG(os.fstat(fd).st_mode):
+        opened = os.fstat(fd)
+        if not stat_mode.S_ISREG(opened.st_mode):
             raise OSError(f"{path} is not a regular file")
-        data = file.read(limit + 1)
+        if opened.st_size > limit:
+            return None  # never read: a folder of big PDFs costs a stat each, every sync
+        data = file.read(limit + 1)  # it may have grown since
     return None if len(data) > limit else data
 
 

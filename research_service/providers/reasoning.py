@@ -105,6 +105,8 @@ class AnswerStream:
 
         Raises MalformedReply for a chunk the SDK passed on unchecked (it does not validate).
         """
+        if not isinstance(chunk, ChatCompletionChunk):  # `data: [1, 2]`, `data: null` …
+            raise MalformedReply(f"a chunk that is {type(chunk).__name__}, not an object")
         if isinstance(chunk.usage, CompletionUsage):
             self.usage = chunk.usage
         choices = chunk.choices

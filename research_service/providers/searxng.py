@@ -36,6 +36,9 @@ READ_CHUNK_BYTES: Final = 64 * 1024
 # SearXNG's titles and snippets are a line or two; longer ones are cut (they fill the prompt).
 TITLE_CHARS: Final = 300
 SNIPPET_CHARS: Final = 1000
+# Results looked at per hit wanted, best first: SearXNG merges duplicates itself, so a reply
+# whose best hundreds are one page again is not a search worth reading further.
+MAX_CANDIDATES_PER_HIT: Final = 20
 WEB_SCHEMES: Final = ("http", "https")
 REQUEST_HEADERS: Final = {
     "Accept": "application/json",
@@ -188,15 +191,16 @@ class SearxngSearch:
     def _hits(self, payload: dict[str, Any], *, query: str, limit: int) -> list[SearchHit]:
         """SearXNG's results as hits: best score first, one per canonical URL, at most `limit`.
 
-        Only the results needed are turned into hits: a reply of many thousands costs a sort
-        of their scores, not a parse of every URL on the event loop.
+        Only the results needed are turned into hits, and at most MAX_CANDIDATES_PER_HIT
+        per hit wanted are looked at: a reply of many thousands (distinct or all one page)
+        costs a sort of their scores, not a parse of every URL on the event loop.
         """
         results: list[Any] = payload["results"]
         # Stable: SearXNG's order breaks ties.
         order = sorted(range(len(results)), key=lambda i: -_score(_get(results[i], "score")))
         hits: list[SearchHit] = []
         seen: set[str] = set()
-        for index in order:
+        for index in order[: limit * MAX_CANDIDATES_PER_HIT]:
             hit = _hit(results[index])
             if hit is None:
                 continue
