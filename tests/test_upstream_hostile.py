@@ -118,13 +118,10 @@ async def test_a_result_title_with_a_lone_surrogate_does_not_stop_the_run_from_e
     assert (source["title"], source["snippet"]) == ("Sker\ufffdryvore", "A \ufffd")
 
 
-async def test_a_reply_of_one_page_again_and_again_is_read_only_so_far(
-    service_factory: Callable[..., Awaitable[TestServer]],
-) -> None:
-    """Thousands of results that are all one page: 20 looked at per source wanted, no more."""
-    results = [{"url": "https://same.example/", "title": "t", "score": 9}] * 9_000
-    results.append({"url": "https://other.example/", "title": "late", "score": 1})
-    body = json.dumps({"results": results}).encode()
+async def searxng_answers(
+    service_factory: Callable[..., Awaitable[TestServer]], body: bytes
+) -> tuple[Received, dict[str, float]]:
+    """One run whose every search SearXNG answers with `body`."""
 
     async def search(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
@@ -136,7 +133,17 @@ async def test_a_reply_of_one_page_again_and_again_is_read_only_so_far(
             searxng_url=searx.url,
             pages_per_run=0,
         )
-        got, _ = await research(server)
+        return await research(server)
+
+
+async def test_a_reply_of_one_page_again_and_again_is_read_only_so_far(
+    service_factory: Callable[..., Awaitable[TestServer]],
+) -> None:
+    """Thousands of results that are all one page: 20 looked at per source wanted, no more."""
+    results = [{"url": "https://same.example/", "title": "t", "score": 9}] * 9_000
+    results.append({"url": "https://other.example/", "title": "late", "score": 1})
+    body = json.dumps({"results": results}).encode()
+    got, _ = await searxng_answers(service_factory, body)
     assert [s["url"] for s in got.last[1]["sources"]] == ["https://same.example/"]
 
 
@@ -149,18 +156,7 @@ async def test_a_huge_searxng_reply_does_not_stall_the_event_loop(
         for n in range(38_000)
     ]
     body = json.dumps({"results": results}).encode()  # encoded before the run: no stall here
-
-    async def search(request: web.Request) -> web.Response:
-        return web.Response(body=body, content_type="application/json")
-
-    async with Upstream({"/search": search}) as searx:
-        server = await service_factory(
-            model=ScriptedLLM(queries=["skerryvore"]),
-            search="searxng",
-            searxng_url=searx.url,
-            pages_per_run=0,
-        )
-        got, metrics = await research(server)
+    got, metrics = await searxng_answers(service_factory, body)
     assert got.last[1]["status"] == "completed"
     assert len(got.last[1]["sources"]) == 8
     assert metrics[LAG_METRIC] < MAX_LAG_S, metrics[LAG_METRIC]
