@@ -14,7 +14,6 @@ from research_service import defaults
 from research_service.errors import ConfigError
 from research_service.net import is_loopback
 from research_service.settings_fields import (
-    ENV_PREFIX,
     check_choice,
     option,
     out_of_bounds,
@@ -334,10 +333,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         message = out_of_bounds({f.name: getattr(self, f.name) for f in fields(self)})
-        if not message and self.secret is not None and len(self.secret) < defaults.MIN_SECRET_CHARS:
-            message = f"secret must be at least {defaults.MIN_SECRET_CHARS} characters"
         if message:
-            raise ConfigError(f"{message}; fix the flag or its {ENV_PREFIX}* variable")
+            raise ConfigError(message)
         for f in fields(self):
             check_choice(f, getattr(self, f.name))
 

@@ -6,14 +6,16 @@ settings themselves and nothing else.
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
-from research_service.defaults import MAX_NICE
+from research_service.defaults import MAX_NICE, MIN_SECRET_CHARS
 from research_service.errors import ConfigError
 
 ENV_PREFIX: Final = "RESEARCH_"
@@ -63,7 +65,23 @@ BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("lease_s", ">=", 1),
     ("drain_s", ">=", 0),
     ("session_ttl_s", ">", 0),
+    ("webhook_retry_s", ">", 0),
 )
+#: The URL settings: the schemes each takes, an example, and its other variables. A URL is
+#: never echoed back in an error: it may hold a password.
+URLS: Final[Mapping[str, tuple[tuple[str, ...], str, str]]] = {
+    "database_url": (
+        ("postgresql", "postgres"),
+        "postgresql://research@db.internal:5432/research",
+        " or DATABASE_URL",
+    ),
+    "redis_url": (("redis", "rediss", "unix"), "redis://redis.internal:6379/0", ""),
+    "searxng_url": (("http", "https"), "http://127.0.0.1:8888", " or SEARXNG_URL"),
+    "openai_base_url": (("http", "https"), "http://127.0.0.1:11434/v1", " or OPENAI_BASE_URL"),
+    "webhook_url": (("http", "https"), "https://hooks.example.com/research", ""),
+}
+#: How much of a value that cannot be parsed an error message quotes.
+QUOTED_CHARS: Final = 40
 
 
 def option(
@@ -114,25 +132,39 @@ def field_type(field_: Field[Any]) -> type:
     return Path
 
 
+def where(name: str) -> str:
+    """How an operator sets field `name`: "--heartbeat-s or RESEARCH_HEARTBEAT_S"."""
+    return f"--{flag_name(name)} or {env_name(name)}"
+
+
+def quoted(raw: str) -> str:
+    """`raw` for an error message: its repr, cut short (a 10,000-digit value is one line too)."""
+    if len(raw) <= QUOTED_CHARS:
+        return repr(raw)
+    return f"{raw[:QUOTED_CHARS]!r}… ({len(raw)} characters)"
+
+
 def parse_value(field_: Field[Any], raw: str) -> Any:
     """Parse a raw string (from the environment or argv) into a settings field's type."""
     kind = field_type(field_)
+    name = field_.name
     if kind is bool:
         word = raw.strip().lower()
         if word in TRUE_WORDS or word in FALSE_WORDS:
             return word in TRUE_WORDS
-        name = field_.name
         raise ConfigError(
-            f"{raw!r} is not true or false for {name}; fix {env_name(name)} (true/false)"
+            f"{quoted(raw)} is not true or false for {name}; fix {env_name(name)} (true/false)"
         )
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
-        name = field_.name
         raise ConfigError(
-            f"{raw!r} is not a valid {kind.__name__} for {name}; "
-            f"fix --{flag_name(name)} or {env_name(name)}"
+            f"{quoted(raw)} is not a valid {kind.__name__} for {name}; fix {where(name)}"
         ) from None
+    if kind is float and not math.isfinite(value):
+        # `inf` (or 1e400) would switch a timeout or a limit off; `nan` compares false to all.
+        raise ConfigError(f"{quoted(raw)} is not a finite number for {name}; fix {where(name)}")
+    return value
 
 
 def check_choice(field_: Field[Any], value: Any) -> None:
@@ -146,12 +178,46 @@ def check_choice(field_: Field[Any], value: Any) -> None:
 
 
 def out_of_bounds(values: Mapping[str, Any]) -> str | None:
-    """What the first value outside its bound breaks ("heartbeat_s must be > 0"), or None."""
+    """What the first value outside its bound breaks ("heartbeat_s must be > 0; fix …"), or None."""
     port = values["port"]
     if not 0 <= port <= MAX_PORT:
-        return f"port must be 0-{MAX_PORT}, got {port}"
+        return f"port must be 0-{MAX_PORT}, got {port}; fix {where('port')}"
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name} must be a finite number, got {value}; fix {where(name)}"
     for name, relation, bound in BOUNDS:
         value = values[name]
         if value is not None and not RELATIONS[relation](value, bound):
-            return f"{name} must be {relation} {bound}"
+            return f"{name} must be {relation} {bound}, got {value}; fix {where(name)}"
+    secret = values["secret"]
+    if secret is not None and len(secret) < MIN_SECRET_CHARS:
+        return f"secret must be at least {MIN_SECRET_CHARS} characters; fix {env_name('secret')}"
+    return bad_url(values)
+
+
+def bad_url(values: Mapping[str, Any]) -> str | None:
+    """What is wrong with the first URL setting that cannot be used, or None (never the URL)."""
+    for name, (schemes, example, aliases) in URLS.items():
+        url = values[name]
+        problem = None if url is None else url_problem(url, schemes)
+        if problem:
+            fix = where(name) + aliases
+            return f"{name} is not a usable URL ({problem}); fix {fix}, e.g. {example}"
     return None
+
+
+def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why `url` is no URL of one of `schemes`, in words that quote none of it; None if it is."""
+    if any(c <= " " or c == "\x7f" for c in url):
+        return "it holds a space or a control character"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"its host or port cannot be read: a port is 1-{MAX_PORT}, an IPv6 host in [ ]"
+    if parts.scheme.lower() not in schemes:
+        return "it must start with " + " or ".join(f"{scheme}://" for scheme in schemes)
+    # PostgreSQL's may name none: `postgresql:///research?host=/run/postgresql` (a socket).
+    if not parts.hostname and parts.scheme.lower() not in ("unix", "postgresql", "postgres"):
+        return "it names no host"
+    return None if port is None or port > 0 else "its port must be 1-65535"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import stat
 from pathlib import Path
+from typing import Final
 
 from research_service.auth.keys import (
     MIN_FILE_SECRET_CHARS,
@@ -15,6 +18,23 @@ from research_service.auth.keys import (
     hashed,
 )
 from research_service.errors import ConfigError
+
+#: The largest keys file read: thousands of keys. Each request compares every file key.
+MAX_FILE_BYTES: Final = 1024 * 1024
+#: What tells one state of the file from another: device, inode, size, mtime and ctime (ns).
+#: Size and ctime too, as two writes may fall in one tick of a coarse mtime clock.
+Version = tuple[int, int, int, int, int]
+_FIX: Final = "fix --api-keys-file (RESEARCH_API_KEYS_FILE)"
+
+
+class FileChanging(ConfigError):
+    """The keys file changed while it was read: an edit in progress; read it again later."""
+
+
+def version(status: os.stat_result) -> Version:
+    """The state of the file that `status` describes."""
+    s = status
+    return (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
 
 
 def file_key_id(name: str, secret: str, *, id_key: bytes) -> str:
@@ -34,13 +54,16 @@ def parse(text: str, *, source: str, id_key: bytes) -> list[StoredKey]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        where = f"{source} line {number}"
+        if ":" not in line:
+            # The line is not quoted: it may be a secret whose name was left out.
+            raise ConfigError(f"{where} has no ':' after a name; write NAME:SECRET[:admin]")
         name, _, secret = line.partition(":")
         # Spaces around a field are not the secret: a key is presented without them.
         secret = secret.strip()
         admin = secret.endswith(":admin")
         if admin:
             secret = secret.removesuffix(":admin").rstrip()
-        where = f"{source} line {number}"
         try:
             check_name(name.strip())
         except ValueError:
@@ -58,12 +81,57 @@ def parse(text: str, *, source: str, id_key: bytes) -> list[StoredKey]:
     return list(keys.values())
 
 
-def load(path: Path, *, id_key: bytes) -> list[StoredKey]:
-    """The keys in the file at `path`; ConfigError when it cannot be read or is wrong."""
+def read(path: Path) -> tuple[str, Version]:
+    """The text of the keys file and the state it was read in; ConfigError if it is no such file.
+
+    Opened without blocking, so a FIFO or a device is refused instead of read forever.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"cannot open the API keys file {path} ({exc.strerror}); {_FIX}") from exc
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            what = "a folder" if stat.S_ISDIR(before.st_mode) else "not a regular file"
+            raise ConfigError(f"the API keys file {path} is {what}; {_FIX}")
+        data = _read_at_most(fd, MAX_FILE_BYTES + 1, path)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
         raise ConfigError(
-            f"cannot read the API keys file {path} ({exc}); fix --api-keys-file"
+            f"the API keys file {path} is larger than {MAX_FILE_BYTES // 1024} KiB; {_FIX}"
+        )
+    if version(before) != version(after):
+        raise FileChanging(f"the API keys file {path} changed while it was read; read it again")
+    try:
+        # utf-8-sig: a byte order mark some editors write is not part of the first name.
+        return data.decode("utf-8-sig"), version(before)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"the API keys file {path} is not UTF-8 text (byte {exc.start + 1}); {_FIX}"
         ) from None
-    return parse(text, source=str(path), id_key=id_key)
+
+
+def _read_at_most(fd: int, limit: int, path: Path) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        try:
+            chunk = os.read(fd, limit - size)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the API keys file {path} ({exc.strerror}); {_FIX}"
+            ) from exc
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def load(path: Path, *, id_key: bytes) -> tuple[list[StoredKey], Version]:
+    """The keys in the file at `path` and the state read; ConfigError when it is wrong."""
+    text, state = read(path)
+    return parse(text, source=str(path), id_key=id_key), state

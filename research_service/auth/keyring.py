@@ -32,7 +32,9 @@ class Keyring:
         self._store = store
         self._file = file
         self._id_key = id_key
-        self._file_mtime: float | None = None
+        self._file_version: key_file.Version | None = None
+        #: The file as it was when it last listed no keys: kept so one check later.
+        self._emptied: key_file.Version | None = None
         self._file_keys: dict[str, StoredKey] = {}
         self._watchers: dict[str, set[Callable[[], None]]] = {}
         self._touched: dict[str, float] = {}
@@ -134,26 +136,41 @@ class Keyring:
 
     def _load_file(self) -> None:
         assert self._file is not None
-        mtime = self._file.stat().st_mtime if self._file.exists() else None
-        keys = key_file.load(self._file, id_key=self._id_key)
+        keys, self._file_version = key_file.load(self._file, id_key=self._id_key)
         self._file_keys = {stored.info.name: stored for stored in keys}
-        self._file_mtime = mtime
 
     def _reload_file(self) -> None:
         assert self._file is not None
         try:
-            mtime = self._file.stat().st_mtime
+            state = key_file.version(self._file.stat())
         except OSError:
-            mtime = None
-        if mtime == self._file_mtime:
+            state = None
+        if state == self._file_version:
             return
+        before = self._file_keys
         try:
             self._load_file()
+        except key_file.FileChanging:
+            return  # being written: read it at the next check, once the edit is done
         except ConfigError as exc:
             # Keep serving with the keys last read rather than locking everyone out.
             log.warning(
                 "the API keys file changed but cannot be used (%s); keeping the old keys", exc
             )
-            self._file_mtime = mtime
-        else:
-            log.info("reloaded %d API keys from %s", len(self._file_keys), self._file)
+            self._file_version = state
+            return
+        if before and not self._file_keys and self._file_version != self._emptied:
+            # An editor that empties the file before writing it again must not cut every
+            # stream: the old keys hold until the next check, which applies a file still empty.
+            self._emptied, self._file_version = self._file_version, None
+            self._file_keys = before
+            log.warning(
+                "the API keys file %s now lists no keys; keeping the %d keys read before "
+                "until the next check (%g s), which revokes them if it is still empty",
+                self._file,
+                len(before),
+                RECHECK_S,
+            )
+            return
+        self._emptied = None
+        log.info("reloaded %d API keys from %s", len(self._file_keys), self._file)

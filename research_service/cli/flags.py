@@ -9,6 +9,7 @@ import math
 import sys
 from collections.abc import Collection
 from dataclasses import Field, fields
+from pathlib import Path
 from typing import Any, Protocol
 
 from research_service.client.output import printable
@@ -95,6 +96,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the flags given on the command line winning."""
     overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     return Settings.from_env(**overrides)
+
+
+def make_data_dir(path: Path) -> None:
+    """Create the data folder (mode 700) unless it is there; ConfigError saying why it cannot."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(
+            f"the data folder {path} is a file, or under one; point --data-dir "
+            "(RESEARCH_DATA_DIR) at a folder"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the data folder {path} ({exc.strerror}); point --data-dir "
+            "(RESEARCH_DATA_DIR) at a folder the service may write"
+        ) from None
 
 
 def say(message: str) -> None:

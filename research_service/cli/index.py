@@ -27,7 +27,10 @@ def _parse_base_url(raw: str) -> str:
     try:
         return base_url(raw)
     except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        message = str(exc)
+        if "@" in raw:  # it may hold a password: not quoted back
+            message = message.replace(repr(raw), "the URL")
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def add_parser(commands: Any) -> None:

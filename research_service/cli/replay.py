@@ -70,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:
     """Serve recordings until interrupted."""
+    for path in args.recordings:
+        if path.exists() and not path.is_file():
+            # A FIFO or a device would be read forever; a folder cannot be read at all.
+            say(f"{path} is not a regular file; pass a recording made by `research-service export`")
+            return 2
     try:
         recordings = load_recordings(args.recordings)
     except RecordingError as exc:

@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from research_service.cli.flags import settings_flags, settings_from
+from research_service.auth import key_file
+from research_service.cli.flags import make_data_dir, settings_flags, settings_from
 from research_service.logs import configure_logging
 from research_service.settings import Settings
 
@@ -36,7 +37,10 @@ def serve(settings: Settings) -> None:
     from research_service.app import create_app  # noqa: PLC0415 - keeps `listen` quick to start
 
     configure_logging(settings.log_level, settings.log_format)
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_data_dir(settings.data_dir)
+    if settings.auth_mode == "keys" and settings.api_keys_file is not None:
+        # Said now, not after the search index is built (minutes for a large --corpus).
+        key_file.load(settings.api_keys_file, id_key=b"checked at start")
     app = create_app(settings)
     run_app(app, settings)
 

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from research_service.cli.flags import settings_flags, settings_from
+from research_service.cli.flags import make_data_dir, settings_flags, settings_from
 from research_service.collector import freeze_startup_objects, start_quiet_collections
 from research_service.errors import ConfigError
 from research_service.logs import configure_logging
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"{HEALTH_PORT_VARIABLE} must be a port number") from None
     configure_logging(settings.log_level, settings.log_format)
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_data_dir(settings.data_dir)
     asyncio.run(work(settings, health_port=port))
     return 0
 

@@ -1,0 +1,270 @@
+"""What an operator feeds the service: bad values are one line and exit status 2, never worse.
+
+Each case runs the real console script on real files: a FIFO, /dev/zero, a keys file that is
+emptied or swapped while `serve` reads it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from research_service.settings import Settings
+from tests import cli_process
+from tests.cli_process import Finished
+from tests.served import CORPUS, Served, start, stop
+
+SECRET = "a" * 40
+PASSWORD = "S3CRETpw"
+
+
+def one_line(finished: Finished) -> str:
+    """The single line a refused command wrote, checked to be no traceback."""
+    assert finished.returncode == 2, finished.stderr
+    lines = finished.stderr.splitlines()
+    assert len(lines) == 1, finished.stderr
+    assert "Traceback" not in finished.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("RESEARCH_STREAM_TOKEN_TTL_S", "inf", "not a finite number for stream_token_ttl_s"),
+        ("RESEARCH_LLM_TOKEN_TIMEOUT_S", "1e400", "not a finite number for llm_token_timeout_s"),
+        ("RESEARCH_RUN_DEADLINE_S", "9" * 400, "not a finite number for run_deadline_s"),
+        ("RESEARCH_WEBHOOK_RETRY_S", "-1", "webhook_retry_s must be > 0"),
+        ("RESEARCH_WEBHOOK_RETRY_S", "nan", "not a finite number for webhook_retry_s"),
+        ("RESEARCH_WEBHOOK_RETRY_S", "0", "webhook_retry_s must be > 0"),
+    ],
+)
+async def test_a_number_that_switches_a_limit_off_is_refused(
+    tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    finished = await cli_process.run("serve", "--data-dir", str(tmp_path), **{variable: value})
+    line = one_line(finished)
+    assert said in line
+    assert variable in line
+
+
+async def test_a_flag_of_inf_is_a_usage_error() -> None:
+    finished = await cli_process.run("serve", "--heartbeat-s", "inf")
+    assert finished.returncode == 2
+    assert "--heartbeat-s: 'inf' is not a finite number for heartbeat_s" in finished.stderr
+
+
+async def test_a_value_of_10000_digits_is_quoted_short() -> None:
+    line = one_line(await cli_process.run("serve", RESEARCH_PORT="1" + "0" * 10_000))
+    assert "(10001 characters) is not a valid int for port" in line
+    assert len(line) < 200
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "said"),
+    [
+        ("RESEARCH_DATABASE_URL", f"research:{PASSWORD}@db.internal/research", "postgresql://"),
+        ("DATABASE_URL", f"postgresql://u:{PASSWORD}@127.0.0.1:99999/db", "a port is 1-65535"),
+        ("RESEARCH_DATABASE_URL", f"postgresql://u:{PASSWORD}@[::1/db", "an IPv6 host in [ ]"),
+        ("OPENAI_BASE_URL", f"u:{PASSWORD}@localhost:11434/v1", "http:// or https://"),
+        ("RESEARCH_SEARXNG_URL", f"http://u:{PASSWORD}@searx .internal", "a space"),
+    ],
+)
+async def test_a_url_that_cannot_be_used_is_named_and_never_echoed(
+    tmp_path: Path, variable: str, url: str, said: str
+) -> None:
+    finished = await cli_process.run(
+        "serve", "--data-dir", str(tmp_path), "--store", "postgres", **{variable: url}
+    )
+    line = one_line(finished)
+    assert said in line
+    assert variable in line
+    assert PASSWORD not in finished.stderr + finished.stdout
+
+
+@pytest.mark.parametrize("under", ["", "sub"])
+async def test_a_data_dir_that_is_a_file_is_one_line(tmp_path: Path, under: str) -> None:
+    file = tmp_path / "file"
+    file.write_text("not a folder\n")
+    line = one_line(await cli_process.run("serve", "--data-dir", str(file / under)))
+    assert f"{file}" in line
+    assert "--data-dir (RESEARCH_DATA_DIR)" in line
+
+
+async def serve_keys(tmp_path: Path, keys: Path, timeout: float = 60) -> Finished:
+    return await cli_process.run(
+        "serve",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--corpus",
+        str(CORPUS),
+        "--store",
+        "memory",
+        "--auth",
+        "keys",
+        "--api-keys-file",
+        str(keys),
+        "--port",
+        "0",
+        timeout=timeout,
+    )
+
+
+async def test_a_fifo_as_the_keys_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    line = one_line(await serve_keys(tmp_path, fifo))
+    assert f"the API keys file {fifo} is not a regular file" in line
+
+
+async def test_dev_zero_as_the_keys_file_is_refused_not_read_forever(tmp_path: Path) -> None:
+    # Under a 4 GiB address-space limit an unguarded read ends in MemoryError, not the OOM killer.
+    proc = await asyncio.create_subprocess_exec(
+        "sh",
+        "-c",
+        'ulimit -v 4194304; exec "$@"',
+        "sh",
+        sys.executable,
+        "-m",
+        "research_service",
+        "serve",
+        "--data-dir",
+        str(tmp_path),
+        "--store",
+        "memory",
+        "--auth",
+        "keys",
+        "--api-keys-file",
+        "/dev/zero",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_process.child_env(),
+    )
+    finished = await cli_process.Cli(proc).finish()
+    assert "/dev/zero is not a regular file" in one_line(finished)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (f"k:{SECRET}\n" * 30_000, "larger than 1024 KiB"),
+        (f"{'b' * 64}\n", "line 1 has no ':' after a name; write NAME:SECRET[:admin]"),
+        (f"alice:\xff{SECRET}\n", "is not UTF-8 text (byte 7)"),
+    ],
+)
+async def test_a_keys_file_that_is_wrong_says_so_without_its_secrets(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_bytes(text.encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff"))
+    line = one_line(await serve_keys(tmp_path, keys))
+    assert said in line
+    assert "b" * 64 not in line
+
+
+@pytest.fixture
+async def keyed(tmp_path: Path) -> AsyncIterator[tuple[Served, Path]]:
+    """`serve` with a keys file holding alice's key, started with a byte order mark."""
+    keys = tmp_path / "keys.txt"
+    keys.write_bytes(f"\ufeffalice:{SECRET}\r\n".encode())
+    served = await start(
+        "--port", "0", "--data-dir", str(tmp_path / "data"), "--corpus", str(CORPUS),
+        "--store", "memory", "--auth", "keys", "--api-keys-file", str(keys),
+    )  # fmt: skip
+    try:
+        yield served, keys
+    finally:
+        await stop(served)
+
+
+async def status_as(served: Served, secret: str) -> int:
+    async with httpx.AsyncClient(base_url=served.base, timeout=30) as client:
+        headers = {"Authorization": f"Bearer {secret}"}
+        return (await client.get("/v1/runs", headers=headers)).status_code
+
+
+async def test_a_byte_order_mark_and_crlf_line_ends_are_not_part_of_a_key(
+    keyed: tuple[Served, Path],
+) -> None:
+    served, _ = keyed
+    assert await status_as(served, SECRET) == 200
+
+
+async def test_a_keys_file_emptied_while_served_keeps_its_keys_until_the_next_check(
+    keyed: tuple[Served, Path],
+) -> None:
+    """An editor's empty moment cuts no stream; a file left empty revokes every key."""
+    served, keys = keyed
+    since = len(served.log)
+    keys.write_text("")
+    await served.wait_log(rb"now lists no keys; keeping the 1 keys read before", since=since)
+    assert await status_as(served, SECRET) == 200
+    await served.wait_log(rb"reloaded 0 API keys", since=since)
+    assert await status_as(served, SECRET) == 401
+
+
+async def test_an_edit_within_one_tick_of_the_mtime_clock_is_still_read(
+    keyed: tuple[Served, Path],
+) -> None:
+    """A coarse mtime clock gives two writes one mtime: the size and ctime tell them apart."""
+    served, keys = keyed
+    before = keys.stat()
+    since = len(served.log)
+    keys.write_text(f"alice:{SECRET}\nbob:{'b' * 40}\n")
+    os.utime(keys, ns=(before.st_atime_ns, before.st_mtime_ns))
+    await served.wait_log(rb"reloaded 2 API keys", since=since)
+    assert await status_as(served, "b" * 40) == 200
+
+
+async def test_a_fifo_swapped_in_for_the_keys_file_stops_no_later_reload(
+    keyed: tuple[Served, Path],
+) -> None:
+    served, keys = keyed
+    since = len(served.log)
+    keys.unlink()
+    os.mkfifo(keys)
+    await served.wait_log(rb"is not a regular file.*keeping the old keys", since=since)
+    assert await status_as(served, SECRET) == 200
+    since = len(served.log)
+    fresh = keys.with_name("fresh.txt")
+    fresh.write_text(f"carol:{'c' * 40}\n")
+    fresh.replace(keys)
+    await served.wait_log(rb"reloaded 1 API keys", since=since)
+    assert await status_as(served, "c" * 40) == 200
+    assert await status_as(served, SECRET) == 401
+
+
+@pytest.mark.parametrize(
+    "url", [f"ftp://u:{PASSWORD}@docs.internal/", f"https://u:{PASSWORD}@d/?a=1"]
+)
+async def test_index_never_quotes_a_base_url_with_a_password(tmp_path: Path, url: str) -> None:
+    finished = await cli_process.run(
+        "index", str(CORPUS), "--data-dir", str(tmp_path), "--base-url", url
+    )
+    assert finished.returncode == 2
+    assert "argument --base-url: the URL " in finished.stderr
+    assert PASSWORD not in finished.stderr
+
+
+async def test_replay_of_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "recording.jsonl"
+    os.mkfifo(fifo)
+    line = one_line(await cli_process.run("replay", str(fifo), timeout=30))
+    assert f"{fifo} is not a regular file" in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql:///research?host=/run/postgresql",  # a Unix socket: no host
+        "postgresql://postgres@127.0.0.1:5432/research",
+    ],
+)
+def test_a_postgresql_url_of_a_socket_or_a_host_is_taken(url: str) -> None:
+    assert Settings(store="postgres", database_url=url).database_url == url
