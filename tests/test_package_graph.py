@@ -40,6 +40,7 @@ CORE: Final = frozenset(
         "net",
         "hits",
         "records",
+        "regular_files",
         "recording",
         "problem_json",
         "text",

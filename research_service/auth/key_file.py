@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import stat
 from pathlib import Path
 from typing import Final
 
@@ -18,6 +17,7 @@ from research_service.auth.keys import (
     hashed,
 )
 from research_service.errors import ConfigError
+from research_service.regular_files import NotRegularFile, read_regular
 
 #: The largest keys file read: thousands of keys. Each request compares every file key.
 MAX_FILE_BYTES: Final = 1024 * 1024
@@ -84,51 +84,28 @@ def parse(text: str, *, source: str, id_key: bytes) -> list[StoredKey]:
 def read(path: Path) -> tuple[str, Version]:
     """The text of the keys file and the state it was read in; ConfigError if it is no such file.
 
-    Opened without blocking, so a FIFO or a device is refused instead of read forever.
+    Only a regular file is read (a FIFO or a device is refused instead of read for ever).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        contents = read_regular(path, MAX_FILE_BYTES)
+    except NotRegularFile as exc:
+        what = "a folder" if exc.folder else "not a regular file"
+        raise ConfigError(f"the API keys file {path} is {what}; {_FIX}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot open the API keys file {path} ({exc.strerror}); {_FIX}") from exc
-    try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            what = "a folder" if stat.S_ISDIR(before.st_mode) else "not a regular file"
-            raise ConfigError(f"the API keys file {path} is {what}; {_FIX}")
-        data = _read_at_most(fd, MAX_FILE_BYTES + 1, path)
-        after = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"cannot read the API keys file {path} ({exc.strerror}); {_FIX}") from exc
+    if contents is None:
         raise ConfigError(
             f"the API keys file {path} is larger than {MAX_FILE_BYTES // 1024} KiB; {_FIX}"
         )
-    if version(before) != version(after):
+    if version(contents.opened) != version(contents.read):
         raise FileChanging(f"the API keys file {path} changed while it was read; read it again")
     try:
         # utf-8-sig: a byte order mark some editors write is not part of the first name.
-        return data.decode("utf-8-sig"), version(before)
+        return contents.data.decode("utf-8-sig"), version(contents.opened)
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"the API keys file {path} is not UTF-8 text (byte {exc.start + 1}); {_FIX}"
         ) from None
-
-
-def _read_at_most(fd: int, limit: int, path: Path) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        try:
-            chunk = os.read(fd, limit - size)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the API keys file {path} ({exc.strerror}); {_FIX}"
-            ) from exc
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def load(path: Path, *, id_key: bytes) -> tuple[list[StoredKey], Version]:

@@ -27,10 +27,7 @@ def _parse_base_url(raw: str) -> str:
     try:
         return base_url(raw)
     except ConfigError as exc:
-        message = str(exc)
-        if "@" in raw:  # it may hold a password: not quoted back
-            message = message.replace(repr(raw), "the URL")
-        raise argparse.ArgumentTypeError(message) from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(commands: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Final
 
 from research_service.corpus.documents import Document, DocumentRef
 from research_service.corpus.pdf import MAX_PDF_BYTES, pdf_text
+from research_service.regular_files import read_regular
 from research_service.text import clean_rest, squash
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,11 @@ def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
     suffix = path.suffix.lower()
     limit = MAX_PDF_BYTES if suffix == ".pdf" else MAX_FILE_BYTES
     try:
-        data = read_regular(path, limit)
-        if data is None:
+        contents = read_regular(path, limit)
+        if contents is None:
             log.warning("skipping %s: larger than %d bytes", path, limit)
             return None
+        data = contents.data
         if suffix == ".pdf":
             return _document(path, pdf_text(path, data), key=key, fingerprint=fingerprint)
         source = data.decode("utf-8-sig")
@@ -96,23 +98,6 @@ def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
     else:
         title, text = "", source.strip()
     return _document(path, (title, text), key=key, fingerprint=fingerprint)
-
-
-def read_regular(path: Path, limit: int) -> bytes | None:
-    """The bytes of the regular file at `path`, or None when it holds more than `limit`.
-
-    Opened without blocking and checked once open: a file swapped since it was listed for a
-    FIFO or a device is refused (OSError), and never read past `limit`.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
-        opened = os.fstat(fd)
-        if not stat_mode.S_ISREG(opened.st_mode):
-            raise OSError(f"{path} is not a regular file")
-        if opened.st_size > limit:
-            return None  # never read: a folder of big PDFs costs a stat each, every sync
-        data = file.read(limit + 1)  # it may have grown since
-    return None if len(data) > limit else data
 
 
 def _document(

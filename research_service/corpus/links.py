@@ -32,11 +32,12 @@ def folder_prefix(folder: Path) -> str:
 def base_url(raw: str) -> str:
     """A checked base URL: absolute http(s), no query or fragment, ending in `/`."""
     parts = urlsplit(raw.strip())
+    shown = "the URL" if "@" in raw else repr(raw)  # it may hold a password: not quoted back
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
-            f"{raw!r} is not an absolute http(s) URL; pass one such as https://docs.example.org/"
+            f"{shown} is not an absolute http(s) URL; pass one such as https://docs.example.org/"
         )
     if parts.query or parts.fragment:
-        raise ConfigError(f"{raw!r} has a query or fragment; pass the site's folder URL alone")
+        raise ConfigError(f"{shown} has a query or fragment; pass the site's folder URL alone")
     url = parts.geturl()
     return url if url.endswith("/") else url + "/"
