@@ -343,6 +343,25 @@ async def test_lone_surrogates_from_the_model_reach_listeners_as_replacement_cha
     assert planned["queries"] == ["sker\ufffdryvore"]
 
 
+async def test_a_surrogate_pair_split_between_two_chunks_is_one_character(
+    service_factory: Callable[..., Awaitable[TestServer]],
+) -> None:
+    """json.dumps escapes 😀 as the pair \\ud83d\\ude00; a server may cut a chunk between them.
+    A high surrogate that ends the stream has no pair: it becomes U+FFFD."""
+    frames = [
+        chunk({"content": "Granite \ud83d"}),
+        chunk({"content": "\ude00 from Mull [1]. \ud83d"}),
+        chunk({}, finish="stop"),
+    ]
+    async with model_server(plan_or_stream(None, frames)) as model:
+        server = await service_factory(engine=ScriptedSearch(), **model_settings(f"{model.url}/v1"))
+        got, _ = await research(server)
+    done = got.last[1]
+    assert done["status"] == "completed", done
+    assert done["answer"] == "Granite \U0001f600 from Mull [1]. \ufffd"
+    assert got.text() == done["answer"]
+
+
 @pytest.mark.parametrize(
     "reply",
     ["```" + " " * 1_500 + "x", "- a" + " " * 20_000 + "b"],

@@ -279,7 +279,7 @@ class OpenAILLM:
                 if text := state.take(chunk):
                     sent += len(text)
                     yield text
-            if tail := state.think.flush():
+            if tail := state.flush():
                 sent += len(tail)
                 yield tail
         except (openai.OpenAIError, *BAD_REPLY_ERRORS) as exc:

@@ -14,6 +14,7 @@ from research_service.text import well_formed
 
 THINK_OPEN: Final = "<think>"
 THINK_CLOSE: Final = "</think>"
+_HIGH_SURROGATES: Final = ("\ud800", "\udbff")
 # Delta fields where reasoning models put their thoughts; billed, never shown.
 REASONING_FIELDS: Final = ("reasoning_content", "reasoning")
 
@@ -99,6 +100,9 @@ class AnswerStream:
     # How much text was generated, reasoning included, for estimates: counted, not kept, so
     # a server that streams reasoning until the timeout costs no memory for it.
     received_chars: int = 0
+    # A high surrogate that ended a delta: its pair may begin the next one (a server that
+    # splits "\ud83d\ude00" between two chunks), so it waits for it before it is text.
+    held_surrogate: str = ""
 
     def take(self, chunk: ChatCompletionChunk) -> str:
         """Fold in one chunk; return the answer text it makes visible.
@@ -129,5 +133,19 @@ class AnswerStream:
                 self.finish_reason = choice.finish_reason
             if delta.content:
                 self.received_chars += len(delta.content)
-                visible.append(self.think.feed(well_formed(delta.content)))
+                visible.append(self.think.feed(self._joined(delta.content)))
         return "".join(visible)
+
+    def flush(self) -> str:
+        """The answer text still held back, once the stream has ended."""
+        held, self.held_surrogate = self.held_surrogate, ""
+        return self.think.feed(well_formed(held)) + self.think.flush()
+
+    def _joined(self, content: str) -> str:
+        """`content` made well-formed, with a surrogate pair split between deltas joined."""
+        content = self.held_surrogate + content
+        if _HIGH_SURROGATES[0] <= content[-1] <= _HIGH_SURROGATES[1]:
+            self.held_surrogate, content = content[-1], content[:-1]
+        else:
+            self.held_surrogate = ""
+        return well_formed(content)
