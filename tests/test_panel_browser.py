@@ -360,6 +360,27 @@ async def test_a_shared_link_shows_a_finished_run(panel: Panel, make_service: Ma
     await expect(page.locator("#share-link")).to_have_attribute("href", f"/?run={run_id}")
 
 
+async def test_a_shared_link_with_tracking_parameters_attaches_and_drops_them(
+    panel: Panel, make_service: MakeService
+) -> None:
+    """A link that came back through a newsletter: the run shows, the address is the bare link."""
+    service = await make_service(**FAST)
+    service.llm.pieces = PIECES
+    service.search.results.update(HITS)
+    page = panel.page
+    created = await page.request.post(
+        service.url("/v1/runs"),
+        data=json.dumps({"question": "Shared?"}),
+        headers={"Content-Type": "application/json"},
+    )
+    run_id = (await created.json())["id"]
+    await service.wait_done(run_id)
+    await page.goto(service.url(f"/?utm_source=newsletter&run={run_id}&fbclid=IwAR0"))
+    await expect_finished(page)
+    await expect(page.locator("#run-question")).to_have_text("Shared?")
+    await expect(page).to_have_url(service.url(f"/?run={run_id}"))
+
+
 async def test_an_unknown_run_says_so(panel: Panel, make_service: MakeService) -> None:
     service = await make_service(**FAST)
     page = panel.page

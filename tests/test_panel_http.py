@@ -54,6 +54,20 @@ async def test_index_takes_the_run_parameter(service: Service, client: httpx.Asy
     assert response.headers["Content-Type"].startswith("text/html")
 
 
+async def test_index_ignores_the_tracking_parameters_of_a_shared_link(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """A share link pasted through a newsletter or a chat comes back with `utm_*` or `fbclid`."""
+    params = {"run": "0123456789abcdef", "utm_source": "newsletter", "fbclid": "IwAR0", "ref": "x"}
+    response = await client.get(service.url("/"), params=params)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    # A mistyped parameter beside them is still told.
+    response = await client.get(service.url("/"), params={**params, "rnu": "1"})
+    assert response.status_code == 400
+    assert response.json()["field"] == "rnu"
+
+
 async def test_index_rejects_unknown_parameters(
     service: Service, client: httpx.AsyncClient
 ) -> None:

@@ -103,14 +103,15 @@ def _query(query: str) -> str:
         if not field:
             continue
         name = _normalise_escapes(field.partition("=")[0], safe=QUERY_SAFE)
-        if _is_tracking(name):
+        if is_tracking(name):
             continue
         kept.append((name, _normalise_escapes(field, safe=QUERY_SAFE)))
     kept.sort(key=lambda item: item[0])
     return "&".join(field for _, field in kept)
 
 
-def _is_tracking(name: str) -> bool:
+def is_tracking(name: str) -> bool:
+    """Whether query parameter `name` only says where a click came from (`utm_source`)."""
     key = unquote_plus(name).lower()
     return key in TRACKING_PARAMS or key.startswith(TRACKING_PREFIXES)
 

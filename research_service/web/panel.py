@@ -12,6 +12,7 @@ from typing import Final
 from aiohttp import web
 
 from research_service.errors import NotFound
+from research_service.providers.urls import is_tracking
 from research_service.web import validation
 from research_service.web.expect import expect_handler
 
@@ -101,8 +102,16 @@ def _respond(request: web.Request, asset: Asset) -> web.Response:
 
 
 async def index(request: web.Request) -> web.Response:
-    """`GET /`: the panel's page; `?run=ID` attaches it to that run."""
-    validation.known_params(request.query, RUN_PARAM)
+    """`GET /`: the panel's page; `?run=ID` attaches it to that run.
+
+    A share link pasted through a mail or a chat may come back with tracking parameters
+    (`utm_source`, `fbclid`): those are ignored (once attached, the address is the bare share
+    link). Any other parameter is still refused, so a mistyped `?rnu=` is told, not ignored.
+    """
+    validation.known_params(
+        {name: value for name, value in request.query.items() if not is_tracking(name)},
+        RUN_PARAM,
+    )
     asset = load_asset(INDEX)
     if asset is None:  # pragma: no cover - only a broken install lacks it
         raise NotFound("the panel's files are not installed; reinstall research-service")

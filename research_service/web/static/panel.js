@@ -191,6 +191,9 @@ async function attach(runId) {
     const snapshot = await getRun(runId);
     const text = str(snapshot, "question");
     question.value = text;
+    // A link that came through a mail or a chat may carry tracking parameters (the service
+    // ignores them): the address becomes the bare share link again.
+    history.replaceState(null, "", runLink(runId));
     follow(runId, text);
   } catch (error) {
     question.focus();
