@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ browser = fixtures.browser
 make_service = fixtures.make_service
 panel = fixtures.panel
 
+COOKIE = "research_session"
 PIECES = ["Alpha ", "[1]", " then beta ", "[2]", "."]
 HITS = {
     "alpha": [SearchHit("Alpha guide", "https://alpha.example/guide", "All about alpha.")],
@@ -121,3 +123,37 @@ async def test_cancel_reaches_the_service_under_the_prefix(
     await page.get_by_role("button", name="Cancel").click(no_wait_after=True)
     await expect(page.locator("#summary .badge")).to_have_text("Cancelled")
     await expect(page.locator("#cancel")).to_be_disabled()
+
+
+async def test_signed_in_under_the_prefix_the_cookie_stays_in_the_prefix(
+    panel: Panel, make_service: MakeService, tmp_path: Path
+) -> None:
+    """The example rewrites the session cookie's `Path=/` to the prefix (proxy_cookie_path):
+    the browser sends it to this service only, and signing in and out work as at the root."""
+    key = secrets.token_urlsafe(32)
+    keys = tmp_path / "keys"
+    keys.write_text(f"alice:{key}\n", encoding="utf-8")
+    service = await make_service(auth="keys", api_keys_file=keys, retry_ms=50)
+    service.llm.queries = ["alpha", "beta"]
+    service.llm.pieces = PIECES
+    service.search.results.update(HITS)
+    assert service.server.port is not None
+    async with nginx.running(tmp_path / "nginx", upstream_port=service.server.port) as proxy:
+        page = panel.page
+        await page.goto(proxy.url(""))
+        await page.get_by_label("API key").fill(key)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#account")).to_contain_text("Signed in as alice")
+        cookies = await page.context.cookies()
+        assert [(c["name"], c["path"]) for c in cookies] == [(COOKIE, "/research/")]
+        # The cookie is not sent outside the prefix: the root of the host is not signed in.
+        outside = await page.request.get(proxy.url("v1/session", prefixed=False))
+        assert outside.status == 401
+        await page.reload()
+        await expect(page.locator("#account")).to_contain_text("Signed in as alice")
+        await page.locator("#question").fill("How do alpha and beta relate?")
+        await page.get_by_role("button", name="Research").click(no_wait_after=True)
+        await expect_finished_run(page, "How do alpha and beta relate?")
+        await page.get_by_role("button", name="Sign out").click()
+        await expect(page.get_by_label("API key")).to_be_visible()
+        assert await page.context.cookies() == []
