@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import functools
 import math
+import os
+import stat
 import sys
 from collections.abc import Collection
 from dataclasses import Field, fields
@@ -103,15 +105,52 @@ def make_data_dir(path: Path) -> None:
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
-        raise ConfigError(
-            f"the data folder {path} is a file, or under one; point --data-dir "
-            "(RESEARCH_DATA_DIR) at a folder"
-        ) from None
+        raise _no_folder(path) from None
     except OSError as exc:
         raise ConfigError(
             f"cannot make the data folder {path} ({exc.strerror}); point --data-dir "
             "(RESEARCH_DATA_DIR) at a folder the service may write"
         ) from None
+
+
+def existing_data_dir(path: Path) -> bool:
+    """Whether the data folder is there (False: not made yet); ConfigError if it is no folder.
+
+    For the commands that only read it: a file or a broken link is a mistake to say, not a
+    folder still to make.
+    """
+    try:
+        is_folder = stat.S_ISDIR(path.stat().st_mode)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise _no_folder(path) from None
+        return False
+    except NotADirectoryError:
+        raise _no_folder(path) from None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise _no_folder(path) from None  # a loop of links
+        raise ConfigError(
+            f"cannot use the data folder {path} ({exc.strerror}); point --data-dir "
+            "(RESEARCH_DATA_DIR) at a folder this user may read"
+        ) from None
+    if not is_folder:
+        raise _no_folder(path)
+    return True
+
+
+def _no_folder(path: Path) -> ConfigError:
+    """Why `path`, which is there, cannot be the data folder."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return ConfigError(
+            f"the data folder {path} is a symbolic link to {os.readlink(path)}, which leads to "
+            "no folder; mount or make its target, or point --data-dir (RESEARCH_DATA_DIR) at "
+            "a folder"
+        )
+    return ConfigError(
+        f"the data folder {path} is a file, or under one; point --data-dir "
+        "(RESEARCH_DATA_DIR) at a folder"
+    )
 
 
 def say(message: str) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from research_service.cli.flags import say, settings_flags, settings_from
+from research_service.cli.flags import existing_data_dir, say, settings_flags, settings_from
 from research_service.errors import ConfigError
 from research_service.runs.migrations import latest
 from research_service.runs.sqlite_db import RUN_STORE_FILE, upgrade
@@ -21,7 +22,8 @@ def add_parser(commands: Any) -> None:
         description="Bring the run store's schema up to this release, the steps it lacks in "
         "order (a step that fails is undone whole), and print each step. `serve` does the same at "
         "start; run this to do it apart (before a deploy, say). Migrations only add: no data "
-        "is dropped. A SQLite store may be migrated while a `serve` of it runs.",
+        "is dropped. A SQLite store may be migrated while a `serve` of it runs; a --data-dir with "
+        "no store makes none, and one that is no folder is refused.",
     )
     settings_flags(migrate, only={"store", "data_dir", "database_url"})
     migrate.set_defaults(run=run)
@@ -38,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
 def migrate(settings: Settings) -> list[str]:
     """Migrate the store `settings` name; what was done, one line per step."""
     if settings.store == "sqlite":
-        path = settings.data_dir / RUN_STORE_FILE
-        if not path.exists():
-            say(f"no run store at {path}: nothing to migrate (serve makes a new one)")
+        path = _run_store(settings.data_dir)
+        if path is None:
+            where = settings.data_dir / RUN_STORE_FILE
+            say(f"no run store at {where}: nothing to migrate (serve makes a new one)")
             return []
         return upgrade(path).lines()
     if settings.store == "postgres":
@@ -52,6 +55,23 @@ def migrate(settings: Settings) -> list[str]:
         return asyncio.run(_migrate_postgres(url))
     say(f"the {settings.store} store keeps nothing on disk: nothing to migrate")
     return []
+
+
+def _run_store(data_dir: Path) -> Path | None:
+    """The SQLite run store in `data_dir`, None when there is none; ConfigError if unreadable."""
+    if not existing_data_dir(data_dir):
+        return None
+    path = data_dir / RUN_STORE_FILE
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the data folder {data_dir} ({exc.strerror}); run as the service's "
+            "user, or point --data-dir (RESEARCH_DATA_DIR) at a folder this user may read"
+        ) from None
+    return path
 
 
 async def _migrate_postgres(url: str) -> list[str]:
