@@ -11,10 +11,16 @@ from typing import Final
 
 from aiohttp import web
 
+from research_service.auth import key_file
+from research_service.auth.ended_sessions import EndedSessions, MemoryEndedSessions
+from research_service.auth.ended_sessions_postgres import PostgresEndedSessions
+from research_service.auth.ended_sessions_sqlite import SqliteEndedSessions
 from research_service.auth.key_store import SqliteKeys
 from research_service.auth.keyring import Keyring
 from research_service.auth.secret import load_secret
+from research_service.auth.sign_outs import SignOuts
 from research_service.auth.tokens import Signer
+from research_service.cluster.cluster_log import ClusterLog
 from research_service.cluster.node import ClusterNode, check_cluster_settings, open_node
 from research_service.defaults import RETENTION_INTERVAL_S
 from research_service.errors import ConfigError, StoreUnavailable
@@ -30,6 +36,7 @@ from research_service.runs.endings import end_open_runs
 from research_service.runs.log import EventLog, StoreMaintenance
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
+from research_service.runs.postgres_log import PostgresEventLog
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from research_service.settings import Settings
 from research_service.stats import Stats
@@ -70,10 +77,12 @@ def create_app(
     event_log: EventLog | None = None,
     reader: Reader | None = None,
     api: bool = True,
+    keys_file: key_file.Checked | None = None,
 ) -> web.Application:
     """Build the application; providers and the log may be handed in (tests, embedding).
 
     `api=False` builds a cluster worker's: the same runs and providers, served to nobody.
+    `keys_file`: the --api-keys-file as `serve` read and checked it, so it is not read again.
 
     Serve it with `web.serving` (as `research-service serve` does): guarded connections,
     `handler_cancellation` so a listener that disconnects is released at once, and a
@@ -138,7 +147,7 @@ def create_app(
             if not api:
                 pass  # a worker: it serves no API, so there is nobody to let in
             elif settings.auth_mode == "keys":
-                app[AUTH] = await _open_auth(settings, store, stack)
+                app[AUTH] = await _open_auth(settings, store, stack, keys_file)
             else:
                 _warn_if_open(settings)
             if isinstance(store, StoreMaintenance):
@@ -189,7 +198,9 @@ async def _open_event_log(settings: Settings, stack: AsyncExitStack) -> EventLog
     return store
 
 
-async def _open_auth(settings: Settings, store: EventLog, stack: AsyncExitStack) -> Auth:
+async def _open_auth(
+    settings: Settings, store: EventLog, stack: AsyncExitStack, checked: key_file.Checked | None
+) -> Auth:
     """What --auth keys needs: the keys (run store and keys file) and the signing secret."""
     keys = None
     keys_path = store.keys_path if isinstance(store, StoreMaintenance) else None
@@ -204,7 +215,7 @@ async def _open_auth(settings: Settings, store: EventLog, stack: AsyncExitStack)
         )
     secret = await asyncio.to_thread(load_secret, settings.secret, settings.data_dir)
     keyring = await asyncio.to_thread(
-        Keyring, store=keys, file=settings.api_keys_file, id_key=secret
+        Keyring, store=keys, file=settings.api_keys_file, id_key=secret, checked=checked
     )
     checker = asyncio.create_task(keyring.run())
     stack.push_async_callback(_stop, checker)
@@ -219,7 +230,36 @@ async def _open_auth(settings: Settings, store: EventLog, stack: AsyncExitStack)
             settings.data_dir,
         )
     log.info("auth: API keys from %s", keyring.key_count_hint)
-    return Auth(keyring=keyring, signer=Signer(secret), settings=settings)
+    sign_outs = SignOuts(await _ended_sessions(store, stack))
+    watcher = asyncio.create_task(sign_outs.run())
+    stack.push_async_callback(_stop, watcher)
+    return Auth(keyring=keyring, signer=Signer(secret), settings=settings, sign_outs=sign_outs)
+
+
+async def _ended_sessions(store: EventLog, stack: AsyncExitStack) -> EndedSessions:
+    """Where signed-out sessions are kept: beside the runs, so as long-lived as they are.
+
+    The SQLite run store's file, the PostgreSQL database (which every node of a cluster
+    shares), or this process's memory with --store memory.
+    """
+    ended: EndedSessions
+    keys_path = store.keys_path if isinstance(store, StoreMaintenance) else None
+    if keys_path is not None:
+        ended = await asyncio.to_thread(SqliteEndedSessions, keys_path)
+    elif isinstance(store, ClusterLog):
+        ended = PostgresEndedSessions(store.store.pool)
+    elif isinstance(store, PostgresEventLog):
+        ended = PostgresEndedSessions(store.pool)
+    else:
+        if not isinstance(store, MemoryEventLog):
+            log.warning(
+                "the run store %s keeps no signed-out sessions: they are kept in memory, "
+                "forgotten at a restart and unknown to other processes",
+                type(store).__name__,
+            )
+        ended = MemoryEndedSessions()
+    stack.push_async_callback(ended.close)
+    return ended
 
 
 def _warn_if_open(settings: Settings) -> None:

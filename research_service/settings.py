@@ -273,8 +273,8 @@ class Settings:
     api_keys_file: Path | None = field(
         default=None,
         metadata=option(
-            "file of API keys, one NAME:SECRET[:admin] per line (for containers; with or "
-            "instead of `research-service keys`)",
+            "file of API keys, one NAME:SECRET[:admin] per line, at least one (for containers; "
+            "with or instead of `research-service keys`)",
             kind=Path,
         ),
     )

@@ -736,13 +736,14 @@ async def test_forged_expired_or_misused_session_cookies_are_refused(
 ) -> None:
     signed_in = await client.post(keyed.url("/v1/session"), json={"api_key": keyed.alice})
     value, _ = set_cookie(signed_in)
-    key_id, expires, signature = value.split(".")
+    key_id, session_id, expires, signature = value.split(".")
     signer = Signer(SECRET.encode())
     created = await keyed.create(client, keyed.alice)
     forged = [
         "nonsense",
-        f"{key_id}.{int(expires) + 1}.{signature}",
-        f"{key_id}.{expires}.{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}",
+        f"{key_id}.{session_id}.{int(expires) + 1}.{signature}",
+        f"{key_id}.{session_id[::-1]}.{expires}.{signature}",
+        f"{key_id}.{session_id}.{expires}.{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}",
         signer.session(key_id=key_id, expires=int(time.time()) - 1),
         Signer(b"another-secret-" + b"y" * 32).session(key_id=key_id, expires=int(expires)),
         # A stream token is signed for another purpose: it is no session.

@@ -106,12 +106,12 @@ async def test_a_blocked_event_loop_shows_as_lag(
 
     before = await scrape(service, client)
     time.sleep(0.08)  # noqa: ASYNC251 - the stall itself, not a wait
+    # The stall shows as a sample above 50 ms (the sampler's timer fired late): the timeout
+    # fails the test if none comes. Not "exactly one": on a loaded machine the scrapes' own
+    # turns may be counted as stalls too.
     async with asyncio.timeout(5):
         while over_50ms(after := await scrape(service, client)) == over_50ms(before):
             pass  # each scrape gives the loop a turn; the sampler fires within 10 ms
-    # The stall is a sample above 50 ms (the sampler's timer fired late). Only "at least one":
-    # on a loaded machine the scrapes' own turns may be counted as stalls too.
-    assert over_50ms(after) >= over_50ms(before) + 1
     assert after["research_event_loop_lag_max_seconds"] >= 0.07
 
 
@@ -135,8 +135,7 @@ async def test_the_worst_stall_counts_from_when_serving_begins(
     before = await scrape(service, client)
     time.sleep(0.08)  # noqa: ASYNC251 - start-up's stall, before the sampler sees it
     forget_startup_stalls(service.app)
-    after = await next_long_sample(before)
-    assert over_50ms(after) >= over_50ms(before) + 1
+    after = await next_long_sample(before)  # counted in the histogram (or the timeout fails)
     # Counted, it would be at least 70 ms (80 ms less the 10 ms the sample meant to sleep).
     assert after["research_event_loop_lag_max_seconds"] < 0.06
 

@@ -1,13 +1,15 @@
 """What an operator feeds the service: bad values are one line and exit status 2, never worse.
 
 Each case runs the real console script on real files: a FIFO, /dev/zero, a keys file that is
-emptied or swapped while `serve` reads it again.
+emptied or swapped while `serve` reads it again, or that lists no keys at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import struct
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from research_service.auth import key_file
 from research_service.settings import Settings
 from tests import cli_process
 from tests.cli_process import Finished
@@ -96,7 +99,9 @@ async def test_a_data_dir_that_is_a_file_is_one_line(tmp_path: Path, under: str)
     assert "--data-dir (RESEARCH_DATA_DIR)" in line
 
 
-async def serve_keys(tmp_path: Path, keys: Path, timeout: float = 60) -> Finished:
+async def serve_keys(
+    tmp_path: Path, keys: Path, timeout: float = 60, *, store: str = "memory"
+) -> Finished:
     return await cli_process.run(
         "serve",
         "--data-dir",
@@ -104,7 +109,7 @@ async def serve_keys(tmp_path: Path, keys: Path, timeout: float = 60) -> Finishe
         "--corpus",
         str(CORPUS),
         "--store",
-        "memory",
+        store,
         "--auth",
         "keys",
         "--api-keys-file",
@@ -166,6 +171,116 @@ async def test_a_keys_file_that_is_wrong_says_so_without_its_secrets(
     line = one_line(await serve_keys(tmp_path, keys))
     assert said in line
     assert "b" * 64 not in line
+
+
+@pytest.mark.parametrize("role", ["ADMIN", "Admin", " admin ", "\tadmin", " ADMIN", "aDmIn"])
+async def test_a_role_not_written_admin_is_refused_not_taken_into_the_secret(
+    tmp_path: Path, role: str
+) -> None:
+    """A secret may hold ':', but `:ADMIN` is a misspelt role, not a key that is no admin."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"# the team\nalice:{SECRET}:{role}\n")
+    line = one_line(await serve_keys(tmp_path, keys))
+    assert line.endswith(
+        f"{keys} line 2: the role after the last ':' is not written ':admin'; write it in "
+        "lower case with no space after the ':' (NAME:SECRET:admin)"
+    )
+    assert SECRET not in line
+
+
+@pytest.mark.parametrize(
+    ("line", "secret", "admin"),
+    [
+        (f"root:{SECRET}:admin", SECRET, True),
+        (f"root : {SECRET} :admin", SECRET, True),
+        (f"root:{SECRET}:ADMIN:admin", f"{SECRET}:ADMIN", True),
+        (f"alice:{SECRET}:user", f"{SECRET}:user", False),
+        (f"alice:{SECRET}:admins", f"{SECRET}:admins", False),
+        (f"alice:{SECRET}:x-admin", f"{SECRET}:x-admin", False),
+    ],
+)
+def test_the_lines_read_before_the_role_rule_keep_their_meaning(
+    line: str, secret: str, admin: bool
+) -> None:
+    (key,) = key_file.parse(line, source="keys.txt", id_key=b"id")
+    assert key.matches(secret)
+    assert key.info.admin is admin
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# alice:SECRET\n  # bob:SECRET:admin\n\n"])
+async def test_a_keys_file_listing_no_keys_stops_serve_at_start(tmp_path: Path, text: str) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text(text)
+    line = one_line(await serve_keys(tmp_path, keys))
+    assert line == (
+        f"research-service: the API keys file {keys} lists no keys; add NAME:SECRET[:admin] lines"
+    )
+
+
+async def test_an_empty_keys_file_beside_the_run_stores_keys_is_refused_too(
+    tmp_path: Path,
+) -> None:
+    """The file was given for its keys: an empty one is a mistake even when the store has some."""
+    made = await cli_process.run(
+        "keys", "create", "ops", "--admin", "--data-dir", str(tmp_path / "data")
+    )
+    assert made.returncode == 0, made.stderr
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# none yet\n")
+    line = one_line(await serve_keys(tmp_path, keys, store="sqlite"))
+    assert line.endswith(
+        "lists no keys; add NAME:SECRET[:admin] lines, or leave out --api-keys-file "
+        "(RESEARCH_API_KEYS_FILE) to use only the keys made by `research-service keys create`"
+    )
+
+
+IN_CLOSE_NOWRITE, IN_OPEN = 0x10, 0x20
+
+
+def opens_counter(path: Path) -> int:
+    """An inotify descriptor that notes each open of `path` (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    # Closes too: inotify merges an event into the same one still unread before it.
+    watched = IN_OPEN | IN_CLOSE_NOWRITE
+    if fd < 0 or libc.inotify_add_watch(fd, os.fsencode(path), watched) < 0:
+        pytest.skip(f"no inotify here: {os.strerror(ctypes.get_errno())}")
+    return fd
+
+
+def opens_noted(fd: int) -> int:
+    """How many opens `fd` has noted (and not yet told)."""
+    opens = 0
+    while True:
+        try:
+            events = os.read(fd, 65536)
+        except BlockingIOError:
+            return opens
+        offset = 0
+        while offset < len(events):
+            _, mask, _, length = struct.unpack_from("iIII", events, offset)
+            opens += bool(mask & IN_OPEN)
+            offset += 16 + length
+
+
+async def test_serve_reads_the_keys_file_once_to_start(tmp_path: Path) -> None:
+    """The keys checked at start are the keys served: no second read in which they could differ."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"alice:{SECRET}\n")
+    watch = opens_counter(keys)
+    try:
+        served = await start(
+            "--port", "0", "--data-dir", str(tmp_path / "data"), "--corpus", str(CORPUS),
+            "--store", "memory", "--auth", "keys", "--api-keys-file", str(keys),
+        )  # fmt: skip
+        try:
+            # Read after "Running on": every open of start-up is noted by then.
+            assert opens_noted(watch) == 1
+            assert await status_as(served, SECRET) == 200
+        finally:
+            await stop(served)
+    finally:
+        os.close(watch)
 
 
 @pytest.fixture

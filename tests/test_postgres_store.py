@@ -252,6 +252,7 @@ async def test_migrate_applies_each_step_once_and_records_it(postgres_url: str) 
         "schema 0 → 1: runs and events",
         "schema 1 → 2: executions (cluster mode)",
         "schema 2 → 3: webhook deliveries",
+        "schema 3 → 4: ended sessions",
     ]
     assert await postgres_db.migrate(postgres_url) == []
     rows = postgres.query(postgres_url, "SELECT version, name FROM schema_migrations")
@@ -259,6 +260,7 @@ async def test_migrate_applies_each_step_once_and_records_it(postgres_url: str) 
         (1, "runs and events"),
         (2, "executions (cluster mode)"),
         (3, "webhook deliveries"),
+        (4, "ended sessions"),
     ]
 
 
@@ -281,6 +283,7 @@ async def test_a_schema_1_database_is_upgraded_and_its_runs_read_back(postgres_u
     assert await postgres_db.migrate(postgres_url) == [
         "schema 1 → 2: executions (cluster mode)",
         "schema 2 → 3: webhook deliveries",
+        "schema 3 → 4: ended sessions",
     ]
     store = await postgres_log.open(postgres_url)
     try:

@@ -133,7 +133,7 @@ async def test_a_version_1_store_opens_with_its_runs_and_events_and_becomes_vers
 
     version, tables, columns = inspect(path)
     assert version == sqlite_schema.SCHEMA_VERSION
-    assert {"runs", "events", "api_keys", "webhook_deliveries"} <= tables
+    assert {"runs", "events", "api_keys", "webhook_deliveries", "ended_sessions"} <= tables
     assert columns == ["id", "question", "options", "created_at", "owner"]
 
     # Opened again, a migrated file is left as it is.
@@ -289,29 +289,30 @@ async def test_the_migrations_table_records_each_step_applied_with_its_name_and_
     old = tmp_path / "old" / RUN_STORE_FILE
     write_v1_store(old)
     outcome = sqlite_db.upgrade(old)
-    assert (outcome.before, outcome.after, outcome.adopted) == (1, 4, (1,))
-    assert [step.version for step in outcome.applied] == [2, 3, 4]
-    (first, second, third, fourth) = recorded_steps(old)
+    assert (outcome.before, outcome.after, outcome.adopted) == (1, 5, (1,))
+    assert [step.version for step in outcome.applied] == [2, 3, 4, 5]
+    (first, second, third, fourth, fifth) = recorded_steps(old)
     assert first == (1, "runs and their events", None)
     assert second[:2] == (2, "run owners and API keys")
     assert second[2] is not None
     assert third[:2] == (3, "webhook deliveries")
     assert third[2] is not None
     assert fourth[:2] == (4, "token events stored several to a row")
+    assert fifth[:2] == (5, "ended sessions")
 
     # Nothing left to do the second time; the first record stays as it was.
     again = sqlite_db.upgrade(old)
-    assert (again.before, again.after, again.applied, again.adopted) == (4, 4, (), ())
-    assert recorded_steps(old) == [first, second, third, fourth]
+    assert (again.before, again.after, again.applied, again.adopted) == (5, 5, (), ())
+    assert recorded_steps(old) == [first, second, third, fourth, fifth]
 
 
 def newer_store(data_dir: Path) -> Path:
-    """A copy of the schema 2 store as a release with a schema 5 left it."""
+    """A copy of the schema 2 store as a release with a schema 6 left it."""
     path = copy_of_schema_2(data_dir)
     sqlite_db.upgrade(path)
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-        db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (5, 'from the future', 1.0)")
-        db.execute("PRAGMA user_version = 5")
+        db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (6, 'from the future', 1.0)")
+        db.execute("PRAGMA user_version = 6")
     return path
 
 
@@ -328,13 +329,13 @@ async def test_a_store_migrated_by_a_newer_release_is_refused_and_left_untouched
     with pytest.raises(ConfigError) as refused:
         await sqlite_log.open(path)
     message = str(refused.value)
-    assert f"{path} has schema version 5, newer than this release's 4" in message
+    assert f"{path} has schema version 6, newer than this release's 5" in message
     assert "upgrade research-service" in message
     assert (digest(path), recorded_steps(path)) == before
 
     finished = await cli_process.run("migrate", "--data-dir", str(tmp_path))
     assert finished.returncode == 2
-    assert "newer than this release's 4; upgrade research-service" in finished.stderr
+    assert "newer than this release's 5; upgrade research-service" in finished.stderr
     assert (digest(path), recorded_steps(path)) == before
 
 
@@ -346,12 +347,12 @@ async def test_a_serving_store_migrated_by_a_newer_release_keeps_the_newer_versi
     log = await sqlite_log.open(path)
     try:
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-            db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (5, 'from the future', 1.0)")
-            db.execute("PRAGMA user_version = 5")
+            db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (6, 'from the future', 1.0)")
+            db.execute("PRAGMA user_version = 6")
         await log.check()
     finally:
         await log.close()
-    assert inspect(path)[0] == 5
+    assert inspect(path)[0] == 6
 
 
 async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
@@ -367,10 +368,11 @@ async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
         f"{store}: schema 1 → 2: run owners and API keys",
         f"{store}: schema 2 → 3: webhook deliveries",
         f"{store}: schema 3 → 4: token events stored several to a row",
+        f"{store}: schema 4 → 5: ended sessions",
     ]
     second = await cli_process.run("migrate", "--data-dir", str(old))
     assert second.returncode == 0, second.stderr
-    assert second.stdout.splitlines() == [f"{store}: already at schema 4, nothing to apply"]
+    assert second.stdout.splitlines() == [f"{store}: already at schema 5, nothing to apply"]
 
     shipped = tmp_path / "shipped"
     copy_of_schema_2(shipped)
@@ -381,6 +383,7 @@ async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
         f"{store}: recorded schema 1, 2 (applied by an earlier release)",
         f"{store}: schema 2 → 3: webhook deliveries",
         f"{store}: schema 3 → 4: token events stored several to a row",
+        f"{store}: schema 4 → 5: ended sessions",
     ]
 
 
@@ -401,7 +404,7 @@ async def test_migrate_works_while_a_service_serves_the_store(
     service = await make_service(store="sqlite", auth="off")
     finished = await cli_process.run("migrate", "--data-dir", str(data))
     assert finished.returncode == 0, finished.stderr
-    assert finished.stdout.endswith("already at schema 4, nothing to apply\n")
+    assert finished.stdout.endswith("already at schema 5, nothing to apply\n")
     listed = await client.get(service.url("/v1/runs"))
     assert listed.status_code == 200
     assert len(listed.json()["runs"]) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -25,10 +26,21 @@ MAX_FILE_BYTES: Final = 1024 * 1024
 #: Size and ctime too, as two writes may fall in one tick of a coarse mtime clock.
 Version = tuple[int, int, int, int, int]
 _FIX: Final = "fix --api-keys-file (RESEARCH_API_KEYS_FILE)"
+#: The role field that makes a key an admin: exactly this, after the line's last ':'.
+ADMIN_ROLE: Final = "admin"
 
 
 class FileChanging(ConfigError):
     """The keys file changed while it was read: an edit in progress; read it again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """The keys file as read once at start and found to list keys: not read again to start."""
+
+    path: Path
+    text: str = field(repr=False)  # the secrets, in clear
+    version: Version
 
 
 def version(status: os.stat_result) -> Version:
@@ -60,10 +72,7 @@ def parse(text: str, *, source: str, id_key: bytes) -> list[StoredKey]:
             raise ConfigError(f"{where} has no ':' after a name; write NAME:SECRET[:admin]")
         name, _, secret = line.partition(":")
         # Spaces around a field are not the secret: a key is presented without them.
-        secret = secret.strip()
-        admin = secret.endswith(":admin")
-        if admin:
-            secret = secret.removesuffix(":admin").rstrip()
+        secret, admin = _role(secret.strip(), where=where)
         try:
             check_name(name.strip())
         except ValueError:
@@ -79,6 +88,25 @@ def parse(text: str, *, source: str, id_key: bytes) -> list[StoredKey]:
         info = KeyInfo(file_key_id(name, secret, id_key=id_key), name, admin=admin)
         keys[name] = hashed(info, secret)
     return list(keys.values())
+
+
+def _role(secret: str, *, where: str) -> tuple[str, bool]:
+    """The secret, and whether the line ends in the admin role; ConfigError for a misspelt role.
+
+    A secret may hold ':', so only a last field of exactly `admin` is the role. One that reads
+    admin in another case or with spaces is refused rather than kept as part of the secret,
+    which would make a key that is no admin, with a secret its owner does not send.
+    """
+    head, colon, last = secret.rpartition(":")
+    if colon and last == ADMIN_ROLE:
+        return head.rstrip(), True
+    if colon and last.strip().casefold() == ADMIN_ROLE:
+        # Never the field itself: were it the end of a secret, it would quote the secret.
+        raise ConfigError(
+            f"{where}: the role after the last ':' is not written ':admin'; write it in lower "
+            "case with no space after the ':' (NAME:SECRET:admin)"
+        )
+    return secret, False
 
 
 def read(path: Path) -> tuple[str, Version]:
@@ -112,3 +140,24 @@ def load(path: Path, *, id_key: bytes) -> tuple[list[StoredKey], Version]:
     """The keys in the file at `path` and the state read; ConfigError when it is wrong."""
     text, state = read(path)
     return parse(text, source=str(path), id_key=id_key), state
+
+
+def check(path: Path, *, store_keys: bool) -> Checked:
+    """The keys file read at start; ConfigError when it is wrong or lists no keys.
+
+    A file listing no keys at start is a mistake (a template, a mount or a secret not filled
+    in), not a choice: it would refuse every request. `store_keys`: whether the keys of
+    `keys create` would be used without the file, as the message then says.
+    """
+    text, state = read(path)
+    if not parse(text, source=str(path), id_key=b"checked at start"):
+        instead = (
+            ", or leave out --api-keys-file (RESEARCH_API_KEYS_FILE) to use only the keys made "
+            "by `research-service keys create`"
+            if store_keys
+            else ""
+        )
+        raise ConfigError(
+            f"the API keys file {path} lists no keys; add NAME:SECRET[:admin] lines{instead}"
+        )
+    return Checked(path, text, state)

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from research_service.auth.keys import KeyInfo, StoredKey, check_name, hashed, new_key
 from research_service.errors import ConfigError
-from research_service.runs.sqlite_db import connect
+from research_service.runs.sqlite_db import connect, found_ids
 
 #: `last used` is written at most this often per key (by the Keyring).
 TOUCH_EVERY_S: Final = 60.0
@@ -95,16 +95,8 @@ class SqliteKeys:
 
     def usable(self, key_ids: list[str]) -> set[str]:
         """Which of `key_ids` are still usable."""
-        found: set[str] = set()
-        for start in range(0, len(key_ids), 500):
-            chunk = key_ids[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            with self._lock:
-                rows = self._db.execute(
-                    f"SELECT id FROM api_keys WHERE revoked_at IS NULL AND id IN ({marks})", chunk
-                ).fetchall()
-            found.update(row[0] for row in rows)
-        return found
+        query = "SELECT id FROM api_keys WHERE revoked_at IS NULL AND id IN ({marks})"
+        return found_ids(self._db, query, key_ids, lock=self._lock)
 
     def touch(self, key_id: str) -> None:
         """Note that the key was used now (best effort)."""

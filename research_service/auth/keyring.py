@@ -12,6 +12,7 @@ from typing import Final
 from research_service.auth import key_file
 from research_service.auth.key_store import TOUCH_EVERY_S, SqliteKeys
 from research_service.auth.keys import MAX_KEY_CHARS, KeyInfo, StoredKey, key_id_of
+from research_service.auth.watchers import Watchers
 from research_service.errors import ConfigError
 from research_service.own_thread import OwnThread
 
@@ -28,7 +29,15 @@ class Keyring:
     refused at once; requests already going are checked every RECHECK_S.
     """
 
-    def __init__(self, *, store: SqliteKeys | None, file: Path | None, id_key: bytes) -> None:
+    def __init__(
+        self,
+        *,
+        store: SqliteKeys | None,
+        file: Path | None,
+        id_key: bytes,
+        checked: key_file.Checked | None = None,
+    ) -> None:
+        """`checked`: the keys file as already read at start (`serve`), so not read again."""
         self._store = store
         self._file = file
         self._id_key = id_key
@@ -36,13 +45,13 @@ class Keyring:
         #: The file as it was when it last listed no keys: kept so one check later.
         self._emptied: key_file.Version | None = None
         self._file_keys: dict[str, StoredKey] = {}
-        self._watchers: dict[str, set[Callable[[], None]]] = {}
+        self._watchers = Watchers()
         self._touched: dict[str, float] = {}
         # A thread of its own, not asyncio's default executor: every request's key lookup
         # must not queue behind local searches or page reads.
         self._thread = OwnThread("api-keys")
         if file is not None:
-            self._load_file()
+            self._load_first(file, checked)
 
     @property
     def key_count_hint(self) -> str:
@@ -97,15 +106,7 @@ class Keyring:
 
     def watch(self, key_id: str, on_revoked: Callable[[], None]) -> Callable[[], None]:
         """Call `on_revoked` once if key `key_id` is revoked; returns the call that stops it."""
-        watchers = self._watchers.setdefault(key_id, set())
-        watchers.add(on_revoked)
-
-        def unwatch() -> None:
-            watchers.discard(on_revoked)
-            if not watchers and self._watchers.get(key_id) is watchers:
-                del self._watchers[key_id]
-
-        return unwatch
+        return self._watchers.watch(key_id, on_revoked)
 
     async def run(self) -> None:
         """Check watched keys and the keys file every RECHECK_S, until cancelled."""
@@ -120,7 +121,7 @@ class Keyring:
         """Reload an edited keys file; cut what revoked keys still have open."""
         if self._file is not None:
             await self._thread.call(self._reload_file)
-        watched = list(self._watchers)
+        watched = self._watchers.ids()
         if not watched:
             return
         usable = {stored.info.id for stored in self._file_keys.values()}
@@ -129,10 +130,15 @@ class Keyring:
             usable |= await self._thread.call(self._store.usable, in_store)
         for key_id in watched:
             if key_id not in usable:
-                callbacks = self._watchers.pop(key_id, set())
-                log.info("key %s was revoked: closing its %d open requests", key_id, len(callbacks))
-                for callback in callbacks:
-                    callback()
+                cut = self._watchers.fire(key_id)
+                log.info("key %s was revoked: closed its %d open requests", key_id, cut)
+
+    def _load_first(self, file: Path, checked: key_file.Checked | None) -> None:
+        # A file that lists no keys is refused here; later it may be an edit half done.
+        first = checked or key_file.check(file, store_keys=self._store is not None)
+        keys = key_file.parse(first.text, source=str(file), id_key=self._id_key)
+        self._file_version = first.version
+        self._file_keys = {stored.info.name: stored for stored in keys}
 
     def _load_file(self) -> None:
         assert self._file is not None

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Final
 
@@ -17,6 +18,8 @@ _SIGNATURE_CHARS: Final = 43
 
 STREAM: Final = "stream"
 SESSION: Final = "session"
+#: Random bytes in a session's id: signing out ends that one session, nobody can guess another.
+SESSION_ID_BYTES: Final = 16
 
 
 class BadSignature(ValueError):
@@ -38,9 +41,10 @@ class StreamGrant:
 
 @dataclass(frozen=True, slots=True)
 class SessionGrant:
-    """What a session cookie stands for: key `key_id`, until `expires`."""
+    """What a session cookie stands for: key `key_id`, as session `session_id`, until `expires`."""
 
     key_id: str
+    session_id: str
     expires: int
 
 
@@ -54,9 +58,11 @@ class Signer:
         """A token that opens run `run_id`'s stream and snapshot until `expires`."""
         return self._sign(STREAM, (run_id, key_id, str(expires)))
 
-    def session(self, *, key_id: str, expires: int) -> str:
-        """A session cookie's value for key `key_id` until `expires`."""
-        return self._sign(SESSION, (key_id, str(expires)))
+    def session(self, *, key_id: str, expires: int, session_id: str | None = None) -> str:
+        """A session cookie's value for key `key_id` until `expires` (a new session by default)."""
+        if session_id is None:
+            session_id = new_session_id()
+        return self._sign(SESSION, (key_id, session_id, str(expires)))
 
     def check_stream_token(self, token: str, *, now: float) -> StreamGrant:
         """The grant of a stream token; BadSignature or Expired when it grants nothing."""
@@ -67,9 +73,12 @@ class Signer:
         return grant
 
     def check_session(self, value: str, *, now: float) -> SessionGrant:
-        """The grant of a session cookie; BadSignature or Expired when it grants nothing."""
-        key_id, expires = self._open(SESSION, value, fields=2)
-        grant = SessionGrant(key_id, _seconds(expires))
+        """The grant of a session cookie; BadSignature or Expired when it grants nothing.
+
+        A cookie of the releases before session ids (`key.expires.signature`) is malformed.
+        """
+        key_id, session_id, expires = self._open(SESSION, value, fields=3)
+        grant = SessionGrant(key_id, session_id, _seconds(expires))
         if grant.expires <= now:
             raise Expired("the session has expired")
         return grant
@@ -94,6 +103,11 @@ class Signer:
         message = f"{purpose}\n{payload}".encode()
         mac = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).decode().rstrip("=")[:_SIGNATURE_CHARS]
+
+
+def new_session_id() -> str:
+    """A fresh, random session id (hex: a signed field takes letters, digits and dashes)."""
+    return secrets.token_hex(SESSION_ID_BYTES)
 
 
 def _seconds(raw: str) -> int:

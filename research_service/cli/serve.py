@@ -38,10 +38,12 @@ def serve(settings: Settings) -> None:
 
     configure_logging(settings.log_level, settings.log_format)
     make_data_dir(settings.data_dir)
+    checked = None
     if settings.auth_mode == "keys" and settings.api_keys_file is not None:
-        # Said now, not after the search index is built (minutes for a large --corpus).
-        key_file.load(settings.api_keys_file, id_key=b"checked at start")
-    app = create_app(settings)
+        # Said now, not after the search index is built (minutes for a large --corpus); read
+        # once: the service starts with the very keys checked here.
+        checked = key_file.check(settings.api_keys_file, store_keys=settings.store == "sqlite")
+    app = create_app(settings, keys_file=checked)
     run_app(app, settings)
 
 

@@ -96,6 +96,19 @@ MIGRATIONS: Final = (
             "WHERE state = 'pending'",
         ),
     ),
+    Migration(
+        4,
+        "ended sessions",
+        (
+            # research_service/auth/ended_sessions_postgres.py: a panel session signed out
+            # before its expiry, kept until then (purged after); every API node reads it.
+            """CREATE TABLE ended_sessions (
+                id text PRIMARY KEY,
+                expires_at double precision NOT NULL
+            )""",
+            "CREATE INDEX ended_sessions_by_expiry ON ended_sessions (expires_at)",
+        ),
+    ),
 )
 check(MIGRATIONS)
 _LEDGER: Final = f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (

@@ -62,6 +62,23 @@ _SQLITE_READONLY: Final = 8
 _SQLITE_IOERR: Final = 10
 _SQLITE_FULL: Final = 13
 _SQLITE_CANTOPEN: Final = 14
+_IDS_PER_QUERY: Final = 500
+
+
+def found_ids(
+    db: sqlite3.Connection, query: str, ids: list[str], *, lock: threading.Lock
+) -> set[str]:
+    """The ids of `ids` that `query` finds, asked in chunks (`{marks}` stands for their `?`s).
+
+    SQLite binds at most 32,766 parameters in one statement.
+    """
+    found: set[str] = set()
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = ids[start : start + _IDS_PER_QUERY]
+        with lock:
+            rows = db.execute(query.format(marks=", ".join("?" * len(chunk))), chunk).fetchall()
+        found.update(row[0] for row in rows)
+    return found
 
 
 def record(row: tuple[Any, ...]) -> RunRecord:

@@ -91,6 +91,19 @@ MIGRATIONS: Final = (
             "SELECT 1",
         ),
     ),
+    Migration(
+        5,
+        "ended sessions",
+        (
+            # research_service/auth/ended_sessions_sqlite.py: a panel session signed out before
+            # its expiry, kept until then (purged after).
+            """CREATE TABLE ended_sessions (
+                id TEXT PRIMARY KEY,
+                expires_at REAL NOT NULL
+            ) WITHOUT ROWID""",
+            "CREATE INDEX ended_sessions_by_expiry ON ended_sessions (expires_at)",
+        ),
+    ),
 )
 
 #: The newest schema this release reads and writes (the last migration's number).

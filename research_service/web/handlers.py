@@ -71,8 +71,8 @@ async def _visible_run(request: web.Request) -> RunRecord:
 def _events_url(request: web.Request, run_id: str) -> str:
     """The run's stream URL; with auth on, with a stream token for a browser's EventSource.
 
-    A key or session gets a fresh token; a request made with a token gets that token back
-    (a token never renews itself).
+    A key gets a fresh token; a request made with a token gets that token back (a token
+    never renews itself); a session gets none (its cookie opens the stream).
     """
     url = f"/v1/runs/{run_id}/events"
     auth = request.app.get(AUTH)

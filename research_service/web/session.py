@@ -12,7 +12,7 @@ from research_service.errors import InvalidInput, Unauthorized
 from research_service.events import dumps
 from research_service.runs.models import iso_time
 from research_service.web import validation
-from research_service.web.access import AUTH, SESSION_COOKIE, Auth
+from research_service.web.access import AUTH, SESSION_COOKIE, Auth, session_cookies
 from research_service.web.expect import expect_handler
 
 #: The body field that carries the key to sign in with.
@@ -39,10 +39,11 @@ async def _current(request: web.Request, auth: Auth) -> KeyInfo:
     header = request.headers.get("Authorization")
     if header is not None:
         return await auth.bearer(header)
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if not cookie:
+    cookies = session_cookies(request)
+    if not cookies:
         raise Unauthorized("not signed in; sign in with an API key (POST /v1/session)")
-    return await auth.session(cookie)
+    info, _ = await auth.first_session(cookies)
+    return info
 
 
 async def get_session(request: web.Request) -> web.Response:
@@ -93,8 +94,16 @@ async def create_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    """`DELETE /v1/session`: sign out (the cookie is cleared)."""
+    """`DELETE /v1/session`: sign out: the session ends on the server and the cookie is cleared.
+
+    Without a cookie, or with one that grants nothing, it is the same 204: the answer tells
+    nothing about the cookie. Only a store that cannot record the sign-out fails it (503).
+    """
     validation.known_params(request.query)
+    auth = request.app.get(AUTH)
+    cookies = session_cookies(request)
+    if auth is not None and cookies:
+        await auth.sign_out(cookies)
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/", samesite="Strict", httponly=True)
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Final
 
@@ -56,10 +57,14 @@ async def _keys_and_tokens(service: Service, ids: Ids) -> dict[str, str]:
     }
 
 
-async def _session(service: Service) -> dict[str, str]:
-    """The panel signs in with a key (a cookie comes back) and signs out."""
+async def _session(service: Service, ids: Ids) -> dict[str, str]:
+    """The panel signs in with a key (a cookie comes back) and signs out with it."""
     signed_in = await service.request("POST", "/v1/session", json={"api_key": KEYS["alice"][0]})
-    signed_out = await service.request("DELETE", "/v1/session")
+    cookie = signed_in.headers["Set-Cookie"].split(";", 1)[0]
+    # `<key id>.<session id>.<expires>.<signature>`: the session id is random.
+    session_id = cookie.split(".")[1]
+    ids.fix(session_id, hashlib.sha256(f"{ids.seed}:session".encode()).hexdigest()[:32])
+    signed_out = await service.request("DELETE", "/v1/session", headers={"Cookie": cookie})
     return {
         "api/session-create": http(signed_in, "Content-Type", "Set-Cookie", whole=("Set-Cookie",)),
         "api/session-delete": http(signed_out, "Set-Cookie", whole=("Set-Cookie",)),
@@ -106,6 +111,6 @@ async def capture(env: Env) -> dict[str, str]:
     captured: dict[str, str] = {}
     async with serving(env, settings) as service:
         captured |= await _keys_and_tokens(service, ids)
-        captured |= await _session(service)
+        captured |= await _session(service, ids)
         captured |= await _origins(service)
     return {name: ids(text) for name, text in captured.items()}

@@ -181,7 +181,7 @@ export async function signIn(apiKey) {
   return jsonOf(response);
 }
 
-/** `DELETE /v1/session`: the service clears the session cookie (204). */
+/** `DELETE /v1/session`: the service ends the session and clears its cookie (204). */
 export async function signOut() {
   const response = await send(apiPath("v1/session"), { method: "DELETE" });
   if (!response.ok && response.status !== 401) throw await failure(response);

@@ -10,7 +10,8 @@ import { ApiError, getSession, onUnauthorized, signIn, signOut } from "./api.js"
 import { byId, str } from "./dom.js";
 
 /** What the sign-in card says when a call of a signed-in page is refused. */
-export const SESSION_ENDED = "Your session ended (it expired or its key was revoked); sign in again.";
+export const SESSION_ENDED =
+  "Your session ended (it expired, it was signed out elsewhere, or its key was revoked); sign in again.";
 
 /**
  * @typedef {"off" | "keys"} AuthMode
