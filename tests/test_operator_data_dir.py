@@ -62,7 +62,27 @@ async def test_migrate_refuses_a_data_dir_it_may_not_read(
 ) -> None:
     (tmp_path / "locked").mkdir(mode=0o000)
     data_dir = tmp_path / where
-    command = [sys.executable, "-m", "research_service", "migrate", "--data-dir", str(data_dir)]
+    line = one_line(await held_to_the_mode_bits("migrate", "--data-dir", str(data_dir)))
+    assert f"{said} {data_dir} (Permission denied)" in line
+    assert FIX in line
+
+
+async def test_keys_list_under_a_folder_it_may_not_enter_says_to_check_permissions(
+    tmp_path: Path,
+) -> None:
+    """It said "cannot be written ([Errno 13] Permission denied: …), or point …"."""
+    (tmp_path / "locked").mkdir(mode=0o000)
+    data_dir = tmp_path / "locked" / "data"
+    line = one_line(await held_to_the_mode_bits("keys", "list", "--data-dir", str(data_dir)))
+    assert line.endswith(
+        f"the run store {data_dir}/runs.sqlite3 cannot be written; check its permissions, "
+        "or point --data-dir elsewhere"
+    )
+
+
+async def held_to_the_mode_bits(*args: str) -> Finished:
+    """The command run as a user the folders' mode bits hold (root without its overrides)."""
+    command = [sys.executable, "-m", "research_service", *args]
     if os.geteuid() == 0:
         # Root reads any folder: without these two capabilities it is held to the mode bits.
         if shutil.which("setpriv") is None:
@@ -77,10 +97,7 @@ async def test_migrate_refuses_a_data_dir_it_may_not_read(
         stderr=asyncio.subprocess.PIPE,
         env=cli_process.child_env(),
     )
-    finished: Finished = await cli_process.Cli(proc).finish()
-    line = one_line(finished)
-    assert f"{said} {data_dir} (Permission denied)" in line
-    assert FIX in line
+    return await cli_process.Cli(proc).finish()
 
 
 async def test_migrate_of_a_folder_not_made_yet_still_has_nothing_to_do(tmp_path: Path) -> None:

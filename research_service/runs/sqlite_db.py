@@ -90,8 +90,12 @@ def record(row: tuple[Any, ...]) -> RunRecord:
 def failure(path: Path, exc: sqlite3.Error | OSError) -> tuple[str, str]:
     """A slug naming why the store at `path` cannot write, and a message saying what to do."""
     if isinstance(exc, OSError):
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        code = _SQLITE_FULL if full else _SQLITE_IOERR
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            code = _SQLITE_FULL
+        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            code = _SQLITE_READONLY
+        else:
+            code = _SQLITE_IOERR
     else:
         code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     if code == _SQLITE_FULL:
