@@ -192,7 +192,7 @@ class Settings:
     )
     search_timeout_s: float = field(
         default=defaults.DEFAULT_SEARCH_TIMEOUT_S,
-        metadata=option("timeout of one search query (s)"),
+        metadata=option("timeout of each attempt of a search query (s)"),
     )
     token_delay_ms: float = field(
         default=defaults.DEFAULT_TOKEN_DELAY_MS,
