@@ -147,7 +147,10 @@ class Settings:
     )
     write_timeout_s: float = field(
         default=defaults.DEFAULT_WRITE_TIMEOUT_S,
-        metadata=option("seconds a listener's socket may take no data before it is cut"),
+        metadata=option(
+            "seconds a listener's socket may take no data before it is cut (any other "
+            "answer's: twice that)"
+        ),
     )
     abandon_after_s: float = field(
         default=defaults.DEFAULT_ABANDON_AFTER_S,

@@ -17,7 +17,7 @@ from aiohttp.web_request import BaseRequest
 from research_service.events import dumps
 from research_service.logs import ACCESS_FIELDS
 from research_service.problem_json import PROBLEM_TYPE_BASE
-from research_service.web.connections import ConnectionGuard
+from research_service.web.connections import ConnectionGuard, reset
 from research_service.web.problems import problem
 from research_service.web.request_id import REQUEST_ID_HEADER, request_id_of
 from research_service.web.validation import unreadable_body
@@ -83,12 +83,50 @@ def _text(line: object) -> str:
 
 
 class GuardedRequestHandler(RequestHandler):
-    """One HTTP connection: admitted by the guard, with protocol errors as short problems."""
+    """One HTTP connection: admitted by the guard, with protocol errors as short problems.
 
-    def __init__(self, manager: web.Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+    A peer that stops reading is reset once its answer has been stuck (asyncio paused the
+    writes) for `stall_timeout_s`: otherwise the answer, its buffered bytes and the connection's
+    slot under the cap are held for as long as the peer likes (aiohttp has no write timeout).
+    """
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        guard: ConnectionGuard,
+        stall_timeout_s: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self.guard = guard
+        self.stall_timeout_s = stall_timeout_s
         self._refused = False
+        self._stalled: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        """The peer takes no more for now: reset it if it still takes none after the timeout."""
+        super().pause_writing()
+        if self.stall_timeout_s is not None and self._stalled is None:
+            self._stalled = self._loop.call_later(self.stall_timeout_s, self._reset_stalled)
+
+    def resume_writing(self) -> None:
+        """The peer reads again."""
+        super().resume_writing()
+        self._cancel_stall()
+
+    def _cancel_stall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _reset_stalled(self) -> None:
+        self._stalled = None
+        log.info(
+            "reset a connection whose client took none of its answer for %g s",
+            self.stall_timeout_s,
+        )
+        reset(self.transport)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Take the connection if the guard admits it; else answer 503 and close it."""
@@ -108,6 +146,7 @@ class GuardedRequestHandler(RequestHandler):
         """Release the connection's slot."""
         if self._refused:
             return
+        self._cancel_stall()
         self.guard.left(self)
         super().connection_lost(exc)
 
@@ -193,13 +232,27 @@ class QuietAccessLogger(AccessLogger):
 class GuardedServer(web.Server):
     """aiohttp's low-level server, making GuardedRequestHandler connections."""
 
-    def __init__(self, handler: Any, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        guard: ConnectionGuard,
+        stall_timeout_s: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self.guard = guard
+        self.stall_timeout_s = stall_timeout_s
 
     def __call__(self) -> GuardedRequestHandler:
         """A protocol instance for one new connection."""
-        return GuardedRequestHandler(self, guard=self.guard, loop=self._loop, **self._kwargs)
+        return GuardedRequestHandler(
+            self,
+            guard=self.guard,
+            stall_timeout_s=self.stall_timeout_s,
+            loop=self._loop,
+            **self._kwargs,
+        )
 
 
 @web.middleware

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 BACKLOG: Final = 512
 #: After the grace, how long aborted connections get to be released before cleanup goes on.
 ABORT_SETTLE_S: Final = 1.0
+#: A connection whose client takes none of an answer for this many --write-timeout-s is reset
+#: (any answer: a listener is cut sooner, after one, by its own stream).
+STALL_TIMEOUTS: Final = 2
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -38,9 +41,13 @@ def server_options(settings: Settings) -> dict[str, Any]:
     `keepalive_timeout` also bounds how long a connection may take to send a request's
     headers: aiohttp closes a connection still waiting for a complete request when it fires.
     `handler_cancellation` releases a listener's handler as soon as its client goes away.
+    Bodies are not decoded from their Content-Encoding by aiohttp, which inflates all of one,
+    read or not, in one loop turn: the service decodes a body it reads, up to its limit
+    (`web.body_encoding`).
     """
     return {
         "handler_cancellation": True,
+        "auto_decompress": False,
         "access_log_class": QuietAccessLogger,
         "keepalive_timeout": settings.header_timeout_s,
         # A request body the handler did not read is drained for at most this long.
@@ -52,11 +59,18 @@ class ServiceRunner(web.AppRunner):
     """aiohttp's AppRunner with guarded connections and a shutdown bounded by the grace."""
 
     def __init__(
-        self, app: web.Application, *, guard: ConnectionGuard, grace_s: float, **kwargs: Any
+        self,
+        app: web.Application,
+        *,
+        guard: ConnectionGuard,
+        grace_s: float,
+        stall_timeout_s: float | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(app, shutdown_timeout=ABORT_SETTLE_S, **kwargs)
         self.guard = guard
         self.grace_s = grace_s
+        self.stall_timeout_s = stall_timeout_s
 
     async def _make_server(self) -> web.Server:
         # AppRunner starts the app and builds aiohttp's Server; ours makes the same
@@ -65,6 +79,7 @@ class ServiceRunner(web.AppRunner):
         return GuardedServer(
             server.request_handler,
             guard=self.guard,
+            stall_timeout_s=self.stall_timeout_s,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             **server._kwargs,
@@ -135,7 +150,11 @@ def make_runner(app: web.Application, settings: Settings, **kwargs: Any) -> Serv
     """The runner that serves `app` as `serve` does (tests use it with their own sites)."""
     guard = ConnectionGuard(settings.max_connections or default_max_connections())
     return ServiceRunner(
-        app, guard=guard, grace_s=shutdown_grace(settings), **(server_options(settings) | kwargs)
+        app,
+        guard=guard,
+        grace_s=shutdown_grace(settings),
+        stall_timeout_s=STALL_TIMEOUTS * settings.write_timeout_s,
+        **(server_options(settings) | kwargs),
     )
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -31,7 +32,10 @@ from research_service.runs.models import (
     RunOptions,
 )
 from research_service.text import encodable
+from research_service.web.body_encoding import UndecodableBody, coding_of, decoded
 from research_service.webhooks.target import webhook_url
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 64 * 1024
 #: Set by the expect handler (web/expect.py): the client holds its body back for `100 Continue`.
@@ -155,8 +159,9 @@ async def json_object(
     try:
         raw = await request.read()
     except RequestPayloadError as exc:
-        # aiohttp's message: what could not be decoded (never the body's bytes).
+        # aiohttp's message: what could not be read (never the body's bytes).
         raise MalformedBody(f"the request body cannot be read: {unreadable_body(exc)}") from None
+    raw = _decoded_body(raw, request.headers.get(hdrs.CONTENT_ENCODING, ""))
     if not raw and not required:
         return None
     if not _is_json(content_type):
@@ -168,6 +173,24 @@ async def json_object(
         raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidInput(f"the body must be {shape}")
+    return body
+
+
+def _decoded_body(raw: bytes, content_encoding: str) -> bytes:
+    """The body decoded from its Content-Encoding (`web.body_encoding`), within the limit."""
+    coding = coding_of(content_encoding)
+    if coding is None:
+        return raw
+    try:
+        body = decoded(raw, coding, limit=MAX_BODY_BYTES)
+    except UndecodableBody as exc:
+        # The connection is closed after the answer (MalformedBody), said as aiohttp's are.
+        log.info("closed a connection whose request body cannot be read: %s", exc)
+        raise MalformedBody(f"the request body cannot be read: {exc}") from None
+    if len(body) > MAX_BODY_BYTES:
+        raise BodyTooLarge(
+            f"the body decodes ({coding}) to more than {MAX_BODY_BYTES} bytes, the limit"
+        )
     return body
 
 
