@@ -335,19 +335,25 @@ async def test_markup_from_the_stream_is_shown_as_text(
     assert await page.evaluate("typeof window.__xss") == "undefined"
 
 
+async def finished_run(page: Page, service: Service, question: str) -> str:
+    """The id of a run of `question`, started outside the panel and finished."""
+    created = await page.request.post(
+        service.url("/v1/runs"),
+        data=json.dumps({"question": question}),
+        headers={"Content-Type": "application/json"},
+    )
+    run_id: str = (await created.json())["id"]
+    await service.wait_done(run_id)
+    return run_id
+
+
 async def test_a_shared_link_shows_a_finished_run(panel: Panel, make_service: MakeService) -> None:
     service = await make_service(**FAST)
     service.llm.pieces = PIECES
     service.search.results.update(HITS)
     service.llm.queries = ["alpha", "beta"]
     page = panel.page
-    created = await page.request.post(
-        service.url("/v1/runs"),
-        data=json.dumps({"question": "Shared?"}),
-        headers={"Content-Type": "application/json"},
-    )
-    run_id = (await created.json())["id"]
-    await service.wait_done(run_id)
+    run_id = await finished_run(page, service, "Shared?")
     await page.goto(service.url(f"/?run={run_id}"))
     await expect_finished(page)
     await expect(page.locator("#run-question")).to_have_text("Shared?")
@@ -368,13 +374,7 @@ async def test_a_shared_link_with_tracking_parameters_attaches_and_drops_them(
     service.llm.pieces = PIECES
     service.search.results.update(HITS)
     page = panel.page
-    created = await page.request.post(
-        service.url("/v1/runs"),
-        data=json.dumps({"question": "Shared?"}),
-        headers={"Content-Type": "application/json"},
-    )
-    run_id = (await created.json())["id"]
-    await service.wait_done(run_id)
+    run_id = await finished_run(page, service, "Shared?")
     await page.goto(service.url(f"/?utm_source=newsletter&run={run_id}&fbclid=IwAR0"))
     await expect_finished(page)
     await expect(page.locator("#run-question")).to_have_text("Shared?")

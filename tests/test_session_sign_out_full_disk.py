@@ -17,7 +17,8 @@ import pytest
 from tests.full_disk import fill, free, small_disk
 from tests.loopback import free_port
 from tests.served import CORPUS, Served, start, stop
-from tests.test_auth import SESSION_COOKIE, cookie, set_cookie
+from tests.test_auth import SESSION_COOKIE, cookie
+from tests.test_session_sign_out import sign_in, sign_out
 
 #: Sign-outs tried on the full disk before one must be refused (the journal has some slack).
 MAX_SIGN_OUTS = 400
@@ -27,18 +28,6 @@ MAX_SIGN_OUTS = 400
 def disk(tmp_path: Path) -> Iterator[Path]:
     with small_disk(tmp_path / "disk") as mounted:
         yield mounted
-
-
-async def sign_in(client: httpx.AsyncClient, served: Served, key: str) -> str:
-    response = await client.post(f"{served.base}/v1/session", json={"api_key": key})
-    assert response.status_code == 200, response.text
-    value, _ = set_cookie(response)
-    client.cookies.clear()
-    return value
-
-
-async def sign_out(client: httpx.AsyncClient, served: Served, value: str) -> httpx.Response:
-    return await client.delete(f"{served.base}/v1/session", headers=cookie(value))
 
 
 async def whoami(client: httpx.AsyncClient, served: Served, value: str) -> int:
@@ -58,14 +47,14 @@ async def test_a_sign_out_the_full_disk_cannot_record_is_a_503_that_keeps_the_se
     )
     try:
         async with httpx.AsyncClient(timeout=30) as client:
-            before = await sign_in(client, served, key)
-            assert (await sign_out(client, served, before)).status_code == 204
+            before = await sign_in(client, served.base, key)
+            assert (await sign_out(client, served.base, before)).status_code == 204
 
             await fill(disk)
             refused: tuple[str, httpx.Response] | None = None
             for _ in range(MAX_SIGN_OUTS):
-                value = await sign_in(client, served, key)  # signing in writes nothing
-                response = await sign_out(client, served, value)
+                value = await sign_in(client, served.base, key)  # signing in writes nothing
+                response = await sign_out(client, served.base, value)
                 if response.status_code != 204:
                     refused = value, response
                     break
@@ -82,7 +71,7 @@ async def test_a_sign_out_the_full_disk_cannot_record_is_a_503_that_keeps_the_se
             assert (await client.get(f"{served.base}/healthz")).status_code == 200
 
             await free(disk)
-            assert (await sign_out(client, served, value)).status_code == 204
+            assert (await sign_out(client, served.base, value)).status_code == 204
             assert await whoami(client, served, value) == 401
     finally:
         await stop(served)
