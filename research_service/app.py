@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Final
 
 from aiohttp import web
@@ -230,20 +231,22 @@ async def _open_auth(
             settings.data_dir,
         )
     log.info("auth: API keys from %s", keyring.key_count_hint)
-    sign_outs = SignOuts(await _ended_sessions(store, stack))
+    sign_outs = SignOuts(await _ended_sessions(store, keys_path, stack))
     watcher = asyncio.create_task(sign_outs.run())
     stack.push_async_callback(_stop, watcher)
     return Auth(keyring=keyring, signer=Signer(secret), settings=settings, sign_outs=sign_outs)
 
 
-async def _ended_sessions(store: EventLog, stack: AsyncExitStack) -> EndedSessions:
+async def _ended_sessions(
+    store: EventLog, keys_path: Path | None, stack: AsyncExitStack
+) -> EndedSessions:
     """Where signed-out sessions are kept: beside the runs, so as long-lived as they are.
 
-    The SQLite run store's file, the PostgreSQL database (which every node of a cluster
-    shares), or this process's memory with --store memory.
+    The SQLite run store's file (`keys_path`, where its API keys are too), the PostgreSQL
+    database (which every node of a cluster shares), or this process's memory with
+    --store memory.
     """
     ended: EndedSessions
-    keys_path = store.keys_path if isinstance(store, StoreMaintenance) else None
     if keys_path is not None:
         ended = await asyncio.to_thread(SqliteEndedSessions, keys_path)
     elif isinstance(store, ClusterLog):
