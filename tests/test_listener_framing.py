@@ -2,7 +2,8 @@
 
 `DirectWriter` writes live events to the socket behind aiohttp's back. These tests put its bytes
 on a real socket beside aiohttp's for the same payloads, and check, in the installed aiohttp,
-each thing it relies on: an aiohttp upgrade that changes one fails here, by name.
+each thing it relies on: an aiohttp upgrade that changes one fails here, by name. It also pins
+the one thing `Listener.write` relies on to skip a write's deadline.
 """
 
 from __future__ import annotations
@@ -94,8 +95,25 @@ class FramingServer(LoopbackServer):
         seen["headers_written"] = getattr(writer, "_headers_written", None)
         seen["headers_buffered"] = getattr(writer, "_headers_buf", "missing")
         seen["direct_chunked"] = DirectWriter(request, response).chunked
+        seen["completes"] = completes_at_once(request, response)
         await response.write_eof()
         return response
+
+
+def completes_at_once(request: web.Request, response: web.StreamResponse) -> bool | str:
+    """Whether a write of the high-water mark's size to an empty buffer returns unsuspended,
+    as `Listener.cannot_wait` relies on (it writes such data with no deadline)."""
+    transport = request.transport
+    assert transport is not None
+    if transport.get_write_buffer_size():
+        return "the buffer was not empty"
+    coro = response.write(b"w" * transport.get_write_buffer_limits()[1])
+    try:
+        coro.send(None)
+    except StopIteration:
+        return True
+    coro.close()
+    return False
 
 
 @pytest.fixture
@@ -176,4 +194,8 @@ async def test_aiohttp_still_works_the_way_direct_writer_relies_on(
     )
     assert seen["headers_buffered"] is None, upgraded(
         "the writer still holds headers after the first body write"
+    )
+    assert seen["completes"] is True, (
+        f"aiohttp {aiohttp.__version__}: a write that fits an empty transport buffer waits "
+        f"({seen['completes']}); Listener.write gives such writes no deadline (cannot_wait)"
     )

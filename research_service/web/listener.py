@@ -111,8 +111,11 @@ class Listener:
     async def write(self, data: bytes) -> bool:
         """Write `data`; False (and the connection is cut) if the client stopped reading."""
         try:
-            async with asyncio.timeout(self.write_timeout):
+            if self.cannot_wait(data):
                 await self.response.write(data)
+            else:
+                async with asyncio.timeout(self.write_timeout):
+                    await self.response.write(data)
         except TimeoutError:
             log.info("cut a listener that took no data for %g s", self.write_timeout)
             self.stats.listeners_cut += 1
@@ -131,6 +134,24 @@ class Listener:
             self._unyielded = 0
             await asyncio.sleep(0)
         return True
+
+    def cannot_wait(self, data: bytes) -> bool:
+        """Whether writing `data` now completes without waiting, so it needs no deadline.
+
+        aiohttp's write waits only to drain a transport paused for writing. An empty buffer is
+        not paused, and `data` within the high-water mark does not pause it. Skipping the
+        deadline matters: a cancelled timer stays in the loop's heap until enough others are
+        cancelled, holding its task and context, so each write's deadline cost every idle
+        listener about 0.4 KiB until it was purged (issue 16's idle memory), and a catch-up's
+        CPU. tests/test_listener_framing.py pins aiohttp's side of this.
+        """
+        transport = self.transport
+        return (
+            transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() == 0
+            and len(data) <= transport.get_write_buffer_limits()[1]
+        )
 
     async def close(self) -> None:
         """End the response; a client that will not take the rest is cut, not waited for."""

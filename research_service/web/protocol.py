@@ -90,6 +90,9 @@ class GuardedRequestHandler(RequestHandler):
     slot under the cap are held for as long as the peer likes (aiohttp has no write timeout).
     """
 
+    # One per open connection: no instance dict (issue 16's 16 KiB per idle listener).
+    __slots__ = ("_refused", "_stalled", "guard", "stall_timeout_s")
+
     def __init__(
         self,
         manager: web.Server,
