@@ -86,7 +86,9 @@ async def test_sigterm_drains_a_worker_its_runs_finish_and_it_takes_no_new_ones(
             "--health-port", str(health_port), RESEARCH_METRICS_TOKEN=METRICS_TOKEN
         )
         health = f"http://127.0.0.1:{health_port}/healthz"
-        assert (await client.get(health)).status_code == 200
+        healthy = await client.get(health)
+        assert healthy.status_code == 200
+        assert healthy.content.startswith(b'{"status":"ok","node":'), healthy.content
         run_id = await post_run(client, api.base, QUESTION)
         head = await listen(
             client, f"{api.base}/v1/runs/{run_id}/events", stop=after_event("token")

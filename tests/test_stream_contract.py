@@ -185,6 +185,21 @@ async def test_last_event_id_never_issued_is_400(
     assert "never issued" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("path", ["/v1/runs/{run_id}/events", "/v1/research?q=anything"])
+async def test_a_long_last_event_id_is_quoted_short(
+    service: Service, client: httpx.AsyncClient, path: str
+) -> None:
+    run_id = await service.create(client)
+    bad = "a" * 5000
+    response = await client.get(
+        service.url(path.format(run_id=run_id)), headers={"Last-Event-ID": bad}
+    )
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "(5000 characters)" in detail
+    assert len(detail) < 300, detail
+
+
 async def test_late_and_concurrent_listeners_each_get_the_whole_run(
     service: Service, client: httpx.AsyncClient
 ) -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 from research_service.cli.flags import make_data_dir, settings_flags, settings_from
 from research_service.collector import freeze_startup_objects, start_quiet_collections
 from research_service.errors import ConfigError
+from research_service.events import dumps
 from research_service.logs import configure_logging
 from research_service.own_thread import set_background_nice
 from research_service.settings import Settings
@@ -121,7 +122,8 @@ async def _serve_health(host: str, port: int, app: web.Application) -> web.AppRu
             "node": node.coordinator.node_id,
             "active_runs": app[MANAGER].active_runs,
         }
-        return web.json_response(body, status=503 if node.draining else 200)
+        # Compact, as the service's own /healthz.
+        return web.json_response(body, status=503 if node.draining else 200, dumps=dumps)
 
     health = web.Application()
     health.router.add_get("/healthz", healthz)

@@ -21,6 +21,7 @@ from research_service.recording import header_line, recording_chunks
 from research_service.recordings import RunNotFinished
 from research_service.runs.listing import awaiting_page
 from research_service.runs.models import RunOptions, RunRecord
+from research_service.settings_fields import quoted
 from research_service.web import validation
 from research_service.web.access import ACCESS, AUTH, TOKEN_PARAM
 from research_service.web.expect import close_if_body_held_back, expect_handler
@@ -235,7 +236,7 @@ async def research(request: web.Request) -> web.StreamResponse:
     # Another owner's run is answered exactly like a run that does not exist.
     if resumed is None or not access.sees(resumed) or resumed.question != question:
         raise InvalidEventId(
-            f"Last-Event-ID {raw!r} does not name a run of this question; drop the header "
+            f"Last-Event-ID {quoted(raw)} does not name a run of this question; drop the header "
             "to start a new run",
             field=LAST_EVENT_ID_HEADER,
         )

@@ -11,6 +11,7 @@ from aiohttp import web
 from research_service.errors import InvalidEventId
 from research_service.events import CRASH_ENDINGS, PING, Event, parse_event_id, retry_field
 from research_service.runs.log import EventLog
+from research_service.settings_fields import quoted
 from research_service.web.keys import MANAGER, SETTINGS
 from research_service.web.listener import Listener, batches
 
@@ -42,7 +43,7 @@ def split_event_id(raw: str) -> tuple[str, int]:
     parsed = parse_event_id(raw)
     if parsed is None:
         raise InvalidEventId(
-            f"Last-Event-ID {raw!r} is malformed; it must be an event id `<run_id>:<seq>` "
+            f"Last-Event-ID {quoted(raw)} is malformed; it must be an event id `<run_id>:<seq>` "
             "from this run's stream",
             field=LAST_EVENT_ID_HEADER,
         )
@@ -79,7 +80,7 @@ async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tup
     owner, seq = split_event_id(raw)
     if owner != run_id:
         raise InvalidEventId(
-            f"Last-Event-ID {raw!r} belongs to run {owner}, not {run_id}",
+            f"Last-Event-ID {quoted(raw)} belongs to run {owner}, not {run_id}",
             field=LAST_EVENT_ID_HEADER,
         )
     if seq == 0:
@@ -102,7 +103,7 @@ async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tup
             return stored, False
     if not tail:
         raise InvalidEventId(
-            f"Last-Event-ID {raw!r} was never issued by run {run_id}",
+            f"Last-Event-ID {quoted(raw)} was never issued by run {run_id}",
             field=LAST_EVENT_ID_HEADER,
         )
     return seq, tail[0].is_final
