@@ -139,7 +139,9 @@ class Listener:
         """Whether writing `data` now completes without waiting, so it needs no deadline.
 
         aiohttp's write waits only to drain a transport paused for writing. An empty buffer is
-        not paused, and `data` within the high-water mark does not pause it. Skipping the
+        not paused, and what the socket does not take of `data` at once (with its framing, and
+        the headers on the first write) stays under the high-water mark when `data` is at most
+        half of it, even if the client reads nothing, so it does not pause it. Skipping the
         deadline matters: a cancelled timer stays in the loop's heap until enough others are
         cancelled, holding its task and context, so each write's deadline cost every idle
         listener about 0.4 KiB until it was purged (issue 16's idle memory), and a catch-up's
@@ -150,7 +152,7 @@ class Listener:
             transport is not None
             and not transport.is_closing()
             and transport.get_write_buffer_size() == 0
-            and len(data) <= transport.get_write_buffer_limits()[1]
+            and len(data) <= transport.get_write_buffer_limits()[1] // 2
         )
 
     async def close(self) -> None:
