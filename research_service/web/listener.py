@@ -143,7 +143,7 @@ class Listener:
         the headers on the first write) stays under the high-water mark when `data` is at most
         half of it, even if the client reads nothing, so it does not pause it. Skipping the
         deadline matters: a cancelled timer stays in the loop's heap until enough others are
-        cancelled, holding its task and context, so each write's deadline cost every idle
+        cancelled, with a copy of the task's context, so each write's deadline cost every idle
         listener about 0.4 KiB until it was purged (issue 16's idle memory), and a catch-up's
         CPU. tests/test_listener_framing.py pins aiohttp's side of this.
         """
