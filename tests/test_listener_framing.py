@@ -36,6 +36,8 @@ PAYLOADS: Final = (
 #: interleave: bytes either side held back would come out of order.
 THROUGH_AIOHTTP: Final = frozenset({0, 3, 6})
 VERSIONS: Final = ("1.1", "1.0")
+#: `StreamWriter.write` drains once its count of bytes since the last drain passes this.
+AIOHTTP_DRAIN_LIMIT: Final = 0x10000
 
 
 def upgraded(what: str) -> str:
@@ -95,23 +97,27 @@ class FramingServer(LoopbackServer):
         seen["headers_written"] = getattr(writer, "_headers_written", None)
         seen["headers_buffered"] = getattr(writer, "_headers_buf", "missing")
         seen["direct_chunked"] = DirectWriter(request, response).chunked
-        seen["completes"] = completes_at_once(request, response)
+        seen["completes"] = await completes_at_once(request, response)
         await response.write_eof()
         return response
 
 
-def completes_at_once(request: web.Request, response: web.StreamResponse) -> bool | str:
+async def completes_at_once(request: web.Request, response: web.StreamResponse) -> bool | str:
     """Whether a write of half the high-water mark to an empty buffer returns unsuspended, as
-    `Listener.cannot_wait` relies on (it writes such data with no deadline)."""
+    `Listener.cannot_wait` relies on (it writes such data with no deadline), on the write
+    where aiohttp drains (its count of bytes since its last drain passes its limit)."""
     transport = request.transport
+    writer = request.writer
     assert transport is not None
+    # Bring aiohttp's count up to just under its limit (chunk framing counts too).
+    await response.write(b"p" * (AIOHTTP_DRAIN_LIMIT - writer.buffer_size - 64))
     if transport.get_write_buffer_size():
         return "the buffer was not empty"
     coro = response.write(b"w" * (transport.get_write_buffer_limits()[1] // 2))
     try:
         coro.send(None)
     except StopIteration:
-        return True
+        return True if writer.buffer_size == 0 else "aiohttp did not drain on this write"
     coro.close()
     return False
 
