@@ -80,6 +80,29 @@ class Listener:
     asks the hub to let it go when the socket is backed up.
     """
 
+    # One per open stream (issue 16's idle memory): no instance dict.
+    __slots__ = (
+        "_flush_timer",
+        "_pending",
+        "_pending_at",
+        "_pending_bytes",
+        "_unyielded",
+        "_wakeup",
+        "after",
+        "direct",
+        "finished",
+        "gone",
+        "heartbeat",
+        "hub",
+        "last_write",
+        "loop",
+        "opened",
+        "response",
+        "stats",
+        "transport",
+        "write_timeout",
+    )
+
     def __init__(
         self,
         request: web.Request,
