@@ -367,3 +367,29 @@ async def test_another_process_s_tails_say_which_runs_await_a_plan_review(
     finally:
         await reader.close()
         await writer.close()
+
+
+async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
+    postgres_url: str,
+) -> None:
+    """The store keeps no session state, so a release sends nothing; an open transaction
+    is still rolled back before the connection serves anyone else."""
+    pool = await postgres_db.open_pool(postgres_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("CREATE TABLE left_open (n integer)")
+            await conn.execute("BEGIN")
+            await conn.execute("INSERT INTO left_open VALUES (1)")
+        # The server's record of the backend's last statement: asyncpg's own ROLLBACK,
+        # not its default reset (`SELECT pg_advisory_unlock_all(); ... RESET ALL;`).
+        last = postgres.query(
+            postgres_url, "SELECT state, query FROM pg_stat_activity WHERE pid = $1", backend
+        )
+        assert [(row["state"], row["query"]) for row in last] == [("idle", "ROLLBACK")]
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == backend
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT count(*) FROM left_open") == 0
+    finally:
+        await pool.close()

@@ -89,8 +89,18 @@ class ClusterLog:
             raise self.store.writer.failed(exc) from None
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        """The run's record, or None when there is no such run."""
-        return await self.store.get_run(run_id)
+        """The run's record, or None when there is no such run.
+
+        A run this process follows keeps its record: each listener that attaches asks for
+        it, and one query per run is enough.
+        """
+        follower = self.followers.get(run_id)
+        if follower is not None and follower.record is not None:
+            return follower.record
+        record = await self.store.get_run(run_id)
+        if record is not None and (follower := self.followers.get(run_id)) is not None:
+            follower.record = record
+        return record
 
     async def list_runs(
         self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None

@@ -21,6 +21,7 @@ from research_service.cluster.tasks import stop
 from research_service.errors import StoreUnavailable
 from research_service.events import Event
 from research_service.runs.hub import Hub
+from research_service.runs.models import RunRecord
 from research_service.runs.run_memory import Row
 from research_service.runs.waiters import Waiters
 
@@ -52,6 +53,9 @@ class Follower:
         self.waiters = waiters
         self.task: asyncio.Task[None] | None = None
         self.last_read = asyncio.get_running_loop().time()
+        #: The run's record once read: it never changes, and a followed run is unfinished,
+        #: so retention cannot delete it while this follower lives.
+        self.record: RunRecord | None = None
 
     @property
     def last_seq(self) -> int:
@@ -115,9 +119,12 @@ class Followers:
             return follower
         follower = Follower(run_id, list(events), waiters=self.waiters)
         follower.extend([row_of(run_id, entry) for entry in window])
+        if follower.finished or self._closed:
+            # Ended between the store's read and the window's (or shutting down): this
+            # caller reads it once; kept, it would stay in memory, as no task would drop it.
+            return follower
         self._by_run[run_id] = follower
-        if not follower.finished and not self._closed:
-            follower.task = asyncio.create_task(self._keep_up(follower), name=f"follow-{run_id}")
+        follower.task = asyncio.create_task(self._keep_up(follower), name=f"follow-{run_id}")
         return follower
 
     async def wait(self, follower: Follower, *, after: int, timeout: float) -> bool:

@@ -1,0 +1,102 @@
+"""An API node's followers, on a real Redis and PostgreSQL: what a followed run keeps in memory.
+
+The node processes are left out: these tests drive `ClusterLog` and `Followers` directly, so
+they can place a run's events exactly where each case needs them (the store, the live window).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from research_service.cluster.cluster_log import ClusterLog
+from research_service.cluster.follower import Followers
+from research_service.cluster.publisher import LivePublisher
+from research_service.cluster.redis_link import Keys
+from research_service.errors import StoreUnavailable
+from research_service.events import Event
+from research_service.runs import postgres_log
+from research_service.runs.models import RunRecord
+from research_service.runs.run_memory import Row
+from tests import postgres
+from tests.cluster import delete_prefix, redis_or_skip
+
+postgres_database = postgres.postgres_database
+postgres_url = postgres.postgres_url
+
+RUN = "0123456789abcdef"
+
+
+def row(seq: int, name: str) -> Row:
+    """One event of RUN, as the store and the live window hold it."""
+    event = Event.create(RUN, seq, name, {"n": seq}, t_ms=seq)
+    return (event.run_id, event.seq, event.name, event.t_ms, event.wire)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[tuple[aioredis.Redis, Keys]]:
+    client = await redis_or_skip()
+    keys = Keys(f"test-follower-{secrets.token_hex(4)}:")
+    try:
+        yield client, keys
+    finally:
+        await delete_prefix(client, keys.prefix)
+        await client.aclose()
+
+
+async def test_a_run_that_ends_between_the_store_read_and_the_window_read_is_not_kept(
+    redis: tuple[aioredis.Redis, Keys],
+) -> None:
+    """The store had the run unfinished, its window already has the done: the reader gets
+    every event, and the node does not keep the ended run (nothing would ever drop it)."""
+    client, keys = redis
+    publisher = LivePublisher(client, keys)
+    publisher.start()
+    events = [row(1, "phase"), row(2, "token"), row(3, "done")]
+    for event in events:
+        publisher.publish(event)
+    assert await publisher.flushed(5.0)
+    await publisher.close()
+
+    async def stored(run_id: str, after: int) -> list[Row]:
+        return events[after:1]  # the store committed only the first when it was read
+
+    followers = Followers(client, keys, stored)
+    follower = await followers.follow(RUN, events[:1])
+    assert follower.finished
+    assert [event.seq for event in follower.read(after=0, limit=None)] == [1, 2, 3]
+    assert followers.get(RUN) is None
+    await followers.close()
+
+
+async def test_a_followed_run_s_record_is_read_from_the_database_once(
+    redis: tuple[aioredis.Redis, Keys], postgres_url: str
+) -> None:
+    """Every listener that attaches asks for the run's record; while this node follows the
+    run, only the first asks PostgreSQL (shown by taking its runs table away)."""
+    client, keys = redis
+    writer = await postgres_log.open(postgres_url)
+    log = ClusterLog(await postgres_log.open(postgres_url, shared=True), client, keys)
+    other = RunRecord("fedcba9876543210", "Not followed?", owner="bob")
+    try:
+        record = RunRecord(RUN, "Followed?", owner="alice")
+        for each in (record, other):
+            await writer.create_run(each)
+            await writer.append(Event.create(each.id, 1, "phase", {"n": 1}, t_ms=0))
+        await writer.flush()
+        assert [event.seq for event in await log.read(RUN, after=0)] == [1]  # now followed
+        assert await log.get_run(RUN) == record
+
+        postgres.query(postgres_url, "ALTER TABLE runs RENAME TO runs_away")
+        try:
+            assert await log.get_run(RUN) == record
+            with pytest.raises(StoreUnavailable):
+                await log.get_run(other.id)
+        finally:
+            postgres.query(postgres_url, "ALTER TABLE runs_away RENAME TO runs")
+    finally:
+        await log.close()
+        await writer.close()
