@@ -1,12 +1,15 @@
-"""Large runs cannot be amplified: listings are briefs, recordings stream from the store."""
+"""Large runs cannot be amplified: listings are briefs, recordings stream from the store, and
+a caught-up listener keeps none of what it was sent."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import sys
 import tracemalloc
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -139,4 +142,43 @@ async def test_a_recording_of_an_unfinished_run_is_409(
     assert response.status_code == 409
     assert response.json()["type"].endswith("/run-not-finished")
     service.llm.release.set()
+    await service.wait_done(run_id)
+
+
+async def test_a_caught_up_listener_keeps_none_of_the_events_it_was_sent(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """Listeners that caught up on a long live run hold none of its stored events while they
+    wait for the next: each would otherwise keep its last page (up to 512 events)."""
+    service.llm.pieces = [f"piece{n} " for n in range(1201)]
+    service.llm.hold_after = 1200
+    run_id = await service.create(client)
+    await service.until_held()
+    log = service.manager.log
+    count = len(await log.read(run_id, after=0))
+    (last,) = await log.read(run_id, after=count - 1)
+    held_before = sys.getrefcount(last.wire)  # the log's row, `last` and the call's argument
+    url = urlsplit(service.url(f"/v1/runs/{run_id}/events"))
+    end_of_catch_up = f"id: {last.id}\n".encode()
+
+    async def caught_up() -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        writer.write(f"GET {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
+        received = b""
+        while end_of_catch_up not in received:
+            chunk = await reader.read(65536)
+            assert chunk, "the stream ended before its catch-up did"
+            received += chunk
+        return writer
+
+    async with asyncio.timeout(30):
+        writers = await asyncio.gather(*(caught_up() for _ in range(20)))
+    try:
+        assert service.manager.stats.open_streams == 20
+        held_after = sys.getrefcount(last.wire)  # outside `assert`: pytest's rewrite holds one
+        assert held_after == held_before
+    finally:
+        for writer in writers:
+            writer.close()
+        service.llm.release.set()
     await service.wait_done(run_id)

@@ -12,6 +12,7 @@ from research_service.errors import InvalidEventId
 from research_service.events import CRASH_ENDINGS, PING, Event, parse_event_id, retry_field
 from research_service.runs.log import EventLog
 from research_service.settings_fields import quoted
+from research_service.stats import Stats
 from research_service.web.keys import MANAGER, SETTINGS
 from research_service.web.listener import Listener, batches
 
@@ -109,6 +110,26 @@ async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tup
     return seq, tail[0].is_final
 
 
+async def _write_page(listener: Listener, events: list[Event], stats: Stats) -> bool:
+    """Write a page of stored events to the listener; False when its client is gone.
+
+    A function of its own so that nothing of the page outlives it: a listener waits for the
+    next event in `stream`'s frame, which would otherwise keep the page's last batch (up to
+    CATCH_UP_EVENTS events) for as long as the stream stays open.
+    """
+    # Events are encoded once at append time; what is pending goes out in as few writes as
+    # possible, each small enough that "no progress" is detectable (and the listener yields
+    # the loop between them; see Listener.write).
+    for batch in batches(events):
+        if not await listener.write(b"".join(e.wire for e in batch)):
+            return False
+        stats.events_delivered += len(batch)
+        listener.written(batch)
+    listener.after = events[-1].seq
+    listener.finished = events[-1].is_final
+    return True
+
+
 async def stream(
     request: web.Request, *, run_id: str, after: int, ended: bool
 ) -> web.StreamResponse:
@@ -143,16 +164,8 @@ async def stream(
             # A page at a time: a long log is never decoded in one go.
             events = await events_log.read(run_id, after=listener.after, limit=CATCH_UP_EVENTS)
             if events:
-                # Events are encoded once at append time; what is pending goes out in as few
-                # writes as possible, each small enough that "no progress" is detectable
-                # (and the listener yields the loop between them; see Listener.write).
-                for batch in batches(events):
-                    if not await listener.write(b"".join(e.wire for e in batch)):
-                        return response
-                    stats.events_delivered += len(batch)
-                    listener.written(batch)
-                listener.after = events[-1].seq
-                listener.finished = events[-1].is_final
+                if not await _write_page(listener, events, stats):
+                    return response
                 continue
             due = settings.heartbeat_s - listener.quiet_for()
             if due > 0:
