@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import socket
 import sys
 import tracemalloc
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from research_service.recordings import finished_recording
 from tests.conftest import MakeService, Service
@@ -182,3 +185,35 @@ async def test_a_caught_up_listener_keeps_none_of_the_events_it_was_sent(
             writer.close()
         service.llm.release.set()
     await service.wait_done(run_id)
+
+
+async def test_a_run_deleted_while_a_listener_catches_up_ends_its_stream_cleanly(
+    make_service: MakeService, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention deletes an ended run while a slow listener is still catching up on it (8 MB,
+    far more than the sockets' buffers hold): its stream ends cleanly, with no server error,
+    and its reconnect is told the run is gone."""
+    service = await make_service(store="sqlite", max_tokens_per_run=10**7)
+    (run_id,) = await big_runs(service, client, 1)
+    url = urlsplit(service.url(f"/v1/runs/{run_id}/events"))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # no autotuning to MBs
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (url.hostname, url.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"Transfer-Encoding: chunked" in head
+
+    assert await service.manager.log.prune(max_age_s=0, max_runs=None) == 1
+    async with asyncio.timeout(30):
+        body = await reader.read()  # to the end of the stream
+    writer.close()
+    assert body.endswith(b"\r\n0\r\n\r\n")  # the chunked body's own end
+    assert b"event: token" in body
+    assert b"event: done" not in body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    again = await client.get(service.url(f"/v1/runs/{run_id}/events"))
+    assert again.status_code == 404
+    assert again.headers["content-type"] == "application/problem+json"

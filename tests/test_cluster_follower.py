@@ -100,3 +100,34 @@ async def test_a_followed_run_s_record_is_read_from_the_database_once(
     finally:
         await log.close()
         await writer.close()
+
+
+async def test_a_followed_run_deleted_before_its_done_arrived_stops_being_followed(
+    redis: tuple[aioredis.Redis, Keys], postgres_url: str
+) -> None:
+    """Its `done` was committed but never reached the live window (Redis lost it), and
+    retention deleted the run at once: the follower stops at its next catch-up, and the node
+    no longer serves the run, instead of keeping it open for as long as anyone listens."""
+    client, keys = redis
+    writer = await postgres_log.open(postgres_url)
+    log = ClusterLog(await postgres_log.open(postgres_url, shared=True), client, keys)
+    try:
+        record = RunRecord(RUN, "Deleted?")
+        await writer.create_run(record)
+        await writer.append(Event.create(RUN, 1, "phase", {"n": 1}, t_ms=0))
+        await writer.flush()
+        assert [event.seq for event in await log.read(RUN, after=0)] == [1]
+        assert await log.get_run(RUN) == record  # kept on the follower from now on
+
+        await writer.append(Event.create(RUN, 2, "done", {"n": 2}, t_ms=1))  # not published
+        assert await writer.prune(max_age_s=0, max_runs=None) == 1
+
+        # Woken when the follower stops: its blocking read ends within BLOCK_MS.
+        await log.wait(RUN, after=1, timeout=10)
+        assert log.followers.get(RUN) is None
+        assert await log.get_run(RUN) is None
+        with pytest.raises(KeyError):
+            await log.read(RUN, after=1)
+    finally:
+        await log.close()
+        await writer.close()

@@ -18,6 +18,7 @@ from research_service.events import Event
 from research_service.runs.models import RunRecord, RunTail, tail_of
 from research_service.runs.postgres_db import ERRORS
 from research_service.runs.postgres_log import RUN_COLUMNS, PostgresEventLog
+from research_service.runs.run_memory import Row
 
 __all__ = ["ClusterLog"]
 
@@ -164,5 +165,5 @@ class ClusterLog:
         await self.publisher.close()
         await self.store.close()
 
-    async def _stored(self, run_id: str, after: int) -> list[tuple[str, int, str, int, bytes]]:
-        return await self.store.stored_events(run_id, after=after)
+    async def _stored(self, run_id: str, after: int) -> list[Row] | None:
+        return await self.store.followed_events(run_id, after=after)

@@ -36,8 +36,8 @@ READ_COUNT: Final = 1000
 POLL_S: Final = 0.25
 #: A follower nobody reads from for this long stops (its events stay in PostgreSQL).
 IDLE_S: Final = 30.0
-#: Reads PostgreSQL: the run's committed events with seq > `after`.
-StoredEvents = Callable[[str, int], Awaitable[list[Row]]]
+#: Reads PostgreSQL: the run's committed events with seq > `after`; None if the run is gone.
+StoredEvents = Callable[[str, int], Awaitable[list[Row] | None]]
 
 
 class Follower:
@@ -53,8 +53,8 @@ class Follower:
         self.waiters = waiters
         self.task: asyncio.Task[None] | None = None
         self.last_read = asyncio.get_running_loop().time()
-        #: The run's record once read: it never changes, and a followed run is unfinished,
-        #: so retention cannot delete it while this follower lives.
+        #: The run's record once read: it never changes. Retention deletes only ended runs;
+        #: one whose `done` never reached this node stops its follower at the next catch-up.
         self.record: RunRecord | None = None
 
     @property
@@ -156,15 +156,17 @@ class Followers:
                     )
                 except ERRORS as exc:
                     log.debug("live window of run %s unreadable (%s)", follower.run_id, exc)
-                    await self._catch_up(follower)
+                    if not await self._catch_up(follower):
+                        break
                     await asyncio.sleep(POLL_S)
                     continue
                 rows = [row_of(follower.run_id, e) for _, entries in reply for e in entries]
-                if not rows or rows[0][1] != follower.last_seq + 1:
-                    # Nothing new for a while, or the window does not reach back to our last
-                    # event (PostgreSQL had not committed it yet, or Redis lost it): the
-                    # database has every event up to the window's first.
-                    await self._catch_up(follower)
+                # Nothing new for a while, or the window does not reach back to our last event
+                # (PostgreSQL had not committed it yet, or Redis lost it): the database has
+                # every event up to the window's first, unless the run is gone.
+                behind = not rows or rows[0][1] != follower.last_seq + 1
+                if behind and not await self._catch_up(follower):
+                    break
                 follower.extend(rows)
         except StoreUnavailable as exc:
             log.warning("following run %s: the run store failed (%s)", follower.run_id, exc)
@@ -178,9 +180,19 @@ class Followers:
             follower.hub.close()
             self.waiters.wake(follower.run_id)
 
-    async def _catch_up(self, follower: Follower) -> None:
+    async def _catch_up(self, follower: Follower) -> bool:
+        """Add what PostgreSQL has after the follower's last event; False if the run is gone.
+
+        A run is deleted (by retention) only once it has ended: its `done` was committed,
+        but its publication to the live window was lost (a Redis restart) and this node
+        never saw it. Following such a run would go on for as long as anyone listens.
+        """
         try:
             rows = await self._stored(follower.run_id, follower.last_seq)
         except StoreUnavailable:
-            return
+            return True
+        if rows is None:
+            log.info("run %s is no longer in the store: stopped following it", follower.run_id)
+            return False
         follower.extend(rows)
+        return True

@@ -217,6 +217,17 @@ class PostgresEventLog:
             (r[0], r[1], r[2], r[3], bytes(r[4])) for r in await self._query(sql, run_id, after)
         ]
 
+    async def followed_events(self, run_id: str, *, after: int) -> list[Row] | None:
+        """As `stored_events`, in one statement; None when the run itself is gone (deleted)."""
+        sql = (
+            "SELECT e.run_id, e.seq, e.name, e.t_ms, e.wire FROM runs r LEFT JOIN events e "
+            "ON e.run_id = r.id AND e.seq > $2 WHERE r.id = $1 ORDER BY e.seq"
+        )
+        rows = await self._query(sql, run_id, after)
+        if not rows:
+            return None
+        return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows if r[1] is not None]
+
     async def interrupted_runs(self) -> list[RunRecord]:
         """Stored runs without a `done` that this process is not running, oldest first.
 

@@ -179,6 +179,13 @@ async def stream(
     except asyncio.CancelledError:
         listener.gone = True  # aiohttp cancels the handler when its client disconnects
         raise
+    except KeyError as exc:
+        if exc.args != (run_id,):
+            raise
+        # Retention deleted the ended run while this listener was still catching up on it
+        # (or, in a cluster, before its `done` reached this node): the stream ends, and the
+        # client's reconnect is told the run is gone.
+        log.info("run %s was deleted while a listener read it; its stream ends", run_id)
     finally:
         stats.open_streams -= 1
         if listener.gone and not listener.finished:
