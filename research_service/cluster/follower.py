@@ -183,9 +183,9 @@ class Followers:
     async def _catch_up(self, follower: Follower) -> bool:
         """Add what PostgreSQL has after the follower's last event; False if the run is gone.
 
-        A run is deleted (by retention) only once it has ended: its `done` was committed,
-        but its publication to the live window was lost (a Redis restart) and this node
-        never saw it. Following such a run would go on for as long as anyone listens.
+        The run is gone only when retention deleted it after its end, whose publication to
+        the live window was lost (a Redis restart), so this node never saw the `done`.
+        Following it would go on for as long as anyone listens.
         """
         try:
             rows = await self._stored(follower.run_id, follower.last_seq)
