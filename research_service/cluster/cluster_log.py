@@ -166,4 +166,4 @@ class ClusterLog:
         await self.store.close()
 
     async def _stored(self, run_id: str, after: int) -> list[Row] | None:
-        return await self.store.followed_events(run_id, after=after)
+        return await self.store.stored_events(run_id, after=after)

@@ -75,7 +75,7 @@ class Sweeper:
         if record is None:
             return
         cluster.adopt(record)
-        stored = await store.stored_events(run_id, after=0)
+        stored = await store.stored_events(run_id, after=0) or []
         if not stored or stored[-1][2] != "done":
             await store.resume(run_id)
             events = [Event._make(row) for row in stored]

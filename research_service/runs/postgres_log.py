@@ -207,18 +207,8 @@ class PostgresEventLog:
         self._check_open()
         self._memory.revive(run_id, run)
 
-    async def stored_events(self, run_id: str, *, after: int) -> list[Row]:
-        """The run's committed events with seq > `after`, read from the database now."""
-        sql = (
-            "SELECT run_id, seq, name, t_ms, wire FROM events WHERE run_id = $1 AND seq > $2 "
-            "ORDER BY seq"
-        )
-        return [
-            (r[0], r[1], r[2], r[3], bytes(r[4])) for r in await self._query(sql, run_id, after)
-        ]
-
-    async def followed_events(self, run_id: str, *, after: int) -> list[Row] | None:
-        """As `stored_events`, in one statement; None when the run itself is gone (deleted)."""
+    async def stored_events(self, run_id: str, *, after: int) -> list[Row] | None:
+        """The run's committed events with seq > `after`, read now; None if the run is gone."""
         sql = (
             "SELECT e.run_id, e.seq, e.name, e.t_ms, e.wire FROM runs r LEFT JOIN events e "
             "ON e.run_id = r.id AND e.seq > $2 WHERE r.id = $1 ORDER BY e.seq"

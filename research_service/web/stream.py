@@ -12,7 +12,6 @@ from research_service.errors import InvalidEventId
 from research_service.events import CRASH_ENDINGS, PING, Event, parse_event_id, retry_field
 from research_service.runs.log import EventLog
 from research_service.settings_fields import quoted
-from research_service.stats import Stats
 from research_service.web.keys import MANAGER, SETTINGS
 from research_service.web.listener import Listener, batches
 
@@ -110,7 +109,7 @@ async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tup
     return seq, tail[0].is_final
 
 
-async def _write_page(listener: Listener, events: list[Event], stats: Stats) -> bool:
+async def _write_page(listener: Listener, events: list[Event]) -> bool:
     """Write a page of stored events to the listener; False when its client is gone.
 
     A function of its own so that nothing of the page outlives it: a listener waits for the
@@ -123,7 +122,7 @@ async def _write_page(listener: Listener, events: list[Event], stats: Stats) -> 
     for batch in batches(events):
         if not await listener.write(b"".join(e.wire for e in batch)):
             return False
-        stats.events_delivered += len(batch)
+        listener.stats.events_delivered += len(batch)
         listener.written(batch)
     listener.after = events[-1].seq
     listener.finished = events[-1].is_final
@@ -164,7 +163,7 @@ async def stream(
             # A page at a time: a long log is never decoded in one go.
             events = await events_log.read(run_id, after=listener.after, limit=CATCH_UP_EVENTS)
             if events:
-                if not await _write_page(listener, events, stats):
+                if not await _write_page(listener, events):
                     return response
                 continue
             due = settings.heartbeat_s - listener.quiet_for()
