@@ -131,3 +131,36 @@ async def test_a_followed_run_deleted_before_its_done_arrived_stops_being_follow
     finally:
         await log.close()
         await writer.close()
+
+
+async def test_a_follower_keeps_nothing_of_a_reply_while_its_next_read_waits(
+    redis: tuple[aioredis.Redis, Keys],
+) -> None:
+    """A large reply from the live window (its entries' field dictionaries) is converted to
+    the follower's events and freed: the follower's task, blocked in its next `XREAD` for up
+    to a second, holds none of it."""
+    client, keys = redis
+    publisher = LivePublisher(client, keys)
+    publisher.start()
+
+    async def stored(run_id: str, after: int) -> list[Row]:
+        return []
+
+    followers = Followers(client, keys, stored)
+    try:
+        follower = await followers.follow(RUN, [row(1, "phase")])
+        assert follower.task is not None
+        for seq in range(2, 502):
+            publisher.publish(row(seq, "token"))
+        assert await publisher.flushed(5.0)
+        assert await followers.wait(follower, after=500, timeout=10)
+        assert follower.last_seq == 501
+
+        # Readers are woken as the follower's task goes on to its next read, so by now it
+        # waits there: what its frame holds is what it keeps for that read's length.
+        frame = follower.task.get_coro().cr_frame  # type: ignore[union-attr]
+        held = frame.f_locals
+        assert not {"rows", "reply"} & held.keys(), sorted(held)
+    finally:
+        await followers.close()
+        await publisher.close()

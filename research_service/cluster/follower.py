@@ -151,16 +151,13 @@ class Followers:
                 if loop.time() - follower.last_read > IDLE_S and not follower.hub.followed:
                     break
                 try:
-                    reply: Any = await self._redis.xread(
-                        {key: entry_id(follower.last_seq)}, count=READ_COUNT, block=BLOCK_MS
-                    )
+                    rows = await self._read_window(key, follower.run_id, follower.last_seq)
                 except ERRORS as exc:
                     log.debug("live window of run %s unreadable (%s)", follower.run_id, exc)
                     if not await self._catch_up(follower):
                         break
                     await asyncio.sleep(POLL_S)
                     continue
-                rows = [row_of(follower.run_id, e) for _, entries in reply for e in entries]
                 # Nothing new for a while, or the window does not reach back to our last event
                 # (PostgreSQL had not committed it yet, or Redis lost it): the database has
                 # every event up to the window's first, unless the run is gone.
@@ -168,6 +165,7 @@ class Followers:
                 if behind and not await self._catch_up(follower):
                     break
                 follower.extend(rows)
+                del rows  # the follower has them: not kept by this frame while the next read waits
         except StoreUnavailable as exc:
             log.warning("following run %s: the run store failed (%s)", follower.run_id, exc)
         except Exception:
@@ -179,6 +177,17 @@ class Followers:
             # Readers fall back to the store (and start another follower if need be).
             follower.hub.close()
             self.waiters.wake(follower.run_id)
+
+    async def _read_window(self, key: str, run_id: str, after: int) -> list[Row]:
+        """The live window's events after seq `after` (up to READ_COUNT, waiting BLOCK_MS).
+
+        A function of its own, so that Redis's reply (its entries' field dictionaries) is
+        freed when it returns, not kept by `_keep_up` while its next read waits.
+        """
+        reply: Any = await self._redis.xread(
+            {key: entry_id(after)}, count=READ_COUNT, block=BLOCK_MS
+        )
+        return [row_of(run_id, entry) for _, entries in reply for entry in entries]
 
     async def _catch_up(self, follower: Follower) -> bool:
         """Add what PostgreSQL has after the follower's last event; False if the run is gone.
