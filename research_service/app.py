@@ -107,7 +107,7 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             # The run store first: a store another process owns stops start-up before any work.
-            check_cluster_settings(settings, api=api)
+            _check_settings(settings, api=api)
             node: ClusterNode | None = None
             if settings.redis_url is not None:
                 node = await open_node(settings, stack)
@@ -156,7 +156,7 @@ def create_app(
                 cleaner = asyncio.create_task(_prune_forever(store, settings))
                 stack.push_async_callback(_stop, cleaner)
             if node is not None:
-                await node.start(app[MANAGER])
+                await node.start(app[MANAGER], api=api)
                 app[CLUSTER] = node
             app[READINESS] = ReadinessProbe(
                 local={"store": app[EVENT_LOG]}, remote={"llm": app[LLM], "search": app[SEARCH]}
@@ -199,6 +199,22 @@ async def _open_event_log(settings: Settings, stack: AsyncExitStack) -> EventLog
     return store
 
 
+def _check_settings(settings: Settings, *, api: bool) -> None:
+    """Refuse settings the service cannot start on, before any store or index is opened."""
+    check_cluster_settings(settings, api=api)
+    keys_kept = settings.api_keys_file is not None or settings.store == "sqlite"
+    if api and settings.auth_mode == "keys" and not keys_kept:
+        raise _no_keys(settings)
+
+
+def _no_keys(settings: Settings) -> ConfigError:
+    return ConfigError(
+        f"--auth keys needs API keys: with --store {settings.store} they come only from "
+        "--api-keys-file (RESEARCH_API_KEYS_FILE); give one, or use --store sqlite and "
+        "`research-service keys create NAME`"
+    )
+
+
 async def _open_auth(
     settings: Settings, store: EventLog, stack: AsyncExitStack, checked: key_file.Checked | None
 ) -> Auth:
@@ -208,12 +224,8 @@ async def _open_auth(
     if keys_path is not None:
         keys = await asyncio.to_thread(SqliteKeys, keys_path)
         stack.callback(keys.close)
-    elif settings.api_keys_file is None:
-        raise ConfigError(
-            f"--auth keys needs API keys: with --store {settings.store} they come only from "
-            "--api-keys-file (RESEARCH_API_KEYS_FILE); give one, or use --store sqlite and "
-            "`research-service keys create NAME`"
-        )
+    elif settings.api_keys_file is None:  # a store handed in that keeps no keys
+        raise _no_keys(settings)
     secret = await asyncio.to_thread(load_secret, settings.secret, settings.data_dir)
     keyring = await asyncio.to_thread(
         Keyring, store=keys, file=settings.api_keys_file, id_key=secret, checked=checked

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -96,6 +97,9 @@ async def test_a_run_made_on_one_node_streams_whole_from_another_and_resumes_on_
     assert whole.last[1]["status"] == "completed"
     # Executed by the worker, exactly once.
     assert await worker.executed(run_id) == 1
+    # Each node's start says what it does.
+    assert re.search(rb"cluster node \S+ executes runs \(lease", worker.log)
+    assert re.search(rb"cluster node \S+ serves the API \(lease", first.log)
     # Resuming after the done: 204 on either node, so a browser stops reconnecting.
     for node in (first, second):
         ended = await client.get(

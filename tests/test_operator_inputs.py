@@ -217,6 +217,25 @@ async def test_a_keys_file_listing_no_keys_stops_serve_at_start(tmp_path: Path, 
     )
 
 
+async def test_auth_keys_with_no_place_for_keys_is_refused_before_the_index_is_built(
+    tmp_path: Path,
+) -> None:
+    """`--store memory` keeps no keys: without a keys file the start is refused at once, not
+    after the search index is built (minutes for a large --corpus)."""
+    data = tmp_path / "data"
+    refused = await cli_process.run(
+        "serve",
+        *("--data-dir", str(data), "--corpus", str(CORPUS), "--store", "memory"),
+        *("--auth", "keys", "--port", "0"),
+    )
+    assert one_line(refused) == (
+        "research-service: --auth keys needs API keys: with --store memory they come only from "
+        "--api-keys-file (RESEARCH_API_KEYS_FILE); give one, or use --store sqlite and "
+        "`research-service keys create NAME`"
+    )
+    assert not list(data.glob("corpus-*")), "the index was built before the refusal"
+
+
 async def test_an_empty_keys_file_beside_the_run_stores_keys_is_refused_too(
     tmp_path: Path,
 ) -> None:

@@ -113,6 +113,13 @@ def test_each_flag_names_its_environment_variable(
     assert missing_in_readme == [], "these README rows do not name their RESEARCH_* variable"
 
 
+def test_each_flag_states_its_default_in_words(help_flags: dict[str, str]) -> None:
+    """As the README's table does: `none`, never Python's `None`."""
+    defaults = {flag: re.search(r"default: ([^)]*)\)", text) for flag, text in help_flags.items()}
+    assert [flag for flag, found in defaults.items() if found is None] == []
+    assert [flag for flag, found in defaults.items() if found and found[1] == "None"] == []
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from research_service.cli.following import (
-    EXIT_CODES_HELP,
+    exit_codes_help,
     fail,
     output,
     output_flags,
@@ -35,7 +35,8 @@ def add_parser(commands: Any) -> None:
         description="Start a research run and follow it: the phases, the searches, the "
         "sources and the answer as it is written. Without --server the run happens in an "
         "in-process service on the embedded defaults (builtin model, local search), so no "
-        "server needs to be running; its runs end with the command. " + EXIT_CODES_HELP,
+        "server needs to be running; its runs end with the command. A 429 (too many runs) is "
+        "tried again after its Retry-After, a few times. " + exit_codes_help("a bad question"),
     )
     ask_parser.add_argument(
         "question", nargs="+", help="the question (several words are joined; - reads stdin)"

@@ -60,6 +60,7 @@ def settings_flags(parser: _Arguments, *, only: Collection[str] | None = None) -
             continue  # secrets come from the environment only: argv is visible to all
         kind = field_type(f)
         shown = _DEFAULT_TEXT.get(f.name, getattr(defaults, f.name))
+        shown = "none" if shown is None else shown
         read_from = " or ".join(variables(f))
         if kind is bool:
             parser.add_argument(

@@ -33,14 +33,17 @@ DEFAULT_SERVER: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
 EXIT_BROKEN_PIPE: Final = 141
 #: 128 + SIGTERM: stopped as by Ctrl-C (detached, or cancelled with --cancel-on-exit).
 EXIT_TERMINATED: Final = 143
-EXIT_CODES_HELP: Final = (
-    "A 429 (too many runs) is tried again after its Retry-After, a few times. Exit status: "
-    "0 the run completed, 1 it failed, 2 usage error or the service refused the request "
-    "(a bad question, an unknown run, a missing or refused API key), "
-    "3 it was cancelled, 4 the service could not be reached (or stayed unreachable too long, "
-    "or is not a research-service), 130 interrupted (Ctrl-C), 141 stdout was closed, "
-    "143 stopped by SIGTERM (as Ctrl-C)."
-)
+
+
+def exit_codes_help(refused: str) -> str:
+    """The exit statuses `ask` and `listen` share; `refused`: what the service may refuse."""
+    return (
+        "Exit status: 0 the run completed, 1 it failed, 2 usage error or the service refused "
+        f"the request ({refused}, a missing or refused API key), 3 it was cancelled, 4 the "
+        "service could not be reached (or stayed unreachable too long, or is not a "
+        "research-service), 130 interrupted (Ctrl-C), 141 stdout was closed, 143 stopped by "
+        "SIGTERM (as Ctrl-C)."
+    )
 
 
 def output_flags(parser: argparse.ArgumentParser) -> None:

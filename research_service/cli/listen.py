@@ -8,7 +8,7 @@ from typing import Any
 from research_service.cli.api_key import api_key_flag, api_key_of
 from research_service.cli.flags import say
 from research_service.cli.following import (
-    EXIT_CODES_HELP,
+    exit_codes_help,
     fail,
     http_session,
     output,
@@ -28,7 +28,7 @@ def add_parser(commands: Any) -> None:
         "listen",
         help="follow an existing run",
         description="Follow a run from its first event to its end: live while it runs, or "
-        "the whole of it at once when it has finished. " + EXIT_CODES_HELP,
+        "the whole of it at once when it has finished. " + exit_codes_help("an unknown run"),
     )
     run_target_flags(listen_parser)
     api_key_flag(listen_parser, "the service's API key (the one that started the run)")

@@ -60,15 +60,19 @@ class ClusterNode:
     executor: Executor | None = field(default=None)
     sweeper: Sweeper | None = field(default=None)
 
-    async def start(self, manager: RunManager) -> None:
-        """Heartbeat, listener counts, and (unless --no-execute) take runs from the queue."""
+    async def start(self, manager: RunManager, *, api: bool = True) -> None:
+        """Heartbeat, listener counts, and (unless --no-execute) take runs from the queue.
+
+        `api`: whether this node serves the API (a worker does not); said in the log line.
+        """
         self.coordinator.start()
         self.sweeper = Sweeper(self.coordinator)
         self.sweeper.start()
         if self.settings.execute:
             self.executor = Executor(manager, self.coordinator, self.settings.max_active_runs)
             await self.executor.start()
-        role = "executes runs and serves" if self.settings.execute else "serves only"
+        roles = (("executes runs", self.settings.execute), ("serves the API", api))
+        role = " and ".join(name for name, on in roles if on)
         log.info(
             "cluster node %s %s (lease %g s)", self.coordinator.node_id, role, self.settings.lease_s
         )
