@@ -34,7 +34,7 @@ from research_service.providers.search_retry import DEFAULT_MAX_WAIT_S as SEARCH
 from research_service.reading import Reader, open_reader
 from research_service.runs import postgres_log, sqlite_log, store_lock
 from research_service.runs.endings import end_open_runs
-from research_service.runs.log import EventLog, StoreMaintenance
+from research_service.runs.log import EventLog, Prunable, StoreMaintenance
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.postgres_log import PostgresEventLog
@@ -151,10 +151,7 @@ def create_app(
                 app[AUTH] = await _open_auth(settings, store, stack, keys_file)
             else:
                 _warn_if_open(settings)
-            if isinstance(store, StoreMaintenance):
-                await _end_interrupted(app[MANAGER], store)
-                cleaner = asyncio.create_task(_prune_forever(store, settings))
-                stack.push_async_callback(_stop, cleaner)
+            await _look_after(store, app[MANAGER], settings, stack)
             if node is not None:
                 await node.start(app[MANAGER], api=api)
                 app[CLUSTER] = node
@@ -325,7 +322,22 @@ async def _end_interrupted(manager: RunManager, store: StoreMaintenance) -> None
         raise ConfigError(f"cannot end the runs a stopped service left open: {reason}") from None
 
 
-async def _prune_forever(store: StoreMaintenance, settings: Settings) -> None:
+async def _look_after(
+    store: EventLog, manager: RunManager, settings: Settings, stack: AsyncExitStack
+) -> None:
+    """Keep the run store: its runs left open, and its retention limits until the app stops.
+
+    Only a durable store has runs a stopped process left open; every run store, `--store
+    memory` too, deletes finished runs past `--retention-days` and `--retention-runs`.
+    """
+    if isinstance(store, StoreMaintenance):
+        await _end_interrupted(manager, store)
+    if isinstance(store, Prunable):
+        cleaner = asyncio.create_task(_prune_forever(store, settings))
+        stack.push_async_callback(_stop, cleaner)
+
+
+async def _prune_forever(store: Prunable, settings: Settings) -> None:
     """Delete finished runs past the retention limits now and every RETENTION_INTERVAL_S."""
     while True:
         try:

@@ -69,11 +69,11 @@ class Settings:
     )
     retention_days: float = field(
         default=defaults.DEFAULT_RETENTION_DAYS,
-        metadata=option("finished runs older than this are deleted (sqlite, postgres)"),
+        metadata=option("finished runs older than this are deleted"),
     )
     retention_runs: int = field(
         default=defaults.DEFAULT_RETENTION_RUNS,
-        metadata=option("only this many newest runs are kept (sqlite, postgres)"),
+        metadata=option("only this many newest runs are kept"),
     )
     corpus: Path | None = field(
         default=None,

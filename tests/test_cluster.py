@@ -13,8 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
+from research_service.cluster.redis_link import Keys
 from tests import cli_process, postgres
-from tests.cluster import Cluster, assert_gap_free, cluster_on, executions, follow, post_run
+from tests.cluster import (
+    Cluster,
+    assert_gap_free,
+    cluster_on,
+    executions,
+    follow,
+    post_run,
+    redis_or_skip,
+)
 from tests.sse import after_event, listen
 
 postgres_database = postgres.postgres_database
@@ -193,6 +202,12 @@ async def test_two_workers_execute_each_of_many_runs_exactly_once(
     assert len(claims) == len(runs)
     assert all(row["ended_at"] is not None for row in claims)
     assert {row["executor"] for row in claims} <= {w.name for w in workers}
+    # Each queue entry went once its run was taken: the queue does not grow by a run each.
+    redis = await redis_or_skip()
+    try:
+        assert await redis.xlen(Keys(cluster.prefix).queue) == 0
+    finally:
+        await redis.aclose()
 
 
 async def test_the_one_shot_research_stream_runs_in_the_cluster_and_resumes_on_another_node(

@@ -1,5 +1,6 @@
-"""The event-log contract, written once and run against every backend; the maintenance
-interface against every backend that offers it; the waiters every backend wakes readers with."""
+"""The event-log contract, written once and run against every backend; retention too; the
+maintenance interface against every backend that offers it; the waiters every backend wakes
+readers with."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from research_service.auth.key_store import SqliteKeys
 from research_service.events import Event
 from research_service.runs import postgres_log, sqlite_log
-from research_service.runs.log import EventLog, StoreMaintenance
+from research_service.runs.log import EventLog, Prunable, StoreMaintenance
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
 from research_service.runs.waiters import Waiters
@@ -284,25 +285,37 @@ async def test_an_interrupted_run_once_ended_is_interrupted_no_more(
     assert await maintenance(await open_store()).interrupted_runs() == []
 
 
-async def test_prune_deletes_old_and_surplus_finished_runs_only(open_store: OpenStore) -> None:
-    log = await open_store()
+async def test_prune_deletes_old_and_surplus_finished_runs_only(event_log: EventLog) -> None:
+    """Every store keeps the retention limits, `--store memory` too."""
+    log = event_log
     now = time.time()
     ids = [f"{n:016x}" for n in range(5)]
     for n, run_id in enumerate(ids):
-        # Runs 0-1 are 40 days old, 2-4 recent; run 4 is still going (no done).
+        # Runs 0-1 are 40 days old, 2-4 recent; run 4 is still going (no done). Even runs
+        # are alice's.
         created = now - 40 * 86400 if n < 2 else now - (5 - n)
-        await log.create_run(RunRecord(run_id, f"q{n}", created_at=created))
+        owner = "alice" if n % 2 == 0 else None
+        await log.create_run(RunRecord(run_id, f"q{n}", created_at=created, owner=owner))
         await log.append(Event.create(run_id, 1, "phase", {"phase": "planning"}, t_ms=0))
         if n != 4:
             done = {"status": "completed", "answer": "", "timings_ms": {"total": 1}}
             await log.append(Event.create(run_id, 2, "done", done, t_ms=1))
-    store = maintenance(log)
-    assert await store.prune(max_age_s=None, max_runs=None) == 0
-    removed = await store.prune(max_age_s=30 * 86400, max_runs=2)
+    assert isinstance(log, Prunable)
+    assert await log.prune(max_age_s=None, max_runs=None) == 0
+    removed = await log.prune(max_age_s=30 * 86400, max_runs=2)
     # Too old: 0, 1. Beyond the newest two (4, 3): 2. Run 4 is kept although unfinished.
     assert removed == 3
     assert [r.id for r in await log.list_runs(limit=10)] == [ids[4], ids[3]]
+    assert [r.id for r in await log.list_runs(limit=10, owner="alice")] == [ids[4]]
     assert await log.get_run(ids[0]) is None
+    assert set(await log.tails(ids)) == {ids[3], ids[4]}
+    with pytest.raises(KeyError):
+        await log.read(ids[2], after=0)
+    # Run 4 ends: nothing else is beyond the limits, and with none kept only it goes.
+    await log.append(Event.create(ids[4], 2, "done", {"status": "cancelled"}, t_ms=2))
+    assert await log.prune(max_age_s=30 * 86400, max_runs=2) == 0
+    assert await log.prune(max_age_s=None, max_runs=0) == 2
+    assert await log.list_runs(limit=10, owner="alice") == []
 
 
 async def test_prune_never_deletes_a_run_that_has_not_ended(open_store: OpenStore) -> None:

@@ -128,6 +128,7 @@ class Executor:
             with contextlib.suppress(*ERRORS):
                 await redis.xadd(queue, {"run": run_id})
                 await redis.xack(queue, GROUP, entry_id)
+                await redis.xdel(queue, entry_id)
             return
         try:
             record = await self.cluster.executions.claim(run_id, self.node_id)
@@ -141,8 +142,11 @@ class Executor:
         with contextlib.suppress(*ERRORS):
             pipe = redis.pipeline(transaction=False)
             pipe.xack(queue, GROUP, entry_id)
+            # Acknowledged, the entry is read by nobody again (the sweep claims only pending
+            # ones): deleted, or the queue would grow by one entry per run for good.
+            pipe.xdel(queue, entry_id)
             pipe.get(self.cluster.keys.cancel(run_id))
-            _, cancel = await pipe.execute()
+            _, _, cancel = await pipe.execute()
             if record is not None and cancel is not None:
                 # Cancelled while it waited in the queue.
                 code, _, message = cancel.decode().partition("\0")

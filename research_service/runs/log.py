@@ -57,7 +57,19 @@ class EventLog(Protocol):
 
 
 @runtime_checkable
-class StoreMaintenance(Protocol):
+class Prunable(Protocol):
+    """A store that deletes finished runs past the retention limits: every run store."""
+
+    async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
+        """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
+
+        Runs not yet ended are never deleted. Returns how many went.
+        """
+        ...
+
+
+@runtime_checkable
+class StoreMaintenance(Prunable, Protocol):
     """What a durable store offers beside its EventLog; the app uses it where a store has it.
 
     A store that outlives its process ends the runs a stopped one left open, deletes runs
@@ -76,11 +88,4 @@ class StoreMaintenance(Protocol):
 
     async def interrupted_runs(self) -> list[RunRecord]:
         """Stored runs without a `done` that this process is not running, oldest first."""
-        ...
-
-    async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
-        """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
-
-        Runs not yet ended are never deleted. Returns how many went.
-        """
         ...

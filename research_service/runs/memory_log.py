@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +21,11 @@ class _MemoryRun:
 
 
 class MemoryEventLog:
-    """Keeps every run and event in process memory; for tests and `--store memory`."""
+    """Keeps runs and events in process memory; for tests and `--store memory`.
+
+    The retention limits apply as they do to the durable stores (`prune`), so a long-lived
+    `--store memory` process holds at most about `--retention-runs` runs.
+    """
 
     def __init__(self) -> None:
         self._runs: dict[str, _MemoryRun] = {}
@@ -78,6 +83,38 @@ class MemoryEventLog:
             return True
         await self._waiters.wait(run_id, timeout=timeout)
         return len(log.events) > after
+
+    async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
+        """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
+
+        As the durable stores count them: every run counts towards `max_runs`, and runs not
+        yet ended are never deleted. Returns how many went. A reader of a deleted run gets
+        KeyError, as for an unknown one.
+        """
+        cutoff = float("-inf") if max_age_s is None else time.time() - max_age_s
+        kept = len(self._order) if max_runs is None else max(0, max_runs)
+        newest = {run_id for _, run_id in self._order[len(self._order) - kept :]} if kept else set()
+        gone = {
+            run_id
+            for created_at, run_id in self._order
+            if (created_at < cutoff or run_id not in newest) and self._ended(run_id)
+        }
+        if not gone:
+            return 0
+        for run_id in gone:
+            del self._runs[run_id]
+        self._order = [key for key in self._order if key[1] not in gone]
+        for owner, order in list(self._order_of.items()):
+            mine = [key for key in order if key[1] not in gone]
+            if mine:
+                self._order_of[owner] = mine
+            else:
+                del self._order_of[owner]
+        return len(gone)
+
+    def _ended(self, run_id: str) -> bool:
+        events = self._runs[run_id].events
+        return bool(events) and events[-1][2] == "done"
 
     async def close(self) -> None:
         """Wake every waiter; the data simply goes with the process."""
