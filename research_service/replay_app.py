@@ -32,6 +32,17 @@ DEFAULT_SPEED: Final = 1.0
 INSTANT: Final = math.inf
 
 
+class RecordingsLog(MemoryEventLog):
+    """The replay server's runs: its recordings, served for as long as it runs.
+
+    Retention deletes none of them, however old the recordings or many the files.
+    """
+
+    async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
+        """Delete nothing: every recording handed to the server stays served."""
+        return 0
+
+
 class ReplayOnly(RequestError):
     """A request that would start or stop a run, sent to a server that only replays."""
 
@@ -170,7 +181,7 @@ def replay_app(
         settings.with_changes(store="memory", search="local", auth="off"),
         llm=NoModel(),
         search=NoSearch(),
-        event_log=MemoryEventLog(),
+        event_log=RecordingsLog(),
     )
     app.middlewares.append(refuse_new_runs)
 

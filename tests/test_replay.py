@@ -31,6 +31,8 @@ from tests.conftest import Service
 from tests.fakes import RecordingReporter
 from tests.sse import after_event, listen
 
+RECORDINGS = Path(__file__).parent / "recordings"
+
 READY = re.compile(rb"Running on (http://[^ ]+)")
 # Raw U+2028, a quote, a backslash and a non-BMP character: the wire bytes must survive them.
 PIECES = ["The ", "naïve\u2028", '"quoted" ', "back\\slash ", "emoji \U0001f600 ", "end [1]."]
@@ -216,6 +218,31 @@ async def test_runs_list_shows_every_recording_newest_first(
     )
     assert status == 200
     assert body == retry_field(DEFAULT_RETRY_MS) + b"".join(failed.wire)
+
+
+async def test_retention_deletes_no_recording_however_old_or_many(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A replay server serves every recording it was given for as long as it runs: the
+    retention limits of the service's own runs do not apply to them."""
+    paths = []
+    for name in ("builtin_completed", "builtin_failed"):
+        lines = (RECORDINGS / f"{name}.jsonl").read_text(encoding="utf-8").split("\n")
+        header = json.loads(lines[0])
+        header["created_at"] = "2020-01-01T00:00:00.000Z"  # years past --retention-days
+        paths.append(tmp_path / f"{name}.jsonl")
+        paths[-1].write_text("\n".join([json.dumps(header), *lines[1:]]), encoding="utf-8")
+    settings = Settings(data_dir=tmp_path / "replay-data", retention_days=1, retention_runs=1)
+    server = TestServer(replay_app(settings, load_recordings(paths), speed=INSTANT))
+    await server.start_server()
+    try:
+        listing = (await client.get(str(server.make_url("/v1/runs")))).json()
+        assert len(listing["runs"]) == 2
+        for run in listing["runs"]:
+            snapshot = await client.get(str(server.make_url(f"/v1/runs/{run['id']}")))
+            assert snapshot.status_code == 200
+    finally:
+        await server.close()
 
 
 @pytest.mark.parametrize(
