@@ -19,7 +19,7 @@ from research_service.app import create_app
 from research_service.events import Event
 from research_service.runs import sqlite_log
 from research_service.runs.log import EventLog
-from research_service.runs.memory_log import MemoryEventLog
+from research_service.runs.memory_log import PRUNE_BATCH, MemoryEventLog
 from research_service.runs.models import RunRecord
 from research_service.settings import Settings
 from tests.conftest import ServiceTestServer
@@ -84,3 +84,33 @@ async def test_finished_runs_past_the_limits_are_deleted_as_the_service_starts(
         missing = await client.get(f"{served}v1/runs/{gone.id}/events")
         assert missing.status_code == 404
         assert missing.headers["Content-Type"] == "application/problem+json"
+
+
+async def test_the_memory_store_deletes_many_runs_a_batch_at_a_time() -> None:
+    """Ten minutes of a busy `--store memory` can be tens of thousands of runs to delete: the
+    event loop gets a turn between batches, and every other run and listing stays right."""
+    store = MemoryEventLog()
+    now = time.time()
+    for n in range(1000):
+        record = RunRecord(f"{n:016x}", f"q{n}?", created_at=now - 1000 + n, owner=f"o{n % 3}")
+        await store.create_run(record)
+        await store.append(Event.create(record.id, 1, "done", DONE, t_ms=1))
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    try:
+        assert await store.prune(max_age_s=None, max_runs=10) == 990
+    finally:
+        counter.cancel()
+    assert turns >= 990 // PRUNE_BATCH
+    kept = [f"{n:016x}" for n in range(999, 989, -1)]
+    assert [record.id for record in await store.list_runs(limit=100)] == kept
+    for owner in ("o0", "o1", "o2"):
+        mine = [record.id for record in await store.list_runs(limit=100, owner=owner)]
+        assert mine == [run_id for run_id in kept if int(run_id, 16) % 3 == int(owner[1])]
