@@ -8,6 +8,7 @@ run it ever ran (about 13 KB each) until it stopped.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from research_service.app import create_app
 from research_service.events import Event
-from research_service.runs import sqlite_log
+from research_service.runs import memory_log, sqlite_log
 from research_service.runs.log import EventLog
 from research_service.runs.memory_log import PRUNE_BATCH, MemoryEventLog
 from research_service.runs.models import RunRecord
@@ -25,6 +26,7 @@ from research_service.settings import Settings
 from tests.conftest import ServiceTestServer
 from tests.fakes import ScriptedLLM, ScriptedSearch
 
+OWNERS = (None, "alice", "bob")
 DONE = {"status": "completed", "answer": "", "timings_ms": {"total": 1}}
 OLD = RunRecord("a" * 16, "40 days old?", created_at=time.time() - 40 * 86400)
 SURPLUS = RunRecord("b" * 16, "third newest?", created_at=time.time() - 30)
@@ -114,3 +116,41 @@ async def test_the_memory_store_deletes_many_runs_a_batch_at_a_time() -> None:
     for owner in ("o0", "o1", "o2"):
         mine = [record.id for record in await store.list_runs(limit=100, owner=owner)]
         assert mine == [run_id for run_id in kept if int(run_id, 16) % 3 == int(owner[1])]
+
+
+@pytest.mark.parametrize("seed", range(100))
+async def test_the_memory_store_deletes_exactly_what_the_rule_says(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random stores (ages, owners, runs not ended) against the rule written plainly: a run
+    goes when it has ended and is older than the age limit or not among the newest
+    `max_runs`. Batches of 3, so that most cases take several."""
+    monkeypatch.setattr(memory_log, "PRUNE_BATCH", 3)
+    rnd = random.Random(seed)
+    store = MemoryEventLog()
+    now = time.time()
+    records, ended = [], set()
+    for n in range(rnd.randint(0, 40)):
+        age = rnd.choice([0, 5, 100, 40 * 86400, 50 * 86400]) + rnd.random()
+        record = RunRecord(f"{n:016x}", "q?", created_at=now - age, owner=rnd.choice(OWNERS))
+        await store.create_run(record)
+        if rnd.random() < 0.8:
+            await store.append(Event.create(record.id, 1, "done", DONE, t_ms=1))
+            ended.add(record.id)
+        records.append(record)
+    max_runs = rnd.choice([None, 0, 1, 3, 10, 100])
+    max_age_s = rnd.choice([None, 30 * 86400])
+
+    newest_first = sorted(records, key=lambda r: r.sort_key, reverse=True)
+    cutoff = float("-inf") if max_age_s is None else time.time() - max_age_s
+    newest = {r.id for r in newest_first[: len(records) if max_runs is None else max_runs]}
+    gone = {
+        r.id for r in records if r.id in ended and (r.created_at < cutoff or r.id not in newest)
+    }
+
+    assert await store.prune(max_age_s=max_age_s, max_runs=max_runs) == len(gone)
+    left = [r.id for r in newest_first if r.id not in gone]
+    assert [r.id for r in await store.list_runs(limit=100)] == left
+    for owner in ("alice", "bob"):  # (no owner lists every run)
+        mine = [r.id for r in newest_first if r.id not in gone and r.owner == owner]
+        assert [r.id for r in await store.list_runs(limit=100, owner=owner)] == mine
