@@ -22,7 +22,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from research_service.auth.key_store import SqliteKeys
 from research_service.runs.sqlite_db import RUN_STORE_FILE
-from research_service.webhooks.dispatcher import MAX_WAIT_S, backoff
+from research_service.webhooks.dispatcher import MAX_IN_FLIGHT, MAX_WAIT_S, backoff
 from tests import cli_process
 from tests.conftest import MakeService, Service
 from tests.metrics_text import metric_samples
@@ -171,6 +171,23 @@ async def test_failures_are_retried_with_the_same_id_until_taken(
     assert scraped['research_webhook_attempts_total{outcome="ok"}'] == 1
     assert scraped['research_webhooks_total{state="delivered"}'] == 1
     assert scraped['research_webhooks_total{state="failed"}'] == 0
+
+
+async def test_receivers_that_keep_failing_hold_up_no_other_receiver_s_webhooks(
+    make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """More deliveries failing for good than the dispatcher sends at once (anyone with a key
+    can ask for them): another receiver still gets its webhook at once, since a delivery
+    waits for its next attempt in the outbox, not in one of the sends."""
+    service = await hooked(make_service)
+    async with Receiver() as failing:
+        failing.failures = -1  # every attempt: 500
+        for _ in range(MAX_IN_FLIGHT + 8):
+            assert (await create(client, service, failing.url())).status_code == 201
+        await failing.wait_for(MAX_IN_FLIGHT + 8)  # each tried (and retried) meanwhile
+        run_id = (await create(client, service, receiver.url())).json()["id"]
+        (got,) = await receiver.wait_for(1, timeout=10)
+        assert got.json["data"]["run_id"] == run_id
 
 
 async def test_the_wait_between_attempts_doubles_up_to_an_hour() -> None:

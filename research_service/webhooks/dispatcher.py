@@ -1,11 +1,13 @@
-"""Sends the outbox's deliveries once their runs have ended, retrying with tenacity for a day.
+"""Sends the outbox's deliveries once their runs have ended, retrying for a day.
 
 One loop per process looks at the outbox every POLL_S: a due delivery whose run has ended is
-claimed (held for HOLD_S, so no other process sends it meanwhile) and sent. A failure (an
-answer other than 2xx, a timeout, a refused connection) is retried with capped exponential
-backoff (--webhook-retry-s, doubling, at most MAX_WAIT_S apart) until a day after the first
-attempt. Each attempt's outcome is written to the outbox before the wait, so a process that
-stops mid-retry leaves the delivery for the next one: delivered at least once.
+claimed (held for HOLD_S, so no other process sends it meanwhile) and tried once. A failure
+(an answer other than 2xx, a timeout, a refused connection) is written to the outbox with the
+time of the next attempt, capped exponential backoff (--webhook-retry-s, doubling, at most
+MAX_WAIT_S apart) until a day after the first attempt, and the delivery is held until then.
+The wait is spent in the outbox, not in one of the MAX_IN_FLIGHT sends: receivers that fail
+for a day hold no send between their attempts, so other receivers' deliveries keep going. A
+process that stops leaves every delivery for the next one: delivered at least once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from dataclasses import replace
 from typing import Final
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from yarl import URL
 
 from research_service import __version__
@@ -81,6 +82,8 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
+        #: Wakes the loop for the soonest retry this process has scheduled.
+        self._retry_timer: asyncio.TimerHandle | None = None
         #: Whether this process is the only one making and sending deliveries.
         self._sole = True
 
@@ -101,8 +104,21 @@ class Dispatcher:
         """Look at the outbox now (a run has just ended here)."""
         self._wake.set()
 
+    def _nudge_at(self, when: float) -> None:
+        """Look at the outbox at `when` (Unix time), when a retry falls due, not a poll later."""
+        loop = asyncio.get_running_loop()
+        at = loop.time() + max(0.0, when - time.time()) + 0.001  # not a hair early
+        timer = self._retry_timer
+        if timer is not None and loop.time() < timer.when() <= at:
+            return  # a sooner look is already to come
+        if timer is not None:
+            timer.cancel()
+        self._retry_timer = loop.call_at(at, self.nudge)
+
     async def close(self) -> None:
         """Stop sending; deliveries under way are left to the next process."""
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
         tasks = [t for t in (self._loop_task, *self._sending.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -165,54 +181,35 @@ class Dispatcher:
         first = delivery.first_tried_at or time.time()
         delivery = replace(delivery, first_tried_at=first)
         deadline = first + RETRY_FOR_S
-        done_before = delivery.attempts
-
-        def wait(state: RetryCallState) -> float:
-            pause = backoff(self.retry_s, done_before + state.attempt_number)
-            return max(0.0, min(pause, deadline - time.time()))
-
-        def stop(state: RetryCallState) -> bool:
-            return time.time() >= deadline
-
-        async def before_sleep(state: RetryCallState) -> None:
-            nonlocal delivery
-            pause = state.upcoming_sleep
-            error = state.outcome.exception() if state.outcome is not None else None
-            delivery = replace(
-                delivery,
-                attempts=done_before + state.attempt_number,
-                next_at=time.time() + pause,
-                last_error=str(error),
-            )
-            await self.outbox.save(delivery, hold_until=delivery.next_at + HOLD_S)
+        tries = delivery.attempts + 1
+        # One attempt per claim: the wait before the next one is spent in the outbox (next_at),
+        # not in one of the MAX_IN_FLIGHT slots, so a receiver that fails for a day holds no
+        # slot between its attempts and other receivers' deliveries keep going.
+        try:
+            await self._attempt(delivery, body)
+        except PageRefused as exc:
+            await self._end(replace(delivery, attempts=tries), "failed", str(exc))
+            return
+        except DeliveryFailed as exc:
+            now = time.time()
+            pause = min(backoff(self.retry_s, tries), deadline - now)
+            if pause <= 0:
+                await self._end(replace(delivery, attempts=tries), "failed", str(exc))
+                return
+            delivery = replace(delivery, attempts=tries, next_at=now + pause, last_error=str(exc))
+            # Held until it is due: the look at the outbox then sends it again.
+            await self.outbox.save(delivery, hold_until=delivery.next_at)
+            self._nudge_at(delivery.next_at)
             log.info(
                 "webhook %s of run %s: attempt %d failed (%s); again in %.1f s",
                 delivery.id,
                 delivery.run_id,
-                delivery.attempts,
-                error,
+                tries,
+                exc,
                 pause,
             )
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(DeliveryFailed),
-            wait=wait,
-            stop=stop,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    await self._attempt(delivery, body)
-        except DeliveryFailed as exc:
-            tries = done_before + (retrying.statistics.get("attempt_number") or 1)
-            await self._end(replace(delivery, attempts=tries), "failed", str(exc))
-        except PageRefused as exc:
-            await self._end(replace(delivery, attempts=done_before + 1), "failed", str(exc))
-        else:
-            tries = done_before + (retrying.statistics.get("attempt_number") or 1)
-            await self._end(replace(delivery, attempts=tries), "delivered", None)
+            return
+        await self._end(replace(delivery, attempts=tries), "delivered", None)
 
     async def _body(self, delivery: Delivery) -> str | None:
         record = await self.runs.get_run(delivery.run_id)
