@@ -252,3 +252,24 @@ async def test_the_store_keeps_the_newest_calls_and_forgets_an_ended_sessions() 
     CALLER.set(None)
     assert await store.replay_events_after(made["a", "2"], send) is None
     assert [message.message for message in sent] == [answer]
+
+
+async def test_an_ended_call_is_forgotten_once_unused_but_a_quiet_call_in_progress_is_not() -> None:
+    """A session the SDK ended for idling (no DELETE) is never reported: its calls' results go
+    once unused for `idle_s` (here 0: at once, at the next use of the store). A call still
+    going, quiet for as long as a plan review waits, keeps its stream."""
+    store = RunEventStore(idle_s=0)
+    sent: list[EventMessage] = []
+
+    async def send(message: EventMessage) -> None:
+        sent.append(message)
+
+    CALLER.set(Caller("a", None))
+    going = await store.store_event("1", None)  # a call under way: no response yet
+    ended = await store.store_event("2", None)
+    answer = JSONRPCResponse(jsonrpc="2.0", id=2, result={})
+    await store.store_event("2", answer)
+    await store.store_event("3", None)  # another use of the store
+    assert await store.replay_events_after(ended, send) is None  # forgotten
+    assert await store.replay_events_after(going, send) == "1"  # kept
+    assert sent == []

@@ -8,7 +8,8 @@ oldest. Here a progress notification is not kept at all: its event id is
 many it has reported, and a replay reads the phase events after that one back from the
 service (`GET /v1/runs/{id}/events` with `Last-Event-ID: <run id>:<seq>`), so a notification
 can be replayed for as long as the run exists. Only the tool's final response is kept, with
-its stream, until the session ends (or, at most, for the newest `MAX_STREAMS` calls).
+its stream, until the session ends (DELETE, or the stream untouched for `STREAM_IDLE_S`, by
+when the SDK has ended an idle session), and at most for the newest `MAX_STREAMS` calls.
 
 The SDK keys a stream by its JSON-RPC request id alone and shares one store between sessions;
 this store keys it by the caller's session as well (`callers.py`), and replays a stream only
@@ -18,6 +19,7 @@ to its own session, presenting the key the call was made with.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 PROGRESS: Final = "notifications/progress"
 #: Calls whose streams are kept at most, over all sessions; the oldest go first.
 MAX_STREAMS: Final = 1000
+#: A stream nothing has touched for this long is forgotten: its session has ended by then (the
+#: SDK ends a session idle for this long; `http.SESSION_IDLE_S`), DELETE or not.
+STREAM_IDLE_S: Final = 600.0
 
 
 @dataclass
@@ -79,19 +84,51 @@ def _parse(event_id: str) -> tuple[str, int, int] | None:
 class RunEventStore(EventStore):
     """The SDK's `EventStore`, backed by the service's event log of each call's run."""
 
-    def __init__(self, *, max_streams: int = MAX_STREAMS) -> None:
+    def __init__(self, *, max_streams: int = MAX_STREAMS, idle_s: float = STREAM_IDLE_S) -> None:
+        # Least recently used first: each use moves a stream to the end.
         self._streams: dict[_Key, _Stream] = {}
+        # The streams that hold their call's response, by when they were last used (oldest
+        # first). A call still going is not forgotten for being quiet (a plan review waits).
+        self._ended: dict[_Key, float] = {}
         self._max_streams = max_streams
+        self._idle_s = idle_s
 
     def _stream(self, stream_id: str, *, new: bool = False) -> _Stream:
         """The stream `stream_id` of the current session; a fresh one when `new`."""
         key = (current_session(), stream_id)
-        stream = None if new else self._streams.get(key)
-        if stream is None:
-            stream = self._streams[key] = _Stream()
-            while len(self._streams) > self._max_streams:
-                del self._streams[next(iter(self._streams))]
+        known = self._streams.pop(key, None)
+        if new or known is None:
+            self._ended.pop(key, None)
+            known = _Stream()
+        self._keep(key, known)
+        return known
+
+    def _known(self, key: _Key) -> _Stream | None:
+        """The stream at `key` if there is one (now the most recently used)."""
+        stream = self._streams.pop(key, None)
+        if stream is not None:
+            self._keep(key, stream)
         return stream
+
+    def _keep(self, key: _Key, stream: _Stream) -> None:
+        """Keep `stream` as the most recently used, and forget stale streams.
+
+        Stale: beyond the newest `max_streams`, or ended and unused for `idle_s` (by then
+        the SDK has ended its session, if the client did not).
+        """
+        now = time.monotonic()
+        self._streams[key] = stream
+        if stream.response is not None:
+            self._ended.pop(key, None)
+            self._ended[key] = now
+        while len(self._streams) > self._max_streams:
+            oldest = next(iter(self._streams))
+            del self._streams[oldest]
+            self._ended.pop(oldest, None)
+        while self._ended and now - next(iter(self._ended.values())) >= self._idle_s:
+            oldest = next(iter(self._ended))
+            del self._ended[oldest]
+            self._streams.pop(oldest, None)
 
     def bind(self, stream_id: str, run_id: str, service: ServiceClient, key: str | None) -> None:
         """The tool call on `stream_id` follows `run_id` (read back through `service`).
@@ -109,11 +146,12 @@ class RunEventStore(EventStore):
         """Forget the streams of a session that has ended."""
         for key in [key for key in self._streams if key[0] == session]:
             del self._streams[key]
+            self._ended.pop(key, None)
 
     async def store_event(self, stream_id: str, message: JSONRPCMessage | None) -> str:
         """Note the message (not keep it, but for the final response); return its id."""
         if message is None:  # the priming event, of a new call or of a resumed stream
-            known = self._streams.get((current_session(), stream_id))
+            known = self._known((current_session(), stream_id))
             if known is not None and known.resuming:
                 known.resuming = False
                 return _event_id(stream_id, known.run_id, known.seq, known.reported)
@@ -127,6 +165,7 @@ class RunEventStore(EventStore):
             stream.reported = int(params.get("progress", stream.reported + 1))
             return _event_id(stream_id, stream.run_id, stream.seq, stream.reported)
         stream.response = message  # the call's response (or error): its stream's last message
+        self._keep((current_session(), stream_id), stream)  # ended: forgotten once unused
         return _event_id(stream_id, stream.run_id, stream.seq, _RESPONSE)
 
     async def replay_events_after(
@@ -142,7 +181,7 @@ class RunEventStore(EventStore):
             return None
         stream_id, seq, seen = parsed
         caller = CALLER.get()
-        stream = self._streams.get((current_session(), stream_id))
+        stream = self._known((current_session(), stream_id))
         if stream is None or caller is None or caller.key != stream.key:
             log.info("refused to resume stream %r: not a stream of this caller", stream_id[:64])
             return None

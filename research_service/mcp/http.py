@@ -8,7 +8,7 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 
 from research_service.mcp.callers import knowing_callers
-from research_service.mcp.event_store import RunEventStore
+from research_service.mcp.event_store import STREAM_IDLE_S, RunEventStore
 
 #: How long a client whose stream dropped waits before it resumes (the SSE `retry:`).
 RETRY_MS: Final = 500
@@ -21,7 +21,12 @@ async def serve_http(server: MCPServer, events: RunEventStore, listen: tuple[str
     event store (`callers.py`).
     """
     host, port = listen
-    app = server.streamable_http_app(event_store=events, retry_interval=RETRY_MS, host=host)
+    # A session with no request in flight for STREAM_IDLE_S (10 min, where the SDK's default
+    # is 30) is ended, DELETE or not, and its ended calls' results are forgotten as long after
+    # their last use: an abandoned session is not kept for half an hour (~40 KB each).
+    app = server.streamable_http_app(
+        event_store=events, retry_interval=RETRY_MS, host=host, session_idle_timeout=STREAM_IDLE_S
+    )
     config = uvicorn.Config(
         knowing_callers(app, session_ended=events.session_ended),
         host=host,
