@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 PROGRESS: Final = "notifications/progress"
 #: Calls whose streams are kept at most, over all sessions; the oldest go first.
 MAX_STREAMS: Final = 1000
-#: A stream nothing has touched for this long is forgotten: its session has ended by then (the
-#: SDK ends a session idle for this long; `http.SESSION_IDLE_S`), DELETE or not.
+#: An ended call's stream unused for this long is forgotten: its session has ended by then,
+#: DELETE or not (http.py gives the SDK this as its session idle timeout).
 STREAM_IDLE_S: Final = 600.0
 
 
