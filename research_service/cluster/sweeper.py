@@ -30,6 +30,10 @@ class Sweeper:
         self.cluster = coordinator
         #: Runs queued again, by the Redis life (server run id) that may have forgotten them.
         self._requeued: dict[str, str] = {}
+        #: Lost runs this node took over whose ending has not yet all been done (a failure
+        #: part-way, the database or Redis gone a moment), by their lost executor. Taken over,
+        #: a run's executor is this live node: nothing else would ever end it.
+        self._ending: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -49,6 +53,9 @@ class Sweeper:
         now = time.time()
         for execution in await cluster.executions.open():
             run_id, executor = execution.run_id, execution.executor
+            if run_id in self._ending:
+                await self._end_taken(run_id, self._ending[run_id])  # again, after a failure
+                continue
             if executor is None:
                 # Queued a while ago and still unclaimed: its entry may be gone (Redis
                 # restarted, or queueing failed); queue it again once per Redis life.
@@ -62,8 +69,14 @@ class Sweeper:
             if await cluster.redis.exists(cluster.keys.node(executor)):
                 continue
             if await cluster.executions.take_over(run_id, executor, cluster.node_id):
-                await self._end_lost(run_id, executor)
+                self._ending[run_id] = executor
+                await self._end_taken(run_id, executor)
         self._requeued = {run_id: seen for run_id, seen in self._requeued.items() if seen == life}
+
+    async def _end_taken(self, run_id: str, executor: str) -> None:
+        """End a run taken over from `executor`; kept for the next sweep if that fails."""
+        await self._end_lost(run_id, executor)
+        del self._ending[run_id]
 
     async def _end_lost(self, run_id: str, executor: str) -> None:
         """End a run whose executor died, for every listener on every node.

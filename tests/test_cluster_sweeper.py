@@ -1,0 +1,90 @@
+"""A node's sweep for runs whose executor died, on a real Redis and PostgreSQL.
+
+The node processes are left out: the test drives `Sweeper.sweep` directly, so that the run
+store can fail exactly while a lost run is being ended.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from research_service.cluster.cluster_log import ClusterLog
+from research_service.cluster.coordinator import ClusterCoordinator
+from research_service.cluster.redis_link import Keys
+from research_service.cluster.sweeper import Sweeper
+from research_service.errors import StoreUnavailable
+from research_service.events import Event
+from research_service.runs import postgres_log
+from research_service.runs.models import RunRecord
+from tests import postgres
+from tests.cluster import delete_prefix, redis_or_skip
+
+postgres_database = postgres.postgres_database
+postgres_url = postgres.postgres_url
+
+RUN = "0123456789abcdef"
+NODE = "sweeping-node"
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[tuple[aioredis.Redis, Keys]]:
+    client = await redis_or_skip()
+    keys = Keys(f"test-sweeper-{secrets.token_hex(4)}:")
+    try:
+        yield client, keys
+    finally:
+        await delete_prefix(client, keys.prefix)
+        await client.aclose()
+
+
+async def test_a_lost_run_whose_ending_failed_part_way_is_ended_at_the_next_sweep(
+    redis: tuple[aioredis.Redis, Keys], postgres_url: str
+) -> None:
+    """The sweep takes a dead executor's run over, then the run store fails before the run is
+    ended. Taken over, the run's executor is this node, which is alive: without a retry no
+    sweep would ever end it, and its listeners would wait for a `done` for good."""
+    client, keys = redis
+    writer = await postgres_log.open(postgres_url)  # the executor that died
+    log = ClusterLog(await postgres_log.open(postgres_url, shared=True), client, keys)
+    coordinator = ClusterCoordinator(redis=client, keys=keys, log=log, node_id=NODE, lease_s=1)
+    sweeper = Sweeper(coordinator)
+    try:
+        await writer.create_run(RunRecord(RUN, "Lost?"))
+        started = {"phase": "planning", "status": "started", "elapsed_ms": 0}
+        await writer.append(Event.create(RUN, 1, "phase", started, t_ms=0))
+        await writer.flush()
+        now = time.time()
+        postgres.query(
+            postgres_url,
+            "INSERT INTO executions (run_id, executor, queued_at, claimed_at) "
+            "VALUES ($1, 'dead-executor', $2, $2)",
+            RUN,
+            now,
+        )
+        await client.set(keys.node(NODE), "alive", ex=60)  # this node's heartbeat
+
+        postgres.query(postgres_url, "ALTER TABLE runs RENAME TO runs_away")
+        try:
+            with pytest.raises(StoreUnavailable):
+                await sweeper.sweep()  # took the run over, then could not read it
+        finally:
+            postgres.query(postgres_url, "ALTER TABLE runs_away RENAME TO runs")
+        (taken,) = postgres.query(postgres_url, "SELECT executor, ended_at FROM executions")
+        assert (taken["executor"], taken["ended_at"]) == (NODE, None)
+
+        await sweeper.sweep()
+        events = await log.store.stored_events(RUN, after=0)
+        assert events is not None
+        assert [event[2] for event in events] == ["phase", "error", "done"]
+        assert json.loads(events[1][4].split(b"data: ", 1)[1])["code"] == "worker_lost"
+        (ended,) = postgres.query(postgres_url, "SELECT ended_at FROM executions")
+        assert ended["ended_at"] is not None
+    finally:
+        await log.close()
+        await writer.close()
