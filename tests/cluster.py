@@ -25,6 +25,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from research_service.cluster.redis_link import Keys
 from tests.cli_process import child_env
 from tests.loopback import free_port
 
@@ -58,6 +59,18 @@ async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
     """Delete every key under `prefix`."""
     async for key in client.scan_iter(match=f"{prefix}*", count=500):
         await client.delete(key)
+
+
+@contextlib.asynccontextmanager
+async def own_prefix(name: str) -> AsyncIterator[tuple[aioredis.Redis, Keys]]:
+    """A client of the test Redis and keys under a prefix of the test's own, deleted after."""
+    client = await redis_or_skip()
+    keys = Keys(f"test-{name}-{secrets.token_hex(4)}:")
+    try:
+        yield client, keys
+    finally:
+        await delete_prefix(client, keys.prefix)
+        await client.aclose()
 
 
 @dataclass

@@ -6,7 +6,6 @@ they can place a run's events exactly where each case needs them (the store, the
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 
 import pytest
@@ -22,7 +21,7 @@ from research_service.runs import postgres_log
 from research_service.runs.models import RunRecord
 from research_service.runs.run_memory import Row
 from tests import postgres
-from tests.cluster import delete_prefix, redis_or_skip
+from tests.cluster import own_prefix
 
 postgres_database = postgres.postgres_database
 postgres_url = postgres.postgres_url
@@ -38,13 +37,8 @@ def row(seq: int, name: str) -> Row:
 
 @pytest.fixture
 async def redis() -> AsyncIterator[tuple[aioredis.Redis, Keys]]:
-    client = await redis_or_skip()
-    keys = Keys(f"test-follower-{secrets.token_hex(4)}:")
-    try:
-        yield client, keys
-    finally:
-        await delete_prefix(client, keys.prefix)
-        await client.aclose()
+    async with own_prefix("follower") as pair:
+        yield pair
 
 
 async def test_a_run_that_ends_between_the_store_read_and_the_window_read_is_not_kept(

@@ -7,7 +7,6 @@ store can fail exactly while a lost run is being ended.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -23,7 +22,7 @@ from research_service.events import Event
 from research_service.runs import postgres_log
 from research_service.runs.models import RunRecord
 from tests import postgres
-from tests.cluster import delete_prefix, redis_or_skip
+from tests.cluster import own_prefix
 
 postgres_database = postgres.postgres_database
 postgres_url = postgres.postgres_url
@@ -34,13 +33,8 @@ NODE = "sweeping-node"
 
 @pytest.fixture
 async def redis() -> AsyncIterator[tuple[aioredis.Redis, Keys]]:
-    client = await redis_or_skip()
-    keys = Keys(f"test-sweeper-{secrets.token_hex(4)}:")
-    try:
-        yield client, keys
-    finally:
-        await delete_prefix(client, keys.prefix)
-        await client.aclose()
+    async with own_prefix("sweeper") as pair:
+        yield pair
 
 
 async def test_a_lost_run_whose_ending_failed_part_way_is_ended_at_the_next_sweep(
