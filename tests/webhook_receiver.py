@@ -32,13 +32,18 @@ class Received:
 
 
 class Receiver(LoopbackServer):
-    """Answers the first `failures` POSTs with 500 (every one while it is -1), then 204."""
+    """Answers the first `failures` POSTs with 500 (every one while it is -1), then 204;
+    while `hang` is set, holds every POST unanswered (until the sender gives up, or close)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.received: list[Received] = []
         #: How many POSTs to answer 500 before answering 204; -1: every one.
         self.failures = 0
+        self.hang = False
+        #: POSTs held unanswered now, and the most at once.
+        self.holding = self.most_held = 0
+        self._let_go = asyncio.Event()
         self._arrived = asyncio.Condition()
 
     def url(self, path: str = "/hook") -> str:
@@ -54,10 +59,23 @@ class Receiver(LoopbackServer):
         async with self._arrived:
             self.received.append(received)
             self._arrived.notify_all()
+        if self.hang:
+            self.holding += 1
+            self.most_held = max(self.most_held, self.holding)
+            try:
+                await self._let_go.wait()
+            finally:
+                self.holding -= 1
+            return web.Response(status=503, text="closing")
         if self.failures:
             self.failures -= 1 if self.failures > 0 else 0
             return web.Response(status=500, text="not now")
         return web.Response(status=204)
+
+    async def close(self) -> None:
+        """Answer the held POSTs, then stop."""
+        self._let_go.set()
+        await super().close()
 
     async def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
         """Wait until `count` POSTs have arrived; all of them so far."""

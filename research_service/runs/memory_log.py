@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -39,6 +39,12 @@ class MemoryEventLog:
         # one per owner, so a listing by owner never walks other owners' runs.
         self._order: list[tuple[float, str]] = []
         self._order_of: dict[str, list[tuple[float, str]]] = {}
+        #: Called with each run `prune` deletes: the memory outbox drops the run's deliveries.
+        self._on_delete: list[Callable[[str], None]] = []
+
+    def on_delete(self, hook: Callable[[str], None]) -> None:
+        """Call `hook(run_id)` for each run `prune` deletes (as a foreign key's cascade)."""
+        self._on_delete.append(hook)
 
     async def create_run(self, record: RunRecord) -> None:
         """Store a new run record; its log starts empty."""
@@ -120,6 +126,8 @@ class MemoryEventLog:
         newest_of: dict[str, tuple[float, str]] = {}  # each owner's newest run that goes
         for run_id in gone:
             record = self._runs.pop(run_id).record
+            for hook in self._on_delete:
+                hook(run_id)
             if record.owner is not None:
                 newest = newest_of.get(record.owner, record.sort_key)
                 newest_of[record.owner] = max(newest, record.sort_key)
@@ -132,8 +140,14 @@ class MemoryEventLog:
         return len(gone)
 
     def _ended(self, run_id: str) -> bool:
-        events = self._runs[run_id].events
-        return bool(events) and events[-1][2] == "done"
+        return self.run_ended(run_id) is True
+
+    def run_ended(self, run_id: str) -> bool | None:
+        """True once the run has its `done`; None when there is no such run (or it was deleted)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return None
+        return bool(run.events) and run.events[-1][2] == "done"
 
     async def close(self) -> None:
         """Wake every waiter; the data simply goes with the process."""

@@ -1,7 +1,8 @@
 """Sends the outbox's deliveries once their runs have ended, retrying for a day.
 
 One loop per process looks at the outbox every POLL_S: a due delivery whose run has ended is
-claimed (held for HOLD_S, so no other process sends it meanwhile) and tried once. A failure
+claimed (held for HOLD_S, so no other process sends it meanwhile) and tried once; the keys
+take turns in each look, and one key has at most MAX_PER_KEY sends under way. A failure
 (an answer other than 2xx, a timeout, a refused connection) is written to the outbox with the
 time of the next attempt, capped exponential backoff (--webhook-retry-s, doubling, at most
 MAX_WAIT_S apart) until a day after the first attempt, and the delivery is held until then.
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections import Counter
 from dataclasses import replace
 from typing import Final
 
@@ -32,7 +35,7 @@ from research_service.runs.log import EventLog
 from research_service.stats import Stats
 from research_service.webhooks.notification import notification
 from research_service.webhooks.outbox import Delivery, Outbox
-from research_service.webhooks.signing import Signer
+from research_service.webhooks.signing import SERVER_SCOPE, Signer
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,10 @@ MAX_WAIT_S: Final = 3600.0
 ATTEMPT_TIMEOUT_S: Final = 10.0
 #: Deliveries sent at once by one process.
 MAX_IN_FLIGHT: Final = 32
+#: One API key's deliveries sent at once by one process: a key whose receivers hang (each
+#: attempt then takes ATTEMPT_TIMEOUT_S) leaves the other sends to everyone else. The server's
+#: own (--webhook-url, and every run under --auth none) are not capped.
+MAX_PER_KEY: Final = 8
 USER_AGENT: Final = f"research-service/{__version__} (webhooks)"
 
 
@@ -79,6 +86,8 @@ class Dispatcher:
         self.stats = stats
         self.poll_s = poll_s
         self._sending: dict[str, asyncio.Task[None]] = {}
+        #: The sends under way, by scope (an API key's, or the server's).
+        self._of_scope: Counter[str] = Counter()
         self._loop_task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
@@ -157,15 +166,25 @@ class Dispatcher:
             tail = tails.get(delivery.run_id)
             if tail is not None and tail.end is None:
                 continue  # the run goes on: nothing to say yet
+            scope = delivery.scope
+            if scope != SERVER_SCOPE and self._of_scope[scope] >= MAX_PER_KEY:
+                continue  # the key's share of the sends is taken: the others' turn
             if not await self.outbox.claim(delivery.id, now=now, until=now + HOLD_S):
                 continue  # another process sends it
             task = asyncio.create_task(self._send(delivery), name=f"webhook-{delivery.id}")
             self._sending[delivery.id] = task
-            task.add_done_callback(self._sent)
+            self._of_scope[scope] += 1
+            task.add_done_callback(functools.partial(self._sent, scope))
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
+    def _sent(self, scope: str, task: asyncio.Task[None]) -> None:
         key = task.get_name().removeprefix("webhook-")
         self._sending.pop(key, None)
+        self._of_scope[scope] -= 1
+        if not self._of_scope[scope]:
+            del self._of_scope[scope]
+        # A send is free: look again now, not a poll later, so deliveries waiting for one go
+        # as fast as the receivers answer (the looks coalesce into one while one is under way).
+        self._wake.set()
         error = None if task.cancelled() else task.exception()
         if isinstance(error, StoreUnavailable):
             # The delivery stays held until its hold runs out, then is tried again.

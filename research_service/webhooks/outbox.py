@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TypeAlias
 
 State: TypeAlias = Literal["pending", "delivered", "failed"]
 #: How many deliveries one look at the outbox hands out.
 BATCH: Final = 200
-#: Ended deliveries the memory outbox remembers (for snapshots), the oldest forgotten first.
-MEMORY_ENDED_KEPT: Final = 10_000
 
 
 def new_delivery_id() -> str:
@@ -56,6 +53,17 @@ class Delivery:
         }
 
 
+def in_turns(found: Sequence[Sequence[Delivery]], limit: int) -> list[Delivery]:
+    """Each scope's due deliveries (each oldest first) taking turns, at most `limit`.
+
+    Every scope's first, then every scope's second, and so on; within a turn, the soonest due
+    (`next_at`), then the oldest, first. The SQL outboxes order their rows the same way.
+    """
+    ranked = [(turn, d) for mine in found for turn, d in enumerate(mine)]
+    ranked.sort(key=lambda pair: (pair[0], pair[1].next_at, pair[1].created_at, pair[1].id))
+    return [d for _, d in ranked[:limit]]
+
+
 class Outbox(Protocol):
     """Where deliveries wait. `claim` makes one process the sender, for a while."""
 
@@ -64,10 +72,10 @@ class Outbox(Protocol):
         ...
 
     async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
-        """Pending deliveries due by `now` that no process holds, oldest first.
+        """Pending deliveries due by `now` that no process holds and whose run has ended.
 
-        The SQL stores hand out only those whose run has ended; the memory store all of them
-        (the dispatcher skips a run that goes on).
+        The scopes (each key's deliveries, and the server's) take turns (`in_turns`), so a
+        key with thousands due never crowds the others out of a look at the outbox.
         """
         ...
 
@@ -90,58 +98,3 @@ class Outbox(Protocol):
     async def of_run(self, run_id: str) -> list[Delivery]:
         """The run's deliveries, in the order they were made."""
         ...
-
-
-class MemoryOutbox:
-    """The outbox of `--store memory`: gone with the process, as its runs are."""
-
-    def __init__(self) -> None:
-        self._deliveries: dict[str, Delivery] = {}
-        self._held: dict[str, float] = {}
-        self._ended: deque[str] = deque()
-
-    async def add(self, deliveries: Sequence[Delivery]) -> None:
-        """Keep new deliveries."""
-        for delivery in deliveries:
-            self._deliveries[delivery.id] = delivery
-
-    async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
-        """Pending, due and not held, oldest first."""
-        found = [
-            d
-            for d in self._deliveries.values()
-            if d.state == "pending" and d.next_at <= now and self._held.get(d.id, 0.0) <= now
-        ]
-        return sorted(found, key=lambda d: (d.next_at, d.created_at))[:limit]
-
-    async def claim(self, delivery_id: str, *, now: float, until: float) -> bool:
-        """Hold it unless held."""
-        if self._held.get(delivery_id, 0.0) > now:
-            return False
-        self._held[delivery_id] = until
-        return True
-
-    async def save(self, delivery: Delivery, *, hold_until: float | None = None) -> None:
-        """Record the outcome; beyond MEMORY_ENDED_KEPT ended ones, forget the oldest."""
-        self._deliveries[delivery.id] = replace(delivery)
-        if hold_until is None:
-            self._held.pop(delivery.id, None)
-        else:
-            self._held[delivery.id] = hold_until
-        if delivery.state != "pending":
-            self._ended.append(delivery.id)
-            while len(self._ended) > MEMORY_ENDED_KEPT:
-                self._deliveries.pop(self._ended.popleft(), None)
-
-    async def release(self) -> None:
-        """Drop every hold."""
-        self._held.clear()
-
-    async def pending(self) -> bool:
-        """Whether any delivery is pending."""
-        return any(d.state == "pending" for d in self._deliveries.values())
-
-    async def of_run(self, run_id: str) -> list[Delivery]:
-        """The run's deliveries."""
-        found = [d for d in self._deliveries.values() if d.run_id == run_id]
-        return sorted(found, key=lambda d: d.created_at)

@@ -17,7 +17,8 @@ from research_service.runs.sqlite_log import SqliteEventLog
 from research_service.settings import Settings
 from research_service.stats import Stats
 from research_service.webhooks.dispatcher import Dispatcher
-from research_service.webhooks.outbox import Delivery, MemoryOutbox, Outbox, new_delivery_id
+from research_service.webhooks.memory_outbox import MemoryOutbox
+from research_service.webhooks.outbox import Delivery, Outbox, new_delivery_id
 from research_service.webhooks.signing import SERVER_SCOPE, Signer, key_scope
 from research_service.webhooks.sql_outbox import PostgresOutbox, SqliteOutbox
 from research_service.webhooks.target import check_reachable, webhook_url
@@ -76,8 +77,8 @@ async def outbox_for(store: EventLog) -> tuple[Outbox, bool]:
     if isinstance(inner, PostgresEventLog):
         return PostgresOutbox(inner.pool), inner is store
     if isinstance(inner, MemoryEventLog):
-        return MemoryOutbox(), True
-    return MemoryOutbox(), True
+        return MemoryOutbox(inner), True
+    return MemoryOutbox(), True  # another store: every run counts as ended, the dispatcher checks
 
 
 async def open_webhooks(

@@ -30,12 +30,16 @@ _COLUMNS: Final = (
 _SQLITE_ADD: Final = f"INSERT INTO webhook_deliveries ({_COLUMNS}) VALUES ({', '.join('?' * 11)})"
 # Only deliveries whose run has its `done` stored (its last event, found by the primary key):
 # however many runs with webhooks are still going, they never crowd out those that ended.
+# The scopes take turns (outbox.in_turns): each scope's first due, then each one's second, …,
+# so a key with thousands due never crowds out the other keys' deliveries.
 _SQLITE_DUE: Final = (
-    f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? "
+    f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, "
+    "row_number() OVER (PARTITION BY scope ORDER BY next_at, created_at, id) AS turn "
+    "FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? "
     "AND (held_until IS NULL OR held_until <= ?) "
     "AND (SELECT name FROM events WHERE events.run_id = webhook_deliveries.run_id "
-    "ORDER BY seq DESC LIMIT 1) = 'done' "
-    "ORDER BY next_at, created_at LIMIT ?"
+    "ORDER BY seq DESC LIMIT 1) = 'done') AS due "
+    "ORDER BY turn, next_at, created_at, id LIMIT ?"
 )
 _SQLITE_CLAIM: Final = (
     "UPDATE webhook_deliveries SET held_until = ? WHERE id = ? "
@@ -103,7 +107,7 @@ class SqliteOutbox:
         await self._thread.call(lambda: self._run(_SQLITE_ADD, many=rows))
 
     async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
-        """Pending, due and not held, oldest first."""
+        """Pending, due, not held and of an ended run; the scopes taking turns."""
         return await self._thread.call(self._select, _SQLITE_DUE, now, now, limit)
 
     async def claim(self, delivery_id: str, *, now: float, until: float) -> bool:
@@ -161,7 +165,7 @@ class PostgresOutbox:
             raise unavailable(exc) from exc
 
     async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
-        """Pending, due and not held, oldest first."""
+        """Pending, due, not held and of an ended run; the scopes taking turns."""
         try:
             rows = await self._pool.fetch(_pg(_SQLITE_DUE), now, now, limit)
         except PG_ERRORS as exc:
