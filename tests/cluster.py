@@ -93,11 +93,11 @@ class Node:
         regex = re.compile(pattern)
         async with asyncio.timeout(timeout):
             while (match := regex.search(self.log, since)) is None:
-                if self.process.returncode is not None and self._drain is not None:
-                    await self._drain
-                    if (match := regex.search(self.log, since)) is not None:
-                        return match
-                    raise AssertionError(f"{self.kind} exited:\n{self.log.decode()}")
+                # Its log has ended (stderr closed): it has exited, or is about to, without
+                # saying it. Waiting on would only wait out the timeout: say why at once.
+                if self._drain is not None and self._drain.done():
+                    code = await self.process.wait()
+                    raise AssertionError(f"{self.kind} exited ({code}):\n{self.log.decode()}")
                 self._grew.clear()
                 await self._grew.wait()
         return match
