@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from unittest.mock import ANY
 
 import pytest
 import redis.asyncio as aioredis
@@ -79,6 +80,56 @@ async def test_a_lost_run_whose_ending_failed_part_way_is_ended_at_the_next_swee
         assert json.loads(events[1][4].split(b"data: ", 1)[1])["code"] == "worker_lost"
         (ended,) = postgres.query(postgres_url, "SELECT ended_at FROM executions")
         assert ended["ended_at"] is not None
+    finally:
+        await log.close()
+        await writer.close()
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["claimed", "taken-over"])
+async def test_a_run_recorded_as_this_node_s_that_runs_nowhere_is_ended(
+    redis: tuple[aioredis.Redis, Keys], postgres_url: str, started: bool
+) -> None:
+    """A claim (or a take-over) was made in PostgreSQL but its answer was lost, the database
+    gone a moment: the run is recorded as this live node's, and no step here knows it is.
+    (A chaos campaign left such runs `queued` or `running` for good.) The sweep ends it once
+    two sweeps in a row find it so; a run this node is executing or claiming is left alone."""
+    client, keys = redis
+    writer = await postgres_log.open(postgres_url)
+    log = ClusterLog(await postgres_log.open(postgres_url, shared=True), client, keys)
+    coordinator = ClusterCoordinator(redis=client, keys=keys, log=log, node_id=NODE, lease_s=1)
+    sweeper = Sweeper(coordinator)
+    claiming, executing = "1" * 16, "2" * 16
+    try:
+        now = time.time()
+        for run_id in (RUN, claiming, executing):
+            await writer.create_run(RunRecord(run_id, "Whose?"))
+            if started:
+                begun = {"phase": "planning", "status": "started", "elapsed_ms": 0}
+                await writer.append(Event.create(run_id, 1, "phase", begun, t_ms=0))
+            postgres.query(
+                postgres_url,
+                "INSERT INTO executions (run_id, executor, queued_at, claimed_at) "
+                "VALUES ($1, $2, $3, $3)",
+                run_id,
+                NODE,
+                now,
+            )
+        await writer.flush()
+        await client.set(keys.node(NODE), "alive", ex=60)
+        coordinator.claiming.add(claiming)
+        coordinator.local.add(executing)
+
+        await sweeper.sweep()  # once: it may be a claim whose answer is on its way
+        assert await log.store.stored_events(RUN, after=0) == ([] if not started else [ANY])
+        await sweeper.sweep()
+        events = await log.store.stored_events(RUN, after=0)
+        assert events is not None
+        assert [event[2] for event in events][-2:] == ["error", "done"]
+        error = json.loads(events[-2][4].split(b"data: ", 1)[1])
+        assert error["code"] == "worker_lost"
+        assert "left without an executor" in error["message"]
+        ended = postgres.query(postgres_url, "SELECT run_id, ended_at FROM executions")
+        assert {row["run_id"] for row in ended if row["ended_at"] is not None} == {RUN}
     finally:
         await log.close()
         await writer.close()

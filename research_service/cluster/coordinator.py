@@ -119,6 +119,8 @@ class ClusterCoordinator:
         self.presence = Presence(redis, keys, node_id)
         #: Runs executing in this process.
         self.local: set[str] = set()
+        #: Runs this process's executor is claiming (the database's answer not yet in).
+        self.claiming: set[str] = set()
         #: The owner of each run here whose slot its owner's set holds (or may hold).
         self._owners: dict[str, str] = {}
         #: Runs that ended here whose end is not yet recorded (the database was down).
@@ -262,6 +264,10 @@ class ClusterCoordinator:
         self._owners.pop(run_id, None)  # its done unstored: its slots lapse
         if self.on_run_ended is not None:
             self.on_run_ended()
+
+    def executes(self, run_id: str) -> bool:
+        """Whether the run is this process's: executing, being claimed, or its end unrecorded."""
+        return run_id in self.local or run_id in self.claiming or run_id in self._unrecorded
 
     def adopt(self, record: RunRecord) -> None:
         """A lost executor's run, ended here: its owner's slot is given back with it."""

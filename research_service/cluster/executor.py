@@ -130,11 +130,17 @@ class Executor:
                 await redis.xack(queue, GROUP, entry_id)
                 await redis.xdel(queue, entry_id)
             return
+        self.cluster.claiming.add(run_id)
         try:
             record = await self.cluster.executions.claim(run_id, self.node_id)
         except StoreUnavailable as exc:
+            # Left pending: claimed again after a lease. If the claim was made and only its
+            # answer lost, the run is recorded as this node's and runs nowhere: the sweep
+            # ends it (Sweeper, "left without an executor").
             log.warning("cannot claim run %s (%s); another executor will", run_id, exc)
-            return  # left pending: claimed again after a lease
+            return
+        finally:
+            self.cluster.claiming.discard(run_id)  # and into `local` below, in the same step
         if record is not None:
             self.cluster.log.store.adopt(record)  # its log is empty: nothing to read back
             self.manager.start(record)

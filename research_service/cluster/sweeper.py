@@ -3,6 +3,8 @@
 A run whose executor's heartbeat is gone is ended `worker_lost`, after the events that
 executor published but had not yet committed; a queued run whose queue entry Redis may have
 forgotten is queued again. Ending is claimed in PostgreSQL, so exactly one node does it.
+A run recorded as this node's that it does not execute (a claim or take-over whose answer
+was lost) is ended `worker_lost` too, once two sweeps in a row find it so.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Sweeper:
         #: part-way, the database or Redis gone a moment), by their lost executor. Taken over,
         #: a run's executor is this live node: nothing else would ever end it.
         self._ending: dict[str, str] = {}
+        #: Runs recorded as this node's that it does not execute, at the last sweep.
+        self._unexecuted: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -51,6 +55,7 @@ class Sweeper:
         cluster = self.cluster
         life, uptime = await server_life(cluster.redis)
         now = time.time()
+        unexecuted: set[str] = set()
         for execution in await cluster.executions.open():
             run_id, executor = execution.run_id, execution.executor
             if run_id in self._ending:
@@ -64,14 +69,25 @@ class Sweeper:
                     self._requeued[run_id] = life
                     await cluster.redis.xadd(cluster.keys.queue, {"run": run_id})
                 continue
-            if run_id in cluster.local or uptime < cluster.lease_s:
-                continue  # ours; or Redis is too young to know who is alive
+            if executor == cluster.node_id:
+                if not cluster.executes(run_id):
+                    unexecuted.add(run_id)
+                    if run_id in self._unexecuted:
+                        # Left without an executor: this node's claim or take-over was made
+                        # but its answer lost, or its `done` could not be stored (the database
+                        # gone a moment). Seen so at two sweeps in a row: no answer is due.
+                        self._ending[run_id] = executor
+                        await self._end_taken(run_id, executor)
+                continue
+            if uptime < cluster.lease_s:
+                continue  # Redis is too young to know who is alive
             if await cluster.redis.exists(cluster.keys.node(executor)):
                 continue
             if await cluster.executions.take_over(run_id, executor, cluster.node_id):
                 self._ending[run_id] = executor
                 await self._end_taken(run_id, executor)
         self._requeued = {run_id: seen for run_id, seen in self._requeued.items() if seen == life}
+        self._unexecuted = unexecuted
 
     async def _end_taken(self, run_id: str, executor: str) -> None:
         """End a run taken over from `executor`; kept for the next sweep if that fails."""
@@ -108,6 +124,9 @@ class Sweeper:
                 message = (
                     f"the process executing the run ({executor}) stopped answering for "
                     f"{cluster.lease_s:g} s; ask again"
+                    if executor != cluster.node_id
+                    else f"the run was left without an executor on {executor} (the database "
+                    "was unreachable a moment); ask again"
                 )
                 await end_open_runs(cluster.log, [record], code="worker_lost", message=message)
         await cluster.record_end(run_id)

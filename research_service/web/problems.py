@@ -83,18 +83,38 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     return problem(exc.status, slug=slug, title=title, detail=detail, headers=headers)
 
 
+def _cut_short(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """A failure once the answer has begun: the connection is closed, no second answer sent.
+
+    A stream's or a download's head went out already, so no other answer can follow on the
+    connection. The client sees the body end without its last chunk, as when a connection
+    drops: an event stream's client resumes from its Last-Event-ID, and a download is seen to
+    be incomplete.
+    """
+    if isinstance(exc, RequestError):
+        log.warning("%s %s cut short: %s", request.method, request.path, exc)
+    else:
+        log.error("%s %s cut short by an error", request.method, request.path, exc_info=exc)
+    if request.transport is not None:
+        request.transport.close()
+    # Never sent (the connection is closing): aiohttp finds it cannot write, and moves on.
+    return web.Response(status=exc.status if isinstance(exc, RequestError) else 500)
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every error as problem+json: never an HTML page, never a 500 for client input."""
     try:
         return await handler(request)
-    except RequestError as exc:
-        return from_request_error(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _from_http_exception(request, exc)
-    except Exception:
+    except Exception as exc:
+        if request.writer.output_size > 0:
+            return _cut_short(request, exc)
+        if isinstance(exc, RequestError):
+            return from_request_error(exc)
+        if isinstance(exc, web.HTTPException):
+            if exc.status < 400:
+                raise
+            return _from_http_exception(request, exc)
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem(
             500,
