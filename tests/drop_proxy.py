@@ -23,6 +23,18 @@ class DropProxy:
         self._open: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._changed = asyncio.Condition()
+        #: Cleared: no byte goes through either way, old connections or new (a network gone
+        #: silent, as a blackholed route or a stalled peer is: nothing refused, nothing said).
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def go_silent(self) -> None:
+        """Pass nothing on from now on, until `speak`."""
+        self._flowing.clear()
+
+    def speak(self) -> None:
+        """Pass bytes on again."""
+        self._flowing.set()
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -66,7 +78,9 @@ class DropProxy:
         try:
             up_reader, upstream = await asyncio.open_connection(*self.target)
             self._writers.add(upstream)
-            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+            await asyncio.gather(
+                _pipe(reader, upstream, self._flowing), _pipe(up_reader, writer, self._flowing)
+            )
         except (OSError, asyncio.CancelledError):
             pass
         finally:
@@ -77,9 +91,12 @@ class DropProxy:
             self._open.discard(task)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy bytes until EOF, then half-close the other side."""
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
+    """Copy bytes until EOF (holding them while `flowing` is clear), then half-close."""
     while data := await reader.read(CHUNK):
+        await flowing.wait()
         writer.write(data)
         await writer.drain()
     with contextlib.suppress(OSError):

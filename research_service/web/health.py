@@ -53,20 +53,34 @@ class Readiness:
 
 
 async def _check(part: object) -> str | None:
-    """None when `part` works (or has no check); else what is wrong with it."""
+    """None when `part` works (or has no check); else what is wrong with it.
+
+    The answer comes within CHECK_TIMEOUT_S: a check that has not answered by then is
+    cancelled and left to unwind on its own (cancelling a query on a connection that went
+    silent can itself take seconds), not waited for.
+    """
     if not isinstance(part, Checkable):
         return None
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S):
-            await part.check()
-    except TimeoutError:
+    task = asyncio.ensure_future(part.check())
+    done, _ = await asyncio.wait({task}, timeout=CHECK_TIMEOUT_S)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_unwound)
         return f"its check did not answer within {CHECK_TIMEOUT_S:g} s"
+    try:
+        task.result()
     except ResearchError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - a probe answers whatever a part's check raises
         log.warning("readiness check of %r failed unexpectedly: %r", part, exc)
         return f"its check failed: {exc!r}"
     return None
+
+
+def _unwound(task: asyncio.Future[None]) -> None:
+    """A timed-out check's end, whatever it is, is not an error of the probe's."""
+    if not task.cancelled():
+        task.exception()  # retrieved: asyncio does not log it as never retrieved
 
 
 class ReadinessProbe:
@@ -83,9 +97,12 @@ class ReadinessProbe:
         self._running: asyncio.Task[Readiness] | None = None
 
     async def readiness(self) -> Readiness:
-        """Every part's state now (the remote ones as of at most READY_CACHE_S ago)."""
-        local = await self._check_all(self._local)
-        return Readiness({**local.problems, **(await self._remote_state()).problems}, local.at)
+        """Every part's state now (the remote ones as of at most READY_CACHE_S ago).
+
+        The local and the remote checks run side by side: an answer within CHECK_TIMEOUT_S.
+        """
+        local, remote = await asyncio.gather(self._check_all(self._local), self._remote_state())
+        return Readiness({**local.problems, **remote.problems}, local.at)
 
     async def _remote_state(self) -> Readiness:
         loop = asyncio.get_running_loop()
