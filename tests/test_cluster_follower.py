@@ -18,7 +18,8 @@ from research_service.cluster.redis_link import Keys
 from research_service.errors import StoreUnavailable
 from research_service.events import Event
 from research_service.runs import postgres_log
-from research_service.runs.models import RunRecord
+from research_service.runs.endings import end_open_runs
+from research_service.runs.models import RunRecord, RunTail
 from research_service.runs.run_memory import Row
 from tests import postgres
 from tests.cluster import own_prefix
@@ -33,6 +34,11 @@ def row(seq: int, name: str) -> Row:
     """One event of RUN, as the store and the live window hold it."""
     event = Event.create(RUN, seq, name, {"n": seq}, t_ms=seq)
     return (event.run_id, event.seq, event.name, event.t_ms, event.wire)
+
+
+async def no_tail(run_id: str) -> RunTail | None:
+    """The stored tail, for tests whose store keeps no run: none."""
+    return None
 
 
 @pytest.fixture
@@ -58,7 +64,7 @@ async def test_a_run_that_ends_between_the_store_read_and_the_window_read_is_not
     async def stored(run_id: str, after: int) -> list[Row]:
         return events[after:1]  # the store committed only the first when it was read
 
-    followers = Followers(client, keys, stored)
+    followers = Followers(client, keys, stored, no_tail)
     follower = await followers.follow(RUN, events[:1])
     assert follower.finished
     assert [event.seq for event in follower.read(after=0, limit=None)] == [1, 2, 3]
@@ -140,7 +146,7 @@ async def test_a_follower_keeps_nothing_of_a_reply_while_its_next_read_waits(
     async def stored(run_id: str, after: int) -> list[Row]:
         return []
 
-    followers = Followers(client, keys, stored)
+    followers = Followers(client, keys, stored, no_tail)
     try:
         follower = await followers.follow(RUN, [row(1, "phase")])
         assert follower.task is not None
@@ -158,3 +164,78 @@ async def test_a_follower_keeps_nothing_of_a_reply_while_its_next_read_waits(
     finally:
         await followers.close()
         await publisher.close()
+
+
+@pytest.mark.parametrize("seen", [11, 12, 14])
+async def test_a_follower_whose_events_were_lost_with_the_executor_stops(
+    redis: tuple[aioredis.Redis, Keys], postgres_url: str, seen: int
+) -> None:
+    """The executor published events 11..`seen` to the live window, committed only 1..10,
+    and died; Redis restarted and lost the window; the sweep ended the run after event 10
+    (`error` 11, `done` 12). The follower's copy has parted from the store's: it stops, and
+    the node reads the run from the store, where the crash rule applies. (A chaos campaign
+    saw such a node's listeners wait for good, or get a `done` with no `error`.)"""
+    client, keys = redis
+    writer = await postgres_log.open(postgres_url)  # the executor
+    log = ClusterLog(await postgres_log.open(postgres_url, shared=True), client, keys)
+    publisher = LivePublisher(client, keys)
+    publisher.start()
+    try:
+        record = RunRecord(RUN, "Lost with its executor?")
+        await writer.create_run(record)
+        phase = {"phase": "synthesizing", "status": "started", "elapsed_ms": 0}
+        events = [Event.create(RUN, 1, "phase", phase, t_ms=0)] + [
+            Event.create(RUN, seq, "token", {"text": f"t{seq} "}, t_ms=seq)
+            for seq in range(2, seen + 1)
+        ]
+        for event in events[:10]:
+            await writer.append(event)
+        await writer.flush()
+        for event in events:
+            publisher.publish(tuple.__new__(tuple, event))
+        assert await publisher.flushed(5.0)
+        assert [event.seq for event in await log.read(RUN, after=0)] == list(range(1, seen + 1))
+        follower = log.followers.get(RUN)
+        assert follower is not None
+
+        await client.delete(keys.events(RUN))  # Redis restarted: the window is gone
+        await end_open_runs(writer, [record], code="worker_lost", message="lost")
+        await writer.flush()
+
+        await log.wait(RUN, after=seen, timeout=10)  # woken when the follower stops
+        assert follower.parted
+        assert log.followers.get(RUN) is None
+        ending = await log.read(RUN, after=10)
+        assert [(event.seq, event.name) for event in ending] == [(11, "error"), (12, "done")]
+    finally:
+        await publisher.close()
+        await log.close()
+        await writer.close()
+
+
+async def test_a_follower_ahead_of_the_store_s_commits_goes_on(
+    redis: tuple[aioredis.Redis, Keys], postgres_url: str
+) -> None:
+    """The usual moment: the window has events the store has not committed yet. That is no
+    parting: the follower goes on, and takes the store's events as they come."""
+    client, keys = redis
+    writer = await postgres_log.open(postgres_url)
+    log = ClusterLog(await postgres_log.open(postgres_url, shared=True), client, keys)
+    try:
+        await writer.create_run(RunRecord(RUN, "Ahead?"))
+        await writer.append(Event.create(RUN, 1, "phase", {"n": 1}, t_ms=0))
+        await writer.flush()
+        await log.read(RUN, after=0)
+        follower = log.followers.get(RUN)
+        assert follower is not None
+        follower.extend([row(2, "token"), row(3, "token")])  # from the window
+        assert await log.followers._catch_up(follower)  # the store has 1 of 3: not ended
+        await writer.append(Event.create(RUN, 2, "token", {"n": 2}, t_ms=2))
+        await writer.append(Event.create(RUN, 3, "token", {"n": 3}, t_ms=3))
+        await writer.flush()
+        assert await log.followers._catch_up(follower)  # the store caught up: the same events
+        assert not follower.parted
+        assert log.followers.get(RUN) is follower
+    finally:
+        await log.close()
+        await writer.close()

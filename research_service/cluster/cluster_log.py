@@ -36,7 +36,7 @@ class ClusterLog:
         #: Awaited once a run's done is stored, before it is published.
         self.on_final: Callable[[str], Awaitable[None]] | None = None
         self.publisher = LivePublisher(redis, keys)
-        self.followers = Followers(redis, keys, self._stored)
+        self.followers = Followers(redis, keys, self._stored, self._stored_tail)
 
     def start(self) -> None:
         """Start publishing."""
@@ -167,3 +167,6 @@ class ClusterLog:
 
     async def _stored(self, run_id: str, after: int) -> list[Row] | None:
         return await self.store.stored_events(run_id, after=after)
+
+    async def _stored_tail(self, run_id: str) -> RunTail | None:
+        return (await self.store.tails([run_id])).get(run_id)

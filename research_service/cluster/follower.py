@@ -21,7 +21,7 @@ from research_service.cluster.tasks import stop
 from research_service.errors import StoreUnavailable
 from research_service.events import Event
 from research_service.runs.hub import Hub
-from research_service.runs.models import RunRecord
+from research_service.runs.models import RunRecord, RunTail
 from research_service.runs.run_memory import Row
 from research_service.runs.waiters import Waiters
 
@@ -38,6 +38,13 @@ POLL_S: Final = 0.25
 IDLE_S: Final = 30.0
 #: Reads PostgreSQL: the run's committed events with seq > `after`; None if the run is gone.
 StoredEvents = Callable[[str, int], Awaitable[list[Row] | None]]
+#: Reads PostgreSQL: the run's stored tail (event count, ending); None if the run is gone.
+StoredTail = Callable[[str], Awaitable[RunTail | None]]
+
+
+def _same(ours: Row, stored: Row) -> bool:
+    """Whether the store's event is the one this node has (the same seq, name and bytes)."""
+    return ours[1:3] == stored[1:3] and bytes(ours[4]) == bytes(stored[4])
 
 
 class Follower:
@@ -56,6 +63,8 @@ class Follower:
         #: The run's record once read: it never changes. Retention deletes only ended runs;
         #: one whose `done` never reached this node stops its follower at the next catch-up.
         self.record: RunRecord | None = None
+        #: The store's log has parted from this node's copy (Followers._catch_up).
+        self.parted = False
 
     @property
     def last_seq(self) -> int:
@@ -86,10 +95,13 @@ class Follower:
 class Followers:
     """The runs this process follows, each kept up to date by a task of its own."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, stored: StoredEvents) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, stored: StoredEvents, tail: StoredTail
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._stored = stored
+        self._tail = tail
         self._by_run: dict[str, Follower] = {}
         self.waiters = Waiters()
         self._closed = False
@@ -190,18 +202,46 @@ class Followers:
         return [row_of(run_id, entry) for _, entries in reply for entry in entries]
 
     async def _catch_up(self, follower: Follower) -> bool:
-        """Add what PostgreSQL has after the follower's last event; False if the run is gone.
+        """Add what PostgreSQL has after the follower's last event; False to stop following.
 
-        The run is gone only when retention deleted it after its end, whose publication to
-        the live window was lost (a Redis restart), so this node never saw the `done`.
+        It stops when the run is gone: retention deleted it after its end, whose publication
+        to the live window was lost (a Redis restart), so this node never saw the `done`.
         Following it would go on for as long as anyone listens.
+
+        It stops too when the store's log has parted from this node's: the run's executor
+        died and Redis lost the live window with it, so the events this node had from the
+        window past the last committed one were lost, and the sweep's ending (`error`
+        worker_lost, `done`) took their seqs. The store's last event the follower has is
+        read again to see that; and when the store has fewer events than the follower, which
+        is the usual state for a moment (commits trail the window), a store whose run has
+        ended says so. The follower's readers then fall back to the store, where the crash
+        rule applies (docs/protocol.md, "After a crash").
         """
+        last = follower.last_seq
         try:
-            rows = await self._stored(follower.run_id, follower.last_seq)
+            rows = await self._stored(follower.run_id, max(0, last - 1))
+            if rows is not None and last and not rows:
+                tail = await self._tail(follower.run_id)
+                if tail is not None and tail.end is not None:
+                    return self._parted(follower)
         except StoreUnavailable:
             return True
         if rows is None:
             log.info("run %s is no longer in the store: stopped following it", follower.run_id)
             return False
+        if last and rows:
+            if not _same(follower.events[last - 1], rows[0]):
+                return self._parted(follower)
+            rows = rows[1:]
         follower.extend(rows)
         return True
+
+    def _parted(self, follower: Follower) -> bool:
+        follower.parted = True
+        log.warning(
+            "run %s: its stored log has parted from this node's after event %d (its executor "
+            "died with events Redis lost); its listeners here resume from the store",
+            follower.run_id,
+            follower.last_seq,
+        )
+        return False

@@ -275,6 +275,10 @@ class Listener:
                 for published in self._pending_at:
                     lag.observe(now - published)
 
+    def cut(self) -> None:
+        """End the stream without its end, as a dropped connection does: the client resumes."""
+        self._abort()
+
     def _abort(self) -> None:
         # A reset, so the client sees the cut and the kernel frees the backed-up buffers.
         reset(self.transport)

@@ -73,6 +73,22 @@ async def _stored_before_a_crash(log: EventLog, run_id: str) -> int | None:
     return tail.event_count - 2
 
 
+async def _cut_past_the_end(events_log: EventLog, run_id: str, listener: Listener) -> bool:
+    """Cut the listener if the run has ended with no more events than it has seen.
+
+    It has not seen the `done` (it would have stopped), so it has events the run's stored log
+    does not: ones lost with a process that died, whose seqs the ending took (a cluster node
+    that followed the run live, then lost the live window). Cut, it resumes, and the crash
+    rule sends it the ending (resume_position; docs/protocol.md, "After a crash").
+    """
+    tail = (await events_log.tails([run_id])).get(run_id)
+    if tail is None or tail.end is None or listener.after < tail.event_count:
+        return False
+    log.info("run %s: a listener past its stored end (event %d) resumes", run_id, listener.after)
+    listener.cut()
+    return True
+
+
 async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tuple[int, bool]:
     """The seq a listener has already seen, and whether that event was the run's `done`."""
     if raw is None:
@@ -171,6 +187,8 @@ async def stream(
                 hub = manager.hub(run_id)
                 if hub is not None:
                     await listener.follow(hub)
+                elif await _cut_past_the_end(events_log, run_id, listener):
+                    return response
                 else:
                     await events_log.wait(run_id, after=listener.after, timeout=due)
             elif not await listener.write(PING):
