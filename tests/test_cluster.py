@@ -23,6 +23,7 @@ from tests.cluster import (
     follow,
     post_run,
     redis_or_skip,
+    seqs,
 )
 from tests.sse import after_event, listen
 
@@ -271,3 +272,30 @@ async def test_a_plan_review_is_decided_on_any_node_and_only_once(
     assert completed["queries"] == expected
     assert completed["review"] == "edited"
     assert rest.last[1]["status"] == "completed"
+
+
+async def test_a_resume_from_an_event_not_on_this_node_yet_waits_for_what_follows_it(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """A client resumes on an API node from an event that node does not have yet (its
+    executor's commits stalled and Redis lost the live window, as a chaos campaign did; here,
+    more simply, an id a few seconds ahead of the run). It is not told `400` "never issued"
+    while the run goes on: it gets the events after that id as they come, then the `done`."""
+    async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="200") as cluster:
+        api = await cluster.api()
+        await cluster.worker()
+        run_id = await post_run(client, api.base, "How does photosynthesis work?")
+        head = await listen(
+            client, f"{api.base}/v1/runs/{run_id}/events", stop=after_event("token", 2), timeout=30
+        )
+        ahead = seqs(head.ids)[-1] + 15  # about 3 s away: longer than a resume waits (2 s)
+        rest = await listen(
+            client,
+            f"{api.base}/v1/runs/{run_id}/events",
+            last_event_id=f"{run_id}:{ahead}",
+            timeout=60,
+        )
+        assert rest.status == 200
+        assert seqs(rest.ids)[0] == ahead + 1
+        assert_gap_free([f"{run_id}:{n}" for n in range(1, ahead + 1)] + rest.ids, run_id)
+        assert rest.last[0] == "done"

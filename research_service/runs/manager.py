@@ -208,6 +208,10 @@ class RunManager:
         run = self._live.get(run_id)
         return None if run is None or run.context is None else run.context.review
 
+    def executes_elsewhere(self, run_id: str) -> bool:
+        """Whether the run, if it is going on, executes in another process (a cluster's)."""
+        return self.coordinator is not None and run_id not in self._live
+
     def hub(self, run_id: str) -> Hub | None:
         """The live fan-out of a run executing in this process (or followed here), or None."""
         run = self._live.get(run_id)

@@ -211,7 +211,10 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     record = await _visible_run(request)
     after, ended = await resume_position(
-        requested_position(request), run_id=record.id, log=manager.log
+        requested_position(request),
+        run_id=record.id,
+        log=manager.log,
+        elsewhere=manager.executes_elsewhere(record.id),
     )
     return await stream(request, run_id=record.id, after=after, ended=ended)
 
@@ -240,7 +243,9 @@ async def research(request: web.Request) -> web.StreamResponse:
             "to start a new run",
             field=LAST_EVENT_ID_HEADER,
         )
-    after, ended = await resume_position(raw, run_id=resumed.id, log=manager.log)
+    after, ended = await resume_position(
+        raw, run_id=resumed.id, log=manager.log, elsewhere=manager.executes_elsewhere(resumed.id)
+    )
     return await stream(request, run_id=resumed.id, after=after, ended=ended)
 
 

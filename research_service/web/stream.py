@@ -89,8 +89,18 @@ async def _cut_past_the_end(events_log: EventLog, run_id: str, listener: Listene
     return True
 
 
-async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tuple[int, bool]:
-    """The seq a listener has already seen, and whether that event was the run's `done`."""
+async def resume_position(
+    raw: str | None, *, run_id: str, log: EventLog, elsewhere: bool = False
+) -> tuple[int, bool]:
+    """The seq a listener has already seen, and whether that event was the run's `done`.
+
+    `elsewhere`: the run executes in another process (a cluster node), whose events may
+    reach this one late: while the database lags (its commits stalled) and the live window
+    is lost (a Redis restart), for as long as that lasts. A resume from an event not here
+    yet of such a run that goes on is taken at its word; the stream sends what comes after
+    it, and if the run ends without reaching it, cuts the stream (`_cut_past_the_end`), so
+    the reconnect is answered by the ending or `400`, as for a run that has ended.
+    """
     if raw is None:
         return 0, False
     owner, seq = split_event_id(raw)
@@ -117,6 +127,8 @@ async def resume_position(raw: str | None, *, run_id: str, log: EventLog) -> tup
         stored = await _stored_before_a_crash(log, run_id)
         if stored is not None and seq > stored:
             return stored, False
+    if not tail and elsewhere and await _running(log, run_id):
+        return seq, False  # on its way still (see above)
     if not tail:
         raise InvalidEventId(
             f"Last-Event-ID {quoted(raw)} was never issued by run {run_id}",
@@ -185,7 +197,8 @@ async def stream(
             due = settings.heartbeat_s - listener.quiet_for()
             if due > 0:
                 hub = manager.hub(run_id)
-                if hub is not None:
+                # (A hub behind the listener: it resumed from an event still on its way here.)
+                if hub is not None and hub.last_seq >= listener.after:
                     await listener.follow(hub)
                 elif await _cut_past_the_end(events_log, run_id, listener):
                     return response
