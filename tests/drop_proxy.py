@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 CHUNK = 65536
 
@@ -27,14 +28,28 @@ class DropProxy:
         #: silent, as a blackholed route or a stalled peer is: nothing refused, nothing said).
         self._flowing = asyncio.Event()
         self._flowing.set()
+        #: A connection whose client sends these bytes has the target's answers held from
+        #: then on (lost for the client, as when a connection dies after the server acted on
+        #: the request), until `speak`.
+        self._hold_after: bytes | None = None
+        self._held: list[asyncio.Event] = []
 
     def go_silent(self) -> None:
         """Pass nothing on from now on, until `speak`."""
         self._flowing.clear()
 
+    def hold_answers_after(self, request: bytes) -> None:
+        """On the connection that next sends `request`, hold the target's answers to what it
+        sends after that (a PostgreSQL statement's execution, once it is prepared)."""
+        self._hold_after = request
+
     def speak(self) -> None:
-        """Pass bytes on again."""
+        """Pass bytes on again, both ways, on every connection."""
+        self._hold_after = None
         self._flowing.set()
+        for answering in self._held:
+            answering.set()
+        self._held.clear()
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -78,8 +93,25 @@ class DropProxy:
         try:
             up_reader, upstream = await asyncio.open_connection(*self.target)
             self._writers.add(upstream)
+            answering = asyncio.Event()
+            answering.set()
+            armed = False
+
+            def sent(data: bytes) -> None:
+                # The statement's text goes with its preparation; its execution is what the
+                # client sends next (PostgreSQL's extended protocol): answers held from then.
+                nonlocal armed
+                if armed:
+                    armed = False
+                    answering.clear()
+                    self._held.append(answering)
+                elif self._hold_after is not None and self._hold_after in data:
+                    self._hold_after = None
+                    armed = True
+
             await asyncio.gather(
-                _pipe(reader, upstream, self._flowing), _pipe(up_reader, writer, self._flowing)
+                _pipe(reader, upstream, self._flowing, seen=sent),
+                _pipe(up_reader, writer, self._flowing, answering),
             )
         except (OSError, asyncio.CancelledError):
             pass
@@ -92,12 +124,18 @@ class DropProxy:
 
 
 async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *gates: asyncio.Event,
+    seen: Callable[[bytes], None] | None = None,
 ) -> None:
-    """Copy bytes until EOF (holding them while `flowing` is clear), then half-close."""
+    """Copy bytes until EOF (holding them while any gate is clear), then half-close."""
     while data := await reader.read(CHUNK):
-        await flowing.wait()
+        for gate in gates:
+            await gate.wait()
         writer.write(data)
+        if seen is not None:
+            seen(data)
         await writer.drain()
     with contextlib.suppress(OSError):
         writer.write_eof()

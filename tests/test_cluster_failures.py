@@ -13,6 +13,7 @@ import pytest
 
 from tests import postgres
 from tests.cluster import Followed, RedisServer, assert_gap_free, cluster_on, follow, post_run
+from tests.drop_proxy import DropProxy
 from tests.loopback import free_port
 from tests.metrics_text import metric_samples
 from tests.sse import after_event, listen
@@ -251,3 +252,36 @@ async def test_listeners_on_other_nodes_keep_a_run_from_being_abandoned(
         snapshot = (await client.get(f"{api.base}/v1/runs/{lonely}")).json()
         assert snapshot["status"] == "cancelled"
         assert snapshot["error"]["code"] == "abandoned"
+
+
+async def test_a_run_stored_though_its_creation_was_answered_503_never_runs(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """PostgreSQL takes the run's insert but its answer is lost (held by a proxy until the
+    API node gives up): the client is told `503` and may ask again. The stored run is queued
+    by the sweep all the same; it must not run a second research: it ends cancelled at once."""
+    proxy = DropProxy("127.0.0.1", 5432)
+    await proxy.start()
+    proxied = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    try:
+        async with cluster_on(proxied, tmp_path, RESEARCH_TOKEN_DELAY_MS="0") as cluster:
+            api = await cluster.api()
+            proxy.hold_answers_after(b"INSERT INTO runs")
+            body = {"question": "How does photosynthesis work?"}
+            refused = await client.post(f"{api.base}/v1/runs", json=body, timeout=60)
+            proxy.speak()
+            assert refused.status_code == 503, refused.text
+            (stored,) = postgres.query(postgres_url, "SELECT id FROM runs")  # made after all
+            run_id = stored["id"]
+
+            await cluster.worker()  # the sweep queues it, the worker claims it
+            followed = await listen(client, f"{api.base}/v1/runs/{run_id}/events", timeout=60)
+            assert followed.last[0] == "done"
+            snapshot = (await client.get(f"{api.base}/v1/runs/{run_id}")).json()
+            assert snapshot["status"] == "cancelled"
+            assert snapshot["error"]["code"] == "abandoned"
+            assert "answered 503" in snapshot["error"]["message"]
+            assert snapshot["answer"] == ""
+    finally:
+        proxy.speak()
+        await proxy.close()

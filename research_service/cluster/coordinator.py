@@ -37,6 +37,13 @@ _CLUSTER_FULL: Final = -1
 _OWNER_FULL: Final = -2
 #: A queued run holds its slot this long unless an executor claims it (and refreshes it).
 QUEUED_SLOT_S: Final = 120.0
+#: How long a cancel request waits in Redis for the run's executor to see it.
+CANCEL_KEPT_S: Final = 3600
+#: Why a run whose creation was answered 503 is ended if it was stored after all.
+NOT_MADE: Final = (
+    "its creation was answered 503 (the database did not confirm it), so it was never run; "
+    "its client may have asked again"
+)
 
 # Redis's clock, not ours: every node's slots lapse by the same one.
 _NOW: Final = """
@@ -185,6 +192,14 @@ class ClusterCoordinator:
             # Stored but not queued: the executors' sweep queues it again (see Executor).
             log.warning("run %s is stored but could not be queued (%s)", record.id, exc)
         except StoreUnavailable:
+            # The run may be stored all the same, only the database's answer lost: then the
+            # sweep would queue it and it would run, although its client was told `503` and
+            # may ask again. A run its client was told was not made must never run: if it is
+            # ever claimed, this request ends it at once (Executor._take).
+            with contextlib.suppress(*ERRORS):
+                await self.redis.set(
+                    self.keys.cancel(record.id), f"abandoned\0{NOT_MADE}", ex=CANCEL_KEPT_S
+                )
             await self._release(record.id)
             raise
         finally:
@@ -199,7 +214,7 @@ class ClusterCoordinator:
             return False
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.set(self.keys.cancel(run_id), f"{code}\0{message}", ex=3600)
+            pipe.set(self.keys.cancel(run_id), f"{code}\0{message}", ex=CANCEL_KEPT_S)
             pipe.publish(self.keys.cancels, run_id)
             await pipe.execute()
         except ERRORS as exc:
