@@ -310,12 +310,19 @@ def _pipeline(
 
 
 async def _end_interrupted(manager: RunManager, store: StoreMaintenance) -> None:
-    """End the runs a stopped process left open, so their streams finish; or fail start-up."""
+    """End the runs a stopped process left open, so their streams finish; or fail start-up.
+
+    Finding them reads every stored run's last event, which takes as long as the store is
+    large (seconds for 200,000 runs): only the writes are bounded, each run's ending by
+    START_WRITE_TIMEOUT_S, so a store that takes no writes fails start-up and a large one
+    does not.
+    """
     try:
-        async with asyncio.timeout(START_WRITE_TIMEOUT_S):
-            records = await store.interrupted_runs()
-            message = "the service stopped during the run; ask again"
-            await end_open_runs(manager.log, records, code="interrupted", message=message)
+        records = await store.interrupted_runs()
+        message = "the service stopped during the run; ask again"
+        for record in records:
+            async with asyncio.timeout(START_WRITE_TIMEOUT_S):
+                await end_open_runs(manager.log, [record], code="interrupted", message=message)
     except (TimeoutError, StoreUnavailable):
         failure = store.write_failure
         reason = failure.detail if failure is not None else "it did not take writes"

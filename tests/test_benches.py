@@ -25,6 +25,7 @@ BENCHES = {
     "amplification_bench.py": ("--no-pin",),
     "cluster_bench.py": (),
     "scale_bench.py": (),
+    "store_bench.py": (),
 }
 QUICK_TIMEOUT_S = 240
 

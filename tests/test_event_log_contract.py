@@ -19,6 +19,7 @@ from research_service.runs import postgres_log, sqlite_log
 from research_service.runs.log import EventLog, Prunable, StoreMaintenance
 from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail
+from research_service.runs.pruning import PRUNE_BATCH
 from research_service.runs.waiters import Waiters
 from tests import postgres
 
@@ -316,6 +317,38 @@ async def test_prune_deletes_old_and_surplus_finished_runs_only(event_log: Event
     assert await log.prune(max_age_s=30 * 86400, max_runs=2) == 0
     assert await log.prune(max_age_s=None, max_runs=0) == 2
     assert await log.list_runs(limit=10, owner="alice") == []
+
+
+@pytest.mark.parametrize("limits", [(None, 150), (30 * 86400, None), (30 * 86400, 400)])
+async def test_prune_goes_through_batches_past_runs_that_have_not_ended(
+    event_log: EventLog, limits: tuple[float | None, int | None]
+) -> None:
+    """More runs past the limits than one batch, every seventh still going, some sharing a
+    creation time: exactly the finished ones past the limits go, the plain rule says which."""
+    log = event_log
+    now = time.time()
+    runs = []
+    for n in range(2 * PRUNE_BATCH + 50):
+        # The first 300 are 40 days old; pairs share a creation time (then ordered by id).
+        created = now - 40 * 86400 + n // 2 if n < 300 else now - 1000 + n // 2
+        runs.append(RunRecord(f"{n:016x}", f"q{n}", created_at=created))
+        await log.create_run(runs[-1])
+        if n % 7:
+            done = {"status": "completed", "answer": "", "timings_ms": {"total": 1}}
+            await log.append(Event.create(runs[-1].id, 1, "done", done, t_ms=1))
+    max_age_s, max_runs = limits
+    newest_first = sorted(runs, key=lambda r: r.sort_key, reverse=True)
+    kept_by_count = newest_first if max_runs is None else newest_first[:max_runs]
+    cutoff = now - max_age_s if max_age_s is not None else float("-inf")
+    expected = [
+        r
+        for r in newest_first
+        if (r in kept_by_count and r.created_at >= cutoff) or int(r.id, 16) % 7 == 0
+    ]
+    assert isinstance(log, Prunable)
+    removed = await log.prune(max_age_s=max_age_s, max_runs=max_runs)
+    assert removed == len(runs) - len(expected)
+    assert [r.id for r in await log.list_runs(limit=1000)] == [r.id for r in expected]
 
 
 async def test_prune_never_deletes_a_run_that_has_not_ended(open_store: OpenStore) -> None:

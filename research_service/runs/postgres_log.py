@@ -22,6 +22,7 @@ from research_service.runs.buffered_append import BufferedAppend
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail, tail_of
 from research_service.runs.postgres_db import ERRORS, open_pool, unavailable
 from research_service.runs.postgres_writer import EventWriter
+from research_service.runs.pruning import PRUNE_BATCH, START, past_limits
 from research_service.runs.run_memory import Row, RunMemory
 
 __all__ = ["PostgresEventLog", "open"]
@@ -31,6 +32,9 @@ DEFAULT_CACHE_SIZE: Final = 32
 CLOSE_TIMEOUT_S: Final = 2.0
 
 RUN_COLUMNS: Final = "id, question, options, created_at, owner"
+#: A statement that reads every stored run (finding the runs left open, at start) may take
+#: this long; every other one has COMMAND_TIMEOUT_S.
+SCAN_TIMEOUT_S: Final = 600.0
 LAST_EVENT: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
 # The done payload, parsed by the server: the wire after its `\ndata: ` line prefix.
 _DONE: Final = (
@@ -229,31 +233,50 @@ class PostgresEventLog:
             f"SELECT {RUN_COLUMNS} FROM runs WHERE coalesce({LAST_EVENT}, '') != 'done' "
             "ORDER BY created_at, id"
         )
-        return [
-            run for run in map(record_of, await self._query(sql)) if run.id not in self._memory.live
-        ]
+        # It reads every run's last event: longer than COMMAND_TIMEOUT_S for a large store.
+        try:
+            rows = await self.pool.fetch(sql, timeout=SCAN_TIMEOUT_S)
+        except ERRORS as exc:
+            raise unavailable(exc) from None
+        return [run for run in map(record_of, rows) if run.id not in self._memory.live]
 
     async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
         """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
 
-        Runs still going (or left open, not yet ended) are never deleted. Returns how many went.
+        Runs still going (or left open, not yet ended) are never deleted. The runs past the
+        limits are read and deleted PRUNE_BATCH at a time (runs/pruning.py): no statement
+        looks at every run or runs long. Returns how many went.
         """
-        cutoff = time.time() - max_age_s if max_age_s is not None else float("-inf")
-        # LIMIT NULL keeps every run.
+        cutoff = time.time() - max_age_s if max_age_s is not None else None
+        surplus = None
+        if max_runs is not None:
+            found = await self._query_one(
+                "SELECT created_at, id FROM runs ORDER BY created_at DESC, id DESC "
+                "LIMIT 1 OFFSET $1",
+                max_runs,
+            )
+            surplus = None if found is None else (float(found[0]), str(found[1]))
+        prefix = past_limits(cutoff, surplus)
+        if prefix is None:
+            return 0
         sql = (
-            f"SELECT id FROM runs WHERE {LAST_EVENT} = 'done' AND (created_at < $1 OR id NOT IN "
-            "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT $2))"
+            f"SELECT id, created_at, {LAST_EVENT} FROM runs WHERE (created_at, id) > ($1, $2) "
+            f"AND (created_at, id) {prefix.operator} ($3, $4) ORDER BY created_at, id LIMIT $5"
         )
-        rows = await self._query(sql, cutoff, max_runs)
-        doomed = [str(row[0]) for row in rows if row[0] not in self._memory.live]
-        if doomed:
+        removed, after = 0, START
+        while rows := await self._query(sql, *after, *prefix.bound, PRUNE_BATCH):
+            after = (float(rows[-1][1]), str(rows[-1][0]))
+            doomed = [str(r[0]) for r in rows if r[2] == "done" and r[0] not in self._memory.live]
+            if not doomed:
+                continue
             try:
                 await self.pool.execute("DELETE FROM runs WHERE id = ANY($1::text[])", doomed)
             except ERRORS as exc:
                 raise self.writer.failed(exc) from None
             for run_id in doomed:
                 self._memory.forget(run_id)
-        return len(doomed)
+            removed += len(doomed)
+        return removed
 
     async def append(self, event: Event) -> None:
         """Append `event`, wake the run's waiters and queue the event for the next batch.

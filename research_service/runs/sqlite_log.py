@@ -21,6 +21,7 @@ from research_service.runs.batch_writer import (
 from research_service.runs.buffered_append import BufferedAppend
 from research_service.runs.group_commit import GroupCommit
 from research_service.runs.models import RunRecord, RunTail, tail_of
+from research_service.runs.pruning import PRUNE_BATCH, START, past_limits
 from research_service.runs.run_memory import MemoryRun, RunMemory
 from research_service.runs.sqlite_db import (
     LAST_EVENT,
@@ -201,25 +202,38 @@ class SqliteEventLog:
     async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
         """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
 
-        Runs still going (or left open, not yet ended) are never deleted. The deleting runs
-        in a worker thread, so requests are never blocked by it. Returns how many went.
+        Runs still going (or left open, not yet ended) are never deleted. The runs past the
+        limits are read and deleted PRUNE_BATCH at a time (runs/pruning.py), each batch a
+        call of its own on the store's thread, so other calls run between. Returns how many
+        went.
         """
-        cutoff = time.time() - max_age_s if max_age_s is not None else float("-inf")
-        keep = -1 if max_runs is None else max_runs  # LIMIT -1: keep every run
+        cutoff = time.time() - max_age_s if max_age_s is not None else None
+        surplus = None
+        if max_runs is not None:
+            newest_past = "SELECT created_at, id FROM runs ORDER BY created_at DESC, id DESC "
+            found = await self.db.call(self.db.query, newest_past + "LIMIT 1 OFFSET ?", (max_runs,))
+            surplus = (float(found[0][0]), str(found[0][1])) if found else None
+        prefix = past_limits(cutoff, surplus)
+        if prefix is None:
+            return 0
         sql = (
-            f"SELECT id FROM runs WHERE {LAST_EVENT} = 'done' AND (created_at < ? OR id NOT IN "
-            "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT ?))"
+            f"SELECT id, created_at, {LAST_EVENT} FROM runs WHERE (created_at, id) > (?, ?) "
+            f"AND (created_at, id) {prefix.operator} (?, ?) ORDER BY created_at, id LIMIT ?"
         )
-        rows = await self.db.call(self.db.query, sql, (cutoff, keep))
-        doomed = [str(row[0]) for row in rows if row[0] not in self._memory.live]
-        if doomed:
+        removed, after = 0, START
+        while rows := await self.db.call(self.db.query, sql, (*after, *prefix.bound, PRUNE_BATCH)):
+            after = (float(rows[-1][1]), str(rows[-1][0]))
+            doomed = [str(r[0]) for r in rows if r[2] == "done" and r[0] not in self._memory.live]
+            if not doomed:
+                continue
             try:
                 await self.db.call(self.db.delete_runs, doomed)
             except (sqlite3.Error, OSError) as exc:
                 raise self._unwritable(exc) from None
             for run_id in doomed:
                 self._memory.forget(run_id)
-        return len(doomed)
+            removed += len(doomed)
+        return removed
 
     async def append(self, event: Event) -> None:
         """Append `event`, wake the run's waiters and queue the event for the writer.

@@ -132,7 +132,12 @@ class SqliteOutbox:
 
     async def release(self) -> None:
         """Drop every hold: this process is the store's only one."""
-        await self._thread.call(self._run, "UPDATE webhook_deliveries SET held_until = NULL")
+        # Only the held rows: every delivery ever made stays (until retention), and a start
+        # must not rewrite them all.
+        await self._thread.call(
+            self._run,
+            "UPDATE webhook_deliveries SET held_until = NULL WHERE held_until IS NOT NULL",
+        )
 
     async def of_run(self, run_id: str) -> list[Delivery]:
         """The run's deliveries."""
