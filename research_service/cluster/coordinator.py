@@ -132,6 +132,8 @@ class ClusterCoordinator:
         self._owners: dict[str, str] = {}
         #: Runs that ended here whose end is not yet recorded (the database was down).
         self._unrecorded: set[str] = set()
+        #: Runs that ended here whose end is being recorded now.
+        self._recording: set[str] = set()
         #: Called when a run executing here ends (an executor takes another).
         self.on_run_ended: Callable[[], None] | None = None
         self._admit = redis.register_script(_ADMIT)
@@ -281,8 +283,13 @@ class ClusterCoordinator:
             self.on_run_ended()
 
     def executes(self, run_id: str) -> bool:
-        """Whether the run is this process's: executing, being claimed, or its end unrecorded."""
-        return run_id in self.local or run_id in self.claiming or run_id in self._unrecorded
+        """Whether the run is this process's: executing, being claimed, or ending here."""
+        return (
+            run_id in self.local
+            or run_id in self.claiming
+            or run_id in self._recording
+            or run_id in self._unrecorded
+        )
 
     def adopt(self, record: RunRecord) -> None:
         """A lost executor's run, ended here: its owner's slot is given back with it."""
@@ -293,10 +300,13 @@ class ClusterCoordinator:
         """A run's done is stored: record its end and give its slots back (retried if need be)."""
         # Ended: a heartbeat from now on must not refresh the slots released below.
         self.local.discard(run_id)
+        self._recording.add(run_id)
         try:
             await self.executions.end(run_id)
         except StoreUnavailable:
             self._unrecorded.add(run_id)  # the next heartbeat tries again
+        finally:
+            self._recording.discard(run_id)
         await self._release(run_id)
 
     # --- helpers ----------------------------------------------------------------------------

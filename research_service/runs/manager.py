@@ -69,8 +69,7 @@ class RunManager:
         self._starting = 0
         self._creations = Creations()
         self._finished_states: OrderedDict[str, RunState] = OrderedDict()
-        #: Set when this process stops serving streams (a cluster node: clients resume
-        #: elsewhere); each listener then ends its response.
+        #: Set when this process stops serving streams (clients resume on another node).
         self.streams_closed = False
 
     @property
