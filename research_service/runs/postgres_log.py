@@ -22,7 +22,7 @@ from research_service.runs.buffered_append import BufferedAppend
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail, tail_of
 from research_service.runs.postgres_db import ERRORS, open_pool, unavailable
 from research_service.runs.postgres_writer import EventWriter
-from research_service.runs.pruning import PRUNE_BATCH, START, past_limits
+from research_service.runs.pruning import PRUNE_BATCH, Prefix, prune_past_limits
 from research_service.runs.run_memory import Row, RunMemory
 
 __all__ = ["PostgresEventLog", "open"]
@@ -234,10 +234,7 @@ class PostgresEventLog:
             "ORDER BY created_at, id"
         )
         # It reads every run's last event: longer than COMMAND_TIMEOUT_S for a large store.
-        try:
-            rows = await self.pool.fetch(sql, timeout=SCAN_TIMEOUT_S)
-        except ERRORS as exc:
-            raise unavailable(exc) from None
+        rows = await self._query(sql, timeout=SCAN_TIMEOUT_S)
         return [run for run in map(record_of, rows) if run.id not in self._memory.live]
 
     async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
@@ -247,36 +244,37 @@ class PostgresEventLog:
         limits are read and deleted PRUNE_BATCH at a time (runs/pruning.py): no statement
         looks at every run or runs long. Returns how many went.
         """
-        cutoff = time.time() - max_age_s if max_age_s is not None else None
-        surplus = None
-        if max_runs is not None:
-            found = await self._query_one(
+
+        async def newest_past(count: int) -> tuple[float, str] | None:
+            sql = (
                 "SELECT created_at, id FROM runs ORDER BY created_at DESC, id DESC "
-                "LIMIT 1 OFFSET $1",
-                max_runs,
+                "LIMIT 1 OFFSET $1"
             )
-            surplus = None if found is None else (float(found[0]), str(found[1]))
-        prefix = past_limits(cutoff, surplus)
-        if prefix is None:
-            return 0
-        sql = (
-            f"SELECT id, created_at, {LAST_EVENT} FROM runs WHERE (created_at, id) > ($1, $2) "
-            f"AND (created_at, id) {prefix.operator} ($3, $4) ORDER BY created_at, id LIMIT $5"
-        )
-        removed, after = 0, START
-        while rows := await self._query(sql, *after, *prefix.bound, PRUNE_BATCH):
-            after = (float(rows[-1][1]), str(rows[-1][0]))
-            doomed = [str(r[0]) for r in rows if r[2] == "done" and r[0] not in self._memory.live]
-            if not doomed:
-                continue
+            found = await self._query_one(sql, count)
+            return None if found is None else (float(found[0]), str(found[1]))
+
+        async def read_batch(prefix: Prefix, after: tuple[float, str]) -> list[asyncpg.Record]:
+            sql = (
+                f"SELECT id, created_at, {LAST_EVENT} FROM runs WHERE (created_at, id) > ($1, $2) "
+                f"AND (created_at, id) {prefix.operator} ($3, $4) ORDER BY created_at, id LIMIT $5"
+            )
+            return await self._query(sql, *after, *prefix.bound, PRUNE_BATCH)
+
+        async def delete(run_ids: list[str]) -> None:
             try:
-                await self.pool.execute("DELETE FROM runs WHERE id = ANY($1::text[])", doomed)
+                await self.pool.execute("DELETE FROM runs WHERE id = ANY($1::text[])", run_ids)
             except ERRORS as exc:
                 raise self.writer.failed(exc) from None
-            for run_id in doomed:
-                self._memory.forget(run_id)
-            removed += len(doomed)
-        return removed
+
+        return await prune_past_limits(
+            max_age_s=max_age_s,
+            max_runs=max_runs,
+            now=time.time(),
+            newest_past=newest_past,
+            read_batch=read_batch,
+            delete=delete,
+            memory=self._memory,
+        )
 
     async def append(self, event: Event) -> None:
         """Append `event`, wake the run's waiters and queue the event for the next batch.
@@ -339,9 +337,11 @@ class PostgresEventLog:
                 "the PostgreSQL run store is closed", slug="store-closed", retry_after=1
             )
 
-    async def _query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _query(
+        self, sql: str, *args: Any, timeout: float | None = None
+    ) -> list[asyncpg.Record]:
         try:
-            return await self.pool.fetch(sql, *args)
+            return await self.pool.fetch(sql, *args, timeout=timeout)
         except ERRORS as exc:
             raise unavailable(exc) from None
 

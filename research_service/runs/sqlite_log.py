@@ -21,7 +21,7 @@ from research_service.runs.batch_writer import (
 from research_service.runs.buffered_append import BufferedAppend
 from research_service.runs.group_commit import GroupCommit
 from research_service.runs.models import RunRecord, RunTail, tail_of
-from research_service.runs.pruning import PRUNE_BATCH, START, past_limits
+from research_service.runs.pruning import PRUNE_BATCH, Prefix, prune_past_limits
 from research_service.runs.run_memory import MemoryRun, RunMemory
 from research_service.runs.sqlite_db import (
     LAST_EVENT,
@@ -207,33 +207,36 @@ class SqliteEventLog:
         call of its own on the store's thread, so other calls run between. Returns how many
         went.
         """
-        cutoff = time.time() - max_age_s if max_age_s is not None else None
-        surplus = None
-        if max_runs is not None:
-            newest_past = "SELECT created_at, id FROM runs ORDER BY created_at DESC, id DESC "
-            found = await self.db.call(self.db.query, newest_past + "LIMIT 1 OFFSET ?", (max_runs,))
-            surplus = (float(found[0][0]), str(found[0][1])) if found else None
-        prefix = past_limits(cutoff, surplus)
-        if prefix is None:
-            return 0
-        sql = (
-            f"SELECT id, created_at, {LAST_EVENT} FROM runs WHERE (created_at, id) > (?, ?) "
-            f"AND (created_at, id) {prefix.operator} (?, ?) ORDER BY created_at, id LIMIT ?"
-        )
-        removed, after = 0, START
-        while rows := await self.db.call(self.db.query, sql, (*after, *prefix.bound, PRUNE_BATCH)):
-            after = (float(rows[-1][1]), str(rows[-1][0]))
-            doomed = [str(r[0]) for r in rows if r[2] == "done" and r[0] not in self._memory.live]
-            if not doomed:
-                continue
+
+        async def newest_past(count: int) -> tuple[float, str] | None:
+            sql = (
+                "SELECT created_at, id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?"
+            )
+            found = await self.db.call(self.db.query, sql, (count,))
+            return (float(found[0][0]), str(found[0][1])) if found else None
+
+        async def read_batch(prefix: Prefix, after: tuple[float, str]) -> list[tuple[Any, ...]]:
+            sql = (
+                f"SELECT id, created_at, {LAST_EVENT} FROM runs WHERE (created_at, id) > (?, ?) "
+                f"AND (created_at, id) {prefix.operator} (?, ?) ORDER BY created_at, id LIMIT ?"
+            )
+            return await self.db.call(self.db.query, sql, (*after, *prefix.bound, PRUNE_BATCH))
+
+        async def delete(run_ids: list[str]) -> None:
             try:
-                await self.db.call(self.db.delete_runs, doomed)
+                await self.db.call(self.db.delete_runs, run_ids)
             except (sqlite3.Error, OSError) as exc:
                 raise self._unwritable(exc) from None
-            for run_id in doomed:
-                self._memory.forget(run_id)
-            removed += len(doomed)
-        return removed
+
+        return await prune_past_limits(
+            max_age_s=max_age_s,
+            max_runs=max_runs,
+            now=time.time(),
+            newest_past=newest_past,
+            read_batch=read_batch,
+            delete=delete,
+            memory=self._memory,
+        )
 
     async def append(self, event: Event) -> None:
         """Append `event`, wake the run's waiters and queue the event for the writer.

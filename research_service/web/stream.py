@@ -11,6 +11,7 @@ from aiohttp import web
 from research_service.errors import InvalidEventId
 from research_service.events import CRASH_ENDINGS, PING, Event, parse_event_id, retry_field
 from research_service.runs.log import EventLog
+from research_service.runs.models import RunTail
 from research_service.settings_fields import quoted
 from research_service.web.keys import MANAGER, SETTINGS
 from research_service.web.listener import Listener, batches
@@ -50,8 +51,12 @@ def split_event_id(raw: str) -> tuple[str, int]:
     return parsed
 
 
+async def _tail(log: EventLog, run_id: str) -> RunTail | None:
+    return (await log.tails([run_id])).get(run_id)
+
+
 async def _running(log: EventLog, run_id: str) -> bool:
-    tail = (await log.tails([run_id])).get(run_id)
+    tail = await _tail(log, run_id)
     return tail is not None and tail.end is None
 
 
@@ -67,7 +72,7 @@ async def _stored_before_a_crash(log: EventLog, run_id: str) -> int | None:
     so a listener may have seen events past the stored ones that the crash lost: the ending
     took their seqs.
     """
-    tail = (await log.tails([run_id])).get(run_id)
+    tail = await _tail(log, run_id)
     if tail is None or tail.end is None or tail.end.error_code not in CRASH_ENDINGS:
         return None
     return tail.event_count - 2
@@ -81,7 +86,7 @@ async def _cut_past_the_end(events_log: EventLog, run_id: str, listener: Listene
     that followed the run live, then lost the live window). Cut, it resumes, and the crash
     rule sends it the ending (resume_position; docs/protocol.md, "After a crash").
     """
-    tail = (await events_log.tails([run_id])).get(run_id)
+    tail = await _tail(events_log, run_id)
     if tail is None or tail.end is None or listener.after < tail.event_count:
         return False
     log.info("run %s: a listener past its stored end (event %d) resumes", run_id, listener.after)
