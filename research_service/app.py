@@ -312,10 +312,8 @@ def _pipeline(
 async def _end_interrupted(manager: RunManager, store: StoreMaintenance) -> None:
     """End the runs a stopped process left open, so their streams finish; or fail start-up.
 
-    Finding them reads every stored run's last event, which takes as long as the store is
-    large (seconds for 200,000 runs): only the writes are bounded, each run's ending by
-    START_WRITE_TIMEOUT_S, so a store that takes no writes fails start-up and a large one
-    does not.
+    They are found along the store's index of the runs not yet ended. Each run's ending is
+    bounded by START_WRITE_TIMEOUT_S, so a store that takes no writes fails start-up.
     """
     try:
         records = await store.interrupted_runs()

@@ -241,6 +241,45 @@ async def test_tails_give_counts_and_endings_without_reading_logs(event_log: Eve
     }
 
 
+async def test_the_unfinished_listing_is_the_runs_without_a_done_newest_first(
+    event_log: EventLog,
+) -> None:
+    """What `GET /v1/runs?awaiting=…` walks: only the runs going, found by an index."""
+    owners = {"a": "alice", "b": "alice", "c": "bob", "d": "alice", "e": None}
+    records = {
+        n: RunRecord(n * 16, f"question {n}", RunOptions(), float(i), owner)
+        for i, (n, owner) in enumerate(owners.items(), start=1)
+    }
+    for rec in records.values():
+        await event_log.create_run(rec)
+    for n in "ad":
+        await event_log.append(Event.create(records[n].id, 1, "done", {"status": "failed"}, t_ms=1))
+    await event_log.append(event(records["b"].id, 1))
+    flush = getattr(event_log, "flush", None)
+    if flush is not None:  # the durable stores: the listing reads what is committed
+        await flush()
+
+    def ids(found: list[RunRecord]) -> str:
+        return "".join(rec.id[0] for rec in found)
+
+    assert ids(await event_log.list_runs(limit=10, unfinished=True)) == "ecb"
+    assert ids(await event_log.list_runs(limit=2, unfinished=True)) == "ec"
+    before = records["c"].sort_key
+    assert ids(await event_log.list_runs(limit=10, before=before, unfinished=True)) == "b"
+    assert ids(await event_log.list_runs(limit=10, owner="alice", unfinished=True)) == "b"
+    assert ids(await event_log.list_runs(limit=10, owner="carol", unfinished=True)) == ""
+    # Unfiltered, every run is listed as before.
+    assert ids(await event_log.list_runs(limit=10)) == "edcba"
+
+    await event_log.append(
+        Event.create(records["b"].id, 2, "done", {"status": "completed"}, t_ms=2)
+    )
+    if flush is not None:
+        await flush()
+    assert ids(await event_log.list_runs(limit=10, owner="alice", unfinished=True)) == ""
+    assert ids(await event_log.list_runs(limit=10, unfinished=True)) == "ec"
+
+
 # --- StoreMaintenance: what the durable backends add ---------------------------------------
 
 

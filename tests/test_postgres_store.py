@@ -287,6 +287,7 @@ async def test_migrate_applies_each_step_once_and_records_it(postgres_url: str) 
         "schema 1 → 2: executions (cluster mode)",
         "schema 2 → 3: webhook deliveries",
         "schema 3 → 4: ended sessions",
+        "schema 4 → 5: when each run ended",
     ]
     assert await postgres_db.migrate(postgres_url) == []
     rows = postgres.query(postgres_url, "SELECT version, name FROM schema_migrations")
@@ -295,11 +296,13 @@ async def test_migrate_applies_each_step_once_and_records_it(postgres_url: str) 
         (2, "executions (cluster mode)"),
         (3, "webhook deliveries"),
         (4, "ended sessions"),
+        (5, "when each run ended"),
     ]
 
 
 async def test_a_schema_1_database_is_upgraded_and_its_runs_read_back(postgres_url: str) -> None:
-    """A database the previous release made (schema 1) gains cluster mode's table, nothing lost."""
+    """A database an early release made (schema 1) gains the later tables, nothing lost, and
+    the end of each finished run is recorded (schema 5), so the open ones are found by it."""
     first = postgres_db.MIGRATIONS[0]
     postgres.query(postgres_url, postgres_db._LEDGER)
     for statement in first.statements:
@@ -312,22 +315,67 @@ async def test_a_schema_1_database_is_upgraded_and_its_runs_read_back(postgres_u
     postgres.query(
         postgres_url,
         "INSERT INTO runs (id, question, options, created_at, owner) "
-        f"VALUES ('{record.id}', '{record.question}', '{{}}', 1.0, 'alice')",
+        f"VALUES ('{record.id}', '{record.question}', '{{}}', 1.0, 'alice'), "
+        "('fedcba9876543210', 'left open', '{}', 2.0, NULL)",
+    )
+    postgres.query(
+        postgres_url,
+        "INSERT INTO events (run_id, seq, name, t_ms, wire) VALUES "
+        f"('{record.id}', 1, 'phase', 3, ''), ('{record.id}', 2, 'done', 1500, ''), "
+        "('fedcba9876543210', 1, 'phase', 4, '')",
     )
     assert await postgres_db.migrate(postgres_url) == [
         "schema 1 → 2: executions (cluster mode)",
         "schema 2 → 3: webhook deliveries",
         "schema 3 → 4: ended sessions",
+        "schema 4 → 5: when each run ended",
     ]
+    ends = postgres.query(postgres_url, "SELECT id, ended_at FROM runs ORDER BY id")
+    assert [tuple(row) for row in ends] == [(record.id, 2.5), ("fedcba9876543210", None)]
     store = await postgres_log.open(postgres_url)
     try:
         got = await store.get_run(record.id)
         assert got is not None
         assert (got.question, got.owner) == (record.question, "alice")
+        assert [r.id for r in await store.interrupted_runs()] == ["fedcba9876543210"]
+        listed = await store.list_runs(limit=10, unfinished=True)
+        assert [r.id for r in listed] == ["fedcba9876543210"]
     finally:
         await store.close()
     assert postgres.query(postgres_url, "SELECT count(*) FROM executions")[0][0] == 0
     assert postgres.query(postgres_url, "SELECT count(*) FROM webhook_deliveries")[0][0] == 0
+
+
+async def test_a_run_an_older_release_ended_on_the_migrated_database_is_not_ended_again(
+    postgres_url: str,
+) -> None:
+    """In a rolling upgrade an older node writes `done`s without `ended_at` (schema 5): the
+    scan for runs left open and each prune record those ends, so such a run is neither ended
+    a second time nor kept past the retention limits."""
+    store = await postgres_log.open(postgres_url)
+    ended = [RunRecord(f"{n:016x}", "asked", created_at=float(n)) for n in (1, 2)]
+    for rec in ended:
+        await store.create_run(rec)
+        await store.append(Event.create(rec.id, 1, "done", {"status": "completed"}, t_ms=250))
+    await store.close()
+    postgres.query(postgres_url, "UPDATE runs SET ended_at = NULL")  # as the older node left it
+
+    store = await postgres_log.open(postgres_url)
+    try:
+        assert await store.interrupted_runs() == []
+        assert await store.list_runs(limit=10, unfinished=True) == []
+    finally:
+        await store.close()
+    ends = postgres.query(postgres_url, "SELECT ended_at FROM runs ORDER BY id")
+    assert [row[0] for row in ends] == [1.25, 2.25]
+    postgres.query(postgres_url, "UPDATE runs SET ended_at = NULL")
+
+    store = await postgres_log.open(postgres_url)
+    try:
+        assert await store.prune(max_age_s=None, max_runs=1) == 1
+        assert [r.id for r in await store.list_runs(limit=10)] == [ended[1].id]
+    finally:
+        await store.close()
 
 
 async def test_processes_starting_at_once_migrate_once(postgres_url: str) -> None:

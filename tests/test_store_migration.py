@@ -19,6 +19,7 @@ from research_service.errors import ConfigError
 from research_service.events import Event
 from research_service.runs import migrations, postgres_db, sqlite_db, sqlite_log, sqlite_schema
 from research_service.runs.migrations import MIGRATIONS_TABLE
+from research_service.runs.models import RunRecord
 from research_service.runs.sqlite_db import RUN_STORE_FILE
 from tests import cli_process, postgres
 from tests.conftest import MakeService
@@ -134,7 +135,7 @@ async def test_a_version_1_store_opens_with_its_runs_and_events_and_becomes_vers
     version, tables, columns = inspect(path)
     assert version == sqlite_schema.SCHEMA_VERSION
     assert {"runs", "events", "api_keys", "webhook_deliveries", "ended_sessions"} <= tables
-    assert columns == ["id", "question", "options", "created_at", "owner"]
+    assert columns == ["id", "question", "options", "created_at", "owner", "ended_at"]
 
     # Opened again, a migrated file is left as it is.
     again = await sqlite_log.open(path)
@@ -143,6 +144,71 @@ async def test_a_version_1_store_opens_with_its_runs_and_events_and_becomes_vers
     finally:
         await again.close()
     assert inspect(path)[0] == sqlite_schema.SCHEMA_VERSION
+
+
+async def test_the_step_to_schema_6_records_when_each_stored_run_ended(tmp_path: Path) -> None:
+    """Runs stored before it: a finished one gets its end, one left open none, and the scan
+    for runs left open (every start) then reads the open runs' index."""
+    path = tmp_path / RUN_STORE_FILE
+    header, events = write_v1_store(path)
+    left_open = "fedcba9876543210"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("INSERT INTO runs VALUES (?, 'left open', '{}', 5.0)", (left_open,))
+        db.execute("INSERT INTO events VALUES (?, 1, 'phase', 4, X'00')", (left_open,))
+    sqlite_db.upgrade(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        ends = dict(db.execute("SELECT id, ended_at FROM runs").fetchall())
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM runs WHERE ended_at IS NULL ORDER BY created_at, id"
+        ).fetchall()
+    created = datetime.fromisoformat(header["created_at"].replace("Z", "+00:00")).timestamp()
+    assert ends == {
+        header["run_id"]: pytest.approx(created + events[-1].t_ms / 1000),
+        left_open: None,
+    }
+    assert "runs_open" in " ".join(str(step[-1]) for step in plan)
+
+    log = await sqlite_log.open(path)
+    try:
+        assert [r.id for r in await log.interrupted_runs()] == [left_open]
+        assert [r.id for r in await log.list_runs(limit=10, unfinished=True)] == [left_open]
+    finally:
+        await log.close()
+
+
+async def test_a_run_an_older_release_ended_on_the_migrated_store_is_not_ended_again(
+    tmp_path: Path,
+) -> None:
+    """During a deploy the old release may serve a file `migrate` brought to schema 6: its
+    `done`s come without `ended_at`. The next scan for runs left open and each prune record
+    those ends instead of ending such a run a second time or keeping it for ever."""
+    path = tmp_path / RUN_STORE_FILE
+    log = await sqlite_log.open(path)
+    ended = [RunRecord(f"{n:016x}", "asked", created_at=float(n)) for n in (1, 2)]
+    for rec in ended:
+        await log.create_run(rec)
+        await log.append(Event.create(rec.id, 1, "done", {"status": "completed"}, t_ms=250))
+    await log.close()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("UPDATE runs SET ended_at = NULL")  # as the release before schema 6 left it
+
+    log = await sqlite_log.open(path)
+    try:
+        assert await log.interrupted_runs() == []
+        assert await log.list_runs(limit=10, unfinished=True) == []
+        assert [e.name for e in await log.read(ended[0].id, after=0)] == ["done"]
+    finally:
+        await log.close()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        assert db.execute("SELECT ended_at FROM runs ORDER BY id").fetchall() == [(1.25,), (2.25,)]
+        db.execute("UPDATE runs SET ended_at = NULL")
+
+    log = await sqlite_log.open(path)
+    try:
+        assert await log.prune(max_age_s=None, max_runs=1) == 1
+        assert [r.id for r in await log.list_runs(limit=10)] == [ended[1].id]
+    finally:
+        await log.close()
 
 
 async def test_a_store_from_a_newer_release_is_refused_and_left_untouched(
@@ -289,9 +355,9 @@ async def test_the_migrations_table_records_each_step_applied_with_its_name_and_
     old = tmp_path / "old" / RUN_STORE_FILE
     write_v1_store(old)
     outcome = sqlite_db.upgrade(old)
-    assert (outcome.before, outcome.after, outcome.adopted) == (1, 5, (1,))
-    assert [step.version for step in outcome.applied] == [2, 3, 4, 5]
-    (first, second, third, fourth, fifth) = recorded_steps(old)
+    assert (outcome.before, outcome.after, outcome.adopted) == (1, 6, (1,))
+    assert [step.version for step in outcome.applied] == [2, 3, 4, 5, 6]
+    (first, second, third, fourth, fifth, sixth) = recorded_steps(old)
     assert first == (1, "runs and their events", None)
     assert second[:2] == (2, "run owners and API keys")
     assert second[2] is not None
@@ -299,20 +365,21 @@ async def test_the_migrations_table_records_each_step_applied_with_its_name_and_
     assert third[2] is not None
     assert fourth[:2] == (4, "token events stored several to a row")
     assert fifth[:2] == (5, "ended sessions")
+    assert sixth[:2] == (6, "when each run ended")
 
     # Nothing left to do the second time; the first record stays as it was.
     again = sqlite_db.upgrade(old)
-    assert (again.before, again.after, again.applied, again.adopted) == (5, 5, (), ())
-    assert recorded_steps(old) == [first, second, third, fourth, fifth]
+    assert (again.before, again.after, again.applied, again.adopted) == (6, 6, (), ())
+    assert recorded_steps(old) == [first, second, third, fourth, fifth, sixth]
 
 
 def newer_store(data_dir: Path) -> Path:
-    """A copy of the schema 2 store as a release with a schema 6 left it."""
+    """A copy of the schema 2 store as a release with a schema 7 left it."""
     path = copy_of_schema_2(data_dir)
     sqlite_db.upgrade(path)
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-        db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (6, 'from the future', 1.0)")
-        db.execute("PRAGMA user_version = 6")
+        db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (7, 'from the future', 1.0)")
+        db.execute("PRAGMA user_version = 7")
     return path
 
 
@@ -329,13 +396,13 @@ async def test_a_store_migrated_by_a_newer_release_is_refused_and_left_untouched
     with pytest.raises(ConfigError) as refused:
         await sqlite_log.open(path)
     message = str(refused.value)
-    assert f"{path} has schema version 6, newer than this release's 5" in message
+    assert f"{path} has schema version 7, newer than this release's 6" in message
     assert "upgrade research-service" in message
     assert (digest(path), recorded_steps(path)) == before
 
     finished = await cli_process.run("migrate", "--data-dir", str(tmp_path))
     assert finished.returncode == 2
-    assert "newer than this release's 5; upgrade research-service" in finished.stderr
+    assert "newer than this release's 6; upgrade research-service" in finished.stderr
     assert (digest(path), recorded_steps(path)) == before
 
 
@@ -347,12 +414,12 @@ async def test_a_serving_store_migrated_by_a_newer_release_keeps_the_newer_versi
     log = await sqlite_log.open(path)
     try:
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-            db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (6, 'from the future', 1.0)")
-            db.execute("PRAGMA user_version = 6")
+            db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (7, 'from the future', 1.0)")
+            db.execute("PRAGMA user_version = 7")
         await log.check()
     finally:
         await log.close()
-    assert inspect(path)[0] == 6
+    assert inspect(path)[0] == 7
 
 
 async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
@@ -369,10 +436,11 @@ async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
         f"{store}: schema 2 → 3: webhook deliveries",
         f"{store}: schema 3 → 4: token events stored several to a row",
         f"{store}: schema 4 → 5: ended sessions",
+        f"{store}: schema 5 → 6: when each run ended",
     ]
     second = await cli_process.run("migrate", "--data-dir", str(old))
     assert second.returncode == 0, second.stderr
-    assert second.stdout.splitlines() == [f"{store}: already at schema 5, nothing to apply"]
+    assert second.stdout.splitlines() == [f"{store}: already at schema 6, nothing to apply"]
 
     shipped = tmp_path / "shipped"
     copy_of_schema_2(shipped)
@@ -384,6 +452,7 @@ async def test_migrate_applies_pending_steps_once_then_has_nothing_to_do(
         f"{store}: schema 2 → 3: webhook deliveries",
         f"{store}: schema 3 → 4: token events stored several to a row",
         f"{store}: schema 4 → 5: ended sessions",
+        f"{store}: schema 5 → 6: when each run ended",
     ]
 
 
@@ -404,7 +473,7 @@ async def test_migrate_works_while_a_service_serves_the_store(
     service = await make_service(store="sqlite", auth="off")
     finished = await cli_process.run("migrate", "--data-dir", str(data))
     assert finished.returncode == 0, finished.stderr
-    assert finished.stdout.endswith("already at schema 5, nothing to apply\n")
+    assert finished.stdout.endswith("already at schema 6, nothing to apply\n")
     listed = await client.get(service.url("/v1/runs"))
     assert listed.status_code == 200
     assert len(listed.json()["runs"]) == 1

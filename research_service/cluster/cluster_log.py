@@ -104,10 +104,17 @@ class ClusterLog:
         return record
 
     async def list_runs(
-        self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        owner: str | None = None,
+        unfinished: bool = False,
     ) -> list[RunRecord]:
         """Up to `limit` records, newest first, strictly older than `before`, of `owner`."""
-        return await self.store.list_runs(limit=limit, before=before, owner=owner)
+        return await self.store.list_runs(
+            limit=limit, before=before, owner=owner, unfinished=unfinished
+        )
 
     async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:
         """Each known run's event count and ending (a followed run's as this node has it)."""

@@ -21,15 +21,18 @@ async def awaiting_page(
 ) -> tuple[list[dict[str, Any]], tuple[float, str] | None]:
     """Up to `limit` entries of runs that await `awaiting`, newest first, and where to go on.
 
-    The runs are scanned newest first from `before`; a scan stops at `limit` matches or
-    after MAX_SCAN runs, and then hands back the position it reached (None: nothing left),
-    so a page may hold fewer entries than `limit` while more follow.
+    Only the runs not yet ended are scanned (a run waiting has not ended), newest first from
+    `before`, along the store's index of them; a scan stops at `limit` matches or after
+    MAX_SCAN runs, and then hands back the position it reached (None: nothing left), so a
+    page may hold fewer entries than `limit` while more follow.
     """
     entries: list[dict[str, Any]] = []
     position = before
     scanned = 0
     while scanned < MAX_SCAN:
-        records = await manager.log.list_runs(limit=SCAN_PAGE, before=position, owner=owner)
+        records = await manager.log.list_runs(
+            limit=SCAN_PAGE, before=position, owner=owner, unfinished=True
+        )
         for record, entry in zip(records, await manager.summaries(records), strict=True):
             scanned += 1
             position = record.sort_key

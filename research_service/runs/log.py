@@ -27,11 +27,17 @@ class EventLog(Protocol):
         ...
 
     async def list_runs(
-        self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        owner: str | None = None,
+        unfinished: bool = False,
     ) -> list[RunRecord]:
         """Up to `limit` records, newest first, strictly older than the `before` sort key.
 
-        With `owner`, only the runs that owner created; without, every run.
+        With `owner`, only the runs that owner created; without, every run. With
+        `unfinished`, only the runs whose `done` is not stored yet (found by an index).
         """
         ...
 

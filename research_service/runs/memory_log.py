@@ -39,6 +39,8 @@ class MemoryEventLog:
         # one per owner, so a listing by owner never walks other owners' runs.
         self._order: list[tuple[float, str]] = []
         self._order_of: dict[str, list[tuple[float, str]]] = {}
+        # The runs without their `done` yet, sorted the same way (few: the runs going).
+        self._open: list[tuple[float, str]] = []
         #: Called with each run `prune` deletes: the memory outbox drops the run's deliveries.
         self._on_delete: list[Callable[[str], None]] = []
 
@@ -52,6 +54,7 @@ class MemoryEventLog:
             raise ValueError(f"run {record.id} already exists")
         self._runs[record.id] = _MemoryRun(record)
         bisect.insort(self._order, record.sort_key)
+        bisect.insort(self._open, record.sort_key)
         if record.owner is not None:
             bisect.insort(self._order_of.setdefault(record.owner, []), record.sort_key)
 
@@ -61,13 +64,33 @@ class MemoryEventLog:
         return None if log is None else log.record
 
     async def list_runs(
-        self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        owner: str | None = None,
+        unfinished: bool = False,
     ) -> list[RunRecord]:
         """Up to `limit` records, newest first, strictly older than `before`, of `owner`."""
+        if unfinished:
+            return self._unfinished(limit=limit, before=before, owner=owner)
         order = self._order if owner is None else self._order_of.get(owner, [])
         end = len(order) if before is None else bisect.bisect_left(order, before)
         keys = order[max(0, end - limit) : end]
         return [self._runs[run_id].record for _, run_id in reversed(keys)]
+
+    def _unfinished(
+        self, *, limit: int, before: tuple[float, str] | None, owner: str | None
+    ) -> list[RunRecord]:
+        end = len(self._open) if before is None else bisect.bisect_left(self._open, before)
+        found: list[RunRecord] = []
+        for _, run_id in reversed(self._open[:end]):
+            record = self._runs[run_id].record
+            if owner is None or record.owner == owner:
+                found.append(record)
+                if len(found) == limit:
+                    break
+        return found
 
     async def tails(self, run_ids: Sequence[str]) -> dict[str, RunTail]:
         """Each known run's event count and ending."""
@@ -79,6 +102,11 @@ class MemoryEventLog:
         if event.seq != len(log.events) + 1:
             raise ValueError(f"event seq {event.seq} does not follow {len(log.events)}")
         log.events.append(tuple.__new__(tuple, event))
+        if event.name == "done":
+            key = log.record.sort_key
+            at = bisect.bisect_left(self._open, key)
+            if at < len(self._open) and self._open[at] == key:
+                del self._open[at]
         self._waiters.wake(event.run_id)
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:

@@ -21,6 +21,8 @@ DEFAULT_POOL_MIN: Final = 1
 DEFAULT_POOL_MAX: Final = 10
 #: A request refused because the store cannot write may succeed again after this long.
 STORE_RETRY_AFTER_S: Final = 5
+#: Longest one migration statement may take: a step may read every stored run once.
+MIGRATION_TIMEOUT_S: Final = 3600.0
 #: Serialises migrations of processes starting at once (pg_advisory_xact_lock key).
 MIGRATION_LOCK: Final = 0x7265_7365_6172_6368  # "research"
 #: How the store is named in messages about its schema.
@@ -29,6 +31,17 @@ STORE_NAME: Final = "the PostgreSQL run store"
 #: Every failure of a call to the database: the server's errors, a lost connection, a timeout.
 ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 DatabaseError: TypeAlias = asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError
+
+#: A run's last event's name, and its time (ms since the run started).
+LAST_NAME: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
+LAST_T_MS: Final = "(SELECT t_ms FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
+#: Records the end of each run whose `done` is stored but not its `ended_at`: every run, in
+#: step 5; after it, those a release before it ended while serving the migrated database
+#: (a rolling upgrade; done at each prune, along the open runs' index).
+RECORD_MISSED_ENDS: Final = (
+    f"UPDATE runs SET ended_at = created_at + {LAST_T_MS} / 1000.0 "
+    f"WHERE ended_at IS NULL AND {LAST_NAME} = 'done'"
+)
 
 #: Every step from an empty database, in order, each applied in the transaction that records it
 #: in `schema_migrations`; a release only ever appends to this list, and a step never drops data.
@@ -109,6 +122,18 @@ MIGRATIONS: Final = (
             "CREATE INDEX ended_sessions_by_expiry ON ended_sessions (expires_at)",
         ),
     ),
+    Migration(
+        5,
+        "when each run ended",
+        (
+            # Set when a run's `done` is stored (research_service/runs/postgres_writer.py), so
+            # the runs not yet ended are found by an index, not by reading every run's last
+            # event. The UPDATE reads every run once: MIGRATION_TIMEOUT_S, not a query's bound.
+            "ALTER TABLE runs ADD COLUMN ended_at double precision",
+            RECORD_MISSED_ENDS,
+            "CREATE INDEX runs_open ON runs (created_at, id) WHERE ended_at IS NULL",
+        ),
+    ),
 )
 check(MIGRATIONS)
 _LEDGER: Final = f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
@@ -163,7 +188,7 @@ async def apply_migrations(
         )
         for step in pending:
             for statement in step.statements:
-                await conn.execute(statement)
+                await conn.execute(statement, timeout=MIGRATION_TIMEOUT_S)
             await conn.execute(
                 f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES ($1, $2)",
                 step.version,

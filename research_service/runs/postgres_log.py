@@ -20,7 +20,7 @@ from research_service.runs.batch_writer import (
 )
 from research_service.runs.buffered_append import BufferedAppend
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail, tail_of
-from research_service.runs.postgres_db import ERRORS, open_pool, unavailable
+from research_service.runs.postgres_db import ERRORS, RECORD_MISSED_ENDS, open_pool, unavailable
 from research_service.runs.postgres_writer import EventWriter
 from research_service.runs.pruning import PRUNE_BATCH, Prefix, prune_past_limits
 from research_service.runs.run_memory import Row, RunMemory
@@ -32,10 +32,6 @@ DEFAULT_CACHE_SIZE: Final = 32
 CLOSE_TIMEOUT_S: Final = 2.0
 
 RUN_COLUMNS: Final = "id, question, options, created_at, owner"
-#: A statement that reads every stored run (finding the runs left open, at start) may take
-#: this long; every other one has COMMAND_TIMEOUT_S.
-SCAN_TIMEOUT_S: Final = 600.0
-LAST_EVENT: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
 # The done payload, parsed by the server: the wire after its `\ndata: ` line prefix.
 _DONE: Final = (
     "convert_from(substring(e.wire FROM position('\\x0a646174613a20'::bytea IN e.wire) + 7),"
@@ -152,7 +148,12 @@ class PostgresEventLog:
         return None if row is None else record_of(row)
 
     async def list_runs(
-        self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        owner: str | None = None,
+        unfinished: bool = False,
     ) -> list[RunRecord]:
         """Up to `limit` records, newest first, strictly older than `before`, of `owner`."""
         conditions: list[str] = []
@@ -163,6 +164,8 @@ class PostgresEventLog:
         if before is not None:
             params += before
             conditions.append(f"(created_at, id) < (${len(params) - 1}, ${len(params)})")
+        if unfinished:
+            conditions.append("ended_at IS NULL")
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = (
             f"SELECT {RUN_COLUMNS} FROM runs {where} "
@@ -229,13 +232,20 @@ class PostgresEventLog:
         """
         if self.shared:
             return []
-        sql = (
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE coalesce({LAST_EVENT}, '') != 'done' "
-            "ORDER BY created_at, id"
-        )
-        # It reads every run's last event: longer than COMMAND_TIMEOUT_S for a large store.
-        rows = await self._query(sql, timeout=SCAN_TIMEOUT_S)
+        await self._record_missed_ends()
+        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE ended_at IS NULL ORDER BY created_at, id"
+        rows = await self._query(sql)
         return [run for run in map(record_of, rows) if run.id not in self._memory.live]
+
+    async def _record_missed_ends(self) -> None:
+        """Record the ends a release before schema 5 stored while serving the migrated database.
+
+        That is a rolling upgrade's; the statement goes along the open runs' index (few rows).
+        """
+        try:
+            await self.pool.execute(RECORD_MISSED_ENDS)
+        except ERRORS as exc:
+            raise self.writer.failed(exc) from None
 
     async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
         """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
@@ -255,7 +265,8 @@ class PostgresEventLog:
 
         async def read_batch(prefix: Prefix, after: tuple[float, str]) -> list[asyncpg.Record]:
             sql = (
-                f"SELECT id, created_at, {LAST_EVENT} FROM runs WHERE (created_at, id) > ($1, $2) "
+                "SELECT id, created_at, ended_at IS NOT NULL FROM runs "
+                "WHERE (created_at, id) > ($1, $2) "
                 f"AND (created_at, id) {prefix.operator} ($3, $4) ORDER BY created_at, id LIMIT $5"
             )
             return await self._query(sql, *after, *prefix.bound, PRUNE_BATCH)
@@ -266,6 +277,7 @@ class PostgresEventLog:
             except ERRORS as exc:
                 raise self.writer.failed(exc) from None
 
+        await self._record_missed_ends()
         return await prune_past_limits(
             max_age_s=max_age_s,
             max_runs=max_runs,
@@ -337,11 +349,9 @@ class PostgresEventLog:
                 "the PostgreSQL run store is closed", slug="store-closed", retry_after=1
             )
 
-    async def _query(
-        self, sql: str, *args: Any, timeout: float | None = None
-    ) -> list[asyncpg.Record]:
+    async def _query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         try:
-            return await self.pool.fetch(sql, *args, timeout=timeout)
+            return await self.pool.fetch(sql, *args)
         except ERRORS as exc:
             raise unavailable(exc) from None
 

@@ -17,6 +17,9 @@ _INSERT: Final = (
     "ON CONFLICT DO NOTHING"
 )
 
+#: A run's end, recorded with its `done` (schema 5: the open runs' index).
+_RECORD_END: Final = "UPDATE runs SET ended_at = created_at + $2 / 1000.0 WHERE id = $1"
+
 
 class EventWriter(BatchWriter):
     """Commits queued events to PostgreSQL, a batch per transaction."""
@@ -28,8 +31,11 @@ class EventWriter(BatchWriter):
         self._pool = pool
 
     async def _write(self, batch: list[Row]) -> None:
+        ends = [(row[0], row[3]) for row in batch if row[2] == "done"]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(_INSERT, batch)
+            if ends:
+                await conn.executemany(_RECORD_END, ends)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return unavailable(exc)

@@ -51,7 +51,7 @@ def past_limits(cutoff: float | None, newest_surplus: tuple[float, str] | None) 
 
 
 #: A store's statements: the newest run past the newest `n` (None: `n` or fewer runs); the
-#: next batch of the prefix after a run, rows of (id, created_at, name of its last event);
+#: next batch of the prefix after a run, rows of (id, created_at, whether it has ended);
 #: deleting runs (and their events).
 NewestPast = Callable[[int], Awaitable[tuple[float, str] | None]]
 ReadBatch = Callable[[Prefix, tuple[float, str]], Awaitable[Sequence[Any]]]
@@ -81,7 +81,7 @@ async def prune_past_limits(
     removed, after = 0, START
     while rows := await read_batch(prefix, after):
         after = (float(rows[-1][1]), str(rows[-1][0]))
-        doomed = [str(r[0]) for r in rows if r[2] == "done" and r[0] not in memory.live]
+        doomed = [str(r[0]) for r in rows if r[2] and r[0] not in memory.live]
         if doomed:
             await delete(doomed)
             for run_id in doomed:

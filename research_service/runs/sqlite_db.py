@@ -29,7 +29,6 @@ BUSY_TIMEOUT_S: Final = 5.0
 STORE_RETRY_AFTER_S: Final = 5
 
 RUN_COLUMNS: Final = "id, question, options, created_at, owner"
-LAST_EVENT: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
 
 # Exact tuples (run_id, seq, name, t_ms, wire): the column order of `events`, so a queued
 # row goes into the INSERT as it is, and untracked by the cyclic collector (see memory_log).
@@ -45,6 +44,8 @@ _INSERTS: Final = {
     size: "INSERT INTO events VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * size)
     for size in _INSERT_CHUNKS
 }
+#: A run's end, recorded with its `done` (t_ms: the done's time since the run started).
+_RECORD_END: Final = "UPDATE runs SET ended_at = created_at + ? / 1000.0 WHERE id = ?"
 # The done payload as text: the wire after its `\ndata: ` prefix (JSON ignores the final
 # blank line). Every run has a row, with seq 0 and no end when it has no events yet.
 _DONE_JSON: Final = "CAST(substr(e.wire, instr(e.wire, X'0a646174613a20') + 7) AS TEXT)"
@@ -184,6 +185,10 @@ def _insert_events(db: sqlite3.Connection, events: list[Row]) -> None:
         while len(batch) - start >= size:
             db.execute(_INSERTS[size], list(chain.from_iterable(batch[start : start + size])))
             start += size
+    # In the same transaction as the `done`s themselves (schema 6: the open runs' index).
+    ends = [(row[3], row[0]) for row in batch if row[2] == "done"]
+    if ends:
+        db.executemany(_RECORD_END, ends)
 
 
 def _statement(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], object]:

@@ -24,7 +24,6 @@ from research_service.runs.models import RunRecord, RunTail, tail_of
 from research_service.runs.pruning import PRUNE_BATCH, Prefix, prune_past_limits
 from research_service.runs.run_memory import MemoryRun, RunMemory
 from research_service.runs.sqlite_db import (
-    LAST_EVENT,
     RUN_COLUMNS,
     RUN_STORE_FILE,
     Database,
@@ -32,6 +31,7 @@ from research_service.runs.sqlite_db import (
     connect,
     record,
 )
+from research_service.runs.sqlite_schema import RECORD_MISSED_ENDS
 from research_service.runs.sqlite_writer import EventWriter
 
 __all__ = ["RUN_STORE_FILE", "SqliteEventLog", "open"]
@@ -159,7 +159,12 @@ class SqliteEventLog:
         return record(rows[0]) if rows else None
 
     async def list_runs(
-        self, *, limit: int, before: tuple[float, str] | None = None, owner: str | None = None
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        owner: str | None = None,
+        unfinished: bool = False,
     ) -> list[RunRecord]:
         """Up to `limit` records, newest first, strictly older than `before`, of `owner`."""
         conditions: list[str] = []
@@ -170,8 +175,15 @@ class SqliteEventLog:
         if before is not None:
             conditions.append("(created_at, id) < (?, ?)")
             params += before
+        # The open runs' index by name: SQLite would take an owner's index, all their runs.
+        index = "INDEXED BY runs_open" if unfinished else ""
+        if unfinished:
+            conditions.append("ended_at IS NULL")
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?"
+        sql = (
+            f"SELECT {RUN_COLUMNS} FROM runs {index} {where} "
+            "ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
         rows = await self.db.call(self.db.query, sql, (*params, limit))
         return [record(row) for row in rows]
 
@@ -191,13 +203,22 @@ class SqliteEventLog:
         return found
 
     async def interrupted_runs(self) -> list[RunRecord]:
-        """Runs on disk without a `done` that this process is not running, oldest first."""
-        sql = (
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE coalesce({LAST_EVENT}, '') != 'done' "
-            "ORDER BY created_at, id"
-        )
+        """Runs on disk without a `done` that this process is not running, oldest first.
+
+        They are the runs without an `ended_at` (the open runs' index, schema 6), once the
+        ends an older release stored without it are recorded.
+        """
+        await self._record_missed_ends()
+        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE ended_at IS NULL ORDER BY created_at, id"
         rows = await self.db.call(self.db.query, sql, ())
         return [run for run in map(record, rows) if run.id not in self._memory.live]
+
+    async def _record_missed_ends(self) -> None:
+        """Record the ends a release before schema 6 stored while serving the migrated file."""
+        try:
+            await self.db.call(self.db.execute, RECORD_MISSED_ENDS, ())
+        except (sqlite3.Error, OSError) as exc:
+            raise self._unwritable(exc) from None
 
     async def prune(self, *, max_age_s: float | None, max_runs: int | None) -> int:
         """Delete finished runs older than `max_age_s` or beyond the newest `max_runs`.
@@ -217,7 +238,8 @@ class SqliteEventLog:
 
         async def read_batch(prefix: Prefix, after: tuple[float, str]) -> list[tuple[Any, ...]]:
             sql = (
-                f"SELECT id, created_at, {LAST_EVENT} FROM runs WHERE (created_at, id) > (?, ?) "
+                "SELECT id, created_at, ended_at IS NOT NULL FROM runs "
+                "WHERE (created_at, id) > (?, ?) "
                 f"AND (created_at, id) {prefix.operator} (?, ?) ORDER BY created_at, id LIMIT ?"
             )
             return await self.db.call(self.db.query, sql, (*after, *prefix.bound, PRUNE_BATCH))
@@ -228,6 +250,7 @@ class SqliteEventLog:
             except (sqlite3.Error, OSError) as exc:
                 raise self._unwritable(exc) from None
 
+        await self._record_missed_ends()
         return await prune_past_limits(
             max_age_s=max_age_s,
             max_runs=max_runs,

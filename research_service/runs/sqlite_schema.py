@@ -14,6 +14,17 @@ from research_service.runs.migrations import MIGRATIONS_TABLE, Migration, Outcom
 
 log = logging.getLogger(__name__)
 
+#: A run's last event's name, and its time (ms since the run started).
+LAST_NAME: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
+LAST_T_MS: Final = "(SELECT t_ms FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
+#: Records the end of each run whose `done` is stored but not its `ended_at`: every run, in
+#: step 6; after it, those a release before it ended while serving the migrated file (done
+#: at each prune, along the open runs' index).
+RECORD_MISSED_ENDS: Final = (
+    f"UPDATE runs SET ended_at = created_at + {LAST_T_MS} / 1000.0 "
+    f"WHERE ended_at IS NULL AND {LAST_NAME} = 'done'"
+)
+
 #: Every step from an empty file, in order; a release only ever appends to this list.
 MIGRATIONS: Final = (
     Migration(
@@ -102,6 +113,17 @@ MIGRATIONS: Final = (
                 expires_at REAL NOT NULL
             ) WITHOUT ROWID""",
             "CREATE INDEX ended_sessions_by_expiry ON ended_sessions (expires_at)",
+        ),
+    ),
+    Migration(
+        6,
+        "when each run ended",
+        (
+            # Set when a run's `done` is stored (research_service/runs/sqlite_db.py), so the
+            # runs not yet ended are found by an index, not by reading every run's last event.
+            "ALTER TABLE runs ADD COLUMN ended_at REAL",
+            RECORD_MISSED_ENDS,
+            "CREATE INDEX runs_open ON runs (created_at, id) WHERE ended_at IS NULL",
         ),
     ),
 )
