@@ -11,8 +11,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from research_service.cluster.redis_link import GROUP, Keys
 from tests import postgres
-from tests.cluster import Followed, RedisServer, assert_gap_free, cluster_on, follow, post_run
+from tests.cluster import (
+    Followed,
+    RedisServer,
+    assert_gap_free,
+    cluster_on,
+    executions,
+    follow,
+    post_run,
+    redis_or_skip,
+)
 from tests.drop_proxy import DropProxy
 from tests.loopback import free_port
 from tests.metrics_text import metric_samples
@@ -75,6 +85,31 @@ async def test_a_killed_executor_s_run_ends_worker_lost_for_every_listener_on_ev
         assert snapshot["status"] == "failed"
         rows = postgres.query(cluster.database_url, "SELECT ended_at FROM executions")
         assert [row["ended_at"] is not None for row in rows] == [True]
+
+
+async def test_a_killed_worker_leaves_the_run_queue_s_group_once_its_lease_is_over(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """Each worker process reads the queue under its own name: without the sweep's tidying,
+    the consumer group kept one consumer for every worker ever started."""
+    async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="0") as cluster:
+        api = await cluster.api()
+        doomed = await cluster.worker()
+        assert await executions([doomed], await post_run(client, api.base, QUESTION)) == 1
+        doomed.signal(signal.SIGKILL)
+        await doomed.wait()
+        successor = await cluster.worker()
+        assert await executions([successor], await post_run(client, api.base, QUESTION)) == 1
+        redis = await redis_or_skip(cluster.redis_url)
+        try:
+            queue = Keys(cluster.prefix).queue
+            names = {c["name"].decode() for c in await redis.xinfo_consumers(queue, GROUP)}
+            assert names == {doomed.name, successor.name}
+            await successor.wait_log(rb"removed the consumers of 1 departed executors")
+            left = [c["name"].decode() for c in await redis.xinfo_consumers(queue, GROUP)]
+            assert left == [successor.name]
+        finally:
+            await redis.aclose()
 
 
 async def test_sigterm_drains_a_worker_its_runs_finish_and_it_takes_no_new_ones(
