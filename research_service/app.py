@@ -12,6 +12,7 @@ from typing import Final
 
 from aiohttp import web
 
+from research_service.addresses import is_loopback
 from research_service.auth import key_file
 from research_service.auth.ended_sessions import EndedSessions, MemoryEndedSessions
 from research_service.auth.ended_sessions_postgres import PostgresEndedSessions
@@ -25,7 +26,6 @@ from research_service.cluster.cluster_log import ClusterLog
 from research_service.cluster.node import ClusterNode, check_cluster_settings, open_node
 from research_service.defaults import RETENTION_INTERVAL_S
 from research_service.errors import ConfigError, StoreUnavailable
-from research_service.net import is_loopback
 from research_service.pipeline.orchestrator import Pipeline
 from research_service.providers.base import LLMProvider, SearchProvider
 from research_service.providers.instrumented import CountedLLM, CountedSearch

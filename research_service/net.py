@@ -1,20 +1,17 @@
 """What an HTTP request over aiohttp tells its caller: why it failed, how long to wait.
 
-Also whether a host name is this machine's own (loopback).
-
-Shared by the providers, the export download and the terminal client.
+Shared by the providers, the export download and the terminal client. (Host names and URLs
+in settings and messages: `addresses`, which loads no aiohttp.)
 """
 
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import math
 import os
 import socket
 import time
 from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -63,23 +60,3 @@ def retry_after_s(headers: Mapping[str, str] | None, *, now: float | None = None
     except (TypeError, ValueError, OverflowError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (a --host value) is reachable from this machine only."""
-    name = host.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, fit for a log line or an error message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -11,8 +11,8 @@ from typing import Any
 import platformdirs
 
 from research_service import defaults
+from research_service.addresses import is_loopback
 from research_service.errors import ConfigError
-from research_service.net import is_loopback
 from research_service.settings_fields import (
     check_choice,
     option,

@@ -38,6 +38,7 @@ CORE: Final = frozenset(
         "events",
         "event_shapes",
         "net",
+        "addresses",
         "hits",
         "records",
         "regular_files",

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from research_service.cli.catalogue import help_line
 from research_service.cli.following import (
     exit_codes_help,
     fail,
@@ -31,7 +32,7 @@ def add_parser(commands: Any) -> None:
     """The `ask` sub-command."""
     ask_parser = commands.add_parser(
         "ask",
-        help="research a question and watch it live",
+        help=help_line("ask"),
         description="Start a research run and follow it: the phases, the searches, the "
         "sources and the answer as it is written. Without --server the run happens in an "
         "in-process service on the embedded defaults (builtin model, local search), so no "

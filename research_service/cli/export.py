@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from research_service.cli.api_key import api_key_flag, api_key_of
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.cli.following import EXIT_BROKEN_PIPE
 from research_service.client.output import Sink, silence, stdout
@@ -27,7 +28,7 @@ def add_parser(commands: Any) -> None:
     """The `export` sub-command's flags."""
     export = commands.add_parser(
         "export",
-        help="write the recording of a finished run",
+        help=help_line("export"),
         description="Write the recording of a finished run (JSON Lines, see docs/recordings.md), "
         "read from the run store a `serve --store sqlite` keeps in the data folder, or "
         "downloaded from a running service with --server.",

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.corpus.files import SUFFIXES
 from research_service.corpus.indexer import index_folder, summary
@@ -35,7 +36,7 @@ def add_parser(commands: Any) -> None:
     kinds = ", ".join(sorted(SUFFIXES))
     index = commands.add_parser(
         "index",
-        help="index a folder of documents for `serve --corpus`",
+        help=help_line("index"),
         description=f"Index the {kinds} files under DIR for the local search provider. Only "
         "changed files are read again, and deleted files leave the index. `serve --corpus DIR` "
         "with the same data folder then starts without reading the folder again. Progress goes "

@@ -9,6 +9,7 @@ from typing import Any
 from research_service.auth.key_store import KeyListing, SqliteKeys
 from research_service.auth.keys import NAME_RULE, check_name
 from research_service.auth.secret import load_secret
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.errors import ConfigError
 from research_service.runs.sqlite_db import RUN_STORE_FILE
@@ -22,7 +23,7 @@ def add_parser(commands: Any) -> None:
     """The `keys` sub-command and its three actions."""
     keys = commands.add_parser(
         "keys",
-        help="create, list and revoke API keys",
+        help=help_line("keys"),
         description="Manage the API keys of a service run with --auth keys. Keys are kept in "
         "the run store (runs.sqlite3) in --data-dir, as salted hashes only; a running service "
         "sees a new key at once and a revoked one is refused at once (its open streams close "

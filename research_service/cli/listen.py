@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from research_service.cli.api_key import api_key_flag, api_key_of
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import say
 from research_service.cli.following import (
     exit_codes_help,
@@ -26,7 +27,7 @@ def add_parser(commands: Any) -> None:
     """The `listen` sub-command."""
     listen_parser = commands.add_parser(
         "listen",
-        help="follow an existing run",
+        help=help_line("listen"),
         description="Follow a run from its first event to its end: live while it runs, or "
         "the whole of it at once when it has finished. " + exit_codes_help("an unknown run"),
     )

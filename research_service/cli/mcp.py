@@ -7,6 +7,7 @@ import ipaddress
 import logging
 from typing import Any, Final
 
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import say
 from research_service.cli.following import run_command, usage
 from research_service.cli.service_choice import (
@@ -26,7 +27,7 @@ def add_parser(commands: Any) -> None:
     """The `mcp` sub-command."""
     parser = commands.add_parser(
         "mcp",
-        help="serve the research tools to AI assistants (Model Context Protocol)",
+        help=help_line("mcp"),
         description="An MCP server whose tools research questions on the service: `research` "
         "(follows the run, each phase a progress notification), `start_research`, "
         "`get_research` and `cancel_research`; resources research://runs/{id} and "

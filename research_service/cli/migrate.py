@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import existing_data_dir, say, settings_flags, settings_from
 from research_service.errors import ConfigError
 from research_service.runs.migrations import latest
@@ -18,7 +19,7 @@ def add_parser(commands: Any) -> None:
     """The `migrate` sub-command's flags."""
     migrate = commands.add_parser(
         "migrate",
-        help="apply the run store's pending schema migrations",
+        help=help_line("migrate"),
         description="Bring the run store's schema up to this release, the steps it lacks in "
         "order (a step that fails is undone whole), and print each step. `serve` does the same at "
         "start; run this to do it apart (before a deploy, say). Migrations only add: no data "

@@ -6,6 +6,7 @@ import argparse
 from typing import Any, Final
 
 from research_service.cli.api_key import api_key_flag, api_key_of
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import say
 from research_service.cli.following import (
     fail,
@@ -35,7 +36,7 @@ def add_parser(commands: Any) -> None:
     """The `plan` sub-command."""
     parser = commands.add_parser(
         "plan",
-        help="approve, edit or re-plan the plan of a run that waits for review",
+        help=help_line("plan"),
         description="Decide the plan of a run started with review (`ask --review`, or "
         'options {"review_plan": true}): approve it, run other queries, or send feedback so '
         "the model plans again. The first decision of a round wins. Without a decision, "

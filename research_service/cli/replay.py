@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import (
     positive_number,
     say,
@@ -24,7 +25,7 @@ def add_parser(commands: Any) -> None:
     """The `replay` sub-command's flags."""
     replay = commands.add_parser(
         "replay",
-        help="serve recorded runs through the HTTP API",
+        help=help_line("replay"),
         description="Serve the runs recorded in FILE... (made by `research-service export` or "
         "GET /v1/runs/{id}/recording) through the same HTTP API and event stream as `serve`, "
         "under their recorded run ids, so event ids match the recording. Each run plays from "

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from research_service.auth import key_file
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import make_data_dir, settings_flags, settings_from
 from research_service.logs import configure_logging
 from research_service.settings import Settings
@@ -18,7 +19,7 @@ def add_parser(commands: Any) -> None:
     """The `serve` sub-command: every Settings field is a flag."""
     serve = commands.add_parser(
         "serve",
-        help="run the HTTP service",
+        help=help_line("serve"),
         description="Run the HTTP service. Every flag can also be set by its RESEARCH_* "
         "environment variable; a flag wins over its variable.",
     )

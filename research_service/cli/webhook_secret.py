@@ -7,6 +7,7 @@ from typing import Any
 
 from research_service.auth.keys import NAME_RULE, check_name
 from research_service.auth.secret import load_secret
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.errors import ConfigError
 from research_service.webhooks.signing import SERVER_SCOPE, derived_secret, key_scope
@@ -16,7 +17,7 @@ def add_parser(commands: Any) -> None:
     """The `webhook-secret` sub-command."""
     parser = commands.add_parser(
         "webhook-secret",
-        help="print the secret receivers verify webhooks with",
+        help=help_line("webhook-secret"),
         description="Print the whsec_ secret a receiver verifies this service's webhooks with: "
         "those of --webhook-url and of runs made with auth off, or with --key NAME those of the "
         "runs NAME's API key makes (also shown by `keys create`). It is derived from the "

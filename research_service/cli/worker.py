@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from research_service.cli.catalogue import help_line
 from research_service.cli.flags import make_data_dir, settings_flags, settings_from
 from research_service.collector import freeze_startup_objects, start_quiet_collections
 from research_service.errors import ConfigError
@@ -28,7 +29,7 @@ def add_parser(commands: Any) -> None:
     """The `worker` sub-command: the store, provider and pipeline flags of `serve`."""
     worker = commands.add_parser(
         "worker",
-        help="execute runs of a cluster (no HTTP API)",
+        help=help_line("worker"),
         description="Execute the runs a cluster's API nodes queue: takes them from Redis, "
         "writes their events to PostgreSQL and Redis. Needs --redis-url, --store postgres and "
         "--database-url. SIGTERM drains: no new runs, the running ones get --drain-s to finish. "

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from research_service.addresses import redact_url as redact
 from research_service.errors import ClusterUnavailable, ConfigError
-from research_service.net import redact_url as redact
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Any, Final, TypeAlias
 
 import asyncpg
 
+from research_service.addresses import redact_url as redact
 from research_service.errors import ConfigError, StoreUnavailable
-from research_service.net import redact_url as redact
 from research_service.runs.migrations import MIGRATIONS_TABLE, Migration, check, plan
 
 log = logging.getLogger(__name__)
