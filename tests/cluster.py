@@ -27,7 +27,6 @@ import redis.asyncio as aioredis
 
 from research_service.cluster.redis_link import Keys
 from tests.cli_process import child_env
-from tests.loopback import free_port
 
 REDIS_URL: Final = os.environ.get("RESEARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CORPUS: Final = Path(__file__).parent / "data" / "corpus"
@@ -164,9 +163,14 @@ class Cluster:
         )
 
     async def api(self, *args: str, port: int = 0, **env: str) -> Node:
-        """An API-only node (serve --no-execute) unless `args` say otherwise."""
+        """An API-only node (serve --no-execute) unless `args` say otherwise.
+
+        Without `port` the node binds one the kernel picks (`--port 0`) and its log says which:
+        a port picked here and released could be taken before the node binds it (two nodes
+        started together were once handed the same one).
+        """
         flags = ("--no-execute", *args) if "--execute" not in args else args
-        return await self._start("serve", "--port", str(port or free_port()), *flags, env=env)
+        return await self._start("serve", "--port", str(port), *flags, env=env)
 
     async def worker(self, *args: str, **env: str) -> Node:
         """A worker (executes runs, serves no API)."""
