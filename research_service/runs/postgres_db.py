@@ -37,7 +37,8 @@ LAST_NAME: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq
 LAST_T_MS: Final = "(SELECT t_ms FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
 #: Records the end of each run whose `done` is stored but not its `ended_at`: every run, in
 #: step 5; after it, those a release before it ended while serving the migrated database
-#: (a rolling upgrade; done at each prune, along the open runs' index).
+#: (a rolling upgrade; done at each prune, along the open runs' index). Step 5
+#: applies it as it is: a change to it needs a step of its own.
 RECORD_MISSED_ENDS: Final = (
     f"UPDATE runs SET ended_at = created_at + {LAST_T_MS} / 1000.0 "
     f"WHERE ended_at IS NULL AND {LAST_NAME} = 'done'"
@@ -180,7 +181,10 @@ async def apply_migrations(
     """Apply the steps the schema lacks, in one transaction; the steps applied."""
     async with conn.transaction():
         # Processes starting at once take turns: the second finds the steps applied.
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        # A step may take minutes on a large database: the others wait for it, not fail.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_TIMEOUT_S
+        )
         await conn.execute(_LEDGER)
         rows = await conn.fetch(f"SELECT version FROM {MIGRATIONS_TABLE}")
         pending = plan(
