@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from research_service.cluster.redis_link import GROUP, Keys, server_life
+from research_service.cluster.redis_link import GROUP, Keys
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 async def forget_departed(
     redis: aioredis.Redis, keys: Keys, *, me: str, lease_s: float
 ) -> list[str]:
-    """Remove the queue's consumers whose executors have gone; the names removed."""
-    _, uptime = await server_life(redis)
-    if uptime < lease_s:
-        return []  # too young to know who is alive: a live node's heartbeat may be missing
+    """Remove the queue's consumers whose executors have gone; the names removed.
+
+    Asked by the sweep (cluster/sweeper.py) only once Redis has been up for a lease: before
+    that, a live node's heartbeat may be missing.
+    """
     try:
         consumers: list[dict[str, Any]] = await redis.xinfo_consumers(keys.queue, GROUP)
     except ResponseError:  # no queue or group yet, or Redis restarted without them

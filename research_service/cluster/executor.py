@@ -14,7 +14,6 @@ from typing import Any, Final
 
 from redis.exceptions import ResponseError
 
-from research_service.cluster.consumers import forget_departed
 from research_service.cluster.coordinator import ClusterCoordinator
 from research_service.cluster.redis_link import ERRORS, GROUP
 from research_service.cluster.tasks import every, stop
@@ -208,10 +207,7 @@ class Executor:
             await stop(listener)
 
     async def sweep(self) -> None:
-        """Claim the queue entries a dead executor had read but not claimed.
-
-        Then remove the executors that have gone from the queue's group (cluster/consumers.py).
-        """
+        """Claim the queue entries a dead executor had read but not claimed."""
         cluster = self.cluster
         lease_ms = int(cluster.lease_s * 1000)
         if not self.draining and self.manager.active_runs < self.capacity:
@@ -221,4 +217,3 @@ class Executor:
             for key, fields in reply[1]:
                 if fields:
                     await self._take(key, fields)
-        await forget_departed(cluster.redis, cluster.keys, me=self.node_id, lease_s=cluster.lease_s)

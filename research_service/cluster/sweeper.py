@@ -4,7 +4,8 @@ A run whose executor's heartbeat is gone is ended `worker_lost`, after the event
 executor published but had not yet committed; a queued run whose queue entry Redis may have
 forgotten is queued again. Ending is claimed in PostgreSQL, so exactly one node does it.
 A run recorded as this node's that it does not execute (a claim or take-over whose answer
-was lost) is ended `worker_lost` too, once two sweeps in a row find it so.
+was lost) is ended `worker_lost` too, once two sweeps in a row find it so. The executors that
+have gone leave the run queue's consumer group (cluster/consumers.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+from research_service.cluster.consumers import forget_departed
 from research_service.cluster.coordinator import ClusterCoordinator
 from research_service.cluster.publisher import entry_id, row_of
 from research_service.cluster.redis_link import ERRORS, server_life
@@ -88,6 +90,10 @@ class Sweeper:
                 await self._end_taken(run_id, executor)
         self._requeued = {run_id: seen for run_id, seen in self._requeued.items() if seen == life}
         self._unexecuted = unexecuted
+        if uptime >= cluster.lease_s:  # old enough to know who is alive
+            await forget_departed(
+                cluster.redis, cluster.keys, me=cluster.node_id, lease_s=cluster.lease_s
+            )
 
     async def _end_taken(self, run_id: str, executor: str) -> None:
         """End a run taken over from `executor`; kept for the next sweep if that fails."""
