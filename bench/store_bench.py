@@ -35,10 +35,9 @@ from harness import announce_machine, parse_flags, save_json
 
 from research_service.events import Event
 from research_service.runs import sqlite_db, sqlite_log
-from research_service.runs.migrations import MIGRATIONS_TABLE
+from research_service.runs.migrations import LAST_NAME, MIGRATIONS_TABLE
 from research_service.runs.models import RunRecord
 from research_service.runs.sqlite_log import SqliteEventLog
-from research_service.runs.sqlite_schema import LAST_NAME
 
 #: The awaiting page as it was: pages of every run, up to this many runs, each page's tails.
 LEGACY_SCAN_PAGE: Final = 200

@@ -17,6 +17,19 @@ from research_service.errors import ConfigError
 #: The table, in every SQL store, of the steps applied: one row per version.
 MIGRATIONS_TABLE: Final = "schema_migrations"
 
+#: A run's last event's name, and its time (ms since the run started): the same SQL in both.
+LAST_NAME: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
+LAST_T_MS: Final = "(SELECT t_ms FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
+#: Records the end of each run whose `done` is stored but not its `ended_at`: every run, in the
+#: step that adds the column (SQLite's 6, PostgreSQL's 5); after it, each start and prune, for
+#: the runs a release before that step ended while serving the migrated store (`migrate`
+#: beside a running `serve`, a rolling upgrade), along the open runs' index. Those steps apply
+#: it as it is: a change to it needs a step of its own.
+RECORD_MISSED_ENDS: Final = (
+    f"UPDATE runs SET ended_at = created_at + {LAST_T_MS} / 1000.0 "
+    f"WHERE ended_at IS NULL AND {LAST_NAME} = 'done'"
+)
+
 #: What no step may do: a migration never drops or deletes what a user has stored. (A
 #: foreign key's `ON DELETE CASCADE` is no deletion; PostgreSQL's COLUMN word is optional.)
 DESTRUCTIVE: Final = (

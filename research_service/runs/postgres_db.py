@@ -9,7 +9,13 @@ import asyncpg
 
 from research_service.addresses import redact_url as redact
 from research_service.errors import ConfigError, StoreUnavailable
-from research_service.runs.migrations import MIGRATIONS_TABLE, Migration, check, plan
+from research_service.runs.migrations import (
+    MIGRATIONS_TABLE,
+    RECORD_MISSED_ENDS,
+    Migration,
+    check,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +37,6 @@ STORE_NAME: Final = "the PostgreSQL run store"
 #: Every failure of a call to the database: the server's errors, a lost connection, a timeout.
 ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 DatabaseError: TypeAlias = asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError
-
-#: A run's last event's name, and its time (ms since the run started).
-LAST_NAME: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
-LAST_T_MS: Final = "(SELECT t_ms FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
-#: Records the end of each run whose `done` is stored but not its `ended_at`: every run, in
-#: step 5; after it, those a release before it ended while serving the migrated database
-#: (a rolling upgrade; done at each prune, along the open runs' index). Step 5
-#: applies it as it is: a change to it needs a step of its own.
-RECORD_MISSED_ENDS: Final = (
-    f"UPDATE runs SET ended_at = created_at + {LAST_T_MS} / 1000.0 "
-    f"WHERE ended_at IS NULL AND {LAST_NAME} = 'done'"
-)
 
 #: Every step from an empty database, in order, each applied in the transaction that records it
 #: in `schema_migrations`; a release only ever appends to this list, and a step never drops data.

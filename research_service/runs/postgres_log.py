@@ -19,8 +19,9 @@ from research_service.runs.batch_writer import (
     DEFAULT_MAX_PENDING_BYTES,
 )
 from research_service.runs.buffered_append import BufferedAppend
+from research_service.runs.migrations import RECORD_MISSED_ENDS
 from research_service.runs.models import RunEnd, RunOptions, RunRecord, RunTail, tail_of
-from research_service.runs.postgres_db import ERRORS, RECORD_MISSED_ENDS, open_pool, unavailable
+from research_service.runs.postgres_db import ERRORS, open_pool, unavailable
 from research_service.runs.postgres_writer import EventWriter
 from research_service.runs.pruning import PRUNE_BATCH, Prefix, prune_past_limits
 from research_service.runs.run_memory import Row, RunMemory

@@ -20,6 +20,7 @@ from research_service.runs.batch_writer import (
 )
 from research_service.runs.buffered_append import BufferedAppend
 from research_service.runs.group_commit import GroupCommit
+from research_service.runs.migrations import RECORD_MISSED_ENDS
 from research_service.runs.models import RunRecord, RunTail, tail_of
 from research_service.runs.pruning import PRUNE_BATCH, Prefix, prune_past_limits
 from research_service.runs.run_memory import MemoryRun, RunMemory
@@ -31,7 +32,6 @@ from research_service.runs.sqlite_db import (
     connect,
     record,
 )
-from research_service.runs.sqlite_schema import RECORD_MISSED_ENDS
 from research_service.runs.sqlite_writer import EventWriter
 
 __all__ = ["RUN_STORE_FILE", "SqliteEventLog", "open"]

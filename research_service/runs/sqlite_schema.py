@@ -10,21 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from research_service.runs.migrations import MIGRATIONS_TABLE, Migration, Outcome, latest, plan
+from research_service.runs.migrations import (
+    MIGRATIONS_TABLE,
+    RECORD_MISSED_ENDS,
+    Migration,
+    Outcome,
+    latest,
+    plan,
+)
 
 log = logging.getLogger(__name__)
-
-#: A run's last event's name, and its time (ms since the run started).
-LAST_NAME: Final = "(SELECT name FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
-LAST_T_MS: Final = "(SELECT t_ms FROM events WHERE run_id = runs.id ORDER BY seq DESC LIMIT 1)"
-#: Records the end of each run whose `done` is stored but not its `ended_at`: every run, in
-#: step 6; after it, those a release before it ended while serving the migrated file (done
-#: at each prune, along the open runs' index). Step 6 applies it as it is: a
-#: change to it needs a step of its own.
-RECORD_MISSED_ENDS: Final = (
-    f"UPDATE runs SET ended_at = created_at + {LAST_T_MS} / 1000.0 "
-    f"WHERE ended_at IS NULL AND {LAST_NAME} = 'done'"
-)
 
 #: Every step from an empty file, in order; a release only ever appends to this list.
 MIGRATIONS: Final = (
