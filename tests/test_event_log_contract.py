@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -323,6 +324,57 @@ async def test_an_interrupted_run_once_ended_is_interrupted_no_more(
     assert [e.name for e in await restarted.read(rec.id, after=0)] == ["token", "done"]
     await restarted.close()
     assert await maintenance(await open_store()).interrupted_runs() == []
+
+
+def stored_ends(backend: str, place: Path | str, *, forget: bool = False) -> list[float | None]:
+    """Each stored run's `ended_at`, by id; with `forget`, then set NULL, as a release before
+    the column leaves it when it ends a run on a migrated store."""
+    read, wipe = "SELECT ended_at FROM runs ORDER BY id", "UPDATE runs SET ended_at = NULL"
+    if backend == "postgres":
+        ends = [row[0] for row in postgres.query(str(place), read)]
+        if forget:
+            postgres.query(str(place), wipe)
+        return ends
+    assert isinstance(place, Path)
+    with contextlib.closing(sqlite3.connect(place / "runs.sqlite3", isolation_level=None)) as db:
+        ends = [row[0] for row in db.execute(read)]
+        if forget:
+            db.execute(wipe)
+    return ends
+
+
+@pytest.mark.parametrize("backend", DURABLE)
+async def test_a_run_an_older_release_ended_on_the_migrated_store_is_not_ended_again(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """During a deploy an older release may serve a store `migrate` brought to the schema
+    with `ended_at` (SQLite 6, PostgreSQL 5; or older nodes in a rolling upgrade): its `done`s
+    come without it. The next scan for runs left open and each prune record those ends,
+    instead of ending such a run a second time or keeping it for ever."""
+    place = place_of(backend, request, tmp_path)
+    log = await open_backend(backend, place)
+    ended = [RunRecord(f"{n:016x}", "asked", created_at=float(n)) for n in (1, 2)]
+    for rec in ended:
+        await log.create_run(rec)
+        await log.append(Event.create(rec.id, 1, "done", {"status": "completed"}, t_ms=250))
+    await log.close()
+    assert stored_ends(backend, place, forget=True) == [1.25, 2.25]
+
+    log = await open_backend(backend, place)
+    try:
+        assert await maintenance(log).interrupted_runs() == []
+        assert await log.list_runs(limit=10, unfinished=True) == []
+        assert [e.name for e in await log.read(ended[0].id, after=0)] == ["done"]
+    finally:
+        await log.close()
+    assert stored_ends(backend, place, forget=True) == [1.25, 2.25]
+
+    log = await open_backend(backend, place)
+    try:
+        assert await maintenance(log).prune(max_age_s=None, max_runs=1) == 1
+        assert [r.id for r in await log.list_runs(limit=10)] == [ended[1].id]
+    finally:
+        await log.close()
 
 
 async def test_prune_deletes_old_and_surplus_finished_runs_only(event_log: EventLog) -> None:

@@ -346,38 +346,6 @@ async def test_a_schema_1_database_is_upgraded_and_its_runs_read_back(postgres_u
     assert postgres.query(postgres_url, "SELECT count(*) FROM webhook_deliveries")[0][0] == 0
 
 
-async def test_a_run_an_older_release_ended_on_the_migrated_database_is_not_ended_again(
-    postgres_url: str,
-) -> None:
-    """In a rolling upgrade an older node writes `done`s without `ended_at` (schema 5): the
-    scan for runs left open and each prune record those ends, so such a run is neither ended
-    a second time nor kept past the retention limits."""
-    store = await postgres_log.open(postgres_url)
-    ended = [RunRecord(f"{n:016x}", "asked", created_at=float(n)) for n in (1, 2)]
-    for rec in ended:
-        await store.create_run(rec)
-        await store.append(Event.create(rec.id, 1, "done", {"status": "completed"}, t_ms=250))
-    await store.close()
-    postgres.query(postgres_url, "UPDATE runs SET ended_at = NULL")  # as the older node left it
-
-    store = await postgres_log.open(postgres_url)
-    try:
-        assert await store.interrupted_runs() == []
-        assert await store.list_runs(limit=10, unfinished=True) == []
-    finally:
-        await store.close()
-    ends = postgres.query(postgres_url, "SELECT ended_at FROM runs ORDER BY id")
-    assert [row[0] for row in ends] == [1.25, 2.25]
-    postgres.query(postgres_url, "UPDATE runs SET ended_at = NULL")
-
-    store = await postgres_log.open(postgres_url)
-    try:
-        assert await store.prune(max_age_s=None, max_runs=1) == 1
-        assert [r.id for r in await store.list_runs(limit=10)] == [ended[1].id]
-    finally:
-        await store.close()
-
-
 async def test_processes_starting_at_once_migrate_once(postgres_url: str) -> None:
     applied = await asyncio.gather(*(postgres_db.migrate(postgres_url) for _ in range(4)))
     assert sorted(map(len, applied)) == [0, 0, 0, len(postgres_db.MIGRATIONS)]

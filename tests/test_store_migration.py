@@ -19,7 +19,6 @@ from research_service.errors import ConfigError
 from research_service.events import Event
 from research_service.runs import migrations, postgres_db, sqlite_db, sqlite_log, sqlite_schema
 from research_service.runs.migrations import MIGRATIONS_TABLE
-from research_service.runs.models import RunRecord
 from research_service.runs.sqlite_db import RUN_STORE_FILE
 from tests import cli_process, postgres
 from tests.conftest import MakeService
@@ -172,41 +171,6 @@ async def test_the_step_to_schema_6_records_when_each_stored_run_ended(tmp_path:
     try:
         assert [r.id for r in await log.interrupted_runs()] == [left_open]
         assert [r.id for r in await log.list_runs(limit=10, unfinished=True)] == [left_open]
-    finally:
-        await log.close()
-
-
-async def test_a_run_an_older_release_ended_on_the_migrated_store_is_not_ended_again(
-    tmp_path: Path,
-) -> None:
-    """During a deploy the old release may serve a file `migrate` brought to schema 6: its
-    `done`s come without `ended_at`. The next scan for runs left open and each prune record
-    those ends instead of ending such a run a second time or keeping it for ever."""
-    path = tmp_path / RUN_STORE_FILE
-    log = await sqlite_log.open(path)
-    ended = [RunRecord(f"{n:016x}", "asked", created_at=float(n)) for n in (1, 2)]
-    for rec in ended:
-        await log.create_run(rec)
-        await log.append(Event.create(rec.id, 1, "done", {"status": "completed"}, t_ms=250))
-    await log.close()
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-        db.execute("UPDATE runs SET ended_at = NULL")  # as the release before schema 6 left it
-
-    log = await sqlite_log.open(path)
-    try:
-        assert await log.interrupted_runs() == []
-        assert await log.list_runs(limit=10, unfinished=True) == []
-        assert [e.name for e in await log.read(ended[0].id, after=0)] == ["done"]
-    finally:
-        await log.close()
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-        assert db.execute("SELECT ended_at FROM runs ORDER BY id").fetchall() == [(1.25,), (2.25,)]
-        db.execute("UPDATE runs SET ended_at = NULL")
-
-    log = await sqlite_log.open(path)
-    try:
-        assert await log.prune(max_age_s=None, max_runs=1) == 1
-        assert [r.id for r in await log.list_runs(limit=10)] == [ended[1].id]
     finally:
         await log.close()
 
