@@ -150,17 +150,17 @@ class Cluster:
     def node_env(self, **extra: str) -> dict[str, str]:
         """The environment of a node: the shared settings, then `extra`."""
         data_dir = self.folder / f"node-{len(self.nodes)}-{secrets.token_hex(2)}"
-        return child_env(
-            RESEARCH_STORE="postgres",
-            RESEARCH_DATABASE_URL=self.database_url,
-            RESEARCH_REDIS_URL=self.redis_url,
-            RESEARCH_REDIS_PREFIX=self.prefix,
-            RESEARCH_DATA_DIR=str(data_dir),
-            RESEARCH_CORPUS=str(CORPUS),
-            RESEARCH_LEASE_S="2",
-            RESEARCH_HEARTBEAT_S="1",
-            **{**self.env, **extra},
-        )
+        shared = {
+            "RESEARCH_STORE": "postgres",
+            "RESEARCH_DATABASE_URL": self.database_url,
+            "RESEARCH_REDIS_URL": self.redis_url,
+            "RESEARCH_REDIS_PREFIX": self.prefix,
+            "RESEARCH_DATA_DIR": str(data_dir),
+            "RESEARCH_CORPUS": str(CORPUS),
+            "RESEARCH_LEASE_S": "2",
+            "RESEARCH_HEARTBEAT_S": "1",
+        }
+        return child_env(**{**shared, **self.env, **extra})
 
     async def api(self, *args: str, port: int = 0, **env: str) -> Node:
         """An API-only node (serve --no-execute) unless `args` say otherwise.

@@ -14,6 +14,15 @@ from research_service.cluster.cluster_log import ClusterLog
 from research_service.cluster.executions import Executions
 from research_service.cluster.presence import Presence
 from research_service.cluster.redis_link import ERRORS, Keys, unavailable
+from research_service.cluster.slots import (
+    ADMIT,
+    CLUSTER_FULL,
+    OWNER_FULL,
+    QUEUE,
+    QUEUED_SLOT_S,
+    REFRESH,
+    SLOT_LEASES,
+)
 from research_service.cluster.tasks import stop
 from research_service.errors import StoreUnavailable, TooManyRuns
 from research_service.pipeline.review import (
@@ -32,69 +41,12 @@ from research_service.runs.state import RunState
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S: Final = 5
-#: What the admission script answers when the cluster, or the run's owner, is full.
-_CLUSTER_FULL: Final = -1
-_OWNER_FULL: Final = -2
-#: A queued run holds its slot this long unless an executor claims it (and refreshes it).
-QUEUED_SLOT_S: Final = 120.0
 #: How long a cancel request waits in Redis for the run's executor to see it.
 CANCEL_KEPT_S: Final = 3600
 #: Why a run whose creation was answered 503 is ended if it was stored after all.
 NOT_MADE: Final = (
     "its creation was answered 503 (the database did not confirm it), so it was never run; "
     "its client may have asked again"
-)
-
-# Redis's clock, not ours: every node's slots lapse by the same one.
-_NOW: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-# An owner's set lives as long as its latest slot (a node that died leaves nothing behind).
-_KEEP_OWNER_SET: Final = """
-local function keep(key)
-  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if last[2] then redis.call('PEXPIREAT', key, math.floor(tonumber(last[2]))) end
-end
-"""
-# Atomic: drop lapsed slots, refuse past a limit, take one. KEYS: the active set, then the
-# owner's set when its runs are counted. Returns {1, taken}, or {-1, active} when the cluster
-# is full, or {-2, active} when the owner is.
-_ADMIT: Final = (
-    _NOW
-    + _KEEP_OWNER_SET
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local active = redis.call('ZCARD', KEYS[1])
-if active >= tonumber(ARGV[1]) then return {-1, active} end
-local lapses = now + tonumber(ARGV[2])
-if KEYS[2] then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  local mine = redis.call('ZCARD', KEYS[2])
-  if mine >= tonumber(ARGV[4]) then return {-2, mine} end
-  redis.call('ZADD', KEYS[2], lapses, ARGV[3])
-  keep(KEYS[2])
-end
-redis.call('ZADD', KEYS[1], lapses, ARGV[3])
-return {1, active + 1}
-"""
-)
-# ARGV: how long from now, then the runs. KEYS: the active set, then the owner's set of
-# each of the first #KEYS - 1 runs.
-_REFRESH: Final = (
-    _NOW
-    + _KEEP_OWNER_SET
-    + """
-local lapses = now + tonumber(ARGV[1])
-for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], lapses, ARGV[i])
-  if KEYS[i] then
-    redis.call('ZADD', KEYS[i], lapses, ARGV[i])
-    keep(KEYS[i])
-  end
-end
-return #ARGV - 1
-"""
 )
 
 
@@ -128,6 +80,8 @@ class ClusterCoordinator:
         self.local: set[str] = set()
         #: Runs this process's executor is claiming (the database's answer not yet in).
         self.claiming: set[str] = set()
+        #: Runs this process has taken a slot for and is storing (not yet queued).
+        self.admitting: set[str] = set()
         #: The owner of each run here whose slot its owner's set holds (or may hold).
         self._owners: dict[str, str] = {}
         #: Runs that ended here whose end is not yet recorded (the database was down).
@@ -136,8 +90,9 @@ class ClusterCoordinator:
         self._recording: set[str] = set()
         #: Called when a run executing here ends (an executor takes another).
         self.on_run_ended: Callable[[], None] | None = None
-        self._admit = redis.register_script(_ADMIT)
-        self._refresh = redis.register_script(_REFRESH)
+        self._admit = redis.register_script(ADMIT)
+        self._refresh = redis.register_script(REFRESH)
+        self._queue = redis.register_script(QUEUE)
         self._tasks: list[asyncio.Task[None]] = []
         log.on_final = self.record_end
 
@@ -145,6 +100,11 @@ class ClusterCoordinator:
     def beat_s(self) -> float:
         """How often the heartbeat is written: three times per lease."""
         return self.lease_s / 3
+
+    @property
+    def held_slot_ms(self) -> int:
+        """How long a slot held by a node lasts after its last heartbeat, in ms."""
+        return int(self.lease_s * SLOT_LEASES * 1000)
 
     def start(self) -> None:
         """Start the heartbeat and the listener counts."""
@@ -172,14 +132,16 @@ class ClusterCoordinator:
         keys = [self.keys.active]
         if owner is not None:
             keys.append(self.keys.owner_active(owner))
-        args: list[str | int] = [limit, int(QUEUED_SLOT_S * 1000), record.id, owner_limit or 0]
+        # Held by this node's heartbeat while it stores the run: if it dies meanwhile, the
+        # slot lapses SLOT_LEASES leases later (cluster/slots.py).
+        args: list[str | int] = [limit, self.held_slot_ms, record.id, owner_limit or 0]
         try:
             taken, count = await self._admit(keys=keys, args=args)
         except ERRORS as exc:
             raise unavailable(exc) from None
-        if owner is not None and taken == _OWNER_FULL:
+        if owner is not None and taken == OWNER_FULL:
             raise owner_full(owner, int(count), where=" in the cluster")
-        if taken == _CLUSTER_FULL:
+        if taken == CLUSTER_FULL:
             raise TooManyRuns(
                 f"{are_active(count)} in the cluster, the limit is {limit}; "
                 f"retry in {RETRY_AFTER_S} s",
@@ -187,9 +149,10 @@ class ClusterCoordinator:
             )
         if owner is not None:
             self._owners[record.id] = owner
+        self.admitting.add(record.id)
         try:
             await self.log.create_run(record)
-            await self.redis.xadd(self.keys.queue, {"run": record.id})
+            await self.queue(record.id, owner)
         except ERRORS as exc:
             # Stored but not queued: the executors' sweep queues it again (see Executor).
             log.warning("run %s is stored but could not be queued (%s)", record.id, exc)
@@ -205,8 +168,19 @@ class ClusterCoordinator:
             await self._release(record.id)
             raise
         finally:
+            self.admitting.discard(record.id)
             if record.id not in self.local:  # its executor, here or elsewhere, refreshes it
                 self._owners.pop(record.id, None)
+
+    async def queue(self, run_id: str, owner: str | None) -> None:
+        """Add the run to the queue, its slot (and `owner`'s) held QUEUED_SLOT_S from now.
+
+        Raises Redis's errors.
+        """
+        keys = [self.keys.active, self.keys.queue]
+        if owner is not None:
+            keys.append(self.keys.owner_active(owner))
+        await self._queue(keys=keys, args=[run_id, int(QUEUED_SLOT_S * 1000)])
 
     async def cancel(self, run_id: str, *, code: str, message: str) -> bool:
         """Ask the run's executor, wherever it is, to stop it; False if it had finished."""
@@ -339,11 +313,17 @@ class ClusterCoordinator:
             await self._release(run_id)
 
     async def _refresh_slots(self) -> None:
-        """Keep the slots of the runs executing here, and their owners', from lapsing."""
-        owned = [run_id for run_id in self.local if run_id in self._owners]
-        runs = owned + [run_id for run_id in self.local if run_id not in self._owners]
+        """Keep the slots of the runs held here, and their owners', from lapsing."""
+        if self.local:
+            await self._refresh_of(self.local, "executing")
+        if self.admitting:
+            await self._refresh_of(self.admitting, "held")
+
+    async def _refresh_of(self, runs: set[str], mode: str) -> None:
+        owned = [run_id for run_id in runs if run_id in self._owners]
+        ordered = owned + [run_id for run_id in runs if run_id not in self._owners]
         keys = [self.keys.active] + [self.keys.owner_active(self._owners[r]) for r in owned]
-        await self._refresh(keys=keys, args=[int(self.lease_s * 3000), *runs])
+        await self._refresh(keys=keys, args=[self.held_slot_ms, mode, *ordered])
 
     async def _beat_forever(self) -> None:
         life: str | None = None
@@ -353,8 +333,7 @@ class ClusterCoordinator:
                 pipe.set(self.keys.node(self.node_id), "1", px=int(self.lease_s * 1000))
                 pipe.info("server")
                 _, info = await pipe.execute()
-                if self.local:
-                    await self._refresh_slots()
+                await self._refresh_slots()
                 if life is not None and info["run_id"] != life:
                     self.presence.rewrite_all()  # Redis restarted: it forgot our counts
                 life = info["run_id"]

@@ -126,7 +126,7 @@ class Executor:
         if self.draining:
             # Read just as draining began: back in the queue for another executor, now.
             with contextlib.suppress(*ERRORS):
-                await redis.xadd(queue, {"run": run_id})
+                await self.cluster.queue(run_id, None)  # its owner's slot lapses as it was
                 await redis.xack(queue, GROUP, entry_id)
                 await redis.xdel(queue, entry_id)
             return

@@ -2,7 +2,8 @@
 
 A run whose executor's heartbeat is gone is ended `worker_lost`, after the events that
 executor published but had not yet committed; a queued run whose queue entry Redis may have
-forgotten is queued again. Ending is claimed in PostgreSQL, so exactly one node does it.
+forgotten (or its API node never added) is queued again, with its slot. Ending is claimed in
+PostgreSQL, so exactly one node does it.
 A run recorded as this node's that it does not execute (a claim or take-over whose answer
 was lost) is ended `worker_lost` too, once two sweeps in a row find it so. The executors that
 have gone leave the run queue's consumer group (cluster/consumers.py).
@@ -69,7 +70,7 @@ class Sweeper:
                 waited = now - execution.queued_at
                 if waited > cluster.lease_s and self._requeued.get(run_id) != life:
                     self._requeued[run_id] = life
-                    await cluster.redis.xadd(cluster.keys.queue, {"run": run_id})
+                    await self._queue_again(run_id)
                 continue
             if executor == cluster.node_id:
                 if not cluster.executes(run_id):
@@ -94,6 +95,18 @@ class Sweeper:
             await forget_departed(
                 cluster.redis, cluster.keys, me=cluster.node_id, lease_s=cluster.lease_s
             )
+
+    async def _queue_again(self, run_id: str) -> None:
+        """Queue a run again, with its slot (and its owner's).
+
+        Its API node may have died before it queued the run, or Redis may have restarted and
+        lost both.
+        """
+        owner = None
+        if self.cluster.counts_owners:
+            record = await self.cluster.log.get_run(run_id)
+            owner = None if record is None else record.owner
+        await self.cluster.queue(run_id, owner)
 
     async def _end_taken(self, run_id: str, executor: str) -> None:
         """End a run taken over from `executor`; kept for the next sweep if that fails."""
