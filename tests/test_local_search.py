@@ -224,6 +224,18 @@ async def test_runs_asking_the_same_query_share_one_search(
     assert other_limit == together[0][:2]
 
 
+async def test_without_a_cache_every_query_is_searched(recording: ThreadRecordingIndex) -> None:
+    """`cache_size=0` (the search bench's provider): no answer kept, each query searched."""
+    search = LocalSearch(recording, cache_size=0)
+    try:
+        first = await search.search("light", limit=3)
+        again = await search.search("light", limit=3)
+    finally:
+        search.close()
+    assert len(recording.threads) == 2
+    assert again == first
+
+
 class FailingOnceIndex(CorpusIndex):
     """A real index whose first search fails as a broken file would."""
 

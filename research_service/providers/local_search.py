@@ -41,8 +41,10 @@ class LocalSearch:
 
     name: str = "local"
 
-    def __init__(self, index: CorpusIndex) -> None:
+    def __init__(self, index: CorpusIndex, *, cache_size: int = CACHE_SIZE) -> None:
+        """`cache_size` 0 keeps no answer: every query is searched (the search bench's way)."""
         self.index = index
+        self._cache_size = cache_size
         self._thread = OwnThread("local-search", background=True)
         #: (query, limit) → its hits, or the search under way: many runs asking the same
         #: query at once (or within CACHE_TTL_S) search once.
@@ -60,7 +62,7 @@ class LocalSearch:
             return list(await asyncio.shield(found[1]))
         answer = asyncio.ensure_future(self._search(query, limit=limit))
         self._answers[key] = (now, answer)
-        while len(self._answers) > CACHE_SIZE:
+        while len(self._answers) > self._cache_size:
             self._answers.popitem(last=False)
         answer.add_done_callback(functools.partial(self._forget_failure, key))
         return list(await asyncio.shield(answer))
