@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Literal
 
 import redis.asyncio as aioredis
 
@@ -319,7 +319,7 @@ class ClusterCoordinator:
         if self.admitting:
             await self._refresh_of(self.admitting, "held")
 
-    async def _refresh_of(self, runs: set[str], mode: str) -> None:
+    async def _refresh_of(self, runs: set[str], mode: Literal["executing", "held"]) -> None:
         owned = [run_id for run_id in runs if run_id in self._owners]
         ordered = owned + [run_id for run_id in runs if run_id not in self._owners]
         keys = [self.keys.active] + [self.keys.owner_active(self._owners[r]) for r in owned]
