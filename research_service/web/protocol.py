@@ -10,13 +10,12 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 from aiohttp.typedefs import Handler
-from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from research_service.events import dumps
-from research_service.logs import ACCESS_FIELDS
 from research_service.problem_json import PROBLEM_TYPE_BASE
+from research_service.web.access_log import LOGGED_ALREADY
 from research_service.web.connections import ConnectionGuard, reset
 from research_service.web.problems import problem
 from research_service.web.request_id import REQUEST_ID_HEADER, request_id_of
@@ -27,10 +26,6 @@ log = logging.getLogger(__name__)
 #: What every response says in `Server`: the service, never its software versions.
 SERVER_NAME: Final = "research-service"
 
-#: The query parameter whose value never reaches the log (a run's stream token).
-REDACTED_PARAM: Final = "token"
-#: Marks a request answered by `handle_error`, which logs it itself (once, with the reason).
-_PROTOCOL_ERROR: Final = web.RequestKey("protocol_error", bool)
 #: How a too-long request line or URL starts (a header starts with its name and a colon).
 _REQUEST_LINE: Final = re.compile(r"^(/|[A-Za-z][A-Za-z0-9+.-]*://|[A-Z]+ )")
 
@@ -187,49 +182,11 @@ class GuardedRequestHandler(RequestHandler):
             if not isinstance(exc, BadHttpMessage | None):
                 status, slug, title = 400, "malformed-request", "Malformed request"
             log.info("refused a malformed request from %s: %s", request.remote, detail)
-        request[_PROTOCOL_ERROR] = True
+        request[LOGGED_ALREADY] = True  # once, with the reason
         headers = {"Server": SERVER_NAME, REQUEST_ID_HEADER: request_id_of(request)}
         response = problem(status, slug=slug, title=title, detail=detail, headers=headers)
         response.force_close()
         return response
-
-
-class QuietAccessLogger(AccessLogger):
-    """aiohttp's access log, without protocol errors (logged already) and stream tokens.
-
-    A token in a log would be a key to its run: its value is replaced. Each line also carries
-    its fields (request id, method, path, status, duration, remote) for the JSON log format.
-    """
-
-    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        """Log one request, unless it was a protocol error."""
-        if request.get(_PROTOCOL_ERROR):
-            return
-        if REDACTED_PARAM in request.query:
-            url = request.rel_url.update_query({REDACTED_PARAM: "REDACTED"})
-            try:
-                request = request.clone(rel_url=url)
-            except RuntimeError:
-                # Only a request whose body was read cannot be cloned: better no line than
-                # a token in the log.
-                return
-        try:
-            values = self._format_line(request, response, time)
-            line = self._log_format % tuple(value for _, value in values)
-            fields = {
-                "request_id": request_id_of(request),
-                "method": request.method,
-                "path": request.path_qs,
-                "status": response.status,
-                "duration_ms": round(time * 1000, 3),
-                "remote": request.remote,
-            }
-            run_id = request.match_info.get("run_id") if isinstance(request, web.Request) else None
-            if run_id is not None:
-                fields["run_id"] = run_id
-            self.logger.info(line, extra={ACCESS_FIELDS: fields})
-        except Exception:
-            self.logger.exception("Error in logging")
 
 
 class GuardedServer(web.Server):

@@ -14,6 +14,7 @@ from research_service.collector import freeze_startup_objects, start_quiet_colle
 from research_service.errors import ConfigError
 from research_service.own_thread import set_background_nice
 from research_service.settings import Settings
+from research_service.web import access_log
 from research_service.web.connections import (
     ConnectionGuard,
     default_max_connections,
@@ -22,7 +23,7 @@ from research_service.web.connections import (
 )
 from research_service.web.keys import MANAGER
 from research_service.web.metrics import forget_startup_stalls
-from research_service.web.protocol import GuardedServer, QuietAccessLogger
+from research_service.web.protocol import GuardedServer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     return {
         "handler_cancellation": True,
         "auto_decompress": False,
-        "access_log_class": QuietAccessLogger,
+        "access_log_class": access_log.QuietAccessLogger,
         "keepalive_timeout": settings.header_timeout_s,
         # A request body the handler did not read is drained for at most this long.
         "lingering_time": min(settings.body_timeout_s, 10.0),
