@@ -137,14 +137,14 @@ async def test_listener_keeps_a_run_from_being_abandoned(
     service.llm.hold_after = 1
     run_id = await service.create(client)
     following = asyncio.create_task(listen(client, service.url(f"/v1/runs/{run_id}/events")))
-    await wait_until(lambda: service.manager.listeners(run_id) == 1)
+    await wait_until(lambda: service.manager.listening.count(run_id) == 1)
     # Past the abandon timeout with a listener: a run nobody followed would be cancelled.
     await asyncio.sleep(1.5 * ABANDON_AFTER_S)
     assert not (await service.manager.state(run_id)).finished
     service.llm.release.set()
     _name, done = (await following).last
     assert done["status"] == "completed"
-    assert service.manager.listeners(run_id) == 0
+    assert service.manager.listening.count(run_id) == 0
 
 
 async def _raw_listener(
@@ -193,7 +193,7 @@ async def test_slow_listener_is_cut_without_slowing_others(
 
     async with ClientSession() as session:
         pacers = [asyncio.create_task(keep_pace(session)) for _ in range(50)]
-        await wait_until(lambda: service.manager.listeners(run_id) == 51)
+        await wait_until(lambda: service.manager.listening.count(run_id) == 51)
         service.llm.release.set()
         # The run finishes while the slow client has not read a byte since the retry field.
         await service.wait_done(run_id, timeout=30)
@@ -246,13 +246,13 @@ async def test_dropped_listeners_release_tasks_and_memory(
 
     async def connect_and_drop(count: int) -> None:
         connections = await asyncio.gather(*(_raw_listener(port, path) for _ in range(count)))
-        await wait_until(lambda: service.manager.listeners(run_id) == count)
+        await wait_until(lambda: service.manager.listening.count(run_id) == count)
         for _, writer in connections:
             writer.close()
         await asyncio.gather(*(writer.wait_closed() for _, writer in connections))
         # Noticed at once, not by the 15 s heartbeat finding a dead socket. (The bound leaves
         # room for a loaded machine: 1,000 closes are noticed within about 0.35 s here.)
-        await wait_until(lambda: service.manager.listeners(run_id) == 0, timeout=10)
+        await wait_until(lambda: service.manager.listening.count(run_id) == 0, timeout=10)
         await wait_until(lambda: len(http_server.connections) == idle_connections, timeout=10)
 
     await connect_and_drop(50)  # warm up lazily created caches
@@ -282,7 +282,7 @@ async def test_shutdown_ends_live_runs_with_done(
     run_id = await service.create(client)
     listener = asyncio.create_task(listen(client, service.url(f"/v1/runs/{run_id}/events")))
     await service.until_held()
-    await wait_until(lambda: service.manager.listeners(run_id) == 1)
+    await wait_until(lambda: service.manager.listening.count(run_id) == 1)
     await service.server.close()
     got = await listener
     name, done = got.last

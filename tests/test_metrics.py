@@ -337,7 +337,7 @@ async def test_a_client_that_goes_away_mid_run_is_counted_as_dropped(
                 break
         # Once this listener has gone, nobody listens: the run is abandoned at once, after
         # the stream has counted its listener as dropped.
-        service.manager.abandon_after_s = 0
+        service.manager.listening.abandon_after_s = 0
     await service.wait_done(run_id)
     after = await scrape(service, client)
     assert after["research_listeners_dropped_total"] == 1

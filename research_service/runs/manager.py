@@ -20,6 +20,7 @@ from research_service.runs.coordinator import Coordinator
 from research_service.runs.creations import AfterCreate, Creations
 from research_service.runs.hub import Hub
 from research_service.runs.limits import OwnerSlots, check_room, run_within_deadline, token_budget
+from research_service.runs.listening import Listening
 from research_service.runs.live_run import LiveRun
 from research_service.runs.log import EventLog
 from research_service.runs.models import RunOptions, RunRecord, RunTail, new_run_id
@@ -59,12 +60,15 @@ class RunManager:
         self.pipeline = pipeline
         self.max_active_runs = max_active_runs
         self.owner_slots = OwnerSlots(max_active_runs_per_owner)
-        self.abandon_after_s = abandon_after_s
         self.max_tokens_per_run = max_tokens_per_run
         self.run_deadline_s = run_deadline_s
         self.review_timeout_s = review_timeout_s
         self.stats = Stats() if stats is None else stats  # what GET /metrics reports
         self._live: dict[str, LiveRun] = {}
+        #: Each live run's listeners; a run nobody follows for abandon_after_s is abandoned.
+        self.listening = Listening(
+            self._live, abandon_after_s=abandon_after_s, coordinator=coordinator
+        )
         # Runs being stored, counted against the limit before the first await (a burst).
         self._starting = 0
         self._creations = Creations()
@@ -122,7 +126,7 @@ class RunManager:
         run = LiveRun(record)
         self._live[record.id] = run
         run.task = run_task(self._execute(run), record.id)
-        self._arm_abandon(run)
+        self.listening.arm(run)
         if self.coordinator is not None:
             self.coordinator.run_started(record)
 
@@ -218,27 +222,6 @@ class RunManager:
             return run.hub
         return None if self.coordinator is None else self.coordinator.hub(run_id)
 
-    def listener_joined(self, run_id: str) -> None:
-        """Count a listener; a run with listeners is never abandoned."""
-        run = self._live.get(run_id)
-        if run is not None:
-            run.listeners += 1
-            if run.abandon_timer is not None:
-                run.abandon_timer.cancel()
-                run.abandon_timer = None
-        elif self.coordinator is not None:
-            self.coordinator.listener_joined(run_id)
-
-    def listener_left(self, run_id: str) -> None:
-        """Uncount a listener; the last one leaving starts the abandon timer."""
-        run = self._live.get(run_id)
-        if run is not None:
-            run.listeners -= 1
-            if run.listeners == 0:
-                self._arm_abandon(run)
-        elif self.coordinator is not None:
-            self.coordinator.listener_left(run_id)
-
     def close_streams(self) -> None:
         """End every stream this process serves (their clients resume on another node)."""
         self.streams_closed = True
@@ -261,30 +244,6 @@ class RunManager:
             for run in list(self._live.values()):
                 run.cancel(code="shutdown", message="the service shut down during the run")
             await asyncio.gather(*tasks, *self._creations.pending, return_exceptions=True)
-
-    def _arm_abandon(self, run: LiveRun) -> None:
-        if run.abandon_timer is not None:
-            run.abandon_timer.cancel()
-        message = f"no listener for {self.abandon_after_s:g} s, so the run was abandoned"
-
-        def abandon() -> None:
-            run.abandon_timer = None
-            if self.coordinator is None:
-                run.cancel(code="abandoned", message=message)
-            else:
-                run.abandon_check = asyncio.create_task(self._abandon_unless_followed(run, message))
-
-        run.abandon_timer = asyncio.get_running_loop().call_later(self.abandon_after_s, abandon)
-
-    async def _abandon_unless_followed(self, run: LiveRun, message: str) -> None:
-        """In a cluster, abandon the run only if no other process has a listener either."""
-        assert self.coordinator is not None
-        elsewhere = await self.coordinator.listeners_elsewhere(run.record.id)
-        if run.listeners == 0 and run.abandon_timer is None:
-            if elsewhere:
-                self._arm_abandon(run)
-            else:
-                run.cancel(code="abandoned", message=message)
 
     def _remember(self, run_id: str, state: RunState) -> None:
         self._finished_states[run_id] = state
@@ -359,8 +318,7 @@ class RunManager:
         error: dict[str, Any] | None,
         answer: str | None,
     ) -> None:
-        if run.abandon_timer is not None:
-            run.abandon_timer.cancel()
+        self.listening.disarm(run)
         streamed = run.state.answer
         if answer is not None and answer != streamed:
             log.error("run %s: answer differs from its tokens; sending the tokens", run.record.id)
@@ -392,8 +350,3 @@ class RunManager:
             if self.coordinator is not None:
                 self.coordinator.run_ended(run.record.id)
             log.info("run %s %s in %d ms", run.record.id, status, now)
-
-    def listeners(self, run_id: str) -> int:
-        """How many clients follow a run live in this process (0 when it is not live here)."""
-        run = self._live.get(run_id)
-        return 0 if run is None else run.listeners

@@ -187,7 +187,7 @@ async def stream(
     stats.open_streams += 1
     if after:
         stats.resumes += 1
-    manager.listener_joined(run_id)
+    manager.listening.joined(run_id)
     try:
         # Also flushes the headers, so the hub's direct writes always come after them.
         if not await listener.write(retry_field(settings.retry_ms)):
@@ -225,6 +225,6 @@ async def stream(
         stats.open_streams -= 1
         if listener.gone and not listener.finished:
             stats.listeners_dropped += 1
-        manager.listener_left(run_id)
+        manager.listening.left(run_id)
     await listener.close()
     return response
