@@ -33,7 +33,7 @@ WAIT_S = 60.0
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     service = await start(
-        *("--port", str(free_port()), "--corpus", str(CORPUS)),
+        *("--port", "0", "--corpus", str(CORPUS)),
         *("--data-dir", str(tmp_path / "data"), "--token-delay-ms", "0"),
         *("--review-timeout-s", "60", "--retry-ms", "100"),
         env={"RESEARCH_STORE": "memory"},

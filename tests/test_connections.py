@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.loopback import free_port
 from tests.metrics_text import metric_samples
 from tests.served import CORPUS, Served, open_files_limit, start, stop
 from tests.sse import listen
@@ -27,7 +26,7 @@ READ_TIMEOUT_S = 20.0
 def serve_args(tmp_path: Path, *extra: str) -> list[str]:
     return [
         "--port",
-        str(free_port()),
+        "0",
         "--data-dir",
         str(tmp_path / "data"),
         "--corpus",

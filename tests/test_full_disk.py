@@ -25,7 +25,6 @@ from research_service.recording import load_recording
 from research_service.runs import sqlite_log
 from research_service.runs.models import RunRecord
 from tests.full_disk import fill, free, small_disk
-from tests.loopback import free_port
 from tests.openapi_check import check_event
 from tests.served import CORPUS, Served, start, stop
 
@@ -40,7 +39,7 @@ def disk(tmp_path: Path) -> AsyncIterator[Path]:
 
 async def serve_on(disk: Path) -> Served:
     return await start(
-        *("--port", str(free_port()), "--data-dir", str(disk / "data")),
+        *("--port", "0", "--data-dir", str(disk / "data")),
         *("--corpus", str(CORPUS), "--token-delay-ms", "25"),
         *("--shutdown-grace-s", str(GRACE_S)),
         timeout=60,
@@ -258,7 +257,7 @@ def sse_events(text: str) -> list[tuple[str, str, dict[str, Any]]]:
 async def test_starting_on_a_full_disk_says_the_disk_is_full(disk: Path) -> None:
     await fill(disk)
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "research_service", "serve", "--port", str(free_port())),
+        *(sys.executable, "-m", "research_service", "serve", "--port", "0"),
         *("--data-dir", str(disk / "data"), "--corpus", str(CORPUS)),
         stderr=asyncio.subprocess.PIPE,
     )

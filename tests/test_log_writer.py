@@ -20,7 +20,6 @@ from research_service import log_writer
 from research_service.log_writer import LineWriter
 from tests.conftest import MakeService
 from tests.full_disk import fill, free, small_disk
-from tests.loopback import free_port
 from tests.served import CORPUS, follow_log, start, stop
 from tests.test_metrics import scrape
 
@@ -157,7 +156,7 @@ async def test_the_metrics_count_the_log_lines_lost(
 async def test_a_service_whose_log_nobody_reads_keeps_answering(tmp_path: Path) -> None:
     # Each request logs a line of ~150 bytes: a pipe takes 64 KiB, ~430 of them.
     served = await start(
-        f"--port={free_port()}",
+        "--port=0",
         f"--data-dir={tmp_path / 'data'}",
         f"--corpus={CORPUS}",
         follow=False,

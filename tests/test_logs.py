@@ -15,7 +15,6 @@ import pytest
 
 from research_service.logs import JsonFormatter, request_id_var, run_context, run_id_var
 from research_service.web.request_id import REQUEST_ID_HEADER
-from tests.loopback import free_port
 from tests.served import CORPUS, start, stop
 from tests.sse import listen
 from tests.webhook_receiver import Receiver
@@ -96,7 +95,7 @@ async def _json_logs_carry_request_ids_and_never_a_secret(
         "--token-delay-ms",
         "0",
         "--port",
-        str(free_port()),
+        "0",
         "--data-dir",
         str(tmp_path / "data"),
         "--fetch-allow",
@@ -169,9 +168,7 @@ async def _json_logs_carry_request_ids_and_never_a_secret(
 
 
 async def test_text_logs_stay_as_they_were(tmp_path: Path) -> None:
-    served = await start(
-        "--corpus", str(CORPUS), "--port", str(free_port()), "--data-dir", str(tmp_path)
-    )
+    served = await start("--corpus", str(CORPUS), "--port", "0", "--data-dir", str(tmp_path))
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             health = await client.get(served.base.rstrip("/") + "/healthz")

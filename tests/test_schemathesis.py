@@ -36,7 +36,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.loopback import free_port
 from tests.openapi_check import DOCUMENT, check_recording_line
 from tests.served import CORPUS
 
@@ -112,7 +111,7 @@ def served(
     """`research-service serve` on a free port, with auth off, or on with an admin key."""
     data = tmp_path_factory.mktemp("schemathesis-data")
     args = [
-        *("--port", str(free_port()), "--data-dir", str(data), "--store", "memory"),
+        *("--port", "0", "--data-dir", str(data), "--store", "memory"),
         *("--corpus", str(CORPUS), "--token-delay-ms", "0"),
         # Fuzzed runs that ask for a review or find no listener must not hold run slots long.
         *("--review-timeout-s", "1", "--abandon-after-s", "2", "--shutdown-grace-s", "1"),

@@ -79,9 +79,7 @@ async def test_user_corpus_answer_is_cited_and_streamed(user_corpus_service: Ser
 async def test_first_question_on_the_default_corpus_gets_a_cited_answer(
     stdlib_data_dir: Path,
 ) -> None:
-    served = await start(
-        "--port", str(free_port()), "--data-dir", str(stdlib_data_dir), "--token-delay-ms", "0"
-    )
+    served = await start("--port", "0", "--data-dir", str(stdlib_data_dir), "--token-delay-ms", "0")
     try:
         base = served.base.rstrip("/")
         done, streamed, _ = await ask(base, "How do I parse JSON in Python?")
@@ -141,7 +139,7 @@ async def test_openai_without_a_key_fails_at_start_up_saying_what_to_do(tmp_path
         "--data-dir",
         str(tmp_path),
         "--port",
-        str(free_port()),
+        "0",
         env=env,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from tests.full_disk import fill, free, small_disk
-from tests.loopback import free_port
 from tests.served import CORPUS, Served, start, stop
 from tests.test_auth import SESSION_COOKIE, cookie
 from tests.test_session_sign_out import sign_in, sign_out
@@ -41,7 +40,7 @@ async def test_a_sign_out_the_full_disk_cannot_record_is_a_503_that_keeps_the_se
     keys = tmp_path / "keys"  # beside the disk: the keys file is only read
     keys.write_text(f"alice:{key}\n", encoding="utf-8")
     served = await start(
-        *("--port", str(free_port()), "--data-dir", str(disk / "data")),
+        *("--port", "0", "--data-dir", str(disk / "data")),
         *("--corpus", str(CORPUS), "--auth", "keys", "--api-keys-file", str(keys)),
         timeout=60,
     )

@@ -17,7 +17,6 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from tests.fake_openai import FakeOpenAI, Reply, mentions, wants_json
-from tests.loopback import free_port
 from tests.openapi_check import check_event
 from tests.served import CORPUS, Served, start, stop
 
@@ -41,7 +40,7 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 
 async def start_service(fake: FakeOpenAI, tmp_path: Path) -> Served:
     return await start(
-        *("--port", str(free_port()), "--data-dir", str(tmp_path / "data")),
+        *("--port", "0", "--data-dir", str(tmp_path / "data")),
         *("--corpus", str(CORPUS), "--llm", "openai", "--openai-base-url", fake.base_url),
         *("--max-tokens-per-run", "100000000", "--shutdown-grace-s", str(GRACE_S)),
         env={"OPENAI_API_KEY": "test-key"},

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.loopback import free_port
 from tests.served import CORPUS, Served, start, stop
 
 WRITE_TIMEOUT_S = 0.5
@@ -27,7 +26,7 @@ WAIT_S = 20.0
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     service = await start(
-        *("--port", str(free_port()), "--data-dir", str(tmp_path / "data")),
+        *("--port", "0", "--data-dir", str(tmp_path / "data")),
         *("--corpus", str(CORPUS), "--write-timeout-s", str(WRITE_TIMEOUT_S)),
     )
     yield service

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 
-from tests.loopback import free_port
 from tests.served import CORPUS, start, stop
 from tests.sse import listen
 
@@ -18,7 +17,7 @@ from tests.sse import listen
 def serve_args(data_dir: Path, *extra: str) -> list[str]:
     return [
         "--port",
-        str(free_port()),
+        "0",
         "--data-dir",
         str(data_dir),
         "--corpus",

@@ -20,7 +20,6 @@ from research_service.own_thread import OwnThread, set_background_nice
 from research_service.settings import Settings
 from tests import postgres
 from tests.cluster import cluster_on, post_run
-from tests.loopback import free_port
 from tests.served import CORPUS, start, stop
 from tests.sse import listen
 
@@ -51,7 +50,7 @@ async def test_a_served_run_searches_and_writes_on_threads_below_the_loop(
 ) -> None:
     env = {} if setting is None else {"RESEARCH_BACKGROUND_NICE": setting}
     served = await start(
-        f"--port={free_port()}",
+        "--port=0",
         f"--data-dir={tmp_path / 'data'}",
         f"--corpus={CORPUS}",
         "--token-delay-ms=0",
