@@ -20,6 +20,9 @@ DEFAULT_TOKEN_DELAY_MS: Final = 15.0
 MAX_NICE: Final = 19
 #: How many runs, streams and background results go on per event-loop turn (loop_turns.py).
 WAKE_UPS_PER_TURN: Final = 16
+#: A run stored while other runs are being created waits for them before its pipeline starts,
+#: for at most this many seconds, so that their POSTs are answered first (runs/creations.py).
+START_AFTER_CREATIONS_S: Final = 0.15
 LLM_CHOICES: Final = ("builtin", "openai", "replay")
 DEFAULT_MODEL: Final = "gpt-4o-mini"
 DEFAULT_LLM_MAX_ATTEMPTS: Final = 4

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, Final, Literal, TypeAlias
 
 from research_service import loop_turns
-from research_service.defaults import DEFAULT_REVIEW_TIMEOUT_S
+from research_service.defaults import DEFAULT_REVIEW_TIMEOUT_S, START_AFTER_CREATIONS_S
 from research_service.errors import PipelineError, ProviderError, StoreUnavailable, unknown_run
 from research_service.events import FinalStatus, done_payload
 from research_service.logs import run_task
@@ -282,9 +282,11 @@ class RunManager:
         error: dict[str, Any] | None = None
         answer: str | None = None
         try:
-            # Runs started together start a few per loop turn; one cancelled meanwhile ends
-            # as any cancelled run does.
+            # Runs started together start a few per loop turn, and once the runs being created
+            # with them are stored (their POSTs are answered first). One cancelled meanwhile
+            # ends as any cancelled run does.
             await loop_turns.SHARED.turn()
+            await self._creations.settled(START_AFTER_CREATIONS_S)
             answer = await run_within_deadline(self.pipeline, ctx, self.run_deadline_s)
         except asyncio.CancelledError:
             current = asyncio.current_task()

@@ -1,0 +1,79 @@
+"""Run creations: a run waits, for a bounded time, until the runs being created are stored."""
+
+from __future__ import annotations
+
+import asyncio
+
+from research_service.records import RunRecord
+from research_service.runs.creations import Creations
+from research_service.runs.models import RunOptions
+
+
+async def _stored_when(released: asyncio.Event) -> RunRecord:
+    """A creation whose store answers once `released` is set."""
+    await released.wait()
+    return RunRecord("0123456789abcdef", "Q?", RunOptions())
+
+
+#: The callers of the creations begun (the loop keeps only weak references to tasks).
+_callers: set[asyncio.Task[RunRecord]] = set()
+
+
+async def _begin(creations: Creations, count: int) -> list[asyncio.Event]:
+    """Begin `count` creations, each held until its event is set; return once all are pending."""
+    holds = [asyncio.Event() for _ in range(count)]
+    for hold in holds:
+        caller = asyncio.create_task(creations.finish(_stored_when(hold)))
+        _callers.add(caller)
+        caller.add_done_callback(_callers.discard)
+    async with asyncio.timeout(5):
+        while len(creations.pending) < count:  # noqa: ASYNC110 - each task starts in its turn
+            await asyncio.sleep(0)
+    return holds
+
+
+async def test_a_run_waits_until_the_runs_being_created_are_stored() -> None:
+    creations = Creations()
+    holds = await _begin(creations, 3)
+    waiting = asyncio.create_task(creations.settled(timeout=30))
+    for hold in holds[:2]:
+        hold.set()
+    done, _ = await asyncio.wait([waiting], timeout=0.05)
+    assert not done, "the run started while a run was still being created"
+    holds[2].set()
+    await asyncio.wait_for(waiting, timeout=5)
+    assert not creations.pending
+
+
+async def test_a_run_waits_no_longer_than_its_timeout() -> None:
+    creations = Creations()
+    holds = await _begin(creations, 2)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(creations.settled(timeout=0.05), timeout=5)
+    assert loop.time() - began >= 0.05
+    assert len(creations.pending) == 2  # they go on; the run did not wait for them
+    for hold in holds:
+        hold.set()
+
+
+async def test_a_run_starts_at_once_when_no_run_is_being_created() -> None:
+    creations = Creations()
+    waiting = asyncio.create_task(creations.settled(timeout=30))
+    await asyncio.sleep(0)  # its first step
+    assert waiting.done()
+
+
+async def test_every_waiting_run_goes_once_the_creations_end_and_the_next_ones_hold_again() -> None:
+    creations = Creations()
+    holds = await _begin(creations, 5)
+    waiting = [asyncio.create_task(creations.settled(timeout=30)) for _ in range(10)]
+    for hold in holds:
+        hold.set()
+    await asyncio.wait_for(asyncio.gather(*waiting), timeout=5)
+    holds = await _begin(creations, 1)
+    later = asyncio.create_task(creations.settled(timeout=30))
+    done, _ = await asyncio.wait([later], timeout=0.05)
+    assert not done
+    holds[0].set()
+    await asyncio.wait_for(later, timeout=5)
