@@ -8,7 +8,7 @@ So each creation runs in a task of its own that the caller only waits for.
 A run stored while others are being created waits for them before its pipeline starts
 (`settled`, for at most `START_AFTER_CREATIONS_S`). On one core, a burst's runs would otherwise
 take turns with the burst's answers: the last of 300 `POST /v1/runs` at once was answered
-about 7 ms later (bench/README.md, "Answers before runs").
+7-10 ms later (bench/README.md, "Answers before runs").
 """
 
 from __future__ import annotations
