@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import asyncpg
+import httpx
+
+from research_service.defaults import START_AFTER_CREATIONS_S
 from research_service.records import RunRecord
 from research_service.runs.creations import Creations
 from research_service.runs.models import RunOptions
+from tests import postgres
+from tests.conftest import MakeService
+from tests.sse import listen
+from tests.test_lifecycle import insert_waits_for
+from tests.webhook_receiver import Receiver
+
+postgres_database = postgres.postgres_database
+postgres_url = postgres.postgres_url
 
 
 async def _stored_when(released: asyncio.Event) -> RunRecord:
@@ -77,3 +90,38 @@ async def test_every_waiting_run_goes_once_the_creations_end_and_the_next_ones_h
     assert not done
     holds[0].set()
     await asyncio.wait_for(later, timeout=5)
+
+
+async def test_a_service_starts_a_run_once_the_run_created_beside_it_is_stored(
+    make_service: MakeService, postgres_url: str, client: httpx.AsyncClient
+) -> None:
+    """PostgreSQL stores each creation on a connection of its own: one whose webhook cannot be
+    stored yet (its table locked by another connection) is still being created while a run
+    without a webhook is stored and started. That run's pipeline waits for it, up to the bound,
+    and no longer."""
+    service = await make_service(
+        store="postgres", database_url=postgres_url, fetch_allow="127.0.0.1"
+    )
+    holder = await asyncpg.connect(postgres_url)
+    try:
+        async with Receiver() as receiver:
+            locked = holder.transaction()
+            await locked.start()
+            await holder.execute("LOCK TABLE webhook_deliveries IN SHARE MODE")
+            body = {"question": "Held?", "options": {"webhook": {"url": receiver.url()}}}
+            held = asyncio.create_task(client.post(service.url("/v1/runs"), json=body))
+            await insert_waits_for(holder, "webhook_deliveries")
+            created = await client.post(service.url("/v1/runs"), json={"question": "Beside?"})
+            assert created.status_code == 201, created.text
+            answered = time.monotonic()
+            url = service.url(created.json()["events_url"])
+            first = await listen(client, url, stop=lambda event: event.event == "phase")
+            waited = time.monotonic() - answered
+            assert first.names == ["phase"]
+            assert waited >= START_AFTER_CREATIONS_S, f"the run began after {waited:.3f} s"
+            assert not held.done(), "the run beside it was stored meanwhile"
+            await locked.rollback()
+            assert (await held).status_code == 201
+            await service.wait_done(created.json()["id"])
+    finally:
+        await holder.close()

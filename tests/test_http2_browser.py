@@ -96,7 +96,6 @@ class Stream:
 @pytest_asyncio.fixture(loop_scope="session")
 async def service(tmp_path: Path) -> AsyncIterator[Served]:
     """`research-service serve` as a process: memory store, slow builtin model, test corpus."""
-    port = free_port()
     served = await start(
         "--store",
         "memory",
@@ -104,9 +103,8 @@ async def service(tmp_path: Path) -> AsyncIterator[Served]:
         str(CORPUS),
         "--token-delay-ms",
         TOKEN_DELAY_MS,
-        env={"RESEARCH_PORT": str(port), "RESEARCH_DATA_DIR": str(tmp_path / "data")},
+        env={"RESEARCH_PORT": "0", "RESEARCH_DATA_DIR": str(tmp_path / "data")},
     )
-    served.port = port
     yield served
     if served.process.returncode is None:
         await stop(served)

@@ -21,7 +21,6 @@ from playwright.async_api import expect
 from tests import browser as fixtures
 from tests.browser import LOOP, Panel
 from tests.full_disk import fill, free, small_disk
-from tests.loopback import free_port
 from tests.served import CORPUS, Served, start, stop
 from tests.test_panel_browser import ask
 
@@ -47,8 +46,8 @@ async def serve(disk: Path, port: int) -> Served:
 async def test_after_a_crash_the_panel_shows_the_runs_ending_and_its_stored_answer(
     panel: Panel, disk: Path
 ) -> None:
-    port = free_port()
-    served = await serve(disk, port)
+    served = await serve(disk, 0)
+    port = served.port  # the restart listens where the panel reconnects
     page = panel.page
     answer = page.locator("#answer")
     try:
