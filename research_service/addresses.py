@@ -6,8 +6,11 @@ command such as `research-service keys` starts without it.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from urllib.parse import urlsplit, urlunsplit
+
+from research_service.errors import ConfigError
 
 
 def is_loopback(host: str) -> bool:
@@ -19,6 +22,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def url_host(host: str) -> str:
+    """`host` as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def cannot_listen(exc: OSError, host: str, port: int, *, flag: str) -> ConfigError:
+    """What to tell the operator when HOST:PORT cannot be listened on; `flag` sets the port."""
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"port {port} on {host} is already in use by another process; stop it or choose "
+            f"another {flag}"
+        )
+    return ConfigError(f"cannot listen on {host}:{port} ({flag}): {exc.strerror or exc}")
 
 
 def redact_url(url: str) -> str:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ import redis.asyncio as aioredis
 
 from research_service.cluster.redis_link import Keys
 from tests.cli_process import child_env
+from tests.loopback import PORT_ATTEMPTS, PORT_TAKEN, PortTaken, free_port
 
 REDIS_URL: Final = os.environ.get("RESEARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CORPUS: Final = Path(__file__).parent / "data" / "corpus"
@@ -172,15 +174,20 @@ class Cluster:
         flags = ("--no-execute", *args) if "--execute" not in args else args
         return await self._start("serve", "--port", str(port), *flags, env=env)
 
-    async def worker(self, *args: str, **env: str) -> Node:
-        """A worker (executes runs, serves no API)."""
-        return await self._start("worker", *args, env=env)
+    async def worker(self, *args: str, ready: bool = True, **env: str) -> Node:
+        """A worker (executes runs, serves no API), once it takes runs unless not `ready`."""
+        return await self._start("worker", *args, env=env, ready=ready)
 
     async def restart(self, node: Node) -> Node:
-        """Start `node` again with the same arguments (after it exited)."""
-        return await self._start(node.kind, *node.args, env={})
+        """Start `node` again with the same arguments (after it exited); an API node on the
+        port it had, so its clients find it where it was."""
+        args = node.args
+        if node.kind == "serve":
+            at = args.index("--port") + 1
+            args = (*args[:at], str(urlsplit(node.base).port), *args[at + 1 :])
+        return await self._start(node.kind, *args, env={})
 
-    async def _start(self, kind: str, *args: str, env: dict[str, str]) -> Node:
+    async def _start(self, kind: str, *args: str, env: dict[str, str], ready: bool = True) -> Node:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -195,8 +202,10 @@ class Cluster:
         node = Node(kind, process, bytearray(), args=args)
         node._drain = asyncio.create_task(_read_log(process, node))
         self.nodes.append(node)
-        ready = SERVE_READY if kind == "serve" else WORKER_READY
-        match = await node.wait_log(ready.pattern, timeout=START_TIMEOUT_S)
+        if not ready:
+            return node
+        said = SERVE_READY if kind == "serve" else WORKER_READY
+        match = await node.wait_log(said.pattern, timeout=START_TIMEOUT_S)
         if kind == "serve":
             node.base = match[1].decode()
         name = NODE_NAME.search(node.log)
@@ -245,11 +254,26 @@ class RedisServer:
     folder: Path
     process: asyncio.subprocess.Process | None = None
 
+    @classmethod
+    async def started(cls, folder: Path) -> RedisServer:
+        """A server started on a port picked here; on another if that one was taken first."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            server = cls(free_port(), folder)
+            try:
+                await server.start()
+            except PortTaken:
+                if attempt == PORT_ATTEMPTS:
+                    raise
+            else:
+                break
+        return server
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
+        """Start it on `port` (again, after `stop`); raises PortTaken if that port is taken."""
         binary = shutil.which("redis-server")
         if binary is None:
             _unavailable("redis-server", "not installed (apt-get install redis-server)")
@@ -270,10 +294,16 @@ class RedisServer:
             stderr=asyncio.subprocess.STDOUT,
         )
         assert self.process.stdout is not None
+        said = bytearray()
         async with asyncio.timeout(20):
-            while line := await self.process.stdout.readline():
-                if b"Ready to accept connections" in line:
-                    break
+            while b"Ready to accept connections" not in said:
+                line = await self.process.stdout.readline()
+                if not line:
+                    await self.process.wait()
+                    if PORT_TAKEN in said:
+                        raise PortTaken(said.decode())
+                    raise AssertionError(f"redis-server did not start:\n{said.decode()}")
+                said += line
         # Keep its output flowing so it never blocks on a full pipe.
         asyncio.get_running_loop().create_task(self._drain())
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import socket
 from types import TracebackType
 from typing import Final, Self
@@ -9,16 +11,47 @@ from typing import Final, Self
 from aiohttp import web
 
 HOST: Final = "127.0.0.1"
+#: What a server says when a port it was told to bind was taken since the test picked it.
+PORT_TAKEN: Final = b"Address already in use"
+#: How many times a server that cannot bind port 0 is started on newly picked ports.
+PORT_ATTEMPTS: Final = 3
 #: In-flight handlers are cancelled before shutdown, so this bound is rarely reached.
 SHUTDOWN_TIMEOUT: Final = 1.0
 
 
 def free_port() -> int:
-    """A port nothing listens on right now (bound, then released), so connecting is refused."""
+    """A port nothing listens on right now (bound, then released), for a server to bind.
+
+    Another process may take it before the server does (a client's connection is given such
+    ports too): bind port 0 where the server can say which port it got, and retry where it
+    cannot. Where a test wants a connection refused, `refused_port()` is the port.
+    """
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+class PortTaken(Exception):
+    """A server could not bind the port the test picked for it: another process took it first."""
+
+
+def refused_port() -> int:
+    """A port on HOST where every connection is refused, for as long as the tests run.
+
+    This process keeps it bound and never listens on it (Linux answers a connection to such a
+    port with a reset), so no other process can take it, as one could take a released port.
+    """
+    port: int = _refusing_socket().getsockname()[1]
+    return port
+
+
+@functools.cache
+def _refusing_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind((HOST, 0))
+    atexit.register(sock.close)
+    return sock
 
 
 class LoopbackServer:

@@ -12,14 +12,14 @@ import contextlib
 import os
 import re
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import pytest
 
-from tests.loopback import free_port
+from tests.loopback import PORT_ATTEMPTS, PORT_TAKEN, PortTaken, free_port
 
 NGINX: Final = Path("/usr/sbin/nginx")
 DEPLOY: Final = Path(__file__).resolve().parent.parent / "deploy" / "nginx"
@@ -33,6 +33,8 @@ PREFIX: Final = "/research/"
 #: The master logs this (at `notice`) once its sockets are bound and its workers started.
 READY: Final = re.compile(rb"start worker process \d+")
 TIMEOUT_S: Final = 20.0
+
+T = TypeVar("T")
 
 
 def require_nginx() -> Path:
@@ -148,18 +150,34 @@ async def _start(folder: Path) -> Child:
     async with asyncio.timeout(TIMEOUT_S):
         while not READY.search(child.log):
             line = await process.stderr.readline()
-            assert line, f"nginx did not start:\n{child.log.decode()}"
+            if not line:
+                await process.wait()
+                if PORT_TAKEN in child.log:
+                    raise PortTaken(child.log.decode())
+                raise AssertionError(f"nginx did not start:\n{child.log.decode()}")
             child.log += line
     return child
 
 
 @contextlib.asynccontextmanager
-async def child(folder: Path) -> AsyncIterator[Child]:
-    """nginx with `folder`/nginx.conf (and `folder` as its prefix) until the block ends."""
-    started = await _start(folder)
+async def child(folder: Path, configure: Callable[[], T]) -> AsyncIterator[tuple[Child, T]]:
+    """nginx with `folder`/nginx.conf (and `folder` as its prefix) until the block ends.
+
+    `configure()` writes the configuration, with ports it picks, and returns what the test
+    needs of it. When one of those ports was taken before nginx bound it, nginx is started
+    again on what `configure()` picks next (up to PORT_ATTEMPTS times in all).
+    """
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        configured = configure()
+        try:
+            started = await _start(folder)
+            break
+        except PortTaken:
+            if attempt == PORT_ATTEMPTS:
+                raise
     drain = asyncio.create_task(_drain(started))
     try:
-        yield started
+        yield started, configured
     finally:
         if started.process.returncode is None:
             # SIGTERM: a fast shutdown that does not wait for open streams to end.
@@ -177,9 +195,13 @@ async def running(
     require_nginx()
     (folder / "snippets").mkdir(parents=True)
     (folder / "temp").mkdir()
-    ports = (free_port(), free_port())
-    (folder / SITE).write_text(site_config(upstream_port=upstream_port, ports=ports))
     (folder / "snippets" / SNIPPET).write_text(snippet_config(read_timeout=read_timeout))
     (folder / "nginx.conf").write_text(main_config(folder))
-    async with child(folder) as started:
+
+    def configure() -> tuple[int, int]:
+        ports = (free_port(), free_port())
+        (folder / SITE).write_text(site_config(upstream_port=upstream_port, ports=ports))
+        return ports
+
+    async with child(folder, configure) as (started, ports):
         yield Nginx(started.process, *ports, log=started.log)

@@ -100,12 +100,16 @@ async def running(
     (folder / "snippets").mkdir(parents=True)
     (folder / "temp").mkdir()
     certificate = make_cert(folder / "certs")
-    port = free_port()
-    site = site_config(
-        upstream_port=upstream_port, port=port, certs=certificate.parent, http2=http2
-    )
-    (folder / SITE).write_text(site)
     (folder / "snippets" / nginx.SNIPPET).write_text(nginx.snippet_config(read_timeout=None))
     (folder / "nginx.conf").write_text(nginx.main_config(folder, site=SITE))
-    async with nginx.child(folder) as started:
+
+    def configure() -> int:
+        port = free_port()
+        site = site_config(
+            upstream_port=upstream_port, port=port, certs=certificate.parent, http2=http2
+        )
+        (folder / SITE).write_text(site)
+        return port
+
+    async with nginx.child(folder, configure) as (started, port):
         yield TlsNginx(started, port, certificate)

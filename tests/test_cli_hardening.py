@@ -20,7 +20,7 @@ from research_service.recording import load_recording
 from tests import cli_process
 from tests.cli_process import Finished
 from tests.conftest import MakeService, Service
-from tests.loopback import free_port
+from tests.loopback import refused_port
 
 RUN_ID = "0123456789abcdef"
 PIECES = ["Asyncio ", "gathers ", "awaitables [1]."]
@@ -105,7 +105,7 @@ async def test_record_leaves_an_existing_file_alone_when_no_run_begins(
 ) -> None:
     path = tmp_path / "keep.jsonl"
     path.write_text(KEPT)
-    servers = {"LIVE": base(live), "UNREACHABLE": f"http://127.0.0.1:{free_port()}"}
+    servers = {"LIVE": base(live), "UNREACHABLE": f"http://127.0.0.1:{refused_port()}"}
     args = [servers.get(a, a) for a in args]
     result = await cli_process.run(*args, "--record", str(path))
     assert result.returncode == status, result.stderr
@@ -253,7 +253,7 @@ async def test_export_to_a_closed_or_full_stdout_is_one_line_and_status_1(
 
 async def test_a_closed_stderr_never_sends_messages_to_stdout() -> None:
     result = await run_child(
-        "ask", "--server", f"http://127.0.0.1:{free_port()}", "--json", "Q?", redirect="2>&-"
+        "ask", "--server", f"http://127.0.0.1:{refused_port()}", "--json", "Q?", redirect="2>&-"
     )
     assert result.returncode == 4
     assert result.stdout == ""
@@ -343,6 +343,8 @@ async def test_export_from_a_server_that_is_not_a_service_says_what_it_got_in_on
 
 
 async def test_export_from_an_unreachable_server_exits_4() -> None:
-    result = await cli_process.run("export", RUN_ID, "--server", f"http://127.0.0.1:{free_port()}")
+    result = await cli_process.run(
+        "export", RUN_ID, "--server", f"http://127.0.0.1:{refused_port()}"
+    )
     assert result.returncode == 4
     assert "cannot download" in one_line(result)

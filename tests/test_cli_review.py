@@ -22,7 +22,7 @@ import pytest
 
 from tests import cli_process
 from tests.cli_process import Cli
-from tests.loopback import free_port
+from tests.loopback import refused_port
 from tests.served import CORPUS, Served, start, stop
 
 QUESTION = "Who created Python and when was it first released?"
@@ -334,7 +334,7 @@ async def test_plan_of_a_run_that_never_asked_exits_3(served: Served) -> None:
 
 
 async def test_plan_of_an_unreachable_service_exits_4() -> None:
-    server = f"http://127.0.0.1:{free_port()}"
+    server = f"http://127.0.0.1:{refused_port()}"
     result = await cli_process.run("plan", "0123456789abcdef", "--approve", "--server", server)
     assert result.returncode == 4
     assert "cannot reach the service" in result.stderr

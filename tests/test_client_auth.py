@@ -22,7 +22,7 @@ from research_service.client.plain import JsonLines
 from research_service.client.session import Output, ask
 from research_service.errors import RunRefused
 from tests import cli_process
-from tests.loopback import free_port
+from tests.loopback import refused_port
 from tests.served import CORPUS, Served, start, stop
 
 RUN = "0123456789abcdef"
@@ -385,7 +385,7 @@ async def test_api_key_without_server_is_a_usage_error() -> None:
 async def test_a_malformed_key_is_refused_before_any_request_without_echoing_it() -> None:
     key = "rsk_abc def\x1b[2J"
     result = await cli_process.run(
-        "listen", RUN, "--server", f"http://127.0.0.1:{free_port()}", RESEARCH_API_KEY=key
+        "listen", RUN, "--server", f"http://127.0.0.1:{refused_port()}", RESEARCH_API_KEY=key
     )
     assert result.returncode == 2
     assert "RESEARCH_API_KEY holds a space or a character an API key never has" in result.stderr

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from research_service.cluster.redis_link import Keys
+from research_service.runs.postgres_db import MIGRATION_LOCK
 from tests import cli_process, postgres
 from tests.cluster import (
     Cluster,
@@ -84,6 +87,56 @@ async def test_a_worker_needs_a_cluster_and_no_execute_needs_one_too(tmp_path: P
     api = await cli_process.run("serve", "--no-execute", "--data-dir", str(tmp_path))
     assert api.returncode == 2
     assert "--no-execute makes an API-only node of a cluster" in api.stderr
+
+
+async def test_a_worker_refuses_a_health_port_it_cannot_use_before_it_takes_a_run(
+    cluster: Cluster,
+) -> None:
+    env = cluster.node_env()
+    wide = await cli_process.run("worker", "--health-port", "99999", **env)
+    assert (wide.returncode, wide.stderr) == (
+        2,
+        "research-service: health port must be 0-65535, got 99999; fix --health-port or "
+        "RESEARCH_HEALTH_PORT\n",
+    )
+    negative = await cli_process.run("worker", **{**env, "RESEARCH_HEALTH_PORT": "-1"})
+    assert negative.returncode == 2
+    assert "health port must be 0-65535, got -1" in negative.stderr
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        refused = await cli_process.run("worker", "--health-port", str(port), **env)
+    assert refused.returncode == 2
+    assert refused.stderr.endswith(
+        f"research-service: port {port} on 127.0.0.1 is already in use by another process; "
+        "stop it or choose another --health-port\n"
+    )
+    assert "Traceback" not in refused.stderr
+    assert "taking runs" not in refused.stderr
+
+
+async def test_a_worker_health_says_starting_until_the_worker_takes_runs(
+    cluster: Cluster, client: httpx.AsyncClient
+) -> None:
+    # Another process migrating the database holds the migration lock: the worker's start-up
+    # waits for it, with its health port already open.
+    migrating = await asyncpg.connect(cluster.database_url)
+    try:
+        held = migrating.transaction()
+        await held.start()
+        await migrating.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        worker = await cluster.worker("--health-port", "0", ready=False)
+        named = await worker.wait_log(rb"worker health: (http://127\.0\.0\.1:\d+/healthz)")
+        health = named[1].decode()
+        starting = await client.get(health)
+        assert (starting.status_code, starting.json()) == (503, {"status": "starting"})
+        assert b"taking runs" not in worker.log
+        await held.rollback()
+    finally:
+        await migrating.close()
+    await worker.wait_log(rb"worker \S+: taking runs")
+    taking = await client.get(health)
+    assert taking.status_code == 200
+    assert taking.json()["status"] == "ok"
 
 
 async def test_a_run_made_on_one_node_streams_whole_from_another_and_resumes_on_either(

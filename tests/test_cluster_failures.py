@@ -24,7 +24,6 @@ from tests.cluster import (
     redis_or_skip,
 )
 from tests.drop_proxy import DropProxy
-from tests.loopback import free_port
 from tests.metrics_text import metric_samples
 from tests.sse import after_event, listen
 
@@ -127,10 +126,10 @@ async def test_sigterm_drains_a_worker_its_runs_finish_and_it_takes_no_new_ones(
 ) -> None:
     async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="60") as cluster:
         api = await cluster.api()
-        health_port = free_port()
-        draining = await cluster.worker(
-            "--health-port", str(health_port), RESEARCH_METRICS_TOKEN=METRICS_TOKEN
-        )
+        draining = await cluster.worker("--health-port", "0", RESEARCH_METRICS_TOKEN=METRICS_TOKEN)
+        # Port 0: the kernel picks one, and the log names it.
+        named = await draining.wait_log(rb"worker health: http://127\.0\.0\.1:(\d+)/healthz")
+        health_port = int(named[1])
         health = f"http://127.0.0.1:{health_port}/healthz"
         healthy = await client.get(health)
         assert healthy.status_code == 200
@@ -194,8 +193,7 @@ async def test_an_api_node_restarted_under_20_listeners_loses_none_of_them(
     postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
 ) -> None:
     async with cluster_on(postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="80") as cluster:
-        port = free_port()
-        restarting, steady = await asyncio.gather(cluster.api(port=port), cluster.api())
+        restarting, steady = await asyncio.gather(cluster.api(), cluster.api())
         await cluster.worker()
         run_id = await post_run(client, steady.base, QUESTION)
         results = [Followed() for _ in range(20)]
@@ -225,8 +223,7 @@ async def test_an_api_node_restarted_under_20_listeners_loses_none_of_them(
 async def test_runs_and_listeners_survive_a_redis_restart(
     postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
 ) -> None:
-    redis = RedisServer(free_port(), tmp_path)
-    await redis.start()
+    redis = await RedisServer.started(tmp_path)
     try:
         async with cluster_on(
             postgres_url, tmp_path, redis_url=redis.url, RESEARCH_TOKEN_DELAY_MS="80"

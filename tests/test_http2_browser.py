@@ -26,7 +26,7 @@ from playwright.async_api import Browser, Page
 from tests import browser as fixtures
 from tests import nginx_tls
 from tests.browser import LOOP
-from tests.loopback import free_port
+from tests.loopback import refused_port
 from tests.served import CORPUS, Served, start, stop
 
 pytestmark = LOOP
@@ -187,7 +187,7 @@ async def test_the_certificate_verifies_for_its_names_and_nginx_offers_http2(
 ) -> None:
     """make-cert.sh's certificate holds for localhost and 127.0.0.1, not others; ALPN picks h2."""
     # No upstream: the TLS handshake is nginx's alone.
-    async with nginx_tls.running(tmp_path / "nginx", upstream_port=free_port()) as proxy:
+    async with nginx_tls.running(tmp_path / "nginx", upstream_port=refused_port()) as proxy:
         context = ssl.create_default_context(cafile=proxy.certificate)
         context.set_alpn_protocols(["h2", "http/1.1"])
         for name in ("localhost", "127.0.0.1"):

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ from research_service.cli.service_choice import IN_PROCESS_GROUP
 from tests import cli_process
 from tests.conftest import Service
 from tests.drop_proxy import DropProxy
-from tests.loopback import free_port
+from tests.loopback import refused_port
 from tests.served import CORPUS
 from tests.test_client_auth import QUESTION, keyed_service
 
@@ -50,6 +51,10 @@ async def over_stdio(service: Service) -> AsyncIterator[Client]:
         yield c
 
 
+#: What `mcp --http` says once it listens.
+LISTENING = re.compile(rb"MCP over Streamable HTTP at (http://127\.0\.0\.1:[1-9]\d*/mcp)$")
+
+
 class McpUrl(str):
     """The MCP endpoint's URL; `log` holds the server's stderr once it has stopped."""
 
@@ -58,15 +63,16 @@ class McpUrl(str):
 
 @asynccontextmanager
 async def http_server(*args: str) -> AsyncIterator[McpUrl]:
-    """`mcp --http` as a child process; yields its MCP URL once uvicorn says it listens."""
-    port = free_port()
-    cli = await cli_process.start("mcp", *args, "--http", f"127.0.0.1:{port}")
-    url = McpUrl(f"http://127.0.0.1:{port}/mcp")
+    """`mcp --http` on a port the kernel picks, as a child process; yields the MCP URL it
+    says once it listens."""
+    cli = await cli_process.start("mcp", *args, "--http", "127.0.0.1:0")
+    url = McpUrl("")
     try:
         assert cli.proc.stderr is not None
         async with asyncio.timeout(TIMEOUT_S):
-            while b"Uvicorn running on" not in (line := await cli.proc.stderr.readline()):
+            while not (said := LISTENING.search(line := await cli.proc.stderr.readline())):
                 assert line, "mcp --http exited before it listened"
+        url = McpUrl(said[1].decode())
         yield url
     finally:
         cli.proc.terminate()
@@ -221,7 +227,7 @@ async def test_bad_calls_are_mcp_errors_that_say_what_was_wrong(service: Service
 
 
 async def test_an_unreachable_service_is_an_error_not_a_crash() -> None:
-    port = free_port()  # nothing listens there
+    port = refused_port()
     params = stdio("--server", f"http://127.0.0.1:{port}")
     async with Client(params, read_timeout_seconds=TIMEOUT_S) as mcp:
         result = await mcp.call_tool("start_research", {"question": "anyone there?"})
@@ -283,6 +289,18 @@ async def test_mcp_refuses_a_bad_command_line() -> None:
     keyless = await cli_process.run("mcp", "--api-key", "k")
     assert keyless.returncode == 2
     assert "--api-key is for a --server" in keyless.stderr
+
+
+async def test_mcp_http_on_a_taken_port_says_so_before_it_starts_anything() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = await cli_process.run("mcp", "--http", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"research-service: port {port} on 127.0.0.1 is already in use by another process; "
+        "stop it or choose another --http port (:0 picks a free one)\n"
+    )
+    assert result.stdout == ""
 
 
 INITIALIZE = {

@@ -38,7 +38,7 @@ from tests.fake_openai import (
 )
 from tests.fake_openai import Usage as FakeUsage
 from tests.fakes import RecordingReporter
-from tests.loopback import free_port
+from tests.loopback import refused_port
 
 MAX_WAIT_S = 0.005  # keeps every retry wait tiny; Retry-After is capped to it
 QUESTION = "How do I read a gzip file in Python?"
@@ -514,7 +514,7 @@ async def test_check_rejects_a_wrong_key() -> None:
 
 
 async def test_check_names_an_unreachable_server() -> None:
-    port = free_port()
+    port = refused_port()
     llm = make_llm(f"http://127.0.0.1:{port}/v1")
     with pytest.raises(ConfigError) as caught:
         await llm.check()

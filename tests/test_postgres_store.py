@@ -24,7 +24,7 @@ from research_service.web.health import CHECK_TIMEOUT_S
 from tests import postgres
 from tests.conftest import MakeService
 from tests.drop_proxy import DropProxy
-from tests.loopback import free_port
+from tests.loopback import refused_port
 from tests.sse import listen
 
 postgres_database = postgres.postgres_database
@@ -266,7 +266,7 @@ async def test_the_postgres_store_without_a_url_refuses_to_start_saying_what_to_
 async def test_an_unreachable_database_refuses_to_start_with_the_reason(
     make_service: MakeService,
 ) -> None:
-    url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/research"
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{refused_port()}/research"
     with pytest.raises(ConfigError, match=r"cannot use the PostgreSQL run store") as failed:
         await make_service(store="postgres", database_url=url)
     assert "hunter2" not in str(failed.value)

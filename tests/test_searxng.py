@@ -25,7 +25,7 @@ from research_service.providers.searxng import JSON_REFUSED, SearxngSearch, clie
 from research_service.settings import Settings
 from tests.fake_searxng import FakeSearxng, Hold, Result, Status
 from tests.fakes import ScriptedLLM
-from tests.loopback import free_port
+from tests.loopback import refused_port
 from tests.sse import listen
 
 TINY_WAIT_S = 0.01
@@ -264,7 +264,7 @@ async def test_wrong_base_path_says_to_fix_searxng_url(
 async def test_unreachable_instance_is_retried_then_says_to_start_it(
     session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{refused_port()}"
     with caplog.at_level(logging.INFO), pytest.raises(SearchError) as caught:
         await provider(session, url, attempts=2).search("q", limit=5)
     assert "attempt 2 of 2" in caplog.text
@@ -330,7 +330,7 @@ async def test_check_fails_when_json_is_disabled(session: aiohttp.ClientSession)
 
 
 async def test_check_fails_when_unreachable(session: aiohttp.ClientSession) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{refused_port()}"
     with pytest.raises(
         ConfigError, match=r"cannot reach SearXNG at .*; start it or set SEARXNG_URL"
     ):

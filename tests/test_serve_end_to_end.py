@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.loopback import free_port
+from research_service.defaults import DEFAULT_PORT
 from tests.served import CORPUS, Served, start, stop
 from tests.sse import listen
 
@@ -25,15 +25,15 @@ def stdlib_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def user_corpus_service(tmp_path: Path) -> AsyncIterator[Served]:
-    port = free_port()
+    # RESEARCH_PORT=0: the kernel picks the port (which `start` reads from the log), where
+    # without the variable the service would bind DEFAULT_PORT.
     served = await start(
         "--corpus",
         str(CORPUS),
         "--token-delay-ms",
         "0",
-        env={"RESEARCH_PORT": str(port), "RESEARCH_DATA_DIR": str(tmp_path / "data")},
+        env={"RESEARCH_PORT": "0", "RESEARCH_DATA_DIR": str(tmp_path / "data")},
     )
-    served.port = port
     yield served
     if served.process.returncode is None:
         await stop(served)
@@ -53,6 +53,7 @@ async def test_env_vars_configure_the_port_and_data_dir(
     user_corpus_service: Served, tmp_path: Path
 ) -> None:
     port = user_corpus_service.port
+    assert 0 < port != DEFAULT_PORT
     assert user_corpus_service.base.rstrip("/").endswith(f":{port}")
     assert (tmp_path / "data").is_dir()
     async with httpx.AsyncClient() as client:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 from typing import Any, Final
 
+from research_service.addresses import is_loopback, url_host
 from research_service.cli.catalogue import help_line
 from research_service.cli.flags import say
 from research_service.cli.following import run_command, usage
@@ -40,7 +40,7 @@ def add_parser(commands: Any) -> None:
         "--http",
         metavar="HOST:PORT",
         help="serve MCP over Streamable HTTP at http://HOST:PORT/mcp instead of stdio "
-        f"(e.g. 127.0.0.1:{DEFAULT_HTTP_PORT})",
+        f"(e.g. 127.0.0.1:{DEFAULT_HTTP_PORT}; port 0 picks a free one, which it says)",
     )
     in_process_flags(parser)
     parser.set_defaults(run=run)
@@ -49,14 +49,10 @@ def add_parser(commands: Any) -> None:
 def _host_port(text: str) -> tuple[str, int]:
     """--http's HOST:PORT, on loopback only: the MCP endpoint asks its callers for no key."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ClientError(f"--http {text!r} is not HOST:PORT; try 127.0.0.1:{DEFAULT_HTTP_PORT}")
     host = host.strip("[]")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise ClientError(
             f"--http {text!r}: the MCP endpoint listens on loopback only (127.0.0.1, ::1), as "
             "it asks its callers for no key and runs research with --api-key's; reach it "
@@ -76,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # The SDK and its web stack load only for this command (an optional extra).
         from research_service.mcp.event_store import RunEventStore  # noqa: PLC0415
-        from research_service.mcp.http import serve_http  # noqa: PLC0415
+        from research_service.mcp.http import listening, serve_http  # noqa: PLC0415
         from research_service.mcp.server import build_server  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         if exc.name is None or not exc.name.startswith("mcp"):
@@ -86,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
             "(or the test extra)"
         )
 
+    # Bound before anything starts: a taken port is refused at once (exit status 2).
+    sock = listening(*listen) if listen is not None else None
+
     async def main() -> int:
 
         # Logs go to stderr (over stdio, stdout carries the protocol and nothing else): the
@@ -93,14 +92,15 @@ def run(args: argparse.Namespace) -> int:
         configure_logging("WARNING")
         logging.getLogger("research_service.mcp").setLevel(logging.INFO)
         async with chosen_service(args) as (api, _):
-            if listen is None:
+            if sock is None:
                 await build_server(api).run_stdio_async()
                 return 0
             # A dropped client resumes with Last-Event-ID; what it missed is rebuilt from
             # the run's own events (docs/mcp.md).
             events = RunEventStore()
-            say(f"MCP over Streamable HTTP at http://{listen[0]}:{listen[1]}/mcp")
-            await serve_http(build_server(api, events=events), events, listen)
+            host, port = sock.getsockname()[:2]
+            say(f"MCP over Streamable HTTP at http://{url_host(host)}:{port}/mcp")
+            await serve_http(build_server(api, events=events), events, sock)
         return 0
 
     return run_command(main())

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from research_service.addresses import cannot_listen, url_host
 from research_service.cli.catalogue import help_line
 from research_service.cli.flags import make_data_dir, settings_flags, settings_from
 from research_service.collector import freeze_startup_objects, start_quiet_collections
@@ -19,6 +20,7 @@ from research_service.events import dumps
 from research_service.logs import configure_logging
 from research_service.own_thread import set_background_nice
 from research_service.settings import Settings
+from research_service.settings_fields import MAX_PORT
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,8 @@ def add_parser(commands: Any) -> None:
         default=None,
         metavar="PORT",
         help="serve GET /healthz on --host at this port: 200 while taking runs, 503 while "
-        "draining; and GET /metrics (with RESEARCH_METRICS_TOKEN set, only for it) "
-        f"(env {HEALTH_PORT_VARIABLE}; default: none)",
+        "draining; and GET /metrics (with RESEARCH_METRICS_TOKEN set, only for it); 0 picks a "
+        f"free port, which the log names (env {HEALTH_PORT_VARIABLE}; default: none)",
     )
     worker.set_defaults(run=run)
 
@@ -64,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
             port = int(os.environ[HEALTH_PORT_VARIABLE])
         except ValueError:
             raise ConfigError(f"{HEALTH_PORT_VARIABLE} must be a port number") from None
+    if port is not None and not 0 <= port <= MAX_PORT:
+        raise ConfigError(
+            f"health port must be 0-{MAX_PORT}, got {port}; fix --health-port or "
+            f"{HEALTH_PORT_VARIABLE}"
+        )
     configure_logging(settings.log_level, settings.log_format)
     make_data_dir(settings.data_dir)
     asyncio.run(work(settings, health_port=port))
@@ -83,41 +90,48 @@ async def work(settings: Settings, *, health_port: int | None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     app = create_app(settings, api=False)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()  # starts the app: store, providers, and the node takes runs
-    # As `serve` does: start-up's heap out of the collector's reach, full collections while
-    # no run executes here.
-    freeze_startup_objects()
-    forget_startup_stalls(app)
-    manager = app[MANAGER]
-    collecting = start_quiet_collections(lambda: manager.active_runs == 0)
-    health: web.AppRunner | None = None
+    # The health port before anything starts: a port in use stops the worker before it takes
+    # a run, and /healthz answers 503 "starting" until the node takes runs.
+    health = None if health_port is None else await _serve_health(settings.host, health_port, app)
     try:
-        node = app[CLUSTER]
-        if health_port is not None:
-            health = await _serve_health(settings.host, health_port, app)
-        log.info("worker %s: taking runs", node.coordinator.node_id)
-        await stop.wait()
-        node.stop_taking()
-        log.info(
-            "worker stopping: no new runs; %d running get up to %g s to finish",
-            app[MANAGER].active_runs,
-            settings.drain_s,
-        )
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()  # starts the app: store, providers, and the node takes runs
+        # As `serve` does: start-up's heap out of the collector's reach, full collections
+        # while no run executes here.
+        freeze_startup_objects()
+        forget_startup_stalls(app)
+        manager = app[MANAGER]
+        collecting = start_quiet_collections(lambda: manager.active_runs == 0)
+        try:
+            node = app[CLUSTER]
+            log.info("worker %s: taking runs", node.coordinator.node_id)
+            await stop.wait()
+            node.stop_taking()
+            log.info(
+                "worker stopping: no new runs; %d running get up to %g s to finish",
+                manager.active_runs,
+                settings.drain_s,
+            )
+        finally:
+            collecting.cancel()
+            await runner.cleanup()  # drains (the node's shutdown), then closes the store
     finally:
-        collecting.cancel()
-        await runner.cleanup()  # drains (the node's shutdown), then closes the store
         if health is not None:
             await health.cleanup()
 
 
 async def _serve_health(host: str, port: int, app: web.Application) -> web.AppRunner:
-    """GET /healthz: 200 while the worker takes runs, 503 while it drains; GET /metrics."""
+    """GET /healthz (200 while the worker takes runs, 503 while it starts or drains), /metrics.
+
+    ConfigError when it cannot listen on HOST:PORT.
+    """
     from research_service.web.keys import CLUSTER, MANAGER  # noqa: PLC0415
     from research_service.web.metrics import worker_metrics  # noqa: PLC0415
 
     async def healthz(_: web.Request) -> web.Response:
-        node = app[CLUSTER]
+        node = app.get(CLUSTER)
+        if node is None or MANAGER not in app:
+            return web.json_response({"status": "starting"}, status=503, dumps=dumps)
         body = {
             "status": "draining" if node.draining else "ok",
             "node": node.coordinator.node_id,
@@ -131,5 +145,12 @@ async def _serve_health(host: str, port: int, app: web.Application) -> web.AppRu
     health.router.add_get("/metrics", worker_metrics(app), allow_head=False)
     runner = web.AppRunner(health, handle_signals=False, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise cannot_listen(exc, host, port, flag="--health-port") from None
+    # The port bound, which --health-port 0 leaves to the kernel.
+    bound_host, bound_port = runner.addresses[0][:2]
+    log.info("worker health: http://%s:%d/healthz", url_host(bound_host), bound_port)
     return runner

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import signal
 from typing import Any, Final
 
 from aiohttp import web
 
+from research_service.addresses import cannot_listen, url_host
 from research_service.collector import freeze_startup_objects, start_quiet_collections
-from research_service.errors import ConfigError
 from research_service.own_thread import set_background_nice
 from research_service.settings import Settings
 from research_service.web import access_log
@@ -138,13 +137,7 @@ async def bind(settings: Settings, runner: web.BaseRunner) -> asyncio.Server:
             protocol, settings.host, settings.port, backlog=BACKLOG, start_serving=False
         )
     except OSError as exc:
-        where = f"{settings.host}:{settings.port}"
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(
-                f"port {settings.port} on {settings.host} is already in use by another "
-                "process; stop it or choose another --port"
-            ) from None
-        raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        raise cannot_listen(exc, settings.host, settings.port, flag="--port") from None
 
 
 def make_runner(app: web.Application, settings: Settings, **kwargs: Any) -> ServiceRunner:
@@ -191,7 +184,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
             lambda: manager.active_runs == 0 and manager.stats.open_streams == 0
         )
         host, port = server.sockets[0].getsockname()[:2]
-        site = BoundSite(runner, server, f"http://{_url_host(host)}:{port}")
+        site = BoundSite(runner, server, f"http://{url_host(host)}:{port}")
         await site.start()
         log.info(
             "Running on %s (up to %d connections; open-files limit %d)",
@@ -206,7 +199,3 @@ async def serve(app: web.Application, settings: Settings) -> None:
             collecting.cancel()
         server.close()
         await runner.cleanup()
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

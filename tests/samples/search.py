@@ -8,7 +8,7 @@ from typing import Any, Final
 from research_service.errors import ConfigError
 from research_service.providers.registry import search_provider
 from tests.fake_searxng import FakeSearxng, Hold, Result, Status
-from tests.loopback import free_port
+from tests.loopback import refused_port
 from tests.loopback_web import LoopbackWeb
 from tests.samples.blocks import SampleError
 from tests.samples.format import Event, Ids, compact, events, fenced
@@ -52,7 +52,7 @@ async def start_up_errors(ids: Ids) -> dict[str, str]:
     async with FakeSearxng(formats=("html",)) as html_only:
         ids.fix(f"127.0.0.1:{html_only.port}", "127.0.0.1:8898")
         said.append(await _refusal(html_only.url))
-    nothing = free_port()
+    nothing = refused_port()
     ids.fix(f"127.0.0.1:{nothing}", "127.0.0.1:8888")
     said.append(await _refusal(f"http://127.0.0.1:{nothing}"))
     said.append(await _refusal("localhost:8888"))
