@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
@@ -22,8 +22,7 @@ from research_service.auth.keyring import Keyring
 from research_service.auth.secret import load_secret
 from research_service.auth.sign_outs import SignOuts
 from research_service.auth.tokens import Signer
-from research_service.cluster.cluster_log import ClusterLog
-from research_service.cluster.node import ClusterNode, check_cluster_settings, open_node
+from research_service.cluster.checks import check_cluster_settings
 from research_service.defaults import RETENTION_INTERVAL_S
 from research_service.errors import ConfigError, StoreUnavailable
 from research_service.pipeline.orchestrator import Pipeline
@@ -61,6 +60,9 @@ from research_service.web.protocol import common_headers, connection_middleware
 from research_service.web.request_id import request_id_middleware, send_request_id
 from research_service.web.validation import MAX_BODY_BYTES
 from research_service.webhooks.service import open_webhooks
+
+if TYPE_CHECKING:
+    from research_service.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,9 @@ def create_app(
             _check_settings(settings, api=api)
             node: ClusterNode | None = None
             if settings.redis_url is not None:
+                # Cluster mode's modules (and Redis's client) load for a cluster node only.
+                from research_service.cluster.node import open_node  # noqa: PLC0415
+
                 node = await open_node(settings, stack)
                 app[EVENT_LOG] = node.log
             else:
@@ -258,10 +263,8 @@ async def _ended_sessions(
     ended: EndedSessions
     if keys_path is not None:
         ended = await asyncio.to_thread(SqliteEndedSessions, keys_path)
-    elif isinstance(store, ClusterLog):
-        ended = PostgresEndedSessions(store.store.pool)
-    elif isinstance(store, PostgresEventLog):
-        ended = PostgresEndedSessions(store.pool)
+    elif (record := _postgres_record(store)) is not None:
+        ended = PostgresEndedSessions(record.pool)
     else:
         if not isinstance(store, MemoryEventLog):
             log.warning(
@@ -272,6 +275,17 @@ async def _ended_sessions(
         ended = MemoryEndedSessions()
     stack.push_async_callback(ended.close)
     return ended
+
+
+def _postgres_record(store: EventLog) -> PostgresEventLog | None:
+    """The PostgreSQL run store `store` is, or a cluster's `ClusterLog` keeps; else None.
+
+    Duck-typed for the cluster's, so that a single process never loads cluster mode's modules.
+    """
+    if isinstance(store, PostgresEventLog):
+        return store
+    inner = getattr(store, "store", None)
+    return inner if isinstance(inner, PostgresEventLog) else None
 
 
 def _warn_if_open(settings: Settings) -> None:

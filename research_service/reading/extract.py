@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-import trafilatura
-from trafilatura.settings import Document
-
 from research_service.reading.charset import decode
 from research_service.reading.errors import PageEmpty
 from research_service.reading.fetch import RawPage
@@ -27,6 +24,15 @@ class Extracted:
     text: str
 
 
+def load() -> None:
+    """Import trafilatura (a quarter of a second), when a page reader opens.
+
+    Not with every process that imports this package: a service on its local search reads
+    no pages.
+    """
+    import trafilatura  # noqa: F401, PLC0415
+
+
 def extract(raw: RawPage) -> Extracted:
     """Title and main text of `raw`; raise PageEmpty if it has none. CPU-bound: run in a thread."""
     text = decode(raw.body, declared=raw.charset, html=raw.is_html)
@@ -38,6 +44,9 @@ def extract(raw: RawPage) -> Extracted:
 
 def _from_html(html: str, *, url: str) -> Extracted | None:
     """Main text by trafilatura, precise first; a second, recall-leaning pass if that is empty."""
+    import trafilatura  # noqa: PLC0415 - loaded by `load()` when the reader opened
+    from trafilatura.settings import Document  # noqa: PLC0415
+
     for precise in (True, False):
         document = trafilatura.bare_extraction(
             html,

@@ -26,8 +26,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from research_service.cluster.queue_depth import queue_depth
-from research_service.cluster.redis_link import ERRORS as REDIS_ERRORS
 from research_service.collector import full_collections, quiet_collections
 from research_service.errors import Forbidden
 from research_service.log_writer import lost_lines
@@ -275,6 +273,10 @@ async def _sample_queue(app: web.Application) -> None:
     node = app.get(CLUSTER)
     if node is None or MANAGER not in app:
         return
+    # A cluster node's: cluster mode's modules are loaded already, and only there.
+    from research_service.cluster.queue_depth import queue_depth  # noqa: PLC0415
+    from research_service.cluster.redis_link import ERRORS as REDIS_ERRORS  # noqa: PLC0415
+
     stats = app[MANAGER].stats
     try:
         async with asyncio.timeout(QUEUE_SAMPLE_TIMEOUT_S):
