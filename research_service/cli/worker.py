@@ -44,8 +44,9 @@ def add_parser(commands: Any) -> None:
         default=None,
         metavar="PORT",
         help="serve GET /healthz on --host at this port: 200 while taking runs, 503 while "
-        "draining; and GET /metrics (with RESEARCH_METRICS_TOKEN set, only for it); 0 picks a "
-        f"free port, which the log names (env {HEALTH_PORT_VARIABLE}; default: none)",
+        "starting or draining; and GET /metrics (with RESEARCH_METRICS_TOKEN set, only for "
+        f"it); 0 picks a free port, which the log names (env {HEALTH_PORT_VARIABLE}; default: "
+        "none)",
     )
     worker.set_defaults(run=run)
 
