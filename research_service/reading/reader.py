@@ -12,9 +12,9 @@ from typing import Final, Protocol
 import aiohttp
 
 from research_service import __version__
-from research_service.reading import extract as extract_module
 from research_service.reading.addresses import AllowList
 from research_service.reading.extract import extract
+from research_service.reading.extract import load as load_extractor
 from research_service.reading.fetch import FetchLimits, Guard, RawPage, fetch_page
 from research_service.reading.passages import best_passages
 from research_service.reading.ssrf import GuardedResolver, UrlGuard
@@ -97,7 +97,7 @@ def _digest(raw: RawPage, *, query: str, budget_chars: int) -> PageText:
 @asynccontextmanager
 async def open_reader(settings: Settings) -> AsyncIterator[PageReader]:
     """A PageReader for `settings`, its session built on entry and closed on exit."""
-    extract_module.load()  # now, not in the first page's read
+    load_extractor()  # trafilatura now, not in the first page's read
     allow = AllowList.parse(settings.fetch_allow)
     resolver = GuardedResolver(allow)
     connector = aiohttp.TCPConnector(
