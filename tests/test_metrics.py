@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import secrets
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from research_service.app import create_app
 from research_service.auth.key_store import SqliteKeys
 from research_service.cluster.redis_link import GROUP
+from research_service.collector import freeze_startup_objects
 from research_service.pipeline.synthesizer import MAX_PIECE_CHARS
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from research_service.settings import Settings
@@ -390,6 +392,26 @@ async def test_with_auth_off_the_metrics_stay_open_whatever_the_token(
 ) -> None:
     service = await make_service(metrics_token=METRICS_TOKEN)
     assert (await scrape(service, client))["research_runs_created_total"] == 0
+
+
+async def test_a_scrape_reads_the_frozen_count_taken_when_start_up_froze(
+    make_service: MakeService, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gc.get_freeze_count()` walks every frozen object (4-10 ms for start-up's 100,000, on
+    the event loop): the count is taken once, when they are frozen, and each scrape reads it."""
+    service = await make_service()
+    freeze_startup_objects()
+    try:
+        counted = gc.get_freeze_count()
+
+        def walk() -> int:
+            raise AssertionError("a scrape walked the frozen heap")
+
+        monkeypatch.setattr(gc, "get_freeze_count", walk)
+        scraped = await scrape(service, client)
+    finally:
+        gc.unfreeze()
+    assert scraped["research_gc_frozen_objects"] == counted > 0
 
 
 async def test_a_single_process_reports_no_queue(

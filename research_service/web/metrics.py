@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,7 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from research_service.collector import full_collections, quiet_collections
+from research_service.collector import frozen_objects, full_collections, quiet_collections
 from research_service.errors import Forbidden
 from research_service.log_writer import lost_lines
 from research_service.stats import Buckets, Stats
@@ -112,7 +111,7 @@ def _collector() -> Iterator[Metric]:
     yield _gauge(
         f"{PREFIX}_gc_frozen_objects",
         "objects start-up left out of the garbage collector's reach",
-        gc.get_freeze_count(),
+        frozen_objects(),
     )
     yield _counter(
         f"{PREFIX}_gc_full_collections",
