@@ -107,3 +107,21 @@ def test_loop_cpu_sums_each_tasks_cpu_from_the_last_reset(tmp_path: Path) -> Non
     assert cpu_s >= 0.03
     assert calls == 1
     assert "task:before" not in sums  # SIGUSR1 started the sums afresh
+
+
+def test_metrics_scrape_times_both_paths_on_a_real_service() -> None:
+    done = subprocess.run(
+        [sys.executable, str(DIAGNOSTICS / "metrics_scrape.py"), "--rounds=1", "--requests=3"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=True,
+    )
+    header, rule, row = done.stdout.splitlines()
+    assert rule == "|---|---|---|"
+    assert header == "| source | /metrics p50 / p99 ms | /healthz p50 / p99 ms |"
+    source, metrics, health = (cell.strip() for cell in row.strip("|").split("|"))
+    assert source == str(DIAGNOSTICS.parent.parent)  # this checkout, by default
+    for cell in (metrics, health):
+        p50, p99 = (float(figure) for figure in cell.split(" / "))
+        assert 0 < p50 <= p99
