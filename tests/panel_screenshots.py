@@ -20,7 +20,6 @@ from pathlib import Path
 from playwright.async_api import ViewportSize, async_playwright, expect
 
 from tests.browser import CHROMIUM, LAUNCH_ARGS
-from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
@@ -73,10 +72,10 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=IMAGES, help="folder for the PNG files")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    # --store memory: no run is kept; the stdlib index under the data dir is reused.
+    # --store memory: no run is kept; the stdlib index under the data dir is reused. --port 0:
+    # a port free when it binds, read back from its "Running on" line.
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "research_service", "serve", "--port", str(port)),
+        *(sys.executable, "-m", "research_service", "serve", "--port", "0"),
         *("--store", "memory", "--token-delay-ms", str(TOKEN_DELAY_MS)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -86,12 +85,12 @@ async def main(argv: list[str] | None = None) -> int:
     log = process.stderr
     try:
         async with asyncio.timeout(300):
-            while not READY.search(line := await log.readline()):
+            while not (ready := READY.search(line := await log.readline())):
                 if not line:
                     print("the service did not start", file=sys.stderr)
                     return 1
         drainer = asyncio.create_task(drain(log))
-        await shoot(f"http://127.0.0.1:{port}", args.out)
+        await shoot(ready.group(1).decode().strip().rstrip("/"), args.out)
     finally:
         process.send_signal(signal.SIGINT)
         with contextlib.suppress(TimeoutError):
