@@ -1,8 +1,10 @@
-"""The cluster's run slots when an API node dies in the middle of a `POST /v1/runs`.
+"""The cluster's run slots when an API node dies in the middle of a `POST /v1/runs`, and when
+a run ends.
 
 Real processes on a real Redis and PostgreSQL; the API node that dies reaches PostgreSQL
 through a proxy (tests/drop_proxy.py) that holds its statement, or the statement's answer,
-so that the SIGKILL lands between the run's slot and its place in the queue.
+so that the SIGKILL lands between the run's slot and its place in the queue. A run's end is
+held by a lock another connection takes on `executions`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -20,6 +24,7 @@ from research_service.cluster.slots import SLOT_LEASES
 from tests import postgres
 from tests.cluster import Cluster, Node, cluster_on, follow
 from tests.drop_proxy import DropProxy
+from tests.sse import listen
 
 postgres_database = postgres.postgres_database
 postgres_url = postgres.postgres_url
@@ -187,3 +192,63 @@ async def test_a_slot_is_kept_by_its_api_node_s_heartbeat_while_the_node_stores_
             assert await slot_left_ms(redis, cluster, run_id) > 60_000
         finally:
             await redis.aclose()
+
+
+async def test_whoever_reads_a_runs_done_finds_its_slot_free_and_its_execution_ended(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """At `--max-active-runs 1`, whoever sees a run's `done` may start the next run at once:
+    also a listener that reads it from PostgreSQL (its stream opened on another node after
+    the run ended), not only one that follows it live through Redis. So the executor gives
+    the slot back before the `done` is committed, and the `done` is committed together with
+    the execution's end. Here the end is held (another connection locks `executions`) while
+    the run ends: meanwhile the slot is free and the `done` not yet readable."""
+    async with cluster_on(postgres_url, tmp_path, RESEARCH_MAX_ACTIVE_RUNS="1") as cluster:
+        api, worker = await asyncio.gather(cluster.api(), cluster.worker())
+        redis = aioredis.Redis.from_url(cluster.redis_url, decode_responses=True)
+        holder = await asyncpg.connect(postgres_url)
+        try:
+            body = {**QUESTION, "options": {"review_plan": True}}
+            created = await client.post(f"{api.base}/v1/runs", json=body)
+            assert created.status_code == 201, created.text
+            run_id = created.json()["id"]
+            run_url = f"{api.base}/v1/runs/{run_id}"
+            await listen(client, f"{run_url}/events", stop=at_review, timeout=30)
+            assert await redis.zscore(f"{cluster.prefix}active", run_id) is not None
+
+            ending = holder.transaction()
+            await ending.start()
+            await holder.execute("LOCK TABLE executions IN SHARE MODE")  # updates wait
+            approved = await client.post(f"{run_url}/plan", json={})  # approve
+            assert approved.status_code == 202, approved.text
+            await waiting_for_lock(holder, "executions", within=30)  # the run's end, held
+            assert await redis.zscore(f"{cluster.prefix}active", run_id) is None
+            snapshot = (await client.get(run_url)).json()
+            assert snapshot["status"] not in ("completed", "failed", "cancelled"), snapshot
+            await ending.rollback()
+
+            ended = await follow(client, [api.base], run_id, timeout=30)
+            assert ended.last.event == "done"
+            (row,) = postgres.query(
+                postgres_url, "SELECT ended_at FROM executions WHERE run_id = $1", run_id
+            )
+            assert row["ended_at"] is not None  # committed with the done
+            following = await client.post(f"{api.base}/v1/runs", json=QUESTION)
+            assert following.status_code == 201, following.text
+            assert await worker.executed(following.json()["id"]) == 1
+        finally:
+            await holder.close()
+            await redis.aclose()
+
+
+def at_review(event: Any) -> bool:
+    """The run's plan awaits its review."""
+    return bool(event.event == "phase" and '"status":"review"' in event.data)
+
+
+async def waiting_for_lock(conn: asyncpg.Connection[Any], table: str, *, within: float) -> None:
+    """Until another backend waits for a lock on `table` (a lock granted sends no event)."""
+    sql = "SELECT count(*) FROM pg_locks WHERE relation = $1::regclass AND NOT granted"
+    async with asyncio.timeout(within):
+        while not await conn.fetchval(sql, table):  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.02)

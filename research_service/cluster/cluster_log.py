@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -33,8 +34,8 @@ class ClusterLog:
 
     def __init__(self, store: PostgresEventLog, redis: aioredis.Redis, keys: Keys) -> None:
         self.store = store
-        #: Awaited once a run's done is stored, before it is published.
-        self.on_final: Callable[[str], Awaitable[None]] | None = None
+        #: Entered before a run's done is stored, left once it is (before it is published).
+        self.ending: Callable[[str], AbstractAsyncContextManager[None]] | None = None
         self.publisher = LivePublisher(redis, keys)
         self.followers = Followers(redis, keys, self._stored, self._stored_tail)
 
@@ -129,11 +130,14 @@ class ClusterLog:
 
     async def append(self, event: Event) -> None:
         """Append `event` to the store, then publish it to the run's live window."""
-        await self.store.append(event)
-        if event.is_final and self.on_final is not None:
-            # Recorded before anyone can see the done: a client that got it may start
-            # another run at once, in the slot this one held.
-            await self.on_final(event.run_id)
+        if event.is_final and self.ending is not None:
+            # The run's slots are given back before its done can be read, here, from Redis or
+            # from PostgreSQL (the done is committed with its execution's end): a client that
+            # got it may start another run at once, in the slot this one held.
+            async with self.ending(event.run_id):
+                await self.store.append(event)
+        else:
+            await self.store.append(event)
         self.publisher.publish(tuple.__new__(tuple, event))
 
     async def read(self, run_id: str, *, after: int, limit: int | None = None) -> list[Event]:

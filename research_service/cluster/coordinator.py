@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Final, Literal
 
 import redis.asyncio as aioredis
@@ -94,7 +94,7 @@ class ClusterCoordinator:
         self._refresh = redis.register_script(REFRESH)
         self._queue = redis.register_script(QUEUE)
         self._tasks: list[asyncio.Task[None]] = []
-        log.on_final = self.record_end
+        log.ending = self.ending
 
     @property
     def beat_s(self) -> float:
@@ -270,8 +270,27 @@ class ClusterCoordinator:
         if self.counts_owners and record.owner is not None:
             self._owners[record.id] = record.owner
 
+    @contextlib.asynccontextmanager
+    async def ending(self, run_id: str) -> AsyncIterator[None]:
+        """While a run's done is being stored: its slots are given back first.
+
+        Whoever reads the done then finds them free; the store commits the done with the
+        execution's end (`executions.ended_at`), in one transaction.
+        """
+        # Ended: a heartbeat from now on must not refresh the slots released below.
+        self.local.discard(run_id)
+        self._recording.add(run_id)  # still this process's until its done is stored
+        try:
+            await self._release(run_id)
+            yield
+        finally:
+            self._recording.discard(run_id)
+
     async def record_end(self, run_id: str) -> None:
-        """A run's done is stored: record its end and give its slots back (retried if need be)."""
+        """A run's done is stored (a sweep ended it): record its end, free its slots.
+
+        Retried at the next heartbeats if the store fails.
+        """
         # Ended: a heartbeat from now on must not refresh the slots released below.
         self.local.discard(run_id)
         self._recording.add(run_id)

@@ -93,13 +93,14 @@ class PostgresEventLog:
         self._owns_pool = owns_pool
         self.writer = EventWriter(
             pool,
+            ends_executions=shared,
             flush_interval_s=flush_interval_s,
             flush_max_events=flush_max_events,
             max_pending_bytes=max_pending_bytes,
         )
         # Shared (cluster mode): other processes write runs too, so a run read back before its
         # done is not kept, and no run is "interrupted" only because this process is not
-        # writing it.
+        # writing it; and a run's done ends its execution in the same transaction.
         self.shared = shared
         self._memory = RunMemory(
             cache_size=cache_size, load=self._select_run, cache_unfinished=not shared

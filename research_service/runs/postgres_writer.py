@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final
 
 import asyncpg
@@ -19,16 +20,25 @@ _INSERT: Final = (
 
 #: A run's end, recorded with its `done` (schema 5: the open runs' index).
 _RECORD_END: Final = "UPDATE runs SET ended_at = created_at + $2 / 1000.0 WHERE id = $1"
+#: In a cluster, its execution's end too: nobody reads the `done` before the run is ended.
+_END_EXECUTION: Final = "UPDATE executions SET ended_at = $2 WHERE run_id = $1"
 
 
 class EventWriter(BatchWriter):
-    """Commits queued events to PostgreSQL, a batch per transaction."""
+    """Commits queued events to PostgreSQL, a batch per transaction.
+
+    `ends_executions` (cluster mode): a `done` also ends its run's row in `executions`, in
+    the same transaction.
+    """
 
     errors = ERRORS
 
-    def __init__(self, pool: asyncpg.Pool[Any], **options: Any) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool[Any], *, ends_executions: bool = False, **options: Any
+    ) -> None:
         super().__init__(name="PostgreSQL", **options)
         self._pool = pool
+        self._ends_executions = ends_executions
 
     async def _write(self, batch: list[Row]) -> None:
         ends = [(row[0], row[3]) for row in batch if row[2] == "done"]
@@ -36,6 +46,9 @@ class EventWriter(BatchWriter):
             await conn.executemany(_INSERT, batch)
             if ends:
                 await conn.executemany(_RECORD_END, ends)
+                if self._ends_executions:
+                    now = time.time()
+                    await conn.executemany(_END_EXECUTION, [(run, now) for run, _ in ends])
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return unavailable(exc)
