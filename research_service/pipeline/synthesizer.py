@@ -14,6 +14,11 @@ from research_service.providers.base import AnswerRequest, LLMProvider, Source, 
 #: has it cut into events of this size, and the budget stops it within one of them: no event,
 #: stored copy or listener's buffer grows with what one piece of the stream holds.
 MAX_PIECE_CHARS: Final = 4096
+#: Pieces written in a row before the run gives the event loop a turn. A model's stream that
+#: is already buffered (a fast server, or chunks that piled up while the loop was busy: one
+#: read holds hundreds) suspends nowhere, and would write a whole answer in one step while
+#: every other stream and request waits.
+PIECES_PER_TURN: Final = 32
 
 
 async def synthesize(
@@ -55,6 +60,8 @@ async def synthesize(
                     if spent:
                         ctx.truncated = True
                         break
+                if len(parts) % PIECES_PER_TURN == 0:
+                    await asyncio.sleep(0)  # the loop's other work goes first
             if spent:
                 break
     except asyncio.CancelledError:
