@@ -17,11 +17,11 @@ import httpx
 
 from research_service.app import create_app
 from research_service.pipeline.synthesizer import PIECES_PER_TURN
-from research_service.settings import Settings
 from research_service.web.keys import MANAGER
 from tests.conftest import ServiceTestServer
 from tests.fake_openai import FakeOpenAI, Reply, wants_json
 from tests.fakes import ScriptedSearch
+from tests.openai_settings import PLANNER, WRITER, openai_settings
 from tests.sse import listen
 
 #: Enough for the fake to write well past a read's worth before the service reads.
@@ -32,19 +32,10 @@ async def test_an_answer_read_all_at_once_is_written_a_few_pieces_per_loop_turn(
     tmp_path: Path, client: httpx.AsyncClient
 ) -> None:
     pieces = [f" word{number}" for number in range(WORDS)]
-    async with FakeOpenAI(models=("planner-m", "writer-m")) as fake:
+    async with FakeOpenAI(models=(PLANNER, WRITER)) as fake:
         fake.script.add(Reply.json({"queries": ["alpha"]}, when=wants_json))
         fake.script.add(Reply(pieces=pieces))
-        settings = Settings(
-            data_dir=tmp_path,
-            store="memory",
-            llm="openai",
-            openai_api_key="test-key",
-            openai_base_url=fake.base_url,
-            planner_model="planner-m",
-            synth_model="writer-m",
-        )
-        app = create_app(settings, search=ScriptedSearch())
+        app = create_app(openai_settings(fake, tmp_path, store="memory"), search=ScriptedSearch())
         server = ServiceTestServer(app, host="127.0.0.1")
         await server.start_server()
         try:

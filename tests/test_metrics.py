@@ -34,6 +34,7 @@ from tests.fake_openai import FakeOpenAI, HTTPError, Reply, rate_limited, wants_
 from tests.fake_searxng import FakeSearxng, Result, Status
 from tests.fakes import ScriptedLLM, ScriptedSearch
 from tests.metrics_text import metric_samples
+from tests.openai_settings import openai_settings
 from tests.sse import Received, listen
 
 postgres_database = postgres.postgres_database
@@ -247,16 +248,7 @@ async def test_a_models_retries_and_errors_are_counted_against_a_failing_server(
         fake.script.fail(rate_limited(retry_after=0.01), when=wants_json)
         fake.script.add(Reply.json({"queries": ["alpha", "beta"]}, when=wants_json))
         fake.script.fail(HTTPError(status=400, message="model does not exist"))
-        settings = Settings(
-            data_dir=tmp_path,
-            store="memory",
-            llm="openai",
-            openai_api_key="test-key",
-            openai_base_url=fake.base_url,
-            planner_model="planner-m",
-            synth_model="writer-m",
-            llm_max_wait_s=0.01,
-        )
+        settings = openai_settings(fake, tmp_path, store="memory")
         async with serving(settings, search=ScriptedSearch()) as service:
             got = await research(service, client, "What is up?")
             after = await scrape(service, client)

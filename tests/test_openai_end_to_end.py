@@ -31,6 +31,7 @@ from tests.fake_openai import (
     wants_json,
 )
 from tests.fakes import ScriptedSearch
+from tests.openai_settings import openai_settings
 from tests.sse import Received, listen
 
 PLAN = {"queries": ["capital of france", "paris history"]}
@@ -44,16 +45,7 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 
 
 async def serve(fake: FakeOpenAI, tmp_path: Path, **overrides: Any) -> TestServer:
-    settings = Settings(
-        data_dir=tmp_path,
-        llm="openai",
-        openai_api_key="test-key",
-        openai_base_url=fake.base_url,
-        planner_model="planner-m",
-        synth_model="writer-m",
-        llm_max_wait_s=0.01,
-        **overrides,
-    )
+    settings = openai_settings(fake, tmp_path, **overrides)
     server = TestServer(create_app(settings, search=ScriptedSearch()), host="127.0.0.1")
     await server.start_server()
     return server
