@@ -11,6 +11,7 @@ import asyncpg
 from research_service.runs.models import RunRecord
 from research_service.runs.postgres_db import ERRORS, unavailable
 from research_service.runs.postgres_log import RUN_COLUMNS, record_of
+from research_service.runs.postgres_writer import END_EXECUTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +53,7 @@ class Executions:
 
     async def end(self, run_id: str) -> None:
         """The run has ended (its done is stored, or it never will be)."""
-        await self._execute(
-            "UPDATE executions SET ended_at = $2 WHERE run_id = $1", run_id, time.time()
-        )
+        await self._execute(END_EXECUTION, run_id, time.time())
 
     async def open(self) -> list[Execution]:
         """Every run not yet ended, oldest first."""

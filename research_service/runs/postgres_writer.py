@@ -21,7 +21,8 @@ _INSERT: Final = (
 #: A run's end, recorded with its `done` (schema 5: the open runs' index).
 _RECORD_END: Final = "UPDATE runs SET ended_at = created_at + $2 / 1000.0 WHERE id = $1"
 #: In a cluster, its execution's end too: nobody reads the `done` before the run is ended.
-_END_EXECUTION: Final = "UPDATE executions SET ended_at = $2 WHERE run_id = $1"
+#: (The cluster's `Executions.end` records it with the same statement.)
+END_EXECUTION: Final = "UPDATE executions SET ended_at = $2 WHERE run_id = $1"
 
 
 class EventWriter(BatchWriter):
@@ -48,7 +49,7 @@ class EventWriter(BatchWriter):
                 await conn.executemany(_RECORD_END, ends)
                 if self._ends_executions:
                     now = time.time()
-                    await conn.executemany(_END_EXECUTION, [(run, now) for run, _ in ends])
+                    await conn.executemany(END_EXECUTION, [(run, now) for run, _ in ends])
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return unavailable(exc)
