@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -115,25 +116,42 @@ async def idle_memory(ctl: Control, *, listeners: int, probe_s: float) -> dict[s
     after = await ctl.stats(gc=True)
     await ctl.stats(reset_lag=True)
     probes = await probe_health(ctl, seconds=probe_s)
-    lag = await ctl.stats()
+    lag = await ctl.stats(reset_lag=True)
+    # Then the run goes on, and each of its last events reaches every one of them.
+    began = time.perf_counter()
     await ctl.start()
-    await finish(opened)
+    ended = asyncio.create_task(finish(opened))
+    ending = await probe_health(ctl, until=ended)
+    released_s = time.perf_counter() - began
+    released = await ctl.stats()
     return {
         "idle_kib": (after.rss_kib - before.rss_kib) / listeners,
         "idle_tasks": (after.tasks - before.tasks) / listeners,
         "idle_healthz_p50_ms": percentile(probes, 50),
         "idle_healthz_p99_ms": percentile(probes, 99),
         "idle_lag_max_ms": lag.lag_max_ms,
+        "released_s": released_s,
+        "released_healthz_max_ms": max(ending),
+        "released_lag_max_ms": released.lag_max_ms,
     }
 
 
-async def probe_health(ctl: Control, *, seconds: float) -> list[float]:
-    """Milliseconds per `GET /healthz`, one every PROBE_EVERY_S for `seconds`."""
+async def probe_health(
+    ctl: Control, *, seconds: float = math.inf, until: asyncio.Task[int] | None = None
+) -> list[float]:
+    """Milliseconds per `GET /healthz`, one every PROBE_EVERY_S for `seconds` or `until` ends
+    (at least one; then `until`'s own result or error)."""
     took: list[float] = []
     ends = time.perf_counter() + seconds
-    while time.perf_counter() < ends:
+    while not took or (time.perf_counter() < ends and (until is None or not until.done())):
         began = time.perf_counter()
         await ctl.healthz()
         took.append((time.perf_counter() - began) * 1e3)
-        await asyncio.sleep(max(0.0, PROBE_EVERY_S - (time.perf_counter() - began)))
+        pause = max(0.0, PROBE_EVERY_S - (time.perf_counter() - began))
+        if until is None:
+            await asyncio.sleep(pause)
+        else:
+            await asyncio.wait([until], timeout=pause)
+    if until is not None:
+        await until
     return took

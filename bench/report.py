@@ -59,6 +59,9 @@ ROWS: Final = (
     Row("idle_healthz_p50_ms", "GET /healthz with them open, p50 ms", ".2f"),
     Row("idle_healthz_p99_ms", "GET /healthz with them open, p99 ms", ".2f", "< 20 ms", 20.0),
     Row("idle_lag_max_ms", "longest loop stall with them open, ms", ".1f"),
+    Row("released_s", "then their run's last events reach them all, s", ".2f"),
+    Row("released_healthz_max_ms", "GET /healthz meanwhile, max ms", ".1f"),
+    Row("released_lag_max_ms", "longest loop stall meanwhile, ms", ".1f"),
 )
 
 
