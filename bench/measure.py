@@ -116,24 +116,45 @@ async def idle_memory(ctl: Control, *, listeners: int, probe_s: float) -> dict[s
     after = await ctl.stats(gc=True)
     await ctl.stats(reset_lag=True)
     probes = await probe_health(ctl, seconds=probe_s)
-    lag = await ctl.stats(reset_lag=True)
+    lag = await ctl.stats()
     # Then the run goes on, and each of its last events reaches every one of them.
-    began = time.perf_counter()
-    await ctl.start()
-    ended = asyncio.create_task(finish(opened))
-    ending = await probe_health(ctl, until=ended)
-    released_s = time.perf_counter() - began
-    released = await ctl.stats()
+    released = await release(ctl, opened)
     return {
         "idle_kib": (after.rss_kib - before.rss_kib) / listeners,
         "idle_tasks": (after.tasks - before.tasks) / listeners,
         "idle_healthz_p50_ms": percentile(probes, 50),
         "idle_healthz_p99_ms": percentile(probes, 99),
         "idle_lag_max_ms": lag.lag_max_ms,
-        "released_s": released_s,
-        "released_healthz_max_ms": max(ending),
+        "released_s": released.took_s,
+        "released_healthz_max_ms": max(released.healthz_ms),
         "released_lag_max_ms": released.lag_max_ms,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What letting a held run go on to its waiting listeners took, until each had its end."""
+
+    took_s: float
+    cpu_s: float
+    #: The server's longest loop stall meanwhile.
+    lag_max_ms: float
+    #: `GET /healthz` meanwhile, every PROBE_EVERY_S (ms each).
+    healthz_ms: list[float]
+    #: Token events the listeners got, in all.
+    tokens: int
+
+
+async def release(ctl: Control, held: list[Listener]) -> Released:
+    """Let the held run go on, probing `GET /healthz`, until every listener's stream ended."""
+    before = await ctl.stats(reset_lag=True)
+    began = time.perf_counter()
+    await ctl.start()
+    ended = asyncio.create_task(finish(held))
+    probes = await probe_health(ctl, until=ended)
+    took = time.perf_counter() - began
+    after = await ctl.stats()
+    return Released(took, after.cpu_s - before.cpu_s, after.lag_max_ms, probes, ended.result())
 
 
 async def probe_health(

@@ -125,3 +125,29 @@ def test_metrics_scrape_times_both_paths_on_a_real_service() -> None:
     for cell in (metrics, health):
         p50, p99 = (float(figure) for figure in cell.split(" / "))
         assert 0 < p50 <= p99
+
+
+def test_one_run_crowd_releases_a_held_run_to_every_listener() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(DIAGNOSTICS / "one_run_crowd.py"),
+            "--listeners=150",
+            "--tokens=20",
+            "--no-pin",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=True,
+    )
+    header, rule, row = done.stdout.splitlines()
+    assert header.startswith("| listeners | tokens | every `done` after s |")
+    assert rule == "|---|---|---|---|---|---|"
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:2] == ["150", "20"]  # and it checked that each listener had every token
+    done_s, cpu_s, stall_ms, healthz_ms = (float(cell) for cell in cells[2:])
+    assert done_s > 0
+    assert cpu_s > 0
+    assert stall_ms >= 0
+    assert healthz_ms > 0

@@ -8,16 +8,21 @@ test follows a run with real SSE listeners over sockets while its events go out 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from aiohttp import web
 
 from research_service.events import Event
 from research_service.runs import hub as hub_module
 from research_service.runs.hub import FAN_OUT_PER_TURN, Hub
+from research_service.settings import Settings
+from research_service.stats import Stats
+from research_service.web.listener import MAX_WRITE_BYTES, Listener
 from tests.conftest import Service
+from tests.loopback import HOST, LoopbackServer
 from tests.sse import listen
 
 
@@ -50,14 +55,24 @@ class Recorder:
     refuse_at: int | None = None  # it cannot take this seq (its socket is backed up)
     got: list[int] = field(default_factory=list)
     at_turn: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # when each reached the hub, it was told
     released: int = 0
+    writes: int = 0  # rounds' calls, each handing it its events at once
 
     def deliver(self, event: Event, published: float) -> bool:
         if event.seq == self.refuse_at:
             return False
         self.got.append(event.seq)
         self.at_turn.append(self.turns.count)
+        self.times.append(published)
         return True
+
+    def deliver_all(self, events: Sequence[Event], published: Sequence[float]) -> bool:
+        assert len(published) == len(events)
+        if any(event.seq == self.refuse_at for event in events):
+            return False
+        self.writes += 1
+        return all(self.deliver(event, at) for event, at in zip(events, published, strict=True))
 
     def release(self) -> None:
         self.released += 1
@@ -120,6 +135,11 @@ async def test_many_listeners_get_each_event_a_turns_worth_at_a_time(turns: Turn
     assert len(served_in_turn) >= 4
     assert hub.followers == len(subscribers)
     assert all(s.released == 0 for s in subscribers)
+    for subscriber in subscribers:
+        assert subscriber.times == [hub.published_at(seq) for seq in subscriber.got]
+    # The last to be reached had all three events in one write, in the round's last turn.
+    assert subscribers[-1].writes == 1
+    assert len(set(subscribers[-1].at_turn)) == 1
     # Caught up: the next event starts a round of its own.
     hub.publish(event(4))
     await turns_until(lambda: all(s.got == seqs(1, 4) for s in subscribers), turns)
@@ -135,14 +155,14 @@ async def test_a_round_lets_go_of_who_cannot_take_an_event_and_skips_who_left(
     hub.publish(event(2))
     hub.unsubscribe(leaving)  # its task left before its turn came: it reads the log now
     await turns_until(lambda: subscribers[-3].got == [1, 2], turns)
-    assert backed_up.got == [1]
+    assert backed_up.got == []  # handed 1 and 2 together, it could take neither
     assert backed_up.released == 1
     assert leaving.got == []
     assert leaving.released == 0
     assert hub.followers == len(subscribers) - 2
     hub.publish(event(3))
     await turns_until(lambda: subscribers[-3].got == [1, 2, 3], turns)
-    assert backed_up.got == [1]
+    assert backed_up.got == []
     assert leaving.got == []
 
 
@@ -193,6 +213,52 @@ async def test_closing_mid_round_lets_everyone_go_and_stops_the_round(turns: Tur
         await asyncio.sleep(0)
     assert sum(s.got == [1] for s in subscribers) == FAN_OUT_PER_TURN
     assert sum(s.got == [] for s in subscribers) == FAN_OUT_PER_TURN
+
+
+class OneListener(LoopbackServer):
+    """Serves one stream whose listener is handed events by the test, as a hub's round does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed: list[bool] = []
+        self.stats = Stats()
+        self.end = asyncio.Event()
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/events", self._events)
+        return app
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        listener = Listener(request, response, Settings(), self.stats)
+        assert await listener.write(b"retry: 3000\n\n")
+        now = asyncio.get_running_loop().time()
+        self.handed.append(listener.deliver_all([event(1), event(2)], [now, now]))
+        # Past one bounded write's worth, nothing is taken: the listener reads the log instead.
+        big = Event("r1", 3, "token", 3, b"x" * (MAX_WRITE_BYTES + 1))
+        self.handed.append(listener.deliver_all([big], [now]))
+        await self.end.wait()
+        return response
+
+
+async def test_a_listener_writes_the_events_of_a_round_at_once() -> None:
+    async with OneListener() as server:
+        reader, writer = await asyncio.open_connection(HOST, server.port)
+        try:
+            writer.write(f"GET /events HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+            async with asyncio.timeout(5):
+                await reader.readuntil(b"\r\n\r\n")
+                # No later event and no timer: the bytes must have gone out when handed.
+                expected = b"retry: 3000\n\n" + event(1).wire + event(2).wire
+                assert await reader.readexactly(len(expected)) == expected
+            assert server.handed == [True, False]
+            assert server.stats.events_delivered == 2
+            assert sum(server.stats.delivery_lag.counts) == 2
+        finally:
+            server.end.set()
+            writer.close()
 
 
 async def read_http10_stream(port: int, run_id: str) -> bytes:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
+from collections.abc import Sequence
 from typing import Final, Protocol
 
 from research_service.events import Event
 
-#: A live event reaches at most this many listeners in one turn of the event loop; the rest get
-#: it in the turns after. A token costs the loop about 15 µs per listener (its socket write)
-#: and the `done` about 95 (it ends the listener's stream). All at once, a run followed by
-#: 10,000 listeners held the loop for 140-160 ms per token, and for 500 ms as its last events
-#: went out; in turns of this many, about 2 ms per token and 12 ms for the `done`, with every
-#: other stream and request served between them (bench/README.md, "One run, thousands of
+#: A run with more listeners than this reaches them in rounds of this many per turn of the event
+#: loop, each handed in one write every event it has not had yet. All at once, a run followed by
+#: 10,000 listeners held the loop for 140-160 ms per token (about 15 µs per listener, its
+#: socket write) and 600 ms as its last events went out. A turn of a round takes a few ms,
+#: about 12 when it ends 128 streams (the `done` costs about 95 µs per listener), with every
+#: other stream and request served between turns (bench/README.md, "One run, thousands of
 #: listeners"). Up to this many listeners, an event reaches them all at once, as before.
 FAN_OUT_PER_TURN: Final = 128
 
@@ -26,6 +27,13 @@ class Subscriber(Protocol):
 
     def deliver(self, event: Event, published: float) -> bool:
         """Take `event` (here since `published`) now, without waiting; False if it cannot."""
+        ...
+
+    def deliver_all(self, events: Sequence[Event], published: Sequence[float]) -> bool:
+        """Take consecutive `events` (each here since its `published`) now, without waiting.
+
+        All at once, in one write; False if it cannot take them all, and then it takes none.
+        """
         ...
 
     def release(self) -> None:
@@ -42,10 +50,10 @@ class Hub:
     up from the event log at its own pace: the run never waits on a listener.
 
     A run with more than `FAN_OUT_PER_TURN` listeners reaches them in rounds: each turn of the
-    loop hands the events a round has not given them yet to the next `FAN_OUT_PER_TURN`, in
-    seq order, and events published meanwhile wait in the backlog for their turn (and for the
-    next round, for those the round has passed). Each listener still gets every event once,
-    in order, and the run still never waits.
+    loop hands the next `FAN_OUT_PER_TURN` every event they have not had yet, all at once (one
+    socket write each), and events published meanwhile wait in the backlog for their turn (and
+    for the next round, for those the round has passed). Each listener still gets every event
+    once, in order, and the run still never waits.
     """
 
     __slots__ = (
@@ -135,7 +143,8 @@ class Hub:
                     leaving.append(subscriber)
             else:
                 leaving.append(subscriber)
-        self._let_go(leaving)
+        if leaving:
+            self._let_go(leaving)
 
     def _start_round(self) -> None:
         self._round = list(self._subscribers)
@@ -161,19 +170,30 @@ class Hub:
         end = self._round_at = min(start + FAN_OUT_PER_TURN, len(round_))
         subscribers = self._subscribers
         leaving: list[Subscriber] = []
+        # Most subscribers of a turn lack the same events: those of one slice of the backlog.
+        cut = -1
+        events: list[Event] = []
+        published: Sequence[float] = ()
         for index in range(start, end):
             subscriber = round_[index]
             if subscriber not in subscribers:
                 continue  # it left since the round began (its task reads the log now)
-            missed = subscriber.after < first - 1
-            for event in backlog[max(subscriber.after - first + 1, 0) :]:
-                published = self.published_at(event.seq)
-                if missed or published is None or not subscriber.deliver(event, published):
-                    leaving.append(subscriber)
-                    break
-                subscriber.after = event.seq
-                if event.is_final:
-                    leaving.append(subscriber)
+            if subscriber.after < first - 1:
+                leaving.append(subscriber)  # it missed an event: it reads the log instead
+                continue
+            if subscriber.after - first + 1 != cut:
+                cut = subscriber.after - first + 1
+                events = backlog[cut:]
+                ends = len(self.published) - (self.last_seq - backlog[-1].seq)
+                published = self.published[ends - len(events) : ends]
+            if not events:
+                continue  # it joined since: it has them all
+            if not subscriber.deliver_all(events, published):
+                leaving.append(subscriber)
+                continue
+            subscriber.after = events[-1].seq
+            if events[-1].is_final:
+                leaving.append(subscriber)
         self._let_go(leaving)
         if end < len(round_):
             self._turn = asyncio.get_running_loop().call_soon(self._fan_out)
