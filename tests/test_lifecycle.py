@@ -21,6 +21,8 @@ from aiohttp import ClientSession, web
 
 from research_service import loop_turns
 from research_service.events import parse_event_id
+from research_service.runs import hub
+from research_service.runs.hub import FAN_OUT_PER_TURN
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from tests import postgres
 from tests.cluster import REDIS_URL, delete_prefix, redis_or_skip
@@ -163,11 +165,18 @@ async def _raw_listener(
     return reader, writer
 
 
+@pytest.mark.parametrize("fan_out_per_turn", [FAN_OUT_PER_TURN, 8], ids=["at-once", "rounds"])
 async def test_slow_listener_is_cut_without_slowing_others(
-    make_service: MakeService, client: httpx.AsyncClient
+    make_service: MakeService,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    fan_out_per_turn: int,
 ) -> None:
-    # A budget far above this answer's ~1M tokens: the test is about the socket.
-    service = await make_service(write_timeout_s=1.0, max_tokens_per_run=10**7)
+    # 51 listeners: each event reaches them all at once, or in rounds of 8 per loop turn.
+    monkeypatch.setattr(hub, "FAN_OUT_PER_TURN", fan_out_per_turn)
+    # A budget far above this answer's ~1M tokens: the test is about the socket. No heartbeat
+    # falls due meanwhile: only the fan-out's letting go hands the slow one to its own task.
+    service = await make_service(write_timeout_s=1.0, max_tokens_per_run=10**7, heartbeat_s=120)
     chunk = "x" * 32_768
     service.llm.pieces = [f"{chunk}{n} " for n in range(120)]
     service.llm.hold_after = 0
