@@ -15,7 +15,6 @@ from aiohttp import web
 from research_service.addresses import is_loopback
 from research_service.auth import key_file
 from research_service.auth.ended_sessions import EndedSessions, MemoryEndedSessions
-from research_service.auth.ended_sessions_postgres import PostgresEndedSessions
 from research_service.auth.ended_sessions_sqlite import SqliteEndedSessions
 from research_service.auth.key_store import SqliteKeys
 from research_service.auth.keyring import Keyring
@@ -31,12 +30,12 @@ from research_service.providers.instrumented import CountedLLM, CountedSearch
 from research_service.providers.registry import llm_provider, search_provider
 from research_service.providers.search_retry import DEFAULT_MAX_WAIT_S as SEARCH_MAX_WAIT_S
 from research_service.reading import Reader, open_reader
-from research_service.runs import postgres_log, sqlite_log, store_lock
+from research_service.runs import sqlite_log, store_lock
 from research_service.runs.endings import end_open_runs
 from research_service.runs.log import EventLog, Prunable, StoreMaintenance
 from research_service.runs.manager import RunManager
 from research_service.runs.memory_log import MemoryEventLog
-from research_service.runs.postgres_log import PostgresEventLog
+from research_service.runs.postgres_store import postgres_store
 from research_service.runs.sqlite_log import RUN_STORE_FILE
 from research_service.settings import Settings
 from research_service.stats import Stats
@@ -194,6 +193,9 @@ async def _open_event_log(settings: Settings, stack: AsyncExitStack) -> EventLog
                 "--store postgres needs a database: set --database-url (RESEARCH_DATABASE_URL "
                 "or DATABASE_URL), e.g. postgresql://postgres@127.0.0.1:5432/research"
             )
+        # Loaded here: a process on another store never loads asyncpg.
+        from research_service.runs import postgres_log  # noqa: PLC0415
+
         store = await postgres_log.open(settings.database_url)
     else:
         store = MemoryEventLog()
@@ -263,7 +265,11 @@ async def _ended_sessions(
     ended: EndedSessions
     if keys_path is not None:
         ended = await asyncio.to_thread(SqliteEndedSessions, keys_path)
-    elif (record := _postgres_record(store)) is not None:
+    elif (record := postgres_store(store)) is not None:
+        from research_service.auth.ended_sessions_postgres import (  # noqa: PLC0415 - asyncpg
+            PostgresEndedSessions,
+        )
+
         ended = PostgresEndedSessions(record.pool)
     else:
         if not isinstance(store, MemoryEventLog):
@@ -275,17 +281,6 @@ async def _ended_sessions(
         ended = MemoryEndedSessions()
     stack.push_async_callback(ended.close)
     return ended
-
-
-def _postgres_record(store: EventLog) -> PostgresEventLog | None:
-    """The PostgreSQL run store `store` is, or a cluster's `ClusterLog` keeps; else None.
-
-    Duck-typed for the cluster's, so that a single process never loads cluster mode's modules.
-    """
-    if isinstance(store, PostgresEventLog):
-        return store
-    inner = getattr(store, "store", None)
-    return inner if isinstance(inner, PostgresEventLog) else None
 
 
 def _warn_if_open(settings: Settings) -> None:

@@ -21,9 +21,9 @@ from research_service.runs.memory_log import MemoryEventLog
 from research_service.runs.models import RunRecord
 from research_service.webhooks.memory_outbox import MemoryOutbox
 from research_service.webhooks.outbox import Delivery, Outbox, in_turns, new_delivery_id
+from research_service.webhooks.postgres_outbox import PostgresOutbox
 from research_service.webhooks.service import outbox_for
 from research_service.webhooks.signing import SERVER_SCOPE, key_scope
-from research_service.webhooks.sql_outbox import PostgresOutbox
 from tests import postgres
 from tests.test_event_log_contract import BACKENDS, open_backend, place_of
 

@@ -15,8 +15,8 @@ from research_service.runs import postgres_db
 from research_service.runs.models import RunRecord
 from research_service.runs.postgres_log import PostgresEventLog
 from research_service.webhooks.outbox import Delivery, new_delivery_id
+from research_service.webhooks.postgres_outbox import PostgresOutbox
 from research_service.webhooks.signing import SERVER_SCOPE, derived_secret
-from research_service.webhooks.sql_outbox import PostgresOutbox
 from tests import postgres
 from tests.cluster import Cluster, cluster_on, post_run
 from tests.webhook_receiver import Receiver

@@ -12,7 +12,7 @@ from research_service.reading.addresses import AllowList
 from research_service.records import RunRecord
 from research_service.runs.log import EventLog
 from research_service.runs.memory_log import MemoryEventLog
-from research_service.runs.postgres_log import PostgresEventLog
+from research_service.runs.postgres_store import postgres_store
 from research_service.runs.sqlite_log import SqliteEventLog
 from research_service.settings import Settings
 from research_service.stats import Stats
@@ -20,7 +20,7 @@ from research_service.webhooks.dispatcher import Dispatcher
 from research_service.webhooks.memory_outbox import MemoryOutbox
 from research_service.webhooks.outbox import Delivery, Outbox, new_delivery_id
 from research_service.webhooks.signing import SERVER_SCOPE, Signer, key_scope
-from research_service.webhooks.sql_outbox import PostgresOutbox, SqliteOutbox
+from research_service.webhooks.sql_outbox import SqliteOutbox
 from research_service.webhooks.target import check_reachable, webhook_url
 
 #: The field a refused --webhook-url is reported under.
@@ -74,8 +74,11 @@ async def outbox_for(store: EventLog) -> tuple[Outbox, bool]:
     inner = getattr(store, "store", store)  # a cluster node's log wraps the PostgreSQL one
     if isinstance(inner, SqliteEventLog):
         return await asyncio.to_thread(SqliteOutbox, inner.path), True
-    if isinstance(inner, PostgresEventLog):
-        return PostgresOutbox(inner.pool), inner is store
+    if (postgres := postgres_store(store)) is not None:
+        # Its own module: only a PostgreSQL store loads asyncpg.
+        from research_service.webhooks.postgres_outbox import PostgresOutbox  # noqa: PLC0415
+
+        return PostgresOutbox(postgres.pool), postgres is store
     if isinstance(inner, MemoryEventLog):
         return MemoryOutbox(inner), True
     return MemoryOutbox(), True  # another store: every run counts as ended, the dispatcher checks

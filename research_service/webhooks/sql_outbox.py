@@ -1,8 +1,9 @@
-"""The outbox in the run store's own database: SQLite (one file) or PostgreSQL (a cluster's).
+"""The outbox in the SQLite run store's own file, and the statements both SQL outboxes ask.
 
-Both keep the `webhook_deliveries` table (schema 3 of each store). A hold (`held_until`) lets
-one process send a delivery while the others leave it alone; a process that dies lets go when
-its hold runs out, and any process then sends it.
+webhooks/postgres_outbox.py keeps the PostgreSQL one (a cluster's). Both keep the
+`webhook_deliveries` table (schema 3 of each store). A hold (`held_until`) lets one process
+send a delivery while the others leave it alone; a process that dies lets go when its hold runs
+out, and any process then sends it.
 """
 
 from __future__ import annotations
@@ -14,26 +15,22 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import asyncpg
-
 from research_service.own_thread import OwnThread
-from research_service.runs.postgres_db import ERRORS as PG_ERRORS
-from research_service.runs.postgres_db import unavailable
 from research_service.runs.sqlite_db import connect
 from research_service.runs.sqlite_db import unavailable as sqlite_unavailable
 from research_service.webhooks.outbox import BATCH, Delivery
 
-_COLUMNS: Final = (
+COLUMNS: Final = (
     "id, run_id, url, scope, base_url, created_at, state, attempts, next_at, first_tried_at, "
     "last_error"
 )
-_SQLITE_ADD: Final = f"INSERT INTO webhook_deliveries ({_COLUMNS}) VALUES ({', '.join('?' * 11)})"
+ADD: Final = f"INSERT INTO webhook_deliveries ({COLUMNS}) VALUES ({', '.join('?' * 11)})"
 # Only deliveries whose run has its `done` stored (its last event, found by the primary key):
 # however many runs with webhooks are still going, they never crowd out those that ended.
 # The scopes take turns (outbox.in_turns): each scope's first due, then each one's second, …,
 # so a key with thousands due never crowds out the other keys' deliveries.
-_SQLITE_DUE: Final = (
-    f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, "
+DUE: Final = (
+    f"SELECT {COLUMNS} FROM (SELECT {COLUMNS}, "
     "row_number() OVER (PARTITION BY scope ORDER BY next_at, created_at, id) AS turn "
     "FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? "
     "AND (held_until IS NULL OR held_until <= ?) "
@@ -41,22 +38,22 @@ _SQLITE_DUE: Final = (
     "ORDER BY seq DESC LIMIT 1) = 'done') AS due "
     "ORDER BY turn, next_at, created_at, id LIMIT ?"
 )
-_SQLITE_CLAIM: Final = (
+CLAIM: Final = (
     "UPDATE webhook_deliveries SET held_until = ? WHERE id = ? "
     "AND (held_until IS NULL OR held_until <= ?)"
 )
-_PENDING: Final = "SELECT 1 FROM webhook_deliveries WHERE state = 'pending' LIMIT 1"
-_SQLITE_SAVE: Final = (
+PENDING: Final = "SELECT 1 FROM webhook_deliveries WHERE state = 'pending' LIMIT 1"
+SAVE: Final = (
     "UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, first_tried_at = ?, "
     "last_error = ?, held_until = ? WHERE id = ?"
 )
 
 
-def _row(values: Sequence[Any]) -> Delivery:
+def delivery_of(values: Sequence[Any]) -> Delivery:
     return Delivery(*values)
 
 
-def _values(d: Delivery) -> tuple[Any, ...]:
+def values_of(d: Delivery) -> tuple[Any, ...]:
     return (
         d.id,
         d.run_id,
@@ -99,30 +96,30 @@ class SqliteOutbox:
 
     def _select(self, sql: str, *params: Any) -> list[Delivery]:
         with self._connection() as db:
-            return [_row(row) for row in db.execute(sql, params).fetchall()]
+            return [delivery_of(row) for row in db.execute(sql, params).fetchall()]
 
     async def add(self, deliveries: Sequence[Delivery]) -> None:
         """Keep new deliveries."""
-        rows = [_values(d) for d in deliveries]
-        await self._thread.call(lambda: self._run(_SQLITE_ADD, many=rows))
+        rows = [values_of(d) for d in deliveries]
+        await self._thread.call(lambda: self._run(ADD, many=rows))
 
     async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
         """Pending, due, not held and of an ended run; the scopes taking turns."""
-        return await self._thread.call(self._select, _SQLITE_DUE, now, now, limit)
+        return await self._thread.call(self._select, DUE, now, now, limit)
 
     async def claim(self, delivery_id: str, *, now: float, until: float) -> bool:
         """Hold it unless another process does."""
-        return await self._thread.call(self._run, _SQLITE_CLAIM, until, delivery_id, now) == 1
+        return await self._thread.call(self._run, CLAIM, until, delivery_id, now) == 1
 
     async def save(self, delivery: Delivery, *, hold_until: float | None = None) -> None:
         """Record an attempt's outcome."""
         d = delivery
         params = (d.state, d.attempts, d.next_at, d.first_tried_at, d.last_error, hold_until, d.id)
-        await self._thread.call(self._run, _SQLITE_SAVE, *params)
+        await self._thread.call(self._run, SAVE, *params)
 
     async def pending(self) -> bool:
         """Whether any delivery is pending."""
-        found = await self._thread.call(self._select_one, _PENDING)
+        found = await self._thread.call(self._select_one, PENDING)
         return found is not None
 
     def _select_one(self, sql: str) -> tuple[Any, ...] | None:
@@ -141,76 +138,10 @@ class SqliteOutbox:
 
     async def of_run(self, run_id: str) -> list[Delivery]:
         """The run's deliveries."""
-        sql = f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE run_id = ? ORDER BY created_at"
+        sql = f"SELECT {COLUMNS} FROM webhook_deliveries WHERE run_id = ? ORDER BY created_at"
         return await self._thread.call(self._select, sql, run_id)
 
     async def close(self) -> None:
         """Close the connection."""
         await self._thread.call(self._db.close)
         self._thread.close()
-
-
-def _pg(sql: str) -> str:
-    """The SQLite statement with PostgreSQL's numbered placeholders."""
-    parts = sql.split("?")
-    return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)) + parts[-1]
-
-
-class PostgresOutbox:
-    """The deliveries in the PostgreSQL run store, on the store's pool."""
-
-    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
-        self._pool = pool
-
-    async def add(self, deliveries: Sequence[Delivery]) -> None:
-        """Keep new deliveries."""
-        try:
-            await self._pool.executemany(_pg(_SQLITE_ADD), [_values(d) for d in deliveries])
-        except PG_ERRORS as exc:
-            raise unavailable(exc) from exc
-
-    async def due(self, *, now: float, limit: int = BATCH) -> list[Delivery]:
-        """Pending, due, not held and of an ended run; the scopes taking turns."""
-        try:
-            rows = await self._pool.fetch(_pg(_SQLITE_DUE), now, now, limit)
-        except PG_ERRORS as exc:
-            raise unavailable(exc) from exc
-        return [_row(tuple(row)) for row in rows]
-
-    async def claim(self, delivery_id: str, *, now: float, until: float) -> bool:
-        """Hold it unless another node does (one UPDATE: exactly one node wins)."""
-        try:
-            status = await self._pool.execute(_pg(_SQLITE_CLAIM), until, delivery_id, now)
-        except PG_ERRORS as exc:
-            raise unavailable(exc) from exc
-        return status == "UPDATE 1"
-
-    async def save(self, delivery: Delivery, *, hold_until: float | None = None) -> None:
-        """Record an attempt's outcome."""
-        d = delivery
-        params = (d.state, d.attempts, d.next_at, d.first_tried_at, d.last_error, hold_until, d.id)
-        try:
-            await self._pool.execute(_pg(_SQLITE_SAVE), *params)
-        except PG_ERRORS as exc:
-            raise unavailable(exc) from exc
-
-    async def pending(self) -> bool:
-        """Whether any delivery is pending."""
-        try:
-            return await self._pool.fetchval(_PENDING) is not None
-        except PG_ERRORS as exc:
-            raise unavailable(exc) from exc
-
-    async def release(self) -> None:
-        """Nothing: other nodes may hold deliveries; a dead node's holds run out."""
-
-    async def of_run(self, run_id: str) -> list[Delivery]:
-        """The run's deliveries."""
-        sql = f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE run_id = $1 ORDER BY created_at"
-        try:
-            return [_row(tuple(row)) for row in await self._pool.fetch(sql, run_id)]
-        except PG_ERRORS as exc:
-            raise unavailable(exc) from exc
-
-    async def close(self) -> None:
-        """Nothing: the pool is the store's."""
