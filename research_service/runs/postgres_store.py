@@ -24,6 +24,7 @@ def postgres_store(store: EventLog) -> PostgresEventLog | None:
     module = sys.modules.get(_MODULE)
     if module is None:
         return None
-    inner = getattr(store, "store", store)
-    found: PostgresEventLog | None = inner if isinstance(inner, module.PostgresEventLog) else None
+    kind = module.PostgresEventLog
+    inner = store if isinstance(store, kind) else getattr(store, "store", None)
+    found: PostgresEventLog | None = inner if isinstance(inner, kind) else None
     return found
