@@ -145,6 +145,22 @@ class Released:
     tokens: int
 
 
+async def storm(ctl: Control, path: str, listeners: int) -> Released:
+    """Open `listeners` streams of the ended run at `path` at once (a reconnect storm, in
+    batches of connections as fast as they open), probing `GET /healthz`, until each ended."""
+    before = await ctl.stats(reset_lag=True)
+    began = time.perf_counter()
+
+    async def opened_and_ended() -> int:
+        return await finish(await listen_many(ctl.port, path, listeners, ready=False))
+
+    ended = asyncio.create_task(opened_and_ended())
+    probes = await probe_health(ctl, until=ended)
+    took = time.perf_counter() - began
+    after = await ctl.stats()
+    return Released(took, after.cpu_s - before.cpu_s, after.lag_max_ms, probes, ended.result())
+
+
 async def release(ctl: Control, held: list[Listener]) -> Released:
     """Let the held run go on, probing `GET /healthz`, until every listener's stream ended."""
     before = await ctl.stats(reset_lag=True)

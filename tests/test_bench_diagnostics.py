@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DIAGNOSTICS = Path(__file__).resolve().parent.parent / "bench" / "diagnostics"
 TIMEOUT_S = 60
 
@@ -127,7 +129,8 @@ def test_metrics_scrape_times_both_paths_on_a_real_service() -> None:
         assert 0 < p50 <= p99
 
 
-def test_one_run_crowd_releases_a_held_run_to_every_listener() -> None:
+@pytest.mark.parametrize("way", [[], ["--reconnect"]], ids=["held-run", "reconnect-storm"])
+def test_one_run_crowd_gets_every_token_to_every_listener(way: list[str]) -> None:
     done = subprocess.run(
         [
             sys.executable,
@@ -135,6 +138,7 @@ def test_one_run_crowd_releases_a_held_run_to_every_listener() -> None:
             "--listeners=150",
             "--tokens=20",
             "--no-pin",
+            *way,
         ],
         capture_output=True,
         text=True,
