@@ -6,7 +6,7 @@ import asyncio
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -148,25 +148,28 @@ class Released:
 async def storm(ctl: Control, path: str, listeners: int) -> Released:
     """Open `listeners` streams of the ended run at `path` at once (a reconnect storm, in
     batches of connections as fast as they open), probing `GET /healthz`, until each ended."""
-    before = await ctl.stats(reset_lag=True)
-    began = time.perf_counter()
 
     async def opened_and_ended() -> int:
         return await finish(await listen_many(ctl.port, path, listeners, ready=False))
 
-    ended = asyncio.create_task(opened_and_ended())
-    probes = await probe_health(ctl, until=ended)
-    took = time.perf_counter() - began
-    after = await ctl.stats()
-    return Released(took, after.cpu_s - before.cpu_s, after.lag_max_ms, probes, ended.result())
+    return await _probed(ctl, opened_and_ended)
 
 
 async def release(ctl: Control, held: list[Listener]) -> Released:
     """Let the held run go on, probing `GET /healthz`, until every listener's stream ended."""
+
+    async def let_go() -> int:
+        await ctl.start()
+        return await finish(held)
+
+    return await _probed(ctl, let_go)
+
+
+async def _probed(ctl: Control, work: Callable[[], Awaitable[int]]) -> Released:
+    """Run `work` (it returns the token events delivered) while probing `GET /healthz`."""
     before = await ctl.stats(reset_lag=True)
     began = time.perf_counter()
-    await ctl.start()
-    ended = asyncio.create_task(finish(held))
+    ended = asyncio.create_task(work())
     probes = await probe_health(ctl, until=ended)
     took = time.perf_counter() - began
     after = await ctl.stats()
