@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Final, Literal
 
 import redis.asyncio as aioredis
@@ -277,30 +277,34 @@ class ClusterCoordinator:
         Whoever reads the done then finds them free; the store commits the done with the
         execution's end (`executions.ended_at`), in one transaction.
         """
-        # Ended: a heartbeat from now on must not refresh the slots released below.
-        self.local.discard(run_id)
-        self._recording.add(run_id)  # still this process's until its done is stored
-        try:
+        with self._recording_end(run_id):
             await self._release(run_id)
             yield
-        finally:
-            self._recording.discard(run_id)
 
     async def record_end(self, run_id: str) -> None:
         """A run's done is stored (a sweep ended it): record its end, free its slots.
 
         Retried at the next heartbeats if the store fails.
         """
-        # Ended: a heartbeat from now on must not refresh the slots released below.
+        with self._recording_end(run_id):
+            try:
+                await self.executions.end(run_id)
+            except StoreUnavailable:
+                self._unrecorded.add(run_id)  # the next heartbeat tries again
+        await self._release(run_id)
+
+    @contextlib.contextmanager
+    def _recording_end(self, run_id: str) -> Iterator[None]:
+        """The run has ended here: no heartbeat refreshes its slots from now on.
+
+        It stays this process's (`_recording`) until its end is recorded.
+        """
         self.local.discard(run_id)
         self._recording.add(run_id)
         try:
-            await self.executions.end(run_id)
-        except StoreUnavailable:
-            self._unrecorded.add(run_id)  # the next heartbeat tries again
+            yield
         finally:
             self._recording.discard(run_id)
-        await self._release(run_id)
 
     # --- helpers ----------------------------------------------------------------------------
 
