@@ -184,8 +184,8 @@ class Hub:
             if subscriber.after - first + 1 != cut:
                 cut = subscriber.after - first + 1
                 events = backlog[cut:]
-                ends = len(self.published) - (self.last_seq - backlog[-1].seq)
-                published = self.published[ends - len(events) : ends]
+                # The backlog ends with the last event published, as `published` does.
+                published = self.published[len(self.published) - len(events) :]
             if not events:
                 continue  # it joined since: it has them all
             if not subscriber.deliver_all(events, published):
