@@ -13,16 +13,14 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from aiohttp import web
 
 from research_service.events import Event
 from research_service.runs import hub as hub_module
 from research_service.runs.hub import FAN_OUT_PER_TURN, Hub
-from research_service.settings import Settings
-from research_service.stats import Stats
 from research_service.web.listener import MAX_WRITE_BYTES, Listener
 from tests.conftest import Service
-from tests.loopback import HOST, LoopbackServer
+from tests.listener_server import ListenerServer
+from tests.loopback import HOST
 from tests.sse import listen
 
 
@@ -215,32 +213,21 @@ async def test_closing_mid_round_lets_everyone_go_and_stops_the_round(turns: Tur
     assert sum(s.got == [] for s in subscribers) == FAN_OUT_PER_TURN
 
 
-class OneListener(LoopbackServer):
-    """Serves one stream whose listener is handed events by the test, as a hub's round does."""
+class OneListener(ListenerServer):
+    """Its listener is handed events by the test, as a hub's round does."""
 
     def __init__(self) -> None:
         super().__init__()
         self.handed: list[bool] = []
-        self.stats = Stats()
         self.end = asyncio.Event()
 
-    def make_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/events", self._events)
-        return app
-
-    async def _events(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(status=200)
-        await response.prepare(request)
-        listener = Listener(request, response, Settings(), self.stats)
-        assert await listener.write(b"retry: 3000\n\n")
+    async def feed(self, listener: Listener) -> None:
         now = asyncio.get_running_loop().time()
         self.handed.append(listener.deliver_all([event(1), event(2)], [now, now]))
         # Past one bounded write's worth, nothing is taken: the listener reads the log instead.
         big = Event("r1", 3, "token", 3, b"x" * (MAX_WRITE_BYTES + 1))
         self.handed.append(listener.deliver_all([big], [now]))
         await self.end.wait()
-        return response
 
 
 async def test_a_listener_writes_the_events_of_a_round_at_once() -> None:

@@ -14,7 +14,8 @@ from research_service.events import Event
 #: loop, each handed in one write every event it has not had yet. All at once, a run followed by
 #: 10,000 listeners held the loop for 140-160 ms per token (about 15 µs per listener, its
 #: socket write) and 600 ms as its last events went out. A turn of a round takes a few ms,
-#: about 12 when it ends 128 streams (the `done` costs about 95 µs per listener), with every
+#: about 12 when it ends 128 streams (the `done` cost about 95 µs per listener, measured
+#: before a stream's last events and its end went out in one write), with every
 #: other stream and request served between turns (bench/README.md, "One run, thousands of
 #: listeners"). Up to this many listeners, an event reaches them all at once, as before.
 FAN_OUT_PER_TURN: Final = 128

@@ -179,14 +179,47 @@ class Listener:
         )
 
     async def close(self) -> None:
-        """End the response; a client that will not take the rest is cut, not waited for."""
+        """End the response; a client that will not take the rest is cut, not waited for.
+
+        The run's last events, held since the hub handed them over or the log gave them
+        (`end_with`), go out with the end of the response: one socket write, where writing
+        them first took two (bench/README.md, "The run's end in one write").
+        """
+        held, published = self._take_pending()
         try:
             async with asyncio.timeout(self.write_timeout):
-                await self.response.write_eof()
+                await self.response.write_eof(held)
         except TimeoutError:
             self._abort()
         except (ConnectionError, RuntimeError):
-            pass
+            # The client went before the end could be written (a cancel while it drains
+            # comes later: the end is in the socket's buffer then, as a written event is).
+            if held:
+                self._lost_end()
+        else:
+            if held:
+                now = self.last_write = self.loop.time()
+                lag = self.stats.delivery_lag
+                for at in published:
+                    lag.observe(now - at)
+
+    def end_with(self, events: list[Event]) -> None:
+        """Hold the run's last `events`, read from the log, for `close` to write with the end."""
+        self.stats.events_delivered += len(events)
+        self._pending = [b"".join(e.wire for e in events)]
+        self._pending_at = self._live(events)
+        self.after = events[-1].seq
+        self.finished = True
+
+    @property
+    def ends_held(self) -> bool:
+        """Whether the run's last events wait for `close`: handed over, not yet written."""
+        return self.finished and self._pending is not None
+
+    def _lost_end(self) -> None:
+        # Its stream's `finally` saw the end handed over; it never reached the client.
+        self.gone = True
+        self.stats.listeners_dropped += 1
 
     def quiet_for(self) -> float:
         """Seconds since the last byte was written to this client."""
@@ -198,18 +231,25 @@ class Listener:
         Live: they reached the run's hub after this listener opened its stream (a listener
         released by the hub catches up from the log); older events are catch-up, not lag.
         """
-        hub = self.hub
-        if hub is None:
-            return
-        last = hub.published_at(events[-1].seq)
-        if last is None or last < self.opened:
-            return
         now = self.loop.time()
         lag = self.stats.delivery_lag
+        for published in self._live(events):
+            lag.observe(now - published)
+
+    def _live(self, events: list[Event]) -> list[float]:
+        """When each live event of `events` reached the run's hub; none for catch-up."""
+        hub = self.hub
+        if hub is None:
+            return []
+        last = hub.published_at(events[-1].seq)
+        if last is None or last < self.opened:
+            return []
+        live: list[float] = []
         for event in events:
             published = hub.published_at(event.seq)
             if published is not None and published >= self.opened:
-                lag.observe(now - published)
+                live.append(published)
+        return live
 
     async def follow(self, hub: Hub) -> None:
         """Take live events from the hub until it lets go or a heartbeat is due."""
@@ -223,13 +263,17 @@ class Listener:
         finally:
             timer.cancel()
             hub.unsubscribe(self)
-            self._flush()  # whatever the hub handed over goes out before the task writes again
+            if not self.finished:  # the run's end waits for `close`, to go out with it
+                self._flush()  # what the hub handed over goes out before the task writes again
             self._wakeup = None
 
     # --- called by the hub, from the run's task: must never wait --------------------------
 
     def deliver(self, event: Event, published: float) -> bool:
-        """Take `event` (at the hub since `published`) now; False if the socket is backed up."""
+        """Take `event` (at the hub since `published`) now; False if the socket is backed up.
+
+        The run's last event is held, with whatever is pending, for `close` to write.
+        """
         transport = self.transport
         data = event.wire
         # Never hold more than one bounded write's worth behind the client's back: past
@@ -251,17 +295,22 @@ class Listener:
             self._pending_at = [published]
             self._pending_bytes = len(data)
             self._flush_timer = self.loop.call_at(self.last_write + COALESCE_S, self._flush)
+        elif self.finished:  # the run's end: `close` writes it with the end of the response
+            self._pending = [data]
+            self._pending_at = [published]
+            self._pending_bytes = len(data)
         elif self.direct.send(data):
             now = self.last_write = self.loop.time()
             self.stats.delivery_lag.observe(now - published)
         if self.finished:
-            self._flush()
+            self._cancel_flush()  # what is pending goes out with the end of the response
         return True
 
     def deliver_all(self, events: Sequence[Event], published: Sequence[float]) -> bool:
         """Take `events` now, in one write; False if the socket is backed up.
 
         A hub's round: its turns coalesce a listener's events already, so no timer waits.
+        Events that end the run are held for `close` to write, as in `deliver`.
         """
         transport = self.transport
         wires = [event.wire for event in events]
@@ -280,7 +329,8 @@ class Listener:
             self._pending += wires
             self._pending_at += published
             self._pending_bytes += size
-        self._flush()
+        if not self.finished:  # the run's end: `close` writes it with the end of the response
+            self._flush()
         return True
 
     def release(self) -> None:
@@ -288,10 +338,22 @@ class Listener:
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
-    def _flush(self) -> None:
+    def _cancel_flush(self) -> None:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+
+    def _take_pending(self) -> tuple[bytes, list[float]]:
+        """What waits to be written, and when each of its live events reached the hub."""
+        self._cancel_flush()
+        pending, published = self._pending, self._pending_at
+        if pending is None:
+            return b"", []
+        self._pending, self._pending_at, self._pending_bytes = None, [], 0
+        return (pending[0] if len(pending) == 1 else b"".join(pending)), published
+
+    def _flush(self) -> None:
+        self._cancel_flush()
         if self._pending is not None:
             pending, self._pending, self._pending_bytes = self._pending, None, 0
             if self.direct.send(pending[0] if len(pending) == 1 else b"".join(pending)):

@@ -153,6 +153,9 @@ async def _write_page(listener: Listener, events: list[Event]) -> bool:
     # possible, each small enough that "no progress" is detectable (and the listener yields
     # the loop between them; see Listener.write).
     for batch in batches(events):
+        if batch[-1].is_final:
+            listener.end_with(batch)  # written with the end of the response, at once
+            return True
         if not await listener.write(b"".join(e.wire for e in batch)):
             return False
         listener.stats.events_delivered += len(batch)
@@ -223,7 +226,7 @@ async def stream(
         log.info("run %s was deleted while a listener read it; its stream ends", run_id)
     finally:
         stats.open_streams -= 1
-        if listener.gone and not listener.finished:
+        if listener.gone and (not listener.finished or listener.ends_held):
             stats.listeners_dropped += 1
         manager.listening.left(run_id)
     await listener.close()
