@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from research_service.settings import Settings
@@ -12,11 +14,14 @@ from tests.loopback import LoopbackServer
 
 class ListenerServer(LoopbackServer):
     """Serves `GET /events`: a stream with its `retry` field written, then `feed(listener)`
-    hands its listener events as a run's hub would; the stream ends when `feed` returns."""
+    hands its listener events as a run's hub would; the stream ends when `feed` returns
+    (`closed` is set once its listener has ended the response)."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
+        self.settings = Settings() if settings is None else settings
         self.stats = Stats()
+        self.closed = asyncio.Event()
 
     def make_app(self) -> web.Application:
         app = web.Application()
@@ -30,8 +35,9 @@ class ListenerServer(LoopbackServer):
     async def _events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(status=200)
         await response.prepare(request)
-        listener = Listener(request, response, Settings(), self.stats)
+        listener = Listener(request, response, self.settings, self.stats)
         assert await listener.write(b"retry: 3000\n\n")
         await self.feed(listener)
         await listener.close()
+        self.closed.set()
         return response

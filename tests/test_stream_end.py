@@ -9,6 +9,7 @@ from the log to a listener catching up.
 from __future__ import annotations
 
 import asyncio
+import socket
 from asyncio import selector_events
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 
 from research_service.events import Event
 from research_service.runs.hub import Hub
+from research_service.settings import Settings
 from research_service.web.listener import COALESCE_S, Listener
 from tests.conftest import Service
 from tests.listener_server import ListenerServer
@@ -202,3 +204,49 @@ async def test_a_client_gone_as_its_done_is_handed_over_counts_as_dropped_once(
             await closed.wait()
     assert closed.is_set() is not abort_first
     assert stats.listeners_dropped == 1
+
+
+class StalledAtTheEnd(ListenerServer):
+    """Its client stopped reading: more than the transport's high-water mark waits in its
+    buffer (so writing pauses) when the `done` is handed over, with room for it."""
+
+    async def feed(self, listener: Listener) -> None:
+        transport = listener.transport
+        assert transport is not None
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        high = transport.get_write_buffer_limits()[1]
+        assert listener.direct.send(b": " + b"x" * (high + 16 * 1024) + b"\n\n")
+        assert transport.get_write_buffer_size() > high
+        assert listener.deliver(event(1, "done"), asyncio.get_running_loop().time())
+
+
+async def read_until_reset(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, got: bytearray
+) -> None:
+    """Read `sock` into `got` until its end (or until reading raises)."""
+    while chunk := await loop.sock_recv(sock, 65536):
+        got += chunk
+
+
+async def test_a_client_that_stopped_reading_is_cut_at_the_end_after_the_write_timeout() -> None:
+    async with StalledAtTheEnd(Settings(write_timeout_s=0.2)) as server:
+        loop = asyncio.get_running_loop()
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        got = bytearray()
+        try:
+            await loop.sock_connect(client, (HOST, server.port))
+            request = f"GET /events HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+            await loop.sock_sendall(client, request.encode())
+            # It reads nothing until its stream has ended: the end must not wait for it.
+            async with asyncio.timeout(5):
+                await server.closed.wait()
+                with pytest.raises(ConnectionResetError):
+                    await read_until_reset(loop, client, got)
+        finally:
+            client.close()
+    assert b"event: done" not in got
+    # Cut, as a listener whose write took no data is (it may resume), not gone.
+    assert server.stats.listeners_cut == 1
+    assert server.stats.listeners_dropped == 0

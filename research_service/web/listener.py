@@ -140,9 +140,7 @@ class Listener:
                 async with asyncio.timeout(self.write_timeout):
                     await self.response.write(data)
         except TimeoutError:
-            log.info("cut a listener that took no data for %g s", self.write_timeout)
-            self.stats.listeners_cut += 1
-            self._abort()
+            self._cut_stalled()
             return False
         except (ConnectionError, RuntimeError):
             # The peer went away (aiohttp raises ClientConnectionResetError or, after EOF,
@@ -187,10 +185,13 @@ class Listener:
         """
         held, published = self._take_pending()
         try:
-            async with asyncio.timeout(self.write_timeout):
+            if self.cannot_wait(held):  # no deadline needed, as in `write`
                 await self.response.write_eof(held)
+            else:
+                async with asyncio.timeout(self.write_timeout):
+                    await self.response.write_eof(held)
         except TimeoutError:
-            self._abort()
+            self._cut_stalled()
         except (ConnectionError, RuntimeError):
             # The client went before the end could be written (a cancel while it drains
             # comes later: the end is in the socket's buffer then, as a written event is).
@@ -364,6 +365,11 @@ class Listener:
 
     def cut(self) -> None:
         """End the stream without its end, as a dropped connection does: the client resumes."""
+        self._abort()
+
+    def _cut_stalled(self) -> None:
+        log.info("cut a listener that took no data for %g s", self.write_timeout)
+        self.stats.listeners_cut += 1
         self._abort()
 
     def _abort(self) -> None:
