@@ -77,7 +77,8 @@ class Listener:
     Behind on the log, it catches up in its own task with bounded writes under the write
     timeout. Caught up on a live run, it subscribes to the run's hub, which hands it each new
     event as the run appends it; the listener writes it to the socket without waiting, or
-    asks the hub to let it go when the socket is backed up.
+    asks the hub to let it go when the socket is backed up. The run's last events, however
+    they arrive, wait for `close` and go out with the end of the response, in one write.
     """
 
     # One per open stream (issue 16's idle memory): no instance dict.
