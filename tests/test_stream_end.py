@@ -1,8 +1,9 @@
-"""A stream's end: the run's last events and the end of the response go out in one write.
+"""A stream's first and last writes: its `retry` field goes out with its first page of
+events, and the run's last events with the end of the response, each in one write.
 
-Each test records what the service writes to its sockets (every `write` of asyncio's socket
-transports in this process) and finds the write that carries the run's `done`: it must also
-end the chunked body (`0\\r\\n\\r\\n`), whether the `done` came live through the run's hub or
+Most tests record what the service writes to its sockets (every `write` of asyncio's socket
+transports in this process) and find the write that carries the run's `done`: it must also
+end the chunked body (`0\r\n\r\n`), whether the `done` came live through the run's hub or
 from the log to a listener catching up.
 """
 
@@ -15,7 +16,7 @@ from asyncio import selector_events
 import httpx
 import pytest
 
-from research_service.events import Event
+from research_service.events import Event, retry_field
 from research_service.runs.hub import Hub
 from research_service.settings import Settings
 from research_service.web.listener import COALESCE_S, Listener
@@ -141,6 +142,10 @@ async def test_a_live_runs_done_goes_out_with_the_end_of_its_response(
     assert got.last[0] == "done"
     (write,) = writes.carrying_done()
     assert_ends_the_body(write, stored[-1].wire)
+    # What was stored before it opened went out with its `retry` field, in one write.
+    (opening,) = [data for data in writes.seen if b"retry: " in data]
+    caught_up = b"".join(e.wire for e in stored[:followed_from])
+    assert opening.partition(b"\r\n")[2] == retry_field(Settings().retry_ms) + caught_up + b"\r\n"
     # Every live event's delivery lag was counted once, the held `done`'s once written.
     live = len(stored) - followed_from
     assert sum(service.manager.stats.delivery_lag.counts) - lag_before == live
@@ -158,10 +163,11 @@ async def test_a_listener_catching_up_to_the_end_gets_it_with_the_end_of_its_res
     stored = await service.manager.log.read(run_id, after=0)
     assert got.ids == [e.id for e in stored]
     (write,) = writes.carrying_done()
-    # The whole log fits one page and one write: the `retry` field went first, with the
-    # headers; then every event of the run and the end, at once.
+    # The whole log fits one page: the stream's `retry` field, every event of the run and
+    # the end, in one write after the headers.
     assert_ends_the_body(write, stored[-1].wire)
-    assert b"".join(e.wire for e in stored) in write
+    _, _, body = write.partition(b"\r\n")
+    assert body.startswith(retry_field(Settings().retry_ms) + b"".join(e.wire for e in stored))
     assert service.manager.stats.events_delivered == len(stored)
 
 
@@ -250,3 +256,19 @@ async def test_a_client_that_stopped_reading_is_cut_at_the_end_after_the_write_t
     # Cut, as a listener whose write took no data is (it may resume), not gone.
     assert server.stats.listeners_cut == 1
     assert server.stats.listeners_dropped == 0
+
+
+async def test_a_stream_that_ends_before_any_event_still_says_its_retry(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """Streams are closed (a cluster node draining: its listeners resume elsewhere) before
+    the stream's first page: it ends at once, with the `retry` field its client resumes by."""
+    service.llm.hold_after = 1
+    run_id = await service.create(client)
+    await service.until_held()
+    service.manager.close_streams()
+    response = await client.get(service.url(f"/v1/runs/{run_id}/events"))
+    assert response.status_code == 200
+    assert response.content == retry_field(Settings().retry_ms)
+    service.llm.release.set()
+    await service.wait_done(run_id)

@@ -205,13 +205,18 @@ class Listener:
                 for at in published:
                     lag.observe(now - at)
 
-    def end_with(self, events: list[Event]) -> None:
-        """Hold the run's last `events`, read from the log, for `close` to write with the end."""
-        self.stats.events_delivered += len(events)
-        self._pending = [b"".join(e.wire for e in events)]
-        self._pending_at = self._live(events)
-        self.after = events[-1].seq
-        self.finished = True
+    def end_with(self, data: bytes, events: list[Event] | None = None) -> None:
+        """Hold `data` for `close` to write with the end of the response.
+
+        `data`: the run's last `events`, read from the log (after the stream's first bytes, if
+        not written yet), or the first bytes alone when the stream ends before any event.
+        """
+        self._pending = [data]
+        if events:
+            self.stats.events_delivered += len(events)
+            self._pending_at = self._live(events)
+            self.after = events[-1].seq
+            self.finished = True
 
     @property
     def ends_held(self) -> bool:

@@ -142,8 +142,10 @@ async def resume_position(
     return seq, tail[0].is_final
 
 
-async def _write_page(listener: Listener, events: list[Event]) -> bool:
+async def _write_page(listener: Listener, events: list[Event], opening: bytes) -> bool:
     """Write a page of stored events to the listener; False when its client is gone.
+
+    `opening`: the stream's first bytes, if not written yet, written before the page.
 
     A function of its own so that nothing of the page outlives it: a listener waits for the
     next event in `stream`'s frame, which would otherwise keep the page's last batch (up to
@@ -153,15 +155,37 @@ async def _write_page(listener: Listener, events: list[Event]) -> bool:
     # possible, each small enough that "no progress" is detectable (and the listener yields
     # the loop between them; see Listener.write).
     for batch in batches(events):
+        data, opening = opening + b"".join(e.wire for e in batch), b""
         if batch[-1].is_final:
-            listener.end_with(batch)  # written with the end of the response, at once
+            listener.end_with(data, batch)  # written with the end of the response, at once
             return True
-        if not await listener.write(b"".join(e.wire for e in batch)):
+        if not await listener.write(data):
             return False
         listener.stats.events_delivered += len(batch)
         listener.written(batch)
     listener.after = events[-1].seq
     listener.finished = events[-1].is_final
+    return True
+
+
+async def _await_more(request: web.Request, run_id: str, listener: Listener) -> bool:
+    """Wait for the run's next events, or write a heartbeat once one is due.
+
+    Live from the run's hub, or in the log. False when the stream must end now: it was cut,
+    or its client is gone.
+    """
+    manager = request.app[MANAGER]
+    due = request.app[SETTINGS].heartbeat_s - listener.quiet_for()
+    if due <= 0:
+        return await listener.write(PING)
+    hub = manager.hub(run_id)
+    # (A hub behind the listener: it resumed from an event still on its way here.)
+    if hub is not None and hub.last_seq >= listener.after:
+        await listener.follow(hub)
+    elif await _cut_past_the_end(manager.log, run_id, listener):
+        return False
+    else:
+        await manager.log.wait(run_id, after=listener.after, timeout=due)
     return True
 
 
@@ -191,28 +215,23 @@ async def stream(
     if after:
         stats.resumes += 1
     manager.listening.joined(run_id)
+    # The stream's first bytes go out with its first page of events, in one write, or alone
+    # before it waits for any (bench/README.md, "The run's end in one write").
+    opening = retry_field(settings.retry_ms)
     try:
-        # Also flushes the headers, so the hub's direct writes always come after them.
-        if not await listener.write(retry_field(settings.retry_ms)):
-            return response
         while not listener.finished and not manager.streams_closed:
             # A page at a time: a long log is never decoded in one go.
             events = await events_log.read(run_id, after=listener.after, limit=CATCH_UP_EVENTS)
             if events:
-                if not await _write_page(listener, events):
+                if not await _write_page(listener, events, opening):
                     return response
+                opening = b""
                 continue
-            due = settings.heartbeat_s - listener.quiet_for()
-            if due > 0:
-                hub = manager.hub(run_id)
-                # (A hub behind the listener: it resumed from an event still on its way here.)
-                if hub is not None and hub.last_seq >= listener.after:
-                    await listener.follow(hub)
-                elif await _cut_past_the_end(events_log, run_id, listener):
-                    return response
-                else:
-                    await events_log.wait(run_id, after=listener.after, timeout=due)
-            elif not await listener.write(PING):
+            # Also flushes the headers, so the hub's direct writes always come after them.
+            if opening and not await listener.write(opening):
+                return response
+            opening = b""
+            if not await _await_more(request, run_id, listener):
                 return response
     except asyncio.CancelledError:
         listener.gone = True  # aiohttp cancels the handler when its client disconnects
@@ -229,5 +248,7 @@ async def stream(
         if listener.gone and (not listener.finished or listener.ends_held):
             stats.listeners_dropped += 1
         manager.listening.left(run_id)
+    if opening:  # it ends before its first page (a shutdown, or its run deleted)
+        listener.end_with(opening)
     await listener.close()
     return response
