@@ -211,7 +211,8 @@ class Listener:
         `data`: the run's last `events`, read from the log (after the stream's first bytes, if
         not written yet), or the first bytes alone when the stream ends before any event.
         """
-        self._pending = [data]
+        self._cancel_flush()
+        self._pending, self._pending_at, self._pending_bytes = [data], [], len(data)
         if events:
             self.stats.events_delivered += len(events)
             self._pending_at = self._live(events)
