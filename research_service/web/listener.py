@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -200,10 +200,7 @@ class Listener:
                 self._lost_end()
         else:
             if held:
-                now = self.last_write = self.loop.time()
-                lag = self.stats.delivery_lag
-                for at in published:
-                    lag.observe(now - at)
+                self._wrote(published)
 
     def end_with(self, data: bytes, events: list[Event] | None = None) -> None:
         """Hold `data` for `close` to write with the end of the response.
@@ -239,10 +236,7 @@ class Listener:
         Live: they reached the run's hub after this listener opened its stream (a listener
         released by the hub catches up from the log); older events are catch-up, not lag.
         """
-        now = self.loop.time()
-        lag = self.stats.delivery_lag
-        for published in self._live(events):
-            lag.observe(now - published)
+        self._wrote(self._live(events))
 
     def _live(self, events: list[Event]) -> list[float]:
         """When each live event of `events` reached the run's hub; none for catch-up."""
@@ -298,15 +292,12 @@ class Listener:
             self._pending.append(data)
             self._pending_at.append(published)
             self._pending_bytes += len(data)
-        elif self.loop.time() - self.last_write < COALESCE_S and not self.finished:
-            self._pending = [data]
-            self._pending_at = [published]
-            self._pending_bytes = len(data)
-            self._flush_timer = self.loop.call_at(self.last_write + COALESCE_S, self._flush)
-        elif self.finished:  # the run's end: `close` writes it with the end of the response
-            self._pending = [data]
-            self._pending_at = [published]
-            self._pending_bytes = len(data)
+        # Held: the run's end, for `close` to write with the end of the response; or an event
+        # within the coalescing interval, written with what follows it when its timer fires.
+        elif self.finished or self.loop.time() - self.last_write < COALESCE_S:
+            self._pending, self._pending_at, self._pending_bytes = [data], [published], len(data)
+            if not self.finished:
+                self._flush_timer = self.loop.call_at(self.last_write + COALESCE_S, self._flush)
         elif self.direct.send(data):
             now = self.last_write = self.loop.time()
             self.stats.delivery_lag.observe(now - published)
@@ -361,14 +352,19 @@ class Listener:
         return (pending[0] if len(pending) == 1 else b"".join(pending)), published
 
     def _flush(self) -> None:
-        self._cancel_flush()
-        if self._pending is not None:
-            pending, self._pending, self._pending_bytes = self._pending, None, 0
-            if self.direct.send(pending[0] if len(pending) == 1 else b"".join(pending)):
-                now = self.last_write = self.loop.time()
-                lag = self.stats.delivery_lag
-                for published in self._pending_at:
-                    lag.observe(now - published)
+        data, published = self._take_pending()
+        if data and self.direct.send(data):
+            self._wrote(published)
+
+    def _wrote(self, published: Iterable[float]) -> None:
+        """Bytes just went out: note when, and the lag of the live events they carried.
+
+        `published`: when each of those events reached the hub.
+        """
+        now = self.last_write = self.loop.time()
+        lag = self.stats.delivery_lag
+        for at in published:
+            lag.observe(now - at)
 
     def cut(self) -> None:
         """End the stream without its end, as a dropped connection does: the client resumes."""
