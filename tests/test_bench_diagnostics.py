@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +80,9 @@ asyncio.run(main())
 def run_as_server(code: str, folder: str, **env: str) -> str:
     """Run `code` as a process whose arguments name `serve`, with `folder` on PYTHONPATH."""
     environment = {
-        key: value for key, value in os.environ.items() if key not in {"MAXEVENTS", "LOOP_CPU_OUT"}
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"MAXEVENTS", "LOOP_CPU_OUT", "LONG_TURNS_OUT", "LONG_TURNS_ONLY"}
     }
     environment |= {"PYTHONPATH": str(DIAGNOSTICS / folder), **env}
     done = subprocess.run(
@@ -109,6 +112,47 @@ def test_loop_cpu_sums_each_tasks_cpu_from_the_last_reset(tmp_path: Path) -> Non
     assert cpu_s >= 0.03
     assert calls == 1
     assert "task:before" not in sums  # SIGUSR1 started the sums afresh
+
+
+# A task that holds the loop for 30 ms in one step, and a turn spent only waiting in epoll.
+LONG_STEP = """
+import asyncio, time
+
+def burn(seconds):
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        pass
+
+async def hog():
+    await asyncio.sleep(0)
+    burn(0.03)
+
+async def main():
+    await asyncio.sleep(0.05)
+    await asyncio.create_task(hog())
+
+asyncio.run(main())
+"""
+
+
+def test_long_turns_names_the_step_that_held_the_loop_and_not_the_wait(tmp_path: Path) -> None:
+    prefix = tmp_path / "turns"
+    run_as_server(LONG_STEP, "long_turns", LONG_TURNS_OUT=str(prefix), LONG_TURNS_MS="20")
+    (written,) = tmp_path.glob("turns.*")
+    lines = written.read_text().splitlines()
+    assert len(lines) == 1, lines  # the 50 ms in epoll is no long turn
+    turn = re.search(r" turn (\d+\.\d) ms, (\d+) callbacks", lines[0])
+    step = re.search(r": task:hog>hog (\d+\.\d) ms/1(;|$)", lines[0])  # its one step, first
+    assert turn is not None, lines[0]
+    assert step is not None, lines[0]
+    assert float(turn[1]) >= float(step[1]) >= 30
+    assert int(turn[2]) >= 1
+
+
+def test_long_turns_watches_only_the_processes_named(tmp_path: Path) -> None:
+    prefix = tmp_path / "turns"
+    run_as_server(LONG_STEP, "long_turns", LONG_TURNS_OUT=str(prefix), LONG_TURNS_ONLY="client")
+    assert list(tmp_path.glob("turns.*")) == []
 
 
 def test_metrics_scrape_times_both_paths_on_a_real_service() -> None:
