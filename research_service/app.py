@@ -57,6 +57,7 @@ from research_service.web.origin import cors_headers, origin_middleware
 from research_service.web.problems import problem_middleware
 from research_service.web.protocol import common_headers, connection_middleware
 from research_service.web.request_id import request_id_middleware, send_request_id
+from research_service.web.turns import turn_middleware
 from research_service.web.validation import MAX_BODY_BYTES
 from research_service.webhooks.service import open_webhooks
 
@@ -94,6 +95,7 @@ def create_app(
         middlewares=[
             request_id_middleware,
             connection_middleware,
+            turn_middleware,
             origin_middleware,
             problem_middleware,
             access_middleware,

@@ -18,7 +18,7 @@ DEFAULT_SEARCH_TIMEOUT_S: Final = 10.0
 DEFAULT_TOKEN_DELAY_MS: Final = 15.0
 #: The highest nice value Linux has (the lowest priority short of SCHED_IDLE): --background-nice.
 MAX_NICE: Final = 19
-#: How many runs, streams and background results go on per event-loop turn (loop_turns.py).
+#: How many requests, runs and background results go on per event-loop turn (loop_turns.py).
 WAKE_UPS_PER_TURN: Final = 16
 #: A run stored while other runs are being created waits for them before its pipeline starts,
 #: for at most this many seconds, so that their POSTs are answered first (runs/creations.py).

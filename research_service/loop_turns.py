@@ -9,8 +9,10 @@ turn takes 10-40 ms in which no listener is written to, and more piles up meanwh
 (bench/README.md, "Work woken in bulk, a few per loop turn").
 
 `SHARED` lets about `WAKE_UPS_PER_TURN` such callers go on per turn; the others wait, in the
-order they came, for the following turns. Below that many a turn it changes nothing. Requests'
-answers and events written to listeners do not pass it: they are what must not wait.
+order they came, for the following turns. Below that many a turn it changes nothing. Requests
+pass it first thing (`web/turns.py`), runs as they start, background threads' results as they
+arrive. Requests' answers and events written to listeners do not pass it: they are what must
+not wait.
 """
 
 from __future__ import annotations
@@ -46,13 +48,24 @@ class TurnGate:
         turns = self._loops.get(asyncio.get_running_loop())
         return 0 if turns is None else len(turns.waiting)
 
+    def pass_now(self) -> bool:
+        """True: go on in this turn, counted as `turn` counts; False: await `turn`.
+
+        True when the turn has room and nobody waits. A caller that need not wait then makes
+        no coroutine for it.
+        """
+        return self._turns().pass_now()
+
     async def turn(self) -> None:
         """Return in a turn with room, after the callers that waited before."""
+        await self._turns().turn()
+
+    def _turns(self) -> _Turns:
         loop = asyncio.get_running_loop()
         turns = self._loops.get(loop)
         if turns is None:
             turns = self._loops[loop] = _Turns(self.per_turn)
-        await turns.turn()
+        return turns
 
 
 class _Turns:
@@ -68,10 +81,15 @@ class _Turns:
         self.waiting: deque[asyncio.Future[None]] = deque()
         self.counting = False  # a new turn is due to be counted
 
+    def pass_now(self) -> bool:
+        if self.waiting or self.passed >= self.per_turn:
+            return False
+        self.passed += 1
+        self._count_next_turn()
+        return True
+
     async def turn(self) -> None:
-        if not self.waiting and self.passed < self.per_turn:
-            self.passed += 1
-            self._count_next_turn()
+        if self.pass_now():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiting.append(waiter)

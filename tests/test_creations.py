@@ -7,7 +7,9 @@ import time
 
 import asyncpg
 import httpx
+import pytest
 
+from research_service import loop_turns
 from research_service.defaults import START_AFTER_CREATIONS_S
 from research_service.records import RunRecord
 from research_service.runs.creations import Creations
@@ -15,7 +17,7 @@ from research_service.runs.models import RunOptions
 from tests import postgres
 from tests.conftest import MakeService
 from tests.sse import listen
-from tests.test_lifecycle import insert_waits_for
+from tests.test_lifecycle import in_a_run, insert_waits_for
 from tests.webhook_receiver import Receiver
 
 postgres_database = postgres.postgres_database
@@ -92,13 +94,35 @@ async def test_every_waiting_run_goes_once_the_creations_end_and_the_next_ones_h
     await asyncio.wait_for(later, timeout=5)
 
 
+class RunStarts:
+    """Stands in for the loop's turn gate (loop_turns.SHARED): lets every caller through at once,
+    noting when each run's task first reached it."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+
+    def pass_now(self) -> bool:
+        return not in_a_run()
+
+    async def turn(self) -> None:
+        task = asyncio.current_task()
+        if task is not None and in_a_run():
+            self.first.setdefault(task.get_name().removeprefix("run-"), time.monotonic())
+
+
 async def test_a_service_starts_a_run_once_the_run_created_beside_it_is_stored(
-    make_service: MakeService, postgres_url: str, client: httpx.AsyncClient
+    make_service: MakeService,
+    postgres_url: str,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """PostgreSQL stores each creation on a connection of its own: one whose webhook cannot be
     stored yet (its table locked by another connection) is still being created while a run
     without a webhook is stored and started. That run's pipeline waits for it, up to the bound,
-    and no longer."""
+    and no longer; it takes its turn to start only then (the creations' end wakes every run
+    that waited, and they go on a few per loop turn)."""
+    starts = RunStarts()
+    monkeypatch.setattr(loop_turns, "SHARED", starts)
     service = await make_service(
         store="postgres", database_url=postgres_url, fetch_allow="127.0.0.1"
     )
@@ -111,6 +135,7 @@ async def test_a_service_starts_a_run_once_the_run_created_beside_it_is_stored(
             body = {"question": "Held?", "options": {"webhook": {"url": receiver.url()}}}
             held = asyncio.create_task(client.post(service.url("/v1/runs"), json=body))
             await insert_waits_for(holder, "webhook_deliveries")
+            sent = time.monotonic()
             created = await client.post(service.url("/v1/runs"), json={"question": "Beside?"})
             assert created.status_code == 201, created.text
             answered = time.monotonic()
@@ -119,6 +144,8 @@ async def test_a_service_starts_a_run_once_the_run_created_beside_it_is_stored(
             waited = time.monotonic() - answered
             assert first.names == ["phase"]
             assert waited >= START_AFTER_CREATIONS_S, f"the run began after {waited:.3f} s"
+            turn_after = starts.first[created.json()["id"]] - sent
+            assert turn_after >= START_AFTER_CREATIONS_S, f"its turn came after {turn_after:.3f} s"
             assert not held.done(), "the run beside it was stored meanwhile"
             await locked.rollback()
             assert (await held).status_code == 201

@@ -64,16 +64,31 @@ async def test_cancel_stops_the_run_promptly_with_done_cancelled(
     assert got.names.count("done") == 1
 
 
+def in_a_run() -> bool:
+    """Whether the caller is a run's task (named `run-ID`), not a request's."""
+    task = asyncio.current_task()
+    return task is not None and task.get_name().startswith("run-")
+
+
 class HeldGate:
     """Stands in for the loop's turn gate (loop_turns.SHARED) as a burst's backlog would be:
-    after the first `let_through` callers, whoever reaches it waits until the test opens it."""
+    after the first `let_through` callers, whoever reaches it waits until the test opens it.
 
-    def __init__(self, *, let_through: int = 0) -> None:
+    `holds`: which callers it holds (the others go on at once); every caller by default.
+    """
+
+    def __init__(self, *, let_through: int = 0, holds: Callable[[], bool] = lambda: True) -> None:
         self.let_through = let_through
+        self.holds = holds
         self.reached = asyncio.Event()
         self.opened = asyncio.Event()
 
+    def pass_now(self) -> bool:
+        return False  # the caller then awaits turn(), which decides
+
     async def turn(self) -> None:
+        if not self.holds():
+            return
         if self.let_through > 0:
             self.let_through -= 1
             return
@@ -101,7 +116,7 @@ async def test_a_post_in_a_burst_waits_for_its_turn_then_creates_its_run(
 async def test_a_run_cancelled_before_its_turn_to_start_ends_with_done_cancelled(
     service: Service, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gate = HeldGate(let_through=1)  # the POST goes on; its run waits
+    gate = HeldGate(holds=in_a_run)  # requests go on; the run waits
     monkeypatch.setattr(loop_turns, "SHARED", gate)
     run_id = await service.create(client)
     async with asyncio.timeout(5):

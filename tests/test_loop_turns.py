@@ -56,6 +56,27 @@ async def test_below_its_room_a_caller_goes_on_in_the_same_turn() -> None:
     await asyncio.gather(*tasks)
 
 
+async def test_pass_now_goes_on_while_the_turn_has_room_and_again_in_the_next() -> None:
+    gate = TurnGate(2)
+    assert [gate.pass_now() for _ in range(3)] == [True, True, False]
+    await asyncio.sleep(0)  # the next turn
+    assert [gate.pass_now() for _ in range(3)] == [True, True, False]
+
+
+async def test_pass_now_never_goes_before_those_who_wait() -> None:
+    gate = TurnGate(1)
+    done: list[int] = []
+    tasks = [asyncio.create_task(through(gate, number, done)) for number in range(3)]
+    await asyncio.sleep(0)  # the first goes on, the other two wait
+    assert done == [0]
+    assert gate.waiting == 2
+    await asyncio.sleep(0)  # a new turn: one of them is let go, one still waits
+    assert gate.waiting == 1
+    assert not gate.pass_now()
+    await asyncio.gather(*tasks)
+    assert done == [0, 1, 2]
+
+
 async def test_a_caller_cancelled_while_it_waits_takes_no_room() -> None:
     gate = TurnGate(1)
     done: list[int] = []

@@ -282,11 +282,11 @@ class RunManager:
         error: dict[str, Any] | None = None
         answer: str | None = None
         try:
-            # Runs started together start a few per loop turn, and once the runs being created
-            # with them are stored (their POSTs are answered first). One cancelled meanwhile
-            # ends as any cancelled run does.
-            await loop_turns.SHARED.turn()
+            # Runs start once the runs being created with them are stored (their POSTs are
+            # answered first), then a few per loop turn: the creations' end wakes them all at
+            # once. One cancelled meanwhile ends as any cancelled run does.
             await self._creations.settled(START_AFTER_CREATIONS_S)
+            await loop_turns.SHARED.turn()
             answer = await run_within_deadline(self.pipeline, ctx, self.run_deadline_s)
         except asyncio.CancelledError:
             current = asyncio.current_task()

@@ -7,7 +7,6 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from research_service import loop_turns
 from research_service.errors import (
     BodyTimeout,
     InvalidEventId,
@@ -113,7 +112,6 @@ async def _read_create_body(request: web.Request) -> tuple[str, RunOptions, str 
 async def create_run(request: web.Request) -> web.Response:
     """`POST /v1/runs`: start a run in the background."""
     validation.known_params(request.query)
-    await loop_turns.SHARED.turn()  # a burst's POSTs are taken a few per loop turn
     question, options, webhook = await _read_create_body(request)
     await check_webhook(request, webhook)
     record = await request.app[MANAGER].create(
@@ -207,7 +205,6 @@ async def _why_not(request: web.Request, record: RunRecord, reason: str) -> str:
 async def run_events(request: web.Request) -> web.StreamResponse:
     """`GET /v1/runs/{id}/events`: the run's event stream, from the start or a Last-Event-ID."""
     validation.known_params(request.query, LAST_EVENT_ID_PARAM, TOKEN_PARAM)
-    await loop_turns.SHARED.turn()  # a burst's streams open a few per loop turn
     manager = request.app[MANAGER]
     record = await _visible_run(request)
     after, ended = await resume_position(
@@ -222,7 +219,6 @@ async def run_events(request: web.Request) -> web.StreamResponse:
 async def research(request: web.Request) -> web.StreamResponse:
     """`GET /v1/research?q=...`: create a run and stream it; a reconnect resumes the same run."""
     question, options = validation.research_query(request.query)
-    await loop_turns.SHARED.turn()  # a burst's streams open a few per loop turn
     manager = request.app[MANAGER]
     raw = requested_position(request)
     access = request[ACCESS]
