@@ -72,13 +72,10 @@ def in_a_run() -> bool:
 
 class HeldGate:
     """Stands in for the loop's turn gate (loop_turns.SHARED) as a burst's backlog would be:
-    after the first `let_through` callers, whoever reaches it waits until the test opens it.
+    the callers it `holds` (every one by default) wait until the test opens it; the others go
+    on at once."""
 
-    `holds`: which callers it holds (the others go on at once); every caller by default.
-    """
-
-    def __init__(self, *, let_through: int = 0, holds: Callable[[], bool] = lambda: True) -> None:
-        self.let_through = let_through
+    def __init__(self, *, holds: Callable[[], bool] = lambda: True) -> None:
         self.holds = holds
         self.reached = asyncio.Event()
         self.opened = asyncio.Event()
@@ -88,9 +85,6 @@ class HeldGate:
 
     async def turn(self) -> None:
         if not self.holds():
-            return
-        if self.let_through > 0:
-            self.let_through -= 1
             return
         self.reached.set()
         await self.opened.wait()
