@@ -52,14 +52,19 @@ async def main():
 asyncio.run(main())
 """
 
-# A task that burns CPU before SIGUSR1 (forgotten), one after it (kept), then SIGUSR2.
-BUSY_TASKS = """
-import asyncio, os, signal, time
+# A loop callback that holds the loop's thread for `seconds` of its CPU.
+BURN = """
+import time
 
 def burn(seconds):
     began = time.thread_time()
     while time.thread_time() - began < seconds:
         pass
+"""
+
+# A task that burns CPU before SIGUSR1 (forgotten), one after it (kept), then SIGUSR2.
+BUSY_TASKS = f"""{BURN}
+import asyncio, os, signal
 
 async def before():
     burn(0.03)
@@ -115,13 +120,8 @@ def test_loop_cpu_sums_each_tasks_cpu_from_the_last_reset(tmp_path: Path) -> Non
 
 
 # A task that holds the loop for 30 ms in one step, and a turn spent only waiting in epoll.
-LONG_STEP = """
-import asyncio, time
-
-def burn(seconds):
-    began = time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        pass
+LONG_STEP = f"""{BURN}
+import asyncio
 
 async def hog():
     await asyncio.sleep(0)

@@ -21,9 +21,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from research_service import loop_turns
+from research_service.web.origin import HEALTH_PATHS
 
 #: Paths whose requests go on at once, whatever the loop has to do.
-UNGATED_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+UNGATED_PATHS: Final = HEALTH_PATHS | {"/metrics"}
 
 
 @web.middleware
