@@ -29,7 +29,7 @@ from research_service import __version__
 from research_service.errors import StoreUnavailable
 from research_service.events import dumps
 from research_service.reading.addresses import AllowList
-from research_service.reading.errors import PageRefused
+from research_service.reading.errors import PageRefused, PageUnreachable
 from research_service.reading.ssrf import GuardedResolver, UrlGuard
 from research_service.runs.log import EventLog
 from research_service.stats import Stats
@@ -243,11 +243,13 @@ class Dispatcher:
 
     async def _attempt(self, delivery: Delivery, body: str) -> None:
         assert self._session is not None
-        await UrlGuard(self.allow).check(URL(delivery.url))
         headers = self.signer.headers(
             msg_id=delivery.id, body=body, scope=delivery.scope, now=time.time()
         )
         try:
+            # Checked again at every attempt (DNS rebinding). A name that does not resolve
+            # now (a DNS outage, a lapsed domain) is a failed attempt, retried on schedule.
+            await UrlGuard(self.allow).check(URL(delivery.url))
             async with self._session.post(
                 delivery.url, data=body.encode(), headers=headers, allow_redirects=False
             ) as response:
@@ -259,6 +261,9 @@ class Dispatcher:
         except DeliveryFailed:
             self.stats.webhook_attempts["failed"] += 1
             raise
+        except PageUnreachable as exc:
+            self.stats.webhook_attempts["failed"] += 1
+            raise DeliveryFailed(str(exc)) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.stats.webhook_attempts["failed"] += 1
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
