@@ -20,6 +20,7 @@ from mcp_types import JSONRPCResponse
 
 from research_service.mcp.callers import CALLER, Caller
 from research_service.mcp.event_store import RunEventStore
+from research_service.mcp.progress import progress_message
 from tests.conftest import Service
 from tests.test_client_auth import QUESTION, keyed_service
 from tests.test_mcp import TIMEOUT_S, http_server
@@ -225,6 +226,35 @@ async def test_a_resume_naming_a_step_never_sent_costs_nothing(service: Service)
         status, sent = await session.resume(f"3/{run_event}/99999999")
         assert [a["id"] for a in answers(sent)] == [3]
         assert [e for e in sent if e["message"] and "method" in e["message"]] == []
+
+
+async def test_each_notification_names_the_phase_it_reports_and_a_resume_sends_what_followed(
+    service: Service,
+) -> None:
+    """A notification's event id carries the run's seq of the `phase` event it reports
+    (docs/mcp.md), although the call goes on to the run's next events before the transport
+    stores the notification. Resumed after any notification, the stream is sent the ones
+    that followed it, as they were first sent, and the answer."""
+    async with http_server("--server", service.url("/")) as url, raw_client() as http:
+        session = await RawSession(http, url, None).open()
+        events = await session.call(5, {"question": "What is up?"})
+        sent = [e for e in events if e["message"] and "method" in e["message"]]
+        run_id = ids(events)[-1].split("/")[1].split(":")[0]
+        stored = await service.manager.log.read(run_id, after=0)
+        phases = {e.seq: progress_message(e.data) for e in stored if e.name == "phase"}
+        assert len(sent) == len(phases) >= 6
+        for note in sent:
+            seq = int(note["id"].split("/")[1].split(":")[1])
+            assert note["message"]["params"]["message"] == phases[seq], note
+
+        for missed in range(len(sent)):
+            after = sent[-missed - 1]["id"]
+            status, again = await session.resume(after)
+            assert status == 200
+            assert [e for e in again if e["message"] and "method" in e["message"]] == (
+                sent[len(sent) - missed :]
+            ), after
+            assert answers(again) == answers(events)
 
 
 async def test_the_store_keeps_the_newest_calls_and_forgets_an_ended_sessions() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
@@ -52,8 +52,11 @@ class _Stream:
     key: str | None = None
     token: Any = None
     reported: int = 0
-    #: The run's seq of the phase event the next progress notification reports.
+    #: The run's seq of the phase event the last progress notification stored reported.
     seq: int = 0
+    #: The run's seq of each progress notification sent but not stored yet, by its step: the
+    #: transport stores a notification after the call has gone on to its next phase events.
+    sent: dict[int, int] = field(default_factory=dict)
     response: JSONRPCMessage | None = None
     #: A replay re-opened the stream: the priming event that follows is not a new call.
     resuming: bool = False
@@ -138,9 +141,9 @@ class RunEventStore(EventStore):
         stream = self._stream(stream_id, new=True)  # nothing of an earlier call stays
         stream.run_id, stream.service, stream.key = run_id, service, key
 
-    def reporting(self, stream_id: str, seq: int) -> None:
-        """The next progress notification on `stream_id` reports the run's event `seq`."""
-        self._stream(stream_id).seq = seq
+    def reporting(self, stream_id: str, step: int, seq: int) -> None:
+        """Progress notification `step` on `stream_id` reports the run's event `seq`."""
+        self._stream(stream_id).sent[step] = seq
 
     def session_ended(self, session: str) -> None:
         """Forget the streams of a session that has ended."""
@@ -163,6 +166,9 @@ class RunEventStore(EventStore):
             params = message.params or {}
             stream.token = params.get("progressToken", stream.token)
             stream.reported = int(params.get("progress", stream.reported + 1))
+            stream.seq = stream.sent.pop(stream.reported, stream.seq)
+            for step in [step for step in stream.sent if step < stream.reported]:
+                del stream.sent[step]  # never stored (the call was cut short)
             return _event_id(stream_id, stream.run_id, stream.seq, stream.reported)
         stream.response = message  # the call's response (or error): its stream's last message
         self._keep((current_session(), stream_id), stream)  # ended: forgotten once unused

@@ -141,7 +141,7 @@ def build_server(api: ServiceClient, *, events: RunEventStore | None = None) -> 
                 if event.name == "phase":
                     steps += 1
                     if events is not None:
-                        events.reporting(ctx.request_id, event.seq)
+                        events.reporting(ctx.request_id, steps, event.seq)
                     await ctx.report_progress(steps, None, progress_message(event.data))
                 elif event.name == "done":
                     return _result(from_done(run_id, event.data, snapshot_url=snapshot_url))
