@@ -283,6 +283,42 @@ async def test_a_key_s_runs_are_signed_with_the_secret_keys_create_showed(
     assert hidden.status_code == 404
 
 
+async def test_the_server_wide_url_is_shown_to_admins_only(
+    make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The operator's `--webhook-url` (with a secret in its query here) is not the run
+    owner's: her snapshot, and one opened with her run's stream token, show her own
+    delivery only; an admin's shows both."""
+    keys = SqliteKeys(tmp_path / "data" / RUN_STORE_FILE)
+    try:
+        _, alice = keys.create("alice", admin=False)
+        _, ops = keys.create("ops", admin=True)
+    finally:
+        keys.close()
+    operators = receiver.url("/ops?token=OPERATORS-SECRET")
+    service = await hooked(make_service, auth="keys", webhook_url=operators)
+    created = await create(client, service, receiver.url("/alice"), Authorization=f"Bearer {alice}")
+    assert created.status_code == 201, created.text
+    run_id = created.json()["id"]
+    await receiver.wait_for(2)
+
+    def snapshot(**how: Any) -> Any:
+        return client.get(service.url(f"/v1/runs/{run_id}"), **how)
+
+    as_admin = await snapshot(headers={"Authorization": f"Bearer {ops}"})
+    assert sorted(d["url"] for d in as_admin.json()["webhooks"]) == sorted(
+        [receiver.url("/alice"), operators]
+    )
+    token = httpx.URL(created.json()["events_url"]).params["token"]
+    for seen in (
+        await snapshot(headers={"Authorization": f"Bearer {alice}"}),
+        await snapshot(params={"token": token}),
+    ):
+        assert seen.status_code == 200, seen.text
+        assert [d["url"] for d in seen.json()["webhooks"]] == [receiver.url("/alice")]
+        assert "OPERATORS-SECRET" not in seen.text
+
+
 @pytest.mark.parametrize(
     ("webhook", "says"),
     [

@@ -10,6 +10,7 @@ from research_service.errors import InvalidInput, StoreUnavailable
 from research_service.records import RunRecord
 from research_service.web.access import ACCESS
 from research_service.web.keys import MANAGER, WEBHOOKS
+from research_service.webhooks.signing import SERVER_SCOPE
 
 _UNTOLD = "its webhook could not be stored (the run store is unavailable); create it again"
 #: The forwarded schemes believed (a proxy in front says how the client came in).
@@ -54,8 +55,15 @@ async def add_webhooks(request: web.Request, record: RunRecord, url: str | None)
 
 
 async def webhook_states(request: web.Request, record: RunRecord) -> list[dict[str, Any]]:
-    """How the run's deliveries stand (its snapshot's `webhooks`)."""
+    """How the run's deliveries stand (its snapshot's `webhooks`).
+
+    The server's own (`--webhook-url`) only to an admin (everyone, with auth off): its URL is
+    the operator's, and may carry a secret in its query.
+    """
     webhooks = request.app.get(WEBHOOKS)
     if webhooks is None:
         return []
-    return [delivery.public() for delivery in await webhooks.outbox.of_run(record.id)]
+    deliveries = await webhooks.outbox.of_run(record.id)
+    if not request[ACCESS].admin:
+        deliveries = [delivery for delivery in deliveries if delivery.scope != SERVER_SCOPE]
+    return [delivery.public() for delivery in deliveries]
