@@ -228,7 +228,9 @@ async def test_plan_approves_from_another_shell_and_refuses_a_second_decision(
     cli = await cli_process.start("ask", "--review", "--json", "--server", served.base, QUESTION)
     review = await cli.json_until(planning("review"), timeout=WAIT_S)
     run_id = review["id"].split(":")[0]
-    decided = await cli_process.run("plan", run_id, "--approve", "--server", served.base)
+    decided = await cli_process.run(
+        "plan", run_id, "--approve", "--round", "1", "--server", served.base
+    )
     assert decided.returncode == 0, decided.stderr
     assert decided.stdout == f"run {run_id}: round 1 approved\n"
     result = await cli.finish()
@@ -308,6 +310,10 @@ async def test_ask_review_hears_of_a_decision_made_elsewhere(served: Served) -> 
         (["RUN", "--query", "  "], 2, "queries[0] is blank"),
         (["RUN", "--feedback", "x" * 2001], 2, "feedback is 2001 characters"),
         (["not-a-run", "--approve"], 2, "neither a run id"),
+        (["RUN", "--round", "1"], 2, "--round goes with a decision"),
+        (["RUN", "--approve", "--round", "9"], 2, "round must be an integer from 1 to 5"),
+        # The plan of round 1 waits: a decision meant for another round is not taken.
+        (["RUN", "--approve", "--round", "2"], 3, "round 2 has not begun"),
     ],
 )
 async def test_plan_refusals_exit_2_with_the_reason(

@@ -497,7 +497,11 @@ async def review_with(stand_in: PlanStandIn, typed: bytes) -> str:
 async def test_reviewer_asks_again_after_a_400_and_stops_at_a_409() -> None:
     stand_in = PlanStandIn(400, 409)
     said = await review_with(stand_in, b"e   x  \nf more on 1991\na\n")
-    assert stand_in.bodies == [{"queries": ["x"]}, {"feedback": "more on 1991"}]
+    # Each names the round it was shown.
+    assert stand_in.bodies == [
+        {"queries": ["x"], "round": 1},
+        {"feedback": "more on 1991", "round": 1},
+    ]
     assert "not sent: queries[0] is blank\n" in said
     assert "not sent (decided elsewhere first, or over): the run is not waiting" in said
     assert "sent: " not in said.replace("not sent", "")

@@ -307,10 +307,16 @@ async def test_a_plan_review_is_decided_on_any_node_and_only_once(
     assert snapshot["awaiting"] == "plan_review"
     listed = (await client.get(f"{second.base}/v1/runs?awaiting=plan_review")).json()
     assert [r["id"] for r in listed["runs"]] == [run_id]
+    # A decision for a round that has not begun is refused, on any node.
+    early = await client.post(f"{second.base}/v1/runs/{run_id}/plan", json={"round": 2})
+    assert early.status_code == 409
+    assert "round 2 has not begun; the plan waits in round 1" in early.json()["detail"]
     # Both nodes at once: exactly one decision is taken.
     answers = await asyncio.gather(
         client.post(f"{first.base}/v1/runs/{run_id}/plan", json={"queries": ["chlorophyll"]}),
-        client.post(f"{second.base}/v1/runs/{run_id}/plan", json={"queries": ["leaves"]}),
+        client.post(
+            f"{second.base}/v1/runs/{run_id}/plan", json={"queries": ["leaves"], "round": 1}
+        ),
     )
     assert sorted(a.status_code for a in answers) == [202, 409]
     winner = next(a for a in answers if a.status_code == 202)

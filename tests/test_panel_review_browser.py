@@ -150,7 +150,7 @@ async def test_approving_the_plan_unchanged_sends_an_empty_decision(
     assert run["awaiting"] == "plan_review"
     assert run["options"]["review_plan"] is True
 
-    assert await approve_capturing(page) == {}
+    assert await approve_capturing(page) == {"round": 1}
     await expect(page.locator("#review")).to_be_hidden()
     await expect(page.locator("#review-outcome")).to_have_text("You approved the plan.")
     await expect(page.locator("#step-planning .step-detail")).to_have_text("Plan approved: 1 query")
@@ -177,7 +177,7 @@ async def test_an_edited_plan_runs_exactly_the_edited_queries(
     await added.fill("  light reactions  ")
     edited = [WIDE_PLAN[0], WIDE_PLAN[2], "light reactions"]
 
-    assert await approve_capturing(page) == {"queries": edited}
+    assert await approve_capturing(page) == {"queries": edited, "round": 1}
     await expect(page.locator("#review-outcome")).to_have_text("You edited the plan.")
     await expect(page.locator("#step-planning .step-detail")).to_have_text("Plan edited: 3 queries")
     await expect(page.locator("#queries .query-text")).to_have_text(edited)
@@ -202,7 +202,7 @@ async def test_feedback_brings_a_second_round_that_can_be_approved(
     await page.get_by_label("Feedback for a new plan").fill("focus on chlorophyll")
     async with page.expect_request(lambda r: r.url.endswith("/plan")) as sent:
         await page.get_by_role("button", name="Re-plan with feedback").click()
-    assert (await sent.value).post_data_json == {"feedback": "focus on chlorophyll"}
+    assert (await sent.value).post_data_json == {"feedback": "focus on chlorophyll", "round": 1}
 
     await expect_review(page, ["chlorophyll photosynthesis"], "Review the new plan (round 2)")
     await expect(page.locator("#review-error")).to_be_hidden()
@@ -211,7 +211,7 @@ async def test_feedback_brings_a_second_round_that_can_be_approved(
         "Waiting for a review of the new plan (round 2)"
     )
     assert (await snapshot(page, service, run_id))["review"]["round"] == 2
-    assert await approve_capturing(page) == {}
+    assert await approve_capturing(page) == {"round": 2}
     await expect(page.locator("#review-outcome")).to_have_text("You approved the plan.")
     await expect_completed(page)
     await expect(page.locator("#queries .query-text")).to_have_text(["chlorophyll photosynthesis"])

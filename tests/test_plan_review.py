@@ -302,6 +302,36 @@ async def test_racing_decisions_exactly_one_wins(
     assert len(planning(rest.events, "reviewed")) == 1
 
 
+async def test_a_decision_names_its_round_and_is_taken_only_while_that_round_is_open(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """Reviewers who all saw round 1 send feedback at once. The re-plan is quick enough for
+    round 2 to be open before the others' requests are handled; naming round 1, they are
+    refused, and round 2 waits for a decision on the plan it shows."""
+    service.llm.replans = [["chlorophyll"]]
+    run_id, head = await reviewed_run(service, client)
+    url = service.url(f"/v1/runs/{run_id}/events")
+    bodies = [{"feedback": f"reviewer {n}", "round": 1} for n in range(6)]
+    answers = await asyncio.gather(*(decide(service, client, run_id, b) for b in bodies))
+    assert sorted(a.status_code for a in answers) == [202, 409, 409, 409, 409, 409]
+    second = await listen(client, url, last_event_id=head.ids[-1], stop=at_review(2))
+    assert [d["round"] for d in planning(second.events, "reviewed")] == [1]
+
+    late = assert_problem(
+        await decide(service, client, run_id, {"round": 1}), 409, "not-awaiting-review"
+    )
+    assert "round 1 was decided already; the plan now waits in round 2" in late
+    early = assert_problem(
+        await decide(service, client, run_id, {"round": 3}), 409, "not-awaiting-review"
+    )
+    assert "round 3 has not begun; the plan waits in round 2" in early
+    taken = await decide(service, client, run_id, {"queries": ["leaves"], "round": 2})
+    assert taken.status_code == 202, taken.text
+    assert taken.json()["round"] == 2
+    rest = await rest_of(service, client, run_id, second.ids[-1])
+    assert planning(rest.events, "completed")[0]["queries"] == ["leaves"]
+
+
 async def test_every_listener_sees_the_review_in_its_place_also_after_a_resume(
     service: Service, client: httpx.AsyncClient
 ) -> None:
@@ -356,6 +386,12 @@ async def test_the_list_shows_the_runs_that_wait_for_review(
         ({"queries": ["ok", "\ud800 csv"]}, "queries[1]"),
         ({"feedback": "more \udfff"}, "feedback"),
         ({"queries": ["a"], "feedback": "b"}, "feedback"),
+        ({"queries": None, "feedback": "b"}, "feedback"),
+        ({"round": 0}, "round"),
+        ({"round": 6}, "round"),
+        ({"round": "1"}, "round"),
+        ({"round": True}, "round"),
+        ({"round": 1.0}, "round"),
         ({"approve": True}, "approve"),
         ([], None),
     ],

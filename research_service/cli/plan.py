@@ -55,6 +55,13 @@ def add_parser(commands: Any) -> None:
     decision.add_argument(
         "--feedback", metavar="TEXT", help="what to change; the model plans again (a new round)"
     )
+    parser.add_argument(
+        "--round",
+        type=int,
+        metavar="N",
+        help="decide only if round N is the one open (the round `plan` showed): a decision "
+        "meant for a plan another reviewer has replaced since is refused (exit 3)",
+    )
     api_key_flag(parser, "the service's API key (the one that started the run)")
     parser.add_argument(
         "--json",
@@ -66,12 +73,13 @@ def add_parser(commands: Any) -> None:
 
 
 def _decision(args: argparse.Namespace) -> dict[str, Any] | None:
+    meant_for = {} if args.round is None else {"round": args.round}
     if args.approve:
-        return {}
+        return meant_for
     if args.query is not None:
-        return {"queries": args.query}
+        return {"queries": args.query, **meant_for}
     if args.feedback is not None:
-        return {"feedback": args.feedback}
+        return {"feedback": args.feedback, **meant_for}
     return None
 
 
@@ -83,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     except ClientError as exc:
         return usage(str(exc))
     decision = _decision(args)
+    if decision is None and args.round is not None:
+        return usage("--round goes with a decision: --approve, --query or --feedback")
     try:
         out = stdout()  # before any request: a closed stdout stops it here
     except ClientError as exc:

@@ -231,7 +231,8 @@ class Reviewer:
         """Send the decision; whether the round is over (decided by us or by someone else)."""
         self._sending = True
         try:
-            answer = await self.api.decide(self.run_id, body)
+            # The round shown: a later one (opened by another reviewer meanwhile) is refused.
+            answer = await self.api.decide(self.run_id, {**body, "round": proposal.round})
         except RunRefused as exc:
             self._sending = False
             if exc.status == 409:

@@ -32,6 +32,7 @@ from research_service.pipeline.review import (
     ReviewRefused,
     decision_from_json,
     decision_json,
+    wrong_round,
 )
 from research_service.runs.hub import Hub
 from research_service.runs.limits import are_active, owner_full
@@ -197,29 +198,34 @@ class ClusterCoordinator:
             raise unavailable(exc) from None
         return True
 
-    async def decide_plan(self, run_id: str, decision: Decision) -> int:
+    async def decide_plan(
+        self, run_id: str, decision: Decision, *, round_number: int | None = None
+    ) -> int:
         """Take the decision for the run's current review round if it is the first one.
 
         The first to set the round's key wins, on whichever node; the executor reads the key
-        when it hears the run's id on the reviews channel.
+        when it hears the run's id on the reviews channel. With `round_number`, only if that
+        round is the one open.
         """
         state = RunState.fold(await self.log.read(run_id, after=0))
         review = state.review
         if state.awaiting is None or review is None:
             raise ReviewRefused(NOT_WAITING)
+        open_round = int(review["round"])
+        if round_number is not None and round_number != open_round:
+            raise ReviewRefused(wrong_round(round_number, open_round))
         if decision.feedback is not None and not review.get("feedback_allowed", True):
             raise ReviewRefused(NO_MORE_REPLANS)
-        round_number = int(review["round"])
         try:
             taken = await self.redis.set(
-                self.keys.review(run_id, round_number), decision_json(decision), nx=True, ex=3600
+                self.keys.review(run_id, open_round), decision_json(decision), nx=True, ex=3600
             )
             if not taken:
                 raise ReviewRefused(NOT_WAITING)
             await self.redis.publish(self.keys.reviews, run_id)
         except ERRORS as exc:
             raise unavailable(exc) from None
-        return round_number
+        return open_round
 
     async def review_decision(self, run_id: str, round_number: int) -> Decision | None:
         """The decision taken on a run's plan in a round, if any."""

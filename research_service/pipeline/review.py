@@ -70,6 +70,16 @@ NO_MORE_REPLANS: Final = (
 )
 
 
+def wrong_round(asked: int, open_round: int) -> str:
+    """Why a decision meant for round `asked` is refused while round `open_round` is open."""
+    if asked < open_round:
+        return (
+            f"round {asked} was decided already; the plan now waits in round {open_round}: "
+            "read its queries (the stream's review event, or the snapshot) and decide on them"
+        )
+    return f"round {asked} has not begun; the plan waits in round {open_round}"
+
+
 class ReviewRefused(Exception):
     """The run takes no such decision now (it waits for none, or no more re-plans)."""
 
@@ -91,10 +101,16 @@ class ReviewGate:
         """Whether the run waits for a decision now."""
         return self._waiting is not None and not self._waiting.done()
 
-    def decide(self, decision: Decision) -> int:
-        """Hand `decision` to the waiting run; its round. ReviewRefused if it is not taken."""
+    def decide(self, decision: Decision, *, round_number: int | None = None) -> int:
+        """Hand `decision` to the waiting run; its round. ReviewRefused if it is not taken.
+
+        With `round_number`, only while that round is open: a reviewer who saw round 1
+        never decides round 2, which another reviewer's feedback opened meanwhile.
+        """
         if not self.waiting:
             raise ReviewRefused(NOT_WAITING)
+        if round_number is not None and round_number != self.round:
+            raise ReviewRefused(wrong_round(round_number, self.round))
         if decision.feedback is not None and not self.feedback_allowed:
             raise ReviewRefused(NO_MORE_REPLANS)
         assert self._waiting is not None

@@ -28,10 +28,13 @@ class Coordinator(Protocol):
         """Stop a run executing anywhere (within 1 s); False when it had already finished."""
         ...
 
-    async def decide_plan(self, run_id: str, decision: Decision) -> int:
+    async def decide_plan(
+        self, run_id: str, decision: Decision, *, round_number: int | None = None
+    ) -> int:
         """Deliver a plan review's decision to the run's executor; the round it decided.
 
-        ReviewRefused when the run waits for no such decision (the first decision wins).
+        ReviewRefused when the run waits for no such decision (the first decision wins), or
+        when `round_number` is given and is not the round open.
         """
         ...
 

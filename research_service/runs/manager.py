@@ -194,17 +194,20 @@ class RunManager:
         message = message or "the run was cancelled on request"
         return await self.coordinator.cancel(run_id, code=code, message=message)
 
-    async def decide_plan(self, run_id: str, decision: Decision) -> int:
+    async def decide_plan(
+        self, run_id: str, decision: Decision, *, round_number: int | None = None
+    ) -> int:
         """Hand a plan review's decision to the run, wherever it executes; the round decided.
 
-        ReviewRefused when the run waits for no such decision (the first decision wins).
+        ReviewRefused when the run waits for no such decision (the first decision wins), or
+        when `round_number` is given and is not the round open.
         """
         if self.coordinator is not None:  # the cluster decides who was first
-            return await self.coordinator.decide_plan(run_id, decision)
+            return await self.coordinator.decide_plan(run_id, decision, round_number=round_number)
         gate = self.review_gate(run_id)
         if gate is None:
             raise ReviewRefused(NOT_WAITING)
-        return gate.decide(decision)
+        return gate.decide(decision, round_number=round_number)
 
     def review_gate(self, run_id: str) -> ReviewGate | None:
         """Where the decision on the plan of a run executing here is handed over."""

@@ -174,11 +174,11 @@ async def decide_plan(request: web.Request) -> web.Response:
     """`POST /v1/runs/{id}/plan`: approve, edit or re-plan a plan that waits for review."""
     validation.known_params(request.query)
     body = await validation.json_object(request, required=False)
-    decision = validation.plan_decision(body)
+    decision, meant_for = validation.plan_decision(body)
     manager = request.app[MANAGER]
     record = await _visible_run(request)
     try:
-        round_number = await manager.decide_plan(record.id, decision)
+        round_number = await manager.decide_plan(record.id, decision, round_number=meant_for)
     except ReviewRefused as exc:
         raise ReviewConflict(await _why_not(request, record, str(exc))) from None
     snapshot = await manager.snapshot(record)

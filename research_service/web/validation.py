@@ -23,7 +23,7 @@ from research_service.errors import (
     UnsupportedMediaType,
 )
 from research_service.events import is_run_id
-from research_service.pipeline.review import AWAITING_PLAN_REVIEW, Decision
+from research_service.pipeline.review import AWAITING_PLAN_REVIEW, MAX_REVIEW_ROUNDS, Decision
 from research_service.runs.models import (
     BREADTH_RANGE,
     DEPTH_RANGE,
@@ -272,16 +272,36 @@ def research_query(query: Mapping[str, str]) -> tuple[str, RunOptions]:
     return question(query["q"], field="q"), RunOptions(**checked)
 
 
-def plan_decision(body: Mapping[str, Any] | None) -> Decision:
-    """The decision of a `POST /v1/runs/{id}/plan` body: approve, edit (queries) or feedback."""
+def plan_decision(body: Mapping[str, Any] | None) -> tuple[Decision, int | None]:
+    """A `POST /v1/runs/{id}/plan` body's decision, and the round it is meant for.
+
+    The decision: approve, edit (queries) or feedback; the round None: whichever is open.
+    """
     body = body or {}
-    unknown = sorted(set(body) - {"queries", "feedback"})
+    unknown = sorted(set(body) - {"queries", "feedback", "round"})
     if unknown:
         raise InvalidInput(
-            f"unknown field(s) {', '.join(unknown)}; allowed: queries, feedback", field=unknown[0]
+            f"unknown field(s) {', '.join(unknown)}; allowed: queries, feedback, round",
+            field=unknown[0],
         )
+    return _decision(body), _round(body.get("round"))
+
+
+def _round(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not 1 <= value <= MAX_REVIEW_ROUNDS:
+        raise InvalidInput(
+            f"round must be an integer from 1 to {MAX_REVIEW_ROUNDS}: the round of the plan "
+            "you decide on (the review event's round)",
+            field="round",
+        )
+    return value
+
+
+def _decision(body: Mapping[str, Any]) -> Decision:
     queries = body.get("queries")
-    if queries is not None and "feedback" in body:
+    if "queries" in body and "feedback" in body:  # null included
         raise InvalidInput(
             "send queries (run these) or feedback (plan again), not both", field="feedback"
         )

@@ -139,10 +139,11 @@ export function cancelRun(runId) {
 
 /**
  * `POST /v1/runs/{id}/plan`: the decision on a plan that waits for review: `{}` approves it,
- * `{queries}` runs those instead, `{feedback}` has the model plan again. A run that waits for
- * no decision (another reviewer was first, the wait timed out, the run ended) answers 409.
+ * `{queries}` runs those instead, `{feedback}` has the model plan again; `round`, the round
+ * shown, makes sure no other round is decided. A run that waits for no decision in that round
+ * (another reviewer was first, the wait timed out, the run ended) answers 409.
  * @param {string} runId
- * @param {{queries?: string[], feedback?: string}} decision
+ * @param {{queries?: string[], feedback?: string, round?: number}} decision
  */
 export function decidePlan(runId, decision) {
   return call(apiPath(`v1/runs/${encodeURIComponent(runId)}/plan`), {

@@ -357,7 +357,8 @@ export class PlanReview {
     // A later round on show already says what came of this one (a re-plan can be that quick).
     const moved = () => runId !== this.runId || round !== this.round;
     try {
-      await decidePlan(runId, body);
+      // Named, the round is decided only while it is open: never one this card has not shown.
+      await decidePlan(runId, { ...body, round });
       if (moved()) return;
       this.sending = null;
       this.mine = round;
