@@ -87,11 +87,25 @@ async def test_an_idle_connection_is_closed(served: Served) -> None:
     assert await exchange(served.port, b"") == b""
 
 
-async def test_a_body_sent_slowly_gets_408_and_the_connection_closes(served: Served) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/runs",
+        # Every endpoint that reads a body: a connection that never finishes one would hold
+        # its slot for good (busy connections are never closed to make room), and sign-in
+        # needs no key.
+        "/v1/runs/0123456789abcdef/cancel",
+        "/v1/runs/0123456789abcdef/plan",
+        "/v1/session",
+    ],
+)
+async def test_a_body_sent_slowly_gets_408_and_the_connection_closes(
+    served: Served, path: str
+) -> None:
     raw = (
-        b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{"
-    )
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n{"
+    ).encode()
     status, headers, body = split_response(await exchange(served.port, raw))
     assert status == 408
     assert headers["content-type"] == "application/problem+json"

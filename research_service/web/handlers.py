@@ -8,7 +8,6 @@ from typing import Any, Final
 from aiohttp import web
 
 from research_service.errors import (
-    BodyTimeout,
     InvalidEventId,
     NotFound,
     ReviewConflict,
@@ -19,13 +18,13 @@ from research_service.pipeline.review import ReviewRefused
 from research_service.recording import header_line, recording_chunks
 from research_service.recordings import RunNotFinished
 from research_service.runs.listing import awaiting_page
-from research_service.runs.models import RunOptions, RunRecord
+from research_service.runs.models import RunRecord
 from research_service.settings_fields import quoted
 from research_service.web import validation
 from research_service.web.access import ACCESS, AUTH, TOKEN_PARAM
 from research_service.web.expect import close_if_body_held_back, expect_handler
 from research_service.web.health import healthz, readyz
-from research_service.web.keys import MANAGER, SETTINGS
+from research_service.web.keys import MANAGER
 from research_service.web.metrics import setup_metrics
 from research_service.web.openapi import setup_openapi
 from research_service.web.panel import setup_panel
@@ -97,22 +96,10 @@ def _created(request: web.Request, record: RunRecord) -> dict[str, Any]:
     }
 
 
-async def _read_create_body(request: web.Request) -> tuple[str, RunOptions, str | None]:
-    """The body of `POST /v1/runs`, which must arrive within --body-timeout-s."""
-    limit = request.app[SETTINGS].body_timeout_s
-    try:
-        async with asyncio.timeout(limit):
-            return await validation.create_body(request)
-    except TimeoutError:
-        raise BodyTimeout(
-            f"the request body did not arrive within {limit:g} s; send the whole body at once"
-        ) from None
-
-
 async def create_run(request: web.Request) -> web.Response:
     """`POST /v1/runs`: start a run in the background."""
     validation.known_params(request.query)
-    question, options, webhook = await _read_create_body(request)
+    question, options, webhook = await validation.create_body(request)
     await check_webhook(request, webhook)
     record = await request.app[MANAGER].create(
         question,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -16,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from research_service.errors import (
+    BodyTimeout,
     BodyTooLarge,
     InvalidInput,
     MalformedBody,
@@ -33,6 +35,7 @@ from research_service.runs.models import (
 )
 from research_service.text import encodable
 from research_service.web.body_encoding import UndecodableBody, coding_of, decoded
+from research_service.web.keys import SETTINGS
 from research_service.webhooks.target import webhook_url
 
 log = logging.getLogger(__name__)
@@ -146,7 +149,9 @@ async def json_object(
     """The request's body as a JSON object; None when it is optional and none was sent.
 
     A body must come as application/json, and a form's content type is refused even with
-    no body: what a cross-site HTML form sends never passes.
+    no body: what a cross-site HTML form sends never passes. It must arrive within
+    --body-timeout-s of the headers (408): a connection that trickles it, or never sends
+    it, holds no connection slot for longer.
     """
     content_type = request.content_type
     if (required or content_type in FORM_TYPES) and not _is_json(content_type):
@@ -156,8 +161,14 @@ async def json_object(
             f"the body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}"
         )
     await send_continue(request)
+    limit = request.app[SETTINGS].body_timeout_s
     try:
-        raw = await request.read()
+        async with asyncio.timeout(limit):
+            raw = await request.read()
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {limit:g} s; send the whole body at once"
+        ) from None
     except RequestPayloadError as exc:
         # aiohttp's message: what could not be read (never the body's bytes).
         raise MalformedBody(f"the request body cannot be read: {unreadable_body(exc)}") from None
