@@ -3,8 +3,9 @@
 A gzip body of about 60 KiB (under the 64 KiB limit) inflates to 60 MiB; one of 250 KiB sent to
 an endpoint that reads no body inflates to 256 MiB. aiohttp decoded both whole, in one turn of
 the event loop (every stream stalled meanwhile). The service decodes only what it reads, at
-most one byte past the limit. Each test counts the bytes inflated, through the decompressor
-every coding goes through (aiohttp's, which the service reuses).
+most one byte past the limit. Each test counts the bytes inflated, through the decompressors
+the codings go through: zlib's own for gzip, aiohttp's (which the service reuses) for the
+others.
 """
 
 from __future__ import annotations
@@ -12,14 +13,39 @@ from __future__ import annotations
 import asyncio
 import json
 import zlib
+from typing import Any
 
 import pytest
 from aiohttp.compression_utils import ZLibDecompressor
 
+from research_service.web import body_encoding
 from research_service.web.validation import MAX_BODY_BYTES
 from tests.conftest import Service
 
 READ_TIMEOUT_S = 20.0
+
+
+class CountingZlib:
+    """`zlib` as the service's gzip decoding sees it, its decompressors' output counted."""
+
+    def __init__(self, total: list[int]) -> None:
+        self.total = total
+        self.MAX_WBITS = zlib.MAX_WBITS
+
+    def decompressobj(self, wbits: int) -> Any:
+        inner = zlib.decompressobj(wbits=wbits)
+        total = self.total
+
+        class Counting:
+            def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+                out = inner.decompress(data, max_length)
+                total[0] += len(out)
+                return out
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+        return Counting()
 
 
 @pytest.fixture
@@ -34,6 +60,7 @@ def inflated(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return out
 
     monkeypatch.setattr(ZLibDecompressor, "decompress_sync", counting)
+    monkeypatch.setattr(body_encoding, "zlib", CountingZlib(total))
     return total
 
 
@@ -126,3 +153,32 @@ async def test_a_compressed_body_within_the_limit_is_read(
     assert status == 201, answer
     assert json.loads(answer)["question"] == "How do I parse JSON?"
     assert inflated[0] == len(text)
+
+
+#: Where a compressed body is cut: how many of its bytes are sent, of `n`.
+CUTS = {
+    "in-its-trailer": lambda n: n - 4,
+    "in-its-data": lambda n: n // 2,
+    "after-10-bytes": lambda n: 10,
+}
+
+
+@pytest.mark.parametrize("cut", list(CUTS))
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_a_compressed_body_cut_short_is_refused_not_read_as_a_shorter_one(
+    service: Service, coding: str, cut: str
+) -> None:
+    """A plan's edit cut short once passed as no body at all: an approval of the plan shown.
+    Cut anywhere, a body is refused as undecodable."""
+    text = json.dumps({"question": "How do I read a CSV file?", "options": {"breadth": 1}})
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31 if coding == "gzip" else 15)
+    whole = packer.compress(text.encode()) + packer.flush()
+    body = whole[: CUTS[cut](len(whole))]
+    ((status, answer),) = await exchange(service, request("POST /v1/runs", body, coding))
+    assert status == 400, answer
+    problem = json.loads(answer)
+    assert problem["type"].endswith("/malformed-request")
+    assert problem["detail"] == (
+        f"the request body cannot be read: Can not decode content-encoding: {coding}"
+    )
+    assert service.manager.active_runs == 0

@@ -10,6 +10,7 @@ decodes here, and at most one byte past the limit is ever inflated, whatever the
 
 from __future__ import annotations
 
+import zlib
 from typing import Final
 
 from aiohttp.compression_utils import (
@@ -21,6 +22,8 @@ from aiohttp.compression_utils import (
 
 #: The codings a body is decoded from (those aiohttp decodes); any other is taken as it is.
 CODINGS: Final = frozenset({"gzip", "deflate", "br", "zstd"})
+#: zlib's window bits for a gzip stream (a gzip header and trailer around deflate).
+GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
 
 
 class UndecodableBody(ValueError):
@@ -38,6 +41,8 @@ def decoded(raw: bytes, coding: str, *, limit: int) -> bytes:
     if not raw:
         return raw
     try:
+        if coding == "gzip":
+            return _gunzip(raw, limit=limit)
         decoder = _decoder(coding, raw)
         body = decoder.decompress_sync(raw, max_length=limit + 1)
         # A deflate stream must end: a cut one is refused (as aiohttp refused it).
@@ -45,6 +50,25 @@ def decoded(raw: bytes, coding: str, *, limit: int) -> bytes:
             raise ValueError("deflate stream cut short")
     except Exception:  # noqa: BLE001 -- every codec's own error is "this does not decode"
         raise UndecodableBody(f"Can not decode content-encoding: {coding}") from None
+    return body
+
+
+def _gunzip(raw: bytes, *, limit: int) -> bytes:
+    """Every member of a gzip body, or its first `limit + 1` bytes.
+
+    A member cut short (its trailer, its data, even its header) is refused: aiohttp's decoder
+    hands back what it could decode, so a cut body passed as a shorter one, or as none.
+    """
+    body = b""
+    rest = raw
+    while rest:
+        member = zlib.decompressobj(wbits=GZIP_WBITS)
+        body += member.decompress(rest, limit + 1 - len(body))
+        if len(body) > limit:
+            return body
+        if not member.eof:
+            raise ValueError("gzip stream cut short")
+        rest = member.unused_data
     return body
 
 
