@@ -116,6 +116,7 @@ BAD_REQUESTS = [
     _post("unknown-field", {"question": "x", "mode": "deep"}, says="mode", field="mode"),
     _post("options-list", {"question": "x", "options": [3]}, says="object", field="options"),
     _post("options-string", {"question": "x", "options": "3"}, says="object", field="options"),
+    _post("options-null", {"question": "x", "options": None}, says="object", field="options"),
     _option("unknown-option", "temperature", 2, says="temperature"),
     _option("max-tokens-0", "max_tokens", 0, says="1 to 1000000"),
     _option("max-tokens-huge", "max_tokens", 1_000_001, says="1 to 1000000"),

@@ -564,6 +564,10 @@ async def test_a_stream_token_cannot_create_list_cancel_or_download(
         ("POST", f"/v1/runs/{run_id}/cancel", None),
         ("GET", f"/v1/runs/{run_id}/recording", None),
         ("GET", "/v1/research?q=With+a+token", None),
+        # Signing in and out authenticate for themselves; a token is still no key there.
+        ("GET", "/v1/session", None),
+        ("POST", "/v1/session", {"api_key": keyed.alice}),
+        ("DELETE", "/v1/session", None),
     ]
     for method, path, body in attempts:
         for headers in ({}, bearer(keyed.alice)):

@@ -169,15 +169,8 @@ class Auth:
 
     async def access(self, request: web.Request) -> Access:
         """Who `request` is: its Authorization header, else its stream token, else its session."""
-        route = request.match_info.route.name
+        refuse_misplaced_token(request)
         token = request.query.get(TOKEN_PARAM)
-        if token is not None and route not in TOKEN_ROUTES:
-            raise Forbidden(
-                "a stream token opens one run's events and snapshot only; send "
-                "Authorization: Bearer <API key> for anything else",
-                slug="token-not-allowed",
-                title="Stream token not allowed here",
-            )
         header = request.headers.get("Authorization")
         if header is not None:
             return Access.of_key(await self.bearer(header), via="key")
@@ -195,6 +188,17 @@ class Auth:
 
 
 AUTH = web.AppKey("auth", Auth)
+
+
+def refuse_misplaced_token(request: web.Request) -> None:
+    """Forbidden (403) for a stream token on any route but a run's snapshot and stream."""
+    if TOKEN_PARAM in request.query and request.match_info.route.name not in TOKEN_ROUTES:
+        raise Forbidden(
+            "a stream token opens one run's events and snapshot only; send "
+            "Authorization: Bearer <API key> for anything else",
+            slug="token-not-allowed",
+            title="Stream token not allowed here",
+        )
 
 
 def session_cookies(request: web.Request) -> list[str]:
@@ -236,6 +240,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         request[ACCESS] = OPEN
         return await handler(request)
     if request.match_info.route.name in SELF_AUTHENTICATING:
+        refuse_misplaced_token(request)  # signing in with one is no exception
         return await handler(request)
     access = await auth.access(request)
     request[ACCESS] = access

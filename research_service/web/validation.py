@@ -251,6 +251,8 @@ async def create_body(request: web.Request) -> tuple[str, RunOptions, str | None
     if "question" not in body:
         raise InvalidInput("question is required", field="question")
     given = body.get("options")
+    if given is None and "options" in body:  # null is not an object: no options is none sent
+        raise InvalidInput("options must be a JSON object", field="options")
     hook = webhook_url(given["webhook"]) if isinstance(given, dict) and "webhook" in given else None
     return question(body["question"]), options(given, beside=("webhook",)), hook
 
