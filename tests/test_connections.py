@@ -161,6 +161,7 @@ async def test_malformed_http_gets_a_short_problem_and_one_quiet_log_line(
     assert got_status == status
     assert headers["content-type"] == "application/problem+json"
     assert headers["server"] == "research-service"
+    assert (headers["x-content-type-options"], headers["cache-control"]) == ("nosniff", "no-store")
     problem = json.loads(body)
     assert problem["type"].endswith("/" + slug)
     assert problem["status"] == status
@@ -350,6 +351,8 @@ async def test_when_every_connection_is_busy_new_ones_get_503(tmp_path: Path) ->
         )
         assert status == 503
         assert headers["retry-after"] == "1"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["cache-control"] == "no-store"
         assert json.loads(body)["type"].endswith("/too-many-connections")
         # The busy streams were not touched: each reads on to the run's done.
         for reader, _ in streams:

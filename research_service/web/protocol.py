@@ -42,6 +42,8 @@ REFUSED_RESPONSE: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
     b"Server: " + SERVER_NAME.encode() + b"\r\n"
     b"Content-Type: application/problem+json\r\n"
+    b"X-Content-Type-Options: nosniff\r\n"
+    b"Cache-Control: no-store\r\n"
     b"Retry-After: 1\r\n"
     b"Connection: close\r\n"
     b"Content-Length: " + str(len(_REFUSED_BODY)).encode() + b"\r\n\r\n" + _REFUSED_BODY
@@ -183,7 +185,13 @@ class GuardedRequestHandler(RequestHandler):
                 status, slug, title = 400, "malformed-request", "Malformed request"
             log.info("refused a malformed request from %s: %s", request.remote, detail)
         request[LOGGED_ALREADY] = True  # once, with the reason
-        headers = {"Server": SERVER_NAME, REQUEST_ID_HEADER: request_id_of(request)}
+        # As common_headers says them of every other answer (these never reach it).
+        headers = {
+            "Server": SERVER_NAME,
+            REQUEST_ID_HEADER: request_id_of(request),
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        }
         response = problem(status, slug=slug, title=title, detail=detail, headers=headers)
         response.force_close()
         return response
