@@ -488,3 +488,70 @@ async def test_listen_to_a_server_that_is_not_a_research_service_exits_4() -> No
         await server.close()
     assert result.returncode == 4
     assert "which is not a research-service's answer; check --server" in result.stderr
+
+
+class EndedUnseen:
+    """A stand-in service whose run's `done` a listener never gets: its stream stops after
+    three events; resumed from the third, it is `204`, the stored `done` having that seq (a
+    crash lost the events after it; docs/protocol.md, "After a crash")."""
+
+    def __init__(self) -> None:
+        self.resumed_from: list[str | None] = []
+
+    def snapshot(self, status: str, error: dict[str, str] | None) -> dict[str, Any]:
+        return {
+            "id": BUSY_RUN,
+            "question": "Q?",
+            "status": status,
+            "error": error,
+            "events_url": f"/v1/runs/{BUSY_RUN}/events",
+        }
+
+    async def run(self, request: web.Request) -> web.Response:
+        if not self.resumed_from:
+            return web.json_response(self.snapshot("running", None))
+        error = {"code": "interrupted", "message": "the service stopped while the run was going"}
+        return web.json_response(self.snapshot("failed", error))
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        last = request.headers.get("Last-Event-ID")
+        self.resumed_from.append(last)
+        if last is not None:
+            return web.Response(status=204)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        phase = json.dumps({"phase": "planning", "status": "started", "elapsed_ms": 1})
+        await response.write(
+            f"retry: 10\n\nid: {BUSY_RUN}:1\nevent: phase\ndata: {phase}\n\n".encode()
+        )
+        for seq, text in ((2, "Half"), (3, " an answer")):
+            token = json.dumps({"text": text})
+            await response.write(f"id: {BUSY_RUN}:{seq}\nevent: token\ndata: {token}\n\n".encode())
+        return response  # the connection ends without a `done`
+
+    async def serve(self) -> TestServer:
+        app = web.Application()
+        app.router.add_get(f"/v1/runs/{BUSY_RUN}", self.run)
+        app.router.add_get(f"/v1/runs/{BUSY_RUN}/events", self.events)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        return server
+
+
+@pytest.mark.parametrize("mode", ["--plain", "--json", "-q"])
+async def test_a_run_whose_done_never_arrives_is_said_to_have_ended_as_its_snapshot_says(
+    mode: str,
+) -> None:
+    stand_in = EndedUnseen()
+    server = await stand_in.serve()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        result = await cli_process.run("listen", BUSY_RUN, "--server", url, mode)
+    finally:
+        await server.close()
+    assert stand_in.resumed_from == [None, f"{BUSY_RUN}:3"]
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"research-service: run {BUSY_RUN} ended failed (said by its snapshot): interrupted: "
+        "the service stopped while the run was going"
+    )

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -248,6 +249,31 @@ async def test_follower_gives_up_when_its_time_is_up_not_a_backoff_later() -> No
     assert took < 2.5  # it took 4.5 to 5.5 s when the whole 5 s backoff was slept first
     assert "reconnecting in 1.0 s" in notes[0]
     assert len(script.headers) == 2
+
+
+async def test_a_retry_of_0_still_backs_off_doubling_and_gives_up_in_time() -> None:
+    """A `retry: 0` (a proxy's, or `--retry-ms 0`) once made every wait 0 s: a thousand
+    reconnects in a fraction of a second, then an OverflowError. The waits start at 0.1 s
+    and double."""
+    script = Script(
+        lambda _: [b"retry: 0\n\n", frame(1)],
+        lambda _: web.Response(status=503, text="overloaded"),
+    )
+    server, url = await _served(script)
+    notes: list[str] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            follower = Follower(session, url, notify=notes.append, give_up_after_s=1.0)
+            with pytest.raises(ServiceUnreachable, match=r"gave up after 1 s"):
+                async for _ in follower.events():
+                    pass
+    finally:
+        await server.close()
+    waits = [float(re.findall(r"reconnecting in ([0-9.]+) s", note)[0]) for note in notes]
+    # 0.1, 0.2, 0.4, then what is left of the second: four or five tries in all.
+    assert 3 <= len(waits) <= 5, notes
+    assert waits[:3] == [0.1, 0.2, 0.4], notes
+    assert len(script.headers) == len(waits) + 1
 
 
 async def test_follower_reports_a_service_that_is_not_there(unused_tcp_port: int) -> None:

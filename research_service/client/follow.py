@@ -25,8 +25,10 @@ from research_service.events import parse_event_id
 
 #: Wait before the first reconnect until the server sends its own `retry:`.
 DEFAULT_RETRY_MS = 1000
-#: Backoff doubles per failed attempt up to this.
+#: Backoff doubles per failed attempt up to this, from at least MIN_BACKOFF_S: a `retry: 0`
+#: (a proxy's, or `--retry-ms 0`) must not make reconnects a tight loop that never slows.
 MAX_BACKOFF_S = 30.0
+MIN_BACKOFF_S = 0.1
 #: Give up when the service stays unreachable this long (its default abandon timeout).
 DEFAULT_GIVE_UP_S = 300.0
 #: No byte for this long (the service pings every 15 s) means the connection is dead.
@@ -117,7 +119,9 @@ class Follower:
 
     def _backoff(self, attempt: int) -> float:
         """The server's retry time, doubled per failed attempt, capped, with 10 % jitter."""
-        base = min(self._retry_ms / 1000 * 2.0**attempt, MAX_BACKOFF_S)
+        first = max(self._retry_ms / 1000, MIN_BACKOFF_S)
+        # Past the cap's doubling, the attempt no longer counts (nor overflows a float).
+        base = min(first * 2.0 ** min(attempt, 64), MAX_BACKOFF_S)
         return base * random.uniform(0.9, 1.1)
 
     async def _connection(self) -> AsyncIterator[RunEvent]:

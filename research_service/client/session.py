@@ -141,10 +141,23 @@ async def follow(
             recorder.close()
             if not recorder.complete:
                 out.notify(f"the recording {recorder.path} is incomplete (the run had not ended)")
-    if status is None:  # 204 at once: the last event we knew of was already `done`
+    if status is None:
+        # The stream ended (204) without a `done` shown: the last event we knew of was the
+        # `done`, or had its seq (the run's end was stored after a crash lost later events).
         snapshot = await api.snapshot(run["id"])
         status = str(snapshot.get("status"))
+        if status != "completed":
+            out.notify(ended_unseen(snapshot))
     return EXIT_BY_STATUS.get(status, EXIT_FAILED)
+
+
+def ended_unseen(snapshot: dict[str, Any]) -> str:
+    """How a run whose `done` was not received ended, as its snapshot says."""
+    said = f"run {snapshot.get('id')} ended {snapshot.get('status')} (said by its snapshot)"
+    error = snapshot.get("error")
+    if isinstance(error, dict):
+        said += f": {error.get('code')}: {error.get('message')}"
+    return said
 
 
 async def _stop_listening(api: ServiceClient, run_id: str, out: Output) -> None:
