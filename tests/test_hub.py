@@ -260,6 +260,31 @@ async def read_http10_stream(port: int, run_id: str) -> bytes:
         writer.close()
 
 
+async def test_an_http10_stream_asked_to_keep_alive_still_ends_after_its_done(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """HTTP/1.0 has no chunks: a stream ends when its connection does. A client asking for
+    keep-alive must still see it end after the `done`; aiohttp kept such a connection open
+    for a next request (75 s), so the stream never ended."""
+    run_id = await service.create(client)
+    await service.wait_done(run_id)
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.server.port)
+    try:
+        writer.write(
+            f"GET /v1/runs/{run_id}/events HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+            "Connection: keep-alive\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        async with asyncio.timeout(5):
+            body = await reader.read()
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.0 200 ")
+    assert b"keep-alive" not in head.lower()
+    stored = await service.manager.log.read(run_id, after=0)
+    assert body == b"retry: 3000\n\n" + b"".join(e.wire for e in stored)
+
+
 async def test_real_listeners_followed_in_rounds_each_get_the_whole_run(
     service: Service, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

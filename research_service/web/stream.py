@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Final
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from research_service.errors import InvalidEventId
 from research_service.events import CRASH_ENDINGS, PING, Event, parse_event_id, retry_field
@@ -200,6 +200,9 @@ async def stream(
         # The listener has everything: 204 makes a browser's EventSource stop reconnecting.
         return web.Response(status=204)
     response = web.StreamResponse(status=200, headers=STREAM_HEADERS)
+    if request.version < HttpVersion11:
+        # No chunks in HTTP/1.0: the stream's end is the connection's, keep-alive or not.
+        response.force_close()
     stats = manager.stats
     try:
         await response.prepare(request)
