@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -272,6 +273,80 @@ async def test_a_refused_reconnect_is_retried_with_last_event_id(
         assert re.search(rf"\?last_event_id={run_id}%3A\d+$", streams[2]), streams[2]
     finally:
         await proxy.close()
+
+
+async def test_a_run_that_ends_while_its_stream_is_refused_is_shown_whole_from_its_recording(
+    panel: Panel, make_service: MakeService
+) -> None:
+    """A proxy answers every stream 502 while the run goes on; once it has ended, the panel
+    shows the run as a stream would have: every phase done, its queries, and an answer whose
+    citations link to its sources (it once painted the snapshot's answer before the sources,
+    and the phases as not reached)."""
+    service = await make_service(**FAST)
+    service.llm.queries = ["alpha", "beta"]
+    service.llm.pieces = PIECES
+    service.search.results.update(HITS)
+    page = panel.page
+
+    async def refuse(route: Route) -> None:
+        await route.fulfill(status=502, body="Bad gateway", content_type="text/plain")
+
+    await page.route(re.compile(r"/v1/runs/[0-9a-f]{16}/events"), refuse)
+    run_id = await ask(page, service, "How do alpha and beta relate?")
+    await service.wait_done(run_id)
+    await expect_finished(page)
+    await wait_answer(page, "".join(PIECES))
+    await expect(page.locator("#run .step[data-state='done']")).to_have_count(3)
+    await expect(page.locator("#queries li")).to_have_count(2)
+    await expect(page.locator("#sources .source")).to_have_count(3)
+    await expect(page.locator("#answer a.cite")).to_have_count(4)  # as in a full run, above
+
+
+async def test_enter_pressed_twice_starts_one_run(panel: Panel, make_service: MakeService) -> None:
+    """The second Enter comes while the first question's run is being created."""
+    service = await make_service(**FAST)
+    page = panel.page
+    posts: list[str] = []
+    second = asyncio.Event()
+
+    async def hold_creation(route: Route) -> None:
+        if route.request.method == "POST":
+            posts.append(route.request.url)
+            await second.wait()
+        await route.continue_()
+
+    await page.route(re.compile(r"/v1/runs$"), hold_creation)
+    await page.goto(service.url("/"))
+    await page.locator("#question").fill("Asked twice?")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#submit")).to_be_disabled()
+    await page.keyboard.press("Enter")
+    second.set()
+    await expect_finished(page)
+    assert len(posts) == 1
+    listed = await page.request.get(service.url("/v1/runs"))
+    assert len((await listed.json())["runs"]) == 1
+
+
+async def test_an_invalid_option_in_the_closed_options_is_pointed_at(
+    panel: Panel, make_service: MakeService
+) -> None:
+    """The browser cannot show its message on a field inside a closed <details>: asking
+    opened nothing, said nothing and sent nothing. The options open on the field."""
+    service = await make_service(**FAST)
+    page = panel.page
+    await page.goto(service.url("/"))
+    options = page.locator("details.options")
+    await options.locator("summary").click()
+    await page.locator("input[name=breadth]").fill("0")
+    await options.locator("summary").click()
+    await expect(options).not_to_have_attribute("open", "")
+    await page.locator("#question").fill("With no queries?")
+    await page.keyboard.press("Enter")
+    await expect(options).to_have_attribute("open", "")
+    await expect(page.locator("input[name=breadth]")).to_be_focused()
+    assert page.url == service.url("/")  # no run was made
+    assert service.manager.active_runs == 0
 
 
 async def test_cancel_stops_the_run(panel: Panel, make_service: MakeService) -> None:

@@ -130,6 +130,23 @@ export function getRun(runId) {
 }
 
 /**
+ * `GET /v1/runs/{id}/recording`: a finished run's events, in order, each `{seq, event, data}`
+ * (docs/recordings.md; the header line is left out).
+ * @param {string} runId
+ * @returns {Promise<Record<string, unknown>[]>}
+ */
+export async function getRecordedEvents(runId) {
+  const response = await send(apiPath(`v1/runs/${encodeURIComponent(runId)}/recording`));
+  if (!response.ok) {
+    const error = await failure(response);
+    if (error.status === 401) unauthorized?.(error);
+    throw error;
+  }
+  const lines = (await response.text()).split("\n").filter((line) => line.trim() !== "");
+  return lines.slice(1).map((line) => JSON.parse(line));
+}
+
+/**
  * `POST /v1/runs/{id}/cancel`: ask the run to stop; its `done` event says when it has.
  * @param {string} runId
  */

@@ -5,7 +5,7 @@
  * @module panel
  */
 
-import { ApiError, cancelRun, createRun, getRun } from "./api.js";
+import { ApiError, cancelRun, createRun, getRecordedEvents, getRun } from "./api.js";
 import { byId, str } from "./dom.js";
 import { PANEL_ROOT, runLink } from "./paths.js";
 import { RunView } from "./render.js";
@@ -93,9 +93,10 @@ function follow(runId, text) {
 const ENDED = ["completed", "failed", "cancelled"];
 
 /**
- * A reconnect was refused: if the run has ended meanwhile, show its end from its snapshot.
- * A stream resumed from an event the store lost in a crash, numbered like the run's stored
- * `done`, is answered 204 (docs/protocol.md, "After a crash"): nothing more would come.
+ * A reconnect was refused: if the run has ended meanwhile, show the rest of it from its
+ * recording (as if the stream had come through), else its end from its snapshot. A stream
+ * resumed from an event the store lost in a crash, numbered like the run's stored `done`, is
+ * answered 204 (docs/protocol.md, "After a crash"): nothing more would come.
  * @param {string} runId
  */
 async function showIfEnded(runId) {
@@ -105,9 +106,16 @@ async function showIfEnded(runId) {
   } catch {
     return; // Unreachable or refused: the stream's own retries and the session say so.
   }
-  if (stream === null || stream.runId !== runId || stream.finished) return;
-  if (!ENDED.includes(str(snapshot, "status"))) return;
-  stream.close();
+  const following = () => stream !== null && stream.runId === runId && !stream.finished;
+  if (!following() || !ENDED.includes(str(snapshot, "status"))) return;
+  try {
+    const recorded = await getRecordedEvents(runId);
+    if (following()) stream?.catchUp(recorded); // its `done` ends the stream
+  } catch {
+    // No recording (refused as well): the snapshot says how the run ended.
+  }
+  if (!following()) return;
+  stream?.close();
   const error = snapshot.error;
   if (error !== null && typeof error === "object") view.handle("error", error);
   view.handle("done", snapshot);
@@ -133,6 +141,8 @@ function changedOptions() {
 /** @param {SubmitEvent} event */
 async function onSubmit(event) {
   event.preventDefault();
+  // One run per question asked: a second Enter while the first is being created is not another.
+  if (submit.disabled) return;
   const text = question.value.trim();
   if (!text) {
     question.setAttribute("aria-invalid", "true");
@@ -140,6 +150,10 @@ async function onSubmit(event) {
     question.focus();
     return;
   }
+  // The form is `novalidate`, so that this runs: the browser's own check, before any submit
+  // event, cannot point at a field inside the closed options and says nothing. Open them.
+  const invalid = optionInputs.find((input) => !input.checkValidity());
+  if (invalid !== undefined) invalid.closest("details")?.setAttribute("open", "");
   if (!form.reportValidity()) return;
   question.removeAttribute("aria-invalid");
   showFormError("");

@@ -139,6 +139,8 @@ export class RunView {
   /** @param {Record<string, unknown>} data */
   done(data) {
     const status = str(data, "status");
+    // Sources first: an answer written from here (a snapshot's) links its citations to them.
+    this.sources.add(data.sources);
     // The stored answer has the last word: after a crash, text the listener saw may be lost.
     if (typeof data.answer === "string" && data.answer !== this.answer.text) {
       this.answer.clear();
@@ -147,7 +149,6 @@ export class RunView {
     this.answer.finish();
     this.review.ended();
     this.answerBox.setAttribute("aria-busy", "false");
-    this.sources.add(data.sources);
     this.steps.ended(status, obj(data.timings_ms));
     this.queries.ended();
     this.summary.show(data, this.failure.hidden);

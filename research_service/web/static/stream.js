@@ -129,8 +129,32 @@ export class RunStream {
     } catch {
       return; // Not the contract's JSON: nothing sensible to show.
     }
+    this.deliver(name, data, message.lastEventId);
+  }
+
+  /**
+   * Hand on what a finished run's recording holds beyond what the stream gave: for a stream
+   * refused until the run had ended (a proxy's 502s), as if it had come through.
+   * @param {Record<string, unknown>[]} recorded `{seq, event, data}` each, in order
+   */
+  catchUp(recorded) {
+    for (const entry of recorded) {
+      if (this.finished) return;
+      const name = entry.event;
+      if (typeof name !== "string" || !EVENT_NAMES.includes(/** @type {EventName} */ (name))) continue;
+      this.deliver(/** @type {EventName} */ (name), entry.data, `${this.runId}:${entry.seq}`);
+    }
+  }
+
+  /**
+   * Hand on one event unless it repeats one already handed on.
+   * @param {EventName} name
+   * @param {unknown} data
+   * @param {string} eventId
+   */
+  deliver(name, data, eventId) {
     if (data === null || typeof data !== "object") return;
-    const seq = seqOf(this.runId, message.lastEventId);
+    const seq = seqOf(this.runId, eventId);
     if (seq !== null) {
       // Resuming never repeats an event, but a repeat must never repeat answer text either.
       // After a crash the run's ending may come with seqs already seen: events the store
@@ -140,12 +164,12 @@ export class RunStream {
       if (crashEnding) this.crashEnding.add(name);
       if (seq > this.lastSeq) {
         this.lastSeq = seq;
-        this.lastId = message.lastEventId;
+        this.lastId = eventId;
       }
     }
     this.setState("open");
     if (name === "done") this.close();
-    this.handlers.onEvent(name, data, seq ?? this.lastSeq);
+    this.handlers.onEvent(name, /** @type {Record<string, unknown>} */ (data), seq ?? this.lastSeq);
     if (name === "done") this.setState("closed");
   }
 
