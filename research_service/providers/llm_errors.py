@@ -10,6 +10,7 @@ from typing import Final
 import openai
 
 from research_service.errors import ConfigError, LLMError
+from research_service.providers.capped_http import ReplyTooLarge
 from research_service.text import well_formed
 
 SERVER_MESSAGE_CHARS: Final = 300
@@ -95,6 +96,8 @@ class LLMCall:
 
 def describe_failure(exc: BaseException) -> str:
     """A short reason for a failed call, such as "429 Too Many Requests" or "timeout"."""
+    if (cut := too_large(exc)) is not None:
+        return str(cut)
     if isinstance(exc, openai.APITimeoutError):
         return "timeout"
     if isinstance(exc, openai.APIConnectionError):
@@ -149,6 +152,12 @@ def as_llm_error(
         return LLMTimeout(
             f"{where} did not answer in time ({tries}); try again later or raise the timeout",
             retryable=True,
+            provider=provider,
+        )
+    if (cut := too_large(exc)) is not None:
+        return LLMBadResponse(
+            f"{where} sent a reply that never ended ({cut}); check that OPENAI_BASE_URL "
+            "points at an OpenAI-compatible API (usually ending in /v1)",
             provider=provider,
         )
     if isinstance(exc, openai.APIConnectionError):
@@ -232,7 +241,7 @@ def check_failure(exc: BaseException, *, base_url: str) -> ConfigError:
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         said = f"{status_text(exc.status_code)}: {server_message(exc)}"
         return ConfigError(f"{where} rejected the API key ({said}); set OPENAI_API_KEY")
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, openai.APIConnectionError) and too_large(exc) is None:
         return ConfigError(
             f"cannot reach {where}: {connection_reason(exc)}; start it or fix OPENAI_BASE_URL"
         )
@@ -245,6 +254,16 @@ def check_failure(exc: BaseException, *, base_url: str) -> ConfigError:
         f"{where} does not speak the OpenAI API ({describe_failure(exc)}); "
         "check OPENAI_BASE_URL (it usually ends in /v1)"
     )
+
+
+def too_large(exc: BaseException) -> ReplyTooLarge | None:
+    """The ReplyTooLarge a failed call comes from (the SDK wraps it), if it does."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ReplyTooLarge):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _connect_timed_out(exc: BaseException) -> bool:

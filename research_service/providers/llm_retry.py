@@ -18,6 +18,7 @@ from research_service.providers.llm_errors import (
     LLMCall,
     as_llm_error,
     describe_failure,
+    too_large,
 )
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ T = TypeVar("T")
 
 def should_retry(exc: BaseException) -> bool:
     """Whether a failed call is worth sending again (connection, timeout, 408, 409, 429, 5xx)."""
-    if isinstance(exc, openai.APIConnectionError):  # timeouts included
+    if isinstance(exc, openai.APIConnectionError) and too_large(exc) is None:  # timeouts too
         log.debug("retrying: %s", describe_failure(exc))
         return True
     if type(exc) is openai.APIError:

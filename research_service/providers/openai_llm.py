@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -136,6 +135,7 @@ class OpenAILLM:
         """Make sure the server answers and accepts the key; raise ConfigError if not."""
         try:
             page = await self._client.models.list()
+            served = {model.id for model in page.data or ()}
         except openai.NotFoundError:
             # Every server this supports (OpenAI, vLLM, Ollama, llama.cpp, LM Studio) has it:
             # a 404 almost always means the base URL lacks its /v1.
@@ -143,9 +143,10 @@ class OpenAILLM:
                 f"{self.base_url}/models answered 404 Not Found; the base URL usually ends in "
                 "/v1 (e.g. http://127.0.0.1:11434/v1): fix OPENAI_BASE_URL"
             ) from None
-        except (openai.OpenAIError, json.JSONDecodeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the reply, it is not the API's
+            # Beyond the SDK's errors: HTML or JSON of another shape fails inside the SDK's
+            # parsing (AttributeError, TypeError, UnicodeDecodeError…).
             raise check_failure(exc, base_url=self.base_url) from None
-        served = {model.id for model in page.data or ()}
         for model, setting in (
             (self.planner_model, PLANNER_SETTING),
             (self.synth_model, SYNTH_SETTING),

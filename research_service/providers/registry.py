@@ -50,8 +50,10 @@ async def _searxng_search(settings: Settings) -> AsyncIterator[SearchProvider]:
 
 @asynccontextmanager
 async def _openai_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
-    import openai  # noqa: PLC0415 - only needed with --llm openai
+    import httpx2  # noqa: PLC0415 - only needed with --llm openai (the SDK's HTTP library)
+    import openai  # noqa: PLC0415
 
+    from research_service.providers.capped_http import CappedTransport  # noqa: PLC0415
     from research_service.providers.openai_llm import OpenAILLM  # noqa: PLC0415
 
     if not settings.openai_api_key:
@@ -64,6 +66,14 @@ async def _openai_llm(settings: Settings) -> AsyncIterator[LLMProvider]:
         base_url=settings.openai_base_url,
         # tenacity owns the retry policy; the SDK's own retries would multiply it.
         max_retries=0,
+        # Replies are read within a size (capped_http.py), over a pool as large as the SDK's.
+        http_client=openai.DefaultAsyncHttpxClient(
+            transport=CappedTransport(
+                httpx2.AsyncHTTPTransport(
+                    limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+                )
+            )
+        ),
         # openai.Timeout is the SDK's own HTTP client's timeout type.
         timeout=openai.Timeout(
             connect=settings.llm_connect_timeout_s,
