@@ -14,6 +14,7 @@ import pytest
 from pypdf import PdfWriter
 from pypdf.generic import ContentStream, DictionaryObject, NameObject
 
+from research_service.corpus import pdf
 from research_service.corpus.docstrings import module_title
 from research_service.corpus.documents import Document, DocumentRef
 from research_service.corpus.facts import stored_snippet
@@ -141,6 +142,18 @@ def test_undecodable_file_is_skipped_with_a_warning(
         report = index.sync(folder_documents(corpus))
     assert report == SyncReport(added=FIXTURE_FILES, skipped=1)
     assert any("latin1.txt" in r.message and "UTF-8" in r.message for r in caplog.records)
+
+
+def test_a_file_whose_name_is_not_utf8_is_skipped_with_a_warning(
+    index: CorpusIndex, corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It once failed the whole sync, so that `serve` could not start on the folder."""
+    (corpus / os.fsdecode(b"caf\xe9.md")).write_text("# Caf\u00e9\n\nA latin-1 name.\n")
+    with caplog.at_level(logging.WARNING):
+        report = index.sync(folder_documents(corpus))
+    assert report == SyncReport(added=FIXTURE_FILES, skipped=1)
+    assert any("caf\ufffd.md" in r.message and "not UTF-8" in r.message for r in caplog.records)
+    assert index.sync(folder_documents(corpus)) == SyncReport(unchanged=FIXTURE_FILES, skipped=1)
 
 
 def test_reopening_keeps_the_index(tmp_path: Path, corpus: Path) -> None:
@@ -313,6 +326,23 @@ def test_pdf_text_title_and_pages_are_extracted(corpus: Path) -> None:
     assert doc.url == (corpus / "plants.pdf").resolve().as_uri()
     assert "reflects green, which is why leaves look green to us." in doc.text  # lines joined
     assert "open to take in carbon dioxide" in doc.text  # the second page too
+
+
+def test_pdf_text_stops_at_its_limit_with_a_warning(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A small PDF whose pages all draw one stream of megabytes once took minutes and
+    gigabytes to index: pages are read only until the text passes the limit."""
+    monkeypatch.setattr(pdf, "MAX_PDF_TEXT_CHARS", 150)  # within page 2
+    write_pdf(corpus / "plants.pdf", [*PLANTS, ["A third page, never read."]])
+    (ref,) = [r for r in folder_documents(corpus) if r.key == "plants.pdf"]
+    with caplog.at_level(logging.WARNING):
+        doc = ref.load()
+    assert doc is not None
+    assert "reflects green" in doc.text
+    assert "Stomata" in doc.text  # the page that passed the limit is kept whole
+    assert "third page" not in doc.text
+    assert any("more than 150 characters" in r.message for r in caplog.records)
 
 
 def test_pdf_without_a_title_is_named_by_its_first_line(corpus: Path) -> None:

@@ -57,11 +57,30 @@ def folder_documents(root: Path) -> list[DocumentRef]:
             fingerprint = f"{EXTRACTOR_VERSION}:{stat.st_mtime_ns}:{stat.st_size}"
             key = path.relative_to(root).as_posix()
             load = functools.partial(load_file, path, key=key, fingerprint=fingerprint)
-            if not stat_mode.S_ISREG(stat.st_mode):
+            if not _utf8(key):
+                # Its key and URL cannot be stored: one such file failed the whole sync.
+                key = os.fsencode(key).decode("utf-8", "replace")
+                load = functools.partial(_not_utf8, key)
+            elif not stat_mode.S_ISREG(stat.st_mode):
                 # Never opened: a FIFO would block the sync, a link to /dev/zero fill memory.
                 load = functools.partial(_not_regular, path)
             refs.append(DocumentRef(key=key, fingerprint=fingerprint, load=load))
     return refs
+
+
+def _utf8(name: str) -> bool:
+    """Whether a file name as the OS gave it (undecodable bytes as surrogates) is UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_utf8(key: str) -> Document | None:
+    """The load of a file whose name is not UTF-8: skipped, and said so."""
+    log.warning("skipping %s: its name is not UTF-8; rename it", key)
+    return None
 
 
 def _not_regular(path: Path) -> Document | None:

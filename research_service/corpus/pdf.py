@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from research_service.text import squash
+
+if TYPE_CHECKING:
+    from pypdf import PageObject
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +20,9 @@ log = logging.getLogger(__name__)
 MAX_PDF_BYTES: Final = 50_000_000
 # Past this many pages a PDF is a book or a scan; its start is what gets indexed.
 MAX_PDF_PAGES: Final = 1_000
+# Past this much text, as much as a text file may hold, the rest is not extracted: a small PDF
+# whose pages all draw one compressed stream of megabytes took minutes and gigabytes.
+MAX_PDF_TEXT_CHARS: Final = 5_000_000
 TITLE_CHARS: Final = 120
 # A line this much shorter than the page's longest ends a paragraph if it ends a sentence.
 SHORT_LINE_SHARE: Final = 0.75
@@ -41,7 +48,7 @@ def pdf_text(path: Path, data: bytes) -> tuple[str, str] | None:
             log.warning(
                 "%s has %d pages; indexing the first %d", path, len(reader.pages), len(pages)
             )
-        texts = [page.extract_text() for page in pages]
+        texts = _page_texts(path, pages)
         meta_title = reader.metadata.title if reader.metadata is not None else None
     # pypdf raises many exception types on malformed files (its own, KeyError, ValueError,
     # zlib.error, RecursionError …); one bad PDF must only skip that file, not stop a sync.
@@ -58,6 +65,24 @@ def pdf_text(path: Path, data: bytes) -> tuple[str, str] | None:
         first = next(line for text in texts if (line := squash(text.strip().split("\n", 1)[0])))
         title = first if len(first) <= TITLE_CHARS else ""
     return title, "\n\n".join(paragraphs)
+
+
+def _page_texts(path: Path, pages: Sequence[PageObject]) -> list[str]:
+    """The pages' text, up to the page that passes MAX_PDF_TEXT_CHARS in all."""
+    texts: list[str] = []
+    extracted = 0
+    for page in pages:
+        texts.append(page.extract_text())
+        extracted += len(texts[-1])
+        if extracted > MAX_PDF_TEXT_CHARS and len(texts) < len(pages):
+            log.warning(
+                "%s holds more than %d characters of text; indexing its first %d pages",
+                path,
+                MAX_PDF_TEXT_CHARS,
+                len(texts),
+            )
+            break
+    return texts
 
 
 def page_paragraphs(text: str) -> list[str]:
