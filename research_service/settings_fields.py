@@ -29,6 +29,8 @@ RELATIONS: Final[Mapping[str, Callable[[Any, Any], bool]]] = {
 }
 #: The bound each numeric field keeps, in the order they are checked: (field, relation, bound).
 #: An unset (None) value is not checked: its default is decided elsewhere.
+#: The largest integer any setting takes (2**53: every store and JSON holds it exactly).
+MAX_INT_SETTING: Final = 2**53
 BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("heartbeat_s", ">", 0),
     ("retry_ms", ">=", 0),
@@ -185,6 +187,10 @@ def out_of_bounds(values: Mapping[str, Any]) -> str | None:
     for name, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
             return f"{name} must be a finite number, got {value}; fix {where(name)}"
+        # SQLite, PostgreSQL and JSON take integers up to here: a larger one would be taken at
+        # start and fail later (a retention count of 10**23 broke every prune).
+        if type(value) is int and abs(value) > MAX_INT_SETTING:
+            return f"{name} must be at most {MAX_INT_SETTING}, got {value}; fix {where(name)}"
     for name, relation, bound in BOUNDS:
         value = values[name]
         if value is not None and not RELATIONS[relation](value, bound):

@@ -21,7 +21,7 @@ from research_service.auth import key_file
 from research_service.settings import Settings
 from tests import cli_process
 from tests.cli_process import Finished
-from tests.served import CORPUS, Served, start, stop
+from tests.served import CORPUS, Served, open_files_limit, start, stop
 
 SECRET = "a" * 40
 PASSWORD = "S3CRETpw"
@@ -45,6 +45,12 @@ def one_line(finished: Finished) -> str:
         ("RESEARCH_WEBHOOK_RETRY_S", "-1", "webhook_retry_s must be > 0"),
         ("RESEARCH_WEBHOOK_RETRY_S", "nan", "not a finite number for webhook_retry_s"),
         ("RESEARCH_WEBHOOK_RETRY_S", "0", "webhook_retry_s must be > 0"),
+        # Taken, it broke every prune (an OverflowError in SQLite) and time retention with it.
+        (
+            "RESEARCH_RETENTION_RUNS",
+            "1" + "0" * 23,
+            "retention_runs must be at most 9007199254740992",
+        ),
     ],
 )
 async def test_a_number_that_switches_a_limit_off_is_refused(
@@ -402,3 +408,34 @@ async def test_replay_of_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None
 )
 def test_a_postgresql_url_of_a_socket_or_a_host_is_taken(url: str) -> None:
     assert Settings(store="postgres", database_url=url).database_url == url
+
+
+async def test_a_keys_file_with_auth_off_is_refused(tmp_path: Path) -> None:
+    """Else the service starts open to everyone on loopback, its keys checked by nobody."""
+    keys = tmp_path / "keys"
+    keys.write_text("alice:" + "s" * 40 + "\n")
+    data = str(tmp_path / "data")
+    line = one_line(
+        await cli_process.run("serve", "--data-dir", data, "--api-keys-file", str(keys))
+    )
+    assert "--api-keys-file is given but auth is off" in line
+    assert "add --auth keys" in line
+
+
+async def test_a_connection_cap_the_open_files_limit_cannot_hold_is_refused(tmp_path: Path) -> None:
+    """Past the limit, accepts fail before the cap is reached, and the cap's rule (an idle
+    connection gives way to a new one) never applies: idle sockets locked everyone out."""
+    serve = ("serve", "--port", "0", "--data-dir", str(tmp_path), "--max-connections", "1000")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "research_service",
+        *serve,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_process.child_env(),
+        preexec_fn=open_files_limit(256, 256),
+    )
+    _, stderr = await asyncio.wait_for(proc.communicate(), cli_process.TIMEOUT_S)
+    line = one_line(Finished(proc.returncode or 0, "", stderr.decode()))
+    assert "--max-connections 1000 is more than the open-files limit (256) leaves" in line

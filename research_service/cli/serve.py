@@ -11,6 +11,7 @@ from aiohttp import web
 from research_service.auth import key_file
 from research_service.cli.catalogue import help_line
 from research_service.cli.flags import make_data_dir, settings_flags, settings_from
+from research_service.errors import ConfigError
 from research_service.logs import configure_logging
 from research_service.settings import Settings
 
@@ -40,6 +41,12 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
     make_data_dir(settings.data_dir)
     checked = None
+    if settings.auth_mode == "off" and settings.api_keys_file is not None:
+        # Else the service would start open to everyone, the keys file checked by nobody.
+        raise ConfigError(
+            "--api-keys-file is given but auth is off (--auth off, or a loopback --host "
+            "without --auth): add --auth keys to ask for the keys, or drop --api-keys-file"
+        )
     if settings.auth_mode == "keys" and settings.api_keys_file is not None:
         # Said now, not after the search index is built (minutes for a large --corpus); read
         # once: the service starts with the very keys checked here.

@@ -14,6 +14,8 @@ import struct
 from collections import Counter
 from typing import Any, Final, Protocol
 
+from research_service.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 #: Open files kept free beyond the connection cap, for the run store, outbound HTTP (model,
@@ -107,6 +109,21 @@ def presize_file_table(files: int) -> int:
         os.close(probe)
     os.close(high)
     return high + 1
+
+
+def check_connection_cap(max_connections: int | None, files: int) -> None:
+    """Refuse a --max-connections the open-files limit cannot hold.
+
+    Past the limit, accepts fail (EMFILE) before the cap is reached, so the cap's rule, an idle
+    connection gives way to a new one, never applies, and idle sockets lock everyone out.
+    """
+    room = files - MIN_RESERVED_FILES
+    if max_connections is not None and files != resource.RLIM_INFINITY and max_connections > room:
+        raise ConfigError(
+            f"--max-connections {max_connections} is more than the open-files limit "
+            f"({files}) leaves for connections ({room}, {MIN_RESERVED_FILES} kept for the "
+            "stores and the search index): lower it, or raise the limit (ulimit -n, LimitNOFILE)"
+        )
 
 
 def default_max_connections() -> int:

@@ -16,6 +16,7 @@ from research_service.settings import Settings
 from research_service.web import access_log
 from research_service.web.connections import (
     ConnectionGuard,
+    check_connection_cap,
     default_max_connections,
     presize_file_table,
     raise_open_files_limit,
@@ -164,6 +165,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     # Before any background thread starts: the loop that writes every stream comes first.
     set_background_nice(settings.background_nice)
     files = raise_open_files_limit()
+    check_connection_cap(settings.max_connections, files)
     presize_file_table(files)  # grown once now, not in the accept() of a burst
     runner = make_runner(app, settings)
     guard = runner.guard
