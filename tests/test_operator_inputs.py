@@ -415,9 +415,8 @@ async def test_a_keys_file_with_auth_off_is_refused(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("alice:" + "s" * 40 + "\n")
     data = str(tmp_path / "data")
-    line = one_line(
-        await cli_process.run("serve", "--data-dir", data, "--api-keys-file", str(keys))
-    )
+    serve = ("serve", "--port", "0", "--data-dir", data, "--api-keys-file", str(keys))
+    line = one_line(await cli_process.run(*serve))
     assert "--api-keys-file is given but auth is off" in line
     assert "add --auth keys" in line
 
