@@ -50,8 +50,15 @@ class Cli:
                     return event
 
     async def finish(self, timeout: float = TIMEOUT_S) -> Finished:
-        async with asyncio.timeout(timeout):
-            stdout, stderr = await self.proc.communicate()
+        try:
+            async with asyncio.timeout(timeout):
+                stdout, stderr = await self.proc.communicate()
+        except TimeoutError:
+            # A command that should have ended and did not (a regression) must not outlive
+            # the test, holding its port and its files.
+            self.proc.kill()
+            await self.proc.wait()
+            raise
         assert self.proc.returncode is not None
         return Finished(
             self.proc.returncode, "".join(self.lines) + stdout.decode(), stderr.decode()
