@@ -419,6 +419,46 @@ async def test_another_process_s_tails_say_which_runs_await_a_plan_review(
         await writer.close()
 
 
+async def test_nothing_is_stored_after_a_run_s_end_not_even_by_its_stalled_executor(
+    postgres_url: str,
+) -> None:
+    """A cluster's executor stalls for longer than a lease; another node ends its run
+    `worker_lost` (`error`, `done`). The executor comes back and writes on: its events once
+    went in after that `done`, with a second `done`, and the run read back `completed`."""
+    executor = await postgres_log.open(postgres_url)
+    sweeper = await postgres_log.open(postgres_url, shared=True)
+    reader = await postgres_log.open(postgres_url, shared=True)
+    record = RunRecord("0123456789abcdef", "who ends it?")
+    try:
+        await executor.create_run(record)
+        for seq in (1, 2, 3):
+            await executor.append(Event.create(record.id, seq, "token", {"text": "x"}, t_ms=seq))
+        await executor.flush()
+        lost = {"code": "worker_lost", "message": "its executor stopped answering"}
+        await sweeper.append(Event.create(record.id, 4, "error", lost, t_ms=40))
+        done = {"status": "failed", "answer": "xxx", "error": lost, "timings_ms": {"total": 50}}
+        await sweeper.append(Event.create(record.id, 5, "done", done, t_ms=50))
+        await sweeper.flush()
+        ended = postgres.query(postgres_url, "SELECT ended_at FROM runs")[0]["ended_at"]
+
+        for seq in range(4, 9):  # 4 and 5 collide with the ending; 6-8 would follow it
+            await executor.append(Event.create(record.id, seq, "token", {"text": "y"}, t_ms=seq))
+        completed = {"status": "completed", "answer": "xxxyyyyy", "timings_ms": {"total": 90}}
+        await executor.append(Event.create(record.id, 9, "done", completed, t_ms=90))
+        await executor.flush()
+
+        stored = await reader.read(record.id, after=0)
+        assert [(e.seq, e.name) for e in stored] == [
+            (1, "token"), (2, "token"), (3, "token"), (4, "error"), (5, "done")
+        ]  # fmt: skip
+        assert stored[-1].data["status"] == "failed"
+        assert postgres.query(postgres_url, "SELECT ended_at FROM runs")[0]["ended_at"] == ended
+    finally:
+        await reader.close()
+        await sweeper.close()
+        await executor.close()
+
+
 async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
     postgres_url: str,
 ) -> None:

@@ -13,16 +13,22 @@ from research_service.runs.postgres_db import ERRORS, unavailable
 from research_service.runs.run_memory import Row
 
 _INSERT: Final = (
-    "INSERT INTO events (run_id, seq, name, t_ms, wire) VALUES ($1, $2, $3, $4, $5) "
+    "INSERT INTO events (run_id, seq, name, t_ms, wire) SELECT $1, $2, $3, $4, $5 "
+    # Nothing after a run's end. In a cluster, an executor that stalled for longer than a
+    # lease (a frozen VM) comes back to a run another node has ended `worker_lost`: what it
+    # still writes would follow that `done`, a second outcome (docs/cluster.md).
+    "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND ended_at IS NOT NULL) "
     # A batch whose commit succeeded but whose answer was lost is retried: already there.
     "ON CONFLICT DO NOTHING"
 )
 
-#: A run's end, recorded with its `done` (schema 5: the open runs' index).
-_RECORD_END: Final = "UPDATE runs SET ended_at = created_at + $2 / 1000.0 WHERE id = $1"
+#: A run's end, recorded with its `done` (schema 5: the open runs' index); the first one only.
+_RECORD_END: Final = (
+    "UPDATE runs SET ended_at = created_at + $2 / 1000.0 WHERE id = $1 AND ended_at IS NULL"
+)
 #: In a cluster, its execution's end too: nobody reads the `done` before the run is ended.
 #: (The cluster's `Executions.end` records it with the same statement.)
-END_EXECUTION: Final = "UPDATE executions SET ended_at = $2 WHERE run_id = $1"
+END_EXECUTION: Final = "UPDATE executions SET ended_at = $2 WHERE run_id = $1 AND ended_at IS NULL"
 
 
 class EventWriter(BatchWriter):
