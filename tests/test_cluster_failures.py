@@ -296,6 +296,32 @@ async def test_listeners_on_other_nodes_keep_a_run_from_being_abandoned(
         assert snapshot["error"]["code"] == "abandoned"
 
 
+async def test_a_run_whose_listener_on_another_node_left_is_abandoned_only_a_wait_later(
+    postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """A worker has no listener of its own: its abandon timer starts at the run's creation.
+    A listener on an API node that left just before the timer fired once had the run
+    abandoned at once; the wait now counts from when that listener left (docs/api.md)."""
+    async with cluster_on(
+        postgres_url, tmp_path, RESEARCH_TOKEN_DELAY_MS="100", RESEARCH_ABANDON_AFTER_S="2"
+    ) as cluster:
+        api = await cluster.api()
+        worker = await cluster.worker()
+        posted = time.monotonic()
+        run_id = await post_run(client, api.base, QUESTION)
+
+        def late(_: object) -> bool:  # an event 1.5 s in: then the listener goes
+            return time.monotonic() - posted >= 1.5
+
+        heard = await listen(client, f"{api.base}/v1/runs/{run_id}/events", stop=late)
+        left = time.monotonic()
+        assert heard.names[-1] != "done"
+        await worker.wait_log(f"run {run_id} cancelled in".encode(), timeout=30)
+        assert time.monotonic() - left >= 2.0  # not 0.5 s after, when the first timer fired
+        snapshot = (await client.get(f"{api.base}/v1/runs/{run_id}")).json()
+        assert snapshot["error"]["code"] == "abandoned"
+
+
 async def test_a_run_stored_though_its_creation_was_answered_503_never_runs(
     postgres_url: str, tmp_path: Path, client: httpx.AsyncClient
 ) -> None:

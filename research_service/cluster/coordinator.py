@@ -34,6 +34,7 @@ from research_service.pipeline.review import (
     decision_json,
     wrong_round,
 )
+from research_service.runs.coordinator import Followers
 from research_service.runs.hub import Hub
 from research_service.runs.limits import are_active, owner_full
 from research_service.runs.models import RunRecord
@@ -245,8 +246,8 @@ class ClusterCoordinator:
         """Uncount a listener of a run executing elsewhere."""
         self.presence.left(run_id)
 
-    async def listeners_elsewhere(self, run_id: str) -> int:
-        """Listeners of the run on the other nodes."""
+    async def listeners_elsewhere(self, run_id: str) -> Followers:
+        """Listeners of the run on the other nodes, and when the last of them left."""
         return await self.presence.elsewhere(run_id)
 
     def run_started(self, record: RunRecord) -> None:

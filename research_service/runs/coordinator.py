@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from research_service.pipeline.review import Decision
 from research_service.runs.hub import Hub
 from research_service.runs.models import RunRecord
+
+
+class Followers(NamedTuple):
+    """A run's listeners in other processes, and how long ago the last of them left."""
+
+    listeners: int
+    #: Seconds since a listener elsewhere last left (None: none ever did, or not known).
+    quiet_s: float | None = None
 
 
 class Coordinator(Protocol):
@@ -50,8 +58,8 @@ class Coordinator(Protocol):
         """A listener of a run executing elsewhere left here."""
         ...
 
-    async def listeners_elsewhere(self, run_id: str) -> int:
-        """How many listeners other processes count for the run (the abandon rule's count)."""
+    async def listeners_elsewhere(self, run_id: str) -> Followers:
+        """The run's listeners in other processes (the abandon rule's count)."""
         ...
 
     def run_started(self, record: RunRecord) -> None:

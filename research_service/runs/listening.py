@@ -51,8 +51,8 @@ class Listening:
         elif self.coordinator is not None:
             self.coordinator.listener_left(run_id)
 
-    def arm(self, run: LiveRun) -> None:
-        """Abandon `run` in `abandon_after_s` seconds, unless a listener comes meanwhile."""
+    def arm(self, run: LiveRun, *, after_s: float | None = None) -> None:
+        """Abandon `run` in `after_s` (`abandon_after_s`) seconds, unless a listener comes."""
         self.disarm(run)
         message = f"no listener for {self.abandon_after_s:g} s, so the run was abandoned"
 
@@ -63,7 +63,8 @@ class Listening:
             else:
                 run.abandon_check = asyncio.create_task(self._abandon_unless_followed(run, message))
 
-        run.abandon_timer = asyncio.get_running_loop().call_later(self.abandon_after_s, abandon)
+        delay = self.abandon_after_s if after_s is None else after_s
+        run.abandon_timer = asyncio.get_running_loop().call_later(delay, abandon)
 
     @staticmethod
     def disarm(run: LiveRun) -> None:
@@ -77,7 +78,10 @@ class Listening:
         assert self.coordinator is not None
         elsewhere = await self.coordinator.listeners_elsewhere(run.record.id)
         if run.listeners == 0 and run.abandon_timer is None:
-            if elsewhere:
+            if elsewhere.listeners:
                 self.arm(run)
+            elif elsewhere.quiet_s is not None and elsewhere.quiet_s < self.abandon_after_s:
+                # A listener on another node left since: the count starts from then.
+                self.arm(run, after_s=self.abandon_after_s - elsewhere.quiet_s)
             else:
                 run.cancel(code="abandoned", message=message)
