@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -120,6 +121,46 @@ async def test_a_missing_cassette_folder_is_a_config_error_at_start_up(tmp_path:
     with pytest.raises(ConfigError, match="record one with --record-providers"):
         await server.start_server()
     await server.close()
+
+
+@pytest.mark.parametrize("make", ["a file", "a folder whose tape is a folder"])
+async def test_a_taping_folder_that_cannot_be_written_is_a_config_error_at_start_up(
+    tmp_path: Path, corpus: Path, make: str
+) -> None:
+    """It once started, and then failed every run with a traceback."""
+    cassettes = tmp_path / "cassettes"
+    if make == "a file":
+        cassettes.write_text("not a folder\n")
+    else:
+        (cassettes / CASSETTE_FILE).mkdir(parents=True)
+    app = create_app(_taping(tmp_path, corpus, cassettes))
+    server = TestServer(app, host="127.0.0.1")
+    try:
+        with pytest.raises(ConfigError, match="give --record-providers a folder the service"):
+            await server.start_server()
+    finally:
+        await server.close()
+
+
+async def test_a_tape_that_cannot_be_written_mid_run_fails_no_run(
+    tmp_path: Path, corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tape's file turns into a folder once the service has started (a write fails, as on
+    a full disk): the run still answers, and the log says what was not taped."""
+    cassettes = tmp_path / "cassettes"
+    server = TestServer(create_app(_taping(tmp_path, corpus, cassettes)), host="127.0.0.1")
+    await server.start_server()
+    try:
+        (cassettes / CASSETTE_FILE).mkdir(parents=True)
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            created = await http.post(str(server.make_url("/v1/runs")), json={"question": QUESTION})
+            events_url = str(server.make_url(created.json()["events_url"]))
+            with caplog.at_level(logging.WARNING, logger="research_service.providers.cassettes"):
+                received = await listen(http, events_url)
+    finally:
+        await server.close()
+    assert _done(received)["status"] == "completed"
+    assert any("could not tape a" in r.getMessage() for r in caplog.records)
 
 
 async def _reviewed(settings: Settings, question: str, feedback: str) -> Received:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict, replace
@@ -29,6 +31,8 @@ from research_service.providers.base import (
     SearchProvider,
     Usage,
 )
+
+log = logging.getLogger(__name__)
 
 CASSETTE_FILE: Final = "cassette.jsonl"
 #: The --llm / --search value that plays a cassette back.
@@ -82,6 +86,21 @@ def search_request(query: str, limit: int) -> dict[str, Any]:
     return {"query": query, "limit": limit}
 
 
+def check_tape_folder(folder: Path) -> None:
+    """Refuse (ConfigError) a --record-providers folder that could never be written."""
+    fix = "give --record-providers a folder the service can write"
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--record-providers {folder} is not a folder; {fix}")
+    existing = folder
+    while not existing.exists():  # made on the first exchange: its nearest parent must allow it
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--record-providers {folder}: {existing} cannot be written; {fix}")
+    tape = folder / CASSETTE_FILE
+    if tape.exists() and not (tape.is_file() and os.access(tape, os.W_OK)):
+        raise ConfigError(f"--record-providers {folder}: {tape} cannot be appended to; {fix}")
+
+
 class CassetteWriter:
     """Appends exchanges to `DIR/cassette.jsonl`, one JSON object a line."""
 
@@ -104,7 +123,11 @@ class CassetteWriter:
             ensure_ascii=False,
         )
         async with self._in_turn:
-            await asyncio.to_thread(self._write, line)
+            try:
+                await asyncio.to_thread(self._write, line)
+            except OSError as exc:
+                # The run goes on: its answer matters more than its tape (a full disk).
+                log.warning("could not tape a %s exchange to %s: %s", kind, self.path, exc)
 
     def _write(self, line: str) -> None:
         with _FILE_LOCK:

@@ -155,8 +155,12 @@ async def _taped(
     wrap: Callable[[P, Path], P],
 ) -> AsyncIterator[P]:
     """The opened provider, taping onto a cassette when --record-providers is set."""
+    folder = settings.record_providers
+    if folder is not None:
+        from research_service.providers.cassettes import check_tape_folder  # noqa: PLC0415
+
+        check_tape_folder(folder)  # said at start, not by every run failing
     async with opened as provider:
-        folder = settings.record_providers
         yield provider if folder is None else wrap(provider, folder)
 
 
