@@ -11,6 +11,7 @@ from research_service.settings import Settings
 from tests.conftest import MakeService, ServiceTestServer
 from tests.fake_openai import FakeOpenAI
 from tests.fakes import ScriptedSearch
+from tests.metrics_text import metric_samples
 
 
 async def test_readyz_is_200_with_every_part_checked(
@@ -39,6 +40,7 @@ async def test_readyz_names_a_model_server_that_stopped_answering(
         await fake.close()
         gone = await client.get(str(server.make_url("/readyz")))
         alive = await client.get(str(server.make_url("/healthz")))
+        scraped = metric_samples((await client.get(str(server.make_url("/metrics")))).text)
     finally:
         await server.close()
     assert alive.status_code == 200
@@ -51,3 +53,5 @@ async def test_readyz_names_a_model_server_that_stopped_answering(
     assert problem["checks"]["store"] == {"status": "ok"}
     assert problem["detail"].startswith("llm: ")
     assert fake.url.split("//")[1] in problem["detail"]
+    # A probe's answer is no refused request: the metric counts those of the API only.
+    assert scraped['research_refusals_total{status="503"}'] == 0

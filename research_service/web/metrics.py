@@ -32,6 +32,7 @@ from research_service.stats import Buckets, Stats
 from research_service.web.access import AUTH
 from research_service.web.expect import expect_handler
 from research_service.web.keys import CLUSTER, MANAGER, SETTINGS
+from research_service.web.origin import HEALTH_PATHS
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,13 @@ async def _sample_queue(app: web.Application) -> None:
 
 
 async def count_refusals(request: web.Request, response: web.StreamResponse) -> None:
-    """Count the 429 and 503 answers (on_response_prepare)."""
+    """Count the 429 and 503 answers (on_response_prepare); a probe's 503 is no refusal.
+
+    `/readyz` answers 503 while a part is down, and `/healthz` while a worker drains: what a
+    load balancer's probes ask every few seconds would otherwise count as refused requests.
+    """
+    if request.path in HEALTH_PATHS:
+        return
     if response.status in REFUSALS and MANAGER in request.app:
         request.app[MANAGER].stats.refusals[response.status] += 1
 
