@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import shutil
 import struct
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -438,3 +440,63 @@ async def test_a_connection_cap_the_open_files_limit_cannot_hold_is_refused(tmp_
     _, stderr = await asyncio.wait_for(proc.communicate(), cli_process.TIMEOUT_S)
     line = one_line(Finished(proc.returncode or 0, "", stderr.decode()))
     assert "--max-connections 1000 is more than the open-files limit (256) leaves" in line
+
+
+#: The unprivileged user a store's permissions are tried with (root reads and writes anything).
+NOBODY = 65534
+
+
+async def as_nobody(*args: str) -> Finished:
+    """The console script run as user nobody (`setpriv`, util-linux), as the tests are root."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        reason = "running a command as another user needs root and setpriv"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    drop = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
+    proc = await asyncio.create_subprocess_exec(
+        *drop,
+        sys.executable,
+        "-m",
+        "research_service",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_process.child_env(),
+        cwd="/",
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), cli_process.TIMEOUT_S)
+    return Finished(proc.returncode or 0, stdout.decode(), stderr.decode())
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder user nobody may reach (pytest's tmp_path is root's own)."""
+    folder = Path(tempfile.mkdtemp(prefix="research-operator-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+async def test_a_store_the_service_user_cannot_write_is_one_line_at_start(
+    open_folder: Path,
+) -> None:
+    """Before, a traceback of the webhooks' outbox failing to open the store."""
+    data = open_folder / "data"
+    first = await start("--port", "0", "--data-dir", str(data), "--corpus", str(CORPUS))
+    assert await stop(first) == 0
+    for path in (data, *data.iterdir()):
+        os.chown(path, NOBODY, NOBODY)
+    (data / "runs.sqlite3").chmod(0o444)
+    serve = ("serve", "--port", "0", "--data-dir", str(data), "--corpus", str(CORPUS))
+    line = one_line(await as_nobody(*serve, "--log-level", "WARNING"))
+    assert line.endswith("runs.sqlite3 cannot be written; check its permissions")
+
+
+async def test_export_from_a_folder_it_cannot_read_is_one_line(open_folder: Path) -> None:
+    hidden = open_folder / "hidden"
+    hidden.mkdir(mode=0o700)
+    line = one_line(await as_nobody("export", "0123456789abcdef", "--data-dir", str(hidden)))
+    assert line == f"research-service: cannot read {hidden} (Permission denied); " + (
+        "run as the user the service runs as"
+    )

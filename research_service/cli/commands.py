@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from research_service import __version__
 from research_service.cli.catalogue import COMMANDS
 from research_service.cli.flags import say
-from research_service.errors import ConfigError
+from research_service.errors import ConfigError, StoreUnavailable
 
 #: Exit status of a usage or configuration error (argparse's own).
 EXIT_USAGE = 2
@@ -51,4 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except ConfigError as exc:
         say(str(exc))
+        return EXIT_USAGE
+    except StoreUnavailable as exc:
+        # A store that cannot be used at start (read-only, its folder unreadable) is refused
+        # as a bad setting is: one line that says what to fix (a client's "retry" left out).
+        say(str(exc).removesuffix(f"; retry in {exc.retry_after} s"))
         return EXIT_USAGE

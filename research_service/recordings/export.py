@@ -61,7 +61,13 @@ def finished_recording(record: RunRecord, events: Sequence[Event]) -> str:
 
 async def from_store(path: Path, run_id: str) -> str:
     """The recording of run `run_id` from the SQLite run store file at `path`."""
-    if not await asyncio.to_thread(path.is_file):
+    try:
+        found = await asyncio.to_thread(path.is_file)
+    except PermissionError as exc:  # is_file() raises it where the folder cannot be searched
+        raise ExportError(
+            f"cannot read {path.parent} ({exc.strerror}); run as the user the service runs as"
+        ) from None
+    if not found:
         raise ExportError(
             f"no run store at {path}; runs are only kept with --store sqlite (pass the "
             "--data-dir the service used, or --server URL to ask the running service)"
