@@ -254,7 +254,15 @@ def sse_events(text: str) -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
-async def test_starting_on_a_full_disk_says_the_disk_is_full(disk: Path) -> None:
+@pytest.mark.parametrize("store", ["new", "existing"])
+async def test_starting_on_a_full_disk_says_the_disk_is_full(disk: Path, store: str) -> None:
+    """A store made before the disk filled once got "cannot be written (disk I/O error)":
+    SQLite's own word when it cannot grow the WAL's index."""
+    if store == "existing":
+        first = await start(
+            *("--port", "0", "--data-dir", str(disk / "data"), "--corpus", str(CORPUS)), timeout=60
+        )
+        assert await stop(first) == 0
     await fill(disk)
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "research_service", "serve", "--port", "0"),

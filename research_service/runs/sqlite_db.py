@@ -63,6 +63,8 @@ _SQLITE_READONLY: Final = 8
 _SQLITE_IOERR: Final = 10
 _SQLITE_FULL: Final = 13
 _SQLITE_CANTOPEN: Final = 14
+#: A file system with less room than this is full, whatever SQLite's error said.
+FULL_BELOW_BYTES: Final = 64 * 1024
 _IDS_PER_QUERY: Final = 500
 
 
@@ -99,11 +101,22 @@ def failure(path: Path, exc: sqlite3.Error | OSError) -> tuple[str, str]:
             code = _SQLITE_IOERR
     else:
         code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code == _SQLITE_IOERR and _disk_full(path):
+        code = _SQLITE_FULL  # SQLite says "disk I/O error" when it cannot grow its WAL index
     if code == _SQLITE_FULL:
         return "storage-full", f"the disk holding the run store {path} is full; free some space"
     if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
         return "store-read-only", f"the run store {path} cannot be written; check its permissions"
     return "store-unavailable", f"the run store {path} cannot be written ({exc})"
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the file system holding `path` has less than a page's room left."""
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < FULL_BELOW_BYTES
 
 
 def unavailable(path: Path, exc: sqlite3.Error | OSError) -> StoreUnavailable:
