@@ -140,9 +140,9 @@ export class RunStream {
   catchUp(recorded) {
     for (const entry of recorded) {
       if (this.finished) return;
-      const name = entry.event;
-      if (typeof name !== "string" || !EVENT_NAMES.includes(/** @type {EventName} */ (name))) continue;
-      this.deliver(/** @type {EventName} */ (name), entry.data, `${this.runId}:${entry.seq}`);
+      const name = /** @type {EventName} */ (entry.event);
+      if (!EVENT_NAMES.includes(name)) continue; // not a name of the contract: not for the page
+      this.deliver(name, entry.data, `${this.runId}:${entry.seq}`);
     }
   }
 
