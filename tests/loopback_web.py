@@ -121,6 +121,7 @@ class LoopbackWeb(LoopbackServer):
                 web.get("/plain", self._plain),
                 web.get("/latin", self._latin),
                 web.get("/boilerplate-only", self._boilerplate_only),
+                web.get("/punycode", self._punycode),
             ]
         )
         return app
@@ -132,6 +133,11 @@ class LoopbackWeb(LoopbackServer):
 
     async def _article(self, request: web.Request) -> web.Response:
         return web.Response(text=article_html(), content_type="text/html")
+
+    async def _punycode(self, request: web.Request) -> web.Response:
+        """The article, declared in a charset no page has: punycode decodes in quadratic time."""
+        body = article_html().encode() + b"-" + b"a" * 20_000
+        return web.Response(body=body, headers={"Content-Type": "text/html; charset=punycode"})
 
     async def _redirect(self, request: web.Request) -> web.Response:
         """`/redirect/n`: n redirects to the article, statuses and Location forms varying."""

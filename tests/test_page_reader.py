@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from research_service.corpus.files import html_text
 from research_service.reading import (
     PageEmpty,
     PageHTTPError,
@@ -20,6 +21,9 @@ from research_service.reading import (
     PageTooManyRedirects,
     open_reader,
 )
+from research_service.reading import extract as extract_module
+from research_service.reading.charset import decode
+from research_service.reading.fetch import RawPage
 from research_service.settings import Settings
 from tests.loopback_web import (
     ARTICLE_PARAGRAPHS,
@@ -28,6 +32,7 @@ from tests.loopback_web import (
     LATIN_TEXT,
     LATIN_TITLE,
     LoopbackWeb,
+    article_html,
 )
 
 MAX_BYTES = 64 * 1024
@@ -183,6 +188,28 @@ async def test_plain_text_is_decoded_by_its_declared_charset(
     page = await reader.read(web.url("/plain"), query="café", budget_chars=BUDGET)
     assert page.title == "Notes on the café at Hynish"
     assert "crème brûlée" in "\n".join(page.passages)
+
+
+async def test_a_charset_no_page_has_is_not_used(web: LoopbackWeb, reader: PageReader) -> None:
+    """`charset=punycode` and 2 MB once kept a thread busy for minutes (its decoding is
+    quadratic): it counts as no charset, and the page is read as UTF-8."""
+    page = await reader.read(web.url("/punycode"), query="lighthouse", budget_chars=BUDGET)
+    article = await reader.read(web.url("/article"), query="lighthouse", budget_chars=BUDGET)
+    assert (page.title, page.passages) == (article.title, article.passages)
+    body = article_html().encode() + b"-" + b"a" * 20_000
+    for declared in ("punycode", "idna"):
+        assert decode(body, declared=declared, html=True) == body.decode()
+
+
+def test_a_page_of_too_many_tags_is_read_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """trafilatura takes time that grows with the square of some layouts' tags (one table
+    row of 200,000 cells: 261 s); past the limit, the visible text is read in one pass."""
+    monkeypatch.setattr(extract_module, "MAX_EXTRACTED_TAGS", 10)
+    html = article_html()
+    raw = RawPage("http://x/", "http://x/", "text/html", "utf-8", html.encode())
+    extracted = extract_module.extract(raw)
+    title, text = html_text(html)
+    assert (extracted.title, extracted.text) == (title, extract_module._paragraphs(text))
 
 
 async def test_html_is_decoded_by_its_meta_charset(web: LoopbackWeb, reader: PageReader) -> None:

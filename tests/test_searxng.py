@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from research_service.app import create_app
@@ -21,11 +22,16 @@ from research_service.providers.search_retry import (
     retry_wait_s,
     should_retry,
 )
-from research_service.providers.searxng import JSON_REFUSED, SearxngSearch, client_timeout
+from research_service.providers.searxng import (
+    JSON_REFUSED,
+    MAX_RESULTS_READ,
+    SearxngSearch,
+    client_timeout,
+)
 from research_service.settings import Settings
 from tests.fake_searxng import FakeSearxng, Hold, Result, Status
 from tests.fakes import ScriptedLLM
-from tests.loopback import refused_port
+from tests.loopback import LoopbackServer, refused_port
 from tests.sse import listen
 
 TINY_WAIT_S = 0.01
@@ -69,6 +75,73 @@ async def test_results_become_hits_best_score_first(
         ("A", "https://a.example/1", "about A", 0.5),  # equal scores keep SearXNG's order
         ("https://c.example/3", "https://c.example/3", "", 0.5),  # no title: its URL
     ]
+
+
+class RawSearxng(LoopbackServer):
+    """Answers every `/search` with `body` as JSON, as a broken or hostile instance may."""
+
+    def __init__(self, body: bytes, *, status: int = 200) -> None:
+        super().__init__()
+        self.body, self.status = body, status
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/search", self.answer)
+        return app
+
+    async def answer(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.body, status=self.status, content_type="application/json")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def test_results_whose_url_does_not_parse_are_dropped(
+    session: aiohttp.ClientSession,
+) -> None:
+    """One such result once failed the whole run `internal` (urlsplit's ValueError)."""
+    urls = ["http://[::1", "http://a]b/", "http://ex\u2100ample.com/", "https://good.example/"]
+    body = json.dumps({"results": [{"url": url, "title": "t", "score": 1} for url in urls]})
+    server = RawSearxng(body.encode())
+    await server.start()
+    try:
+        hits = await provider(session, server.url).search("q", limit=10)
+    finally:
+        await server.close()
+    assert [h.url for h in hits] == ["https://good.example/"]
+
+
+@pytest.mark.parametrize("status", [200, 400])
+async def test_a_reply_nested_too_deep_to_read_is_no_searxng_json(
+    session: aiohttp.ClientSession, status: int
+) -> None:
+    """It once failed the run `internal` (a RecursionError), and `serve` at its check."""
+    server = RawSearxng(b"[" * 5000 + b"]" * 5000, status=status)
+    await server.start()
+    try:
+        searx = provider(session, server.url, attempts=1)
+        with pytest.raises(ConfigError, match="not with SearXNG's JSON"):
+            await searx.check()
+        if status == 200:
+            with pytest.raises(SearchError, match="not with SearXNG's JSON results"):
+                await searx.search("q", limit=3)
+    finally:
+        await server.close()
+
+
+async def test_only_the_first_results_of_a_reply_are_read(
+    searx: FakeSearxng, session: aiohttp.ClientSession
+) -> None:
+    """A reply of millions of entries (within the size cap) was sorted whole on the event
+    loop, for seconds: only the first MAX_RESULTS_READ, in SearXNG's order, are looked at."""
+    results = [
+        Result(url=f"https://r{n}.example/", title="r", score=1.0) for n in range(MAX_RESULTS_READ)
+    ]
+    results.append(Result(url="https://beyond.example/", title="b", score=99.0))
+    searx.script("q", results)
+    hits = await provider(session, searx.url).search("q", limit=3)
+    assert [h.url for h in hits] == [f"https://r{n}.example/" for n in range(3)]
 
 
 async def test_sends_query_format_page_and_configured_options(

@@ -104,3 +104,17 @@ async def test_pages_per_run_zero_keeps_snippets_only(tmp_path: Path) -> None:
         assert web_pages.requests == []
     assert pages(got) == []
     assert got.last[1]["sources"][0]["snippet"] == "snip"
+
+
+async def test_a_result_whose_scheme_is_in_capitals_is_read_as_a_page(tmp_path: Path) -> None:
+    """SearXNG's results are kept by their scheme in any case; the pages to read were picked
+    by a case-sensitive test, so `HTTP://…` was kept as a source and never read, unsaid."""
+    llm = ScriptedLLM(queries=["skerryvore"])
+    async with LoopbackWeb() as web_pages, FakeSearxng() as searx:
+        shouting = web_pages.url("/article").replace("http://", "HTTP://", 1)
+        searx.script("skerryvore", [Result(url=shouting, title="S", content="snip")])
+        got = await run_research(searx, tmp_path, llm)
+        assert web_pages.requests == ["/article"]
+    (page,) = pages(got)
+    assert "error" not in page
+    assert got.last[1]["status"] == "completed"

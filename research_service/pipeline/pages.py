@@ -27,7 +27,8 @@ async def read_pages(
     A page that cannot be read (refused, too large, not text, …) keeps its snippet and is
     reported with an error; the run goes on. Returns how many pages were read.
     """
-    chosen = [s for s in ctx.sources if s.url.startswith(WEB_SCHEMES)][:pages]
+    # A scheme in any case (`HTTP://`): search providers keep such results as pages.
+    chosen = [s for s in ctx.sources if s.url.lower().startswith(WEB_SCHEMES)][:pages]
     if not chosen:
         return 0
     per_page = max(1, budget_chars // len(chosen))

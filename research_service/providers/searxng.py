@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -39,6 +40,10 @@ SNIPPET_CHARS: Final = 1000
 # Results looked at per hit wanted, best first: SearXNG merges duplicates itself, so a reply
 # whose best hundreds are one page again is not a search worth reading further.
 MAX_CANDIDATES_PER_HIT: Final = 20
+# Results read of one reply, in SearXNG's order (a page of results is tens of them).
+MAX_RESULTS_READ: Final = 1000
+# A reply larger than this is parsed off the event loop: 4 MiB of JSON takes ~0.2 s to read.
+PARSE_ON_LOOP_BYTES: Final = 64 * 1024
 WEB_SCHEMES: Final = ("http", "https")
 REQUEST_HEADERS: Final = {
     "Accept": "application/json",
@@ -127,6 +132,8 @@ class SearxngSearch:
             status, headers, body = await self._get(self.params(query))
             if status != 200:
                 raise HTTPStatusFailure.from_headers(status, headers, detail=_error_detail(body))
+            if len(body) > PARSE_ON_LOOP_BYTES:
+                return await asyncio.to_thread(self._decode, body)
             return self._decode(body)
 
         try:
@@ -195,7 +202,9 @@ class SearxngSearch:
         per hit wanted are looked at: a reply of many thousands (distinct or all one page)
         costs a sort of their scores, not a parse of every URL on the event loop.
         """
-        results: list[Any] = payload["results"]
+        # Only the first MAX_RESULTS_READ, in SearXNG's order: a reply of millions (within the
+        # size cap) would otherwise be sorted whole on the event loop, for seconds.
+        results: list[Any] = payload["results"][:MAX_RESULTS_READ]
         # Stable: SearXNG's order breaks ties.
         order = sorted(range(len(results)), key=lambda i: -_score(_get(results[i], "score")))
         hits: list[SearchHit] = []
@@ -279,9 +288,16 @@ def _hit(item: object) -> SearchHit | None:
     if not isinstance(item, dict):
         return None
     url = item.get("url")
-    if not isinstance(url, str) or urlsplit(url.strip()).scheme.lower() not in WEB_SCHEMES:
+    if not isinstance(url, str):
         return None
     url = url.strip()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+        canonical_url(url)  # what the results are told apart by: it must parse too
+    except ValueError:  # "http://[::1", a host that fails IDNA's normalization
+        return None
+    if scheme not in WEB_SCHEMES:
+        return None
     if well_formed(url) != url:
         return None  # a lone surrogate: no page has this address
     title = shorten(_text(item.get("title")), TITLE_CHARS)
@@ -321,7 +337,7 @@ def _unresponsive(engines: object) -> str:
 def _json_or_none(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except ValueError:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError):  # UnicodeDecodeError; JSON nested deeper than decodable
         return None
 
 

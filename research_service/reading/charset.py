@@ -20,6 +20,10 @@ BOMS: Final = (
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 FALLBACK_CHARSET: Final = "utf-8"
+#: Python codecs that are no page's charset: punycode decodes in time that grows with the
+#: square of its input (a declared `charset=punycode` and 2 MB took minutes), and idna
+#: decodes host names, not text.
+NOT_FOR_PAGES: Final = frozenset({"punycode", "idna"})
 
 
 class _MetaCharset(HTMLParser):
@@ -43,13 +47,14 @@ class _MetaCharset(HTMLParser):
 
 
 def known_codec(name: str | None) -> str | None:
-    """`name` as a Python codec name, or None if Python does not know it."""
+    """`name` as a Python codec name, or None if Python does not know it or no page uses it."""
     if not name:
         return None
     try:
-        return codecs.lookup(name).name
+        codec = codecs.lookup(name).name
     except LookupError:
         return None
+    return None if codec in NOT_FOR_PAGES else codec
 
 
 def meta_charset(head: bytes) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from research_service.corpus.files import html_text
 from research_service.reading.charset import decode
 from research_service.reading.errors import PageEmpty
 from research_service.reading.fetch import RawPage
@@ -14,6 +15,10 @@ TITLE_CHARS: Final = 200
 INCLUDE_TABLES: Final = True  # tables often hold the facts a question asks about
 # Less than this is a menu or a cookie notice that survived extraction, nothing to cite.
 MIN_TEXT_CHARS: Final = 80
+# Past this many tags, trafilatura's time grows with their square on some layouts (one table
+# row of 200,000 cells: 261 s), so a page this big is read by the corpus's linear reader. A
+# large ordinary page has some tens of thousands (30,000 tags: about a second).
+MAX_EXTRACTED_TAGS: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +48,13 @@ def extract(raw: RawPage) -> Extracted:
 
 
 def _from_html(html: str, *, url: str) -> Extracted | None:
-    """Main text by trafilatura, precise first; a second, recall-leaning pass if that is empty."""
+    """Main text by trafilatura, precise first; a second, recall-leaning pass if that is empty.
+
+    A page of more than MAX_EXTRACTED_TAGS tags has its visible text read in one pass instead.
+    """
+    if html.count("<") > MAX_EXTRACTED_TAGS:
+        title, text = html_text(html)
+        return Extracted(title=shorten(title, TITLE_CHARS), text=_paragraphs(text))
     import trafilatura  # noqa: PLC0415 - loaded by `load()` when the reader opened
     from trafilatura.settings import Document  # noqa: PLC0415
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from typing import Final, Protocol
 import aiohttp
 
 from research_service import __version__
+from research_service.own_thread import OwnThread
 from research_service.reading.addresses import AllowList
 from research_service.reading.extract import extract
 from research_service.reading.extract import load as load_extractor
@@ -57,11 +59,13 @@ class PageReader:
         guard: Guard,
         limits: FetchLimits,
         context_chars: int,
+        digesting: OwnThread | None = None,
     ) -> None:
         self._session = session
         self._guard = guard
         self._limits = limits
         self._context_chars = context_chars
+        self._digesting = digesting
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -77,8 +81,14 @@ class PageReader:
         """
         raw = await fetch_page(self._session, url, guard=self._guard, limits=self._limits)
         budget = min(budget_chars, self._context_chars)
-        # Parsing and scoring are CPU-bound; a thread keeps the event loop free.
-        page = await asyncio.to_thread(_digest, raw, query=query, budget_chars=budget)
+        # Parsing and scoring are CPU-bound; a thread keeps the event loop free. A thread of
+        # the reader's own: pages queued on asyncio's shared pool once took every thread of it,
+        # and the guard's host lookups, which run there, failed for every run.
+        digest = functools.partial(_digest, raw, query=query, budget_chars=budget)
+        if self._digesting is not None:
+            page = await self._digesting.call(digest)
+        else:
+            page = await asyncio.to_thread(digest)
         log.debug("read %s: %d passages", page.final_url, len(page.passages))
         return page
 
@@ -113,9 +123,11 @@ async def open_reader(settings: Settings) -> AsyncIterator[PageReader]:
         cookie_jar=aiohttp.DummyCookieJar(),  # no cookies carried from one site to another
         trust_env=False,  # an environment proxy would connect where the guard did not look
     )
+    digesting = OwnThread("pages", background=True)
     try:
         yield PageReader(
             session,
+            digesting=digesting,
             guard=UrlGuard(allow),
             limits=FetchLimits(
                 timeout_s=settings.fetch_timeout_s,
@@ -125,5 +137,6 @@ async def open_reader(settings: Settings) -> AsyncIterator[PageReader]:
             context_chars=settings.context_chars,
         )
     finally:
+        digesting.close()
         await session.close()
         await resolver.close()
