@@ -111,7 +111,7 @@ def failure(path: Path, exc: sqlite3.Error | OSError) -> tuple[str, str]:
 
 
 def _disk_full(path: Path) -> bool:
-    """Whether the file system holding `path` has less than a page's room left."""
+    """Whether the file system holding `path` has less than FULL_BELOW_BYTES left."""
     try:
         stats = os.statvfs(path.parent)
     except OSError:
