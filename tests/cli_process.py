@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +73,15 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def start(*args: str, **env: str) -> Cli:
+async def start(
+    *args: str,
+    before: tuple[str, ...] = (),
+    preexec_fn: Callable[[], None] | None = None,
+    **env: str,
+) -> Cli:
+    """The console script with `args`, behind the command `before` (e.g. setpriv) if any."""
     proc = await asyncio.create_subprocess_exec(
+        *before,
         sys.executable,
         "-m",
         "research_service",
@@ -82,6 +90,7 @@ async def start(*args: str, **env: str) -> Cli:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=child_env(**env),
+        preexec_fn=preexec_fn,
     )
     return Cli(proc)
 

@@ -13,7 +13,7 @@ import shutil
 import struct
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -427,7 +427,8 @@ async def test_a_connection_cap_the_open_files_limit_cannot_hold_is_refused(tmp_
     """Past the limit, accepts fail before the cap is reached, and the cap's rule (an idle
     connection gives way to a new one) never applies: idle sockets locked everyone out."""
     serve = ("serve", "--port", "0", "--data-dir", str(tmp_path), "--max-connections", "1000")
-    line = one_line(await script(*serve, preexec_fn=open_files_limit(256, 256)))
+    limited = await cli_process.start(*serve, preexec_fn=open_files_limit(256, 256))
+    line = one_line(await limited.finish())
     assert "--max-connections 1000 is more than the open-files limit (256) leaves" in line
 
 
@@ -443,27 +444,7 @@ async def as_nobody(*args: str) -> Finished:
             pytest.fail(reason)
         pytest.skip(reason)
     drop = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
-    return await script(*args, before=drop)
-
-
-async def script(
-    *args: str, before: tuple[str, ...] = (), preexec_fn: Callable[[], None] | None = None
-) -> Finished:
-    """The console script run with `args`, behind the command `before` (setpriv) if any."""
-    proc = await asyncio.create_subprocess_exec(
-        *before,
-        sys.executable,
-        "-m",
-        "research_service",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_process.child_env(),
-        cwd="/",
-        preexec_fn=preexec_fn,
-    )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), cli_process.TIMEOUT_S)
-    return Finished(proc.returncode or 0, stdout.decode(), stderr.decode())
+    return await (await cli_process.start(*args, before=drop)).finish()
 
 
 @pytest.fixture
