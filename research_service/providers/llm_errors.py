@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
@@ -256,21 +257,19 @@ def check_failure(exc: BaseException, *, base_url: str) -> ConfigError:
     )
 
 
-def too_large(exc: BaseException) -> ReplyTooLarge | None:
-    """The ReplyTooLarge a failed call comes from (the SDK wraps it), if it does."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from or while handling, down to the first error."""
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, ReplyTooLarge):
-            return cause
+        yield cause
         cause = cause.__cause__ or cause.__context__
-    return None
+
+
+def too_large(exc: BaseException) -> ReplyTooLarge | None:
+    """The ReplyTooLarge a failed call comes from (the SDK wraps it), if it does."""
+    return next((cause for cause in _chain(exc) if isinstance(cause, ReplyTooLarge)), None)
 
 
 def _connect_timed_out(exc: BaseException) -> bool:
     """True if the timeout happened while connecting (the HTTP client's ConnectTimeout)."""
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None:
-        if type(cause).__name__ == "ConnectTimeout":
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
+    return any(type(cause).__name__ == "ConnectTimeout" for cause in _chain(exc))
