@@ -210,10 +210,10 @@ class SearxngSearch:
         hits: list[SearchHit] = []
         seen: set[str] = set()
         for index in order[: limit * MAX_CANDIDATES_PER_HIT]:
-            hit = _hit(results[index])
-            if hit is None:
+            found = _hit(results[index])
+            if found is None:
                 continue
-            key = canonical_url(hit.url)
+            hit, key = found
             if key not in seen:
                 seen.add(key)
                 hits.append(hit)
@@ -283,26 +283,26 @@ class SearxngSearch:
         )
 
 
-def _hit(item: object) -> SearchHit | None:
-    """One SearXNG result as a hit; None for results that are not web pages."""
+def _hit(item: object) -> tuple[SearchHit, str] | None:
+    """One SearXNG result as a hit, with its canonical URL; None if it is not a web page."""
     if not isinstance(item, dict):
         return None
     url = item.get("url")
     if not isinstance(url, str):
         return None
     url = url.strip()
-    try:
-        scheme = urlsplit(url).scheme.lower()
-        canonical_url(url)  # what the results are told apart by: it must parse too
-    except ValueError:  # "http://[::1", a host that fails IDNA's normalization
-        return None
-    if scheme not in WEB_SCHEMES:
-        return None
     if well_formed(url) != url:
         return None  # a lone surrogate: no page has this address
+    try:
+        if urlsplit(url).scheme.lower() not in WEB_SCHEMES:
+            return None
+        key = canonical_url(url)  # what results, and later sources, are told apart by
+    except ValueError:  # "http://[::1", a host that fails IDNA's normalization
+        return None
     title = shorten(_text(item.get("title")), TITLE_CHARS)
     content = shorten(_text(item.get("content")), SNIPPET_CHARS)
-    return SearchHit(title=title or url, url=url, snippet=content, score=_score(item.get("score")))
+    hit = SearchHit(title=title or url, url=url, snippet=content, score=_score(item.get("score")))
+    return hit, key
 
 
 def _text(value: object) -> str:
