@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import logging
 import os
@@ -14,7 +15,7 @@ import pytest
 from pypdf import PdfWriter
 from pypdf.generic import ContentStream, DictionaryObject, NameObject
 
-from research_service.corpus import pdf
+from research_service.corpus import pdf, python_source
 from research_service.corpus.docstrings import module_title
 from research_service.corpus.documents import Document, DocumentRef
 from research_service.corpus.facts import stored_snippet
@@ -740,3 +741,21 @@ def test_stored_facts_match_the_text_of_every_stdlib_passage(stdlib_index: Corpu
             wanted = frozenset(stems(terms))
             expected = snippet(body, terms, limit=SNIPPET_CHARS)
             assert stored_snippet(sentences, wanted, limit=SNIPPET_CHARS) == expected
+
+
+def test_a_parse_the_interpreter_fails_once_is_made_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython 3.11's parser failed once in a thread with a SystemError (no way to provoke it
+    here), and the whole sync with it: the parse is made once more."""
+    tried: list[str] = []
+    parse = ast.parse
+
+    def fails_once(source: bytes, filename: str) -> ast.Module:
+        tried.append(filename)
+        if len(tried) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=33, after=87)")
+        return parse(source, filename=filename)
+
+    monkeypatch.setattr(python_source.ast, "parse", fails_once)
+    tree = python_source.parse_python(b'"""Streams."""\n', "streams.py")
+    assert ast.get_docstring(tree) == "Streams."
+    assert tried == ["streams.py", "streams.py"]

@@ -14,6 +14,7 @@ from typing import Final
 
 from research_service.corpus.docstrings import SHORT_SUMMARY_CHARS, module_title, section
 from research_service.corpus.documents import Document, DocumentRef
+from research_service.corpus.python_source import parse_python
 from research_service.corpus.stdlib_c import C_MODULES, LIBRARY_URL, load_c_module, reexports
 from research_service.corpus.stdlib_topics import topic_refs
 from research_service.text import clean_rest, shorten
@@ -104,7 +105,7 @@ def _module_ref(path: Path, name: str) -> DocumentRef:
 def _load_module(path: Path, name: str, fingerprint: str) -> Document | None:
     """Parse one source file (never import it) into a document of its docstrings."""
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        tree = parse_python(path.read_bytes(), str(path))
     except (OSError, SyntaxError, ValueError) as exc:
         log.warning("skipping stdlib module %s: %s", name, exc)
         return None
@@ -213,7 +214,7 @@ def _star_imports(init: Path, package: str) -> frozenset[str]:
     try:
         source = init.read_bytes()
         # Most packages have none, and parsing a big `__init__.py` (tkinter's) is not free.
-        tree = ast.parse(source, filename=str(init)) if b"import *" in source else None
+        tree = parse_python(source, str(init)) if b"import *" in source else None
     except (OSError, SyntaxError, ValueError):
         tree = None
     if tree is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Final
 
 from research_service.corpus.documents import Document, DocumentRef
+from research_service.corpus.python_source import parse_python
 from research_service.text import drop_underlines, squash
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def _read_topics(path: str, fingerprint: str) -> dict[str, str]:
     """The `topics` dict of `pydoc_data/topics.py`, read as a literal, never imported."""
     del fingerprint  # only part of the cache key: a changed file is read again
     try:
-        tree = ast.parse(Path(path).read_bytes(), filename=path)
+        tree = parse_python(Path(path).read_bytes(), path)
     except (OSError, SyntaxError, ValueError) as exc:
         log.warning("skipping the language reference topics: %s", exc)
         return {}
