@@ -189,8 +189,13 @@ class StoreUnavailable(RequestError):
     status = 503
     title = "Run store unavailable"
 
-    def __init__(self, detail: str, *, slug: str, retry_after: int) -> None:
-        super().__init__(detail)
+    def __init__(
+        self, cause: str, *, slug: str, retry_after: int, advise_retry: bool = False
+    ) -> None:
+        """`cause` says what failed and what to fix; `advise_retry` adds "retry in N s"."""
+        super().__init__(f"{cause}; retry in {retry_after} s" if advise_retry else cause)
+        #: What failed, without the client's retry hint: what an operator's console shows.
+        self.cause = cause
         self.slug = slug
         self.retry_after = retry_after
 
@@ -200,8 +205,10 @@ class ClusterUnavailable(StoreUnavailable):
 
     title = "Cluster unavailable"
 
-    def __init__(self, detail: str, *, retry_after: int) -> None:
-        super().__init__(detail, slug="cluster-unavailable", retry_after=retry_after)
+    def __init__(self, cause: str, *, retry_after: int) -> None:
+        super().__init__(
+            cause, slug="cluster-unavailable", retry_after=retry_after, advise_retry=True
+        )
 
 
 # --- provider and pipeline errors: become `error` events in a run's stream --------------

@@ -55,5 +55,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreUnavailable as exc:
         # A store that cannot be used at start (read-only, its folder unreadable) is refused
         # as a bad setting is: one line that says what to fix (a client's "retry" left out).
-        say(str(exc).removesuffix(f"; retry in {exc.retry_after} s"))
+        say(exc.cause)
         return EXIT_USAGE

@@ -119,7 +119,7 @@ def unavailable(exc: BaseException) -> ClusterUnavailable:
     """The error a request gets when a call to Redis fails with `exc`."""
     reason = "it does not answer" if isinstance(exc, RedisConnectionError) else str(exc)
     return ClusterUnavailable(
-        f"the cluster's Redis failed ({reason}); retry in {RETRY_AFTER_S} s",
+        f"the cluster's Redis failed ({reason})",
         retry_after=RETRY_AFTER_S,
     )
 

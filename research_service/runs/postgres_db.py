@@ -164,9 +164,7 @@ def unavailable(exc: BaseException) -> StoreUnavailable:
     else:
         reason = str(exc) or type(exc).__name__
         slug, message = "store-unavailable", f"the PostgreSQL run store failed ({reason})"
-    return StoreUnavailable(
-        f"{message}; retry in {STORE_RETRY_AFTER_S} s", slug=slug, retry_after=STORE_RETRY_AFTER_S
-    )
+    return StoreUnavailable(message, slug=slug, retry_after=STORE_RETRY_AFTER_S, advise_retry=True)
 
 
 async def apply_migrations(

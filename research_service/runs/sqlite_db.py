@@ -122,9 +122,7 @@ def _disk_full(path: Path) -> bool:
 def unavailable(path: Path, exc: sqlite3.Error | OSError) -> StoreUnavailable:
     """The StoreUnavailable a request gets when the store at `path` fails with `exc`."""
     slug, message = failure(path, exc)
-    return StoreUnavailable(
-        f"{message}; retry in {STORE_RETRY_AFTER_S} s", slug=slug, retry_after=STORE_RETRY_AFTER_S
-    )
+    return StoreUnavailable(message, slug=slug, retry_after=STORE_RETRY_AFTER_S, advise_retry=True)
 
 
 def connect(path: Path) -> sqlite3.Connection:
