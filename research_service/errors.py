@@ -167,16 +167,28 @@ class ExpectationFailed(RequestError):
     close_connection = True
 
 
-class TooManyRuns(RequestError):
-    """The service is running as many runs as it is allowed to."""
+class TooManyRequests(RequestError):
+    """A limit was reached; the request may succeed after `retry_after` seconds."""
 
     status = 429
-    slug = "too-many-runs"
-    title = "Too many active runs"
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class TooManyRuns(TooManyRequests):
+    """The service is running as many runs as it is allowed to."""
+
+    slug = "too-many-runs"
+    title = "Too many active runs"
+
+
+class TooManySignIns(TooManyRequests):
+    """One key signed in (`POST /v1/session`) more often than a minute allows."""
+
+    slug = "too-many-sign-ins"
+    title = "Too many sign-ins"
 
 
 class StoreUnavailable(RequestError):

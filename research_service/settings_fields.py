@@ -31,6 +31,9 @@ RELATIONS: Final[Mapping[str, Callable[[Any, Any], bool]]] = {
 #: An unset (None) value is not checked: its default is decided elsewhere.
 #: The largest integer any setting takes (2**53: every store and JSON holds it exactly).
 MAX_INT_SETTING: Final = 2**53
+#: The longest a session, a stream token or a plan review may last (a year): their end is
+#: written as a date, which a larger value would put past the year 9999.
+MAX_LIFETIME_S: Final = 365 * 24 * 3600
 BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("heartbeat_s", ">", 0),
     ("retry_ms", ">=", 0),
@@ -54,6 +57,7 @@ BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("llm_token_timeout_s", ">", 0),
     ("run_deadline_s", ">", 0),
     ("review_timeout_s", ">", 0),
+    ("review_timeout_s", "<=", MAX_LIFETIME_S),
     ("max_tokens_per_run", ">=", 1),
     ("search_attempts", ">=", 1),
     ("retention_days", ">", 0),
@@ -64,9 +68,11 @@ BOUNDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("fetch_max_redirects", ">=", 0),
     ("context_chars", ">=", 500),
     ("stream_token_ttl_s", ">", 0),
+    ("stream_token_ttl_s", "<=", MAX_LIFETIME_S),
     ("lease_s", ">=", 1),
     ("drain_s", ">=", 0),
     ("session_ttl_s", ">", 0),
+    ("session_ttl_s", "<=", MAX_LIFETIME_S),
     ("webhook_retry_s", ">", 0),
 )
 #: The URL settings: the schemes each takes, an example, and its other variables. A URL is

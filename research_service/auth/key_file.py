@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -12,15 +13,16 @@ from typing import Final
 from research_service.auth.keys import (
     MIN_FILE_SECRET_CHARS,
     NAME_RULE,
+    SALT_BYTES,
     KeyInfo,
     StoredKey,
     check_name,
-    hashed,
+    digest,
 )
 from research_service.errors import ConfigError
 from research_service.regular_files import NotRegularFile, read_regular
 
-#: The largest keys file read: thousands of keys. Each request compares every file key.
+#: The largest keys file read: thousands of keys (a request's key is looked up, not compared).
 MAX_FILE_BYTES: Final = 1024 * 1024
 #: What tells one state of the file from another: device, inode, size, mtime and ctime (ns).
 #: Size and ctime too, as two writes may fall in one tick of a coarse mtime clock.
@@ -49,19 +51,25 @@ def version(status: os.stat_result) -> Version:
     return (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
 
 
-def file_key_id(name: str, secret: str, *, id_key: bytes) -> str:
-    """The id of a file key: the same while its line is, new when its secret changes.
+def file_key_id(name: str, secret: str, *, id_key: bytes, admin: bool = False) -> str:
+    """The id of a file key: the same while its line is, new when its secret or role changes.
 
-    Sessions and stream tokens name their key by id, so a changed secret ends them; keyed
-    with the service's signing secret, the id tells nothing about the key.
+    Sessions and stream tokens name their key by id, so a changed secret ends them, and so
+    does a changed role (an admin demoted must not keep streaming others' runs); keyed with
+    the service's signing secret, the id tells nothing about the key.
     """
-    message = f"{name}\n{secret}".encode("utf-8", "surrogatepass")
+    role = f"\n{ADMIN_ROLE}" if admin else ""  # none for others: their ids stay as they were
+    message = f"{name}\n{secret}{role}".encode("utf-8", "surrogatepass")
     return "file-" + hmac.new(id_key, message, hashlib.sha256).hexdigest()[:12]
 
 
 def parse(text: str, *, source: str, id_key: bytes) -> list[StoredKey]:
     """The keys a file's text lists; ConfigError naming the line when one is wrong."""
     keys: dict[str, StoredKey] = {}
+    # One salt for the file's keys: a presented key is hashed once and looked up, not
+    # compared with each line (thousands of lines held the loop 50 ms a request).
+    salt = secrets.token_bytes(SALT_BYTES)
+    secrets_of: dict[bytes, str] = {}  # a secret's hash → the name it is listed for
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -85,8 +93,16 @@ def parse(text: str, *, source: str, id_key: bytes) -> list[StoredKey]:
         name = name.strip()
         if name in keys:
             raise ConfigError(f"{where}: {name!r} is listed twice; give each name one line")
-        info = KeyInfo(file_key_id(name, secret, id_key=id_key), name, admin=admin)
-        keys[name] = hashed(info, secret)
+        hashed = digest(salt, secret)
+        if (twin := secrets_of.get(hashed)) is not None:
+            # A key is its owner: one secret for two names would make whoever sends it both.
+            raise ConfigError(
+                f"{where}: {name!r} has the same secret as {twin!r}; give each key its own "
+                "secret (`openssl rand -hex 32`)"
+            )
+        secrets_of[hashed] = name
+        info = KeyInfo(file_key_id(name, secret, id_key=id_key, admin=admin), name, admin=admin)
+        keys[name] = StoredKey(info, salt, hashed)
     return list(keys.values())
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
 from research_service.auth import key_file
 from research_service.auth.key_store import TOUCH_EVERY_S, SqliteKeys
-from research_service.auth.keys import MAX_KEY_CHARS, KeyInfo, StoredKey, key_id_of
+from research_service.auth.keys import MAX_KEY_CHARS, KeyInfo, StoredKey, digest, key_id_of
 from research_service.auth.watchers import Watchers
 from research_service.errors import ConfigError
 from research_service.own_thread import OwnThread
@@ -20,6 +20,26 @@ log = logging.getLogger(__name__)
 
 #: How often open requests' keys are checked for revocation, and the keys file for edits.
 RECHECK_S: Final = 2.0
+
+
+class FileKeys:
+    """The keys file's keys, found by the hash of a presented secret and by id.
+
+    The file's keys share one salt (`key_file.parse`): a presented secret is hashed once and
+    looked up, whatever the number of keys, and the lookup's time says nothing about them.
+    """
+
+    def __init__(self, keys: Iterable[StoredKey]) -> None:
+        self._by_digest = {stored.digest: stored for stored in keys}
+        self._salt = next(iter(self._by_digest.values())).salt if self._by_digest else b""
+        self.by_id: Final = {stored.info.id: stored.info for stored in self._by_digest.values()}
+
+    def find(self, presented: str) -> KeyInfo | None:
+        """The file key whose secret `presented` is, or None."""
+        if not self._by_digest:
+            return None
+        stored = self._by_digest.get(digest(self._salt, presented))
+        return None if stored is None else stored.info
 
 
 class Keyring:
@@ -44,7 +64,7 @@ class Keyring:
         self._file_version: key_file.Version | None = None
         #: The file as it was when it last listed no keys: kept so one check later.
         self._emptied: key_file.Version | None = None
-        self._file_keys: dict[str, StoredKey] = {}
+        self._file_keys = FileKeys(())
         self._watchers = Watchers()
         self._touched: dict[str, float] = {}
         # A thread of its own, not asyncio's default executor: every request's key lookup
@@ -60,7 +80,7 @@ class Keyring:
         if self._store is not None:
             sources.append(f"the run store {self._store.path}")
         if self._file is not None:
-            sources.append(f"{self._file} ({len(self._file_keys)} keys)")
+            sources.append(f"{self._file} ({len(self._file_keys.by_id)} keys)")
         return " and ".join(sources)
 
     async def authenticate(self, presented: str) -> KeyInfo | None:
@@ -75,18 +95,12 @@ class Keyring:
                 return stored.info
             # Not the store's: a keys file may list a key of this shape too (one made by
             # `keys create` on another machine), so the file keys are still compared.
-        # Few file keys: each is compared, so the time taken says nothing about which.
-        found = None
-        for stored in self._file_keys.values():
-            if stored.matches(presented):
-                found = stored.info
-        return found
+        return self._file_keys.find(presented)
 
     async def usable(self, key_id: str) -> KeyInfo | None:
         """The key with id `key_id` if it is still usable (sessions and stream tokens)."""
-        for stored in self._file_keys.values():
-            if stored.info.id == key_id:
-                return stored.info
+        if (info := self._file_keys.by_id.get(key_id)) is not None:
+            return info
         if self._store is None or key_id.startswith("file-"):
             return None
         stored_key = await self._thread.call(self._store.find, key_id)
@@ -124,7 +138,7 @@ class Keyring:
         watched = self._watchers.ids()
         if not watched:
             return
-        usable = {stored.info.id for stored in self._file_keys.values()}
+        usable = set(self._file_keys.by_id)
         in_store = [key_id for key_id in watched if not key_id.startswith("file-")]
         if in_store and self._store is not None:
             usable |= await self._thread.call(self._store.usable, in_store)
@@ -138,12 +152,12 @@ class Keyring:
         first = checked or key_file.check(file, store_keys=self._store is not None)
         keys = key_file.parse(first.text, source=str(file), id_key=self._id_key)
         self._file_version = first.version
-        self._file_keys = {stored.info.name: stored for stored in keys}
+        self._file_keys = FileKeys(keys)
 
     def _load_file(self) -> None:
         assert self._file is not None
         keys, self._file_version = key_file.load(self._file, id_key=self._id_key)
-        self._file_keys = {stored.info.name: stored for stored in keys}
+        self._file_keys = FileKeys(keys)
 
     def _reload_file(self) -> None:
         assert self._file is not None
@@ -165,7 +179,7 @@ class Keyring:
             )
             self._file_version = state
             return
-        if before and not self._file_keys and self._file_version != self._emptied:
+        if before.by_id and not self._file_keys.by_id and self._file_version != self._emptied:
             # An editor that empties the file before writing it again must not cut every
             # stream: the old keys hold until the next check, which applies a file still empty.
             self._emptied, self._file_version = self._file_version, None
@@ -174,9 +188,9 @@ class Keyring:
                 "the API keys file %s now lists no keys; keeping the %d keys read before "
                 "until the next check (%g s), which revokes them if it is still empty",
                 self._file,
-                len(before),
+                len(before.by_id),
                 RECHECK_S,
             )
             return
         self._emptied = None
-        log.info("reloaded %d API keys from %s", len(self._file_keys), self._file)
+        log.info("reloaded %d API keys from %s", len(self._file_keys.by_id), self._file)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 
 from research_service.auth.keyring import Keyring
 from research_service.auth.keys import KeyInfo
+from research_service.auth.sign_ins import SignInLimit
 from research_service.auth.sign_outs import SignOuts
 from research_service.auth.tokens import BadSignature, Expired, SessionGrant, Signer
 from research_service.errors import Forbidden, Unauthorized
@@ -80,6 +81,7 @@ class Auth:
     signer: Signer
     settings: Settings
     sign_outs: SignOuts
+    sign_ins: SignInLimit = field(default_factory=SignInLimit)
 
     def stream_token(self, access: Access, run_id: str) -> str | None:
         """A stream token for `run_id` as `access`'s key; None without a key, or to a session.

@@ -9,6 +9,7 @@ logger per connection; its own keeps an instance dict, this one none.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Final
 
@@ -20,8 +21,18 @@ from aiohttp.web_request import BaseRequest
 from research_service.logs import ACCESS_FIELDS
 from research_service.web.request_id import request_id_of
 
-#: The query parameter whose value never reaches the log (a run's stream token).
-REDACTED_PARAM: Final = "token"
+#: Query parameters whose values never reach the log, in any case: a run's stream token, and
+#: the names a client may mistakenly send a key under (a key is a header's, never the URL's).
+SECRET_PARAMS: Final = frozenset(
+    {"token", "api_key", "apikey", "api-key", "key", "access_token", "password", "secret"}
+)
+REDACTED: Final = "REDACTED"
+#: A key this service made, wherever it shows (`keys.new_key`'s shape).
+_SERVICE_KEY: Final = re.compile(r"rsk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
+_SECRET_PAIR: Final = re.compile(
+    r"([?&;](?:" + "|".join(re.escape(name) for name in SECRET_PARAMS) + r")=)[^&#;]*",
+    re.IGNORECASE,
+)
 #: Marks a request that gets no access line: `handle_error` logged it already, with the reason.
 LOGGED_ALREADY: Final = web.RequestKey("protocol_error", bool)
 
@@ -40,11 +51,24 @@ def _started(at: float) -> str:
     return stamp[1]
 
 
+def _secret(name: str, value: str) -> bool:
+    return name.casefold() in SECRET_PARAMS or "rsk_" in value
+
+
 def logged_path(request: BaseRequest) -> str:
-    """The request's path and query, a stream token's value replaced."""
-    if REDACTED_PARAM in request.query:
-        return str(request.rel_url.update_query({REDACTED_PARAM: "REDACTED"}))
-    return request.path_qs
+    """The request's path and query, the values of secrets (tokens, keys) replaced."""
+    path = request.path_qs
+    if request.query_string and any(_secret(k, v) for k, v in request.query.items()):
+        pairs = [(k, REDACTED if _secret(k, v) else v) for k, v in request.query.items()]
+        path = str(request.rel_url.with_query(pairs))
+    return _SERVICE_KEY.sub("rsk_" + REDACTED, path) if "rsk_" in path else path
+
+
+def logged_referer(referer: str) -> str:
+    """A Referer header as logged: a page's address may carry its stream token too."""
+    if "=" in referer:
+        referer = _SECRET_PAIR.sub(r"\1" + REDACTED, referer)
+    return _SERVICE_KEY.sub("rsk_" + REDACTED, referer) if "rsk_" in referer else referer
 
 
 def access_line(
@@ -56,7 +80,7 @@ def access_line(
         f"{request.remote or '-'} {_started(time.time() - duration)} "
         f'"{request.method} {path} HTTP/{version.major}.{version.minor}" '
         f"{response.status} {response.body_length} "
-        f'"{headers.get(hdrs.REFERER, "-")}" "{headers.get(hdrs.USER_AGENT, "-")}"'
+        f'"{logged_referer(headers.get(hdrs.REFERER, "-"))}" "{headers.get(hdrs.USER_AGENT, "-")}"'
     )
 
 

@@ -78,6 +78,7 @@ async def create_session(request: web.Request) -> web.Response:
         info = await auth.bearer(header)
     else:
         info = await auth.bearer(f"Bearer {key.strip()}")
+    auth.sign_ins.take(info.id)
     ttl = auth.settings.session_ttl_s
     expires = int(time.time() + ttl)
     response = _json(_signed_in(info, expires_at=iso_time(expires)))
