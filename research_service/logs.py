@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import re
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -17,6 +18,9 @@ from research_service import log_writer
 LOG_FORMATS: Final = ("text", "json")
 #: The text format: unchanged since the first release (tests and people read it).
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The logger of the model SDK's HTTP client, which logs each request's URL at INFO.
+HTTP_CLIENT_LOGGER: Final = "httpx2"
+_USERINFO: Final = re.compile(r"://[^/@\s]*@")
 #: The record attribute an access line carries its fields in (see web/protocol.py).
 ACCESS_FIELDS: Final = "access_fields"
 
@@ -98,3 +102,19 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     handler = QueuedHandler(log_writer.start(sys.stderr, formatter))
     handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger(HTTP_CLIENT_LOGGER).addFilter(hide_url_passwords)
+
+
+def hide_url_passwords(record: logging.LogRecord) -> bool:
+    """Strip a user and password from the URLs in an HTTP client's record (a model gateway's)."""
+    if isinstance(record.args, tuple):
+        record.args = tuple(_without_userinfo(arg) for arg in record.args)
+    return True
+
+
+def _without_userinfo(arg: object) -> object:
+    """`arg`, as text without a URL's user and password if it has them; else unchanged."""
+    if isinstance(arg, int | float):  # a status for %d: left a number
+        return arg
+    text = str(arg)
+    return _USERINFO.sub("://", text) if "@" in text else arg

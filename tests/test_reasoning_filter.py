@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Any
 
 import pytest
@@ -146,3 +147,26 @@ def test_answer_stream_reads_only_the_first_choice() -> None:
     other = chunk({"content": "first"})
     other.choices[0].index = 1
     assert state.take(other) == ""
+
+
+def test_the_whole_text_form_and_the_stream_agree_on_any_mix_of_tags() -> None:
+    """`strip_think` (one regular expression) and ThinkFilter (fed in pieces) are one rule."""
+    parts = ["<think>", "</think>", "<thi", "nk>", "</th", "a", " ", "\n", "x y", "<", ">", "/"]
+    rng = random.Random(7)
+    for _ in range(20_000):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 12)))
+        think, streamed, at = ThinkFilter(), [], 0
+        while at < len(text):
+            size = rng.randint(1, 5)
+            streamed.append(think.feed(text[at : at + size]))
+            at += size
+        streamed.append(think.flush())
+        assert "".join(streamed) == strip_think(text), text
+
+
+def test_a_reply_of_many_tags_is_read_in_one_pass() -> None:
+    """A million tags: each step starts where the last ended (no copy of the rest per tag)."""
+    reply = "<think></think>x" * 1_000_000
+    think = ThinkFilter()
+    assert think.feed(reply) + think.flush() == "x" * 1_000_000
+    assert strip_think(reply) == "x" * 1_000_000

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
@@ -15,6 +16,9 @@ from research_service.providers.capped_http import ReplyTooLarge
 from research_service.text import well_formed
 
 SERVER_MESSAGE_CHARS: Final = 300
+#: Why an answer stream that ended before its first text failed (retried as a dropped
+#: connection is).
+ENDED_EARLY: Final = "the stream ended before the answer began"
 
 
 # --- the failures, one class and code each (candidates to move into errors.py) ----------
@@ -79,8 +83,9 @@ class MalformedReply(ValueError):
 
 
 #: What reading a reply may raise besides the SDK's errors (RecursionError: JSON nested deeper
-#: than Python decodes, as a hostile server may send).
-BAD_REPLY_ERRORS: Final = (json.JSONDecodeError, MalformedReply, RecursionError)
+#: than Python decodes, as a hostile server may send; UnicodeDecodeError: bytes that are not
+#: UTF-8, which the SDK decodes strictly, in a stream's line or a whole body).
+BAD_REPLY_ERRORS: Final = (json.JSONDecodeError, MalformedReply, RecursionError, UnicodeDecodeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +98,22 @@ class LLMCall:
     model_setting: str
     #: The variable the API key came from, to fix when the server rejects it.
     key_setting: str = "OPENAI_API_KEY"
+    #: The API key, never shown: a server that echoes it in an error has it replaced.
+    secret: str = field(default="", repr=False)
 
 
-def describe_failure(exc: BaseException) -> str:
+def shown_url(url: str) -> str:
+    """`url` as messages and logs show it: without a user and password, query or fragment.
+
+    A gateway in front of a model server may take basic auth in the URL; errors reach the
+    run's events, its listeners and the open `/readyz`.
+    """
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
+
+
+def describe_failure(exc: BaseException, *, hiding: str = "") -> str:
     """A short reason for a failed call, such as "429 Too Many Requests" or "timeout"."""
     if (cut := too_large(exc)) is not None:
         return str(cut)
@@ -105,8 +123,10 @@ def describe_failure(exc: BaseException) -> str:
         return "connection error"
     if isinstance(exc, openai.APIStatusError):
         return status_text(exc.status_code)
-    if isinstance(exc, json.JSONDecodeError | MalformedReply | RecursionError):
+    if isinstance(exc, BAD_REPLY_ERRORS):
         return "malformed response"
+    if type(exc) is openai.APIError:  # an error event inside a 200 stream
+        return f"the server's error: {server_message(exc, hiding=hiding)}"
     return type(exc).__name__
 
 
@@ -118,19 +138,24 @@ def status_text(status: int) -> str:
         return str(status)
 
 
-def server_message(exc: openai.APIError) -> str:
-    """The server's own explanation of an error, shortened to one line."""
+def server_message(exc: openai.APIError, *, hiding: str = "") -> str:
+    """The server's own explanation of an error, shortened to one line, `hiding` replaced.
+
+    Some servers quote the API key they refused ("Incorrect API key provided: sk-…").
+    """
     body = exc.body
     text: object = body.get("message") if isinstance(body, dict) else body
     if not isinstance(text, str) or not text.strip():
         text = exc.message
     flat = well_formed(" ".join(str(text).split()))
+    if hiding and hiding in flat:
+        flat = flat.replace(hiding, "***")
     return flat if len(flat) <= SERVER_MESSAGE_CHARS else flat[:SERVER_MESSAGE_CHARS] + "…"
 
 
 def connection_reason(exc: BaseException) -> str:
-    """Why a connection failed, from the transport error underneath the SDK's."""
-    cause = exc.__cause__ or exc.__context__
+    """Why a connection failed, from the transport error underneath the SDK's, if any."""
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     text = str(cause) if cause is not None else str(exc)
     return text or type(cause or exc).__name__
 
@@ -162,9 +187,10 @@ def as_llm_error(
             provider=provider,
         )
     if isinstance(exc, openai.APIConnectionError):
+        # A stream that ended before its answer reached the server, which then said nothing.
+        fix = "check its logs" if exc.message == ENDED_EARLY else "start it or fix OPENAI_BASE_URL"
         return LLMConnectError(
-            f"cannot reach {where} ({connection_reason(exc)}) {tries}; "
-            "start it or fix OPENAI_BASE_URL",
+            f"cannot reach {where} ({connection_reason(exc)}) {tries}; {fix}",
             retryable=True,
             provider=provider,
         )
@@ -176,6 +202,13 @@ def as_llm_error(
             "check that OPENAI_BASE_URL points at an OpenAI-compatible API (usually ending in /v1)",
             provider=provider,
         )
+    if isinstance(exc, UnicodeDecodeError):
+        return LLMBadResponse(
+            f"{where} sent a reply that is not valid UTF-8 (a byte {exc.object[exc.start]:#04x} "
+            f"at {exc.start}); check the server's logs and that OPENAI_BASE_URL points at an "
+            "OpenAI-compatible API",
+            provider=provider,
+        )
     if isinstance(exc, MalformedReply | RecursionError):
         what = exc if isinstance(exc, MalformedReply) else "JSON nested too deep to read"
         return LLMBadResponse(
@@ -185,7 +218,8 @@ def as_llm_error(
         )
     if isinstance(exc, openai.APIError):
         return LLMError(
-            f"{where} reported an error: {server_message(exc)}; try again or check its logs",
+            f"{where} reported an error: {server_message(exc, hiding=call.secret)}; "
+            "try again or check its logs",
             provider=provider,
         )
     return LLMError(f"calling {where} failed: {exc!r}; check its logs", provider=provider)
@@ -196,7 +230,7 @@ def _status_error(
 ) -> LLMError:
     """The LLMError for an HTTP error status."""
     status = exc.status_code
-    said = f"{status_text(status)}: {server_message(exc)}"
+    said = f"{status_text(status)}: {server_message(exc, hiding=call.secret)}"
     model = f"model {call.model!r}"
     if status == 429:
         return LLMRateLimited(
@@ -236,11 +270,11 @@ def _status_error(
     )
 
 
-def check_failure(exc: BaseException, *, base_url: str) -> ConfigError:
+def check_failure(exc: BaseException, *, base_url: str, secret: str = "") -> ConfigError:
     """The ConfigError for a start-up check of the server that failed with `exc`."""
     where = f"the model server at {base_url}"
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        said = f"{status_text(exc.status_code)}: {server_message(exc)}"
+        said = f"{status_text(exc.status_code)}: {server_message(exc, hiding=secret)}"
         return ConfigError(f"{where} rejected the API key ({said}); set OPENAI_API_KEY")
     if isinstance(exc, openai.APIConnectionError) and too_large(exc) is None:
         return ConfigError(
@@ -248,7 +282,8 @@ def check_failure(exc: BaseException, *, base_url: str) -> ConfigError:
         )
     if isinstance(exc, openai.APIStatusError):
         return ConfigError(
-            f"{where} answered {status_text(exc.status_code)} ({server_message(exc)}); "
+            f"{where} answered {status_text(exc.status_code)} "
+            f"({server_message(exc, hiding=secret)}); "
             "check OPENAI_BASE_URL and the server's logs"
         )
     return ConfigError(

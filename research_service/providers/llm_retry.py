@@ -100,7 +100,7 @@ async def call_with_retries(
     async def before_sleep(state: RetryCallState) -> None:
         exc = _failure(state)
         wait_s = state.upcoming_sleep
-        reason = describe_failure(exc)
+        reason = describe_failure(exc, hiding=call.secret)
         log.info(
             "%s call to %s failed (%s); attempt %i of %i in %.3fs",
             call.model,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import httpx2
 import openai
 from openai import AsyncStream, omit
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
@@ -26,6 +28,7 @@ from research_service.providers.base import (
 from research_service.providers.chat_replies import completion_message, reported_usage
 from research_service.providers.llm_errors import (
     BAD_REPLY_ERRORS,
+    ENDED_EARLY,
     LLMCall,
     LLMStreamBroken,
     MalformedReply,
@@ -33,6 +36,7 @@ from research_service.providers.llm_errors import (
     check_failure,
     describe_failure,
     server_message,
+    shown_url,
 )
 from research_service.providers.llm_retry import (
     DEFAULT_MAX_ATTEMPTS,
@@ -119,17 +123,19 @@ class OpenAILLM:
         self.max_wait_s = max_wait_s
         # Lowered for good the first time the server rejects a format.
         self.plan_format = PlanFormat.JSON_SCHEMA if json_schema else PlanFormat.JSON_OBJECT
-        base_url = str(client.base_url).rstrip("/")
+        base_url, secret = self.base_url, client.api_key
         self._plan_call = LLMCall(
-            PROVIDER_NAME, base_url, planner_model, PLANNER_SETTING, key_setting
+            PROVIDER_NAME, base_url, planner_model, PLANNER_SETTING, key_setting, secret
         )
-        self._synth_call = LLMCall(PROVIDER_NAME, base_url, synth_model, SYNTH_SETTING, key_setting)
+        self._synth_call = LLMCall(
+            PROVIDER_NAME, base_url, synth_model, SYNTH_SETTING, key_setting, secret
+        )
         self._limit_field = "max_tokens"
 
     @property
     def base_url(self) -> str:
-        """The server this model talks to."""
-        return str(self._client.base_url).rstrip("/")
+        """The server this model talks to, as messages show it (no password, no query)."""
+        return shown_url(str(self._client.base_url))
 
     async def check(self) -> None:
         """Make sure the server answers and accepts the key; raise ConfigError if not."""
@@ -146,7 +152,7 @@ class OpenAILLM:
         except Exception as exc:  # noqa: BLE001 - whatever the reply, it is not the API's
             # Beyond the SDK's errors: HTML or JSON of another shape fails inside the SDK's
             # parsing (AttributeError, TypeError, UnicodeDecodeError…).
-            raise check_failure(exc, base_url=self.base_url) from None
+            raise check_failure(exc, base_url=self.base_url, secret=self._client.api_key) from None
         for model, setting in (
             (self.planner_model, PLANNER_SETTING),
             (self.synth_model, SYNTH_SETTING),
@@ -211,11 +217,17 @@ class OpenAILLM:
                 fmt = self.plan_format
                 response_format = plan_response_format(fmt)
                 try:
-                    return await self._client.chat.completions.create(
-                        model=self.planner_model,
-                        messages=messages,
-                        response_format=omit if response_format is None else response_format,
-                    )
+                    # The read timeout bounds each read, not the reply: a server that
+                    # trickles it (keep-alive whitespace) must still answer within it.
+                    async with asyncio.timeout(self._reply_timeout_s()):
+                        return await self._client.chat.completions.create(
+                            model=self.planner_model,
+                            messages=messages,
+                            response_format=omit if response_format is None else response_format,
+                        )
+                except TimeoutError:
+                    url = f"{self._client.base_url}chat/completions"
+                    raise openai.APITimeoutError(request=httpx2.Request("POST", url)) from None
                 except openai.APIStatusError as exc:
                     if fmt is PlanFormat.PROMPT or not rejects_format(exc):
                         raise
@@ -243,6 +255,11 @@ class OpenAILLM:
             return f"(refused: {well_formed(message.refusal)})"
         return text
 
+    def _reply_timeout_s(self) -> float | None:
+        """How long a whole planning reply may take: the client's read timeout."""
+        timeout = self._client.timeout
+        return timeout.read if isinstance(timeout, httpx2.Timeout) else timeout
+
     def _lower_plan_format(self, rejected: PlanFormat, exc: openai.APIStatusError) -> None:
         """Remember that the server rejects `rejected` and use the next looser format."""
         lower = rejected.looser()
@@ -252,7 +269,7 @@ class OpenAILLM:
             "%s rejected response_format %s (%s); using %s from now on",
             self.base_url,
             rejected.value,
-            server_message(exc),
+            server_message(exc, hiding=self._client.api_key),
             lower.value,
         )
 
@@ -272,7 +289,7 @@ class OpenAILLM:
             if opened.first:
                 sent += len(opened.first)
                 yield opened.first
-            while not opened.ended:
+            while not opened.ended and not state.spent(max_tokens):
                 try:
                     chunk = await anext(opened.stream)
                 except StopAsyncIteration:
@@ -284,14 +301,24 @@ class OpenAILLM:
                 sent += len(tail)
                 yield tail
         except (openai.OpenAIError, *BAD_REPLY_ERRORS) as exc:
-            raise self._broken(describe_failure(exc), sent=sent) from exc
+            reason = describe_failure(exc, hiding=self._client.api_key)
+            raise self._broken(reason, sent=sent) from exc
         finally:
             await opened.stream.close()
-            self._report_stream_usage(report, messages, state)
-        if state.finish_reason is None:
+            self._report_stream_usage(report, messages, state, max_tokens=max_tokens)
+        self._check_finish(state, sent=sent, max_tokens=max_tokens)
+
+    def _check_finish(self, state: AnswerStream, *, sent: int, max_tokens: int | None) -> None:
+        """Raise LLMStreamBroken unless the stream ended as an answer ends."""
+        finish = state.finish_reason
+        if finish is None:
             raise self._broken("the stream ended without a finish reason", sent=sent)
-        if state.finish_reason == "length":
+        if finish == "length":
             log.info("%s stopped at the token limit (max_tokens=%s)", self.synth_model, max_tokens)
+        elif finish == "content_filter":
+            raise self._broken("the server's content filter stopped it", sent=sent)
+        elif finish in ("tool_calls", "function_call"):
+            raise self._broken("the model called a tool, and this service offers none", sent=sent)
 
     async def _open_stream(
         self, messages: list[ChatCompletionMessageParam], *, max_tokens: int | None
@@ -321,12 +348,14 @@ class OpenAILLM:
                         _check_event_stream(stream)
                         # Cut off before the answer began: as good as a dropped connection.
                         raise openai.APIConnectionError(
-                            message="the stream ended before the answer began",
+                            message=ENDED_EARLY,
                             request=stream.response.request,
                         ) from None
                     return _OpenStream(stream, state, first="", ended=True)
                 if first := state.take(chunk):
                     return _OpenStream(stream, state, first=first, ended=False)
+                if state.spent(max_tokens):  # reasoning alone used up the budget
+                    return _OpenStream(stream, state, first="", ended=True)
         except BaseException:
             await stream.close()
             raise
@@ -354,18 +383,26 @@ class OpenAILLM:
 
     @staticmethod
     def _report_stream_usage(
-        report: Reporter, messages: list[ChatCompletionMessageParam], state: AnswerStream
+        report: Reporter,
+        messages: list[ChatCompletionMessageParam],
+        state: AnswerStream,
+        *,
+        max_tokens: int | None,
     ) -> None:
-        """Report the server's usage for the stream, or an estimate if it sent none."""
+        """Report the server's usage for the stream, or an estimate if it sent none.
+
+        A stream that stopped at the token limit generated `max_tokens`, whatever its text's
+        length suggests: the run then counts its budget spent, and says the answer is cut.
+        """
         usage = reported_usage(state.usage)
         if usage is not None:
             report.usage(usage)
             return
         chars = state.received_chars
-        estimate = Usage(
-            estimate_tokens(prompt_text(messages)), tokens_for_chars(chars) if chars else 0
-        )
-        report.usage(estimate, estimated=True)
+        completion = tokens_for_chars(chars) if chars else 0
+        if state.finish_reason == "length" and max_tokens is not None:
+            completion = max(completion, max_tokens)
+        report.usage(Usage(estimate_tokens(prompt_text(messages)), completion), estimated=True)
 
 
 def _check_event_stream(stream: AsyncStream[ChatCompletionChunk]) -> None:

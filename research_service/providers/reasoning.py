@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -9,6 +10,7 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from openai.types.completion_usage import CompletionUsage
 
+from research_service.providers.base import tokens_for_chars
 from research_service.providers.llm_errors import MalformedReply
 from research_service.text import well_formed
 
@@ -17,6 +19,10 @@ THINK_CLOSE: Final = "</think>"
 _HIGH_SURROGATES: Final = ("\ud800", "\udbff")
 # Delta fields where reasoning models put their thoughts; billed, never shown.
 REASONING_FIELDS: Final = ("reasoning_content", "reasoning")
+#: A block and the whitespace after it, or a block left open to the end (reasoning cut short).
+_THINK_BLOCK: Final = re.compile(
+    rf"{re.escape(THINK_OPEN)}(?:.*?{re.escape(THINK_CLOSE)}\s*|.*\Z)", re.DOTALL
+)
 
 
 def _partial_tag_length(text: str, tag: str) -> int:
@@ -44,36 +50,44 @@ class ThinkFilter:
         self._skip_space = False
 
     def feed(self, text: str) -> str:
-        """Take the next piece of the stream and return the visible text it completes."""
+        """Take the next piece of the stream and return the visible text it completes.
+
+        One pass over the piece: each step finds the next tag from a position, never copying
+        what is left (a reply of a million tags is a million steps, not a million copies).
+        """
         rest = self._held + text
         self._held = ""
         out: list[str] = []
-        while rest:
+        at, size = 0, len(rest)
+        while at < size:
             if self._in_think:
-                end = rest.find(THINK_CLOSE)
+                end = rest.find(THINK_CLOSE, at)
                 if end < 0:
                     # Everything here is reasoning; keep only what may start the closing tag.
-                    keep = _partial_tag_length(rest, THINK_CLOSE)
-                    self._held = rest[len(rest) - keep :]
+                    keep = _partial_tag_length(
+                        rest[max(at, size - len(THINK_CLOSE)) :], THINK_CLOSE
+                    )
+                    self._held = rest[size - keep :]
                     break
-                rest = rest[end + len(THINK_CLOSE) :]
+                at = end + len(THINK_CLOSE)
                 self._in_think = False
                 self._skip_space = True
                 continue
             if self._skip_space:
-                rest = rest.lstrip()
-                if not rest:
+                while at < size and rest[at].isspace():
+                    at += 1
+                if at == size:
                     break
                 self._skip_space = False
-            start = rest.find(THINK_OPEN)
+            start = rest.find(THINK_OPEN, at)
             if start >= 0:
-                out.append(rest[:start])
-                rest = rest[start + len(THINK_OPEN) :]
+                out.append(rest[at:start])
+                at = start + len(THINK_OPEN)
                 self._in_think = True
                 continue
-            keep = _partial_tag_length(rest, THINK_OPEN)
-            out.append(rest[: len(rest) - keep])
-            self._held = rest[len(rest) - keep :]
+            keep = _partial_tag_length(rest[max(at, size - len(THINK_OPEN)) :], THINK_OPEN)
+            out.append(rest[at : size - keep])
+            self._held = rest[size - keep :]
             break
         return "".join(out)
 
@@ -85,9 +99,12 @@ class ThinkFilter:
 
 
 def strip_think(text: str) -> str:
-    """`text` without its `<think>…</think>` blocks (the whole-string form of ThinkFilter)."""
-    think = ThinkFilter()
-    return think.feed(text) + think.flush()
+    """`text` without its `<think>…</think>` blocks (the whole-string form of ThinkFilter).
+
+    One regular expression, so a reply of a million tags is read at C speed: a plan's reply
+    is parsed on the event loop.
+    """
+    return _THINK_BLOCK.sub("", text)
 
 
 @dataclass(slots=True)
@@ -131,10 +148,27 @@ class AnswerStream:
             )
             if isinstance(choice.finish_reason, str) and choice.finish_reason:
                 self.finish_reason = choice.finish_reason
-            if delta.content:
-                self.received_chars += len(delta.content)
-                visible.append(self.think.feed(self._joined(delta.content)))
+            text = delta.content
+            if not text and isinstance(refusal := delta.refusal, str):
+                # The model declined: its reason is the answer (the plan's reply shows it too).
+                text = refusal
+            if text:
+                self.received_chars += len(text)
+                visible.append(self.think.feed(self._joined(text)))
         return "".join(visible)
+
+    def spent(self, max_tokens: int | None) -> bool:
+        """Whether the stream generated `max_tokens`, its reasoning counted as well.
+
+        A server that ignores the limit it was given, and reasons on, is stopped here as
+        if it had stopped at the limit (its finish reason becomes "length").
+        """
+        if max_tokens is None or not self.received_chars:
+            return False
+        if tokens_for_chars(self.received_chars) < max_tokens:
+            return False
+        self.finish_reason = "length"
+        return True
 
     def flush(self) -> str:
         """The answer text still held back, once the stream has ended."""
