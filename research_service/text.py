@@ -37,7 +37,9 @@ _HAS_ALNUM = re.compile(r"[^\W_]")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=`|(?:class|coroutine) `|[\"'(\[*]?[A-Z0-9])")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n+")
 _SPACE = re.compile(r"\s+")
-_ROLE = re.compile(r":(?:[\w-]+:)+`~?([^`<]+?)(?:\s*<[^>]*>)?`")
+# Bounded: a role has a few parts (`:py:func:`), and ":a:a:a…" must not be read again from
+# every colon (quadratic: seconds for 32 KB of it).
+_ROLE = re.compile(r":(?:[\w-]{1,40}:){1,4}`~?([^`<\n]{1,500}?)(?:\s*<[^>\n]{0,500}>)?`")
 _LITERAL = re.compile(r"``(.+?)``")
 _UNDERLINE = re.compile(r"^[ \t]*([*=\-~^#+])\1{2,}[ \t]*$", re.MULTILINE)
 _SUFFIXES: Final = ("ing", "ed", "es", "s", "e")

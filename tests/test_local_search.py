@@ -175,7 +175,9 @@ async def test_unreadable_index_file_is_a_config_error(settings: Settings) -> No
     path = corpus_index_path(settings)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(ConfigError, match="delete the file to rebuild it"):
+    with pytest.raises(
+        ConfigError, match=r"not a search index, or a damaged one .*delete it to rebuild"
+    ):
         await open_local_search(settings)
 
 

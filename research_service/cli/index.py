@@ -14,6 +14,7 @@ from typing import Any, Final
 from research_service.cli.catalogue import help_line
 from research_service.cli.flags import say, settings_flags, settings_from
 from research_service.corpus.files import SUFFIXES
+from research_service.corpus.index import update_failure
 from research_service.corpus.indexer import index_folder, summary
 from research_service.corpus.links import base_url
 from research_service.corpus.progress import ProgressLine
@@ -117,10 +118,7 @@ def index(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_INTERRUPTED
     except (OSError, sqlite3.Error) as exc:
         progress.clear()
-        say(
-            f"cannot update the index {db} ({exc}); if `serve` is indexing the same folder, "
-            "wait for it, else delete the file to rebuild it"
-        )
+        say(update_failure(db, exc))
         return 1
     progress.clear()
     print(summary(result))

@@ -32,9 +32,16 @@ HEADINGS: Final = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 # Elements that never have an end tag, so they must not open a dropped region.
 VOID_TAGS: Final = frozenset({"br", "hr", "img", "input", "meta", "link", "source", "wbr"})
 
-_MD_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
-_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
-_MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+# Every pattern is linear in what it reads (no part that can end in several places followed by
+# one that must fail): "# Notes" + 8,000 spaces + "x" once took minutes to match, and a line of
+# 100,000 "[" as long. A heading's closing #s are stripped after the match (_heading_text);
+# a link's text and target stay within one line, a bounded length, and stop at the next "[".
+_MD_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*)$")
+_MD_IMAGE = re.compile(r"!\[([^\][\n]{0,1000})\]\([^)[\n]{0,2000}\)")
+_MD_LINK = re.compile(r"\[([^\][\n]{1,1000})\]\([^)[\n]{0,2000}\)")
+# A "<" that no ">" closes before the next "<": text, not a tag (CPython 3.11's HTML parser
+# looks for its end again from every such "<", so 40,000 of them took seconds).
+_UNCLOSED_LT = re.compile(r"<(?=[^<>]*(?:<|\Z))")
 _MD_FENCE = re.compile(r"^\s*(```|~~~)")
 _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
 _RST_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+<>:.])\1{2,}\s*$")
@@ -43,6 +50,7 @@ _RST_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+<>:.])\1{2,}\s*$")
 def folder_documents(root: Path) -> list[DocumentRef]:
     """References to every supported file under `root`, skipping hidden files and folders."""
     refs: list[DocumentRef] = []
+    base = root.resolve()
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
@@ -56,7 +64,10 @@ def folder_documents(root: Path) -> list[DocumentRef]:
                 continue
             fingerprint = f"{EXTRACTOR_VERSION}:{stat.st_mtime_ns}:{stat.st_size}"
             key = path.relative_to(root).as_posix()
-            load = functools.partial(load_file, path, key=key, fingerprint=fingerprint)
+            # Linked to by its place in the folder, not where a link points: the path is
+            # what --base-url rebases, and a link's target may be none of its readers' business.
+            url = (base / key).as_uri()
+            load = functools.partial(load_file, path, key=key, fingerprint=fingerprint, url=url)
             if not _utf8(key):
                 # Its key and URL cannot be stored: one such file failed the whole sync.
                 key = os.fsencode(key).decode("utf-8", "replace")
@@ -64,6 +75,9 @@ def folder_documents(root: Path) -> list[DocumentRef]:
             elif not stat_mode.S_ISREG(stat.st_mode):
                 # Never opened: a FIFO would block the sync, a link to /dev/zero fill memory.
                 load = functools.partial(_not_regular, path)
+            elif path.is_symlink() and not path.resolve().is_relative_to(base):
+                # As links to folders are not followed: the corpus is what is in the folder.
+                load = functools.partial(_outside, path)
             refs.append(DocumentRef(key=key, fingerprint=fingerprint, load=load))
     return refs
 
@@ -89,7 +103,17 @@ def _not_regular(path: Path) -> Document | None:
     return None
 
 
-def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
+def _outside(path: Path) -> Document | None:
+    """The load of a link to a file outside the folder: skipped, and said so."""
+    log.warning(
+        "skipping %s: a link to %s, outside the folder; copy the file in to index it",
+        path,
+        path.resolve(),
+    )
+    return None
+
+
+def load_file(path: Path, *, key: str, fingerprint: str, url: str = "") -> Document | None:
     """Read one file into a document, or log why not and return None."""
     suffix = path.suffix.lower()
     limit = MAX_PDF_BYTES if suffix == ".pdf" else MAX_FILE_BYTES
@@ -100,7 +124,7 @@ def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
             return None
         data = contents.data
         if suffix == ".pdf":
-            return _document(path, pdf_text(path, data), key=key, fingerprint=fingerprint)
+            return _document(path, pdf_text(path, data), key=key, fingerprint=fingerprint, url=url)
         source = data.decode("utf-8-sig")
     except OSError as exc:
         log.warning("skipping %s: %s", path, exc)
@@ -116,11 +140,11 @@ def load_file(path: Path, *, key: str, fingerprint: str) -> Document | None:
         title, text = rst_text(source)
     else:
         title, text = "", source.strip()
-    return _document(path, (title, text), key=key, fingerprint=fingerprint)
+    return _document(path, (title, text), key=key, fingerprint=fingerprint, url=url)
 
 
 def _document(
-    path: Path, extracted: tuple[str, str] | None, *, key: str, fingerprint: str
+    path: Path, extracted: tuple[str, str] | None, *, key: str, fingerprint: str, url: str
 ) -> Document | None:
     """The document of a file's extracted (title, text); None when nothing was extracted."""
     if extracted is None:
@@ -129,7 +153,7 @@ def _document(
     return Document(
         key=key,
         title=title or path.stem,
-        url=path.resolve().as_uri(),
+        url=url or path.resolve().as_uri(),
         text=text,
         fingerprint=fingerprint,
     )
@@ -150,14 +174,19 @@ def markdown_text(source: str) -> tuple[str, str]:
             continue
         heading = _MD_HEADING.match(line)
         if heading:
-            title = title or heading.group(2)
+            title = title or _heading_text(heading.group(2))
         elif previous.strip() and re.fullmatch(r"\s*(=+|-+)\s*", line):
             title = title or previous.strip()  # a Setext heading: text over ==== or ----
             continue
-        text = heading.group(2) if heading else line
+        text = _heading_text(heading.group(2)) if heading else line
         previous = _MD_LINK.sub(r"\1", _MD_IMAGE.sub(r"\1", text))
         lines.append(previous)
     return title, "\n".join(lines).strip()
+
+
+def _heading_text(text: str) -> str:
+    """An ATX heading's text without its closing #s and the spaces around them."""
+    return text.rstrip().rstrip("#").rstrip()
 
 
 def rst_text(source: str) -> tuple[str, str]:
@@ -182,7 +211,7 @@ def rst_text(source: str) -> tuple[str, str]:
 def html_text(source: str) -> tuple[str, str]:
     """The first heading (else `<title>`) and the visible text of an HTML page."""
     parser = _TextParser()
-    parser.feed(source)
+    parser.feed(_UNCLOSED_LT.sub("&lt;", source) if "<" in source else source)
     parser.close()
     return parser.heading or parser.title, parser.text()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from research_service import sqlite_errors
 from research_service.corpus.documents import Document, DocumentRef
 from research_service.corpus.facts import passage_facts
 from research_service.corpus.links import LinkBase
@@ -56,6 +57,31 @@ class IndexStats:
 
     documents: int
     passages: int
+
+
+def update_failure(path: Path, exc: sqlite3.Error | OSError) -> str:
+    """Why the index at `path` could not be opened or updated, and what to do about it."""
+    if path.is_dir():
+        return f"{path} is a folder, not an index file; give the index a file of its own"
+    code = sqlite_errors.primary_code(path, exc)
+    if code == sqlite_errors.FULL:
+        return f"the disk holding the search index {path} is full; free some space and try again"
+    if code == sqlite_errors.BUSY:
+        return (
+            f"another research-service (`serve` or `index`) is writing the search index {path}; "
+            "wait for it to finish and try again"
+        )
+    if code in (sqlite_errors.NOTADB, sqlite_errors.CORRUPT):
+        return (
+            f"{path} is not a search index, or a damaged one ({exc}); if it is an index, "
+            "delete it to rebuild it, else give the index another file"
+        )
+    if code in (sqlite_errors.READONLY, sqlite_errors.CANTOPEN):
+        return (
+            f"the search index {path} cannot be written ({exc}); check the permissions of the "
+            "file and its folder"
+        )
+    return f"the search index {path} failed ({exc}); delete the file to rebuild it"
 
 
 def fts_query(text: str) -> str:
@@ -160,7 +186,10 @@ class CorpusIndex:
                     self._db.execute("INSERT INTO passages (passages) VALUES ('optimize')")
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite rolls back by itself on a full disk: a ROLLBACK then would fail, and
+                # hide why ("cannot rollback - no transaction is active").
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         return report
 
@@ -223,6 +252,12 @@ class CorpusIndex:
             finally:
                 self._db.execute("COMMIT")
         return hits(shown, asked, link=link)  # the snippets, with the connection free
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (an `index` beside) commits."""
+        with self._lock:
+            row = self._db.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
 
     def link_base(self) -> LinkBase | None:
         """Where results link to instead of their `file://` URLs; None when nowhere else."""

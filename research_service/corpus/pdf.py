@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -23,6 +24,10 @@ MAX_PDF_PAGES: Final = 1_000
 # Past this much text, as much as a text file may hold, the rest is not extracted: a small PDF
 # whose pages all draw one compressed stream of megabytes took minutes and gigabytes.
 MAX_PDF_TEXT_CHARS: Final = 5_000_000
+# Past this much CPU time the rest is not extracted either: pages that draw no text from a
+# stream of millions of operators pass no text cap (1,000 such pages in a 161 KB file would
+# have taken 47 minutes, the index's whole sync waiting).
+MAX_PDF_CPU_S: Final = 20.0
 TITLE_CHARS: Final = 120
 # A line this much shorter than the page's longest ends a paragraph if it ends a sentence.
 SHORT_LINE_SHARE: Final = 0.75
@@ -68,20 +73,23 @@ def pdf_text(path: Path, data: bytes) -> tuple[str, str] | None:
 
 
 def _page_texts(path: Path, pages: Sequence[PageObject]) -> list[str]:
-    """The pages' text, up to the page that passes MAX_PDF_TEXT_CHARS in all."""
+    """The pages' text, up to the page that passes MAX_PDF_TEXT_CHARS or MAX_PDF_CPU_S in all."""
     texts: list[str] = []
     extracted = 0
+    started = time.thread_time()
     for page in pages:
         texts.append(page.extract_text())
         extracted += len(texts[-1])
-        if extracted > MAX_PDF_TEXT_CHARS and len(texts) < len(pages):
-            log.warning(
-                "%s holds more than %d characters of text; indexing its first %d pages",
-                path,
-                MAX_PDF_TEXT_CHARS,
-                len(texts),
-            )
+        if len(texts) == len(pages):
             break
+        if extracted > MAX_PDF_TEXT_CHARS:
+            too_much = f"more than {MAX_PDF_TEXT_CHARS} characters of text"
+        elif time.thread_time() - started > MAX_PDF_CPU_S:
+            too_much = f"pages that took more than {MAX_PDF_CPU_S:g} s to read"
+        else:
+            continue
+        log.warning("%s holds %s; indexing its first %d pages", path, too_much, len(texts))
+        break
     return texts
 
 

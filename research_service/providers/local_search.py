@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Final
 
 from research_service.corpus.files import folder_documents
-from research_service.corpus.index import CorpusIndex, ProgressCallback, SyncReport
+from research_service.corpus.index import (
+    CorpusIndex,
+    ProgressCallback,
+    SyncReport,
+    update_failure,
+)
 from research_service.corpus.stdlib import stdlib_documents
 from research_service.errors import ConfigError, SearchError
 from research_service.own_thread import OwnThread
@@ -28,6 +33,9 @@ STDLIB_INDEX: Final = "corpus-stdlib.sqlite3"
 #: then seen within this time).
 CACHE_SIZE: Final = 2048
 CACHE_TTL_S: Final = 60.0
+#: How often a search asks whether the index changed (an `index` run beside the service);
+#: the answers kept from before a change are dropped.
+VERSION_CHECK_S: Final = 1.0
 FOLDER_HASH_CHARS: Final = 12
 
 
@@ -50,11 +58,16 @@ class LocalSearch:
         #: query at once (or within CACHE_TTL_S) search once.
         self._answers: OrderedDict[tuple[str, int], tuple[float, asyncio.Future[list[SearchHit]]]]
         self._answers = OrderedDict()
+        self._version: int | None = None
+        self._version_checked = -VERSION_CHECK_S
 
     async def search(self, query: str, *, limit: int) -> list[SearchHit]:
         """Return at most `limit` hits for `query`, best first; raise SearchError on failure."""
         key = (query, limit)
         now = time.monotonic()
+        if now - self._version_checked >= VERSION_CHECK_S:
+            self._version_checked = now
+            await self._check_version()
         found = self._answers.get(key)
         if found is not None and now - found[0] < CACHE_TTL_S:
             self._answers.move_to_end(key)
@@ -66,6 +79,19 @@ class LocalSearch:
             self._answers.popitem(last=False)
         answer.add_done_callback(functools.partial(self._forget_failure, key))
         return list(await asyncio.shield(answer))
+
+    async def _check_version(self) -> None:
+        """Drop the kept answers if the index changed since they were searched."""
+        if self._thread.closed:
+            return  # the search that follows says the index is closed
+        try:
+            version = await self._thread.call(self.index.data_version)
+        except sqlite3.Error:
+            return  # the search that follows fails with the reason
+        # The first reading only notes it: what was kept before was searched on that index.
+        if self._version is not None and version != self._version:
+            self._answers.clear()
+        self._version = version
 
     def _forget_failure(
         self, key: tuple[str, int], answer: asyncio.Future[list[SearchHit]]
@@ -157,11 +183,8 @@ def _open_and_sync(
         except BaseException:
             index.close()
             raise
-    except sqlite3.Error as exc:
-        raise ConfigError(
-            f"cannot open or update the search index {path} ({exc}); if another "
-            "research-service is indexing, wait for it, else delete the file to rebuild it"
-        ) from exc
+    except (sqlite3.Error, OSError) as exc:
+        raise ConfigError(update_failure(path, exc)) from exc
     _log_summary(label, stats.documents, report, seconds=time.perf_counter() - started)
     return index
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import sqlite3
@@ -13,6 +12,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Final, TypeAlias, TypeVar
 
+from research_service import sqlite_errors
 from research_service.errors import ConfigError, StoreUnavailable
 from research_service.own_thread import OwnThread
 from research_service.runs.migrations import Outcome
@@ -58,13 +58,6 @@ _TAILS: Final = (
     "WHERE r.id IN ({marks})"
 )
 
-# SQLite's primary result codes (the low byte of an extended code).
-_SQLITE_READONLY: Final = 8
-_SQLITE_IOERR: Final = 10
-_SQLITE_FULL: Final = 13
-_SQLITE_CANTOPEN: Final = 14
-#: A file system with less room than this is full, whatever SQLite's error said.
-FULL_BELOW_BYTES: Final = 64 * 1024
 _IDS_PER_QUERY: Final = 500
 
 
@@ -92,31 +85,12 @@ def record(row: tuple[Any, ...]) -> RunRecord:
 
 def failure(path: Path, exc: sqlite3.Error | OSError) -> tuple[str, str]:
     """A slug naming why the store at `path` cannot write, and a message saying what to do."""
-    if isinstance(exc, OSError):
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            code = _SQLITE_FULL
-        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            code = _SQLITE_READONLY
-        else:
-            code = _SQLITE_IOERR
-    else:
-        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    if code == _SQLITE_IOERR and _disk_full(path):
-        code = _SQLITE_FULL  # SQLite says "disk I/O error" when it cannot grow its WAL index
-    if code == _SQLITE_FULL:
+    code = sqlite_errors.primary_code(path, exc)
+    if code == sqlite_errors.FULL:
         return "storage-full", f"the disk holding the run store {path} is full; free some space"
-    if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+    if code in (sqlite_errors.READONLY, sqlite_errors.CANTOPEN):
         return "store-read-only", f"the run store {path} cannot be written; check its permissions"
     return "store-unavailable", f"the run store {path} cannot be written ({exc})"
-
-
-def _disk_full(path: Path) -> bool:
-    """Whether the file system holding `path` has less than FULL_BELOW_BYTES left."""
-    try:
-        stats = os.statvfs(path.parent)
-    except OSError:
-        return False
-    return stats.f_bavail * stats.f_frsize < FULL_BELOW_BYTES
 
 
 def unavailable(path: Path, exc: sqlite3.Error | OSError) -> StoreUnavailable:
