@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import re
+from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from research_service.errors import ConfigError
+
+#: A URL's "user:password@" (or "user@"), after its scheme.
+_USERINFO: Final = re.compile(r"://[^/@\s]*@")
 
 
 def is_loopback(host: str) -> bool:
@@ -46,3 +51,19 @@ def redact_url(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def public_url(url: str) -> str:
+    """The URL without a user and password, query or fragment, as clients may see it.
+
+    A model gateway or SearXNG behind basic auth takes its credentials in the URL, and its
+    failures reach run events, their listeners and the open `/readyz`.
+    """
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
+
+
+def without_userinfo(text: str) -> str:
+    """`text` with every URL's user and password taken out (an error's or a log's words)."""
+    return _USERINFO.sub("://", text) if "@" in text else text

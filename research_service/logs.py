@@ -6,13 +6,13 @@ import asyncio
 import contextvars
 import json
 import logging
-import re
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from research_service import log_writer
+from research_service.addresses import without_userinfo
 
 #: The formats of `--log-format`.
 LOG_FORMATS: Final = ("text", "json")
@@ -20,7 +20,6 @@ LOG_FORMATS: Final = ("text", "json")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: The logger of the model SDK's HTTP client, which logs each request's URL at INFO.
 HTTP_CLIENT_LOGGER: Final = "httpx2"
-_USERINFO: Final = re.compile(r"://[^/@\s]*@")
 #: The record attribute an access line carries its fields in (see web/protocol.py).
 ACCESS_FIELDS: Final = "access_fields"
 
@@ -117,4 +116,4 @@ def _without_userinfo(arg: object) -> object:
     if isinstance(arg, int | float):  # a status for %d: left a number
         return arg
     text = str(arg)
-    return _USERINFO.sub("://", text) if "@" in text else arg
+    return without_userinfo(text) if "@" in text else arg

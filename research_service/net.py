@@ -10,10 +10,13 @@ import email.utils
 import math
 import os
 import socket
+import ssl
 import time
 from collections.abc import Mapping
 
 import aiohttp
+
+from research_service.addresses import without_userinfo
 
 
 def describe(exc: BaseException) -> str:
@@ -22,13 +25,24 @@ def describe(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorError):
         error = exc.os_error
+        if isinstance(error, ssl.SSLError):  # its errno (1) is no system error's
+            return _tls_failure(error)
         # asyncio words a refused connection "Connect call failed (address)": say why instead.
         if error.errno and not isinstance(error, socket.gaierror):
             return os.strerror(error.errno)
         if error.strerror:
             return error.strerror
-    text = str(exc)
+    text = without_userinfo(str(exc))  # an error may quote a URL, and its password
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _tls_failure(error: ssl.SSLError) -> str:
+    """What went wrong in a TLS handshake: "wrong version number (is it https?)" and the like."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"the TLS certificate was refused: {error.verify_message}"
+    reason = (error.reason or "").replace("_", " ").lower() or str(error)
+    hint = " (does it speak https?)" if "wrong version number" in reason else ""
+    return f"TLS failed: {reason}{hint}"
 
 
 def retry_after_s(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:

@@ -96,6 +96,7 @@ class Recorded:
     path: str
     params: dict[str, str]
     arrived: float
+    authorization: str | None = None
 
     @property
     def query(self) -> str | None:
@@ -164,7 +165,9 @@ class FakeSearxng(LoopbackServer):
         if request.method == "POST":
             params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
         async with self._arrived:
-            self.requests.append(Recorded(request.path, params, asyncio.get_running_loop().time()))
+            arrived = asyncio.get_running_loop().time()
+            authorization = request.headers.get("Authorization")
+            self.requests.append(Recorded(request.path, params, arrived, authorization))
             self._arrived.notify_all()
         task = asyncio.current_task()
         assert task is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from base64 import b64encode
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -346,6 +347,24 @@ async def test_unreachable_instance_is_retried_then_says_to_start_it(
         "start it or set SEARXNG_URL"
     )
     assert caught.value.retryable
+
+
+async def test_a_password_in_the_url_is_sent_as_basic_auth_and_never_shown(
+    searx: FakeSearxng, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SearXNG behind basic auth: errors reach run events and the open /readyz."""
+    searx.script("json", [Result(url="https://docs.python.org/3/library/json.html", title="json")])
+    authed = searx.url.replace("http://", "http://searx:S3cretPass@")
+    assert await provider(session, authed).search("json", limit=5)
+    assert searx.requests[-1].authorization == "Basic " + b64encode(b"searx:S3cretPass").decode()
+    down = f"http://searx:S3cretPass@127.0.0.1:{refused_port()}"
+    with caplog.at_level(logging.INFO), pytest.raises(SearchError) as caught:
+        await provider(session, down, attempts=1).search("q", limit=5)
+    with pytest.raises(ConfigError) as at_start:
+        await provider(session, down).check()
+    for said in (str(caught.value), str(at_start.value), caplog.text):
+        assert "S3cretPass" not in said
+    assert f"SearXNG at {down.replace('searx:S3cretPass@', '')} " in str(caught.value)
 
 
 async def test_slow_answer_times_out_and_is_retried(searx: FakeSearxng) -> None:

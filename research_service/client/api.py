@@ -12,6 +12,7 @@ from urllib.parse import urljoin
 import aiohttp
 
 from research_service import net
+from research_service.addresses import redact_url
 from research_service.errors import NotAnEventStream, RunRefused, ServiceUnreachable
 from research_service.problem_json import detail_of
 
@@ -104,13 +105,15 @@ class ServiceClient:
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/") + "/"
+        #: The service's URL as messages show it: a password in it replaced.
+        self.shown_url = redact_url(self.base_url.rstrip("/"))
         self.notify = notify if notify is not None else log.info
         self.max_busy_wait_s = max_busy_wait_s
         self.api_key = api_key
 
     def __repr__(self) -> str:
         signed = ", with an API key" if self.api_key else ""
-        return f"<ServiceClient {self.base_url}{signed}>"  # never the key itself
+        return f"<ServiceClient {self.shown_url}{signed}>"  # never the key itself
 
     def with_key(self, api_key: str) -> ServiceClient:
         """The same client, its requests carrying `api_key` instead."""
@@ -162,7 +165,7 @@ class ServiceClient:
                 data, wait = await self._request(method, url, body=body)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise ServiceUnreachable(
-                    f"cannot reach the service at {self.base_url} ({describe(exc)}); is it "
+                    f"cannot reach the service at {self.shown_url} ({describe(exc)}); is it "
                     "running? Start it with `research-service serve`, or leave out --server to "
                     "use an in-process one"
                 ) from exc
@@ -200,6 +203,7 @@ class ServiceClient:
 
 def _failure(answer: Answer, method: str, url: str, *, attempts: int) -> Exception:
     """The error for a failed request: failing (5xx), still busy (429), refused or not ours."""
+    url = redact_url(url)
     if answer.status >= 500:
         return ServiceUnreachable(f"{method} {url} failed: {answer.detail}")
     if answer.status == 429:
@@ -211,7 +215,7 @@ def _failure(answer: Answer, method: str, url: str, *, attempts: int) -> Excepti
 def _object(data: Any, method: str, url: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise NotAnEventStream(
-            f"{method} {url} answered something that is not a research-service's JSON; "
+            f"{method} {redact_url(url)} answered something that is not a research-service's JSON; "
             "check --server"
         )
     return data
@@ -222,7 +226,7 @@ def _run(data: dict[str, Any], method: str, url: str) -> dict[str, Any]:
     missing = [name for name in RUN_FIELDS if not isinstance(data.get(name), str)]
     if missing:
         raise NotAnEventStream(
-            f"{method} {url} answered JSON without a run's {', '.join(missing)}; "
+            f"{method} {redact_url(url)} answered JSON without a run's {', '.join(missing)}; "
             "check --server (is it a research-service?)"
         )
     return data

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from research_service.client.events import RunEvent
-from research_service.errors import ClientError
+from research_service.errors import ClientError, NotAnEventStream
 from research_service.events import dumps
 from research_service.recording import event_line, header_fields
 
@@ -51,6 +51,12 @@ class Recorder:
 
         The header comes from the run's snapshot (or `POST /v1/runs` answer).
         """
+        # Checked before the file is emptied: a file there before is left as it was.
+        if not isinstance(run.get("options"), dict) or not isinstance(run.get("created_at"), str):
+            raise NotAnEventStream(
+                "the service's run has no options or created_at, which a recording's header "
+                "needs; check --server (is it a research-service?)"
+            )
         self._arrived = time.monotonic()
         fd = self._file.fileno()
         if not self._created and stat.S_ISREG(os.fstat(fd).st_mode):

@@ -161,7 +161,7 @@ class Reviewer:
         self.notify(
             f"run {self.run_id} waits for a review of its plan (round {proposal.round}), and "
             f"no answer can be read here; decide from another shell{signed}: "
-            f"{plan_command(self.run_id, self.api.base_url.rstrip('/'))}"
+            f"{plan_command(self.run_id, self.api.shown_url)}"
         )
 
     def _write(self, text: str) -> None:
@@ -180,7 +180,7 @@ class Reviewer:
         choices += " · f: feedback, plan again" if proposal.feedback_allowed else ""
         self._write(
             f"\nPlan for review, round {proposal.round}{expires}:\n{numbered}{choices}\n"
-            f"(or from another shell: {plan_command(self.run_id, self.api.base_url.rstrip('/'))})\n"
+            f"(or from another shell: {plan_command(self.run_id, self.api.shown_url)})\n"
         )
 
     async def _read_decision(self, proposal: Proposal, lines: LineReader) -> dict[str, Any] | None:

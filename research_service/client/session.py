@@ -178,5 +178,5 @@ async def _stop_listening(api: ServiceClient, run_id: str, out: Output) -> None:
     else:
         out.notify(
             f"detached; run {run_id} goes on. Follow it again with: research-service listen "
-            f"{run_id} --server {api.base_url.rstrip('/')}"
+            f"{run_id} --server {api.shown_url}"
         )

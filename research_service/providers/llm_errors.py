@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
@@ -100,17 +99,6 @@ class LLMCall:
     key_setting: str = "OPENAI_API_KEY"
     #: The API key, never shown: a server that echoes it in an error has it replaced.
     secret: str = field(default="", repr=False)
-
-
-def shown_url(url: str) -> str:
-    """`url` as messages and logs show it: without a user and password, query or fragment.
-
-    A gateway in front of a model server may take basic auth in the URL; errors reach the
-    run's events, its listeners and the open `/readyz`.
-    """
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
 
 
 def describe_failure(exc: BaseException, *, hiding: str = "") -> str:

@@ -13,6 +13,7 @@ import openai
 from openai import AsyncStream, omit
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
+from research_service.addresses import public_url
 from research_service.errors import ConfigError
 from research_service.providers.base import (
     AnswerRequest,
@@ -36,7 +37,6 @@ from research_service.providers.llm_errors import (
     check_failure,
     describe_failure,
     server_message,
-    shown_url,
 )
 from research_service.providers.llm_retry import (
     DEFAULT_MAX_ATTEMPTS,
@@ -135,7 +135,7 @@ class OpenAILLM:
     @property
     def base_url(self) -> str:
         """The server this model talks to, as messages show it (no password, no query)."""
-        return shown_url(str(self._client.base_url))
+        return public_url(str(self._client.base_url))
 
     async def check(self) -> None:
         """Make sure the server answers and accepts the key; raise ConfigError if not."""

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from research_service import __version__
+from research_service.addresses import public_url
 from research_service.defaults import DEFAULT_SEARCH_ATTEMPTS
 from research_service.errors import ConfigError, SearchError
 from research_service.net import describe
@@ -85,7 +86,10 @@ class SearxngSearch:
                 "address, e.g. http://127.0.0.1:8888"
             )
         self.session = session
-        self.base_url = base_url.rstrip("/")
+        # Requests go to the URL as given (a user and password in it are sent as basic
+        # auth); messages, which reach run events and the open /readyz, show it without them.
+        self._search_url = base_url.rstrip("/") + SEARCH_PATH
+        self.base_url = public_url(base_url)
         self.endpoint = self.base_url + SEARCH_PATH
         self.engines = tuple(engines)
         self.language = language
@@ -175,7 +179,7 @@ class SearxngSearch:
         raise ConfigError(self._status_message(failure))
 
     async def _get(self, params: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
-        async with self.session.get(self.endpoint, params=params, headers=REQUEST_HEADERS) as r:
+        async with self.session.get(self._search_url, params=params, headers=REQUEST_HEADERS) as r:
             if r.content_length is not None and r.content_length > MAX_RESPONSE_BYTES:
                 raise self._too_large()
             body = bytearray()
