@@ -159,6 +159,31 @@ async def test_a_full_disk_refuses_runs_holds_done_back_and_recovers(disk: Path)
         assert await stop(restarted) == 0
 
 
+async def test_readyz_recovers_by_itself_once_space_is_back_with_no_request_meanwhile(
+    disk: Path,
+) -> None:
+    """Behind a load balancer a failing node gets no traffic: /readyz alone must see it heal."""
+    served = await serve_on(disk)
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await fill(disk)
+            assert (await refuse_until_full(client, served)).status_code == 503
+            ready = await client.get(f"{served.base}/readyz")
+            assert ready.status_code == 503
+            assert "is full" in ready.json()["detail"]
+            await free(disk)
+
+            async def ready_again() -> bool:
+                return (await client.get(f"{served.base}/readyz")).status_code == 200
+
+            async with asyncio.timeout(30):
+                while not await ready_again():  # noqa: ASYNC110 - only an answer tells
+                    await asyncio.sleep(0.1)
+            await served.wait_log(rb"takes writes again")
+    finally:
+        assert await stop(served) == 0
+
+
 async def test_sigterm_on_a_full_disk_exits_cleanly_and_a_restart_agrees(disk: Path) -> None:
     served = await serve_on(disk)
     async with httpx.AsyncClient(timeout=30) as client:

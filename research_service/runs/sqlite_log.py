@@ -289,10 +289,12 @@ class SqliteEventLog:
     async def check(self) -> None:
         """Raise StoreUnavailable unless the file takes writes (a real write, if not recent)."""
         failure = self.writer.failure
-        if failure is not None:
-            raise failure
-        if self._recently_written():
+        if failure is not None and self.writer.unwritten:
+            raise failure  # events still wait for the disk: the writer's retries say when
+        if failure is None and self._recently_written():
             return
+        # Failing with nothing queued (a failed prune, or a write of a run since ended): only
+        # a write says whether space is back, and behind a load balancer no request may come.
         try:
             await self.db.call(self.db.probe)
         except (sqlite3.Error, OSError) as exc:

@@ -11,6 +11,7 @@ import os
 import resource
 import socket
 import struct
+import termios
 from collections import Counter
 from typing import Any, Final, Protocol
 
@@ -66,6 +67,19 @@ def reset(transport: asyncio.Transport | None) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
     transport.abort()
+
+
+def unsent_bytes(transport: asyncio.Transport) -> int:
+    """How much of what was written the peer has not taken: asyncio's buffer and the kernel's."""
+    buffered = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.fileno() < 0:
+        return buffered
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:  # not a TCP socket here (a test's pipe), or already gone
+        return buffered
+    return buffered + int(struct.unpack("i", queued)[0])
 
 
 def raise_open_files_limit() -> int:

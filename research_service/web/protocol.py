@@ -16,7 +16,7 @@ from aiohttp.web_request import BaseRequest
 from research_service.events import dumps
 from research_service.problem_json import PROBLEM_TYPE_BASE
 from research_service.web.access_log import LOGGED_ALREADY
-from research_service.web.connections import ConnectionGuard, reset
+from research_service.web.connections import ConnectionGuard, reset, unsent_bytes
 from research_service.web.problems import problem
 from research_service.web.request_id import REQUEST_ID_HEADER, request_id_of
 from research_service.web.validation import unreadable_body
@@ -127,6 +127,19 @@ class GuardedRequestHandler(RequestHandler):
             self.stall_timeout_s,
         )
         reset(self.transport)
+
+    def force_close(self) -> None:
+        """Close now: reset, if the peer has not taken all of what it was sent.
+
+        An idle keep-alive connection closed at its timeout, or to make room under the cap,
+        may still hold an answer its client never read: a plain close would leave that answer
+        and the socket to the kernel (FIN_WAIT1) for as long as the client likes, whatever
+        the cap, as a reset for a stalled write (above) avoids.
+        """
+        transport = self.transport
+        if isinstance(transport, asyncio.Transport) and unsent_bytes(transport) > 0:
+            reset(transport)
+        super().force_close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Take the connection if the guard admits it; else answer 503 and close it."""
