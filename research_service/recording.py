@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
-from research_service import __version__
+from research_service import __version__, strict_json
 from research_service.errors import ResearchError
 from research_service.event_shapes import payload_problem
 from research_service.events import EVENT_NAMES, FINAL_STATUSES, Event, dumps, is_run_id
@@ -32,6 +33,15 @@ FORMAT_NAME: Final = "research-service-recording"
 FORMAT_VERSION: Final = 1
 #: The versions this release reads.
 SUPPORTED_VERSIONS: Final = frozenset({1})
+#: The years a recording's `created_at` may name, and the longest a run may last in it: what
+#: the service adds to a run's start (timings, its end) must stay a date Python can write.
+EARLIEST: Final = 1970
+LATEST: Final = 9000
+MAX_T_MS: Final = 365 * 24 * 3600 * 1000
+#: RFC 3339's date-time (`datetime.fromisoformat` takes week dates and more besides).
+_RFC3339: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
 HEADER_FIELDS: Final = (
     "format",
     "version",
@@ -245,7 +255,7 @@ def _object(raw: str, *, source: str, line: int) -> dict[str, Any]:
     if not raw.strip():
         _fail(source, line, "blank line; every line is one JSON object")
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = strict_json.loads(raw)
     except json.JSONDecodeError as exc:
         _fail(source, line, f"not JSON ({exc.msg} at column {exc.colno})")
     except RecursionError:
@@ -259,9 +269,10 @@ def _object(raw: str, *, source: str, line: int) -> dict[str, Any]:
     return value
 
 
-def _no_constant(name: str) -> Any:
-    """Refuse NaN and Infinity: JSON has no such numbers, and no service writes them."""
-    raise ValueError(f"{name} is not a JSON number")
+def _clip(number: int) -> str:
+    """An integer as a message quotes it: a few thousand digits are cut."""
+    text = str(number)
+    return text if len(text) <= 16 else f"{text[:16]}…"
 
 
 def _kind(value: Any) -> str:
@@ -304,8 +315,8 @@ def _header(obj: dict[str, Any], *, source: str) -> dict[str, Any]:
         _fail(
             source,
             1,
-            f"unsupported version {version}; this release ({__version__}) reads version "
-            f"{supported}",
+            f"unsupported version {_clip(version)}; this release ({__version__}) reads "
+            f"version {supported}",
         )
     if not is_run_id(need("run_id", str)):
         _fail(source, 1, "field 'run_id' must be 16 lowercase hex characters")
@@ -314,11 +325,20 @@ def _header(obj: dict[str, Any], *, source: str) -> dict[str, Any]:
     _options(need("options", dict), source=source)
     created = need("created_at", str)
     try:
-        moment = datetime.fromisoformat(created)
+        moment = datetime.fromisoformat(created) if _RFC3339.fullmatch(created) else None
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
-        _fail(source, 1, f"field 'created_at' is {created!r}, not an RFC 3339 time with offset")
+        _fail(
+            source, 1, f"field 'created_at' is {created[:40]!r}, not an RFC 3339 time with offset"
+        )
+    try:
+        year = moment.astimezone(UTC).year
+    except OverflowError:  # year 1 at +14:00, year 9999 at -14:00
+        year = 0
+    if not EARLIEST <= year <= LATEST:
+        # Timings, listings and answers add to it: they must stay within what a date holds.
+        _fail(source, 1, f"field 'created_at' is {created!r}, not from {EARLIEST} to {LATEST}")
     need("service_version", str)
     return obj
 
@@ -356,8 +376,9 @@ def _event(
         _fail(source, line, f"unknown event {name!r}; events are {', '.join(sorted(EVENT_NAMES))}")
     data = need("data", dict)
     t_ms = need("t_ms", int)
-    if t_ms < 0:
-        _fail(source, line, f"t_ms is {t_ms}; it counts milliseconds since the run started")
+    if not 0 <= t_ms <= MAX_T_MS:
+        why = f"it counts milliseconds since the run started, at most {MAX_T_MS} (a year)"
+        _fail(source, line, f"t_ms is {_clip(t_ms)}; {why}")
     if previous is not None and t_ms < previous.t_ms:
         _fail(source, line, f"t_ms goes back from {previous.t_ms} to {t_ms}; it never decreases")
     if name == "done" and data.get("status") not in FINAL_STATUSES:

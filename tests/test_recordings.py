@@ -180,6 +180,26 @@ BROKEN = [
     ),
     Broken("huge integer", _replace(1, '{"seq": ' + "9" * 5000 + "}\n"), 2, "4300 digits"),
     Broken("NaN", _set(1, t_ms=float("nan")), 2, "NaN is not a JSON number"),
+    # A number past a float's range read as infinity, streamed on as `Infinity` (not JSON).
+    Broken(
+        "1e400",
+        _replace(2, '{"seq":2,"event":"token","data":{"text":"x","n":1e400},"t_ms":3}\n'),
+        3,
+        "1e400 is beyond what a float holds",
+    ),
+    # Dates and durations past what the service's arithmetic on them holds (500s, a player
+    # that died unseen): created_at from 1970 to 9000 in RFC 3339, t_ms at most a year.
+    Broken(
+        "created_at past 9000",
+        _set(0, created_at="9999-12-31T23:59:59.999-14:00"),
+        1,
+        "not from 1970 to 9000",
+    ),
+    Broken("created_at year 1", _set(0, created_at="0001-01-01T00:00:00+14:00"), 1, "not from"),
+    Broken("created_at a week date", _set(0, created_at="2026-W01-1T00:00:00Z"), 1, "RFC 3339"),
+    Broken("t_ms of 10**15", _set(4, t_ms=10**15), 5, "t_ms is 1000000000000000; it counts"),
+    Broken("t_ms of 10**400", _set(4, t_ms=10**400), 5, "t_ms is 1000000000000000…; it"),
+    Broken("version of 10**4000", _set(0, version=10**4000), 1, "version 1000000000000000…;"),
     Broken("lone surrogate", _set(0, question="hi \ud800 there"), 1, "a lone surrogate"),
     Broken("blank line", _replace(2, "\n"), 3, "blank line"),
     Broken("seq gap", _set(2, seq=3), 3, "seq is 3, expected 2; seq counts up from 1"),
