@@ -131,8 +131,10 @@ def create_app(
                 else await stack.enter_async_context(search_provider(settings))
             )
             page_reader = reader
-            # Web results are read for their passages; a local corpus already has them.
-            if page_reader is None and settings.search != "local" and settings.pages_per_run:
+            # Web results are read for their passages; a local corpus already has them, and
+            # so do a cassette's hits when they were taped from one (`reads_pages`).
+            web = settings.search != "local" and getattr(app[SEARCH], "reads_pages", True)
+            if page_reader is None and web and settings.pages_per_run:
                 page_reader = await stack.enter_async_context(open_reader(settings))
             if page_reader is not None:
                 app[READER] = page_reader

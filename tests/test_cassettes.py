@@ -17,6 +17,7 @@ from research_service.app import create_app
 from research_service.errors import ConfigError
 from research_service.providers.cassettes import CASSETTE_FILE
 from research_service.settings import Settings
+from tests.loopback import refused_port
 from tests.sse import Received, listen
 
 QUESTION = "How do I brew green tea?"
@@ -218,3 +219,78 @@ async def test_a_reviewed_run_plays_back_the_same_with_the_same_decisions(
 
     assert without_clock(played) == without_clock(taped)
     assert _done(played)["status"] == "completed"
+
+
+async def test_a_cassette_taped_from_a_local_corpus_reads_no_page_on_playback(
+    tmp_path: Path, corpus: Path, ask: Ask
+) -> None:
+    """Its hits' links may be web pages (the stdlib's are): reading them would bring the web
+    into a playback, and passages the taped answer was not written from."""
+    cassettes = tmp_path / "cassettes"
+    await ask(_taping(tmp_path, corpus, cassettes), QUESTION)
+    tape = cassettes / CASSETTE_FILE
+    lines = [json.loads(line) for line in tape.read_text().splitlines()]
+    assert {line["provider"] for line in lines if line["kind"] == "search"} == {"local"}
+    web_page = f"http://127.0.0.1:{refused_port()}/tea.html"
+    for line in lines:
+        if line["kind"] == "search":
+            for hit in line["response"]:
+                hit["url"] = web_page
+    tape.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    played = await ask(_playing_back(tmp_path, cassettes), QUESTION)
+    assert not _pages_read(played)
+
+    # Taped from web search, a playback reads the pages as the taped run did.
+    for line in lines:
+        line["provider"] = "searxng"
+    tape.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    played = await ask(_playing_back(tmp_path / "again", cassettes), QUESTION)
+    assert _pages_read(played)
+
+
+def _pages_read(received: Received) -> list[Any]:
+    """The `page` of each page-reading progress event the stream had."""
+    return [
+        received.data(i)["page"]
+        for i, name in enumerate(received.names)
+        if name == "phase" and "page" in received.data(i)
+    ]
+
+
+def _exchange(kind: str, response: Any) -> str:
+    return json.dumps({"kind": kind, "key": "k", "request": {}, "response": response}) + "\n"
+
+
+USAGE = [[10, 2, False]]
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (_exchange("plan", {"queries": ["tea"], "fallback": None}), "usage is not a list"),
+        (_exchange("plan", {"queries": [1], "fallback": None, "usage": USAGE}), "queries is not"),
+        (_exchange("synthesize", {"pieces": "abc", "usage": USAGE}), "pieces is not a list"),
+        (_exchange("synthesize", {"pieces": ["a"], "usage": [[-5, 2, False]]}), "usage holds"),
+        (_exchange("search", [{"title": "t", "url": "u", "snippet": "s", "extra": 1}]), "a hit"),
+        (_exchange("search", {"title": "t"}), "not a list of hits"),
+        (_exchange("search", [{"title": "t", "url": "u", "snippet": "s", "score": "9"}]), "score"),
+        (_exchange("answer", {}), "kind 'answer' is none of"),
+        ('{"kind": "plan", "key": "k", "response": {"queries": [], "usage": [[NaN, 1, false]]}}\n',
+         "NaN is not a JSON number"),
+    ],
+)  # fmt: skip
+async def test_a_cassette_line_of_the_wrong_shape_stops_the_start_naming_it(
+    tmp_path: Path, line: str, says: str
+) -> None:
+    """Once, such lines loaded and then failed runs with Python's own words (`KeyError`)."""
+    cassettes = tmp_path / "cassettes"
+    cassettes.mkdir()
+    good = _exchange("synthesize", {"pieces": ["Tea."], "usage": USAGE})
+    (cassettes / CASSETTE_FILE).write_text(good + line)
+    server = TestServer(create_app(_playing_back(tmp_path, cassettes)), host="127.0.0.1")
+    with pytest.raises(ConfigError) as caught:
+        await server.start_server()
+    message = str(caught.value)
+    assert f"{cassettes / CASSETTE_FILE} line 2 is not a cassette exchange" in message
+    assert says in message

@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Final
 
+from research_service import strict_json
 from research_service.errors import ConfigError, LLMError, SearchError
 from research_service.providers.base import (
     AnswerRequest,
@@ -31,6 +32,7 @@ from research_service.providers.base import (
     SearchProvider,
     Usage,
 )
+from research_service.providers.cassette_checks import check_exchange
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +113,18 @@ class CassetteWriter:
         # the order the search answered them, as in its playback, not as threads happen to run.
         self._in_turn = asyncio.Lock()
 
-    async def append(self, kind: str, request: dict[str, Any], response: Any) -> None:
-        """Tape one exchange, after those asked for before it; the write runs off the loop."""
+    async def append(self, kind: str, request: dict[str, Any], response: Any, **noted: str) -> None:
+        """Tape one exchange, after those asked for before it; the write runs off the loop.
+
+        `noted`: more fields for the line (a search's `provider`).
+        """
         line = json.dumps(
             {
                 "kind": kind,
                 "key": request_key(kind, request),
                 "request": request,
                 "response": response,
+                **noted,
             },
             ensure_ascii=False,
         )
@@ -209,16 +215,22 @@ class TapingSearch:
     async def search(self, query: str, *, limit: int) -> list[SearchHit]:
         hits = await self.inner.search(query, limit=limit)
         response = [asdict(hit) for hit in hits]
-        await self.writer.append("search", search_request(query, limit), response)
+        # Which provider found them: a playback reads the pages of web results only.
+        request = search_request(query, limit)
+        await self.writer.append("search", request, response, provider=self.inner.name)
         return hits
 
 
 class Cassette:
     """The taped exchanges of a cassette folder, answered by request key."""
 
-    def __init__(self, folder: Path, answers: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, answers: dict[str, Any], *, web: bool = False) -> None:
         self.folder = folder
         self.answers = answers
+        #: Whether its searches were taped from a web search provider (SearXNG): only then
+        #: does a playback read the results' pages, as the taped runs did. (Lines taped
+        #: before providers were noted are a local corpus's, as the shipped cassettes are.)
+        self.web = web
 
     @classmethod
     def load(cls, folder: Path | None) -> Cassette:
@@ -232,19 +244,22 @@ class Cassette:
         if not path.is_file():
             raise ConfigError(f"no cassette at {path}; record one with --record-providers {folder}")
         answers: dict[str, Any] = {}
+        web = False
         with path.open(encoding="utf-8") as lines:
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
                 try:
-                    entry = json.loads(line)
-                    answers[entry["key"]] = entry["response"]
-                except (ValueError, KeyError, TypeError) as exc:
+                    entry = strict_json.loads(line)
+                    check_exchange(entry)
+                except (ValueError, RecursionError) as exc:
                     raise ConfigError(
                         f"{path} line {number} is not a cassette exchange ({exc}); "
                         f"record it again with --record-providers {folder}"
                     ) from None
-        return cls(folder, answers)
+                answers[entry["key"]] = entry["response"]
+                web = web or entry.get("provider", "local") not in ("local", PROVIDER_NAME)
+        return cls(folder, answers, web=web)
 
     def answer(
         self, kind: str, request: dict[str, Any], error: type[LLMError | SearchError]
@@ -295,6 +310,11 @@ class CassetteSearch:
 
     def __init__(self, cassette: Cassette) -> None:
         self.cassette = cassette
+
+    @property
+    def reads_pages(self) -> bool:
+        """Whether runs read the pages of its hits: only if web search found them."""
+        return self.cassette.web
 
     async def search(self, query: str, *, limit: int) -> list[SearchHit]:
         taped = self.cassette.answer("search", search_request(query, limit), SearchError)

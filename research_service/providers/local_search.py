@@ -65,10 +65,12 @@ class LocalSearch:
         """Return at most `limit` hits for `query`, best first; raise SearchError on failure."""
         key = (query, limit)
         now = time.monotonic()
-        if now - self._version_checked >= VERSION_CHECK_S:
-            self._version_checked = now
-            await self._check_version()
         found = self._answers.get(key)
+        if found is not None and now - self._version_checked >= VERSION_CHECK_S:
+            # A kept answer, and the index not asked of late: an `index` run beside may have
+            # changed it. (A search asks it anyway, in the same turn on the thread.)
+            await self._check_version()
+            found = self._answers.get(key)
         if found is not None and now - found[0] < CACHE_TTL_S:
             self._answers.move_to_end(key)
             # Shielded: one asker going away must not cancel the others' search.
@@ -85,12 +87,20 @@ class LocalSearch:
         if self._thread.closed:
             return  # the search that follows says the index is closed
         try:
-            version = await self._thread.call(self.index.data_version)
+            self._note_version(await self._thread.call(self.index.data_version))
         except sqlite3.Error:
             return  # the search that follows fails with the reason
+
+    def _note_version(self, version: int) -> None:
+        """The index's version as just read: answers kept from an earlier one are dropped.
+
+        Searches under way stay: they run on the index as it is when their turn comes.
+        """
+        self._version_checked = time.monotonic()
         # The first reading only notes it: what was kept before was searched on that index.
         if self._version is not None and version != self._version:
-            self._answers.clear()
+            for key in [key for key, (_, answer) in self._answers.items() if answer.done()]:
+                del self._answers[key]
         self._version = version
 
     def _forget_failure(
@@ -106,7 +116,9 @@ class LocalSearch:
         if self._thread.closed:
             raise self._closed()
         try:
-            return await self._thread.call(functools.partial(self.index.search, query, limit=limit))
+            version, hits = await self._thread.call(
+                functools.partial(self._versioned_search, query, limit=limit)
+            )
         except sqlite3.ProgrammingError as exc:  # the index closed while the query waited
             raise self._closed() from exc
         except sqlite3.Error as exc:
@@ -115,6 +127,12 @@ class LocalSearch:
                 "delete that file and restart to rebuild it",
                 provider=self.name,
             ) from exc
+        self._note_version(version)
+        return hits
+
+    def _versioned_search(self, query: str, *, limit: int) -> tuple[int, list[SearchHit]]:
+        """On the thread: the index's version, and the hits searched on that version."""
+        return self.index.data_version(), self.index.search(query, limit=limit)
 
     def close(self) -> None:
         """Close the index this provider was handed; searches still queued find it closed."""
