@@ -18,6 +18,7 @@ from research_service.settings_fields import (
     option,
     out_of_bounds,
     parse_value,
+    served_hosts,
     variables,
 )
 
@@ -320,6 +321,12 @@ class Settings:
     webhook_url: str | None = field(
         default=None, metadata=option("URL told of every run's end (Standard Webhooks)", kind=str)
     )
+    public_url: str | None = field(
+        default=None,
+        metadata=option(
+            "the address clients use (scheme, host, port, prefix): webhook links", kind=str
+        ),
+    )
     webhook_secret: str | None = field(
         default=None,
         repr=False,
@@ -373,13 +380,7 @@ class Settings:
     @property
     def host_names(self) -> tuple[str, ...]:
         """The Host header names served: --allowed-hosts, else loopback and the bound host."""
-        given = tuple(name.strip().lower() for name in self.allowed_hosts.split(","))
-        named = tuple(name for name in given if name)
-        if named:
-            return named
-        bound = self.host.strip("[]").lower()
-        unnamed = bound in ("", "0.0.0.0", "::") or bound in defaults.LOOPBACK_HOSTS
-        return (*defaults.LOOPBACK_HOSTS, *(() if unnamed else (bound,)))
+        return served_hosts(self.allowed_hosts, bound=self.host)
 
     @property
     def origins(self) -> tuple[str, ...]:

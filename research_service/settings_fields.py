@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from research_service.defaults import MAX_NICE, MIN_SECRET_CHARS
+from research_service.defaults import LOOPBACK_HOSTS, MAX_NICE, MIN_SECRET_CHARS
 from research_service.errors import ConfigError
 
 ENV_PREFIX: Final = "RESEARCH_"
@@ -87,6 +87,7 @@ URLS: Final[Mapping[str, tuple[tuple[str, ...], str, str]]] = {
     "searxng_url": (("http", "https"), "http://127.0.0.1:8888", " or SEARXNG_URL"),
     "openai_base_url": (("http", "https"), "http://127.0.0.1:11434/v1", " or OPENAI_BASE_URL"),
     "webhook_url": (("http", "https"), "https://hooks.example.com/research", ""),
+    "public_url": (("http", "https"), "https://research.example.com/research", ""),
 }
 #: How much of a value that cannot be parsed an error message quotes.
 QUOTED_CHARS: Final = 40
@@ -205,6 +206,16 @@ def out_of_bounds(values: Mapping[str, Any]) -> str | None:
     if secret is not None and len(secret) < MIN_SECRET_CHARS:
         return f"secret must be at least {MIN_SECRET_CHARS} characters; fix {env_name('secret')}"
     return bad_url(values)
+
+
+def served_hosts(allowed_hosts: str, *, bound: str) -> tuple[str, ...]:
+    """The Host names served: `allowed_hosts` (comma-separated), else loopback and `bound`."""
+    named = tuple(n.strip().lower() for n in allowed_hosts.split(",") if n.strip())
+    if named:
+        return named
+    host = bound.strip("[]").lower()
+    unnamed = host in ("", "0.0.0.0", "::") or host in LOOPBACK_HOSTS
+    return (*LOOPBACK_HOSTS, *(() if unnamed else (host,)))
 
 
 def bad_url(values: Mapping[str, Any]) -> str | None:

@@ -213,10 +213,11 @@ async def test_the_loopback_names_are_served_in_any_spelling(service: Service, h
     assert json.loads(answer.body) == {"runs": [], "next": None}
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
 @pytest.mark.parametrize("host", [REBOUND.encode(), b"10.0.0.7:8080", b"garbage value"])
 async def test_health_checks_answer_to_any_host(service: Service, path: str, host: bytes) -> None:
-    """Load balancers and orchestrators probe by address, whatever name the service has."""
+    """Load balancers and orchestrators probe by address, whatever name the service has, and
+    Prometheus scrapes each node by its own (docs/operations.md's `prometheus.yml`)."""
     answer = await send_raw(service, "GET", path, host=host)
     assert answer.status == 200, answer.body
 

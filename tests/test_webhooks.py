@@ -94,6 +94,49 @@ async def settled(
             await asyncio.sleep(0.02)
 
 
+LinkCase = tuple[str | None, dict[str, str], str]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Behind the documented prefix proxy on a port of its own: what nginx forwards.
+        (
+            None,
+            {"X-Forwarded-Host": "localhost:8443", "X-Forwarded-Prefix": "/research",
+             "X-Forwarded-Proto": "https"},
+            "https://localhost:8443/research",
+        ),
+        # A forwarded host the service does not serve, and a prefix that is no plain path,
+        # are not believed: the Host header is.
+        (
+            None,
+            {"X-Forwarded-Host": "attacker.invalid:8080", "X-Forwarded-Prefix": "//x?y"},
+            "HOST",
+        ),
+        # The operator's own address wins over whatever a request says.
+        (
+            "https://research.example.com/research/",
+            {"X-Forwarded-Host": "localhost:9999"},
+            "https://research.example.com/research",
+        ),
+    ],
+    ids=["prefix-proxy", "untrusted", "public-url"],
+)  # fmt: skip
+async def test_webhook_links_use_the_public_address(
+    make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver, case: LinkCase
+) -> None:
+    public_url, headers, base = case
+    service = await hooked(make_service, public_url=public_url)
+    created = await create(client, service, receiver.url(), **headers)
+    assert created.status_code == 201, created.text
+    run_id = created.json()["id"]
+    (got,) = await receiver.wait_for(1)
+    links = json.loads(got.body)["data"]["links"]
+    expected = service.url("").rstrip("/") if base == "HOST" else base
+    assert links["snapshot"] == f"{expected}/v1/runs/{run_id}"
+
+
 async def test_a_finished_run_is_posted_once_signed_with_links_and_no_answer(
     make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver, tmp_path: Path
 ) -> None:

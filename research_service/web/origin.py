@@ -14,8 +14,11 @@ from research_service.web.problems import problem
 
 #: The --cors-origins origin a request came from (its answer carries the CORS headers).
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
-#: Open to any Host: load balancers and orchestrators probe these by address.
+#: The health probes: load balancers and orchestrators ask them every few seconds.
 HEALTH_PATHS: Final = frozenset({"/healthz", "/readyz"})
+#: Open to any Host: probes ask by address, and Prometheus scrapes each node by its own
+#: (`/metrics` still wants its key or token).
+ANY_HOST_PATHS: Final = HEALTH_PATHS | {"/metrics"}
 #: Methods that change something; the one-shot GET /v1/research too (it starts a run).
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 UNSAFE_ROUTES: Final = frozenset({"research"})
@@ -139,7 +142,7 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
     settings = request.app[SETTINGS]
     host = request.headers.get("Host")
     if (
-        request.path not in HEALTH_PATHS
+        request.path not in ANY_HOST_PATHS
         and host is not None
         and not host_allowed(host, settings.host_names)
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -9,23 +10,36 @@ from aiohttp import web
 from research_service.errors import InvalidInput, StoreUnavailable
 from research_service.records import RunRecord
 from research_service.web.access import ACCESS
-from research_service.web.keys import MANAGER, WEBHOOKS
+from research_service.web.keys import MANAGER, SETTINGS, WEBHOOKS
+from research_service.web.origin import host_allowed
 from research_service.webhooks.signing import SERVER_SCOPE
 
 _UNTOLD = "its webhook could not be stored (the run store is unavailable); create it again"
 #: The forwarded schemes believed (a proxy in front says how the client came in).
 _SCHEMES = frozenset({"http", "https"})
+#: A forwarded path prefix believed: segments of unreserved characters, nothing else.
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
 
 
 def base_url(request: web.Request) -> str:
-    """The service's address as this request reached it, for a notification's links.
+    """The service's address as clients reach it, for a notification's links.
 
-    The Host header has passed the allow-list (--allowed-hosts); the scheme is the proxy's
-    X-Forwarded-Proto when it names one.
+    `--public-url` when the operator gave it. Else as this request reached the service: the
+    proxy's `X-Forwarded-Host` (with the port the client used) when its name is one
+    --allowed-hosts serves, else the Host header (which passed the allow-list); the proxy's
+    `X-Forwarded-Proto` and `X-Forwarded-Prefix` (a path such as /research) when given.
     """
-    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    settings = request.app[SETTINGS]
+    if settings.public_url is not None:
+        return settings.public_url.rstrip("/")
+    headers = request.headers
+    forwarded = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
     scheme = forwarded if forwarded in _SCHEMES else request.scheme
-    return f"{scheme}://{request.host}"
+    host = headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+    if not host or not host_allowed(host, settings.host_names):
+        host = request.host
+    prefix = headers.get("X-Forwarded-Prefix", "").split(",")[0].strip().rstrip("/")
+    return f"{scheme}://{host}{prefix if _PREFIX.fullmatch(prefix) else ''}"
 
 
 async def check_webhook(request: web.Request, url: str | None) -> None:
