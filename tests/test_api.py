@@ -233,6 +233,15 @@ BAD_REQUESTS = [
         params={"verbose": "1"},
     ),
     Bad(
+        "metrics-unknown-param",
+        "GET",
+        "/metrics",
+        400,
+        "unknown",
+        "format",
+        params={"format": "json"},
+    ),
+    Bad(
         "events-unknown-param",
         "GET",
         f"/v1/runs/{UNKNOWN_ID}/events",

@@ -181,6 +181,24 @@ async def test_text_logs_stay_as_they_were(tmp_path: Path) -> None:
         assert pattern.match(line), line
 
 
+async def test_a_quote_in_a_header_cannot_forge_fields_of_the_access_line(tmp_path: Path) -> None:
+    served = await start("--corpus", str(CORPUS), "--port", "0", "--data-dir", str(tmp_path))
+    forged = 'x" 200 0 "-" "forged'
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await client.get(
+                served.base.rstrip("/") + "/healthz",
+                headers={"User-Agent": forged, "Referer": 'http://a/\\"b'},
+            )
+        await served.wait_log(rb"GET /healthz[^\n]*\n")
+    finally:
+        assert await stop(served) == 0
+    (line,) = [line for line in served.log.decode().splitlines() if "GET /healthz" in line]
+    # The six quotes of three fields: the request line and the two headers.
+    assert line.count('"') == 6, line
+    assert line.endswith('"http://a/\\x5C\\x22b" "x\\x22 200 0 \\x22-\\x22 \\x22forged"')
+
+
 @pytest.mark.parametrize("command", ["serve", "worker", "replay"])
 async def test_the_commands_that_log_take_log_format(command: str) -> None:
     process = await asyncio.create_subprocess_exec(

@@ -80,8 +80,19 @@ def access_line(
         f"{request.remote or '-'} {_started(time.time() - duration)} "
         f'"{request.method} {path} HTTP/{version.major}.{version.minor}" '
         f"{response.status} {response.body_length} "
-        f'"{logged_referer(headers.get(hdrs.REFERER, "-"))}" "{headers.get(hdrs.USER_AGENT, "-")}"'
+        f'"{_quoted(logged_referer(headers.get(hdrs.REFERER, "-")))}" '
+        f'"{_quoted(headers.get(hdrs.USER_AGENT, "-"))}"'
     )
+
+
+def _quoted(value: str) -> str:
+    r"""A header's value as the line quotes it: `"` and `\` escaped (as nginx does).
+
+    A `"` would end the field early, and let a client write fields of its own.
+    """
+    if '"' not in value and "\\" not in value:
+        return value
+    return value.replace("\\", "\\x5C").replace('"', "\\x22")
 
 
 def access_fields(

@@ -29,6 +29,7 @@ from research_service.collector import frozen_objects, full_collections, quiet_c
 from research_service.errors import Forbidden
 from research_service.log_writer import lost_lines
 from research_service.stats import Buckets, Stats
+from research_service.web import validation
 from research_service.web.access import AUTH
 from research_service.web.expect import expect_handler
 from research_service.web.keys import CLUSTER, MANAGER, SETTINGS
@@ -225,6 +226,7 @@ def _histogram(name: str, documentation: str, buckets: Buckets) -> HistogramMetr
 
 async def metrics(request: web.Request) -> web.Response:
     """`GET /metrics`: open with auth off; with auth on, for admin keys and the metrics token."""
+    validation.known_params(request.query)
     auth = request.app.get(AUTH)
     if auth is not None and not _has_metrics_token(request):
         access = await auth.access(request)
