@@ -140,7 +140,15 @@ async def test_sigterm_drains_a_worker_its_runs_finish_and_it_takes_no_new_ones(
         )
         # The worker's own metrics, on its health port, for the metrics token only.
         scraped = f"http://127.0.0.1:{health_port}/metrics"
-        assert (await client.get(scraped)).status_code == 401
+        refused = await client.get(scraped)
+        assert refused.status_code == 401
+        # Its answers are the service's own: problem+json, its Server header, no versions.
+        assert refused.headers["Content-Type"] == "application/problem+json"
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        unknown = await client.get(f"http://127.0.0.1:{health_port}/nothing")
+        assert unknown.status_code == 404
+        assert unknown.headers["Content-Type"] == "application/problem+json"
+        assert "aiohttp" not in unknown.headers["Server"]
         answer = await client.get(scraped, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         assert answer.status_code == 200
         worker_samples = metric_samples(answer.text)

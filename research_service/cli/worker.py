@@ -126,8 +126,10 @@ async def _serve_health(host: str, port: int, app: web.Application) -> web.AppRu
 
     ConfigError when it cannot listen on HOST:PORT.
     """
-    from research_service.web.keys import CLUSTER, MANAGER  # noqa: PLC0415
+    from research_service.web.keys import CLUSTER, MANAGER, SETTINGS  # noqa: PLC0415
     from research_service.web.metrics import worker_metrics  # noqa: PLC0415
+    from research_service.web.problems import problem_middleware  # noqa: PLC0415
+    from research_service.web.protocol import common_headers  # noqa: PLC0415
 
     async def healthz(_: web.Request) -> web.Response:
         node = app.get(CLUSTER)
@@ -141,10 +143,14 @@ async def _serve_health(host: str, port: int, app: web.Application) -> web.AppRu
         # Compact, as the service's own /healthz.
         return web.json_response(body, status=503 if node.draining else 200, dumps=dumps)
 
-    health = web.Application()
+    # Its answers as the service's own: problem+json errors (an unknown path, a wrong token),
+    # the service's Server header, and idle connections closed at --header-timeout-s.
+    health = web.Application(middlewares=[problem_middleware])
+    health.on_response_prepare.append(common_headers)
     health.router.add_get("/healthz", healthz)
     health.router.add_get("/metrics", worker_metrics(app), allow_head=False)
-    runner = web.AppRunner(health, handle_signals=False, access_log=None)
+    timeout = app[SETTINGS].header_timeout_s
+    runner = web.AppRunner(health, handle_signals=False, access_log=None, keepalive_timeout=timeout)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -26,7 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from research_service.collector import frozen_objects, full_collections, quiet_collections
-from research_service.errors import Forbidden
+from research_service.errors import Forbidden, Unauthorized
 from research_service.log_writer import lost_lines
 from research_service.stats import Buckets, Stats
 from research_service.web import validation
@@ -249,9 +249,10 @@ def worker_metrics(app: web.Application) -> Handler:
     """A worker's `GET /metrics` (on its --health-port): the metrics token when one is set."""
 
     async def handle(request: web.Request) -> web.Response:
+        validation.known_params(request.query)
         if app[SETTINGS].metrics_token and not _has_metrics_token(request, app):
-            return web.json_response(
-                {"detail": "give Authorization: Bearer <RESEARCH_METRICS_TOKEN>"}, status=401
+            raise Unauthorized(
+                "give Authorization: Bearer <RESEARCH_METRICS_TOKEN>", error="invalid_token"
             )
         return await scrape(app)
 
