@@ -174,10 +174,21 @@ async def test_a_server_that_is_not_a_service_url_is_a_usage_error(
     assert (await client.get(live.url("/v1/runs"))).json()["runs"] == []
 
 
-async def test_a_server_from_the_environment_is_named_as_such() -> None:
-    result = await cli_process.run("ask", "Q?", RESEARCH_SERVER="localhost:8080")
+@pytest.mark.parametrize("command", ["ask", "listen", "plan"])
+async def test_a_server_from_the_environment_is_named_as_such(command: str) -> None:
+    target = "Q?" if command == "ask" else RUN_ID
+    result = await cli_process.run(command, target, RESEARCH_SERVER="localhost:8080")
     assert result.returncode == 2
     assert "RESEARCH_SERVER 'localhost:8080' needs http:// or https://" in one_line(result)
+
+
+@pytest.mark.parametrize("command", ["listen", "plan"])
+async def test_an_empty_server_variable_is_unset(command: str) -> None:
+    """As for ask: the default service is asked (http://127.0.0.1:8080), not `--server ''`."""
+    result = await cli_process.run(command, RUN_ID, RESEARCH_SERVER="")
+    line = one_line(result)
+    assert "needs http:// or https://" not in line
+    assert "http://127.0.0.1:8080" in line  # unreachable, or no such run there
 
 
 @pytest.mark.parametrize("command", ["listen", "plan"])

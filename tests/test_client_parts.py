@@ -536,3 +536,15 @@ async def test_reviewer_asks_again_after_a_400_and_stops_at_a_409() -> None:
 async def test_reviewer_without_answers_says_how_to_decide_elsewhere() -> None:
     said = await review_with(PlanStandIn(), b"")
     assert "no answer can be read here; decide from another shell: research-service plan " in said
+
+
+async def test_input_that_never_ends_a_line_is_taken_as_ended() -> None:
+    """`ask --review < /dev/zero` once spun a core, its buffer growing, deaf to SIGTERM."""
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    try:
+        reader = LineReader(fd)
+        async with asyncio.timeout(10):
+            assert await reader.readline() is None
+        assert reader.at_eof
+    finally:
+        os.close(fd)

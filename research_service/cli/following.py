@@ -172,6 +172,7 @@ def run_target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
         metavar="URL",
-        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
+        # Set but empty is unset, as for ask.
+        default=os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
         help=f"the service that has the run (env {SERVER_ENV}; default: {DEFAULT_SERVER})",
     )

@@ -18,6 +18,7 @@ from research_service.cli.following import (
     run_target_flags,
     usage,
 )
+from research_service.cli.service_choice import server_source
 from research_service.client.api import ServiceClient
 from research_service.client.session import listen, parse_target
 from research_service.errors import ClientError
@@ -40,7 +41,7 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """`research-service listen`."""
     try:
-        server, run_id = parse_target(args.target, args.server)
+        server, run_id = parse_target(args.target, args.server, flag=server_source(args.server))
         api_key = api_key_of(args)
     except ClientError as exc:
         return usage(str(exc))

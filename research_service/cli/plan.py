@@ -15,6 +15,7 @@ from research_service.cli.following import (
     run_target_flags,
     usage,
 )
+from research_service.cli.service_choice import server_source
 from research_service.client.api import ServiceClient
 from research_service.client.output import Sink, json_line, printable, stdout
 from research_service.client.review import plan_command
@@ -86,7 +87,7 @@ def _decision(args: argparse.Namespace) -> dict[str, Any] | None:
 def run(args: argparse.Namespace) -> int:
     """`research-service plan`."""
     try:
-        server, run_id = parse_target(args.target, args.server)
+        server, run_id = parse_target(args.target, args.server, flag=server_source(args.server))
         api_key = api_key_of(args)
     except ClientError as exc:
         return usage(str(exc))

@@ -9,6 +9,9 @@ from typing import Final
 
 #: Bytes read at a time; a terminal hands over one line per read anyway.
 READ_SIZE: Final = 4096
+#: The longest line taken. Input that runs on without a line end (`< /dev/zero`) is no person
+#: typing: it is taken as ended, not buffered without end.
+MAX_LINE_BYTES: Final = 64 * 1024
 
 
 class LineReader:
@@ -39,11 +42,17 @@ class LineReader:
     async def readline(self) -> str | None:
         """The next line without its line end, or None at the end of the input."""
         while b"\n" not in self._buffer and not self._eof:
-            chunk = await self._read() if self._pollable else os.read(self.fd, READ_SIZE)
+            if self._pollable:
+                chunk = await self._read()
+            else:
+                chunk = os.read(self.fd, READ_SIZE)
+                await asyncio.sleep(0)  # a file that never ends must not hold the loop
             if chunk:
                 self._buffer += chunk
             else:
                 self._eof = True
+            if len(self._buffer) > MAX_LINE_BYTES and b"\n" not in self._buffer:
+                self._buffer, self._eof = b"", True
         if not self._buffer:
             return None
         line, _, self._buffer = self._buffer.partition(b"\n")

@@ -50,13 +50,13 @@ class Output:
     review: ReviewInput | None = None  # `ask --review`: where decisions on the plan come from
 
 
-def parse_target(target: str, server: str) -> tuple[str, str]:
+def parse_target(target: str, server: str, *, flag: str = "--server") -> tuple[str, str]:
     """`listen`'s argument as (service base URL, run id): a run id, an API URL or a panel link.
 
     UsageError when it is neither, or when the URL (or `server`, for a run id) is not one.
     """
     if is_run_id(target):
-        return check_server(server), target
+        return check_server(server, flag=flag), target
     if target.lower().startswith(("http://", "https://")):
         parts = split_url(target, what=repr(target), hint=RUN_URL_HINT)
         origin = f"{parts.scheme}://{parts.netloc}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 from urllib.parse import SplitResult, urlsplit
 
+from research_service.addresses import redact_url
 from research_service.errors import UsageError
 
 #: What to pass instead of a URL that is not one, for messages.
@@ -34,5 +35,5 @@ def split_url(url: str, *, what: str, hint: str = SERVER_HINT) -> SplitResult:
 
 def check_server(url: str, *, flag: str = "--server") -> str:
     """`url` if it can be a service's base URL (http or https, a host, a valid port)."""
-    split_url(url, what=f"{flag} {url!r}")
+    split_url(url, what=f"{flag} {redact_url(url)!r}")
     return url
