@@ -340,6 +340,26 @@ async def test_paced_replay_is_live_and_stopping_plays_the_rest_at_once(
     assert b"event: done" in run.wire[-1]
 
 
+async def test_resuming_from_an_event_not_yet_played_waits_through_the_ones_before_it(
+    service: Service, make_replay: MakeReplay, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A restarted replay server's listener resumes where it was: its event comes after
+    others (100 ms apart here). The first of them used to end the wait: `400`, never issued,
+    and a browser's EventSource gives up for good on a 400."""
+    service.llm.pieces = PIECES
+    run = await record(
+        service,
+        client,
+        tmp_path / "paced.jsonl",
+        retime=lambda events: [100 * e.seq for e in events],
+    )
+    server = await make_replay(run.path, speed=1)
+    url = str(server.make_url(f"/v1/runs/{run.run_id}/events"))
+    status, body = await raw_stream(client, url, last_event_id=f"{run.run_id}:5")
+    assert status == 200, body
+    assert body == retry_field(DEFAULT_RETRY_MS) + b"".join(run.wire[5:])
+
+
 def test_speed_must_be_positive() -> None:
     with pytest.raises(ValueError, match="speed must be > 0"):
         ReplayPlayer([], speed=0)

@@ -55,6 +55,19 @@ async def _tail(log: EventLog, run_id: str) -> RunTail | None:
     return (await log.tails([run_id])).get(run_id)
 
 
+async def _wait_for(log: EventLog, run_id: str, seq: int) -> list[Event]:
+    """Event `seq` of a running run, once stored within RESUME_WAIT_S; else []."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RESUME_WAIT_S
+    tail: list[Event] = []
+    while not tail and (remaining := deadline - loop.time()) > 0:
+        woke = await log.wait(run_id, after=seq - 1, timeout=remaining)
+        tail = await log.read(run_id, after=seq - 1, limit=1)
+        if not woke and not tail and not await _running(log, run_id):
+            break  # an earlier event was the run's last
+    return tail
+
+
 async def _running(log: EventLog, run_id: str) -> bool:
     tail = await _tail(log, run_id)
     return tail is not None and tail.end is None
@@ -117,13 +130,10 @@ async def resume_position(
     if seq == 0:
         return 0, False
     tail = await log.read(run_id, after=seq - 1, limit=1)
-    # In a cluster the event may be on its way to this node still: wait for it a little.
-    if (
-        not tail
-        and await _running(log, run_id)
-        and await log.wait(run_id, after=seq - 1, timeout=RESUME_WAIT_S)
-    ):
-        tail = await log.read(run_id, after=seq - 1, limit=1)
+    # In a cluster the event may be on its way to this node still, and a replay may not have
+    # played it yet: wait for it a little, through the events that come before it.
+    if not tail and await _running(log, run_id):
+        tail = await _wait_for(log, run_id, seq)
     if not tail or _ends_after_a_crash(tail[0]):
         # Past the stored log of a run ended after a crash, or at its ending's `error`: the
         # listener may have seen events lost with the process, numbered as the ending is. It
