@@ -8,11 +8,13 @@ import re
 import socket
 import sys
 from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 
 import httpx
 import pytest
 
+from research_service.web.openapi import DOCUMENT_FILE
 from tests.metrics_text import metric_samples
 from tests.served import CORPUS, Served, open_files_limit, start, stop
 from tests.sse import listen
@@ -134,6 +136,30 @@ async def test_an_idle_connection_holding_an_unread_answer_is_reset_not_left_to_
         sock.close()
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{served.base}/openapi.json")).status_code == 200
+
+
+@pytest.mark.parametrize("version", ["1.1\r\nConnection: close", "1.0"])
+async def test_an_answer_its_client_reads_slowly_is_sent_whole_before_a_close(
+    served: Served, version: str
+) -> None:
+    """The connection ends after the answer (Connection: close, HTTP/1.0): its last bytes
+    still in the kernel go out, then a FIN; only an idle connection's unread ones are reset."""
+    document = resources.files("research_service.web").joinpath(*DOCUMENT_FILE).read_bytes()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", served.port))
+        request = f"GET /openapi.json HTTP/{version}\r\nHost: 127.0.0.1\r\n\r\n"
+        await loop.sock_sendall(sock, request.encode())
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            while chunk := await loop.sock_recv(sock, 4096):
+                received += chunk
+    finally:
+        sock.close()
+    assert bytes(received).partition(b"\r\n\r\n")[2] == document
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,8 @@ CORE: Final = frozenset(
         "recording",
         "problem_json",
         "text",
+        "sqlite_errors",
+        "strict_json",
     }
 )
 #: Top to bottom: a node imports only nodes of its own layer or the layers below (and, by the

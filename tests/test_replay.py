@@ -26,7 +26,7 @@ from research_service.providers.base import AnswerRequest, PlanRequest
 from research_service.recordings.stand_ins import NoModel, NoSearch
 from research_service.replay_app import INSTANT, ReplayPlayer, load_recordings, replay_app
 from research_service.settings import Settings
-from research_service.web.keys import LLM, SEARCH
+from research_service.web.keys import LLM, MANAGER, SEARCH
 from tests.conftest import Service
 from tests.fakes import RecordingReporter
 from tests.sse import after_event, listen
@@ -358,6 +358,43 @@ async def test_resuming_from_an_event_not_yet_played_waits_through_the_ones_befo
     status, body = await raw_stream(client, url, last_event_id=f"{run.run_id}:5")
     assert status == 200, body
     assert body == retry_field(DEFAULT_RETRY_MS) + b"".join(run.wire[5:])
+
+
+async def test_snapshots_of_a_run_still_playing_read_only_its_new_events(
+    service: Service,
+    make_replay: MakeReplay,
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that is not this process's to execute (played back; on another node) once had its
+    whole log folded for every snapshot: 1.2 s of the loop each, for 300,000 events."""
+    service.llm.pieces = PIECES
+
+    def retime(events: list[Event]) -> list[int]:
+        last_token = max(e.seq for e in events if e.name == "token")
+        return [0 if e.seq <= last_token else 3_600_000 for e in events]
+
+    run = await record(service, client, tmp_path / "slow.jsonl", retime=retime)
+    server = await make_replay(run.path, speed=1)
+    url = str(server.make_url(f"/v1/runs/{run.run_id}/events"))
+    head = await listen(client, url, stop=after_event("token", len(PIECES)))
+    log = server.app[MANAGER].log
+    reads: list[int] = []
+    read = log.read
+
+    async def counted(run_id: str, *, after: int, limit: int | None = None) -> list[Event]:
+        reads.append(after)
+        return await read(run_id, after=after, limit=limit)
+
+    monkeypatch.setattr(log, "read", counted)
+    snapshot = str(server.make_url(f"/v1/runs/{run.run_id}"))
+    first = (await client.get(snapshot)).json()
+    again = (await client.get(snapshot)).json()
+    assert first == again
+    assert first["answer"] == "".join(PIECES)
+    assert reads[0] == 0
+    assert reads[1:] == [len(head.events)]  # only what came after the state it keeps
 
 
 def test_speed_must_be_positive() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from openai.types.chat import ChatCompletion, ChatCompletionMessage
+from openai import AsyncStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from openai.types.completion_usage import CompletionUsage
 
 from research_service.providers.base import Usage
@@ -38,3 +39,13 @@ def completion_message(completion: object) -> ChatCompletionMessage | None:
     if not isinstance(message.content, str | None) or not isinstance(message.refusal, str | None):
         raise MalformedReply("its message's content is not text")
     return message
+
+
+def check_event_stream(stream: AsyncStream[ChatCompletionChunk]) -> None:
+    """Raise MalformedReply if an answer that ended without a chunk was not an event stream.
+
+    The SDK reads any body as a stream: a proxy's HTML page is a stream of no events.
+    """
+    content_type = stream.response.headers.get("content-type", "")
+    if "text/event-stream" not in content_type.lower():
+        raise MalformedReply(f"a {content_type or 'untyped'} body, not an event stream")

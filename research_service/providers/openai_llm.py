@@ -24,9 +24,12 @@ from research_service.providers.base import (
     Source,
     Usage,
     estimate_tokens,
-    tokens_for_chars,
 )
-from research_service.providers.chat_replies import completion_message, reported_usage
+from research_service.providers.chat_replies import (
+    check_event_stream,
+    completion_message,
+    reported_usage,
+)
 from research_service.providers.llm_errors import (
     BAD_REPLY_ERRORS,
     ENDED_EARLY,
@@ -305,7 +308,7 @@ class OpenAILLM:
             raise self._broken(reason, sent=sent) from exc
         finally:
             await opened.stream.close()
-            self._report_stream_usage(report, messages, state, max_tokens=max_tokens)
+            state.report_usage(report, prompt=prompt_text(messages), max_tokens=max_tokens)
         self._check_finish(state, sent=sent, max_tokens=max_tokens)
 
     def _check_finish(self, state: AnswerStream, *, sent: int, max_tokens: int | None) -> None:
@@ -345,7 +348,7 @@ class OpenAILLM:
                     chunk = await anext(stream)
                 except StopAsyncIteration:
                     if state.finish_reason is None:
-                        _check_event_stream(stream)
+                        check_event_stream(stream)
                         # Cut off before the answer began: as good as a dropped connection.
                         raise openai.APIConnectionError(
                             message=ENDED_EARLY,
@@ -380,36 +383,3 @@ class OpenAILLM:
             "the answer is incomplete: ask again",
             provider=PROVIDER_NAME,
         )
-
-    @staticmethod
-    def _report_stream_usage(
-        report: Reporter,
-        messages: list[ChatCompletionMessageParam],
-        state: AnswerStream,
-        *,
-        max_tokens: int | None,
-    ) -> None:
-        """Report the server's usage for the stream, or an estimate if it sent none.
-
-        A stream that stopped at the token limit generated `max_tokens`, whatever its text's
-        length suggests: the run then counts its budget spent, and says the answer is cut.
-        """
-        usage = reported_usage(state.usage)
-        if usage is not None:
-            report.usage(usage)
-            return
-        chars = state.received_chars
-        completion = tokens_for_chars(chars) if chars else 0
-        if state.finish_reason == "length" and max_tokens is not None:
-            completion = max(completion, max_tokens)
-        report.usage(Usage(estimate_tokens(prompt_text(messages)), completion), estimated=True)
-
-
-def _check_event_stream(stream: AsyncStream[ChatCompletionChunk]) -> None:
-    """Raise MalformedReply if an answer that ended without a chunk was not an event stream.
-
-    The SDK reads any body as a stream: a proxy's HTML page is a stream of no events.
-    """
-    content_type = stream.response.headers.get("content-type", "")
-    if "text/event-stream" not in content_type.lower():
-        raise MalformedReply(f"a {content_type or 'untyped'} body, not an event stream")

@@ -10,7 +10,8 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from openai.types.completion_usage import CompletionUsage
 
-from research_service.providers.base import tokens_for_chars
+from research_service.providers.base import Reporter, Usage, estimate_tokens, tokens_for_chars
+from research_service.providers.chat_replies import reported_usage
 from research_service.providers.llm_errors import MalformedReply
 from research_service.text import well_formed
 
@@ -174,6 +175,22 @@ class AnswerStream:
         """The answer text still held back, once the stream has ended."""
         held, self.held_surrogate = self.held_surrogate, ""
         return self.think.feed(well_formed(held)) + self.think.flush()
+
+    def report_usage(self, report: Reporter, *, prompt: str, max_tokens: int | None) -> None:
+        """Report the server's usage for the stream, or an estimate if it sent none.
+
+        A stream that stopped at the token limit generated `max_tokens`, whatever its text's
+        length suggests: the run then counts its budget spent, and says the answer is cut.
+        """
+        usage = reported_usage(self.usage)
+        if usage is not None:
+            report.usage(usage)
+            return
+        chars = self.received_chars
+        completion = tokens_for_chars(chars) if chars else 0
+        if self.finish_reason == "length" and max_tokens is not None:
+            completion = max(completion, max_tokens)
+        report.usage(Usage(estimate_tokens(prompt), completion), estimated=True)
 
     def _joined(self, content: str) -> str:
         """`content` made well-formed, with a surrogate pair split between deltas joined."""

@@ -137,7 +137,13 @@ class GuardedRequestHandler(RequestHandler):
         the cap, as a reset for a stalled write (above) avoids.
         """
         transport = self.transport
-        if isinstance(transport, asyncio.Transport) and unsent_bytes(transport) > 0:
+        # A transport closing already is one aiohttp closed after its last answer (or lost):
+        # what the kernel still holds of it goes out, ended by a FIN, as the client expects.
+        if (
+            isinstance(transport, asyncio.Transport)
+            and not transport.is_closing()
+            and unsent_bytes(transport) > 0
+        ):
             reset(transport)
         super().force_close()
 
