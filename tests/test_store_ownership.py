@@ -31,8 +31,13 @@ async def start_failing(*args: str) -> tuple[int, str]:
         *(sys.executable, "-m", "research_service", "serve", *args),
         stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(60):
-        _, err = await process.communicate()
+    try:
+        async with asyncio.timeout(60):
+            _, err = await process.communicate()
+    finally:
+        if process.returncode is None:  # it started after all: stop it, then fail
+            process.kill()
+            await process.wait()
     assert process.returncode is not None
     return process.returncode, err.decode()
 
@@ -95,5 +100,21 @@ async def test_memory_stores_share_a_data_folder(tmp_path: Path) -> None:
     try:
         second = await start(*serve_args(data, "--store", "memory"), timeout=60)
         assert await stop(second) == 0
+    finally:
+        assert await stop(first) == 0
+
+
+async def test_a_deleted_lock_file_lets_no_second_server_in(tmp_path: Path) -> None:
+    """A clean-up script that removes `runs.sqlite3.lock` once let a second `serve` start,
+    which ended the first one's live runs as interrupted while the first wrote on."""
+    data = tmp_path / "data"
+    first = await start(*serve_args(data), timeout=60)
+    try:
+        (data / "runs.sqlite3.lock").unlink()
+        code, err = await start_failing(*serve_args(data))
+        assert code == 2, err
+        assert f"the run store in {data} is in use by another research-service process" in err
+        async with httpx.AsyncClient(timeout=30) as client:
+            assert (await client.get(f"{first.base}/healthz")).status_code == 200
     finally:
         assert await stop(first) == 0

@@ -30,13 +30,16 @@ def owning(store: Path) -> Iterator[None]:
     """Hold the run store `store` for this process; StoreInUse when another process does.
 
     The lock is the kernel's (flock), so it goes with the process however it ends, a kill
-    -9 included: a stale lock file never keeps a service from starting.
+    -9 included: a stale lock file never keeps a service from starting. The folder itself is
+    locked too: a lock file deleted while its service runs (a clean-up script) must not let a
+    second one in, whose start would end the first one's live runs as interrupted.
     """
     path = lock_path(store)
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
         # A raw descriptor: no buffer left to flush (and fail) on a full disk.
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        folder = os.open(store.parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         raise ConfigError(
             f"cannot create {path} ({exc.strerror or exc}); check the folder, or point "
@@ -44,6 +47,7 @@ def owning(store: Path) -> Iterator[None]:
         ) from None
     try:
         try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StoreInUse(
@@ -53,8 +57,9 @@ def owning(store: Path) -> Iterator[None]:
         _write_holder(fd)
         yield
     finally:
-        # Closing the file releases the lock; the file stays (removing it would race).
+        # Closing the files releases the locks; the file stays (removing it would race).
         os.close(fd)
+        os.close(folder)
 
 
 def _write_holder(fd: int) -> None:
