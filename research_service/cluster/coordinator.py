@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from research_service.cluster.cluster_log import ClusterLog
 from research_service.cluster.executions import Executions
+from research_service.cluster.outage import Outage
 from research_service.cluster.presence import Presence
 from research_service.cluster.redis_link import ERRORS, Keys, unavailable
 from research_service.cluster.slots import (
@@ -357,6 +358,7 @@ class ClusterCoordinator:
 
     async def _beat_forever(self) -> None:
         life: str | None = None
+        outage = Outage("cannot write this node's heartbeat to Redis")
         while True:
             try:
                 pipe = self.redis.pipeline(transaction=False)
@@ -367,8 +369,9 @@ class ClusterCoordinator:
                 if life is not None and info["run_id"] != life:
                     self.presence.rewrite_all()  # Redis restarted: it forgot our counts
                 life = info["run_id"]
+                outage.ok()
             except ERRORS as exc:
-                log.warning("cannot write this node's heartbeat to Redis (%s)", exc)
+                outage.failed(exc)
             if self._unrecorded:
                 await self._record_ends()
             await asyncio.sleep(self.beat_s)

@@ -15,6 +15,7 @@ from typing import Any, Final
 from redis.exceptions import ResponseError
 
 from research_service.cluster.coordinator import ClusterCoordinator
+from research_service.cluster.outage import Outage
 from research_service.cluster.redis_link import ERRORS, GROUP
 from research_service.cluster.tasks import every, stop
 from research_service.errors import StoreUnavailable
@@ -83,6 +84,7 @@ class Executor:
 
     async def _take_forever(self) -> None:
         redis, queue = self.cluster.redis, self.cluster.keys.queue
+        outage = Outage("cannot read the run queue")
         while not self.draining:
             if self.manager.active_runs >= self.capacity:
                 self._room.clear()
@@ -98,13 +100,14 @@ class Executor:
                     with contextlib.suppress(*ERRORS):
                         await self._join_group()
                     continue
-                log.warning("cannot read the run queue (%s); retrying", exc)
+                outage.failed(exc)
                 await asyncio.sleep(RETRY_S)
                 continue
             except ERRORS as exc:
-                log.warning("cannot read the run queue (%s); retrying", exc)
+                outage.failed(exc)
                 await asyncio.sleep(RETRY_S)
                 continue
+            outage.ok()
             # Claimed side by side: a burst of runs starts in one round trip, not one each.
             entries = [entry for _, batch in reply or () for entry in batch]
             results = await asyncio.gather(
@@ -163,10 +166,12 @@ class Executor:
     async def listen_for_cancels(self) -> None:
         """Cancel, or hand plan decisions to, the runs executing here (pub/sub, any node)."""
         keys = self.cluster.keys
+        outage = Outage("cancel and review requests: lost Redis")
         while True:
             try:
                 async with self.cluster.redis.pubsub() as pubsub:
                     await pubsub.subscribe(keys.cancels, keys.reviews)
+                    outage.ok()
                     # A request made while we were not subscribed is still in its key.
                     for run_id in list(self.cluster.local):
                         await self._cancel_if_asked(run_id)
@@ -180,7 +185,7 @@ class Executor:
                         else:
                             await self._cancel_if_asked(run_id)
             except ERRORS as exc:
-                log.warning("cancel and review requests: lost Redis (%s); resubscribing", exc)
+                outage.failed(exc)
                 await asyncio.sleep(RETRY_S)
 
     async def _decide_if_asked(self, run_id: str) -> None:

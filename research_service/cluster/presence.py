@@ -10,6 +10,7 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
+from research_service.cluster.outage import Outage
 from research_service.cluster.redis_link import ERRORS, Keys
 from research_service.cluster.tasks import stop
 from research_service.runs.coordinator import Followers
@@ -107,6 +108,7 @@ class Presence:
         self._wake.set()
 
     async def _write_forever(self) -> None:
+        outage = Outage("cannot write listener counts to Redis")
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -128,8 +130,9 @@ class Presence:
                 pipe.pexpire(key, COUNTS_TTL_MS)
             try:
                 await pipe.execute()
+                outage.ok()
             except ERRORS as exc:
-                log.warning("cannot write listener counts to Redis (%s); retrying", exc)
+                outage.failed(exc)
                 self._dirty |= dirty
                 self._left_ms = lefts | self._left_ms  # a later leave wins
                 await asyncio.sleep(0.5)

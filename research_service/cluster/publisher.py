@@ -9,6 +9,7 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
+from research_service.cluster.outage import Outage
 from research_service.cluster.redis_link import ERRORS, Keys
 from research_service.cluster.tasks import stop
 from research_service.runs.run_memory import Row
@@ -81,6 +82,7 @@ class LivePublisher:
         await stop(self._task)
 
     async def _send_forever(self) -> None:
+        outage = Outage("cannot publish live events to Redis")
         while True:
             if not self._pending:
                 self._idle.set()
@@ -90,9 +92,10 @@ class LivePublisher:
             try:
                 await self._send(batch)
             except ERRORS as exc:
-                log.warning("cannot publish live events to Redis (%s); retrying", exc)
+                outage.failed(exc)
                 await asyncio.sleep(RETRY_S)
                 continue
+            outage.ok()
             for _ in batch:
                 if self._pending:
                     self._pending.popleft()

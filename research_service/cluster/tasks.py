@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from research_service.cluster.outage import Outage
 from research_service.cluster.redis_link import ERRORS
 from research_service.errors import StoreUnavailable
 
@@ -38,11 +39,13 @@ async def stop(*tasks: asyncio.Task[None] | None) -> None:
 
 async def every(interval_s: float, work: Callable[[], Awaitable[None]], *, what: str) -> None:
     """Do `work` every `interval_s` seconds, forever; a failure is logged and tried again."""
+    outage = Outage(f"{what} failed")
     while True:
         await asyncio.sleep(interval_s)
         try:
             await work()
+            outage.ok()
         except (*ERRORS, StoreUnavailable) as exc:
-            log.warning("%s failed (%s); will try again", what, exc)
+            outage.failed(exc)
         except Exception:
             log.exception("%s failed unexpectedly; will try again", what)
