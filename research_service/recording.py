@@ -5,6 +5,7 @@ Shared by the service (GET /v1/runs/{id}/recording), the export and the terminal
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, BinaryIO, Final, NoReturn
 
 from research_service import __version__, strict_json
 from research_service.errors import ResearchError
@@ -38,6 +39,8 @@ SUPPORTED_VERSIONS: Final = frozenset({1})
 EARLIEST: Final = 1970
 LATEST: Final = 9000
 MAX_T_MS: Final = 365 * 24 * 3600 * 1000
+#: The longest line read: a `done` holds a whole answer, far less than this.
+MAX_LINE_BYTES: Final = 64 << 20
 #: RFC 3339's date-time (`datetime.fromisoformat` takes week dates and more besides).
 _RFC3339: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
@@ -198,10 +201,11 @@ def dump_recording(record: RunRecord, events: Sequence[Event]) -> str:
 
 
 def load_recording(path: str | os.PathLike[str]) -> Recording:
-    """Read and check the recording file at `path` (a `str` or a path object)."""
+    """Read and check the recording file at `path` (a `str` or a path object), line by line."""
     source = os.fspath(path)
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as file:
+            return _parse_lines(_file_lines(file, source), source=source)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise RecordingError(
@@ -210,16 +214,20 @@ def load_recording(path: str | os.PathLike[str]) -> Recording:
             source=source,
             line=None,
         ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise RecordingError(
-            f"not UTF-8 (byte {raw[exc.start]:#04x}); recordings are UTF-8 text",
-            source=source,
-            line=line,
-        ) from None
-    return parse_recording(text, source=source)
+
+
+def _file_lines(file: BinaryIO, source: str) -> Iterator[str]:
+    r"""The file's lines as text, each without its "\n": never more than one held at a time."""
+    for number in itertools.count(1):
+        raw = file.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES:
+            _fail(source, number, f"longer than {MAX_LINE_BYTES >> 20} MiB; no service writes such")
+        try:
+            yield raw.decode("utf-8").removesuffix("\n")
+        except UnicodeDecodeError as exc:
+            _fail(source, number, f"not UTF-8 (byte {raw[exc.start]:#04x}); recordings are UTF-8")
 
 
 def parse_recording(text: str, *, source: str = "<recording>") -> Recording:
@@ -229,21 +237,22 @@ def parse_recording(text: str, *, source: str = "<recording>") -> Recording:
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # the newline that ends the last line
-    if not lines:
+    return _parse_lines(iter(lines), source=source)
+
+
+def _parse_lines(lines: Iterator[str], *, source: str) -> Recording:
+    first = next(lines, None)
+    if first is None:
         _fail(source, 1, "the file is empty; a recording starts with its header line")
-    head = _header(_object(lines[0], source=source, line=1), source=source)
+    head = _header(_object(first, source=source, line=1), source=source)
     events: list[RecordedEvent] = []
-    for number, raw in enumerate(lines[1:], start=2):
-        obj = _object(raw, source=source, line=number)
-        events.append(_event(obj, previous=events[-1] if events else None, at=(source, number)))
+    last = 1
+    for last, raw in enumerate(lines, start=2):
+        obj = _object(raw, source=source, line=last)
+        events.append(_event(obj, previous=events[-1] if events else None, at=(source, last)))
     if not events or events[-1].event != "done":
-        last = len(lines)
-        _fail(
-            source,
-            last,
-            f"the recording ends at line {last} without a done event; a recording holds a "
-            "finished run, export it again once the run has ended",
-        )
+        why = "a recording holds a finished run, export it again once the run has ended"
+        _fail(source, last, f"the recording ends at line {last} without a done event; {why}")
     return Recording(head, events)
 
 

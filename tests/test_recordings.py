@@ -466,3 +466,13 @@ def test_escaped_surrogate_pairs_are_text_and_load() -> None:
     text = "".join(_set(0, question="Why 😀?")(_lines()))
     assert "\\ud83d\\ude00" in text
     assert parse_recording(text).header["question"] == "Why 😀?"
+
+
+def test_a_huge_file_is_read_a_line_at_a_time_and_a_huge_line_refused(tmp_path: Path) -> None:
+    """A 3 GB file was read whole (then decoded, then split: three copies): a MemoryError's
+    traceback under a memory limit. Now no line is read past 64 MiB."""
+    path = tmp_path / "huge.jsonl"
+    with path.open("wb") as file:
+        file.truncate(3 << 30)  # sparse: 3 GB of NULs, no line end
+    with pytest.raises(RecordingError, match=r"line 1: longer than 64 MiB"):
+        load_recording(path)
