@@ -36,10 +36,17 @@ def read_regular(path: Path, limit: int) -> Contents | None:
     is not read past it. NotRegularFile (an OSError) for anything but a regular file.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
+    try:
         opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode):
-            raise NotRegularFile(path, opened.st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(opened.st_mode):
+        # Checked before the file object is made: a folder cannot be one (its descriptor
+        # would be left open, and the error name the descriptor's number, not the path).
+        os.close(fd)
+        raise NotRegularFile(path, opened.st_mode)
+    with os.fdopen(fd, "rb") as file:
         if opened.st_size > limit:
             return None
         data = file.read(limit + 1)

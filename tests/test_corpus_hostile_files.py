@@ -148,3 +148,18 @@ def test_an_index_on_a_disk_filled_beforehand_says_so_too(tmp_path: Path) -> Non
         )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert "is full; free some space and try again" in done.stderr
+
+
+def test_a_dangling_link_is_warned_of_once_and_counted_as_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "tea.md").write_text("# Tea\nGreen tea.\n")
+    (notes / "gone.md").symlink_to(tmp_path / "nowhere.md")
+    with caplog.at_level(logging.WARNING), CorpusIndex.open(tmp_path / "index.sqlite3") as index:
+        report = index.sync(folder_documents(notes))
+    assert (report.added, report.skipped) == (1, 1)
+    warned = [r.message for r in caplog.records if "gone.md" in r.message]
+    assert len(warned) == 1
+    assert "No such file or directory" in warned[0]

@@ -60,7 +60,11 @@ def folder_documents(root: Path) -> list[DocumentRef]:
             try:
                 stat = path.stat()
             except OSError as exc:
-                log.warning("skipping %s: %s", path, exc)
+                # A dangling link, a file gone since the listing: skipped, and counted so.
+                key = path.relative_to(root).as_posix()
+                refs.append(
+                    DocumentRef(key, f"unreadable:{exc}", functools.partial(_gone, path, exc))
+                )
                 continue
             fingerprint = f"{EXTRACTOR_VERSION}:{stat.st_mtime_ns}:{stat.st_size}"
             key = path.relative_to(root).as_posix()
@@ -89,6 +93,12 @@ def _utf8(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _gone(path: Path, exc: OSError) -> Document | None:
+    """The load of a file that could not even be looked at: skipped, and said so."""
+    log.warning("skipping %s: %s", path, exc.strerror or exc)
+    return None
 
 
 def _not_utf8(key: str) -> Document | None:

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Final
 
-from research_service.corpus.files import folder_documents
+from research_service.corpus.files import SUFFIXES, folder_documents
 from research_service.corpus.index import (
     CorpusIndex,
     ProgressCallback,
@@ -192,7 +192,8 @@ def _open_and_sync(
         folder = corpus_folder(settings.corpus)
         label, refs = str(folder), folder_documents(folder)
         if not refs:
-            log.warning("corpus folder %s has no .md, .rst, .txt or .html files", folder)
+            kinds = ", ".join(sorted(SUFFIXES))
+            log.warning("corpus folder %s has no files of the kinds indexed (%s)", folder, kinds)
     try:
         index = CorpusIndex.open(path)
         try:
