@@ -150,6 +150,8 @@ async def test_secrets_sent_in_any_query_spelling_or_in_the_referer_never_reach_
         ("/v1/runs", {"api_key": ALICE}, {}),
         ("/v1/runs", {"Api_Key": ALICE, "limit": "5"}, {}),
         (f"/v1/runs/{created.json()['id']}", {"Token": token}, {}),
+        (f"/v1/runs/{created.json()['id']}", {"token[]": token}, {}),
+        (f"/v1/runs/{created.json()['id']}", {"token\x00": token}, {}),
         ("/v1/runs", {"q": store_key}, {}),
         (f"/{store_key}", {}, {}),
         ("/healthz", {}, {"Referer": f"http://panel.example/runs/x?view=1&token={token}#top"}),

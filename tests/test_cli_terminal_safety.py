@@ -40,9 +40,12 @@ RED = "\x1b[31m"
 C1_CSI = "\x9b"
 QUERIES = [f"widgets {RETITLE}", f"frobnicate {C1_CSI}31m"]
 PIECES = [f"Set frobnicate {CLEAR}", f"to true {RED}", "[1]."]
-TITLE = f"Widgets {RETITLE} guide"
-#: Any character a terminal acts on, but the line breaks and tabs text is made of.
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: A right-to-left override: what follows shows reversed ("fdp.exe" reads "exe.pdf").
+RLO = "\u202e"
+TITLE = f"Widgets {RETITLE} guide{RLO}fdp.exe"
+#: Any character a terminal acts on, but the line breaks and tabs text is made of, and the
+#: bidirectional overrides and isolates that reorder a line.
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 @pytest.fixture
@@ -76,7 +79,7 @@ async def test_plain_and_quiet_show_escape_sequences_inert(hostile: Service, mod
     assert result.returncode == 0, result.stderr
     assert_inert(result.stdout)
     assert "Set frobnicate \\x1b[2Jto true \\x1b[31m[1]." in result.stdout
-    assert "Widgets \\x1b]0;PWNED\\x07 guide" in result.stdout
+    assert "Widgets \\x1b]0;PWNED\\x07 guide\\u202efdp.exe" in result.stdout
     if mode == "--plain":
         assert "widgets \\x1b]0;PWNED\\x07 | frobnicate \\x9b31m" in result.stdout
 
@@ -303,7 +306,7 @@ async def test_a_replay_server_refuses_a_plan_decision_as_replay_only_as_documen
 
 
 def test_the_json_printed_reads_back_as_the_exact_strings() -> None:
-    value = {"text": "".join(chr(c) for c in range(0x00, 0xA0)) + "\u2028é"}
+    value = {"text": "".join(chr(c) for c in range(0x00, 0xA0)) + "\u2028é\u202e\u2067"}
     line = json_line(value)
     assert_inert(line)
     assert json.loads(line) == value

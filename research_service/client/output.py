@@ -12,10 +12,13 @@ from typing import Any, Final, Protocol, TextIO
 from research_service.client.events import RunEvent
 from research_service.errors import OutputFailed
 
-#: Control characters a terminal acts on: C0 but \t and \n, DEL, and C1 (0x9b is CSI, as ESC [).
-CONTROLS: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-#: What `json.dumps(ensure_ascii=False)` leaves raw although a terminal acts on it: DEL and C1.
-_RAW_IN_JSON: Final = re.compile("[\x7f-\x9f]")
+#: Control characters a terminal acts on: C0 but \t and \n, DEL, and C1 (0x9b is CSI, as ESC [);
+#: and Unicode's bidirectional overrides and isolates, which reorder what follows them on the
+#: line (a title or link shown reversed: "Trojan Source").
+CONTROLS: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: What `json.dumps(ensure_ascii=False)` leaves raw although a terminal acts on it: DEL, C1 and
+#: the bidirectional controls.
+_RAW_IN_JSON: Final = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class Writer(Protocol):
@@ -34,7 +37,12 @@ def printable(text: str) -> str:
     Documents, web pages and models can hold escape sequences that would retitle, clear or
     recolour the terminal; shown this way they are visible and do nothing.
     """
-    return CONTROLS.sub(lambda m: f"\\x{ord(m[0]):02x}", text.replace("\r\n", "\n"))
+    return CONTROLS.sub(_escaped, text.replace("\r\n", "\n"))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def printable_data(value: Any) -> Any:
