@@ -46,7 +46,10 @@ def cannot_listen(exc: OSError, host: str, port: int, *, flag: str) -> ConfigErr
 
 def redact_url(url: str) -> str:
     """The URL with its password replaced, fit for a log line or an error message."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL ("http://[::1"): its user and password are taken out
+        return without_userinfo(url)
     if parts.password is None:
         return url
     host = parts.netloc.rsplit("@", 1)[-1]
@@ -59,7 +62,10 @@ def public_url(url: str) -> str:
     A model gateway or SearXNG behind basic auth takes its credentials in the URL, and its
     failures reach run events, their listeners and the open `/readyz`.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return without_userinfo(url).split("?", 1)[0]
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
 

@@ -461,6 +461,27 @@ def test_export_errors_exit_2_with_a_message(
         assert not (tmp_path / RUN_STORE_FILE).exists()
 
 
+@pytest.mark.parametrize(
+    ("contents", "says"),
+    [(b"", "it holds no runs table"), (b"not a database" * 100, "file is not a database")],
+    ids=["empty", "garbage"],
+)
+def test_export_from_a_file_that_is_no_run_store_says_so_and_leaves_it_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], contents: bytes, says: str
+) -> None:
+    """An empty file was migrated into a run store (export only reads); a corrupt one said it
+    "cannot be written", "or point --data-dir elsewhere"."""
+    store = tmp_path / RUN_STORE_FILE
+    store.write_bytes(contents)
+    assert main(["export", RUN_ID, "--data-dir", str(tmp_path)]) == 2
+    _, err = capsys.readouterr()
+    assert err == (
+        f"research-service: cannot read the run store {store} ({says}); is it a "
+        "research-service run store?\n"
+    )
+    assert store.read_bytes() == contents
+
+
 def test_escaped_surrogate_pairs_are_text_and_load() -> None:
     # json.dumps writes "😀" as the pair \ud83d\ude00: one character, not a lone surrogate.
     text = "".join(_set(0, question="Why 😀?")(_lines()))

@@ -74,6 +74,12 @@ async def from_store(path: Path, run_id: str) -> str:
         )
     if not is_run_id(run_id):
         raise ExportError(f"{run_id!r} is not a run id; run ids are 16 lowercase hex characters")
+    # Looked at read-only first: opening a file that is no run store would make it one.
+    problem = await asyncio.to_thread(_not_a_store, path)
+    if problem is not None:
+        raise ExportError(
+            f"cannot read the run store {path} ({problem}); is it a research-service run store?"
+        )
     try:
         store = await sqlite_log.open(path)
         try:
@@ -86,6 +92,19 @@ async def from_store(path: Path, run_id: str) -> str:
             f"cannot read the run store {path} ({exc}); is it a research-service run store?"
         ) from None
     return _finished(record, events, run_id=run_id, where=f"the run store {path}")
+
+
+def _not_a_store(path: Path) -> str | None:
+    """Why the file at `path` is no run store (read-only, so nothing is written), or None."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return str(exc)
+    return None if found else "it holds no runs table"
 
 
 async def from_postgres(url: str, run_id: str) -> str:
