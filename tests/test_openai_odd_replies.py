@@ -278,3 +278,23 @@ def test_the_http_clients_request_lines_show_no_password() -> None:
     assert record.getMessage() == (
         'HTTP Request: POST http://127.0.0.1:9/v1/chat/completions "HTTP/1.1 200 OK"'
     )
+
+
+@pytest.mark.parametrize("count", [10**30, -3])
+async def test_a_usage_no_call_could_have_is_taken_as_none(server: OddServer, count: int) -> None:
+    """10**30 tokens reached `done.usage` as it was (and spent any budget at once)."""
+    usage = {"prompt_tokens": 10, "completion_tokens": count, "total_tokens": count}
+    body = {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [],
+            "usage": usage}  # fmt: skip
+    server.stream = [
+        text("Use json."),
+        chunk(finish="stop"),
+        b"data: " + json.dumps(body).encode() + b"\n\n",
+    ]
+    async with LLM_PROVIDERS["openai"](settings(server)) as llm:
+        report = RecordingReporter()
+        request = AnswerRequest(question="How?", sources=SOURCES, report=report, max_tokens=100)
+        assert "".join([p async for p in llm.synthesize(request)]) == "Use json."
+    ((usage_seen, estimated),) = report.usages
+    assert estimated
+    assert usage_seen.completion_tokens == 3  # "Use json." estimated, about 4 characters a token

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from openai import AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from openai.types.completion_usage import CompletionUsage
@@ -9,14 +11,19 @@ from openai.types.completion_usage import CompletionUsage
 from research_service.providers.base import Usage
 from research_service.providers.llm_errors import MalformedReply
 
+#: More tokens than any one call could use (no context window comes near): a server's figure
+#: past this is taken as no figure, and the call's usage estimated.
+MAX_REPORTED_TOKENS: Final = 100_000_000
+
 
 def reported_usage(usage: object) -> Usage | None:
     """The server's usage report as a Usage, if it sent one that holds counts."""
     if not isinstance(usage, CompletionUsage):
         return None
     counts = (usage.prompt_tokens or 0, usage.completion_tokens or 0)
-    if not all(type(count) is int and count >= 0 for count in counts):
-        return None  # the SDK does not check: "many" or -3 would break the run's accounting
+    if not all(type(count) is int and 0 <= count <= MAX_REPORTED_TOKENS for count in counts):
+        # The SDK does not check: "many", -3 or 10**30 would break the run's accounting.
+        return None
     return Usage(*counts)
 
 
