@@ -15,7 +15,7 @@ from research_service.auth.keyring import Keyring
 from research_service.auth.sign_ins import SIGN_INS_PER_MINUTE
 from research_service.errors import ConfigError
 from research_service.settings import Settings
-from tests.conftest import MakeService
+from tests.conftest import MakeService, Service
 from tests.test_auth import (
     CUT_WITHIN_S,
     PROBLEMS,
@@ -75,12 +75,17 @@ def test_a_file_keys_id_changes_with_its_role_and_not_otherwise() -> None:
     assert admin.info.admin
 
 
+async def keyed_by_file(make_service: MakeService, path: Path) -> Service:
+    """A service whose keys are `path`'s: alice's, and the admin ops's."""
+    await asyncio.to_thread(path.write_text, f"alice:{ALICE}\nops:{OPS}:admin\n")
+    return await make_service(auth="keys", api_keys_file=path)
+
+
 async def test_an_admin_demoted_in_the_keys_file_loses_its_open_stream_of_anothers_run(
     tmp_path: Path, make_service: MakeService, client: httpx.AsyncClient
 ) -> None:
     path = tmp_path / "keys.txt"
-    path.write_text(f"alice:{ALICE}\nops:{OPS}:admin\n")
-    service = await make_service(auth="keys", api_keys_file=path)
+    service = await keyed_by_file(make_service, path)
     service.llm.hold_after = 1
     created = await client.post(
         service.url("/v1/runs"), json={"question": "Whose run?"}, headers=bearer(ALICE)
@@ -110,8 +115,7 @@ async def test_a_key_signing_in_more_than_a_minute_allows_gets_429_and_others_do
     tmp_path: Path, make_service: MakeService, client: httpx.AsyncClient
 ) -> None:
     path = tmp_path / "keys.txt"
-    path.write_text(f"alice:{ALICE}\nops:{OPS}:admin\n")
-    service = await make_service(auth="keys", api_keys_file=path)
+    service = await keyed_by_file(make_service, path)
     url = service.url("/v1/session")
     for _ in range(SIGN_INS_PER_MINUTE):
         signed_in = await client.post(url, json={"api_key": ALICE})

@@ -118,6 +118,13 @@ async def test_a_running_search_sees_an_index_run_beside_it_within_a_second(
     assert sorted(hit.title for hit in after) == ["Oolong", "Tea"]
 
 
+def index_onto(disk: Path, notes: Path) -> subprocess.CompletedProcess[str]:
+    """`research-service index NOTES` with its index on `disk`, as a user runs it."""
+    command = [sys.executable, "-m", "research_service", "index", str(notes)]
+    command += ["--db", str(disk / "index.sqlite3"), "--quiet"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_an_index_that_fills_the_disk_says_the_disk_is_full(tmp_path: Path) -> None:
     """SQLite rolled back by itself; a second ROLLBACK used to hide why behind its own error."""
     notes = tmp_path / "notes"
@@ -125,11 +132,7 @@ def test_an_index_that_fills_the_disk_says_the_disk_is_full(tmp_path: Path) -> N
     for n in range(200):
         (notes / f"note{n}.md").write_text(f"# Note {n}\n" + f"word{n} " * 2000 + "\n")
     with small_disk(tmp_path / "disk", size="1m") as disk:
-        done = subprocess.run(
-            [sys.executable, "-m", "research_service", "index", str(notes),
-             "--db", str(disk / "index.sqlite3"), "--quiet"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        done = index_onto(disk, notes)
     assert done.returncode == 1, done.stderr
     assert "is full; free some space and try again" in done.stderr
     assert "cannot rollback" not in done.stderr
@@ -141,11 +144,7 @@ def test_an_index_on_a_disk_filled_beforehand_says_so_too(tmp_path: Path) -> Non
     (notes / "a.md").write_text("# A\ntext\n")
     with small_disk(tmp_path / "disk", size="1m") as disk:
         asyncio.run(fill(disk))
-        done = subprocess.run(
-            [sys.executable, "-m", "research_service", "index", str(notes),
-             "--db", str(disk / "index.sqlite3"), "--quiet"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        done = index_onto(disk, notes)
     assert done.returncode == 1, done.stderr
     assert "is full; free some space and try again" in done.stderr
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from research_service.errors import ConfigError
 from research_service.logs import hide_url_passwords
-from research_service.providers.base import AnswerRequest, PlanRequest, Source
+from research_service.providers.base import AnswerRequest, PlanRequest, Source, Usage
 from research_service.providers.llm_errors import (
     LLMAuthError,
     LLMBadResponse,
@@ -137,6 +137,18 @@ async def answer(server: OddServer, *, max_tokens: int | None = None, **extra: A
             return "".join([piece async for piece in llm.synthesize(request)])
 
 
+async def answer_and_usage(server: OddServer, *, max_tokens: int) -> tuple[str, Usage, bool]:
+    """The answer streamed, and the one usage the provider reported (estimated or not)."""
+    async with LLM_PROVIDERS["openai"](settings(server)) as llm:
+        report = RecordingReporter()
+        request = AnswerRequest(
+            question="How?", sources=SOURCES, report=report, max_tokens=max_tokens
+        )
+        answer = "".join([p async for p in llm.synthesize(request)])
+    ((usage, estimated),) = report.usages
+    return answer, usage, estimated
+
+
 async def test_bytes_that_are_not_utf8_before_the_answer_are_a_bad_response(
     server: OddServer,
 ) -> None:
@@ -187,11 +199,8 @@ async def test_a_stop_at_the_token_limit_counts_the_budget_spent_without_usage(
 ) -> None:
     """Several tokens a chunk and no usage: the text looks short, the server said `length`."""
     server.stream = [text("要解析JSON字符串"), chunk(finish="length")]
-    async with LLM_PROVIDERS["openai"](settings(server)) as llm:
-        report = RecordingReporter()
-        request = AnswerRequest(question="How?", sources=SOURCES, report=report, max_tokens=45)
-        assert "".join([p async for p in llm.synthesize(request)]) == "要解析JSON字符串"
-    ((usage, estimated),) = report.usages
+    answer, usage, estimated = await answer_and_usage(server, max_tokens=45)
+    assert answer == "要解析JSON字符串"
     assert estimated
     assert usage.completion_tokens == 45
 
@@ -291,10 +300,7 @@ async def test_a_usage_no_call_could_have_is_taken_as_none(server: OddServer, co
         chunk(finish="stop"),
         b"data: " + json.dumps(body).encode() + b"\n\n",
     ]
-    async with LLM_PROVIDERS["openai"](settings(server)) as llm:
-        report = RecordingReporter()
-        request = AnswerRequest(question="How?", sources=SOURCES, report=report, max_tokens=100)
-        assert "".join([p async for p in llm.synthesize(request)]) == "Use json."
-    ((usage_seen, estimated),) = report.usages
+    answer, usage_seen, estimated = await answer_and_usage(server, max_tokens=100)
+    assert answer == "Use json."
     assert estimated
     assert usage_seen.completion_tokens == 3  # "Use json." estimated, about 4 characters a token

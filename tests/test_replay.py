@@ -305,17 +305,18 @@ async def test_paced_replay_delivers_the_whole_stream_in_order(
     assert body == retry_field(DEFAULT_RETRY_MS) + b"".join(run.wire)
 
 
+def answer_now_end_later(events: list[Event]) -> list[int]:
+    """The answer at once; what follows it (synthesizing completed, done) an hour later."""
+    last_token = max(e.seq for e in events if e.name == "token")
+    return [0 if e.seq <= last_token else 3_600_000 for e in events]
+
+
 async def test_paced_replay_is_live_and_stopping_plays_the_rest_at_once(
     service: Service, make_replay: MakeReplay, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     service.llm.pieces = PIECES
 
-    # The answer at once; what follows it (synthesizing completed, done) an hour later.
-    def retime(events: list[Event]) -> list[int]:
-        last_token = max(e.seq for e in events if e.name == "token")
-        return [0 if e.seq <= last_token else 3_600_000 for e in events]
-
-    run = await record(service, client, tmp_path / "slow.jsonl", retime=retime)
+    run = await record(service, client, tmp_path / "slow.jsonl", retime=answer_now_end_later)
     server = await make_replay(run.path, speed=1)
     url = str(server.make_url(f"/v1/runs/{run.run_id}/events"))
     head = await listen(client, url, stop=after_event("token", len(PIECES)))
@@ -371,11 +372,7 @@ async def test_snapshots_of_a_run_still_playing_read_only_its_new_events(
     whole log folded for every snapshot: 1.2 s of the loop each, for 300,000 events."""
     service.llm.pieces = PIECES
 
-    def retime(events: list[Event]) -> list[int]:
-        last_token = max(e.seq for e in events if e.name == "token")
-        return [0 if e.seq <= last_token else 3_600_000 for e in events]
-
-    run = await record(service, client, tmp_path / "slow.jsonl", retime=retime)
+    run = await record(service, client, tmp_path / "slow.jsonl", retime=answer_now_end_later)
     server = await make_replay(run.path, speed=1)
     url = str(server.make_url(f"/v1/runs/{run.run_id}/events"))
     head = await listen(client, url, stop=after_event("token", len(PIECES)))
