@@ -162,3 +162,20 @@ def test_a_dangling_link_is_warned_of_once_and_counted_as_skipped(
     warned = [r.message for r in caplog.records if "gone.md" in r.message]
     assert len(warned) == 1
     assert "No such file or directory" in warned[0]
+
+
+def test_one_index_given_a_moved_folder_links_every_document_to_its_new_place(
+    tmp_path: Path,
+) -> None:
+    """Unchanged files (same size and time) kept the old folder's `file://` links."""
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    first.mkdir()
+    (first / "a.md").write_text("# Alpha\nokapi alpha text\n")
+    (first / "b.md").write_text("# Beta\nokapi beta text\n")
+    with CorpusIndex.open(tmp_path / "shared.sqlite3") as index:
+        index.sync(folder_documents(first))
+        first.rename(moved)
+        report = index.sync(folder_documents(moved))
+        urls = {hit.url for hit in index.search("okapi", limit=5)}
+    assert report.updated == 2
+    assert urls == {(moved / "a.md").resolve().as_uri(), (moved / "b.md").resolve().as_uri()}

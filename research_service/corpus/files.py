@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -19,7 +20,9 @@ from research_service.text import clean_rest, squash
 log = logging.getLogger(__name__)
 
 # Bump when the extracted text changes shape, so every index re-reads the folder.
-EXTRACTOR_VERSION: Final = "files-1"
+#: In every document's fingerprint: a new one re-reads every file (files-2: the extractors
+#: read in one pass, and a document's URL names its place in the folder).
+EXTRACTOR_VERSION: Final = "files-2"
 SUFFIXES: Final = frozenset({".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf"})
 # Bigger files are almost always data dumps or logs, not prose worth citing.
 MAX_FILE_BYTES: Final = 5_000_000
@@ -51,6 +54,9 @@ def folder_documents(root: Path) -> list[DocumentRef]:
     """References to every supported file under `root`, skipping hidden files and folders."""
     refs: list[DocumentRef] = []
     base = root.resolve()
+    # The folder too: an index given a moved or copied folder re-reads it, as its URLs name
+    # the folder (unchanged files kept the old folder's links).
+    where = hashlib.sha256(os.fsencode(base)).hexdigest()[:12]
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
@@ -66,7 +72,7 @@ def folder_documents(root: Path) -> list[DocumentRef]:
                     DocumentRef(key, f"unreadable:{exc}", functools.partial(_gone, path, exc))
                 )
                 continue
-            fingerprint = f"{EXTRACTOR_VERSION}:{stat.st_mtime_ns}:{stat.st_size}"
+            fingerprint = f"{EXTRACTOR_VERSION}:{where}:{stat.st_mtime_ns}:{stat.st_size}"
             key = path.relative_to(root).as_posix()
             # Linked to by its place in the folder, not where a link points: the path is
             # what --base-url rebases, and a link's target may be none of its readers' business.
