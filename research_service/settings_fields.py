@@ -223,10 +223,18 @@ def bad_url(values: Mapping[str, Any]) -> str | None:
     for name, (schemes, example, aliases) in URLS.items():
         url = values[name]
         problem = None if url is None else url_problem(url, schemes)
+        if not problem and name == "public_url" and url and not _bare(url):
+            problem = "links are made by appending paths to it: it takes no query or fragment"
         if problem:
             fix = where(name) + aliases
             return f"{name} is not a usable URL ({problem}); fix {fix}, e.g. {example}"
     return None
+
+
+def _bare(url: str) -> bool:
+    """Whether `url` (one that parses) has no query and no fragment."""
+    parts = urlsplit(url)
+    return not parts.query and not parts.fragment and "?" not in url and "#" not in url
 
 
 def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:

@@ -21,7 +21,9 @@ import pytest
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from research_service.auth.key_store import SqliteKeys
+from research_service.errors import ConfigError
 from research_service.runs.sqlite_db import RUN_STORE_FILE
+from research_service.settings import Settings
 from research_service.webhooks.dispatcher import MAX_IN_FLIGHT, MAX_WAIT_S, backoff
 from tests import cli_process
 from tests.conftest import MakeService, Service
@@ -444,3 +446,9 @@ async def test_a_run_whose_client_left_while_it_was_stored_is_still_heard_of(
     run_id = await stored_run_id(service)
     (got,) = await receiver.wait_for(1)
     assert got.verify(CONFIGURED)["data"]["run_id"] == run_id
+
+
+@pytest.mark.parametrize("url", ["https://x.example/research?a=1", "https://x.example/#top"])
+def test_a_public_url_with_a_query_or_fragment_is_refused_at_start(url: str) -> None:
+    with pytest.raises(ConfigError, match="public_url is not a usable URL .*no query or fragment"):
+        Settings(public_url=url)
