@@ -450,5 +450,5 @@ async def test_a_run_whose_client_left_while_it_was_stored_is_still_heard_of(
 
 @pytest.mark.parametrize("url", ["https://x.example/research?a=1", "https://x.example/#top"])
 def test_a_public_url_with_a_query_or_fragment_is_refused_at_start(url: str) -> None:
-    with pytest.raises(ConfigError, match="public_url is not a usable URL .*no query or fragment"):
+    with pytest.raises(ConfigError, match=r"public_url is not a usable URL .*no query or fragment"):
         Settings(public_url=url)
