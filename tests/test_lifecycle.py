@@ -530,3 +530,29 @@ async def test_a_cluster_run_stored_after_its_request_went_away_still_runs_to_it
             await node.server.close()  # before its keys go, so it writes none afterwards
         await delete_prefix(redis, prefix)
         await redis.aclose()
+
+
+async def test_a_cancel_while_the_runs_done_is_written_changes_nothing(
+    make_service: MakeService, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A cancel that came as the `done` waited for the disk stopped that write half done: the
+    done was stored, but never reached the run's memory, and the run stayed `running` to every
+    listener, snapshot and listing until a restart."""
+    service = await make_service(store="sqlite")
+    service.llm.hold_after = 1
+    created = await client.post(service.url("/v1/runs"), json={"question": "Race?"})
+    run_id = created.json()["id"]
+    await service.until_held()
+    live = service.manager._live[run_id]  # noqa: SLF001 - the moment the end begins has no event
+    with store_writes_held(tmp_path / "data" / RUN_STORE_FILE):
+        service.llm.release.set()
+        await wait_until(lambda: live.ending)  # its done now waits for the write lock
+        cancelled = await client.post(service.url(f"/v1/runs/{run_id}/cancel"))
+        assert cancelled.status_code == 202, cancelled.text
+        assert cancelled.json()["cancelling"] is False  # too late: the run is ending
+    done = await done_of(service, run_id)
+    assert done["status"] == "completed"
+    snapshot = (await client.get(service.url(f"/v1/runs/{run_id}"))).json()
+    assert snapshot["status"] == "completed"
+    stream = await listen(client, service.url(f"/v1/runs/{run_id}/events"), timeout=10)
+    assert stream.last[0] == "done"

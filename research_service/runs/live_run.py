@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from research_service.events import Event, writable
 from research_service.pipeline.context import RunContext
@@ -14,6 +15,9 @@ from research_service.runs.models import RunRecord
 from research_service.runs.state import RunState
 
 log = logging.getLogger(__name__)
+
+#: The cancel code of the service's shutdown.
+SHUTDOWN: Final = "shutdown"
 
 
 @dataclass(slots=True)
@@ -28,6 +32,14 @@ class LiveRun:
     abandon_timer: asyncio.TimerHandle | None = None
     cancel_reason: tuple[str, str] | None = None
     hub: Hub = field(default_factory=Hub)
+    #: Set as the run's end begins: from then on it is not cancelled (see `cancel`).
+    ending: bool = False
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether the service's shutdown cancelled the run."""
+        return self.cancel_reason is not None and self.cancel_reason[0] == SHUTDOWN
+
     #: In a cluster, the check of other processes' listeners before abandoning the run.
     abandon_check: asyncio.Task[None] | None = None
 
@@ -48,10 +60,49 @@ class LiveRun:
             return Event.create(self.record.id, seq, name, data, t_ms=t_ms), data
 
     def cancel(self, *, code: str, message: str) -> bool:
-        """Stop the run's task promptly, for `code`; False when it had already finished."""
+        """Stop the run's task promptly, for `code`; False when it had already finished.
+
+        Also False once it is ending (its `done` being written): cancelling then would stop
+        that write half done, and leave the run `running` to every listener for good. Only
+        the service's shutdown stops it then (a `done` the disk does not take must not hold
+        the process): the next start ends the run as its store has it.
+        """
         if self.task is None or self.task.done():
             return False
+        if self.ending:
+            if code != SHUTDOWN:
+                return False
+            self.cancel_reason = (code, message)
+            self.task.cancel()
+            return True
         if self.cancel_reason is None:
             self.cancel_reason = (code, message or "the run was cancelled on request")
             self.task.cancel()
         return True
+
+
+async def uncancelled(work: Awaitable[None], *, unless: Callable[[], bool]) -> None:
+    """Await `work` to its end, whatever cancel came for the task just before it began.
+
+    A run's `done` stopped half written (on its way to the disk, not yet given to listeners)
+    left the run `running` for good. `LiveRun.cancel` refuses once the run ends; this covers a
+    cancel asked for just before, which asyncio delivers at the next await. Unless `unless()`
+    says the cancel is to be taken (the shutdown's): `work` is then left to end by itself.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if unless():
+            task.add_done_callback(_retrieved)
+            raise
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        await task
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """Take a left task's outcome (its store closed under it): nobody waits for it any more."""
+    if not task.cancelled():
+        task.exception()
