@@ -543,7 +543,7 @@ async def test_a_cancel_while_the_runs_done_is_written_changes_nothing(
     created = await client.post(service.url("/v1/runs"), json={"question": "Race?"})
     run_id = created.json()["id"]
     await service.until_held()
-    live = service.manager._live[run_id]  # noqa: SLF001 - the moment the end begins has no event
+    live = service.manager._live[run_id]  # the moment its end begins has no event to wait on
     with store_writes_held(tmp_path / "data" / RUN_STORE_FILE):
         service.llm.release.set()
         await wait_until(lambda: live.ending)  # its done now waits for the write lock
