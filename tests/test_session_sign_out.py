@@ -358,3 +358,34 @@ async def test_a_stale_cookie_beside_the_session_does_not_end_it(
     assert (await sign_out(client, base, f"{fresh}; {SESSION_COOKIE}={other}")).status_code == 204
     assert_ended(await client.get(keyed.url("/v1/runs"), headers=cookie(fresh)))
     assert_ended(await client.get(keyed.url("/v1/runs"), headers=cookie(other)))
+
+
+async def test_a_run_being_created_as_its_session_signs_out_is_answered(
+    keyed: Keyed, client: httpx.AsyncClient
+) -> None:
+    """Only what lasts is cut (streams, downloads): a `POST /v1/runs` cut once its run was
+    stored left the run made, holding its slots, and its creator with a dropped connection."""
+    base = keyed.url("").rstrip("/")
+    value = await sign_in(client, base, keyed.alice)
+    body = b'{"question": "Made as I left?"}'
+    port = keyed.service.server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = (
+            f"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Cookie: {SESSION_COOKIE}={value}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode())  # allowed: the handler now waits for the body
+        await writer.drain()
+        signed_out = await client.delete(f"{base}/v1/session", headers=cookie(value))
+        assert signed_out.status_code == 204
+        writer.write(body)
+        await writer.drain()
+        async with asyncio.timeout(CUT_WITHIN_S):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:200]
+    # A new request with the cookie is refused, as ever.
+    assert_unauthorized(await client.get(f"{base}/v1/runs", headers=cookie(value)), REALM)

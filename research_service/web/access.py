@@ -30,6 +30,10 @@ TOKEN_PARAM: Final = "token"
 TOKEN_ROUTES: Final = frozenset({"run", "run-events"})
 #: Routes that authenticate for themselves (signing in and out).
 SELF_AUTHENTICATING: Final = frozenset({"session"})
+#: The requests that last (streams, a large recording's download): cut when their key is
+#: revoked or their session signed out. Others were allowed when they began and end within
+#: moments: one cut after its run was stored left the run made and its creator unanswered.
+CUT_WHEN_REVOKED: Final = frozenset({"run-events", "research", "run-recording"})
 #: What a session cookie that grants nothing gets, whatever the reason (forged, expired, ended).
 SESSION_ENDED: Final = "the session has ended; sign in again"
 
@@ -232,8 +236,8 @@ def _needs_access(request: web.Request) -> bool:
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Set the request's Access; with auth on, refuse it (401) without usable credentials.
 
-    A request made with a key is cut when that key is revoked while it lasts (a stream), and
-    one made with a session cookie when that session is signed out.
+    A stream (CUT_WHEN_REVOKED) made with a key is cut when that key is revoked while it
+    lasts, and one made with a session cookie when that session is signed out.
     """
     if not _needs_access(request):
         return await handler(request)
@@ -247,6 +251,8 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     access = await auth.access(request)
     request[ACCESS] = access
     assert access.key_id is not None
+    if request.match_info.route.name not in CUT_WHEN_REVOKED:
+        return await handler(request)
     cut = functools.partial(_cut, request)
     unwatch = auth.keyring.watch(access.key_id, cut)
     unwatch_session = None
