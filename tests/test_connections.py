@@ -89,10 +89,6 @@ async def test_an_idle_connection_is_closed(served: Served) -> None:
     assert await exchange(served.port, b"") == b""
 
 
-#: /proc/net/tcp's states (include/net/tcp_states.h).
-TCP_ESTABLISHED, TCP_FIN_WAIT1 = "01", "04"
-
-
 def server_side_state(server_port: int, client_port: int) -> str | None:
     """The state of the server's socket of one connection (None once it is gone)."""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
@@ -105,17 +101,14 @@ def server_side_state(server_port: int, client_port: int) -> str | None:
     return None
 
 
-async def read_to_the_end(sock: socket.socket) -> None:
-    """Read what the server sent, until it closed the connection (or reset it: raised)."""
-    while await asyncio.get_running_loop().sock_recv(sock, 65536):
-        pass
-
-
-async def test_an_idle_connection_holding_an_unread_answer_is_reset_not_left_to_the_kernel(
-    served: Served,
+async def test_an_answer_never_read_is_dropped_by_the_kernel_not_kept_for_good(
+    tmp_path: Path,
 ) -> None:
-    """A plain close would leave the answer, and the socket, in FIN_WAIT1 for as long as the
-    client does not read: 40 of them held 33 MB of kernel memory past a cap of 8."""
+    """Closed with an answer its client never reads (at the keep-alive timeout here; to make
+    room under the cap alike), a connection stayed in FIN_WAIT1, answer and all, for as long
+    as the client liked: 40 of them held 33 MB of kernel memory past a cap of 8. Nothing
+    acknowledged for --write-timeout-s, the kernel drops it (TCP_USER_TIMEOUT)."""
+    served = await start(*serve_args(tmp_path, "--header-timeout-s", "1", "--write-timeout-s", "1"))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # the answer cannot all fit
     sock.setblocking(False)
@@ -124,29 +117,27 @@ async def test_an_idle_connection_holding_an_unread_answer_is_reset_not_left_to_
         await loop.sock_connect(sock, ("127.0.0.1", served.port))
         await loop.sock_sendall(sock, b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         client_port = sock.getsockname()[1]
-        # Unread, the answer waits in the kernel; after --header-timeout-s idle the server
-        # lets go of the connection. Its socket must be gone, not closing with the answer.
         async with asyncio.timeout(READ_TIMEOUT_S):
-            while server_side_state(served.port, client_port) == TCP_ESTABLISHED:  # noqa: ASYNC110
+            while server_side_state(served.port, client_port) is not None:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)  # the kernel's table has no event to wait on
-        assert server_side_state(served.port, client_port) is None
-        with pytest.raises(ConnectionResetError):
-            await read_to_the_end(sock)
     finally:
         sock.close()
-    async with httpx.AsyncClient() as client:
-        assert (await client.get(f"{served.base}/openapi.json")).status_code == 200
+        assert await stop(served) == 0
 
 
-@pytest.mark.parametrize("version", ["1.1\r\nConnection: close", "1.0"])
-async def test_an_answer_its_client_reads_slowly_is_sent_whole_before_a_close(
+@pytest.mark.parametrize(
+    "version",
+    ["1.1", "1.0\r\nConnection: keep-alive", "1.1\r\nConnection: close", "1.0"],
+    ids=["keep-alive", "1.0-keep-alive", "close", "1.0"],
+)
+async def test_an_answer_its_client_reads_slowly_is_sent_whole(
     served: Served, version: str
 ) -> None:
-    """The connection ends after the answer (Connection: close, HTTP/1.0): its last bytes
-    still in the kernel go out, then a FIN; only an idle connection's unread ones are reset."""
+    """However the connection goes on or ends after it, an answer read slowly (past the
+    --header-timeout-s of 1 s here) arrives whole: a client that reads is never cut."""
     document = resources.files("research_service.web").joinpath(*DOCUMENT_FILE).read_bytes()
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     received = bytearray()
@@ -155,8 +146,9 @@ async def test_an_answer_its_client_reads_slowly_is_sent_whole_before_a_close(
         request = f"GET /openapi.json HTTP/{version}\r\nHost: 127.0.0.1\r\n\r\n"
         await loop.sock_sendall(sock, request.encode())
         async with asyncio.timeout(READ_TIMEOUT_S):
-            while chunk := await loop.sock_recv(sock, 4096):
+            while len(received) < len(document) and (chunk := await loop.sock_recv(sock, 4096)):
                 received += chunk
+                await asyncio.sleep(0.04)  # the client's pace: about 100 KB a second
     finally:
         sock.close()
     assert bytes(received).partition(b"\r\n\r\n")[2] == document

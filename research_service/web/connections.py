@@ -11,7 +11,6 @@ import os
 import resource
 import socket
 import struct
-import termios
 from collections import Counter
 from typing import Any, Final, Protocol
 
@@ -69,17 +68,19 @@ def reset(transport: asyncio.Transport | None) -> None:
     transport.abort()
 
 
-def unsent_bytes(transport: asyncio.Transport) -> int:
-    """How much of what was written the peer has not taken: asyncio's buffer and the kernel's."""
-    buffered = transport.get_write_buffer_size()
+def unacknowledged_for_at_most(transport: asyncio.BaseTransport, seconds: float) -> None:
+    """Have the kernel drop the connection when what it sent stays unacknowledged this long.
+
+    TCP_USER_TIMEOUT (Linux): it bounds a socket the service has closed too, which a peer
+    that stopped reading would otherwise keep (FIN_WAIT1, with its unsent data) for as long
+    as it likes, whatever --max-connections says.
+    """
     sock = transport.get_extra_info("socket")
-    if sock is None or sock.fileno() < 0:
-        return buffered
-    try:
-        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    except OSError:  # not a TCP socket here (a test's pipe), or already gone
-        return buffered
-    return buffered + int(struct.unpack("i", queued)[0])
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, max(1, round(seconds * 1000)))
 
 
 def raise_open_files_limit() -> int:

@@ -16,7 +16,11 @@ from aiohttp.web_request import BaseRequest
 from research_service.events import dumps
 from research_service.problem_json import PROBLEM_TYPE_BASE
 from research_service.web.access_log import LOGGED_ALREADY
-from research_service.web.connections import ConnectionGuard, reset, unsent_bytes
+from research_service.web.connections import (
+    ConnectionGuard,
+    reset,
+    unacknowledged_for_at_most,
+)
 from research_service.web.problems import problem
 from research_service.web.request_id import REQUEST_ID_HEADER, request_id_of
 from research_service.web.validation import unreadable_body
@@ -128,25 +132,6 @@ class GuardedRequestHandler(RequestHandler):
         )
         reset(self.transport)
 
-    def force_close(self) -> None:
-        """Close now: reset, if the peer has not taken all of what it was sent.
-
-        An idle keep-alive connection closed at its timeout, or to make room under the cap,
-        may still hold an answer its client never read: a plain close would leave that answer
-        and the socket to the kernel (FIN_WAIT1) for as long as the client likes, whatever
-        the cap, as a reset for a stalled write (above) avoids.
-        """
-        transport = self.transport
-        # A transport closing already is one aiohttp closed after its last answer (or lost):
-        # what the kernel still holds of it goes out, ended by a FIN, as the client expects.
-        if (
-            isinstance(transport, asyncio.Transport)
-            and not transport.is_closing()
-            and unsent_bytes(transport) > 0
-        ):
-            reset(transport)
-        super().force_close()
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Take the connection if the guard admits it; else answer 503 and close it."""
         if not self.guard.admit(self):
@@ -154,6 +139,12 @@ class GuardedRequestHandler(RequestHandler):
             self._refused = True
             self.guard.refuse(transport, REFUSED_RESPONSE)
             return
+        if self.stall_timeout_s is not None:
+            # Past this without an acknowledgement the kernel drops the connection itself: a
+            # keep-alive connection closed with an answer its client never reads (at its
+            # timeout, or to make room) would otherwise stay in FIN_WAIT1, answer and all.
+            # A client that reads, however slowly, acknowledges, and gets all of it.
+            unacknowledged_for_at_most(transport, self.stall_timeout_s)
         super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
