@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from httpx_sse import EventSource
 from rich.console import Console
 
-from research_service.client.api import BUSY_ATTEMPTS, ServiceClient
+from research_service.client.api import BUSY_ATTEMPTS, ServiceClient, authorization
 from research_service.client.events import RunEvent
 from research_service.client.follow import Follower
 from research_service.client.lines import LineReader
@@ -548,3 +548,16 @@ async def test_input_that_never_ends_a_line_is_taken_as_ended() -> None:
         assert reader.at_eof
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("key", ["rsk_a\x7fb", "key\r\nX-Evil: 1", "kéy", "two words"])
+def test_a_key_no_header_can_carry_is_refused_as_a_wrong_key(key: str) -> None:
+    """An MCP caller's bearer key of a control character once failed deep in the HTTP client
+    (code 0, "Error executing tool", a traceback): it is a wrong key, said as one."""
+    with pytest.raises(RunRefused) as caught:
+        authorization(key)
+    assert caught.value.status == 401
+    assert "refused the API key" in str(caught.value)
+    assert authorization("rsk_0123456789ab_" + "K" * 43) == {
+        "Authorization": "Bearer rsk_0123456789ab_" + "K" * 43
+    }

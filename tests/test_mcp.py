@@ -26,12 +26,14 @@ from mcp_types import INVALID_PARAMS, TextContent
 
 from research_service.cli import build_parser
 from research_service.cli.service_choice import IN_PROCESS_GROUP
+from research_service.runs.sqlite_db import RUN_STORE_FILE
 from tests import cli_process
-from tests.conftest import Service
+from tests.conftest import MakeService, Service
 from tests.drop_proxy import DropProxy
 from tests.loopback import refused_port
 from tests.served import CORPUS
 from tests.test_client_auth import QUESTION, keyed_service
+from tests.test_lifecycle import store_writes_held, stored_run_id, wait_until
 
 TIMEOUT_S = 60.0
 Progress = list[tuple[float, str | None]]
@@ -52,7 +54,7 @@ async def over_stdio(service: Service) -> AsyncIterator[Client]:
 
 
 #: What `mcp --http` says once it listens.
-LISTENING = re.compile(rb"MCP over Streamable HTTP at (http://127\.0\.0\.1:[1-9]\d*/mcp)$")
+LISTENING = re.compile(rb"MCP over Streamable HTTP at (http://127\.0\.0\.[12]:[1-9]\d*/mcp)$")
 
 
 class McpUrl(str):
@@ -62,10 +64,10 @@ class McpUrl(str):
 
 
 @asynccontextmanager
-async def http_server(*args: str) -> AsyncIterator[McpUrl]:
+async def http_server(*args: str, host: str = "127.0.0.1") -> AsyncIterator[McpUrl]:
     """`mcp --http` on a port the kernel picks, as a child process; yields the MCP URL it
     says once it listens."""
-    cli = await cli_process.start("mcp", *args, "--http", "127.0.0.1:0")
+    cli = await cli_process.start("mcp", *args, "--http", f"{host}:0")
     url = McpUrl("")
     try:
         assert cli.proc.stderr is not None
@@ -149,6 +151,28 @@ async def test_cancelling_the_call_cancels_the_run(
     snapshot = (await client.get(service.url(f"/v1/runs/{run_id}"))).json()
     # Cancelled by the MCP server's cancel request, not abandoned for want of a listener.
     assert (snapshot["status"], snapshot["error"]["code"]) == ("cancelled", "cancelled")
+
+
+@pytest.mark.parametrize("tool", ["research", "start_research"])
+async def test_a_call_cancelled_while_its_run_is_being_made_cancels_the_run(
+    make_service: MakeService, client: httpx.AsyncClient, tmp_path: Path, tool: str
+) -> None:
+    """The run was made after all, and went on unwanted: its slot, its owner's quota and
+    its model tokens spent, and nobody told its id."""
+    service = await make_service(store="sqlite")
+    service.llm.hold_after = 1  # the run goes on until cancelled: nothing else ends it
+    async with over_stdio(service) as mcp:
+        with store_writes_held(tmp_path / "data" / RUN_STORE_FILE):  # the POST waits to store
+            call = asyncio.ensure_future(mcp.call_tool(tool, {"question": "Made anyway?"}))
+            await wait_until(lambda: service.manager.active_runs == 1, timeout=TIMEOUT_S)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        run_id = await stored_run_id(service)
+        await service.wait_done(run_id, timeout=TIMEOUT_S)
+    snapshot = (await client.get(service.url(f"/v1/runs/{run_id}"))).json()
+    assert snapshot["status"] == "cancelled", snapshot
+    assert snapshot["error"]["code"] == "cancelled"
 
 
 async def test_start_then_get_polls_to_the_answer_and_resources_read_it(service: Service) -> None:
@@ -315,12 +339,14 @@ INITIALIZE = {
 }
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2"])
 async def test_the_http_endpoint_refuses_other_hosts_and_cross_site_pages(
-    service: Service, client: httpx.AsyncClient
+    service: Service, client: httpx.AsyncClient, host: str
 ) -> None:
-    """DNS rebinding (a foreign Host) and a page of another site (Origin) get nothing."""
+    """DNS rebinding (a foreign Host) and a page of another site (Origin) get nothing, on
+    every loopback address (the SDK guarded 127.0.0.1, localhost and ::1 only)."""
     headers = {"Accept": "application/json, text/event-stream"}
-    async with http_server("--server", service.url("/")) as url:
+    async with http_server("--server", service.url("/"), host=host) as url:
         rebound = await client.post(
             url, json=INITIALIZE, headers={**headers, "Host": "evil.example"}
         )

@@ -49,7 +49,7 @@ def add_parser(commands: Any) -> None:
 def _host_port(text: str) -> tuple[str, int]:
     """--http's HOST:PORT, on loopback only: the MCP endpoint asks its callers for no key."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ClientError(f"--http {text!r} is not HOST:PORT; try 127.0.0.1:{DEFAULT_HTTP_PORT}")
     host = host.strip("[]")
     if not is_loopback(host):

@@ -69,8 +69,16 @@ def refused(answer: Answer, *, what: str) -> RunRefused | NotAnEventStream:
 
 
 def authorization(api_key: str | None) -> dict[str, str]:
-    """The header that signs a request with `api_key`; none without a key."""
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    """The header that signs a request with `api_key`; none without a key.
+
+    RunRefused (as for a wrong key) for one no header can carry (a control character, a
+    letter beyond ASCII): no service's key is such, and the HTTP client would fail unsaid.
+    """
+    if not api_key:
+        return {}
+    if not api_key.isascii() or not api_key.isprintable() or " " in api_key:
+        raise unauthorized(api_key)
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 def unauthorized(api_key: str | None) -> RunRefused:

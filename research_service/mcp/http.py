@@ -7,6 +7,7 @@ from typing import Final
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 
 from research_service.addresses import cannot_listen
 from research_service.mcp.callers import knowing_callers
@@ -29,6 +30,21 @@ def listening(host: str, port: int) -> socket.socket:
         raise cannot_listen(exc, host, port, flag="--http port (:0 picks a free one)") from None
 
 
+def guarded(host: str) -> TransportSecuritySettings:
+    """Host and Origin checks (against DNS rebinding) for the loopback address `host`.
+
+    The SDK turns them on by itself only for 127.0.0.1, localhost and ::1: bound to another
+    of 127.0.0.0/8, the endpoint answered any Host and any page's Origin.
+    """
+    named = f"[{host}]" if ":" in host else host
+    loopback = (named, "127.0.0.1", "localhost", "[::1]")
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}:*" for name in loopback],
+        allowed_origins=[f"http://{name}:*" for name in loopback],
+    )
+
+
 async def serve_http(server: MCPServer, events: RunEventStore, sock: socket.socket) -> None:
     """Serve `server` at http://HOST:PORT/mcp on `sock` until cancelled, `events` its store.
 
@@ -40,7 +56,11 @@ async def serve_http(server: MCPServer, events: RunEventStore, sock: socket.sock
     # is 30) is ended, DELETE or not, and its ended calls' results are forgotten as long after
     # their last use: an abandoned session is not kept for half an hour (~40 KB each).
     app = server.streamable_http_app(
-        event_store=events, retry_interval=RETRY_MS, host=host, session_idle_timeout=STREAM_IDLE_S
+        event_store=events,
+        retry_interval=RETRY_MS,
+        host=host,
+        session_idle_timeout=STREAM_IDLE_S,
+        transport_security=guarded(host),
     )
     config = uvicorn.Config(
         knowing_callers(app, session_ended=events.session_ended),

@@ -7,6 +7,7 @@ It is a client of the service (`ServiceClient`, `Follower`), so it works the sam
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Annotated, Any, Final
 
@@ -128,7 +129,7 @@ def build_server(api: ServiceClient, *, events: RunEventStore | None = None) -> 
         Cancelling the call cancels the run.
         """
         service = _as_caller(api, ctx)
-        created = await create(service, question, _options(breadth, max_sources, depth))
+        created = await _create_wanted(service, question, _options(breadth, max_sources, depth))
         run_id = str(created["id"])
         if events is not None:
             events.bind(ctx.request_id, run_id, service, _callers_key(ctx))
@@ -167,7 +168,7 @@ def build_server(api: ServiceClient, *, events: RunEventStore | None = None) -> 
         and, once it has ended, its cited answer.
         """
         service = _as_caller(api, ctx)
-        created = await create(service, question, _options(breadth, max_sources, depth))
+        created = await _create_wanted(service, question, _options(breadth, max_sources, depth))
         run_id = str(created["id"])
         started = Research(
             run_id=run_id,
@@ -233,7 +234,7 @@ async def _readable(service: ServiceClient, run_id: str) -> dict[str, Any]:
     except ClientError as exc:
         raise ResourceError(f"{what}: {exc}") from None
     except aiohttp.ClientError as exc:
-        raise ResourceError(f"{what}: the service at {service.base_url} failed: {exc}") from None
+        raise ResourceError(f"{what}: the service at {service.shown_url} failed: {exc}") from None
     return found
 
 
@@ -249,6 +250,35 @@ def _add_prompt(server: MCPServer) -> None:
             "support, list the sources (title and URL) at the end, and say plainly when the "
             "sources do not answer part of the question instead of filling the gap."
         )
+
+
+#: Cancels of runs whose call went while they were being made: kept until done (asyncio
+#: holds only weak references to tasks).
+_ORPHANS: set[asyncio.Task[None]] = set()
+
+
+async def _create_wanted(
+    service: ServiceClient, question: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Create the run; if the call is cancelled meanwhile, the run is cancelled once made.
+
+    A cancel that came while `POST /v1/runs` was on its way left the run going, with its
+    slot, its owner's quota and its model tokens, and nobody to tell its id.
+    """
+    creating = asyncio.ensure_future(create(service, question, options))
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        creating.add_done_callback(functools.partial(_cancel_when_made, service))
+        raise
+
+
+def _cancel_when_made(service: ServiceClient, creating: asyncio.Future[dict[str, Any]]) -> None:
+    if creating.cancelled() or creating.exception() is not None:
+        return  # no run was made
+    cancel = asyncio.ensure_future(_cancel_quietly(service, str(creating.result()["id"])))
+    _ORPHANS.add(cancel)
+    cancel.add_done_callback(_ORPHANS.discard)
 
 
 async def _cancel_quietly(api: ServiceClient, run_id: str) -> None:
