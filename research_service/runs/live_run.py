@@ -35,10 +35,13 @@ class LiveRun:
     #: Set as the run's end begins: from then on it is not cancelled (see `cancel`).
     ending: bool = False
 
+    #: Set when the service's shutdown cancels the run (whatever cancelled it before).
+    stopping: bool = False
+
     @property
     def shutting_down(self) -> bool:
         """Whether the service's shutdown cancelled the run."""
-        return self.cancel_reason is not None and self.cancel_reason[0] == SHUTDOWN
+        return self.stopping
 
     #: In a cluster, the check of other processes' listeners before abandoning the run.
     abandon_check: asyncio.Task[None] | None = None
@@ -69,12 +72,15 @@ class LiveRun:
         """
         if self.task is None or self.task.done():
             return False
-        if self.ending:
-            if code != SHUTDOWN:
-                return False
-            self.cancel_reason = (code, message)
+        if code == SHUTDOWN and (self.ending or self.cancel_reason is not None):
+            # Its end begun, or a cancel on its way: the shutdown's must stop it all the same.
+            self.stopping = True
             self.task.cancel()
             return True
+        if self.ending:
+            return False
+        if code == SHUTDOWN:
+            self.stopping = True
         if self.cancel_reason is None:
             self.cancel_reason = (code, message or "the run was cancelled on request")
             self.task.cancel()
