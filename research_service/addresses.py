@@ -15,7 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 from research_service.errors import ConfigError
 
 #: A URL's "user:password@" (or "user@"), after its scheme.
-_USERINFO: Final = re.compile(r"://[^/@\s]*@")
+_USERINFO: Final = re.compile(r"://[^/?#\s]*@")  # to the last "@": a password may hold one
+#: A password given as a query parameter (`postgresql://host/db?password=…`).
+_QUERY_PASSWORD: Final = re.compile(r"([?&](?:password|pass|pwd)=)[^&#]*", re.IGNORECASE)
 
 
 def is_loopback(host: str) -> bool:
@@ -46,6 +48,7 @@ def cannot_listen(exc: OSError, host: str, port: int, *, flag: str) -> ConfigErr
 
 def redact_url(url: str) -> str:
     """The URL with its password replaced, fit for a log line or an error message."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
     except ValueError:  # not a URL ("http://[::1"): its user and password are taken out

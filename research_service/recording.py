@@ -244,7 +244,7 @@ def _parse_lines(lines: Iterator[str], *, source: str) -> Recording:
     first = next(lines, None)
     if first is None:
         _fail(source, 1, "the file is empty; a recording starts with its header line")
-    head = _header(_object(first, source=source, line=1), source=source)
+    head = check_header(_object(first, source=source, line=1), source=source)
     events: list[RecordedEvent] = []
     last = 1
     for last, raw in enumerate(lines, start=2):
@@ -305,7 +305,7 @@ def _require(obj: Mapping[str, Any], name: str, kind: type, *, source: str, line
     return value
 
 
-def _header(obj: dict[str, Any], *, source: str) -> dict[str, Any]:
+def check_header(obj: dict[str, Any], *, source: str) -> dict[str, Any]:
     def need(name: str, kind: type) -> Any:
         return _require(obj, name, kind, source=source, line=1)
 

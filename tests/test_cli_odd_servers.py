@@ -40,7 +40,34 @@ async def test_a_run_without_what_a_recording_needs_exits_4_and_keeps_the_file(
     path.write_text(KEPT)
     result = await cli_process.run("ask", "--server", almost_a_service, "--record", str(path), "Q?")
     assert result.returncode == 4
-    assert "has no options or created_at, which a recording's header needs" in one_line(result)
+    assert "cannot head a recording (field 'options' must be an object" in one_line(result)
+    assert path.read_text() == KEPT
+
+
+@pytest.mark.parametrize("created_at", ["bogus", "9999-12-31T23:59:59-14:00"])
+async def test_a_run_whose_header_replay_would_refuse_leaves_the_file_alone(
+    tmp_path: Path, created_at: str
+) -> None:
+    """Checked as `replay` reads a header: what is recorded can be replayed."""
+
+    async def create(request: web.Request) -> web.Response:
+        run = {"id": RUN_ID, "question": "Q?", "events_url": f"/v1/runs/{RUN_ID}/events",
+               "options": {}, "created_at": created_at}  # fmt: skip
+        return web.json_response(run, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/runs", create)
+    server = TestServer(app)
+    await server.start_server()
+    path = tmp_path / "keep.jsonl"
+    path.write_text(KEPT)
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        result = await cli_process.run("ask", "--server", url, "--record", str(path), "Q?")
+    finally:
+        await server.close()
+    assert result.returncode == 4
+    assert "field 'created_at' is" in one_line(result)
     assert path.read_text() == KEPT
 
 

@@ -198,8 +198,17 @@ BROKEN = [
     Broken("created_at year 1", _set(0, created_at="0001-01-01T00:00:00+14:00"), 1, "not from"),
     Broken("created_at a week date", _set(0, created_at="2026-W01-1T00:00:00Z"), 1, "RFC 3339"),
     Broken("t_ms of 10**15", _set(4, t_ms=10**15), 5, "t_ms is 1000000000000000; it counts"),
-    Broken("t_ms of 10**400", _set(4, t_ms=10**400), 5, "t_ms is 1000000000000000…; it"),
-    Broken("version of 10**4000", _set(0, version=10**4000), 1, "version 1000000000000000…;"),
+    Broken(
+        "an integer past a float",
+        _replace(
+            2, '{"seq":2,"event":"token","data":{"text":"x","n":1' + "0" * 400 + '},"t_ms":3}\n'
+        ),
+        3,
+        "is beyond the integers a service writes",
+    ),
+    Broken("t_ms of 10**400", _set(4, t_ms=10**400), 5, "beyond the integers a service writes"),
+    Broken("version of 10**4000", _set(0, version=10**4000), 1, "beyond the integers a service"),
+    Broken("version of 10**17", _set(0, version=10**17), 1, "version 1000000000000000…;"),
     Broken("lone surrogate", _set(0, question="hi \ud800 there"), 1, "a lone surrogate"),
     Broken("blank line", _replace(2, "\n"), 3, "blank line"),
     Broken("seq gap", _set(2, seq=3), 3, "seq is 3, expected 2; seq counts up from 1"),

@@ -116,6 +116,7 @@ LinkCase = tuple[str | None, dict[str, str], str]
             {"X-Forwarded-Host": "attacker.invalid:8080", "X-Forwarded-Prefix": "//x?y"},
             "HOST",
         ),
+        (None, {"X-Forwarded-Prefix": "/../other-app/steal"}, "HOST"),  # no climbing out
         # The operator's own address wins over whatever a request says.
         (
             "https://research.example.com/research/",
@@ -123,7 +124,7 @@ LinkCase = tuple[str | None, dict[str, str], str]
             "https://research.example.com/research",
         ),
     ],
-    ids=["prefix-proxy", "untrusted", "public-url"],
+    ids=["prefix-proxy", "untrusted", "dot-dot", "public-url"],
 )  # fmt: skip
 async def test_webhook_links_use_the_public_address(
     make_service: MakeService, client: httpx.AsyncClient, receiver: Receiver, case: LinkCase

@@ -12,7 +12,7 @@ from typing import IO, Any
 from research_service.client.events import RunEvent
 from research_service.errors import ClientError, NotAnEventStream
 from research_service.events import dumps
-from research_service.recording import event_line, header_fields
+from research_service.recording import RecordingError, check_header, event_line, header_fields
 
 
 class Recorder:
@@ -51,12 +51,20 @@ class Recorder:
 
         The header comes from the run's snapshot (or `POST /v1/runs` answer).
         """
-        # Checked before the file is emptied: a file there before is left as it was.
-        if not isinstance(run.get("options"), dict) or not isinstance(run.get("created_at"), str):
-            raise NotAnEventStream(
-                "the service's run has no options or created_at, which a recording's header "
-                "needs; check --server (is it a research-service?)"
+        # Checked, as `replay` reads it, before the file is emptied: a file there before is
+        # left as it was, and what is written can be replayed.
+        fields = {name: run.get(name) for name in ("question", "options", "created_at")}
+        fields["run_id"] = run.get("id")
+        try:
+            header = check_header(
+                {**header_fields(run_id="", question="", options={}, created_at=""), **fields},
+                source="the service's run",
             )
+        except RecordingError as exc:
+            raise NotAnEventStream(
+                f"the service's run cannot head a recording ({exc.reason}); check --server "
+                "(is it a research-service?)"
+            ) from None
         self._arrived = time.monotonic()
         fd = self._file.fileno()
         if not self._created and stat.S_ISREG(os.fstat(fd).st_mode):
@@ -64,12 +72,6 @@ class Recorder:
                 os.ftruncate(fd, 0)
             except OSError as exc:
                 raise self._failed(exc) from None
-        header = header_fields(
-            run_id=run["id"],
-            question=run["question"],
-            options=run["options"],
-            created_at=run["created_at"],
-        )
         self._write(dumps(header) + "\n")
 
     def event(self, event: RunEvent) -> None:

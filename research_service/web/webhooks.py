@@ -17,8 +17,9 @@ from research_service.webhooks.signing import SERVER_SCOPE
 _UNTOLD = "its webhook could not be stored (the run store is unavailable); create it again"
 #: The forwarded schemes believed (a proxy in front says how the client came in).
 _SCHEMES = frozenset({"http", "https"})
-#: A forwarded path prefix believed: segments of unreserved characters, nothing else.
-_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
+#: A forwarded path prefix believed: segments of unreserved characters, nothing else (no `.`
+#: or `..`: a link must not climb out of the service's path).
+_PREFIX = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)*")
 
 
 def base_url(request: web.Request) -> str:
