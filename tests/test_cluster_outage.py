@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from research_service.cluster import outage as outage_module
-from research_service.cluster.outage import REPEAT_S, Outage
+from research_service import outage as outage_module
+from research_service.outage import REPEAT_S, Outage
 
 
 def test_a_failing_spell_is_said_at_its_start_each_minute_and_at_its_end(

@@ -47,6 +47,7 @@ CORE: Final = frozenset(
         "text",
         "sqlite_errors",
         "strict_json",
+        "outage",
     }
 )
 #: Top to bottom: a node imports only nodes of its own layer or the layers below (and, by the

@@ -380,6 +380,9 @@ async def test_events_wait_in_memory_while_writes_fail_and_the_done_lands_after(
         with pytest.raises(StoreUnavailable, match="disk is full"):
             await store.check()
         assert not ending.done()
+        # No run starts meanwhile, even where its row would fit: its events could not follow.
+        with pytest.raises(StoreUnavailable, match="disk is full"):
+            await store.create_run(RunRecord("fedcba9876543210", "refused meanwhile?"))
         # Readers see what is appended, but not a done that is not committed.
         assert [e.name for e in await store.read(record.id, after=0)] == ["token"]
 
@@ -392,6 +395,29 @@ async def test_events_wait_in_memory_while_writes_fail_and_the_done_lands_after(
         assert [row["name"] for row in rows] == ["token", "done"]
     finally:
         await store.close()
+
+
+async def test_a_read_only_primary_is_not_ready_and_says_why(postgres_url: str) -> None:
+    """`default_transaction_read_only` on a primary: /readyz said ready (it is no standby)
+    while every run was refused, and the log swung between "stopped" and "takes writes"."""
+    store = await postgres_log.open(postgres_url)  # the schema, made while writes are taken
+    await store.close()
+    store = await postgres_log.open(f"{postgres_url}&default_transaction_read_only=on")
+    try:
+        with pytest.raises(StoreUnavailable, match=r"read-only \(default_transaction_read_only"):
+            await store.check()
+    finally:
+        await store.close()
+
+
+async def test_a_schema_migrations_table_of_another_tool_is_refused_in_one_line(
+    postgres_url: str,
+) -> None:
+    """Rails keeps text versions in a table of the same name: a TypeError's traceback once."""
+    postgres.query(postgres_url, "CREATE TABLE schema_migrations (version varchar PRIMARY KEY)")
+    postgres.query(postgres_url, "INSERT INTO schema_migrations VALUES ('20240101120000')")
+    with pytest.raises(ConfigError, match="schema_migrations table of another tool"):
+        await postgres_log.open(postgres_url)
 
 
 async def test_another_process_s_tails_say_which_runs_await_a_plan_review(

@@ -12,7 +12,6 @@ import redis.asyncio as aioredis
 
 from research_service.cluster.cluster_log import ClusterLog
 from research_service.cluster.executions import Executions
-from research_service.cluster.outage import Outage
 from research_service.cluster.presence import Presence
 from research_service.cluster.redis_link import ERRORS, Keys, unavailable
 from research_service.cluster.slots import (
@@ -26,6 +25,7 @@ from research_service.cluster.slots import (
 )
 from research_service.cluster.tasks import stop
 from research_service.errors import StoreUnavailable, TooManyRuns
+from research_service.outage import Outage
 from research_service.pipeline.review import (
     NO_MORE_REPLANS,
     NOT_WAITING,

@@ -15,10 +15,10 @@ from typing import Any, Final
 from redis.exceptions import ResponseError
 
 from research_service.cluster.coordinator import ClusterCoordinator
-from research_service.cluster.outage import Outage
 from research_service.cluster.redis_link import ERRORS, GROUP
 from research_service.cluster.tasks import every, stop
 from research_service.errors import StoreUnavailable
+from research_service.outage import Outage
 from research_service.pipeline.review import ReviewRefused
 from research_service.runs.manager import RunManager
 

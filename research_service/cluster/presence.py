@@ -10,9 +10,9 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
-from research_service.cluster.outage import Outage
 from research_service.cluster.redis_link import ERRORS, Keys
 from research_service.cluster.tasks import stop
+from research_service.outage import Outage
 from research_service.runs.coordinator import Followers
 
 log = logging.getLogger(__name__)

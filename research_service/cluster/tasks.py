@@ -7,9 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from research_service.cluster.outage import Outage
 from research_service.cluster.redis_link import ERRORS
 from research_service.errors import StoreUnavailable
+from research_service.outage import Outage
 
 log = logging.getLogger(__name__)
 

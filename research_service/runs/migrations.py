@@ -109,6 +109,12 @@ def plan(
     setting that points at another one ("--data-dir").
     """
     newest = latest(migrations)
+    if not all(type(version) is int for version in applied):
+        # Rails and others keep text versions in a table of this name: not research-service's.
+        raise ConfigError(
+            f"{store} has a schema_migrations table of another tool (its versions are not "
+            f"research-service's); give research-service a database of its own with {flag}"
+        )
     found = max(applied, default=0)
     if found > newest:
         raise ConfigError(

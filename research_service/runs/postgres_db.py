@@ -177,7 +177,10 @@ async def apply_migrations(
         await conn.execute(
             "SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_TIMEOUT_S
         )
-        await conn.execute(_LEDGER)
+        # Made only where missing: a database that takes no writes (read-only, a standby) is
+        # opened all the same when it lacks no step, and its check says why runs are refused.
+        if await conn.fetchval("SELECT to_regclass($1)", MIGRATIONS_TABLE) is None:
+            await conn.execute(_LEDGER)
         rows = await conn.fetch(f"SELECT version FROM {MIGRATIONS_TABLE}")
         pending = plan(
             MIGRATIONS, {row["version"] for row in rows}, store=STORE_NAME, flag="--database-url"

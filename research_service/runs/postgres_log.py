@@ -128,6 +128,10 @@ class PostgresEventLog:
     async def create_run(self, record: RunRecord) -> None:
         """Store a new run record (committed before this returns); its log starts empty."""
         self._check_open()
+        if self.writer.failure is not None and self.writer.unwritten:
+            # Events wait for the database still: a row that happens to fit (a page with room
+            # on a full disk, a table not locked) must not start a run its events cannot follow.
+            raise self.writer.failure
         sql = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
         options = json.dumps(record.options.to_dict())
         try:
@@ -317,9 +321,20 @@ class PostgresEventLog:
         if failure is not None and self.writer.unwritten:
             raise failure  # events still wait for the database: it is not back yet
         try:
-            standby = await self.pool.fetchval("SELECT pg_is_in_recovery()")
+            row = await self.pool.fetchrow(
+                "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
+            )
+            standby, read_only = (bool(row[0]), bool(row[1])) if row else (False, False)
         except ERRORS as exc:
             raise unavailable(exc) from None
+        if read_only and not standby:
+            # default_transaction_read_only on a primary: every write fails as it would there.
+            raise StoreUnavailable(
+                "the PostgreSQL run store is read-only (default_transaction_read_only); turn "
+                "it off, or point --database-url at a database that takes writes",
+                slug="store-read-only",
+                retry_after=5,
+            )
         if standby:
             raise StoreUnavailable(
                 "the PostgreSQL run store is a read-only standby; point --database-url at the "

@@ -28,6 +28,7 @@ from yarl import URL
 from research_service import __version__
 from research_service.errors import StoreUnavailable
 from research_service.events import dumps
+from research_service.outage import Outage
 from research_service.reading.addresses import AllowList
 from research_service.reading.errors import PageRefused, PageUnreachable
 from research_service.reading.ssrf import GuardedResolver, UrlGuard
@@ -138,6 +139,7 @@ class Dispatcher:
             await self._session.close()
 
     async def _watch(self) -> None:
+        outage = Outage("webhooks: cannot look at the outbox")
         while True:
             idle = False
             try:
@@ -145,8 +147,9 @@ class Dispatcher:
                 # A sole sender with nothing pending has nothing to look for until this
                 # process makes a delivery (`nudge`): no polling for a service without webhooks.
                 idle = self._sole and not self._sending and not await self.outbox.pending()
+                outage.ok()
             except StoreUnavailable as exc:
-                log.warning("webhooks: cannot look at the outbox (%s); trying again", exc)
+                outage.failed(exc)
             except Exception:
                 log.exception("webhooks: looking at the outbox failed; trying again")
             with contextlib.suppress(TimeoutError):

@@ -1,8 +1,8 @@
 """A failure a loop retries, said once as it starts, now and then while it lasts, and as it ends.
 
-Each of a node's loops that talks to Redis retries every fraction of a second while Redis is
-down: a warning per retry was about ten lines a second, against the one line each an expected
-condition gets (README).
+Each of a node's loops that talks to Redis (or the webhook dispatcher to its outbox) retries
+every fraction of a second while it is down: a warning per retry was about ten lines a second,
+against the one line each an expected condition gets (README).
 """
 
 from __future__ import annotations
