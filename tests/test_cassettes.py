@@ -258,6 +258,24 @@ def _pages_read(received: Received) -> list[Any]:
     ]
 
 
+async def test_a_cassette_of_local_and_web_searches_at_once_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    """Pages are read for every hit or none: one web line made a playback read the pages of
+    every local one, and miss its taped answers."""
+    cassettes = tmp_path / "cassettes"
+    cassettes.mkdir()
+    hit = [{"title": "t", "url": "https://example.org/t", "snippet": "s", "score": 1.0}]
+    lines = [
+        json.dumps({"kind": "search", "key": k, "request": {}, "response": hit, "provider": p})
+        for k, p in (("a", "local"), ("b", "searxng"))
+    ]
+    (cassettes / CASSETTE_FILE).write_text("\n".join(lines) + "\n")
+    server = TestServer(create_app(_playing_back(tmp_path, cassettes)), host="127.0.0.1")
+    with pytest.raises(ConfigError, match="from a local corpus and from web search"):
+        await server.start_server()
+
+
 def _exchange(kind: str, response: Any) -> str:
     return json.dumps({"kind": kind, "key": "k", "request": {}, "response": response}) + "\n"
 

@@ -244,7 +244,7 @@ class Cassette:
         if not path.is_file():
             raise ConfigError(f"no cassette at {path}; record one with --record-providers {folder}")
         answers: dict[str, Any] = {}
-        web = False
+        providers: set[str] = set()
         with path.open(encoding="utf-8") as lines:
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
@@ -258,8 +258,16 @@ class Cassette:
                         f"record it again with --record-providers {folder}"
                     ) from None
                 answers[entry["key"]] = entry["response"]
-                web = web or entry.get("provider", "local") not in ("local", PROVIDER_NAME)
-        return cls(folder, answers, web=web)
+                if entry["kind"] == "search":
+                    web = entry.get("provider", "local") not in ("local", PROVIDER_NAME)
+                    providers.add("web search" if web else "a local corpus")
+        if len(providers) > 1:
+            # Pages are read for every hit or for none: one folder is taped from one kind.
+            raise ConfigError(
+                f"{path} holds searches taped from a local corpus and from web search; tape "
+                "each kind into a folder of its own (--record-providers DIR)"
+            )
+        return cls(folder, answers, web=providers == {"web search"})
 
     def answer(
         self, kind: str, request: dict[str, Any], error: type[LLMError | SearchError]
