@@ -160,9 +160,12 @@ async def test_secrets_sent_in_any_query_spelling_or_in_the_referer_never_reach_
         (f"/{store_key}", {}, {}),
         ("/healthz", {}, {"Referer": f"http://panel.example/runs/x?view=1&token={token}#top"}),
         ("/healthz", {}, {"Referer": f"http://panel.example/?KEY={ALICE}"}),
+        ("/healthz", {}, {"Referer": f"http://panel.example/?tok%65n={token}"}),
+        (f"/v1/runs?a=1;token={token}", {}, {}),
+        ("/v1/runs", {"authorization": f"Bearer {ALICE}"}, {}),
     ]
     for where, params, headers in sent:
-        await client.get(service.url(where), params=params, headers=headers)
+        await client.get(service.url(where), params=params or None, headers=headers)
 
     def lines() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from typing import Final
+from urllib.parse import unquote_plus
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
@@ -24,17 +25,15 @@ from research_service.web.request_id import request_id_of
 #: Query parameters whose values never reach the log, in any case: a run's stream token, and
 #: the names a client may mistakenly send a key under (a key is a header's, never the URL's).
 SECRET_PARAMS: Final = frozenset(
-    {"token", "api_key", "apikey", "api-key", "key", "access_token", "password", "secret"}
+    {"token", "api_key", "apikey", "key", "access_token", "password", "secret", "authorization"}
 )
 REDACTED: Final = "REDACTED"
 _NAME_LETTERS: Final = re.compile(r"[^a-z]")
 _SECRET_NAMES: Final = frozenset(_NAME_LETTERS.sub("", name) for name in SECRET_PARAMS)
 #: A key this service made, wherever it shows (`keys.new_key`'s shape).
 _SERVICE_KEY: Final = re.compile(r"rsk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
-_SECRET_PAIR: Final = re.compile(
-    r"([?&;](?:" + "|".join(re.escape(name) for name in SECRET_PARAMS) + r")=)[^&#;]*",
-    re.IGNORECASE,
-)
+#: One `name=value` of a query, `&` or `;` apart (a value runs to the next of either).
+_PAIR: Final = re.compile(r"([^&;=]*)(=?)([^&;]*)")
 #: Marks a request that gets no access line: `handle_error` logged it already, with the reason.
 LOGGED_ALREADY: Final = web.RequestKey("protocol_error", bool)
 
@@ -60,18 +59,32 @@ def _secret(name: str, value: str) -> bool:
 
 def logged_path(request: BaseRequest) -> str:
     """The request's path and query, the values of secrets (tokens, keys) replaced."""
-    path = request.path_qs
-    if request.query_string and any(_secret(k, v) for k, v in request.query.items()):
-        pairs = [(k, REDACTED if _secret(k, v) else v) for k, v in request.query.items()]
-        path = str(request.rel_url.with_query(pairs))
-    return _SERVICE_KEY.sub("rsk_" + REDACTED, path) if "rsk_" in path else path
+    return _logged_url(request.path_qs)
 
 
 def logged_referer(referer: str) -> str:
     """A Referer header as logged: a page's address may carry its stream token too."""
-    if "=" in referer:
-        referer = _SECRET_PAIR.sub(r"\1" + REDACTED, referer)
-    return _SERVICE_KEY.sub("rsk_" + REDACTED, referer) if "rsk_" in referer else referer
+    return _logged_url(referer)
+
+
+def _logged_url(url: str) -> str:
+    """`url` with the values of the secrets in its query, and any key this service made, replaced.
+
+    A name is read as a server would read it: percent-decoded, pairs `&` or `;` apart.
+    """
+    head, mark, query = url.partition("?")
+    if mark and "=" in query:
+        query, hash_mark, fragment = query.partition("#")
+        query = _PAIR.sub(_redacted_pair, query)
+        url = f"{head}?{query}{hash_mark}{fragment}"
+    return _SERVICE_KEY.sub("rsk_" + REDACTED, url) if "rsk_" in url else url
+
+
+def _redacted_pair(pair: re.Match[str]) -> str:
+    name, equals, value = pair[1], pair[2], pair[3]
+    if equals and _secret(unquote_plus(name), unquote_plus(value)):
+        return f"{name}={REDACTED}"
+    return pair[0]
 
 
 def access_line(
