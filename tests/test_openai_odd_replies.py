@@ -8,6 +8,7 @@ loopback server that sends exactly the bytes each test gives it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -192,6 +193,24 @@ async def test_a_password_in_the_base_url_and_a_key_quoted_back_are_never_shown(
     for secret in (KEY, "hunter2"):
         assert secret not in str(in_a_run.value)
     assert "***" in str(in_a_run.value)
+
+
+async def test_a_gateways_basic_credentials_quoted_back_are_never_shown(
+    server: OddServer,
+) -> None:
+    """A gateway's 401 may quote the Authorization it got: `Basic` base64 of user:password."""
+    basic = base64.b64encode(b"bob:p@ssw0rd").decode()
+    async with LLM_PROVIDERS["openai"](settings(server, userinfo="bob:p%40ssw0rd@")) as llm:
+        server.status = 401
+        server.plan = json.dumps(
+            {"error": {"message": f"bad Authorization: Basic {basic}"}}
+        ).encode()
+        with pytest.raises(LLMAuthError) as caught:
+            await llm.plan(PlanRequest(question="Why?", breadth=2, report=RecordingReporter()))
+    message = str(caught.value)
+    assert basic not in message
+    assert "p@ssw0rd" not in message
+    assert "bad Authorization: Basic ***" in message
 
 
 async def test_a_stop_at_the_token_limit_counts_the_budget_spent_without_usage(

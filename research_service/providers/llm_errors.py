@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final
@@ -97,11 +97,12 @@ class LLMCall:
     model_setting: str
     #: The variable the API key came from, to fix when the server rejects it.
     key_setting: str = "OPENAI_API_KEY"
-    #: The API key, never shown: a server that echoes it in an error has it replaced.
-    secret: str = field(default="", repr=False)
+    #: The API key (and a gateway's password, as written and as basic auth sends it), never
+    #: shown: a server that echoes one in an error has it replaced.
+    secret: tuple[str, ...] = field(default=(), repr=False)
 
 
-def describe_failure(exc: BaseException, *, hiding: str = "") -> str:
+def describe_failure(exc: BaseException, *, hiding: Sequence[str] = ()) -> str:
     """A short reason for a failed call, such as "429 Too Many Requests" or "timeout"."""
     if (cut := too_large(exc)) is not None:
         return str(cut)
@@ -126,7 +127,7 @@ def status_text(status: int) -> str:
         return str(status)
 
 
-def server_message(exc: openai.APIError, *, hiding: str = "") -> str:
+def server_message(exc: openai.APIError, *, hiding: Sequence[str] = ()) -> str:
     """The server's own explanation of an error, shortened to one line, `hiding` replaced.
 
     Some servers quote the API key they refused ("Incorrect API key provided: sk-…").
@@ -136,8 +137,9 @@ def server_message(exc: openai.APIError, *, hiding: str = "") -> str:
     if not isinstance(text, str) or not text.strip():
         text = exc.message
     flat = well_formed(" ".join(str(text).split()))
-    if hiding and hiding in flat:
-        flat = flat.replace(hiding, "***")
+    for secret in hiding:
+        if secret and secret in flat:
+            flat = flat.replace(secret, "***")
     return flat if len(flat) <= SERVER_MESSAGE_CHARS else flat[:SERVER_MESSAGE_CHARS] + "…"
 
 
@@ -258,7 +260,7 @@ def _status_error(
     )
 
 
-def check_failure(exc: BaseException, *, base_url: str, secret: str = "") -> ConfigError:
+def check_failure(exc: BaseException, *, base_url: str, secret: Sequence[str] = ()) -> ConfigError:
     """The ConfigError for a start-up check of the server that failed with `exc`."""
     where = f"the model server at {base_url}"
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):

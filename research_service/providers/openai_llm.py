@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from base64 import b64encode
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import unquote
 
 import httpx2
 import openai
@@ -126,7 +128,7 @@ class OpenAILLM:
         self.max_wait_s = max_wait_s
         # Lowered for good the first time the server rejects a format.
         self.plan_format = PlanFormat.JSON_SCHEMA if json_schema else PlanFormat.JSON_OBJECT
-        base_url, secret = self.base_url, client.api_key
+        base_url, secret = self.base_url, self._secrets
         self._plan_call = LLMCall(
             PROVIDER_NAME, base_url, planner_model, PLANNER_SETTING, key_setting, secret
         )
@@ -134,6 +136,18 @@ class OpenAILLM:
             PROVIDER_NAME, base_url, synth_model, SYNTH_SETTING, key_setting, secret
         )
         self._limit_field = "max_tokens"
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        """What no message may show: the key, and a gateway's password in the base URL.
+
+        The password as written and as basic auth sends it: base64 of user:password, which a
+        gateway's 401 may quote back.
+        """
+        url = self._client.base_url
+        user, password = unquote(url.username or ""), unquote(url.password or "")
+        basic = b64encode(f"{user}:{password}".encode()).decode() if password else ""
+        return tuple(s for s in (self._client.api_key, password, basic) if s)
 
     @property
     def base_url(self) -> str:
@@ -155,7 +169,7 @@ class OpenAILLM:
         except Exception as exc:  # noqa: BLE001 - whatever the reply, it is not the API's
             # Beyond the SDK's errors: HTML or JSON of another shape fails inside the SDK's
             # parsing (AttributeError, TypeError, UnicodeDecodeError…).
-            raise check_failure(exc, base_url=self.base_url, secret=self._client.api_key) from None
+            raise check_failure(exc, base_url=self.base_url, secret=self._secrets) from None
         for model, setting in (
             (self.planner_model, PLANNER_SETTING),
             (self.synth_model, SYNTH_SETTING),
@@ -272,7 +286,7 @@ class OpenAILLM:
             "%s rejected response_format %s (%s); using %s from now on",
             self.base_url,
             rejected.value,
-            server_message(exc, hiding=self._client.api_key),
+            server_message(exc, hiding=self._secrets),
             lower.value,
         )
 
@@ -304,7 +318,7 @@ class OpenAILLM:
                 sent += len(tail)
                 yield tail
         except (openai.OpenAIError, *BAD_REPLY_ERRORS) as exc:
-            reason = describe_failure(exc, hiding=self._client.api_key)
+            reason = describe_failure(exc, hiding=self._secrets)
             raise self._broken(reason, sent=sent) from exc
         finally:
             await opened.stream.close()
