@@ -16,7 +16,8 @@ from research_service.runs.state import RunState
 
 log = logging.getLogger(__name__)
 
-#: The cancel code of the service's shutdown.
+#: The cancel code of the service's shutdown (RunManager.shutdown writes it as a literal, as
+#: every run ending's code is: tests/test_docs_match_code.py reads them from the source).
 SHUTDOWN: Final = "shutdown"
 
 

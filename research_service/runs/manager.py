@@ -21,7 +21,7 @@ from research_service.runs.creations import AfterCreate, Creations
 from research_service.runs.hub import Hub
 from research_service.runs.limits import OwnerSlots, check_room, run_within_deadline, token_budget
 from research_service.runs.listening import Listening
-from research_service.runs.live_run import SHUTDOWN, LiveRun, uncancelled
+from research_service.runs.live_run import LiveRun, uncancelled
 from research_service.runs.log import EventLog
 from research_service.runs.models import RunOptions, RunRecord, RunTail, new_run_id
 from research_service.runs.state import RunState
@@ -260,7 +260,7 @@ class RunManager:
             creating = bool(self._creations.pending)
             tasks = [run.task for run in self._live.values() if run.task is not None]
             for run in list(self._live.values()):
-                run.cancel(code=SHUTDOWN, message="the service shut down during the run")
+                run.cancel(code="shutdown", message="the service shut down during the run")
             await asyncio.gather(*tasks, *self._creations.pending, return_exceptions=True)
 
     def _remember(self, run_id: str, state: RunState) -> None:
