@@ -4,7 +4,9 @@ a run without what a recording needs, https to a plain server, a password in --s
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -17,20 +19,32 @@ from tests.test_cli_hardening import KEPT, one_line
 RUN_ID = "0123456789abcdef"
 
 
-@pytest.fixture
-async def almost_a_service() -> AsyncIterator[str]:
-    """Answers `POST /v1/runs` with a run lacking `options` and `created_at`."""
+#: A run's body as `POST /v1/runs` answers it, lacking `options` and `created_at`.
+BARE_RUN = {"id": RUN_ID, "question": "Q?", "events_url": f"/v1/runs/{RUN_ID}/events"}
+
+
+@asynccontextmanager
+async def creating(run: dict[str, Any]) -> AsyncIterator[str]:
+    """A server whose `POST /v1/runs` answers `run`; its base URL."""
 
     async def create(request: web.Request) -> web.Response:
-        run = {"id": RUN_ID, "question": "Q?", "events_url": f"/v1/runs/{RUN_ID}/events"}
         return web.json_response(run, status=201)
 
     app = web.Application()
     app.router.add_post("/v1/runs", create)
     server = TestServer(app)
     await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def almost_a_service() -> AsyncIterator[str]:
+    """Answers `POST /v1/runs` with a run lacking `options` and `created_at`."""
+    async with creating(BARE_RUN) as url:
+        yield url
 
 
 async def test_a_run_without_what_a_recording_needs_exits_4_and_keeps_the_file(
@@ -49,23 +63,10 @@ async def test_a_run_whose_header_replay_would_refuse_leaves_the_file_alone(
     tmp_path: Path, created_at: str
 ) -> None:
     """Checked as `replay` reads a header: what is recorded can be replayed."""
-
-    async def create(request: web.Request) -> web.Response:
-        run = {"id": RUN_ID, "question": "Q?", "events_url": f"/v1/runs/{RUN_ID}/events",
-               "options": {}, "created_at": created_at}  # fmt: skip
-        return web.json_response(run, status=201)
-
-    app = web.Application()
-    app.router.add_post("/v1/runs", create)
-    server = TestServer(app)
-    await server.start_server()
     path = tmp_path / "keep.jsonl"
     path.write_text(KEPT)
-    try:
-        url = str(server.make_url("")).rstrip("/")
+    async with creating({**BARE_RUN, "options": {}, "created_at": created_at}) as url:
         result = await cli_process.run("ask", "--server", url, "--record", str(path), "Q?")
-    finally:
-        await server.close()
     assert result.returncode == 4
     assert "field 'created_at' is" in one_line(result)
     assert path.read_text() == KEPT
