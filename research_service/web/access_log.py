@@ -59,15 +59,10 @@ def _secret(name: str, value: str) -> bool:
 
 def logged_path(request: BaseRequest) -> str:
     """The request's path and query, the values of secrets (tokens, keys) replaced."""
-    return _logged_url(request.path_qs)
+    return logged_url(request.path_qs)
 
 
-def logged_referer(referer: str) -> str:
-    """A Referer header as logged: a page's address may carry its stream token too."""
-    return _logged_url(referer)
-
-
-def _logged_url(url: str) -> str:
+def logged_url(url: str) -> str:
     """`url` with the values of the secrets in its query, and any key this service made, replaced.
 
     A name is read as a server would read it: percent-decoded, pairs `&` or `;` apart.
@@ -96,7 +91,8 @@ def access_line(
         f"{request.remote or '-'} {_started(time.time() - duration)} "
         f'"{request.method} {path} HTTP/{version.major}.{version.minor}" '
         f"{response.status} {response.body_length} "
-        f'"{_quoted(logged_referer(headers.get(hdrs.REFERER, "-")))}" '
+        # A Referer is a page's address, which may carry its stream token too.
+        f'"{_quoted(logged_url(headers.get(hdrs.REFERER, "-")))}" '
         f'"{_quoted(headers.get(hdrs.USER_AGENT, "-"))}"'
     )
 
