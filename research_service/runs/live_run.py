@@ -39,11 +39,6 @@ class LiveRun:
     #: Set when the service's shutdown cancels the run (whatever cancelled it before).
     stopping: bool = False
 
-    @property
-    def shutting_down(self) -> bool:
-        """Whether the service's shutdown cancelled the run."""
-        return self.stopping
-
     #: In a cluster, the check of other processes' listeners before abandoning the run.
     abandon_check: asyncio.Task[None] | None = None
 
@@ -73,15 +68,14 @@ class LiveRun:
         """
         if self.task is None or self.task.done():
             return False
-        if code == SHUTDOWN and (self.ending or self.cancel_reason is not None):
-            # Its end begun, or a cancel on its way: the shutdown's must stop it all the same.
+        if code == SHUTDOWN:
+            # Its end begun, or a cancel on its way: the shutdown's stops it all the same.
             self.stopping = True
+            self.cancel_reason = self.cancel_reason or (code, message)
             self.task.cancel()
             return True
         if self.ending:
             return False
-        if code == SHUTDOWN:
-            self.stopping = True
         if self.cancel_reason is None:
             self.cancel_reason = (code, message or "the run was cancelled on request")
             self.task.cancel()

@@ -358,7 +358,7 @@ class RunManager:
                 usage=ctx.tokens.summary(),
                 truncated=ctx.truncated,
             )
-            await uncancelled(ctx.emit("done", done), unless=lambda: run.shutting_down)
+            await uncancelled(ctx.emit("done", done), unless=lambda: run.stopping)
         except StoreUnavailable as exc:
             # Listeners never see this done, and a restart ends the run as interrupted.
             log.warning("run %s: its done could not be stored: %s", run.record.id, exc)
