@@ -52,14 +52,12 @@ class Recorder:
         The header comes from the run's snapshot (or `POST /v1/runs` answer).
         """
         # Checked, as `replay` reads it, before the file is emptied: a file there before is
-        # left as it was, and what is written can be replayed.
-        fields = {name: run.get(name) for name in ("question", "options", "created_at")}
-        fields["run_id"] = run.get("id")
+        # left as it was, and what is written can be replayed. The fields go in whatever their
+        # types: the check says what is wrong.
+        fields: dict[str, Any] = {"run_id": run.get("id")}
+        fields.update((name, run.get(name)) for name in ("question", "options", "created_at"))
         try:
-            header = check_header(
-                {**header_fields(run_id="", question="", options={}, created_at=""), **fields},
-                source="the service's run",
-            )
+            header = check_header(header_fields(**fields), source="the service's run")
         except RecordingError as exc:
             raise NotAnEventStream(
                 f"the service's run cannot head a recording ({exc.reason}); check --server "

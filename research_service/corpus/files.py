@@ -129,7 +129,7 @@ def _outside(path: Path) -> Document | None:
     return None
 
 
-def load_file(path: Path, *, key: str, fingerprint: str, url: str = "") -> Document | None:
+def load_file(path: Path, *, key: str, fingerprint: str, url: str) -> Document | None:
     """Read one file into a document, or log why not and return None."""
     suffix = path.suffix.lower()
     limit = MAX_PDF_BYTES if suffix == ".pdf" else MAX_FILE_BYTES
@@ -169,7 +169,7 @@ def _document(
     return Document(
         key=key,
         title=title or path.stem,
-        url=url or path.resolve().as_uri(),
+        url=url,
         text=text,
         fingerprint=fingerprint,
     )
